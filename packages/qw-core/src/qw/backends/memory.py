@@ -1,0 +1,451 @@
+"""The ``memory`` backend: in-process, thread-safe, lost when the process ends.
+
+It is the reference for the contract's semantics and a test double for
+applications. Every ``memory://NAME`` URL with the same NAME in one process
+opens the same store (``memory://`` is the store named ``default``), so two
+namespaces can share a store as they would on a server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit
+
+from qw.capabilities import Capabilities
+from qw.contract import (
+    STORE_EVENT_CANCELLED,
+    STORE_EVENT_EXPIRED,
+    Abort,
+    Complete,
+    Fail,
+    Outcome,
+    Switches,
+    outcome_statuses,
+)
+from qw.errors import ConfigurationError, DuplicateJob
+from qw.model import (
+    Claim,
+    Enqueued,
+    Event,
+    EventSpec,
+    Job,
+    JobStatus,
+    JSONValue,
+    Lease,
+    NewJob,
+    PurgeResult,
+    WorkerInfo,
+)
+from qw.plugin import hookimpl
+from qw.validation import validate_namespace
+from qw.wakeup import WakeupHub
+
+__all__ = ["MemoryBackend"]
+
+
+@dataclass
+class _Row:
+    job: Job
+    seq: int
+    token: str | None = None
+    # The token whose outcome last moved the job out of ``running``; a
+    # repeat of that outcome with the same token is answered, not applied.
+    finished_by: str | None = None
+
+
+@dataclass
+class _Space:
+    """One namespace's state."""
+
+    rows: dict[str, _Row] = field(default_factory=dict)
+    events: dict[int, tuple[Event, bool]] = field(default_factory=dict)
+    workers: dict[str, WorkerInfo] = field(default_factory=dict)
+    enabled: bool = True
+    queue_switches: dict[str, bool] = field(default_factory=dict)
+    hub: WakeupHub = field(default_factory=lambda: WakeupHub(connected=True))
+
+
+class _Store:
+    """One in-process store; namespaces inside it are independent."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.spaces: dict[str, _Space] = {}
+        self.seq = itertools.count(1)
+
+    def space(self, namespace: str) -> _Space:
+        with self.lock:
+            return self.spaces.setdefault(namespace, _Space())
+
+
+_stores: dict[str, _Store] = {}
+_stores_lock = threading.Lock()
+
+
+def _now() -> datetime:
+    return datetime.fromtimestamp(time.time(), UTC)
+
+
+class MemoryBackend:
+    """In-process store; see the module docstring."""
+
+    name: ClassVar[str] = "memory"
+    capabilities = Capabilities(
+        thread_safe=True, multi_process=False, native_wakeup=True, durable=False
+    )
+
+    def __init__(self, store_name: str = "default", *, namespace: str) -> None:
+        self._namespace = validate_namespace(namespace)
+        with _stores_lock:
+            self._store = _stores.setdefault(store_name, _Store())
+        self._space = self._store.space(self._namespace)
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str) -> Self:
+        parts = urlsplit(url)
+        if parts.scheme != "memory" or parts.path not in ("", "/") or parts.query:
+            raise ConfigurationError(
+                f"memory URLs look like memory:// or memory://NAME, not {url!r}"
+            )
+        return cls(parts.netloc or "default", namespace=namespace)
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    def close(self) -> None:
+        pass
+
+    def now(self) -> datetime:
+        return _now()
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+        with self._store.lock:
+            now = _now()
+            rows = self._space.rows
+            for new in jobs:
+                if new.id in rows:
+                    raise DuplicateJob(f"job id {new.id!r} already exists")
+            live = {
+                r.job.dedupe_key: r.job.id
+                for r in rows.values()
+                if r.job.dedupe_key is not None and r.job.status.is_live
+            }
+            answers = []
+            for new in jobs:
+                if new.dedupe_key is not None and new.dedupe_key in live:
+                    answers.append(Enqueued(live[new.dedupe_key], created=False))
+                    continue
+                run_at = new.run_at or now + timedelta(seconds=new.delay or 0)
+                rows[new.id] = _Row(
+                    Job(
+                        id=new.id,
+                        queue=new.queue,
+                        payload=_copy_json(new.payload),
+                        priority=new.priority,
+                        run_at=run_at.astimezone(UTC),
+                        max_attempts=new.max_attempts,
+                        attempts=0,
+                        status=JobStatus.QUEUED,
+                        created_at=now,
+                        dedupe_key=new.dedupe_key,
+                    ),
+                    next(self._store.seq),
+                )
+                if new.dedupe_key is not None:
+                    live[new.dedupe_key] = new.id
+                answers.append(Enqueued(new.id, created=True))
+        self._space.hub.notify({j.queue for j in jobs})
+        return answers
+
+    def claim(
+        self, queues: Sequence[str], *, worker: str, lease_s: float, limit: int
+    ) -> list[Claim]:
+        self._space.hub.arm(queues)
+        with self._store.lock:
+            switches = self.switches()
+            open_queues = {q for q in queues if switches.queue_enabled(q)}
+            now = _now()
+            due = sorted(
+                (
+                    r
+                    for r in self._space.rows.values()
+                    if r.job.status is JobStatus.QUEUED
+                    and r.job.queue in open_queues
+                    and r.job.run_at <= now
+                ),
+                key=lambda r: (r.job.priority, r.seq),
+            )[:limit]
+            claims = []
+            expires = now + timedelta(seconds=lease_s)
+            for row in due:
+                row.token = secrets.token_hex(16)
+                row.job = replace(
+                    row.job,
+                    status=JobStatus.RUNNING,
+                    attempts=row.job.attempts + 1,
+                    started_at=now,
+                    worker=worker,
+                    lease_expires_at=expires,
+                    cancel_requested=False,
+                )
+                claims.append(Claim(row.job, Lease(row.job.id, row.token, expires)))
+            return claims
+
+    def renew(self, leases: Sequence[Lease], lease_s: float) -> list[Lease | None]:
+        with self._store.lock:
+            now = _now()
+            answers: list[Lease | None] = []
+            for lease in leases:
+                row = self._held(lease)
+                if row is None:
+                    answers.append(None)
+                    continue
+                expires = now + timedelta(seconds=lease_s)
+                row.job = replace(row.job, lease_expires_at=expires)
+                answers.append(
+                    replace(lease, expires_at=expires, cancel_requested=row.job.cancel_requested)
+                )
+            return answers
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
+        requeued: set[str] = set()
+        with self._store.lock:
+            answers = []
+            for outcome in outcomes:
+                status = self._finish_one(outcome)
+                if status is JobStatus.QUEUED:
+                    requeued.add(self._space.rows[outcome.lease.job_id].job.queue)
+                answers.append(status)
+        if requeued:
+            self._space.hub.notify(requeued)
+        return answers
+
+    def _finish_one(self, outcome: Outcome) -> JobStatus | None:
+        lease = outcome.lease
+        row = self._space.rows.get(lease.job_id)
+        if row is None:
+            return None
+        if row.token != lease.token or row.job.status is not JobStatus.RUNNING:
+            # Only the exact outcome that already applied is answered again.
+            if row.finished_by == lease.token and row.job.status in outcome_statuses(outcome):
+                return row.job.status
+            return None
+        now = _now()
+        job = row.job
+        event: EventSpec | None = None
+        if isinstance(outcome, Complete):
+            row.job = _off_lease(
+                job,
+                status=JobStatus.SUCCEEDED,
+                result=_copy_json(outcome.result),
+                finished_at=now,
+            )
+            event = outcome.event
+        elif isinstance(outcome, Fail):
+            error = _copy_json(outcome.error)
+            if outcome.retry_in is not None and job.attempts < job.max_attempts:
+                run_at = now + timedelta(seconds=outcome.retry_in)
+                row.job = _off_lease(job, status=JobStatus.QUEUED, error=error, run_at=run_at)
+            else:
+                row.job = _off_lease(job, status=JobStatus.FAILED, error=error, finished_at=now)
+            event = outcome.event
+        elif isinstance(outcome, Abort):
+            row.job = _off_lease(
+                job,
+                status=JobStatus.CANCELLED,
+                error=_copy_json(outcome.error),
+                finished_at=now,
+            )
+            event = outcome.event
+        else:
+            row.job = _off_lease(job, status=JobStatus.QUEUED, attempts=job.attempts - 1)
+        row.token = None
+        row.finished_by = lease.token
+        if event is not None:
+            self._emit(job.id, event.type, event.data, now)
+        return row.job.status
+
+    def _held(self, lease: Lease) -> _Row | None:
+        row = self._space.rows.get(lease.job_id)
+        if row is None or row.token != lease.token or row.job.status is not JobStatus.RUNNING:
+            return None
+        return row
+
+    def _emit(self, job_id: str, type_: str, data: JSONValue, now: datetime) -> None:
+        cursor = next(self._store.seq)
+        self._space.events[cursor] = (Event(cursor, job_id, type_, _copy_json(data), now), False)
+
+    def reclaim_expired(self) -> int:
+        requeued: set[str] = set()
+        count = 0
+        with self._store.lock:
+            now = _now()
+            for row in self._space.rows.values():
+                job = row.job
+                if job.status is not JobStatus.RUNNING or job.lease_expires_at is None:
+                    continue
+                if job.lease_expires_at > now:
+                    continue
+                count += 1
+                if job.attempts < job.max_attempts:
+                    row.job = _off_lease(job, status=JobStatus.QUEUED)
+                    requeued.add(job.queue)
+                else:
+                    row.job = _off_lease(
+                        job,
+                        status=JobStatus.FAILED,
+                        finished_at=now,
+                        error={"reason": "lease_expired"},
+                    )
+                    self._emit(
+                        job.id,
+                        STORE_EVENT_EXPIRED,
+                        {"queue": job.queue, "reason": "lease_expired", "attempts": job.attempts},
+                        now,
+                    )
+                row.token = None
+                row.finished_by = None
+        if requeued:
+            self._space.hub.notify(requeued)
+        return count
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        return self._space.hub.wait(queues, timeout)
+
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        with self._store.lock:
+            now = _now()
+            known = self._space.workers.get(worker.id)
+            started = (known.started_at if known else None) or worker.started_at or now
+            self._space.workers[worker.id] = replace(worker, started_at=started, last_seen=now)
+
+    def remove_worker(self, worker_id: str) -> None:
+        with self._store.lock:
+            self._space.workers.pop(worker_id, None)
+
+    def workers(self) -> list[WorkerInfo]:
+        with self._store.lock:
+            return [self._space.workers[k] for k in sorted(self._space.workers)]
+
+    def set_enabled(self, enabled: bool, queue: str | None = None) -> None:
+        with self._store.lock:
+            if queue is None:
+                self._space.enabled = enabled
+            else:
+                self._space.queue_switches[queue] = enabled
+        if enabled:
+            self._space.hub.notify_all()
+
+    def switches(self) -> Switches:
+        with self._store.lock:
+            return Switches(self._space.enabled, dict(self._space.queue_switches))
+
+    def get(self, job_id: str) -> Job | None:
+        with self._store.lock:
+            row = self._space.rows.get(job_id)
+            return row.job if row else None
+
+    def counts(self) -> dict[str, dict[JobStatus, int]]:
+        with self._store.lock:
+            counts: dict[str, dict[JobStatus, int]] = {}
+            for row in self._space.rows.values():
+                by_status = counts.setdefault(row.job.queue, {})
+                by_status[row.job.status] = by_status.get(row.job.status, 0) + 1
+            return counts
+
+    def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[Job]:
+        with self._store.lock:
+            jobs = sorted(
+                (
+                    r.job
+                    for r in self._space.rows.values()
+                    if (queue is None or r.job.queue == queue)
+                    and (status is None or r.job.status is status)
+                    and (after is None or r.job.id > after)
+                ),
+                key=lambda j: j.id,
+            )
+            return jobs[:limit]
+
+    def cancel(self, job_id: str) -> JobStatus | None:
+        with self._store.lock:
+            row = self._space.rows.get(job_id)
+            if row is None:
+                return None
+            job = row.job
+            if job.status is JobStatus.QUEUED:
+                now = _now()
+                row.job = replace(job, status=JobStatus.CANCELLED, finished_at=now)
+                row.finished_by = None
+                self._emit(
+                    job.id, STORE_EVENT_CANCELLED, {"queue": job.queue, "reason": "cancelled"}, now
+                )
+            elif job.status is JobStatus.RUNNING:
+                row.job = replace(job, cancel_requested=True)
+            return row.job.status
+
+    def fetch_events(self, limit: int = 100) -> list[Event]:
+        with self._store.lock:
+            pending = (e for c, (e, acked) in sorted(self._space.events.items()) if not acked)
+            return list(itertools.islice(pending, limit))
+
+    def ack_events(self, cursors: Sequence[int]) -> int:
+        with self._store.lock:
+            newly = 0
+            for cursor in set(cursors):
+                entry = self._space.events.get(cursor)
+                if entry is not None and not entry[1]:
+                    self._space.events[cursor] = (entry[0], True)
+                    newly += 1
+            return newly
+
+    def purge(self, older_than: float) -> PurgeResult:
+        with self._store.lock:
+            cutoff = _now() - timedelta(seconds=older_than)
+            old_jobs = [
+                job_id
+                for job_id, row in self._space.rows.items()
+                if row.job.status.is_terminal
+                and row.job.finished_at is not None
+                and row.job.finished_at < cutoff
+            ]
+            for job_id in old_jobs:
+                del self._space.rows[job_id]
+            old_events = [
+                c for c, (e, acked) in self._space.events.items() if acked and e.created_at < cutoff
+            ]
+            for c in old_events:
+                del self._space.events[c]
+            return PurgeResult(jobs=len(old_jobs), events=len(old_events))
+
+
+def _off_lease(job: Job, **changes: Any) -> Job:
+    """``job`` with ``changes`` and no lease."""
+    return replace(job, worker=None, lease_expires_at=None, cancel_requested=False, **changes)
+
+
+def _copy_json(value: JSONValue) -> JSONValue:
+    # Store a private copy, so a caller mutating its dict cannot edit the job.
+    from qw.validation import decode_json, encode_json
+
+    return decode_json(encode_json(value))
+
+
+@hookimpl
+def qw_register_backends() -> list[type[MemoryBackend]]:
+    return [MemoryBackend]

@@ -1,0 +1,47 @@
+"""What a backend declares about itself, and what the testkit gates on.
+
+Every flag is a promise the contract suite checks. A flag left False is not
+a failure: the suite skips the tests that need it and says which flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from qw.validation import DEFAULT_MAX_PAYLOAD_BYTES
+
+__all__ = ["Capabilities"]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """A backend's declared abilities.
+
+    Attributes:
+        thread_safe: one backend object may be shared by many threads.
+        multi_process: several processes (each with its own backend object)
+            may work one namespace at once and claims stay exactly-once.
+        native_wakeup: :meth:`~qw.contract.Backend.wait` is woken by the store
+            pushing a signal (LISTEN/NOTIFY, pub/sub, a change feed) rather
+            than by a bounded poll.
+        durable: with the store's default settings, an acknowledged write
+            survives a crash of the store's process.
+        queue_switch: the ON/OFF switch works per queue as well as per
+            namespace.
+        max_payload_bytes: the largest payload (as UTF-8 JSON) accepted.
+        stand_in: the name of a stand-in for the real store (for example
+            ``"mongomock"``), when the backend talks to one; None for a real
+            store. Test output and ``qw backends`` show it.
+    """
+
+    thread_safe: bool = True
+    multi_process: bool = False
+    native_wakeup: bool = False
+    durable: bool = False
+    queue_switch: bool = True
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    stand_in: str | None = None
+
+    def flags(self) -> dict[str, bool]:
+        """The boolean capabilities by name, for display."""
+        return {f.name: v for f in fields(self) if isinstance(v := getattr(self, f.name), bool)}

@@ -1,0 +1,326 @@
+"""The facade users hold: validation first, then one call to the backend.
+
+Every argument is checked here before the backend sees it, so that bad input
+raises a typed error and leaves the store unchanged on every backend alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from types import TracebackType
+
+from qw.capabilities import Capabilities
+from qw.contract import Abort, Backend, Complete, Fail, Outcome, Release, Switches
+from qw.errors import InvalidInput, JobNotFound, LeaseLost
+from qw.model import (
+    Claim,
+    Enqueued,
+    Event,
+    EventSpec,
+    Job,
+    JobStatus,
+    JSONValue,
+    Lease,
+    NewJob,
+    PurgeResult,
+    WorkerInfo,
+)
+from qw.validation import (
+    encode_json,
+    validate_event,
+    validate_lease_seconds,
+    validate_new_jobs,
+    validate_queue,
+    validate_queues,
+)
+
+__all__ = ["Client"]
+
+MAX_BATCH = 10_000
+
+
+class Client:
+    """A namespace on a store: enqueue, claim, finish, inspect, operate.
+
+    Open one with :func:`qw.open`. Thread-safe when the backend declares
+    ``thread_safe``. Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    @property
+    def backend(self) -> Backend:
+        """The backend object behind this client."""
+        return self._backend
+
+    @property
+    def namespace(self) -> str:
+        return self._backend.namespace
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._backend.capabilities
+
+    @property
+    def _limit(self) -> int:
+        return self._backend.capabilities.max_payload_bytes
+
+    def __repr__(self) -> str:
+        return f"<qw.Client {self._backend.name} namespace={self.namespace!r}>"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the backend's connections. Idempotent."""
+        self._backend.close()
+
+    def now(self) -> datetime:
+        """The store's clock."""
+        return self._backend.now()
+
+    # -- producing ---------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+        """Enqueue a batch, all or nothing; see :meth:`qw.contract.Backend.enqueue`."""
+        jobs = list(jobs) if not isinstance(jobs, NewJob) else jobs
+        validate_new_jobs(jobs, limit=self._limit)
+        if len(jobs) > MAX_BATCH:
+            raise InvalidInput(f"at most {MAX_BATCH} jobs per enqueue call, not {len(jobs)}")
+        if not jobs:
+            return []
+        return self._backend.enqueue(jobs)
+
+    def enqueue_one(self, queue: str, payload: JSONValue = None, **options: object) -> Enqueued:
+        """Enqueue one job; ``options`` are :class:`~qw.model.NewJob` fields."""
+        return self.enqueue([NewJob(queue, payload, **options)])[0]  # type: ignore[arg-type]
+
+    # -- working -----------------------------------------------------------
+
+    def claim(
+        self, queues: Iterable[str], *, worker: str, lease_s: float = 30.0, limit: int = 1
+    ) -> list[Claim]:
+        """Lease up to ``limit`` due jobs; see :meth:`qw.contract.Backend.claim`."""
+        names = validate_queues(queues)
+        _check_worker_id(worker)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidInput(f"limit must be an int in [1, 1000], not {limit!r}")
+        return self._backend.claim(
+            names, worker=worker, lease_s=validate_lease_seconds(lease_s), limit=limit
+        )
+
+    def renew(self, lease: Lease, lease_s: float = 30.0) -> Lease:
+        """Extend one lease; raise :class:`~qw.errors.LeaseLost` if it is stale."""
+        renewed = self.renew_many([lease], lease_s)[0]
+        if renewed is None:
+            raise LeaseLost(lease.job_id)
+        return renewed
+
+    def renew_many(self, leases: Sequence[Lease], lease_s: float = 30.0) -> list[Lease | None]:
+        """Extend many leases in one call; None marks a lost one."""
+        for lease in leases:
+            _check_lease(lease)
+        if not leases:
+            return []
+        return self._backend.renew(list(leases), validate_lease_seconds(lease_s))
+
+    def complete(
+        self, lease: Lease, result: JSONValue = None, *, event: EventSpec | None = None
+    ) -> JobStatus:
+        """Finish as ``succeeded``; with ``event``, both commit or neither."""
+        return self._finish_one(Complete(lease, result, event))
+
+    def fail(
+        self,
+        lease: Lease,
+        error: JSONValue = None,
+        *,
+        retry_in: float | None = None,
+        event: EventSpec | None = None,
+    ) -> JobStatus:
+        """Record a failed attempt; retried after ``retry_in`` s if attempts remain."""
+        return self._finish_one(Fail(lease, error, retry_in, event))
+
+    def release(self, lease: Lease) -> JobStatus:
+        """Give the job back without counting the attempt."""
+        return self._finish_one(Release(lease))
+
+    def abort(
+        self, lease: Lease, error: JSONValue = None, *, event: EventSpec | None = None
+    ) -> JobStatus:
+        """Finish a running job as ``cancelled``."""
+        return self._finish_one(Abort(lease, error, event))
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
+        """Apply many outcomes in one call; None marks a stale lease."""
+        for outcome in outcomes:
+            self._check_outcome(outcome)
+        if not outcomes:
+            return []
+        return self._backend.finish(list(outcomes))
+
+    def _finish_one(self, outcome: Outcome) -> JobStatus:
+        status = self.finish([outcome])[0]
+        if status is None:
+            raise LeaseLost(outcome.lease.job_id)
+        return status
+
+    def _check_outcome(self, outcome: Outcome) -> None:
+        if not isinstance(outcome, (Complete, Fail, Release, Abort)):
+            raise InvalidInput(f"not an outcome: {outcome!r}")
+        _check_lease(outcome.lease)
+        if isinstance(outcome, Complete):
+            encode_json(outcome.result, what="result", limit=self._limit)
+        if isinstance(outcome, (Fail, Abort)):
+            encode_json(outcome.error, what="error", limit=self._limit)
+        if isinstance(outcome, Fail) and outcome.retry_in is not None:
+            r = outcome.retry_in
+            if (
+                isinstance(r, bool)
+                or not isinstance(r, (int, float))
+                or not (math.isfinite(r) and r >= 0)
+            ):
+                raise InvalidInput(f"retry_in must be seconds >= 0, not {r!r}")
+        if not isinstance(outcome, Release):
+            validate_event(outcome.event, limit=self._limit)
+
+    def reclaim_expired(self) -> int:
+        """Requeue (or fail) jobs whose leases expired; return how many."""
+        return self._backend.reclaim_expired()
+
+    def wait(self, queues: Iterable[str], timeout: float) -> bool:
+        """Block until work may be available, or ``timeout`` seconds pass."""
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not (math.isfinite(timeout) and timeout >= 0)
+        ):
+            raise InvalidInput(f"timeout must be seconds >= 0, not {timeout!r}")
+        return self._backend.wait(validate_queues(queues), float(timeout))
+
+    # -- workers and switches ----------------------------------------------
+
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        _check_worker_id(worker.id)
+        validate_queues(worker.queues) if worker.queues else None
+        self._backend.heartbeat(worker)
+
+    def remove_worker(self, worker_id: str) -> None:
+        _check_worker_id(worker_id)
+        self._backend.remove_worker(worker_id)
+
+    def workers(self) -> list[WorkerInfo]:
+        return self._backend.workers()
+
+    def set_enabled(self, enabled: bool, queue: str | None = None) -> None:
+        """The operator switch: the namespace (no ``queue``) or one queue."""
+        if not isinstance(enabled, bool):
+            raise InvalidInput(f"enabled must be a bool, not {enabled!r}")
+        self._backend.set_enabled(enabled, None if queue is None else validate_queue(queue))
+
+    def is_enabled(self, queue: str | None = None) -> bool:
+        """Whether the namespace, or ``queue`` within it, may be claimed from."""
+        switches = self._backend.switches()
+        return switches.enabled if queue is None else switches.queue_enabled(validate_queue(queue))
+
+    def switches(self) -> Switches:
+        return self._backend.switches()
+
+    # -- inspection and operations -----------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        """The job; raise :class:`~qw.errors.JobNotFound` if there is none."""
+        job = self._backend.get(_check_job_id(job_id))
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def find(self, job_id: str) -> Job | None:
+        """The job, or None."""
+        return self._backend.get(_check_job_id(job_id))
+
+    def counts(self) -> dict[str, dict[JobStatus, int]]:
+        """Jobs per queue and status, every status present (zeros included)."""
+        raw = self._backend.counts()
+        return {
+            queue: {status: by_status.get(status, 0) for status in JobStatus}
+            for queue, by_status in sorted(raw.items())
+            if any(by_status.values())
+        }
+
+    def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        status: JobStatus | str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[Job]:
+        if queue is not None:
+            validate_queue(queue)
+        if status is not None:
+            try:
+                status = JobStatus(status)
+            except ValueError:
+                raise InvalidInput(f"unknown status {status!r}") from None
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise InvalidInput(f"limit must be an int in [1, 10000], not {limit!r}")
+        if after is not None:
+            _check_job_id(after)
+        return self._backend.list_jobs(queue=queue, status=status, limit=limit, after=after)
+
+    def cancel(self, job_id: str) -> JobStatus:
+        """Cancel; raise :class:`~qw.errors.JobNotFound` if there is no such job."""
+        status = self._backend.cancel(_check_job_id(job_id))
+        if status is None:
+            raise JobNotFound(job_id)
+        return status
+
+    def fetch_events(self, limit: int = 100) -> list[Event]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise InvalidInput(f"limit must be an int in [1, 10000], not {limit!r}")
+        return self._backend.fetch_events(limit)
+
+    def ack_events(self, cursors: Iterable[int]) -> int:
+        values = list(cursors)
+        for c in values:
+            if isinstance(c, bool) or not isinstance(c, int):
+                raise InvalidInput(f"event cursors are ints, not {c!r}")
+        return self._backend.ack_events(values) if values else 0
+
+    def purge(self, older_than: float) -> PurgeResult:
+        """Remove terminal jobs and acked events older than ``older_than`` seconds."""
+        if (
+            isinstance(older_than, bool)
+            or not isinstance(older_than, (int, float))
+            or not (math.isfinite(older_than) and older_than >= 0)
+        ):
+            raise InvalidInput(f"older_than must be seconds >= 0, not {older_than!r}")
+        return self._backend.purge(float(older_than))
+
+
+def _check_lease(lease: object) -> None:
+    if not isinstance(lease, Lease):
+        raise InvalidInput(f"expected a Lease, got {type(lease).__name__}")
+
+
+def _check_job_id(job_id: object) -> str:
+    if not isinstance(job_id, str) or not 0 < len(job_id) <= 64:
+        raise InvalidInput(f"invalid job id {job_id!r}")
+    return job_id
+
+
+def _check_worker_id(worker: object) -> None:
+    if not isinstance(worker, str) or not 0 < len(worker) <= 200:
+        raise InvalidInput(f"worker id must be a string of 1 to 200 characters, not {worker!r}")

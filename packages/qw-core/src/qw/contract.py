@@ -1,0 +1,319 @@
+"""The storage contract: what every queue store must do, and guarantee.
+
+A backend is one object bound to one namespace. It implements
+:class:`Backend`; the :class:`qw.Client` facade in front of it validates every
+argument first (see :mod:`qw.validation`), so a backend only ever sees
+well-formed names, JSON-able payloads and positive lease lengths.
+
+Times are the **store's** clock: lease expiry, ``run_at`` from a ``delay``,
+retry times and ``last_seen`` are computed where the data lives, never from
+the client's clock. All records are the frozen dataclasses of
+:mod:`qw.model`; no driver object ever crosses this interface. A backend
+raises only :mod:`qw.errors` exceptions (driver errors become
+:class:`~qw.errors.BackendUnavailable` or another documented error).
+
+``qw_testkit.BackendContractTests`` checks every promise made here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar, Protocol, Self, TypeAlias, runtime_checkable
+
+from qw.model import (
+    Claim,
+    Enqueued,
+    Event,
+    EventSpec,
+    Job,
+    JobStatus,
+    JSONValue,
+    Lease,
+    NewJob,
+    PurgeResult,
+    WorkerInfo,
+)
+
+if TYPE_CHECKING:
+    from qw.capabilities import Capabilities
+
+__all__ = [
+    "Abort",
+    "Backend",
+    "Complete",
+    "Fail",
+    "Outcome",
+    "Release",
+    "Switches",
+    "outcome_statuses",
+    "STORE_EVENT_CANCELLED",
+    "STORE_EVENT_EXPIRED",
+]
+
+#: Event type a store writes when :meth:`Backend.cancel` cancels a queued job.
+STORE_EVENT_CANCELLED = "job.cancelled"
+#: Event type a store writes when :meth:`Backend.reclaim_expired` fails a job
+#: whose attempts are used up.
+STORE_EVENT_EXPIRED = "job.failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    """Finish the leased job as ``succeeded`` with ``result``."""
+
+    lease: Lease
+    result: JSONValue = None
+    event: EventSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """Record a failed attempt.
+
+    With attempts left and ``retry_in`` given, the job goes back to
+    ``queued``, due ``retry_in`` seconds from now on the store's clock;
+    otherwise it ends ``failed``.
+    """
+
+    lease: Lease
+    error: JSONValue = None
+    retry_in: float | None = None
+    event: EventSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Give the job back to ``queued`` without counting the attempt."""
+
+    lease: Lease
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """Finish the leased job as ``cancelled`` (its worker honouring a cancel)."""
+
+    lease: Lease
+    error: JSONValue = None
+    event: EventSpec | None = None
+
+
+Outcome: TypeAlias = Complete | Fail | Release | Abort
+
+
+def outcome_statuses(outcome: Outcome) -> frozenset[JobStatus]:
+    """The statuses ``outcome`` can leave a job in.
+
+    A backend recognises a repeated outcome by the token that last moved the
+    job out of ``running`` *and* a status in this set.
+    """
+    if isinstance(outcome, Complete):
+        return frozenset({JobStatus.SUCCEEDED})
+    if isinstance(outcome, Fail):
+        return frozenset({JobStatus.FAILED, JobStatus.QUEUED})
+    if isinstance(outcome, Abort):
+        return frozenset({JobStatus.CANCELLED})
+    return frozenset({JobStatus.QUEUED})
+
+
+@dataclass(frozen=True, slots=True)
+class Switches:
+    """The operator switches: the namespace's, and each queue's that was set."""
+
+    enabled: bool = True
+    queues: Mapping[str, bool] = field(default_factory=dict)
+
+    def queue_enabled(self, queue: str) -> bool:
+        """Whether ``queue`` may be claimed from (both switches ON)."""
+        return self.enabled and self.queues.get(queue, True)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A queue store bound to one namespace.
+
+    Nothing a backend does may read or change another namespace's jobs,
+    events, workers or switches.
+    """
+
+    #: The name the backend is registered under (``"redis"``); URL schemes
+    #: map to it.
+    name: ClassVar[str]
+    #: What this backend promises; see :class:`qw.capabilities.Capabilities`.
+    capabilities: Capabilities
+
+    @property
+    def namespace(self) -> str:
+        """The namespace this object is bound to, fixed at open."""
+        ...
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str) -> Self:
+        """Open the store at ``url`` bound to ``namespace``.
+
+        Calls :func:`qw.validation.validate_namespace` before any I/O.
+        Options ride in the URL's query string; unknown ones raise
+        :class:`~qw.errors.ConfigurationError`. An unreachable store raises
+        :class:`~qw.errors.BackendUnavailable`.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections and threads. Idempotent."""
+        ...
+
+    def now(self) -> datetime:
+        """The store's clock, as a timezone-aware UTC datetime."""
+        ...
+
+    # -- producing ---------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+        """Insert ``jobs``, all or nothing, and return one answer per job, in order.
+
+        A job whose ``dedupe_key`` is held by a live (queued or running) job
+        of the namespace is not inserted: its answer carries the live job's
+        id and ``created=False``. Within one batch the first job with a key
+        wins and later ones point to it. A job id already in the namespace
+        raises :class:`~qw.errors.DuplicateJob` and writes nothing.
+
+        ``delay`` is resolved against the store's clock; FIFO order among
+        equal priorities is the order the store received the jobs in. Wakes
+        waiters on each queue that got a job (once per queue per call).
+        """
+        ...
+
+    # -- working -----------------------------------------------------------
+
+    def claim(
+        self, queues: Sequence[str], *, worker: str, lease_s: float, limit: int
+    ) -> list[Claim]:
+        """Lease up to ``limit`` due, queued jobs from ``queues``.
+
+        Order: lowest ``priority`` first, then FIFO. A job whose ``run_at``
+        is later than the store's clock is never returned. Each returned job
+        is ``running``, its ``attempts`` incremented, held by a lease with a
+        fresh unique token expiring ``lease_s`` seconds from now.
+
+        **A job is held by at most one live lease**: no two claims, from any
+        thread or process, return the same job unless the first lease
+        expired and the job was reclaimed. Returns ``[]`` while the
+        namespace, or a queue, is switched OFF (for the queues that are).
+        """
+        ...
+
+    def renew(self, leases: Sequence[Lease], lease_s: float) -> list[Lease | None]:
+        """Extend each lease to ``lease_s`` seconds from now.
+
+        Returns, per lease, the renewed lease (``cancel_requested`` set if an
+        operator cancelled the job meanwhile), or None where the token is
+        not the job's current one (the lease was lost). A lost lease is
+        never revived.
+        """
+        ...
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
+        """Apply terminal writes; return each job's status after its outcome.
+
+        **Fenced**: only the job's current token moves a ``running`` job; for
+        a stale token nothing changes, no event is written, and the answer
+        is None. **Idempotent**: an outcome repeated with the token that
+        already applied it changes nothing, writes no second event, and
+        answers the same status again. With an ``event``, the transition and
+        the event commit **both or neither**. Outcomes in one call are
+        independent: one stale lease does not undo the others.
+        """
+        ...
+
+    def reclaim_expired(self) -> int:
+        """Return jobs whose lease expired (store clock) and say how many.
+
+        Each goes back to ``queued`` if attempts remain (the attempt stays
+        counted), else to ``failed`` with a ``job.failed`` event whose data
+        is ``{"queue": ..., "reason": "lease_expired", "attempts": n}``.
+        Compare-and-set on (status, token): a job completed meanwhile is
+        never overwritten. Safe to run from many workers at once.
+        """
+        ...
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        """Block until work may be available on ``queues`` or ``timeout`` passes.
+
+        True means "claim again"; False means the timeout passed quietly.
+        A signal sent after the last :meth:`claim` on these queues is never
+        missed. Without a live notification channel (never had one, or it
+        dropped and is reconnecting) it degrades to a bounded poll; it never
+        sleeps past ``timeout``.
+        """
+        ...
+
+    # -- workers and switches ----------------------------------------------
+
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        """Register ``worker`` or refresh it; ``last_seen`` becomes the store's now."""
+        ...
+
+    def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker that stopped. Unknown ids are ignored."""
+        ...
+
+    def workers(self) -> list[WorkerInfo]:
+        """Registered workers of this namespace, by id."""
+        ...
+
+    def set_enabled(self, enabled: bool, queue: str | None = None) -> None:
+        """Switch the namespace (``queue=None``) or one queue ON or OFF, persistently."""
+        ...
+
+    def switches(self) -> Switches:
+        """The namespace's switch and every queue switch that was set."""
+        ...
+
+    # -- inspection and operations -----------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        """The job with ``job_id``, or None."""
+        ...
+
+    def counts(self) -> dict[str, dict[JobStatus, int]]:
+        """Jobs per queue and status, derived from live state (never drifts).
+
+        Queues with no jobs may be absent; statuses with no jobs may be absent.
+        """
+        ...
+
+    def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[Job]:
+        """Jobs by ascending id, optionally filtered; ``after`` pages by id."""
+        ...
+
+    def cancel(self, job_id: str) -> JobStatus | None:
+        """Cancel a job; return its status after the call, or None if unknown.
+
+        A queued job becomes ``cancelled`` (with a ``job.cancelled`` event,
+        data ``{"queue": ..., "reason": "cancelled"}``); a running job is
+        flagged (``cancel_requested``) and stays ``running`` until its worker
+        finishes it; a terminal job is left as it is.
+        """
+        ...
+
+    # -- the outbox --------------------------------------------------------
+
+    def fetch_events(self, limit: int = 100) -> list[Event]:
+        """Up to ``limit`` unacknowledged events, in cursor order (at-least-once)."""
+        ...
+
+    def ack_events(self, cursors: Sequence[int]) -> int:
+        """Acknowledge events so they are not fetched again; return how many were new."""
+        ...
+
+    def purge(self, older_than: float) -> PurgeResult:
+        """Delete terminal jobs and acked events older than ``older_than`` seconds."""
+        ...

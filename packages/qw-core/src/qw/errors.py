@@ -1,0 +1,99 @@
+"""The one error hierarchy of qw.
+
+Every error qw raises on purpose is a :class:`QwError`::
+
+    QwError
+    ├── InvalidInput            bad names, payloads or arguments; nothing was written
+    │   ├── InvalidName         a namespace or queue name outside its pattern
+    │   ├── InvalidPayload      not JSON, or over the size limit
+    │   └── DuplicateJob        a job id that is already in the store (or twice in one batch)
+    ├── LeaseLost               a token that is not (or no longer) the job's current lease
+    ├── JobNotFound             no job with that id in this namespace
+    ├── BackendError            the store itself
+    │   ├── BackendNotFound     no installed distribution provides that backend name
+    │   ├── BackendUnavailable  the backend cannot load, or its store cannot be reached
+    │   ├── BackendConflict     two distributions claim one backend name
+    │   └── SchemaError         the store's schema is missing, newer than this code, or broken
+    └── ConfigurationError      a URL or option qw cannot make sense of
+
+Backends translate their driver's exceptions into these; a driver exception
+that escapes a backend is a bug in that backend.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendConflict",
+    "BackendError",
+    "BackendNotFound",
+    "BackendUnavailable",
+    "ConfigurationError",
+    "DuplicateJob",
+    "InvalidInput",
+    "InvalidName",
+    "InvalidPayload",
+    "JobNotFound",
+    "LeaseLost",
+    "QwError",
+    "SchemaError",
+]
+
+
+class QwError(Exception):
+    """Base of every error qw raises on purpose."""
+
+
+class InvalidInput(QwError, ValueError):
+    """The caller's input is invalid; the store was not touched."""
+
+
+class InvalidName(InvalidInput):
+    """A namespace or queue name does not match its pattern."""
+
+
+class InvalidPayload(InvalidInput):
+    """A payload, result or event data is not JSON, or is too large."""
+
+
+class DuplicateJob(InvalidInput):
+    """A job id already exists in the namespace, or repeats within one batch."""
+
+
+class LeaseLost(QwError):
+    """The lease's token is stale: the job was reclaimed, finished or never held."""
+
+    def __init__(self, job_id: str, message: str | None = None) -> None:
+        self.job_id = job_id
+        super().__init__(message or f"lease on job {job_id} is no longer held")
+
+
+class JobNotFound(QwError, LookupError):
+    """No job with that id exists in this namespace."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job {job_id!r} in this namespace")
+
+
+class BackendError(QwError):
+    """A failure of, or in finding, the storage backend."""
+
+
+class BackendNotFound(BackendError, LookupError):
+    """No installed distribution provides the backend asked for."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot be loaded or its store cannot be reached."""
+
+
+class BackendConflict(BackendError):
+    """Two installed distributions register the same backend name."""
+
+
+class SchemaError(BackendError):
+    """The store's schema is missing, broken, or newer than this code."""
+
+
+class ConfigurationError(QwError, ValueError):
+    """A URL or option that qw cannot make sense of."""

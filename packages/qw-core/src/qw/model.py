@@ -1,0 +1,173 @@
+"""The records that cross the storage contract: plain, frozen, driver-free."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeAlias
+
+from qw.ids import new_job_id
+
+__all__ = [
+    "Claim",
+    "Enqueued",
+    "Event",
+    "EventSpec",
+    "Job",
+    "JobStatus",
+    "JSONValue",
+    "Lease",
+    "NewJob",
+    "PurgeResult",
+    "WorkerInfo",
+]
+
+JSONValue: TypeAlias = (
+    "bool | int | float | str | Sequence[JSONValue] | Mapping[str, JSONValue] | None"
+)
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life.
+
+    ``queued`` → ``running`` → ``succeeded`` | ``failed`` | ``cancelled``;
+    ``running`` → ``queued`` again on retry, release, or reclaim.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether nothing can leave this status."""
+        return self in TERMINAL
+
+    @property
+    def is_live(self) -> bool:
+        """Whether a dedupe key held by a job in this status is still taken."""
+        return self in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """An outbox event to commit together with a job's transition."""
+
+    type: str
+    data: JSONValue = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What a producer asks to enqueue.
+
+    ``run_at`` is an absolute time; ``delay`` is seconds from the *store's*
+    clock at enqueue. Give at most one. Neither means "due now".
+    """
+
+    queue: str
+    payload: JSONValue = None
+    priority: int = 0
+    run_at: datetime | None = None
+    delay: float | None = None
+    max_attempts: int = 3
+    dedupe_key: str | None = None
+    id: str = field(default_factory=new_job_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """The answer for one :class:`NewJob`: its id, and whether it was created.
+
+    ``created`` is False when a live job already held the dedupe key; ``id``
+    is then that job's id.
+    """
+
+    id: str
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as the store holds it."""
+
+    id: str
+    queue: str
+    payload: JSONValue
+    priority: int
+    run_at: datetime
+    max_attempts: int
+    attempts: int
+    status: JobStatus
+    created_at: datetime
+    dedupe_key: str | None = None
+    result: JSONValue = None
+    error: JSONValue = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker: str | None = None
+    lease_expires_at: datetime | None = None
+    cancel_requested: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The right to finish one job, handed out by one claim.
+
+    ``token`` is new for every claim; only the current token can renew or
+    finish the job (fencing). ``expires_at`` is on the store's clock.
+    ``cancel_requested`` turns True on renewal once an operator cancelled
+    the running job.
+    """
+
+    job_id: str
+    token: str
+    expires_at: datetime
+    cancel_requested: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One claimed job and the lease that holds it."""
+
+    job: Job
+    lease: Lease
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An outbox record. ``cursor`` increases within a namespace."""
+
+    cursor: int
+    job_id: str
+    type: str
+    data: JSONValue
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker as the registry knows it. ``last_seen`` is on the store's clock."""
+
+    id: str
+    queues: tuple[str, ...] = ()
+    host: str = ""
+    pid: int = 0
+    concurrency: int = 1
+    started_at: datetime | None = None
+    last_seen: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    """How many terminal jobs and acked events a purge removed."""
+
+    jobs: int
+    events: int
