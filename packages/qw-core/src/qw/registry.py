@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pluggy
 
@@ -119,7 +119,7 @@ class _Registry:
                 ]
                 classes: list[type[Backend]] = []
                 for impl in impls:
-                    classes.extend(impl.function())
+                    classes.extend(cast("list[type[Backend]]", impl.function()))
             except Exception as exc:
                 raise BackendUnavailable(
                     f"backend {name!r} from {entry.distribution} {entry.version} failed to "

@@ -15,11 +15,14 @@ waiter, because signals may have been missed while it was down.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-__all__ = ["WakeupHub"]
+__all__ = ["ListenFn", "Listener", "WakeupHub"]
+
+log = logging.getLogger("qw.wakeup")
 
 
 class WakeupHub:
@@ -93,3 +96,78 @@ class WakeupHub:
                     return True
                 if not self._connected:
                     return polled
+
+
+#: ``listen(ready, stopping)``: connect, subscribe, call ``ready()`` once
+#: subscribed, then deliver signals to the hub until the connection fails
+#: (raise) or ``stopping`` is set (return).
+ListenFn = Callable[[Callable[[], None], threading.Event], None]
+
+
+class Listener:
+    """A daemon thread that keeps a backend's notification channel alive.
+
+    It runs ``listen`` in a loop: when the channel drops (``listen`` raises)
+    the hub is marked disconnected, so waiters poll, and ``listen`` is tried
+    again after a capped, growing pause. Each backend supplies only the
+    store-specific ``listen``; the reconnect policy lives here, once.
+    """
+
+    def __init__(
+        self,
+        hub: WakeupHub,
+        listen: ListenFn,
+        *,
+        name: str,
+        min_backoff: float = 0.05,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self._hub = hub
+        self._listen = listen
+        self._stopping = threading.Event()
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.reconnects = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask ``listen`` to return and wait up to ``timeout`` for the thread."""
+        self._stopping.set()
+        self._hub.set_connected(False)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _ready(self) -> None:
+        self._hub.set_connected(True)
+
+    def _run(self) -> None:
+        backoff = self._min_backoff
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                self._listen(self._ready, self._stopping)
+            except Exception as exc:
+                self._hub.set_connected(False)
+                if self._stopping.is_set():
+                    return
+                self.reconnects += 1
+                log.warning(
+                    "%s: notification channel lost (%r); polling until it reconnects",
+                    self._thread.name,
+                    exc,
+                )
+                # A channel that stayed up a while earns a fresh, short pause.
+                if time.monotonic() - started > self._max_backoff:
+                    backoff = self._min_backoff
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+            else:
+                self._hub.set_connected(False)
+                return
