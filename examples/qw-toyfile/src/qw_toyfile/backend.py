@@ -1,0 +1,473 @@
+"""The ``toyfile`` backend: a whole store in one JSON file, one lock per operation.
+
+Every method runs as one *transaction*: take an exclusive ``flock`` on
+``<file>.lock``, read the file, change the decoded state, write it to a
+temporary file, ``fsync`` it and rename it over the old one. Readers and
+writers in any thread or process on the machine are serialised by the lock,
+so a claim is exactly-once, and a crash leaves either the old or the new file
+(both-or-neither for a transition and its outbox event).
+
+The store's clock is this machine's clock: the file is only reachable from
+here, so every process reads the same clock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Self, TypeVar
+from urllib.parse import urlsplit
+
+from qw import (
+    Abort,
+    Capabilities,
+    Claim,
+    Complete,
+    ConfigurationError,
+    DuplicateJob,
+    Enqueued,
+    Event,
+    Fail,
+    Job,
+    JobStatus,
+    Lease,
+    NewJob,
+    PurgeResult,
+    Release,
+    Switches,
+    WorkerInfo,
+)
+from qw.contract import STORE_EVENT_CANCELLED, STORE_EVENT_EXPIRED, Outcome, outcome_statuses
+from qw.validation import validate_namespace
+from qw.wakeup import WakeupHub
+
+__all__ = ["ToyFileBackend"]
+
+T = TypeVar("T")
+State = dict[str, Any]  # one namespace's slice of the file, as JSON
+
+
+def _ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _job(row: State) -> Job:
+    """The record for a stored job row."""
+    return Job(
+        id=row["id"],
+        queue=row["queue"],
+        payload=row["payload"],
+        priority=row["priority"],
+        run_at=datetime.fromtimestamp(row["run_at"], UTC),
+        max_attempts=row["max_attempts"],
+        attempts=row["attempts"],
+        status=JobStatus(row["status"]),
+        created_at=datetime.fromtimestamp(row["created_at"], UTC),
+        dedupe_key=row["dedupe_key"],
+        result=row["result"],
+        error=row["error"],
+        started_at=_ts(row["started_at"]),
+        finished_at=_ts(row["finished_at"]),
+        worker=row["worker"],
+        lease_expires_at=_ts(row["lease_expires_at"]),
+        cancel_requested=row["cancel_requested"],
+    )
+
+
+class ToyFileBackend:
+    """A qw backend over one JSON file; URL ``toyfile:///path/to/store.json``."""
+
+    name: ClassVar[str] = "toyfile"
+    capabilities = Capabilities(
+        thread_safe=True,
+        multi_process=True,
+        native_wakeup=False,
+        durable=True,
+        max_payload_bytes=64 * 1024,
+    )
+
+    def __init__(self, path: Path, *, namespace: str) -> None:
+        self._namespace = validate_namespace(namespace)
+        self._path = path
+        # No push channel between processes: wait() polls, and wakes at
+        # once for work enqueued through this object.
+        self._hub = WakeupHub(poll_interval=0.05)
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str) -> Self:
+        parts = urlsplit(url)
+        if parts.scheme != "toyfile" or parts.netloc or not parts.path or parts.query:
+            raise ConfigurationError(f"toyfile URLs look like toyfile:///path/store.json: {url!r}")
+        return cls(Path(parts.path), namespace=namespace)
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    def close(self) -> None:
+        pass
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(time.time(), UTC)
+
+    # -- the one transaction -------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        with open(f"{self._path}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                doc: dict[str, Any] = (
+                    json.loads(self._path.read_text()) if self._path.exists() else {"seq": 0}
+                )
+                before = json.dumps(doc, sort_keys=True)
+                yield doc
+                after = json.dumps(doc, sort_keys=True)
+                if after != before:
+                    tmp = Path(f"{self._path}.tmp")
+                    with open(tmp, "w") as out:
+                        out.write(after)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    os.replace(tmp, self._path)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _tx(self, change: Callable[[State, dict[str, Any]], T]) -> T:
+        """Run ``change(namespace_state, document)`` as one transaction."""
+        with self._locked() as doc:
+            space = doc.setdefault("namespaces", {}).setdefault(
+                self._namespace,
+                {"jobs": {}, "events": [], "workers": {}, "enabled": True, "queues": {}},
+            )
+            return change(space, doc)
+
+    @staticmethod
+    def _next(doc: dict[str, Any]) -> int:
+        doc["seq"] += 1
+        return int(doc["seq"])
+
+    def _emit(self, space: State, doc: dict[str, Any], job_id: str, type_: str, data: Any) -> None:
+        space["events"].append(
+            {
+                "cursor": self._next(doc),
+                "job_id": job_id,
+                "type": type_,
+                "data": data,
+                "created_at": time.time(),
+                "acked": False,
+            }
+        )
+
+    # -- producing and working ---------------------------------------------
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+        def change(space: State, doc: dict[str, Any]) -> list[Enqueued]:
+            rows = space["jobs"]
+            if clash := next((j.id for j in jobs if j.id in rows), None):
+                raise DuplicateJob(f"job id {clash!r} already exists")
+            live = {
+                r["dedupe_key"]: r["id"]
+                for r in rows.values()
+                if r["dedupe_key"] is not None and r["status"] in ("queued", "running")
+            }
+            now = time.time()
+            answers = []
+            for new in jobs:
+                if new.dedupe_key is not None and new.dedupe_key in live:
+                    answers.append(Enqueued(live[new.dedupe_key], created=False))
+                    continue
+                run_at = new.run_at.timestamp() if new.run_at else now + (new.delay or 0.0)
+                rows[new.id] = {
+                    "id": new.id, "queue": new.queue, "payload": new.payload,
+                    "priority": new.priority, "run_at": run_at,
+                    "max_attempts": new.max_attempts, "attempts": 0, "status": "queued",
+                    "created_at": now, "dedupe_key": new.dedupe_key, "result": None,
+                    "error": None, "started_at": None, "finished_at": None, "worker": None,
+                    "lease_expires_at": None, "cancel_requested": False,
+                    "seq": self._next(doc), "token": None, "finished_by": None,
+                }  # fmt: skip
+                if new.dedupe_key is not None:
+                    live[new.dedupe_key] = new.id
+                answers.append(Enqueued(new.id, created=True))
+            return answers
+
+        answers = self._tx(change)
+        self._hub.notify({j.queue for j in jobs})
+        return answers
+
+    def claim(
+        self, queues: Sequence[str], *, worker: str, lease_s: float, limit: int
+    ) -> list[Claim]:
+        self._hub.arm(queues)
+
+        def change(space: State, doc: dict[str, Any]) -> list[Claim]:
+            switches = Switches(space["enabled"], space["queues"])
+            now = time.time()
+            due = sorted(
+                (
+                    r
+                    for r in space["jobs"].values()
+                    if r["status"] == "queued"
+                    and r["run_at"] <= now
+                    and r["queue"] in queues
+                    and switches.queue_enabled(r["queue"])
+                ),
+                key=lambda r: (r["priority"], r["seq"]),
+            )[:limit]
+            for row in due:
+                row.update(
+                    status="running", attempts=row["attempts"] + 1, started_at=now,
+                    worker=worker, lease_expires_at=now + lease_s, cancel_requested=False,
+                    token=secrets.token_hex(16),
+                )  # fmt: skip
+            expires = datetime.fromtimestamp(now + lease_s, UTC)
+            return [Claim(_job(r), Lease(r["id"], r["token"], expires)) for r in due]
+
+        return self._tx(change)
+
+    def renew(self, leases: Sequence[Lease], lease_s: float) -> list[Lease | None]:
+        def change(space: State, doc: dict[str, Any]) -> list[Lease | None]:
+            answers: list[Lease | None] = []
+            for lease in leases:
+                row = space["jobs"].get(lease.job_id)
+                if row is None or row["status"] != "running" or row["token"] != lease.token:
+                    answers.append(None)
+                    continue
+                row["lease_expires_at"] = time.time() + lease_s
+                answers.append(
+                    Lease(
+                        lease.job_id,
+                        lease.token,
+                        datetime.fromtimestamp(row["lease_expires_at"], UTC),
+                        row["cancel_requested"],
+                    )
+                )
+            return answers
+
+        return self._tx(change)
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
+        def change(space: State, doc: dict[str, Any]) -> list[JobStatus | None]:
+            return [self._finish_one(space, doc, outcome) for outcome in outcomes]
+
+        answers = self._tx(change)
+        if JobStatus.QUEUED in answers:
+            # A retry or release may be due at once: let local waiters look.
+            self._hub.notify_all()
+        return answers
+
+    def _finish_one(self, space: State, doc: dict[str, Any], outcome: Outcome) -> JobStatus | None:
+        token = outcome.lease.token
+        row = space["jobs"].get(outcome.lease.job_id)
+        if row is None:
+            return None
+        if row["status"] != "running" or row["token"] != token:
+            repeated = row["finished_by"] == token
+            if repeated and JobStatus(row["status"]) in outcome_statuses(outcome):
+                return JobStatus(row["status"])
+            return None
+        now = time.time()
+        row.update(worker=None, lease_expires_at=None, cancel_requested=False, token=None)
+        row["finished_by"] = token
+        if isinstance(outcome, Complete):
+            row.update(status="succeeded", result=outcome.result, finished_at=now)
+        elif isinstance(outcome, Fail):
+            row["error"] = outcome.error
+            if outcome.retry_in is not None and row["attempts"] < row["max_attempts"]:
+                row.update(status="queued", run_at=now + outcome.retry_in)
+            else:
+                row.update(status="failed", finished_at=now)
+        elif isinstance(outcome, Abort):
+            row.update(status="cancelled", error=outcome.error, finished_at=now)
+        else:
+            row.update(status="queued", attempts=row["attempts"] - 1)
+        if not isinstance(outcome, Release) and outcome.event is not None:
+            self._emit(space, doc, row["id"], outcome.event.type, outcome.event.data)
+        return JobStatus(row["status"])
+
+    def reclaim_expired(self) -> int:
+        def change(space: State, doc: dict[str, Any]) -> int:
+            now = time.time()
+            expired = [
+                r
+                for r in space["jobs"].values()
+                if r["status"] == "running" and r["lease_expires_at"] <= now
+            ]
+            for row in expired:
+                row.update(worker=None, lease_expires_at=None, cancel_requested=False)
+                row.update(token=None, finished_by=None)
+                if row["attempts"] < row["max_attempts"]:
+                    row["status"] = "queued"
+                    continue
+                row.update(status="failed", finished_at=now, error={"reason": "lease_expired"})
+                data = {
+                    "queue": row["queue"],
+                    "reason": "lease_expired",
+                    "attempts": row["attempts"],
+                }
+                self._emit(space, doc, row["id"], STORE_EVENT_EXPIRED, data)
+            return len(expired)
+
+        count = self._tx(change)
+        if count:
+            self._hub.notify_all()
+        return count
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        return self._hub.wait(queues, timeout)
+
+    # -- workers and switches ----------------------------------------------
+
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        def change(space: State, doc: dict[str, Any]) -> None:
+            now = time.time()
+            known = space["workers"].get(worker.id, {})
+            started = worker.started_at.timestamp() if worker.started_at else now
+            space["workers"][worker.id] = {
+                "id": worker.id, "queues": list(worker.queues), "host": worker.host,
+                "pid": worker.pid, "concurrency": worker.concurrency,
+                "started_at": known.get("started_at", started), "last_seen": now,
+            }  # fmt: skip
+
+        self._tx(change)
+
+    def remove_worker(self, worker_id: str) -> None:
+        self._tx(lambda space, doc: space["workers"].pop(worker_id, None))
+
+    def workers(self) -> list[WorkerInfo]:
+        def read(space: State, doc: dict[str, Any]) -> list[WorkerInfo]:
+            return [
+                WorkerInfo(
+                    id=w["id"],
+                    queues=tuple(w["queues"]),
+                    host=w["host"],
+                    pid=w["pid"],
+                    concurrency=w["concurrency"],
+                    started_at=_ts(w["started_at"]),
+                    last_seen=_ts(w["last_seen"]),
+                )
+                for _, w in sorted(space["workers"].items())
+            ]
+
+        return self._tx(read)
+
+    def set_enabled(self, enabled: bool, queue: str | None = None) -> None:
+        def change(space: State, doc: dict[str, Any]) -> None:
+            if queue is None:
+                space["enabled"] = enabled
+            else:
+                space["queues"][queue] = enabled
+
+        self._tx(change)
+        if enabled:
+            self._hub.notify_all()
+
+    def switches(self) -> Switches:
+        return self._tx(lambda space, doc: Switches(space["enabled"], dict(space["queues"])))
+
+    # -- inspection and operations -----------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._tx(lambda space, doc: space["jobs"].get(job_id))
+        return None if row is None else _job(row)
+
+    def counts(self) -> dict[str, dict[JobStatus, int]]:
+        def read(space: State, doc: dict[str, Any]) -> dict[str, dict[JobStatus, int]]:
+            counts: dict[str, dict[JobStatus, int]] = {}
+            for row in space["jobs"].values():
+                by_status = counts.setdefault(row["queue"], {})
+                status = JobStatus(row["status"])
+                by_status[status] = by_status.get(status, 0) + 1
+            return counts
+
+        return self._tx(read)
+
+    def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[Job]:
+        def read(space: State, doc: dict[str, Any]) -> list[Job]:
+            rows = sorted(
+                (
+                    r
+                    for r in space["jobs"].values()
+                    if (queue is None or r["queue"] == queue)
+                    and (status is None or r["status"] == status.value)
+                    and (after is None or r["id"] > after)
+                ),
+                key=lambda r: str(r["id"]),
+            )
+            return [_job(r) for r in rows[:limit]]
+
+        return self._tx(read)
+
+    def cancel(self, job_id: str) -> JobStatus | None:
+        def change(space: State, doc: dict[str, Any]) -> JobStatus | None:
+            row = space["jobs"].get(job_id)
+            if row is None:
+                return None
+            if row["status"] == "queued":
+                row.update(status="cancelled", finished_at=time.time(), finished_by=None)
+                data = {"queue": row["queue"], "reason": "cancelled"}
+                self._emit(space, doc, job_id, STORE_EVENT_CANCELLED, data)
+            elif row["status"] == "running":
+                row["cancel_requested"] = True
+            return JobStatus(row["status"])
+
+        return self._tx(change)
+
+    def fetch_events(self, limit: int = 100) -> list[Event]:
+        def read(space: State, doc: dict[str, Any]) -> list[Event]:
+            pending = [e for e in space["events"] if not e["acked"]][:limit]
+            return [
+                Event(
+                    e["cursor"],
+                    e["job_id"],
+                    e["type"],
+                    e["data"],
+                    datetime.fromtimestamp(e["created_at"], UTC),
+                )
+                for e in pending
+            ]
+
+        return self._tx(read)
+
+    def ack_events(self, cursors: Sequence[int]) -> int:
+        wanted = set(cursors)
+
+        def change(space: State, doc: dict[str, Any]) -> int:
+            newly = [e for e in space["events"] if e["cursor"] in wanted and not e["acked"]]
+            for event in newly:
+                event["acked"] = True
+            return len(newly)
+
+        return self._tx(change)
+
+    def purge(self, older_than: float) -> PurgeResult:
+        def change(space: State, doc: dict[str, Any]) -> PurgeResult:
+            cutoff = time.time() - older_than
+            old = [
+                job_id
+                for job_id, r in space["jobs"].items()
+                if r["status"] in ("succeeded", "failed", "cancelled") and r["finished_at"] < cutoff
+            ]
+            for job_id in old:
+                del space["jobs"][job_id]
+            kept = [e for e in space["events"] if not (e["acked"] and e["created_at"] < cutoff)]
+            purged_events = len(space["events"]) - len(kept)
+            space["events"] = kept
+            return PurgeResult(jobs=len(old), events=purged_events)
+
+        return self._tx(change)
