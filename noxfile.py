@@ -1,0 +1,151 @@
+"""Every development task of qw. ``python3 -m nox -l`` lists the sessions.
+
+``python3 -m nox`` with no arguments runs what CI runs (``nox.options.sessions``):
+lint, typecheck, the unit tests on 3.11 and the storage contract on 3.12 for
+every backend. ``nox -s "contract-3.12(redis)"`` runs one backend's contract.
+
+Server URLs come from ``QW_TEST_POSTGRES_URL``, ``QW_TEST_REDIS_URL`` and
+``QW_TEST_MONGODB_URL`` (this machine's defaults otherwise); a backend named in
+``QW_REQUIRE_BACKENDS`` fails instead of skipping when its server or its
+package is missing.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tomllib
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+PACKAGES = ROOT / "packages"
+PYTHONS = ["3.11", "3.12", "3.13"]
+#: memory and sqlite ship inside qw-core; the others are wheels of their own.
+BUILTIN_BACKENDS = ["memory", "sqlite"]
+BACKENDS = [*BUILTIN_BACKENDS, "postgres", "redis", "mongodb"]
+SERVICE_ENV = (
+    "QW_TEST_POSTGRES_URL",
+    "QW_TEST_REDIS_URL",
+    "QW_TEST_MONGODB_URL",
+    "QW_REQUIRE_BACKENDS",
+)
+# Pinned so that lint and typecheck verdicts do not change under our feet.
+RUFF = "ruff==0.17.6"
+MYPY = "mypy==2.4.1"
+
+nox.needs_version = ">=2024.3.2"
+nox.options.default_venv_backend = "venv"
+# Editable installs point into the work tree, so a kept venv stays current;
+# each run still re-runs its installs, which are no-ops when nothing changed.
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["lint", "typecheck", "unit-3.11", "contract-3.12"]
+
+
+def _put_pyenv_pythons_on_path() -> None:
+    """Let nox find python3.11/3.12/3.13 from pyenv without pyenv being set up.
+
+    nox looks interpreters up on PATH by name; pyenv's shims only answer for
+    the versions a user selected, so the versions' own bin dirs go first.
+    """
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    found = sorted(glob.glob(str(root / "versions" / "3.1[123].*" / "bin")), reverse=True)
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    extra = [d for d in found if d not in path]
+    if extra:
+        os.environ["PATH"] = os.pathsep.join([*extra, *path])
+
+
+_put_pyenv_pythons_on_path()
+
+
+def _existing(*relative: str) -> list[str]:
+    return [p for p in relative if (ROOT / p).exists()]
+
+
+def _service_env(session: nox.Session) -> dict[str, str]:
+    env = {name: os.environ[name] for name in SERVICE_ENV if name in os.environ}
+    for name, value in env.items():
+        session.log(f"{name}={value}")
+    return env
+
+
+def _required(backend: str) -> bool:
+    names = {n.strip() for n in os.environ.get("QW_REQUIRE_BACKENDS", "").split(",")}
+    return backend in names or "all" in names
+
+
+def _install_packages(session: nox.Session, *names: str) -> None:
+    """Install workspace packages editable, with their ``test`` extra when they have one."""
+    # hatchling in the venv lets pip build the editables without fetching a
+    # fresh isolated build environment for every package on every run.
+    session.install("hatchling>=1.21")
+    specs: list[str] = []
+    for name in names:
+        directory = PACKAGES / name
+        meta = tomllib.loads((directory / "pyproject.toml").read_text())
+        extras = meta.get("project", {}).get("optional-dependencies", {})
+        specs += ["-e", f"{directory}[test]" if "test" in extras else str(directory)]
+    session.install("--no-build-isolation", *specs)
+
+
+def _package_dirs() -> list[str]:
+    return sorted(p.name for p in PACKAGES.iterdir() if (p / "pyproject.toml").is_file())
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole tree."""
+    session.install(RUFF)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict (config in pyproject.toml) over every package's src."""
+    packages = _package_dirs()
+    session.install(MYPY)
+    _install_packages(session, *packages)
+    session.run("mypy", *[f"packages/{name}/src" for name in packages])
+
+
+@nox.session(python=PYTHONS)
+def unit(session: nox.Session) -> None:
+    """The core's unit and runtime tests and the testkit's self-tests (no servers)."""
+    paths = _existing(
+        "packages/qw-core/tests/unit",
+        "packages/qw-testkit/tests",
+        "packages/qw-core/tests/runtime",
+    )
+    if not paths:
+        session.error("no unit test directories found")
+    _install_packages(session, "qw-core", "qw-testkit")
+    session.run("pytest", *paths, *session.posargs, env=_service_env(session))
+
+
+@nox.session(python=PYTHONS)
+@nox.parametrize("backend", BACKENDS, ids=BACKENDS)
+def contract(session: nox.Session, backend: str) -> None:
+    """The storage contract (qw_testkit) against one backend, on its real store."""
+    if backend in BUILTIN_BACKENDS:
+        packages = ["qw-core", "qw-testkit"]
+        target = f"packages/qw-core/tests/contract/test_{backend}_contract.py"
+    else:
+        packages = ["qw-core", "qw-testkit", f"qw-{backend}"]
+        target = f"packages/qw-{backend}/tests"
+    missing = [f"packages/{p}" for p in packages if not (PACKAGES / p).is_dir()]
+    if not (ROOT / target).exists():
+        missing.append(target)
+    if missing:
+        reason = f"{backend}: {', '.join(missing)} does not exist yet"
+        if _required(backend):
+            session.error(f"{reason}, and QW_REQUIRE_BACKENDS requires {backend}")
+        session.skip(reason)
+    _install_packages(session, *packages)
+    session.run("pytest", target, *session.posargs, env=_service_env(session))
+
+
+# -- benchmarks -----------------------------------------------------------
+# The `bench` and `bench-quick` sessions (bench/ harness) go here.

@@ -1,0 +1,33 @@
+"""The ``qw`` command line.
+
+Each command lives in a module of its own and is registered here: adding one
+is an import and a ``main.add_command(...)`` line. Commands take the shared
+options from :mod:`qw.cli._common` (``--url``/``QW_URL``,
+``--namespace``/``QW_NAMESPACE``, ``--json``); a :class:`~qw.errors.QwError`
+they raise becomes a one-line message and a documented exit code.
+"""
+
+from __future__ import annotations
+
+import click
+
+from qw import __version__
+from qw.cli._common import EXIT_CODES_HELP, QwGroup
+from qw.cli.backends import backends
+from qw.cli.status import status
+
+__all__ = ["main"]
+
+
+@click.group(
+    cls=QwGroup,
+    epilog=EXIT_CODES_HELP,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(__version__, prog_name="qw")
+def main() -> None:
+    """qw: a durable job queue with pluggable storage."""
+
+
+main.add_command(backends)
+main.add_command(status)
