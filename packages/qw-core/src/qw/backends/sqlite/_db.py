@@ -1,0 +1,204 @@
+"""Connections to one SQLite file: set-up, a small pool, transactions, errors.
+
+Writes run in ``BEGIN IMMEDIATE`` transactions: the write lock is taken
+before anything is read, so a read-then-write (a claim, a fenced finish) can
+never race another connection, in this process or another one. The store's
+clock is read once per transaction, from SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from qw.backends.sqlite._schema import ensure_schema
+from qw.backends.sqlite._url import SqliteOptions
+from qw.errors import BackendError, BackendUnavailable, QwError, SchemaError
+
+__all__ = ["NOW_SQL", "Database", "translate"]
+
+T = TypeVar("T")
+
+#: SQLite's clock as Unix seconds, to the millisecond it keeps.
+NOW_SQL = "round((julianday('now') - 2440587.5) * 86400.0, 3)"
+
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+_BROKEN_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+#: Idle connections kept for reuse; more are closed when handed back.
+_MAX_IDLE = 16
+
+
+def _code(exc: sqlite3.Error) -> int:
+    return int(getattr(exc, "sqlite_errorcode", -1)) & 0xFF
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return _code(exc) in _BUSY_CODES or "locked" in str(exc) or "busy" in str(exc)
+
+
+def translate(exc: sqlite3.Error, path: str) -> QwError:
+    """The qw error for a sqlite3 exception raised while using ``path``."""
+    if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
+        return BackendUnavailable(f"the sqlite backend on {path} is closed")
+    if _is_busy(exc):
+        return BackendUnavailable(
+            f"{path} stayed locked by another connection past busy_timeout ({exc}); "
+            "raise ?busy_timeout= or shorten the other writers' transactions"
+        )
+    if _code(exc) in _BROKEN_CODES:
+        return SchemaError(f"{path} is not a usable SQLite database: {exc}")
+    if "no such table" in str(exc) or "no such column" in str(exc):
+        return SchemaError(f"the qw tables in {path} are missing or altered: {exc}")
+    if isinstance(exc, sqlite3.OperationalError):
+        return BackendUnavailable(f"sqlite error on {path}: {exc}")
+    return BackendError(f"sqlite error on {path}: {exc!r}")
+
+
+class Database:
+    """One SQLite file, opened with qw's pragmas; thread-safe."""
+
+    def __init__(self, options: SqliteOptions) -> None:
+        self.options = options
+        self.path = os.path.abspath(options.path)
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            raise BackendUnavailable(
+                f"cannot open {self.path}: directory {directory} does not exist "
+                "(qw does not create it)"
+            )
+        if os.path.isdir(self.path):
+            raise BackendUnavailable(f"cannot open {self.path}: it is a directory")
+        self._lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._closed = False
+        conn = self.connect()
+        try:
+            self._retry(lambda: self._prepare_file(conn))
+        except BaseException:
+            conn.close()
+            raise
+        self._idle.append(conn)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def connect(self) -> sqlite3.Connection:
+        """A new connection with qw's per-connection pragmas, in autocommit mode."""
+        if self._closed:
+            raise BackendUnavailable(f"the sqlite backend on {self.path} is closed")
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.options.busy_timeout_ms / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=256,
+            )
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.options.busy_timeout_ms)}")
+            # synchronous is one of a fixed set (checked in SqliteOptions).
+            conn.execute(f"PRAGMA synchronous = {self.options.synchronous}")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise translate(exc, self.path) from exc
+        return conn
+
+    def _prepare_file(self, conn: sqlite3.Connection) -> None:
+        # WAL is a property of the file: set once, kept by every later open.
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise BackendUnavailable(
+                f"{self.path} cannot use WAL journaling (got {mode!r}); "
+                "qw needs a local file system"
+            )
+        ensure_schema(conn, self.path)
+
+    def _retry(self, attempt: Callable[[], T]) -> T:
+        """Run ``attempt``, again while SQLite reports the file busy, up to busy_timeout."""
+        deadline = time.monotonic() + max(self.options.busy_timeout_ms / 1000, 0.1)
+        pause = 0.001
+        while True:
+            try:
+                return attempt()
+            except sqlite3.Error as exc:
+                if not _is_busy(exc) or time.monotonic() + pause > deadline:
+                    raise translate(exc, self.path) from exc
+            # Jitter keeps processes that collided from colliding again.
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 0.05)
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise BackendUnavailable(f"the sqlite backend on {self.path} is closed")
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self.connect()
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                keep = not self._closed and len(self._idle) < _MAX_IDLE
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
+
+    def write(self, work: Callable[[sqlite3.Connection, float], T]) -> T:
+        """Run ``work(conn, now)`` in one ``BEGIN IMMEDIATE`` transaction; commit or roll back.
+
+        ``now`` is the store's clock at the start of the transaction. Busy
+        errors retry the whole transaction, so ``work`` must only touch the
+        database (its effects elsewhere belong after this returns).
+        """
+        with self._connection() as conn:
+
+            def attempt() -> T:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    now = float(conn.execute(f"SELECT {NOW_SQL}").fetchone()[0])
+                    result = work(conn, now)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                return result
+
+            return self._retry(attempt)
+
+    def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(conn)`` in one read transaction (one consistent snapshot)."""
+        with self._connection() as conn:
+
+            def attempt() -> T:
+                conn.execute("BEGIN DEFERRED")
+                try:
+                    return work(conn)
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")
+
+            return self._retry(attempt)
+
+    def now(self) -> float:
+        """The store's clock as Unix seconds."""
+        return self.read(lambda conn: float(conn.execute(f"SELECT {NOW_SQL}").fetchone()[0]))
+
+    def close(self) -> None:
+        """Close idle connections now and busy ones when they are handed back."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()

@@ -1,0 +1,72 @@
+"""Stored rows to the contract's records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from qw.model import Event, Job, JobStatus, WorkerInfo
+from qw.validation import decode_json
+
+__all__ = ["EVENT_COLUMNS", "JOB_COLUMNS", "WORKER_COLUMNS", "event", "job", "ts", "worker"]
+
+JOB_COLUMNS = (
+    "id, queue, payload, priority, run_at, max_attempts, attempts, status, created_at, "
+    "dedupe_key, result, error, started_at, finished_at, worker, lease_expires_at, "
+    "cancel_requested"
+)
+EVENT_COLUMNS = "cursor, job_id, type, data, created_at"
+WORKER_COLUMNS = "id, queues, host, pid, concurrency, started_at, last_seen"
+
+
+def ts(value: float) -> datetime:
+    """A stored time (Unix seconds) as an aware UTC datetime."""
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _opt_ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def job(row: tuple[Any, ...]) -> Job:
+    """A :class:`Job` from a row selected as :data:`JOB_COLUMNS`."""
+    return Job(
+        id=row[0],
+        queue=row[1],
+        payload=decode_json(row[2]),
+        priority=row[3],
+        run_at=ts(row[4]),
+        max_attempts=row[5],
+        attempts=row[6],
+        status=JobStatus(row[7]),
+        created_at=ts(row[8]),
+        dedupe_key=row[9],
+        result=decode_json(row[10]),
+        error=decode_json(row[11]),
+        started_at=_opt_ts(row[12]),
+        finished_at=_opt_ts(row[13]),
+        worker=row[14],
+        lease_expires_at=_opt_ts(row[15]),
+        cancel_requested=bool(row[16]),
+    )
+
+
+def event(row: tuple[Any, ...]) -> Event:
+    """An :class:`Event` from a row selected as :data:`EVENT_COLUMNS`."""
+    return Event(
+        cursor=row[0], job_id=row[1], type=row[2], data=decode_json(row[3]), created_at=ts(row[4])
+    )
+
+
+def worker(row: tuple[Any, ...]) -> WorkerInfo:
+    """A :class:`WorkerInfo` from a row selected as :data:`WORKER_COLUMNS`."""
+    queues = decode_json(row[1])
+    return WorkerInfo(
+        id=row[0],
+        queues=tuple(str(q) for q in queues) if isinstance(queues, list) else (),
+        host=row[2],
+        pid=row[3],
+        concurrency=row[4],
+        started_at=ts(row[5]),
+        last_seen=ts(row[6]),
+    )

@@ -1,0 +1,547 @@
+"""The ``sqlite`` backend: one local file, many namespaces, many processes.
+
+Semantics are those of :mod:`qw.backends.memory`, made durable: every write
+is one ``BEGIN IMMEDIATE`` transaction (see :mod:`._db`), so a claim, a
+fenced finish and its outbox event, or a reclaim is atomic and exactly-once
+across threads and processes on this machine. Times come from SQLite's
+clock.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, ClassVar, Self
+
+from qw.backends.sqlite import _rows
+from qw.backends.sqlite._db import Database
+from qw.backends.sqlite._url import SqliteOptions, parse_url
+from qw.backends.sqlite._wakeup import ChangeWatch, shared_hub
+from qw.capabilities import Capabilities
+from qw.contract import (
+    STORE_EVENT_CANCELLED,
+    STORE_EVENT_EXPIRED,
+    Abort,
+    Complete,
+    Fail,
+    Outcome,
+    Switches,
+    outcome_statuses,
+)
+from qw.errors import DuplicateJob
+from qw.model import (
+    Claim,
+    Enqueued,
+    Event,
+    Job,
+    JobStatus,
+    JSONValue,
+    Lease,
+    NewJob,
+    PurgeResult,
+    WorkerInfo,
+)
+from qw.validation import encode_json, validate_namespace
+
+__all__ = ["SqliteBackend"]
+
+#: Rows per ``IN (...)`` list, well under SQLite's bound-parameter limit.
+_CHUNK = 500
+#: Rows one purge transaction deletes, so purging never holds the lock long.
+PURGE_BATCH = 1000
+_TERMINAL = "('succeeded', 'failed', 'cancelled')"
+# Everything a job loses when it leaves ``running``.
+_OFF_LEASE = "worker = NULL, lease_expires_at = NULL, cancel_requested = 0, token = NULL"
+
+
+def _chunks(values: Iterable[str]) -> Iterator[list[str]]:
+    items = list(values)
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _emit(
+    conn: sqlite3.Connection, namespace: str, job_id: str, type_: str, data: JSONValue, now: float
+) -> None:
+    conn.execute(
+        "INSERT INTO qw_events (namespace, job_id, type, data, created_at) VALUES (?, ?, ?, ?, ?)",
+        (namespace, job_id, type_, encode_json(data, what="event data"), now),
+    )
+
+
+class SqliteBackend:
+    """A namespace in a SQLite file; see the module docstring and docs/backends/sqlite.md."""
+
+    name: ClassVar[str] = "sqlite"
+    capabilities = Capabilities(
+        thread_safe=True, multi_process=True, native_wakeup=False, durable=True
+    )
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        namespace: str,
+        busy_timeout_ms: int = 5000,
+        poll_interval: float = 0.05,
+        synchronous: str = "FULL",
+    ) -> None:
+        self._namespace = validate_namespace(namespace)
+        options = SqliteOptions(
+            path=os.fspath(path),
+            busy_timeout_ms=busy_timeout_ms,
+            poll_interval=poll_interval,
+            synchronous=synchronous,
+        )
+        self._db = Database(options)
+        self._hub = shared_hub(os.path.realpath(self._db.path), self._namespace)
+        self._watch = ChangeWatch(self._db)
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str) -> Self:
+        validate_namespace(namespace)
+        options = parse_url(url)
+        return cls(
+            options.path,
+            namespace=namespace,
+            busy_timeout_ms=options.busy_timeout_ms,
+            poll_interval=options.poll_interval,
+            synchronous=options.synchronous,
+        )
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    @property
+    def path(self) -> str:
+        """The database file, absolute."""
+        return self._db.path
+
+    def __repr__(self) -> str:
+        return f"<SqliteBackend {self._db.path} namespace={self._namespace!r}>"
+
+    def close(self) -> None:
+        self._watch.close()
+        self._db.close()
+
+    def now(self) -> datetime:
+        return _rows.ts(self._db.now())
+
+    # -- producing ---------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+        payloads = [encode_json(new.payload) for new in jobs]
+        ns = self._namespace
+
+        def work(conn: sqlite3.Connection, now: float) -> list[Enqueued]:
+            for chunk in _chunks(new.id for new in jobs):
+                found = conn.execute(
+                    f"SELECT id FROM qw_jobs WHERE namespace = ? AND id IN ({_marks(len(chunk))})",
+                    (ns, *chunk),
+                ).fetchone()
+                if found is not None:
+                    raise DuplicateJob(f"job id {found[0]!r} already exists")
+            live: dict[str, str] = {}
+            keys = {new.dedupe_key for new in jobs if new.dedupe_key is not None}
+            for chunk in _chunks(keys):
+                live.update(
+                    conn.execute(
+                        "SELECT dedupe_key, id FROM qw_jobs WHERE namespace = ? "
+                        f"AND dedupe_key IN ({_marks(len(chunk))}) "
+                        "AND status IN ('queued', 'running')",
+                        (ns, *chunk),
+                    ).fetchall()
+                )
+            answers: list[Enqueued] = []
+            inserts: list[tuple[Any, ...]] = []
+            for new, payload in zip(jobs, payloads, strict=True):
+                key = new.dedupe_key
+                if key is not None and key in live:
+                    answers.append(Enqueued(live[key], created=False))
+                    continue
+                run_at = new.run_at.timestamp() if new.run_at else now + (new.delay or 0)
+                inserts.append(
+                    (
+                        ns,
+                        new.id,
+                        new.queue,
+                        payload,
+                        new.priority,
+                        run_at,
+                        new.max_attempts,
+                        now,
+                        key,
+                    )
+                )
+                if key is not None:
+                    live[key] = new.id
+                answers.append(Enqueued(new.id, created=True))
+            conn.executemany(
+                "INSERT INTO qw_jobs (namespace, id, queue, payload, priority, run_at, "
+                "max_attempts, status, created_at, dedupe_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                inserts,
+            )
+            return answers
+
+        answers = self._db.write(work)
+        self._hub.notify({new.queue for new in jobs})
+        return answers
+
+    # -- working -----------------------------------------------------------
+
+    def claim(
+        self, queues: Sequence[str], *, worker: str, lease_s: float, limit: int
+    ) -> list[Claim]:
+        # Arm both wake-up sources before reading, so no later signal is lost.
+        self._hub.arm(queues)
+        self._watch.mark(queues)
+        ns = self._namespace
+
+        def work(conn: sqlite3.Connection, now: float) -> list[Claim]:
+            switches = self._switches(conn)
+            open_queues = [q for q in queues if switches.queue_enabled(q)]
+            if not open_queues:
+                return []
+            expires = now + lease_s
+            rows = conn.execute(
+                "UPDATE qw_jobs SET status = 'running', attempts = attempts + 1, "
+                "started_at = ?, worker = ?, lease_expires_at = ?, cancel_requested = 0, "
+                "token = lower(hex(randomblob(16))) "
+                "WHERE seq IN (SELECT seq FROM qw_jobs WHERE namespace = ? AND status = 'queued' "
+                f"AND queue IN ({_marks(len(open_queues))}) AND run_at <= ? "
+                "ORDER BY priority, seq LIMIT ?) "
+                f"RETURNING priority, seq, token, {_rows.JOB_COLUMNS}",
+                (now, worker, expires, ns, *open_queues, now, limit),
+            ).fetchall()
+            # RETURNING comes in no promised order.
+            rows.sort(key=lambda r: (r[0], r[1]))
+            lease_end = _rows.ts(expires)
+            return [Claim(_rows.job(r[3:]), Lease(r[3], r[2], lease_end)) for r in rows]
+
+        return self._db.write(work)
+
+    def renew(self, leases: Sequence[Lease], lease_s: float) -> list[Lease | None]:
+        ns = self._namespace
+
+        def work(conn: sqlite3.Connection, now: float) -> list[Lease | None]:
+            expires = now + lease_s
+            answers: list[Lease | None] = []
+            for lease in leases:
+                row = conn.execute(
+                    "UPDATE qw_jobs SET lease_expires_at = ? WHERE namespace = ? AND id = ? "
+                    "AND token = ? AND status = 'running' RETURNING cancel_requested",
+                    (expires, ns, lease.job_id, lease.token),
+                ).fetchall()
+                answers.append(
+                    replace(lease, expires_at=_rows.ts(expires), cancel_requested=bool(row[0][0]))
+                    if row
+                    else None
+                )
+            return answers
+
+        return self._db.write(work)
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
+        requeued: set[str] = set()
+
+        def work(conn: sqlite3.Connection, now: float) -> list[JobStatus | None]:
+            requeued.clear()
+            answers: list[JobStatus | None] = []
+            for outcome in outcomes:
+                status, queue = self._finish_one(conn, now, outcome)
+                if status is JobStatus.QUEUED and queue is not None:
+                    requeued.add(queue)
+                answers.append(status)
+            return answers
+
+        answers = self._db.write(work)
+        if requeued:
+            self._hub.notify(requeued)
+        return answers
+
+    def _finish_one(
+        self, conn: sqlite3.Connection, now: float, outcome: Outcome
+    ) -> tuple[JobStatus | None, str | None]:
+        """Apply one outcome; the job's status after it (None if stale) and, if moved, its queue."""
+        lease, ns = outcome.lease, self._namespace
+        row = conn.execute(
+            "SELECT status, token, finished_by, attempts, max_attempts, queue FROM qw_jobs "
+            "WHERE namespace = ? AND id = ?",
+            (ns, lease.job_id),
+        ).fetchone()
+        if row is None:
+            return None, None
+        status, token, finished_by, attempts, max_attempts, queue = row
+        if token != lease.token or status != JobStatus.RUNNING:
+            # Only the exact outcome that already applied is answered again.
+            if finished_by == lease.token and JobStatus(status) in outcome_statuses(outcome):
+                return JobStatus(status), None
+            return None, None
+        sets: str
+        params: tuple[Any, ...]
+        if isinstance(outcome, Complete):
+            new = JobStatus.SUCCEEDED
+            sets, params = "result = ?, finished_at = ?", (encode_json(outcome.result), now)
+        elif isinstance(outcome, Fail):
+            error = encode_json(outcome.error, what="error")
+            if outcome.retry_in is not None and attempts < max_attempts:
+                new = JobStatus.QUEUED
+                sets, params = "error = ?, run_at = ?", (error, now + outcome.retry_in)
+            else:
+                new = JobStatus.FAILED
+                sets, params = "error = ?, finished_at = ?", (error, now)
+        elif isinstance(outcome, Abort):
+            new = JobStatus.CANCELLED
+            sets = "error = ?, finished_at = ?"
+            params = (encode_json(outcome.error, what="error"), now)
+        else:
+            new = JobStatus.QUEUED
+            sets, params = "attempts = attempts - 1", ()
+        conn.execute(
+            f"UPDATE qw_jobs SET status = ?, {sets}, {_OFF_LEASE}, finished_by = ? "
+            "WHERE namespace = ? AND id = ? AND status = 'running' AND token = ?",
+            (new.value, *params, lease.token, ns, lease.job_id, lease.token),
+        )
+        event = getattr(outcome, "event", None)
+        if event is not None:
+            _emit(conn, ns, lease.job_id, event.type, event.data, now)
+        return new, queue
+
+    def reclaim_expired(self) -> int:
+        ns = self._namespace
+        requeued: set[str] = set()
+
+        def work(conn: sqlite3.Connection, now: float) -> int:
+            requeued.clear()
+            back = conn.execute(
+                f"UPDATE qw_jobs SET status = 'queued', {_OFF_LEASE}, finished_by = NULL "
+                "WHERE namespace = ? AND status = 'running' AND lease_expires_at <= ? "
+                "AND attempts < max_attempts RETURNING queue",
+                (ns, now),
+            ).fetchall()
+            requeued.update(q for (q,) in back)
+            failed = conn.execute(
+                f"UPDATE qw_jobs SET status = 'failed', {_OFF_LEASE}, finished_by = NULL, "
+                "finished_at = ?, error = ? "
+                "WHERE namespace = ? AND status = 'running' AND lease_expires_at <= ? "
+                "RETURNING seq, id, queue, attempts",
+                (now, encode_json({"reason": "lease_expired"}), ns, now),
+            ).fetchall()
+            for _, job_id, queue, attempts in sorted(failed):
+                data = {"queue": queue, "reason": "lease_expired", "attempts": attempts}
+                _emit(conn, ns, job_id, STORE_EVENT_EXPIRED, data, now)
+            return len(back) + len(failed)
+
+        count = self._db.write(work)
+        if requeued:
+            self._hub.notify(requeued)
+        return count
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        return self._watch.wait(self._hub, queues, timeout)
+
+    # -- workers and switches ----------------------------------------------
+
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        ns = self._namespace
+        started = worker.started_at.timestamp() if worker.started_at is not None else None
+        queues = encode_json(list(worker.queues), what="queues")
+
+        def work(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute(
+                "INSERT INTO qw_workers (namespace, id, queues, host, pid, concurrency, "
+                "started_at, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (namespace, id) DO UPDATE SET queues = excluded.queues, "
+                "host = excluded.host, pid = excluded.pid, concurrency = excluded.concurrency, "
+                "last_seen = excluded.last_seen",
+                (
+                    ns,
+                    worker.id,
+                    queues,
+                    worker.host,
+                    worker.pid,
+                    worker.concurrency,
+                    started if started is not None else now,
+                    now,
+                ),
+            )
+
+        self._db.write(work)
+
+    def remove_worker(self, worker_id: str) -> None:
+        ns = self._namespace
+        self._db.write(
+            lambda conn, _now: conn.execute(
+                "DELETE FROM qw_workers WHERE namespace = ? AND id = ?", (ns, worker_id)
+            )
+        )
+
+    def workers(self) -> list[WorkerInfo]:
+        rows = self._db.read(
+            lambda conn: conn.execute(
+                f"SELECT {_rows.WORKER_COLUMNS} FROM qw_workers WHERE namespace = ? ORDER BY id",
+                (self._namespace,),
+            ).fetchall()
+        )
+        return [_rows.worker(r) for r in rows]
+
+    def set_enabled(self, enabled: bool, queue: str | None = None) -> None:
+        ns = self._namespace
+        self._db.write(
+            lambda conn, _now: conn.execute(
+                "INSERT INTO qw_switches (namespace, queue, enabled) VALUES (?, ?, ?) "
+                "ON CONFLICT (namespace, queue) DO UPDATE SET enabled = excluded.enabled",
+                (ns, queue or "", int(enabled)),
+            )
+        )
+        if enabled:
+            self._hub.notify_all()
+
+    def switches(self) -> Switches:
+        return self._db.read(self._switches)
+
+    def _switches(self, conn: sqlite3.Connection) -> Switches:
+        rows = conn.execute(
+            "SELECT queue, enabled FROM qw_switches WHERE namespace = ?", (self._namespace,)
+        ).fetchall()
+        queues = {q: bool(on) for q, on in rows if q}
+        enabled = next((bool(on) for q, on in rows if not q), True)
+        return Switches(enabled, queues)
+
+    # -- inspection and operations -----------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._db.read(
+            lambda conn: conn.execute(
+                f"SELECT {_rows.JOB_COLUMNS} FROM qw_jobs WHERE namespace = ? AND id = ?",
+                (self._namespace, job_id),
+            ).fetchone()
+        )
+        return None if row is None else _rows.job(row)
+
+    def counts(self) -> dict[str, dict[JobStatus, int]]:
+        rows = self._db.read(
+            lambda conn: conn.execute(
+                "SELECT queue, status, count(*) FROM qw_jobs WHERE namespace = ? "
+                "GROUP BY queue, status",
+                (self._namespace,),
+            ).fetchall()
+        )
+        counts: dict[str, dict[JobStatus, int]] = {}
+        for queue, status, n in rows:
+            counts.setdefault(queue, {})[JobStatus(status)] = n
+        return counts
+
+    def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[Job]:
+        where = ["namespace = ?"]
+        params: list[Any] = [self._namespace]
+        for clause, value in (("queue = ?", queue), ("status = ?", status), ("id > ?", after)):
+            if value is not None:
+                where.append(clause)
+                params.append(str(value))
+        params.append(limit)
+        rows = self._db.read(
+            lambda conn: conn.execute(
+                f"SELECT {_rows.JOB_COLUMNS} FROM qw_jobs WHERE {' AND '.join(where)} "
+                "ORDER BY id LIMIT ?",
+                params,
+            ).fetchall()
+        )
+        return [_rows.job(r) for r in rows]
+
+    def cancel(self, job_id: str) -> JobStatus | None:
+        ns = self._namespace
+
+        def work(conn: sqlite3.Connection, now: float) -> JobStatus | None:
+            row = conn.execute(
+                "SELECT status, queue FROM qw_jobs WHERE namespace = ? AND id = ?", (ns, job_id)
+            ).fetchone()
+            if row is None:
+                return None
+            status, queue = JobStatus(row[0]), row[1]
+            if status is JobStatus.QUEUED:
+                conn.execute(
+                    "UPDATE qw_jobs SET status = 'cancelled', finished_at = ?, finished_by = NULL "
+                    "WHERE namespace = ? AND id = ?",
+                    (now, ns, job_id),
+                )
+                data = {"queue": queue, "reason": "cancelled"}
+                _emit(conn, ns, job_id, STORE_EVENT_CANCELLED, data, now)
+                return JobStatus.CANCELLED
+            if status is JobStatus.RUNNING:
+                conn.execute(
+                    "UPDATE qw_jobs SET cancel_requested = 1 WHERE namespace = ? AND id = ?",
+                    (ns, job_id),
+                )
+            return status
+
+        return self._db.write(work)
+
+    # -- the outbox --------------------------------------------------------
+
+    def fetch_events(self, limit: int = 100) -> list[Event]:
+        rows = self._db.read(
+            lambda conn: conn.execute(
+                f"SELECT {_rows.EVENT_COLUMNS} FROM qw_events WHERE namespace = ? AND acked = 0 "
+                "ORDER BY cursor LIMIT ?",
+                (self._namespace, limit),
+            ).fetchall()
+        )
+        return [_rows.event(r) for r in rows]
+
+    def ack_events(self, cursors: Sequence[int]) -> int:
+        ns = self._namespace
+        unique = sorted(set(cursors))
+
+        def work(conn: sqlite3.Connection, _now: float) -> int:
+            newly = 0
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start : start + _CHUNK]
+                newly += conn.execute(
+                    "UPDATE qw_events SET acked = 1 WHERE namespace = ? AND acked = 0 "
+                    f"AND cursor IN ({_marks(len(chunk))})",
+                    (ns, *chunk),
+                ).rowcount
+            return newly
+
+        return self._db.write(work) if unique else 0
+
+    def purge(self, older_than: float) -> PurgeResult:
+        cutoff = self._db.now() - older_than
+        jobs = self._purge_batches(
+            "DELETE FROM qw_jobs WHERE seq IN (SELECT seq FROM qw_jobs WHERE namespace = ? "
+            f"AND finished_at IS NOT NULL AND finished_at < ? AND status IN {_TERMINAL} LIMIT ?)",
+            cutoff,
+        )
+        events = self._purge_batches(
+            "DELETE FROM qw_events WHERE cursor IN (SELECT cursor FROM qw_events "
+            "WHERE namespace = ? AND acked = 1 AND created_at < ? LIMIT ?)",
+            cutoff,
+        )
+        return PurgeResult(jobs=jobs, events=events)
+
+    def _purge_batches(self, statement: str, cutoff: float) -> int:
+        """Run a bounded DELETE until it deletes less than a batch; each batch commits."""
+        params = (self._namespace, cutoff, PURGE_BATCH)
+        total = 0
+        while True:
+            deleted = self._db.write(lambda conn, _now: conn.execute(statement, params).rowcount)
+            total += deleted
+            if deleted < PURGE_BATCH:
+                return total
