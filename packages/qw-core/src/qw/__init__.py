@@ -8,6 +8,7 @@ True
 
 from __future__ import annotations
 
+from qw.app import App, Task, load_app
 from qw.capabilities import Capabilities
 from qw.client import Client
 from qw.contract import Abort, Backend, Complete, Fail, Outcome, Release, Switches
@@ -39,11 +40,20 @@ from qw.model import (
     WorkerInfo,
 )
 from qw.opening import open
+from qw.worker import Backoff, JobCancelled, Worker, WorkerConfig, current_job
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Abort",
+    "App",
+    "Backoff",
+    "JobCancelled",
+    "Task",
+    "Worker",
+    "WorkerConfig",
+    "current_job",
+    "load_app",
     "Backend",
     "BackendConflict",
     "BackendError",

@@ -1,0 +1,369 @@
+"""The application object: a backend URL and namespace, and the tasks registered on it.
+
+>>> import qw
+>>> app = qw.App("memory://", namespace="docs")
+>>> @app.task(queue="emails", max_attempts=5)
+... def send_email(to: str) -> str:
+...     return f"sent to {to}"
+>>> send_email.enqueue("a@example.com").created
+True
+
+A job's payload is ``{"task": NAME, "args": [...], "kwargs": {...}}`` as
+JSON: never pickle, so any worker that registered ``NAME`` can run it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
+
+from qw.client import MAX_BATCH, Client
+from qw.errors import ConfigurationError, InvalidInput
+from qw.model import Enqueued, JSONValue, NewJob
+from qw.opening import open as open_client
+from qw.validation import validate_queue
+from qw.worker.backoff import Backoff
+
+if TYPE_CHECKING:
+    from qw.worker.runtime import Worker
+
+__all__ = ["App", "Task", "TaskCall", "load_app", "task_payload"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_QUEUE = "default"
+
+
+def task_payload(
+    name: str, args: Sequence[JSONValue] = (), kwargs: Mapping[str, JSONValue] | None = None
+) -> dict[str, JSONValue]:
+    """The JSON payload that asks a worker to run task ``name``."""
+    return {"task": name, "args": list(args), "kwargs": dict(kwargs or {})}
+
+
+class TaskCall(Generic[P, R]):
+    """A task with per-call enqueue options; ``.enqueue()`` or ``.job()`` it."""
+
+    __slots__ = ("_options", "_task")
+
+    def __init__(self, task: Task[P, R], options: dict[str, Any]) -> None:
+        self._task = task
+        self._options = options
+
+    def job(self, *args: P.args, **kwargs: P.kwargs) -> NewJob:
+        """The :class:`~qw.model.NewJob` this call would enqueue (for ``enqueue_many``)."""
+        task = self._task
+        opts = self._options
+        new: dict[str, Any] = {
+            "queue": opts.get("queue") or task.queue,
+            "payload": task_payload(
+                task.name, cast("tuple[JSONValue, ...]", args), cast("dict[str, JSONValue]", kwargs)
+            ),
+            "priority": opts.get("priority", task.priority),
+            "max_attempts": opts.get("max_attempts", task.max_attempts),
+        }
+        for key in ("delay", "run_at", "dedupe_key", "id"):
+            if opts.get(key) is not None:
+                new[key] = opts[key]
+        return NewJob(**new)
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Enqueued:
+        """Enqueue one job of this task."""
+        return self._task.app.client.enqueue([self.job(*args, **kwargs)])[0]
+
+    delay = enqueue
+
+
+class Task(Generic[P, R]):
+    """A function registered as a task; calling it runs it here, now.
+
+    Attributes are the defaults every job of the task gets: ``queue``,
+    ``max_attempts``, ``priority``; and how a worker runs it: ``backoff``
+    between retries, ``timeout`` seconds per attempt (None: no limit),
+    ``no_retry`` exception types that fail the job at once.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        queue: str,
+        max_attempts: int,
+        backoff: Backoff,
+        timeout: float | None,
+        no_retry: tuple[type[BaseException], ...],
+        priority: int,
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.queue = queue
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.timeout = timeout
+        self.no_retry = no_retry
+        self.priority = priority
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<qw.Task {self.name} queue={self.queue!r}>"
+
+    def options(
+        self,
+        *,
+        queue: str | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        dedupe_key: str | None = None,
+        max_attempts: int | None = None,
+        job_id: str | None = None,
+    ) -> TaskCall[P, R]:
+        """Per-call options: ``task.options(delay=60, dedupe_key="k").enqueue(...)``."""
+        given = {
+            "queue": queue,
+            "delay": delay,
+            "run_at": run_at,
+            "priority": priority,
+            "dedupe_key": dedupe_key,
+            "max_attempts": max_attempts,
+            "id": job_id,
+        }
+        return TaskCall(self, {k: v for k, v in given.items() if v is not None})
+
+    def job(self, *args: P.args, **kwargs: P.kwargs) -> NewJob:
+        """The :class:`~qw.model.NewJob` for a call with the task's defaults."""
+        return TaskCall(self, {}).job(*args, **kwargs)
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Enqueued:
+        """Enqueue one job running ``task(*args, **kwargs)``; arguments must be JSON."""
+        return self.app.client.enqueue([self.job(*args, **kwargs)])[0]
+
+    delay = enqueue
+
+
+class App:
+    """A backend URL, a namespace, and the tasks registered on them.
+
+    ``url`` defaults to ``$QW_URL``, then the embedded SQLite file;
+    ``namespace`` to ``$QW_NAMESPACE``, then ``"default"`` (see
+    :func:`qw.open`). The store is opened on first use. ``client`` binds an
+    already open :class:`~qw.Client` instead.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        namespace: str | None = None,
+        *,
+        client: Client | None = None,
+    ) -> None:
+        self._url = url
+        self._namespace = namespace
+        self._client = client
+        self._owns_client = client is None
+        self._lock = threading.Lock()
+        self._tasks: dict[str, Task[Any, Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"<qw.App url={self._url!r} namespace={self._namespace!r} tasks={len(self._tasks)}>"
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- configuration -----------------------------------------------------
+
+    def configure(self, *, url: str | None = None, namespace: str | None = None) -> None:
+        """Override the URL or namespace (the CLI's ``--url``); only before first use."""
+        with self._lock:
+            if self._client is not None and (url or namespace):
+                raise ConfigurationError("the app's store is already open; configure it earlier")
+            self._url = url or self._url
+            self._namespace = namespace or self._namespace
+
+    @property
+    def url(self) -> str | None:
+        return self._url
+
+    @property
+    def namespace(self) -> str | None:
+        return self._namespace if self._client is None else self._client.namespace
+
+    @property
+    def client(self) -> Client:
+        """The app's client, opened on first use and shared by its threads."""
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = open_client(self._url, namespace=self._namespace)
+                client = self._client
+        return client
+
+    def open_client(self) -> Client:
+        """A new client on the app's store and namespace (for a thread of its own)."""
+        if not self._owns_client:
+            return self.client
+        return open_client(self._url, namespace=self.client.namespace)
+
+    def close(self) -> None:
+        """Close the app's client if the app opened it."""
+        with self._lock:
+            client, self._client = self._client, None if self._owns_client else self._client
+        if client is not None and self._owns_client:
+            client.close()
+
+    # -- tasks -------------------------------------------------------------
+
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]:
+        """Registered tasks by name."""
+        return self._tasks
+
+    def queues(self) -> list[str]:
+        """The queues of the registered tasks, in registration order."""
+        return list(dict.fromkeys(t.queue for t in self._tasks.values()))
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        max_attempts: int = 3,
+        backoff: Backoff | float | None = None,
+        timeout: float | None = None,
+        no_retry: Iterable[type[BaseException]] = (),
+        priority: int = 0,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        max_attempts: int = 3,
+        backoff: Backoff | float | None = None,
+        timeout: float | None = None,
+        no_retry: Iterable[type[BaseException]] = (),
+        priority: int = 0,
+    ) -> Any:
+        """Register a function (plain or ``async def``) as a task.
+
+        ``name`` defaults to ``module.qualname``. ``backoff`` is a
+        :class:`~qw.worker.backoff.Backoff` or a fixed number of seconds
+        (default: exponential from 1 s, doubling, capped at 300 s, with
+        jitter). ``timeout`` is seconds per attempt. Exceptions that are
+        instances of ``no_retry`` fail the job without retrying.
+        """
+        validate_queue(queue)
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise InvalidInput(f"max_attempts must be an int >= 1, not {max_attempts!r}")
+        if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
+            raise InvalidInput(f"timeout must be seconds > 0, not {timeout!r}")
+        if backoff is None:
+            policy = Backoff()
+        elif isinstance(backoff, Backoff):
+            policy = backoff
+        else:
+            policy = Backoff.fixed(backoff)
+        skip = tuple(no_retry)
+        for exc_type in skip:
+            if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+                raise InvalidInput(f"no_retry takes exception types, not {exc_type!r}")
+
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            task_name = name or f"{func.__module__}.{func.__qualname__}"
+            if task_name in self._tasks and self._tasks[task_name].fn is not func:
+                raise ConfigurationError(f"task {task_name!r} is already registered")
+            task = Task(
+                self,
+                func,
+                name=task_name,
+                queue=queue,
+                max_attempts=max_attempts,
+                backoff=policy,
+                timeout=timeout,
+                no_retry=skip,
+                priority=priority,
+            )
+            self._tasks[task_name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    # -- producing and working ---------------------------------------------
+
+    def enqueue_many(self, jobs: Iterable[NewJob]) -> list[Enqueued]:
+        """Enqueue many jobs (``task.job(...)`` each) in one call, all or nothing.
+
+        Batches larger than the client's limit go in several calls, each
+        all or nothing.
+        """
+        batch = list(jobs)
+        if len(batch) <= MAX_BATCH:
+            return self.client.enqueue(batch)
+        answers: list[Enqueued] = []
+        for start in range(0, len(batch), MAX_BATCH):
+            answers.extend(self.client.enqueue(batch[start : start + MAX_BATCH]))
+        return answers
+
+    def worker(self, queues: Iterable[str] | None = None, **options: Any) -> Worker:
+        """A :class:`~qw.worker.Worker` for this app; ``options`` are WorkerConfig fields."""
+        from qw.worker.config import WorkerConfig
+        from qw.worker.runtime import Worker
+
+        names = list(queues) if queues is not None else self.queues() or [DEFAULT_QUEUE]
+        return Worker(self, WorkerConfig(queues=tuple(names), **options))
+
+
+def load_app(spec: str) -> App:
+    """Import ``"package.module:attr"`` and return the :class:`App` it names.
+
+    The working directory is importable, as with ``python -m``.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigurationError(f"expected APP as 'module:attribute', not {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
+    target: object = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ConfigurationError(f"{module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(target, App):
+        raise ConfigurationError(f"{spec!r} is a {type(target).__name__}, not a qw.App")
+    return target

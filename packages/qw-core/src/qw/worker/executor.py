@@ -1,0 +1,205 @@
+"""Where tasks run: plain functions on a pool of threads, coroutines on one event loop.
+
+Both report to a :class:`Host` (the runtime): ``settle`` with the job's
+outcome (ignored if the runtime already settled it: timed out, released,
+lease lost) and ``returned`` once the task's code is no longer running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, cast
+
+from qw.contract import Outcome
+from qw.model import JSONValue
+from qw.plugin.manager import QwPluginManager
+from qw.worker.context import JobCancelled, RunningJob, _current
+from qw.worker.outcomes import cancelled, error_info, failed, released, succeeded
+
+__all__ = ["AsyncRunner", "Host", "ThreadPool", "timeout_error"]
+
+log = logging.getLogger("qw.worker")
+
+
+class Host(Protocol):
+    """What an executor reports to."""
+
+    plugins: QwPluginManager
+
+    def settle(self, rec: RunningJob, outcome: Outcome) -> bool: ...
+
+    def returned(self, rec: RunningJob) -> None: ...
+
+
+def timeout_error(rec: RunningJob) -> dict[str, JSONValue]:
+    timeout = rec.task.timeout if rec.task is not None else None
+    return {"type": "qw.Timeout", "message": f"attempt ran past its timeout of {timeout} s"}
+
+
+def _outcome_of_exception(rec: RunningJob, exc: BaseException) -> Outcome:
+    if isinstance(exc, JobCancelled) or rec.cancel_requested:
+        return cancelled(rec)
+    no_retry = rec.task.no_retry if rec.task is not None else ()
+    return failed(rec, error_info(exc), retryable=not isinstance(exc, no_retry))
+
+
+def _call(rec: RunningJob) -> Callable[[], Any]:
+    task = rec.task
+    assert task is not None
+    fn, args, kwargs = task.fn, rec.args, rec.kwargs
+    return lambda: fn(*args, **kwargs)
+
+
+class ThreadPool:
+    """``size`` daemon threads running sync tasks; started on first use.
+
+    Daemon threads, because a task stuck past its timeout must not keep the
+    process alive after the worker released its job and stopped.
+    """
+
+    def __init__(self, host: Host, size: int) -> None:
+        self._host = host
+        self._size = size
+        self._queue: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, rec: RunningJob) -> None:
+        if not self._threads:
+            self._start()
+        self._queue.put(rec)
+
+    def _start(self) -> None:
+        with self._lock:
+            while len(self._threads) < self._size:
+                thread = threading.Thread(
+                    target=self._loop, name=f"qw-task-{len(self._threads)}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+
+    def _loop(self) -> None:
+        host = self._host
+        while (rec := self._queue.get()) is not None:
+            if rec.settled:  # released before it started
+                host.returned(rec)
+                continue
+            token = _current.set(rec)
+            try:
+                result = host.plugins.run_job(rec.job, _call(rec))
+            except BaseException as exc:
+                outcome = _outcome_of_exception(rec, exc)
+            else:
+                outcome = cancelled(rec) if rec.cancel_requested else succeeded(rec, result)
+            finally:
+                _current.reset(token)
+            host.settle(rec, outcome)
+            host.returned(rec)
+
+    def stop(self, timeout: float) -> None:
+        """Ask idle threads to exit; wait up to ``timeout`` for them (busy ones stay)."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+
+class AsyncRunner:
+    """One event loop thread running every async task; started on first use."""
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, rec: RunningJob) -> None:
+        self._ensure_loop().call_soon_threadsafe(self._start_task, rec)
+
+    def cancel(self, rec: RunningJob, reason: str) -> None:
+        """Cancel ``rec``'s coroutine; ``reason`` is ``cancel``, ``shutdown`` or ``lost``."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._cancel, rec, reason)
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            with self._lock:
+                if self._loop is None:
+                    self._loop = asyncio.new_event_loop()
+                    self._thread = threading.Thread(
+                        target=self._loop.run_forever, name="qw-async", daemon=True
+                    )
+                    self._thread.start()
+                loop = self._loop
+        return loop
+
+    def _start_task(self, rec: RunningJob) -> None:
+        if rec.settled or rec.stop_reason is not None:
+            self._stopped_before_start(rec)
+            return
+        assert self._loop is not None
+        rec.async_task = self._loop.create_task(self._run(rec))
+
+    def _stopped_before_start(self, rec: RunningJob) -> None:
+        if rec.stop_reason == "cancel":
+            self._host.settle(rec, cancelled(rec))
+        elif rec.stop_reason == "shutdown":
+            self._host.settle(rec, released(rec))
+        self._host.returned(rec)
+
+    def _cancel(self, rec: RunningJob, reason: str) -> None:
+        if rec.stop_reason is None:
+            rec.stop_reason = reason
+        task = rec.async_task
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def _run(self, rec: RunningJob) -> None:
+        _current.set(rec)
+        outcome = await self._attempt(rec)
+        if outcome is not None:
+            self._host.settle(rec, outcome)
+        self._host.returned(rec)
+
+    async def _attempt(self, rec: RunningJob) -> Outcome | None:
+        try:
+            coro = cast("Any", self._host.plugins.run_job(rec.job, _call(rec)))
+            if rec.deadline is None:
+                result = await coro
+            else:
+                scope = asyncio.timeout(max(rec.deadline - time.monotonic(), 0.0))
+                try:
+                    async with scope:
+                        result = await coro
+                except TimeoutError:
+                    if not scope.expired():
+                        raise
+                    rec._timed_out = True
+                    return failed(rec, timeout_error(rec), retryable=True)
+        except asyncio.CancelledError:
+            # Our own cancel (operator, shutdown, lost lease): finish by its reason.
+            if rec.stop_reason == "cancel":
+                return cancelled(rec)
+            if rec.stop_reason == "shutdown":
+                return released(rec)
+            return None
+        except BaseException as exc:
+            return _outcome_of_exception(rec, exc)
+        return cancelled(rec) if rec.cancel_requested else succeeded(rec, result)
+
+    def stop(self, timeout: float) -> None:
+        """Stop the loop once its tasks ended (they were cancelled or finished)."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        if not thread.is_alive():
+            loop.close()

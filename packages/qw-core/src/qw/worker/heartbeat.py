@@ -1,0 +1,89 @@
+"""The worker's one housekeeping loop: leases, timeouts, registry, reclaim sweep.
+
+One thread per worker, not one per job: every ``renew_s`` it renews all
+held leases in one ``renew_many`` call (which also reports operator
+cancels), every tick it stops sync jobs past their timeout, every
+``heartbeat_s`` it refreshes the worker registry, and every ``reclaim_s`` it
+requeues jobs whose leases expired (any worker may; the store makes it safe).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+from qw.client import Client
+from qw.errors import QwError
+from qw.model import WorkerInfo
+from qw.worker.config import WorkerConfig
+
+__all__ = ["Heartbeat"]
+
+log = logging.getLogger("qw.worker")
+
+_TICK_S = 0.2
+
+
+class Housekept(Protocol):
+    """What the loop looks after (the runtime)."""
+
+    @property
+    def info(self) -> WorkerInfo: ...
+
+    def renew_leases(self, client: Client) -> None: ...
+
+    def expire_timeouts(self, now: float) -> None: ...
+
+
+class Heartbeat:
+    def __init__(self, host: Housekept, client: Client, config: WorkerConfig) -> None:
+        self._host = host
+        self._client = client
+        self._config = config
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="qw-heartbeat", daemon=True)
+        self.reclaimed = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        config = self._config
+        tick = min(_TICK_S, config.renew_s / 2)
+        now = time.monotonic()
+        next_renew = now + config.renew_s
+        next_beat = now + config.heartbeat_s
+        next_reclaim = now
+        while not self._stop.wait(tick):
+            now = time.monotonic()
+            self._guard("timeouts", self._host.expire_timeouts, now)
+            if now >= next_renew:
+                self._guard("lease renewal", self._host.renew_leases, self._client)
+                next_renew = now + config.renew_s
+            if now >= next_beat:
+                self._guard("registry heartbeat", self._client.heartbeat, self._host.info)
+                next_beat = now + config.heartbeat_s
+            if now >= next_reclaim:
+                self._guard("reclaim sweep", self._reclaim)
+                next_reclaim = now + config.reclaim_s
+
+    def _reclaim(self) -> None:
+        count = self._client.reclaim_expired()
+        if count:
+            self.reclaimed += count
+            log.info("requeued or failed %d jobs whose leases expired", count)
+
+    @staticmethod
+    def _guard(what: str, fn: object, *args: object) -> None:
+        try:
+            fn(*args)  # type: ignore[operator]
+        except QwError as exc:
+            log.warning("%s failed: %r", what, exc)
+        except Exception:
+            log.exception("%s failed unexpectedly", what)

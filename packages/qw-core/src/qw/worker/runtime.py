@@ -1,0 +1,367 @@
+"""The worker: claim in batches, run, renew, finish in batches, stop gracefully.
+
+Threads: the caller of :meth:`Worker.run` claims; ``concurrency`` pool
+threads run sync tasks; one event loop thread runs async tasks; one
+finisher thread writes outcomes in batches; one heartbeat thread renews
+leases, enforces timeouts, keeps the registry entry fresh and sweeps
+expired leases. Nothing is started per job. Only the contract
+(:class:`qw.Client`) is used, so the worker runs unchanged on every backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from qw.client import Client
+from qw.contract import Abort, Complete, Fail, Outcome, Release
+from qw.errors import QwError
+from qw.model import Claim, JobStatus, JSONValue, WorkerInfo
+from qw.plugin.manager import QwPluginManager
+from qw.worker.config import WorkerConfig
+from qw.worker.context import RunningJob
+from qw.worker.executor import AsyncRunner, ThreadPool, timeout_error
+from qw.worker.finisher import Finisher
+from qw.worker.heartbeat import Heartbeat
+from qw.worker.outcomes import failed, released
+from qw.worker.shutdown import stop_on_signals
+
+if TYPE_CHECKING:
+    from qw.app import App
+
+__all__ = ["Worker", "WorkerStats"]
+
+log = logging.getLogger("qw.worker")
+
+# How long the claim loop waits for a free slot before looking at the stop flags.
+_SLOT_WAIT_S = 0.25
+# After the grace period: how long releases may take to be written.
+_RELEASE_WRITE_S = 10.0
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """What a worker did; each counter is written by one thread only."""
+
+    claimed: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    released: int = 0
+    timed_out: int = 0
+    lost: int = 0
+
+
+class Worker:
+    """Runs an :class:`~qw.App`'s tasks from ``config.queues`` until stopped."""
+
+    def __init__(
+        self,
+        app: App,
+        config: WorkerConfig,
+        *,
+        plugins: QwPluginManager | None = None,
+        load_plugins: bool = True,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.plugins = plugins or QwPluginManager()
+        if load_plugins:
+            self.plugins.load_entry_points()
+        self.stats = WorkerStats()
+        self._started_at = datetime.now(UTC)
+        self._cond = threading.Condition()
+        self._inflight: dict[str, RunningJob] = {}
+        # Plain flags: a signal handler sets them, so no lock may be taken there.
+        self._stop_requested = False
+        self._force = False
+        self._running = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPool(self, config.concurrency)
+        self._async = AsyncRunner(self)
+        self._finisher: Finisher | None = None
+
+    def __repr__(self) -> str:
+        return f"<qw.Worker {self.id} queues={list(self.config.queues)}>"
+
+    @property
+    def info(self) -> WorkerInfo:
+        return WorkerInfo(
+            id=self.id,
+            queues=self.config.queues,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            concurrency=self.config.concurrency,
+            started_at=self._started_at,
+        )
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    @property
+    def running_jobs(self) -> int:
+        return len(self._inflight)
+
+    # -- control -----------------------------------------------------------
+
+    def request_stop(self, *, force: bool = False) -> None:
+        """Stop claiming; with ``force`` release running jobs now. Signal-safe."""
+        self._stop_requested = True
+        if force:
+            self._force = True
+
+    def stop(self, *, force: bool = False, timeout: float | None = None) -> None:
+        """Stop (from another thread) and wait up to ``timeout`` s for :meth:`run` to return."""
+        self.request_stop(force=force)
+        with self._cond:
+            self._cond.notify_all()
+        self._done.wait(timeout)
+
+    def start(self) -> threading.Thread:
+        """Run in a background thread; :meth:`stop` ends it."""
+        self._thread = threading.Thread(target=self.run, name=f"qw-worker-{self.id}", daemon=True)
+        self._thread.start()
+        self._running.wait(30)
+        return self._thread
+
+    def run(self, *, handle_signals: bool = True) -> WorkerStats:
+        """Work until stopped (``request_stop``, SIGTERM or SIGINT); return the stats."""
+        client = self.app.client
+        shared = client.capabilities.thread_safe
+        finisher_client = client if shared else self.app.open_client()
+        heartbeat_client = client if shared else self.app.open_client()
+        self._finisher = Finisher(finisher_client, self._committed, batch=self.config.finish_batch)
+        heartbeat = Heartbeat(self, heartbeat_client, self.config)
+        try:
+            client.heartbeat(self.info)
+            self._finisher.start()
+            heartbeat.start()
+            self.plugins.worker_started(self.info)
+            log.info("worker %s started on %s", self.id, ",".join(self.config.queues))
+            self._running.set()
+            if handle_signals:
+                with stop_on_signals(self):
+                    self._claim_loop(client)
+                    self._drain()
+            else:
+                self._claim_loop(client)
+                self._drain()
+        finally:
+            self._running.set()
+            heartbeat.stop()
+            self._finisher.stop(_RELEASE_WRITE_S)
+            try:
+                client.remove_worker(self.id)
+            except QwError as exc:
+                log.warning("could not remove worker %s from the registry: %r", self.id, exc)
+            self._pool.stop(0.1)
+            self._async.stop(1.0)
+            self.plugins.worker_stopped(self.info)
+            if not shared:
+                finisher_client.close()
+                heartbeat_client.close()
+            log.info("worker %s stopped: %s", self.id, self.stats)
+            self._done.set()
+        return self.stats
+
+    # -- claiming ----------------------------------------------------------
+
+    def _claim_loop(self, client: Client) -> None:
+        config = self.config
+        pause = 0.05
+        while not self._stop_requested:
+            free = config.concurrency - len(self._inflight)
+            if free <= 0:
+                with self._cond:
+                    if config.concurrency - len(self._inflight) <= 0 and not self._stop_requested:
+                        self._cond.wait(_SLOT_WAIT_S)
+                continue
+            try:
+                claims = client.claim(
+                    config.queues, worker=self.id, lease_s=config.lease_s, limit=min(free, 1000)
+                )
+                pause = 0.05
+            except QwError as exc:
+                log.warning("claim failed (%r); retrying in %.2f s", exc, pause)
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+                continue
+            if claims:
+                for claim in claims:
+                    self._dispatch(claim)
+                continue
+            try:
+                client.wait(config.queues, config.poll_interval)
+            except QwError as exc:
+                log.warning("wait failed (%r)", exc)
+                time.sleep(min(config.poll_interval, 1.0))
+
+    def _dispatch(self, claim: Claim) -> None:
+        job = claim.job
+        payload = job.payload
+        task = None
+        args: list[JSONValue] = []
+        kwargs: dict[str, JSONValue] = {}
+        if isinstance(payload, dict):
+            name = payload.get("task")
+            task = self.app.tasks.get(name) if isinstance(name, str) else None
+            raw_args, raw_kwargs = payload.get("args", []), payload.get("kwargs", {})
+            args = list(raw_args) if isinstance(raw_args, list) else []
+            kwargs = dict(raw_kwargs) if isinstance(raw_kwargs, dict) else {}
+        rec = RunningJob(job, claim.lease, task, args, kwargs)
+        with self._cond:
+            self._inflight[job.id] = rec
+        self.stats.claimed += 1
+        self.plugins.job_claimed(job, self.info)
+        if task is None:
+            error: dict[str, JSONValue] = {
+                "type": "qw.UnknownTask",
+                "message": f"this worker has no task for payload {_describe(payload)}",
+            }
+            self.settle(rec, failed(rec, error, retryable=False))
+            self.returned(rec)
+        elif task.is_async:
+            self._async.submit(rec)
+        else:
+            self._pool.submit(rec)
+
+    # -- the host interface (executors, finisher, heartbeat) ---------------
+
+    def settle(self, rec: RunningJob, outcome: Outcome) -> bool:
+        """Send ``rec``'s outcome to be written, unless it was settled already."""
+        with self._cond:
+            if rec.settled:
+                return False
+            rec.settled = True
+        assert self._finisher is not None
+        self._finisher.put(rec, outcome)
+        return True
+
+    def returned(self, rec: RunningJob) -> None:
+        rec.returned = True
+        self._free(rec)
+
+    def _committed(self, rec: RunningJob, outcome: Outcome, status: JobStatus | None) -> None:
+        stats = self.stats
+        if status is None:
+            stats.lost += 1
+            log.warning("job %s: lease lost before its outcome was written", rec.id)
+        elif isinstance(outcome, Complete):
+            stats.succeeded += 1
+        elif isinstance(outcome, Fail):
+            if status is JobStatus.QUEUED:
+                stats.retried += 1
+            else:
+                stats.failed += 1
+        elif isinstance(outcome, Abort):
+            stats.cancelled += 1
+        elif isinstance(outcome, Release):
+            stats.released += 1
+        if status is not None:
+            result = outcome.result if isinstance(outcome, Complete) else None
+            error = outcome.error if isinstance(outcome, (Fail, Abort)) else None
+            self.plugins.job_finished(rec.job, status, result, error, rec.elapsed())
+        rec.committed = True
+        self._free(rec)
+
+    def _free(self, rec: RunningJob) -> None:
+        with self._cond:
+            rec.pending -= 1
+            if rec.pending == 0:
+                self._inflight.pop(rec.id, None)
+                self._cond.notify_all()
+
+    def renew_leases(self, client: Client) -> None:
+        with self._cond:
+            held = [rec for rec in self._inflight.values() if not rec.settled]
+        if not held:
+            return
+        answers = client.renew_many([rec.lease for rec in held], self.config.lease_s)
+        for rec, lease in zip(held, answers, strict=True):
+            if lease is None:
+                self._lost(rec)
+                continue
+            rec.lease = lease
+            if lease.cancel_requested and not rec.cancel_requested:
+                rec._cancel_requested = True
+                log.info("job %s: cancel requested", rec.id)
+                if rec.task is not None and rec.task.is_async:
+                    self._async.cancel(rec, "cancel")
+
+    def _lost(self, rec: RunningJob) -> None:
+        with self._cond:
+            if rec.settled:
+                return
+            rec.settled = True
+        rec.lost = True
+        log.warning("job %s: lease lost (reclaimed); its result will be dropped", rec.id)
+        if rec.task is not None and rec.task.is_async:
+            self._async.cancel(rec, "lost")
+        self.stats.lost += 1
+        rec.committed = True
+        self._free(rec)
+
+    def expire_timeouts(self, now: float) -> None:
+        """Fail (or retry) sync jobs past their deadline; their threads run on, ignored."""
+        with self._cond:
+            late = [
+                rec
+                for rec in self._inflight.values()
+                if rec.deadline is not None
+                and rec.deadline <= now
+                and not rec.settled
+                and rec.task is not None
+                and not rec.task.is_async
+            ]
+        for rec in late:
+            rec._timed_out = True
+            if self.settle(rec, failed(rec, timeout_error(rec), retryable=True)):
+                self.stats.timed_out += 1
+                log.warning("job %s: timed out after %.1f s", rec.id, rec.elapsed())
+
+    # -- stopping ----------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Let running jobs finish within the grace period, then release the rest."""
+        deadline = time.monotonic() + self.config.grace_s
+        with self._cond:
+            while self._unsettled() and not self._force and time.monotonic() < deadline:
+                self._cond.wait(min(_SLOT_WAIT_S, max(deadline - time.monotonic(), 0.0)))
+            leftover = self._unsettled()
+        for rec in leftover:
+            if self.settle(rec, released(rec)):
+                rec.stop_reason = "shutdown"
+                if rec.task is not None and rec.task.is_async:
+                    self._async.cancel(rec, "shutdown")
+        if leftover:
+            log.warning("released %d running jobs at shutdown", len(leftover))
+        # Wait for every outcome to be written (and async tasks to unwind).
+        until = time.monotonic() + _RELEASE_WRITE_S
+        with self._cond:
+            while time.monotonic() < until and any(map(_busy, self._inflight.values())):
+                self._cond.wait(_SLOT_WAIT_S)
+
+    def _unsettled(self) -> list[RunningJob]:
+        return [rec for rec in self._inflight.values() if not rec.settled]
+
+
+def _busy(rec: RunningJob) -> bool:
+    """Whether stopping must still wait for ``rec``: its write, or its coroutine."""
+    is_async = rec.task is not None and rec.task.is_async
+    return not rec.committed or (is_async and not rec.returned)
+
+
+def _describe(payload: Any) -> str:
+    text = repr(payload)
+    return text if len(text) <= 200 else text[:197] + "..."
