@@ -100,7 +100,8 @@ def _capability_text(row: BackendRow) -> str:
 def backends(as_json: bool) -> None:
     """List installed backends: distribution, version, whether it loads, capabilities.
 
-    Exits 3 when a backend fails to load or two distributions claim one name.
+    Errors (a backend failing to load, two distributions claiming one name)
+    are printed on stderr, one line each, and the command exits 3.
     """
     rows = inspect_backends()
     ok = all(row.loads for row in rows)
@@ -122,10 +123,8 @@ def backends(as_json: bool) -> None:
         click.echo(
             render_table(("NAME", "DISTRIBUTION", "VERSION", "LOADS", "CAPABILITIES"), table)
         )
-        reported: set[str] = set()
-        for row in rows:
-            if row.error and row.error not in reported:
-                reported.add(row.error)
-                click.echo(f"qw: error: {row.name}: {row.error}", err=True)
+    # Errors go to stderr in both modes, once each (a conflict spans rows).
+    for error in dict.fromkeys(f"{row.name}: {row.error}" for row in rows if row.error):
+        click.echo(f"qw: error: {error}", err=True)
     if not ok:
         raise click.exceptions.Exit(EXIT_BACKEND)
