@@ -1,0 +1,579 @@
+"""The ``postgres`` backend: one namespace of a qw schema in PostgreSQL.
+
+Every operation is a single statement run on a pooled autocommit
+connection, so it costs one round trip and commits atomically: a transition,
+its outbox event and its NOTIFY either all happen or none do. All times come
+from the server's ``now()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, ClassVar, Self
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool
+
+from qw.capabilities import Capabilities
+from qw.contract import (
+    STORE_EVENT_CANCELLED,
+    STORE_EVENT_EXPIRED,
+    Abort,
+    Complete,
+    Fail,
+    Outcome,
+    Release,
+    Switches,
+    outcome_statuses,
+)
+from qw.errors import BackendError, BackendUnavailable, DuplicateJob, SchemaError
+from qw.model import (
+    Claim,
+    Enqueued,
+    Event,
+    Job,
+    JobStatus,
+    Lease,
+    NewJob,
+    PurgeResult,
+    WorkerInfo,
+)
+from qw.validation import encode_json, validate_namespace
+from qw.wakeup import Listener, WakeupHub
+from qw_postgres.errors import translate_errors
+from qw_postgres.listening import (
+    channel_name,
+    listener_application_name,
+    make_listen,
+)
+from qw_postgres.queries import Queries
+from qw_postgres.rows import to_event, to_job, to_worker
+from qw_postgres.schema import LATEST_VERSION, apply_migrations, installed_version
+from qw_postgres.settings import Settings, parse_url
+
+__all__ = ["PostgresBackend", "migrate"]
+
+log = logging.getLogger("qw_postgres")
+
+#: Rows a purge deletes per statement.
+PURGE_BATCH = 5000
+_INT8 = range(-(2**63), 2**63)
+_KINDS: dict[type, str] = {Complete: "c", Fail: "f", Release: "r", Abort: "a"}
+_warned_durability: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+@lru_cache(maxsize=32)
+def _queries(schema: str) -> Queries:
+    return Queries.for_schema(schema)
+
+
+def _full_conninfo(conninfo: str) -> str:
+    """``conninfo`` with qw's defaults for what the user left unset."""
+    given = conninfo_to_dict(conninfo)
+    extra: dict[str, Any] = {}
+    if "connect_timeout" not in given:
+        extra["connect_timeout"] = 10
+    if "application_name" not in given and "fallback_application_name" not in given:
+        extra["fallback_application_name"] = "qw"
+    return make_conninfo(conninfo, **extra)
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    # Timestamps then arrive as UTC datetimes, whatever the server's TimeZone.
+    conn.execute("SET TIME ZONE 'UTC'")
+
+
+class PostgresBackend:
+    """A namespace in a PostgreSQL schema; see the module docstring."""
+
+    name: ClassVar[str] = "postgres"
+    capabilities = Capabilities(
+        thread_safe=True,
+        multi_process=True,
+        native_wakeup=True,
+        durable=True,
+        queue_switch=True,
+    )
+
+    def __init__(self, settings: Settings, *, namespace: str) -> None:
+        self._namespace = validate_namespace(namespace)
+        self._settings = settings
+        self._schema = settings.schema
+        self._q = _queries(settings.schema)
+        self._channel = channel_name(settings.schema, self._namespace)
+        self._conninfo = _full_conninfo(settings.conninfo)
+        self._hub = WakeupHub(poll_interval=settings.poll_interval)
+        self._lock = threading.Lock()
+        self._listener: Listener | None = None
+        self._closed = False
+        with translate_errors("postgres: opening the store"):
+            self._check_store()
+            self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+                self._conninfo,
+                min_size=settings.pool_min,
+                max_size=settings.pool_max,
+                timeout=settings.pool_timeout,
+                kwargs={"autocommit": True},
+                configure=_configure,
+                name=f"qw-postgres:{self._namespace}",
+                open=False,
+            )
+            self._pool.open(wait=False)
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str) -> Self:
+        validate_namespace(namespace)
+        return cls(parse_url(url), namespace=namespace)
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema that holds this store's tables."""
+        return self._schema
+
+    def __repr__(self) -> str:
+        return f"<PostgresBackend schema={self._schema!r} namespace={self._namespace!r}>"
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def _check_store(self) -> None:
+        """Reach the server, bring the schema up to date, warn on weak durability."""
+        with psycopg.connect(self._conninfo, autocommit=True) as conn:
+            version = installed_version(conn, self._schema)
+            if version > LATEST_VERSION:
+                raise SchemaError(
+                    f"schema {self._schema!r} is at version {version}, newer than this "
+                    f"qw-postgres (which knows up to {LATEST_VERSION}); upgrade qw-postgres"
+                )
+            if version < LATEST_VERSION:
+                if self._settings.auto_migrate:
+                    apply_migrations(conn, self._schema)
+                else:
+                    log.warning(
+                        "qw_postgres: schema %r is at version %d, not %d; run `qw migrate`",
+                        self._schema,
+                        version,
+                        LATEST_VERSION,
+                    )
+            row = conn.execute(self._q.server_settings).fetchone()
+        if row is not None:
+            self._warn_if_not_durable(*row)
+
+    def _warn_if_not_durable(self, synchronous_commit: str, fsync: str, fpw: str) -> None:
+        weak = [
+            f"{name}={value}"
+            for name, value, good in (
+                ("synchronous_commit", synchronous_commit, {"on", "remote_apply", "remote_write"}),
+                ("fsync", fsync, {"on"}),
+                ("full_page_writes", fpw, {"on"}),
+            )
+            if value not in good
+        ]
+        if not weak:
+            return
+        key = (self._conninfo, self._schema)
+        with _warned_lock:
+            if key in _warned_durability:
+                return
+            _warned_durability.add(key)
+        log.warning(
+            "qw_postgres: the server runs with %s; an acknowledged enqueue or finish can be "
+            "lost in a crash (see docs/backends/postgres.md, Durability)",
+            ", ".join(weak),
+        )
+
+    def migrate(self) -> int:
+        """Bring the schema to the latest version (idempotent); return that version."""
+        with (
+            translate_errors("postgres: migrate"),
+            psycopg.connect(self._conninfo, autocommit=True) as conn,
+        ):
+            return apply_migrations(conn, self._schema)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+        self._pool.close()
+
+    @contextmanager
+    def _conn(self, what: str) -> Iterator[psycopg.Connection[Any]]:
+        if self._closed:
+            raise BackendUnavailable(f"postgres: {what} on a closed backend")
+        with translate_errors(f"postgres: {what}"), self._pool.connection() as conn:
+            yield conn
+
+    def _fetch(self, what: str, query: bytes, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        with self._conn(what) as conn:
+            return conn.execute(query, params, prepare=True).fetchall()
+
+    def _count(self, what: str, query: bytes, params: dict[str, Any]) -> int:
+        with self._conn(what) as conn:
+            return conn.execute(query, params, prepare=True).rowcount
+
+    def now(self) -> datetime:
+        row = self._fetch("now", self._q.now, {})[0]
+        value: datetime = row[0]
+        return value
+
+    # -- producing -------------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+        if not jobs:
+            return []
+        keys = [j.dedupe_key for j in jobs]
+        live_keys = list({k for k in keys if k is not None})
+        with translate_errors("postgres: enqueue"):
+            params: dict[str, Any] = {
+                "ns": self._namespace,
+                "channel": self._channel,
+                "ids": [j.id for j in jobs],
+                "queues": [j.queue for j in jobs],
+                "payloads": [encode_json(j.payload) for j in jobs],
+                "priorities": [j.priority for j in jobs],
+                "run_ats": [j.run_at for j in jobs],
+                "delays": [None if j.delay is None else float(j.delay) for j in jobs],
+                "max_attempts": [j.max_attempts for j in jobs],
+                "keys": keys,
+                "live_keys": live_keys,
+            }
+        rows = self._fetch("enqueue", self._q.enqueue, params)
+        inserted: set[str] = set()
+        holders: dict[str, str] = {}
+        dups: list[str] = []
+        for kind, value, key in rows:
+            if kind == "d":
+                dups.append(value)
+            elif kind == "i":
+                inserted.add(value)
+            elif kind == "l":
+                holders[key] = value
+        if dups:
+            raise DuplicateJob(f"job id {sorted(dups)[0]!r} already exists; nothing was enqueued")
+        answers = self._answer_enqueue(jobs, inserted, holders)
+        self._hub.notify({j.queue for j in jobs})
+        return answers
+
+    def _answer_enqueue(
+        self, jobs: Sequence[NewJob], inserted: set[str], holders: dict[str, str]
+    ) -> list[Enqueued]:
+        # A batch's first job with a key takes it; later ones point to it.
+        for job in jobs:
+            if job.id in inserted and job.dedupe_key is not None:
+                holders.setdefault(job.dedupe_key, job.id)
+        missing = [
+            j.dedupe_key
+            for j in jobs
+            if j.id not in inserted and j.dedupe_key is not None and j.dedupe_key not in holders
+        ]
+        if missing:
+            # A concurrent producer took the key after this statement's snapshot.
+            rows = self._fetch(
+                "enqueue", self._q.key_holders, {"ns": self._namespace, "keys": missing}
+            )
+            holders.update(dict(rows))
+        answers = []
+        for job in jobs:
+            if job.id in inserted:
+                answers.append(Enqueued(job.id, created=True))
+            elif job.dedupe_key is not None and job.dedupe_key in holders:
+                answers.append(Enqueued(holders[job.dedupe_key], created=False))
+            else:
+                raise BackendError(f"postgres: job {job.id!r} was neither inserted nor deduped")
+        return answers
+
+    # -- working -----------------------------------------------------------------
+
+    def claim(
+        self, queues: Sequence[str], *, worker: str, lease_s: float, limit: int
+    ) -> list[Claim]:
+        self._hub.arm(queues)
+        params: dict[str, Any] = {
+            "ns": self._namespace,
+            "worker": worker,
+            "lease_s": float(lease_s),
+            "limit": limit,
+        }
+        if len(queues) == 1:
+            query = self._q.claim_one
+            params["queue"] = queues[0]
+        else:
+            query = self._q.claim_many
+            params["queues"] = list(queues)
+        rows = self._fetch("claim", query, params)
+        # RETURNING order is unspecified; seq is the store's FIFO order.
+        rows.sort(key=lambda r: (r[3], r[18]))
+        claims = []
+        for row in rows:
+            job = to_job(row)
+            assert job.lease_expires_at is not None
+            claims.append(Claim(job, Lease(job.id, row[17], job.lease_expires_at)))
+        return claims
+
+    def renew(self, leases: Sequence[Lease], lease_s: float) -> list[Lease | None]:
+        params = {
+            "ns": self._namespace,
+            "lease_s": float(lease_s),
+            "ids": [lease.job_id for lease in leases],
+            "tokens": [lease.token for lease in leases],
+        }
+        answers: list[Lease | None] = [None] * len(leases)
+        for ord_, expires, cancel_requested in self._fetch("renew", self._q.renew, params):
+            lease = leases[ord_ - 1]
+            answers[ord_ - 1] = Lease(lease.job_id, lease.token, expires, cancel_requested)
+        return answers
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
+        answers: list[JobStatus | None] = []
+        for batch in _distinct_job_batches(outcomes):
+            answers.extend(self._finish_batch(batch))
+        return answers
+
+    def _finish_batch(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
+        with translate_errors("postgres: finish"):
+            params = {
+                "ns": self._namespace,
+                "channel": self._channel,
+                "ids": [o.lease.job_id for o in outcomes],
+                "tokens": [o.lease.token for o in outcomes],
+                "kinds": [_KINDS[type(o)] for o in outcomes],
+                "bodies": [_body(o) for o in outcomes],
+                "retry": [
+                    float(o.retry_in) if isinstance(o, Fail) and o.retry_in is not None else None
+                    for o in outcomes
+                ],
+                "ev_types": [_event(o)[0] for o in outcomes],
+                "ev_data": [_event(o)[1] for o in outcomes],
+            }
+        answers: list[JobStatus | None] = [None] * len(outcomes)
+        racing: list[int] = []
+        for kind, ord_, status, mine in self._fetch("finish", self._q.finish, params):
+            if kind == "u":
+                answers[ord_ - 1] = JobStatus(status)
+            elif kind == "p":
+                answers[ord_ - 1] = _repeat_answer(outcomes[ord_ - 1], status, mine)
+            elif kind == "r":
+                racing.append(ord_ - 1)
+        if racing:
+            # Another session moved the job between our snapshot and our
+            # update (perhaps the same outcome, sent twice): read what won.
+            again = {
+                "ns": self._namespace,
+                "ids": [outcomes[i].lease.job_id for i in racing],
+                "tokens": [outcomes[i].lease.token for i in racing],
+            }
+            for ord_, status, mine in self._fetch("finish", self._q.finished_by, again):
+                index = racing[ord_ - 1]
+                answers[index] = _repeat_answer(outcomes[index], status, mine)
+        return answers
+
+    def reclaim_expired(self) -> int:
+        params = {"ns": self._namespace, "channel": self._channel, "ev_type": STORE_EVENT_EXPIRED}
+        count, _ = self._fetch("reclaim_expired", self._q.reclaim, params)[0]
+        return int(count)
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        self._ensure_listener()
+        return self._hub.wait(queues, timeout)
+
+    def _ensure_listener(self) -> None:
+        if self._listener is not None:
+            return
+        with self._lock:
+            if self._listener is not None or self._closed:
+                return
+            listen = make_listen(
+                self._conninfo,
+                self._channel,
+                self._hub,
+                application_name=listener_application_name(self._namespace),
+            )
+            self._listener = Listener(
+                self._hub, listen, name=f"qw-postgres-listener:{self._namespace}"
+            )
+            self._listener.start()
+
+    @property
+    def listener_reconnects(self) -> int:
+        """How many times the LISTEN connection was lost and retried (for operators)."""
+        return self._listener.reconnects if self._listener is not None else 0
+
+    # -- workers and switches --------------------------------------------------
+
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        params = {
+            "ns": self._namespace,
+            "id": worker.id,
+            "queues": list(worker.queues),
+            "host": worker.host,
+            "pid": worker.pid,
+            "concurrency": worker.concurrency,
+            "started_at": worker.started_at,
+        }
+        self._count("heartbeat", self._q.heartbeat, params)
+
+    def remove_worker(self, worker_id: str) -> None:
+        self._count(
+            "remove_worker", self._q.remove_worker, {"ns": self._namespace, "id": worker_id}
+        )
+
+    def workers(self) -> list[WorkerInfo]:
+        rows = self._fetch("workers", self._q.workers, {"ns": self._namespace})
+        return [to_worker(r) for r in rows]
+
+    def set_enabled(self, enabled: bool, queue: str | None = None) -> None:
+        params = {
+            "ns": self._namespace,
+            "queue": "" if queue is None else queue,
+            "enabled": enabled,
+            "channel": self._channel,
+        }
+        self._fetch("set_enabled", self._q.set_switch, params)
+        if enabled:
+            self._hub.notify_all()
+
+    def switches(self) -> Switches:
+        rows = self._fetch("switches", self._q.switches, {"ns": self._namespace})
+        by_queue = dict(rows)
+        enabled = by_queue.pop("", True)
+        return Switches(enabled=enabled, queues=by_queue)
+
+    # -- inspection and operations -------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        rows = self._fetch("get", self._q.get, {"ns": self._namespace, "id": job_id})
+        return to_job(rows[0]) if rows else None
+
+    def counts(self) -> dict[str, dict[JobStatus, int]]:
+        counts: dict[str, dict[JobStatus, int]] = {}
+        for queue, status, n in self._fetch("counts", self._q.counts, {"ns": self._namespace}):
+            counts.setdefault(queue, {})[JobStatus(status)] = int(n)
+        return counts
+
+    def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[Job]:
+        params = {
+            "ns": self._namespace,
+            "queue": queue,
+            "status": None if status is None else str(status),
+            "after": after,
+            "limit": limit,
+        }
+        return [to_job(r) for r in self._fetch("list_jobs", self._q.list_jobs, params)]
+
+    def cancel(self, job_id: str) -> JobStatus | None:
+        params = {"ns": self._namespace, "id": job_id, "ev_type": STORE_EVENT_CANCELLED}
+        for _ in range(10):
+            rows = self._fetch("cancel", self._q.cancel, params)
+            if not rows:
+                return None
+            kind, status = rows[0]
+            answer = JobStatus(status)
+            if kind == "u" or answer.is_terminal:
+                return answer
+            # The job was live in our snapshot but changed under us: look again.
+        raise BackendError(f"postgres: cancel of {job_id!r} kept racing other writers")
+
+    # -- the outbox --------------------------------------------------------------
+
+    def fetch_events(self, limit: int = 100) -> list[Event]:
+        rows = self._fetch(
+            "fetch_events", self._q.fetch_events, {"ns": self._namespace, "limit": limit}
+        )
+        return [to_event(r) for r in rows]
+
+    def ack_events(self, cursors: Sequence[int]) -> int:
+        wanted = sorted({c for c in cursors if c in _INT8})
+        if not wanted:
+            return 0
+        return self._count(
+            "ack_events", self._q.ack_events, {"ns": self._namespace, "cursors": wanted}
+        )
+
+    def purge(self, older_than: float) -> PurgeResult:
+        params = {"ns": self._namespace, "older_than": float(older_than), "batch": PURGE_BATCH}
+        totals = []
+        for query in (self._q.purge_jobs, self._q.purge_events):
+            total = 0
+            while True:
+                n = self._count("purge", query, params)
+                total += n
+                if n < PURGE_BATCH:
+                    break
+            totals.append(total)
+        return PurgeResult(jobs=totals[0], events=totals[1])
+
+
+def _body(outcome: Outcome) -> str | None:
+    if isinstance(outcome, Complete):
+        return encode_json(outcome.result, what="result")
+    if isinstance(outcome, (Fail, Abort)):
+        return encode_json(outcome.error, what="error")
+    return None
+
+
+def _event(outcome: Outcome) -> tuple[str | None, str | None]:
+    event = None if isinstance(outcome, Release) else outcome.event
+    if event is None:
+        return None, None
+    return event.type, encode_json(event.data, what="event data")
+
+
+def _repeat_answer(outcome: Outcome, status: str, mine: bool | None) -> JobStatus | None:
+    """The answer to an outcome that did not apply now: its earlier result, or None."""
+    current = JobStatus(status)
+    if mine and current in outcome_statuses(outcome):
+        return current
+    return None
+
+
+def _distinct_job_batches(outcomes: Sequence[Outcome]) -> Iterator[list[Outcome]]:
+    """Split ``outcomes`` so no batch names a job twice, keeping their order.
+
+    One UPDATE touches a row at most once, so a repeat of the same outcome in
+    one call must run after the first, as it would in a later call.
+    """
+    batch: list[Outcome] = []
+    seen: set[str] = set()
+    for outcome in outcomes:
+        if outcome.lease.job_id in seen:
+            yield batch
+            batch, seen = [], set()
+        batch.append(outcome)
+        seen.add(outcome.lease.job_id)
+    if batch:
+        yield batch
+
+
+def migrate(url: str) -> int:
+    """Create or upgrade the qw schema named by ``url`` (``?schema=``); return its version.
+
+    Idempotent, and safe when several processes run it at once. This is what
+    ``qw migrate`` calls for a postgres URL.
+    """
+    settings = parse_url(url)
+    with (
+        translate_errors("postgres: migrate"),
+        psycopg.connect(_full_conninfo(settings.conninfo), autocommit=True) as conn,
+    ):
+        return apply_migrations(conn, settings.schema)

@@ -1,0 +1,74 @@
+"""LISTEN/NOTIFY wake-ups: the psycopg half of :class:`qw.wakeup.Listener`.
+
+One channel per (schema, namespace), named from a digest of the two
+validated names so it is always a short, plain identifier; the payload is
+the queue name, or ``*`` for "every queue" (a switch turned ON).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from qw.wakeup import ListenFn, WakeupHub
+
+__all__ = ["ALL_QUEUES", "channel_name", "listener_application_name", "make_listen"]
+
+ALL_QUEUES = "*"
+#: How often the listener checks ``stopping`` while no notification arrives.
+STOP_CHECK_S = 0.25
+#: A query this often proves a quiet connection is still alive (a half-open
+#: TCP connection would otherwise look like a quiet channel forever).
+PING_EVERY_S = 15.0
+
+
+def channel_name(schema: str, namespace: str) -> str:
+    """The NOTIFY channel for ``namespace`` in ``schema`` (both already validated)."""
+    digest = hashlib.blake2s(f"{schema}\0{namespace}".encode(), digest_size=12).hexdigest()
+    return f"qw_{digest}"
+
+
+def listener_application_name(namespace: str) -> str:
+    """The ``application_name`` the listening connection shows in ``pg_stat_activity``."""
+    return f"qw-listener:{namespace}"[:63]
+
+
+def make_listen(conninfo: str, channel: str, hub: WakeupHub, *, application_name: str) -> ListenFn:
+    """A ``listen(ready, stopping)`` that feeds ``hub`` from ``channel`` until it fails."""
+    listen_stmt = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+
+    def listen(ready: Callable[[], None], stopping: threading.Event) -> None:
+        conn: psycopg.Connection[Any] = psycopg.connect(
+            conninfo,
+            autocommit=True,
+            application_name=application_name,
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+        )
+        with conn:
+            conn.execute(listen_stmt)
+            ready()
+            last_ping = time.monotonic()
+            while not stopping.is_set():
+                # Each signal goes to the hub the moment it arrives; the
+                # timeout only bounds how long ``stopping`` goes unchecked.
+                for note in conn.notifies(timeout=STOP_CHECK_S):
+                    if note.payload == ALL_QUEUES:
+                        hub.notify_all()
+                    else:
+                        hub.notify((note.payload,))
+                    if stopping.is_set():
+                        break
+                if time.monotonic() - last_ping > PING_EVERY_S:
+                    conn.execute("SELECT 1")
+                    last_ping = time.monotonic()
+
+    return listen

@@ -1,0 +1,371 @@
+"""Every statement the backend runs, rendered once per schema.
+
+Each operation is one statement (data-modifying CTEs where a transition, its
+outbox event and its wake-up must commit together), so it is one round trip
+and atomic under autocommit. Values are always bound parameters; the only
+thing composed into the text is the validated schema, as an identifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from psycopg import sql
+
+__all__ = ["JOB_COLUMNS", "Queries"]
+
+JOB_FIELDS = (
+    "id",
+    "queue",
+    "payload",
+    "priority",
+    "run_at",
+    "max_attempts",
+    "attempts",
+    "status",
+    "created_at",
+    "dedupe_key",
+    "result",
+    "error",
+    "started_at",
+    "finished_at",
+    "worker",
+    "lease_expires_at",
+    "cancel_requested",
+)
+JOB_COLUMNS = ", ".join(JOB_FIELDS)
+_J_COLUMNS = ", ".join(f"j.{c}" for c in JOB_FIELDS)
+_LIVE = "('queued', 'running')"
+_TERMINAL = "('succeeded', 'failed', 'cancelled')"
+# A queue (or, as '', the whole namespace) switched OFF.
+_OPEN = (
+    "NOT EXISTS (SELECT 1 FROM {s}.switches w WHERE w.namespace = %(ns)s"
+    " AND w.queue IN ('', {q}) AND NOT w.enabled)"
+)
+
+ENQUEUE = f"""
+WITH input AS (
+    SELECT * FROM unnest(
+        %(ids)s::text[], %(queues)s::text[], %(payloads)s::text[], %(priorities)s::int4[],
+        %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int4[],
+        %(keys)s::text[]
+    ) WITH ORDINALITY AS t(id, queue, payload, priority, run_at, delay, max_attempts,
+                           dedupe_key, ord)
+), dup AS (
+    SELECT j.id FROM {{s}}.jobs j
+    WHERE j.namespace = %(ns)s AND j.id = ANY(%(ids)s::text[])
+), ins AS (
+    INSERT INTO {{s}}.jobs AS j (namespace, id, queue, status, priority, run_at,
+                                 max_attempts, payload, dedupe_key, created_at)
+    SELECT %(ns)s, i.id, i.queue, 'queued', i.priority,
+           coalesce(i.run_at, now() + coalesce(i.delay, 0) * interval '1 second'),
+           i.max_attempts, i.payload::json, i.dedupe_key, now()
+    FROM input i
+    WHERE NOT EXISTS (SELECT 1 FROM dup)
+    ORDER BY i.ord
+    ON CONFLICT (namespace, dedupe_key)
+        WHERE dedupe_key IS NOT NULL AND status IN {_LIVE} DO NOTHING
+    RETURNING j.id
+), live AS (
+    SELECT j.id, j.dedupe_key FROM {{s}}.jobs j
+    WHERE j.namespace = %(ns)s AND j.dedupe_key = ANY(%(live_keys)s::text[])
+      AND j.status IN {_LIVE}
+), woke AS (
+    SELECT count(pg_notify(%(channel)s, q.queue)) AS n
+    FROM (SELECT DISTINCT queue FROM input) q
+    WHERE NOT EXISTS (SELECT 1 FROM dup)
+)
+SELECT 'd', id, NULL FROM dup
+UNION ALL SELECT 'i', id, NULL FROM ins
+UNION ALL SELECT 'l', id, dedupe_key FROM live
+UNION ALL SELECT 'n', n::text, NULL FROM woke
+"""
+
+# Fallback when a racing producer took a dedupe key between our snapshot and
+# our insert: the holder is visible to a new statement.
+KEY_HOLDERS = """
+SELECT DISTINCT ON (dedupe_key) dedupe_key, id FROM {s}.jobs
+WHERE namespace = %(ns)s AND dedupe_key = ANY(%(keys)s::text[])
+ORDER BY dedupe_key, (status IN ('queued', 'running')) DESC, seq DESC
+"""
+
+_CLAIM_SET = f"""
+UPDATE {{s}}.jobs j SET
+    status = 'running', attempts = j.attempts + 1, started_at = now(),
+    worker = %(worker)s, lease_expires_at = now() + %(lease_s)s * interval '1 second',
+    cancel_requested = false, token = gen_random_uuid()::text
+FROM picked
+WHERE j.namespace = picked.namespace AND j.id = picked.id
+RETURNING {_J_COLUMNS}, j.token, j.seq
+"""
+
+# One queue: the partial index yields rows already in (priority, seq) order,
+# so LIMIT stops after N index entries.
+CLAIM_ONE = (
+    """
+WITH picked AS (
+    SELECT namespace, id FROM {s}.jobs
+    WHERE namespace = %(ns)s AND queue = %(queue)s AND status = 'queued'
+      AND run_at <= now() AND """
+    + _OPEN.replace("{q}", "%(queue)s")
+    + """
+    ORDER BY priority, seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)"""
+    + _CLAIM_SET
+)
+
+CLAIM_MANY = (
+    """
+WITH picked AS (
+    SELECT namespace, id FROM {s}.jobs
+    WHERE namespace = %(ns)s AND status = 'queued' AND run_at <= now()
+      AND queue = ANY(ARRAY(
+          SELECT q FROM unnest(%(queues)s::text[]) AS q WHERE """
+    + _OPEN.replace("{q}", "q")
+    + """))
+    ORDER BY priority, seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)"""
+    + _CLAIM_SET
+)
+
+RENEW = """
+UPDATE {s}.jobs j SET lease_expires_at = now() + %(lease_s)s * interval '1 second'
+FROM unnest(%(ids)s::text[], %(tokens)s::text[]) WITH ORDINALITY AS i(id, token, ord)
+WHERE j.namespace = %(ns)s AND j.id = i.id AND j.token = i.token AND j.status = 'running'
+RETURNING i.ord, j.lease_expires_at, j.cancel_requested
+"""
+
+# kind: c = Complete, f = Fail, r = Release, a = Abort.
+_RETRY = "(i.kind = 'f' AND i.retry_in IS NOT NULL AND j.attempts < j.max_attempts)"
+FINISH = f"""
+WITH input AS (
+    SELECT * FROM unnest(
+        %(ids)s::text[], %(tokens)s::text[], %(kinds)s::text[], %(bodies)s::text[],
+        %(retry)s::float8[], %(ev_types)s::text[], %(ev_data)s::text[]
+    ) WITH ORDINALITY AS t(id, token, kind, body, retry_in, ev_type, ev_data, ord)
+), upd AS (
+    UPDATE {{s}}.jobs j SET
+        status = CASE
+            WHEN i.kind = 'c' THEN 'succeeded'
+            WHEN i.kind = 'a' THEN 'cancelled'
+            WHEN i.kind = 'r' OR {_RETRY} THEN 'queued'
+            ELSE 'failed' END,
+        result = CASE WHEN i.kind = 'c' THEN i.body::json ELSE j.result END,
+        error = CASE WHEN i.kind IN ('f', 'a') THEN i.body::json ELSE j.error END,
+        attempts = CASE WHEN i.kind = 'r' THEN j.attempts - 1 ELSE j.attempts END,
+        run_at = CASE WHEN {_RETRY} THEN now() + i.retry_in * interval '1 second'
+                      ELSE j.run_at END,
+        finished_at = CASE WHEN i.kind = 'r' OR {_RETRY} THEN j.finished_at ELSE now() END,
+        worker = NULL, lease_expires_at = NULL, cancel_requested = false,
+        token = NULL, finished_by = i.token
+    FROM input i
+    WHERE j.namespace = %(ns)s AND j.id = i.id AND j.token = i.token
+      AND j.status = 'running'
+    RETURNING i.ord, j.id, j.queue, j.status, i.ev_type, i.ev_data
+), ev AS (
+    INSERT INTO {{s}}.events (namespace, job_id, type, data, created_at)
+    SELECT %(ns)s, u.id, u.ev_type, u.ev_data::json, now() FROM upd u
+    WHERE u.ev_type IS NOT NULL ORDER BY u.ord
+), woke AS (
+    SELECT count(pg_notify(%(channel)s, q.queue)) AS n
+    FROM (SELECT DISTINCT queue FROM upd WHERE status = 'queued') q
+), prior AS (
+    SELECT i.ord, j.status, j.finished_by = i.token AS mine,
+           (j.status = 'running' AND j.token = i.token) AS racing
+    FROM input i JOIN {{s}}.jobs j ON j.namespace = %(ns)s AND j.id = i.id
+    WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.ord = i.ord)
+)
+SELECT 'u', ord, status, NULL::boolean FROM upd
+UNION ALL SELECT 'p', ord, status, mine FROM prior
+UNION ALL SELECT 'r', ord, status, mine FROM prior WHERE racing
+UNION ALL SELECT 'n', n, NULL, NULL FROM woke
+"""
+
+# Re-read after a race, by a new statement that sees the winner's commit.
+FINISHED_BY = """
+SELECT i.ord, j.status, j.finished_by = i.token
+FROM unnest(%(ids)s::text[], %(tokens)s::text[]) WITH ORDINALITY AS i(id, token, ord)
+JOIN {s}.jobs j ON j.namespace = %(ns)s AND j.id = i.id
+"""
+
+RECLAIM = """
+WITH expired AS (
+    SELECT namespace, id FROM {s}.jobs
+    WHERE namespace = %(ns)s AND status = 'running' AND lease_expires_at <= now()
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE {s}.jobs j SET
+        status = CASE WHEN j.attempts < j.max_attempts THEN 'queued' ELSE 'failed' END,
+        finished_at = CASE WHEN j.attempts < j.max_attempts THEN j.finished_at ELSE now() END,
+        error = CASE WHEN j.attempts < j.max_attempts THEN j.error
+                     ELSE '{"reason":"lease_expired"}'::json END,
+        worker = NULL, lease_expires_at = NULL, cancel_requested = false,
+        token = NULL, finished_by = NULL
+    FROM expired e
+    WHERE j.namespace = e.namespace AND j.id = e.id
+      AND j.status = 'running' AND j.lease_expires_at <= now()
+    RETURNING j.id, j.queue, j.status, j.attempts
+), ev AS (
+    INSERT INTO {s}.events (namespace, job_id, type, data, created_at)
+    SELECT %(ns)s, u.id, %(ev_type)s,
+           json_build_object('queue', u.queue, 'reason', 'lease_expired',
+                             'attempts', u.attempts),
+           now()
+    FROM upd u WHERE u.status = 'failed' ORDER BY u.id
+), woke AS (
+    SELECT count(pg_notify(%(channel)s, q.queue)) AS n
+    FROM (SELECT DISTINCT queue FROM upd WHERE status = 'queued') q
+)
+SELECT (SELECT count(*) FROM upd), (SELECT n FROM woke)
+"""
+
+CANCEL = f"""
+WITH upd AS (
+    UPDATE {{s}}.jobs j SET
+        status = CASE WHEN j.status = 'queued' THEN 'cancelled' ELSE j.status END,
+        finished_at = CASE WHEN j.status = 'queued' THEN now() ELSE j.finished_at END,
+        finished_by = CASE WHEN j.status = 'queued' THEN NULL ELSE j.finished_by END,
+        cancel_requested = (j.status = 'running')
+    WHERE j.namespace = %(ns)s AND j.id = %(id)s AND j.status IN {_LIVE}
+    RETURNING j.id, j.queue, j.status
+), ev AS (
+    INSERT INTO {{s}}.events (namespace, job_id, type, data, created_at)
+    SELECT %(ns)s, u.id, %(ev_type)s,
+           json_build_object('queue', u.queue, 'reason', 'cancelled'), now()
+    FROM upd u WHERE u.status = 'cancelled'
+)
+SELECT 'u', status FROM upd
+UNION ALL SELECT 's', status FROM {{s}}.jobs
+WHERE namespace = %(ns)s AND id = %(id)s AND NOT EXISTS (SELECT 1 FROM upd)
+"""
+
+GET = f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE namespace = %(ns)s AND id = %(id)s"
+
+LIST_JOBS = f"""
+SELECT {JOB_COLUMNS} FROM {{s}}.jobs
+WHERE namespace = %(ns)s
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(after)s::text IS NULL OR id > %(after)s::text)
+ORDER BY id
+LIMIT %(limit)s
+"""
+
+COUNTS = """
+SELECT queue, status, count(*) FROM {s}.jobs WHERE namespace = %(ns)s GROUP BY queue, status
+"""
+
+NOW = "SELECT now()"
+
+HEARTBEAT = """
+INSERT INTO {s}.workers AS w (namespace, id, queues, host, pid, concurrency,
+                              started_at, last_seen)
+VALUES (%(ns)s, %(id)s, %(queues)s::text[], %(host)s, %(pid)s, %(concurrency)s,
+        coalesce(%(started_at)s::timestamptz, now()), now())
+ON CONFLICT (namespace, id) DO UPDATE SET
+    queues = EXCLUDED.queues, host = EXCLUDED.host, pid = EXCLUDED.pid,
+    concurrency = EXCLUDED.concurrency, last_seen = now()
+"""
+
+REMOVE_WORKER = "DELETE FROM {s}.workers WHERE namespace = %(ns)s AND id = %(id)s"
+
+WORKERS = """
+SELECT id, queues, host, pid, concurrency, started_at, last_seen
+FROM {s}.workers WHERE namespace = %(ns)s ORDER BY id
+"""
+
+SET_SWITCH = """
+WITH up AS (
+    INSERT INTO {s}.switches (namespace, queue, enabled) VALUES (%(ns)s, %(queue)s, %(enabled)s)
+    ON CONFLICT (namespace, queue) DO UPDATE SET enabled = EXCLUDED.enabled
+    RETURNING enabled
+)
+SELECT count(pg_notify(%(channel)s, '*')) FROM up WHERE enabled
+"""
+
+SWITCHES = "SELECT queue, enabled FROM {s}.switches WHERE namespace = %(ns)s"
+
+FETCH_EVENTS = """
+SELECT cursor, job_id, type, data, created_at FROM {s}.events
+WHERE namespace = %(ns)s AND acked_at IS NULL
+ORDER BY cursor LIMIT %(limit)s
+"""
+
+ACK_EVENTS = """
+UPDATE {s}.events SET acked_at = now()
+WHERE namespace = %(ns)s AND cursor = ANY(%(cursors)s::int8[]) AND acked_at IS NULL
+"""
+
+# Bounded batches keep each delete's locks and WAL small on a busy table.
+PURGE_JOBS = f"""
+WITH victims AS (
+    SELECT namespace, id FROM {{s}}.jobs
+    WHERE namespace = %(ns)s AND status IN {_TERMINAL}
+      AND finished_at < now() - %(older_than)s * interval '1 second'
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM {{s}}.jobs j USING victims v
+WHERE j.namespace = v.namespace AND j.id = v.id
+"""
+
+PURGE_EVENTS = """
+WITH victims AS (
+    SELECT namespace, cursor FROM {s}.events
+    WHERE namespace = %(ns)s AND acked_at IS NOT NULL
+      AND created_at < now() - %(older_than)s * interval '1 second'
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM {s}.events e USING victims v
+WHERE e.namespace = v.namespace AND e.cursor = v.cursor
+"""
+
+SERVER_SETTINGS = """
+SELECT current_setting('synchronous_commit'), current_setting('fsync'),
+       current_setting('full_page_writes')
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Queries:
+    """The statements above with the schema filled in, ready to execute."""
+
+    enqueue: bytes
+    key_holders: bytes
+    claim_one: bytes
+    claim_many: bytes
+    renew: bytes
+    finish: bytes
+    finished_by: bytes
+    reclaim: bytes
+    cancel: bytes
+    get: bytes
+    list_jobs: bytes
+    counts: bytes
+    now: bytes
+    heartbeat: bytes
+    remove_worker: bytes
+    workers: bytes
+    set_switch: bytes
+    switches: bytes
+    fetch_events: bytes
+    ack_events: bytes
+    purge_jobs: bytes
+    purge_events: bytes
+    server_settings: bytes
+
+    @classmethod
+    def for_schema(cls, schema: str) -> Queries:
+        """Render every statement for ``schema`` (an already validated name)."""
+        ident = sql.Identifier(schema).as_string(None)
+        rendered = {}
+        for f in fields(cls):
+            template: str = globals()[f.name.upper()]
+            # str.replace, not str.format: the statements contain JSON braces.
+            rendered[f.name] = template.replace("{s}", ident).encode()
+        return cls(**rendered)

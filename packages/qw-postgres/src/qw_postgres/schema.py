@@ -1,0 +1,175 @@
+"""The tables qw keeps in PostgreSQL, and the versioned migrations that make them.
+
+Migrations run under a transaction-scoped advisory lock keyed by the schema
+name, so two processes starting at once serialise: the second finds the work
+done. Every migration is one transaction together with its version row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from qw.errors import SchemaError
+
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "apply_migrations", "installed_version"]
+
+log = logging.getLogger("qw_postgres")
+
+_STATUS_CHECK = "CHECK (status IN ('queued','running','succeeded','failed','cancelled'))"
+
+#: Migration N is MIGRATIONS[N - 1]; each is a list of statements with
+#: ``{s}`` standing for the schema identifier. Never edit a released one.
+MIGRATIONS: list[list[str]] = [
+    [
+        f"""
+        CREATE TABLE {{s}}.jobs (
+            namespace        text COLLATE "C" NOT NULL,
+            id               text COLLATE "C" NOT NULL,
+            seq              bigint GENERATED ALWAYS AS IDENTITY,
+            queue            text COLLATE "C" NOT NULL,
+            status           text COLLATE "C" NOT NULL {_STATUS_CHECK},
+            priority         integer NOT NULL,
+            run_at           timestamptz NOT NULL,
+            attempts         integer NOT NULL DEFAULT 0,
+            max_attempts     integer NOT NULL,
+            payload          json,
+            dedupe_key       text COLLATE "C",
+            result           json,
+            error            json,
+            created_at       timestamptz NOT NULL DEFAULT now(),
+            started_at       timestamptz,
+            finished_at      timestamptz,
+            worker           text,
+            lease_expires_at timestamptz,
+            cancel_requested boolean NOT NULL DEFAULT false,
+            token            text COLLATE "C",
+            finished_by      text COLLATE "C",
+            PRIMARY KEY (namespace, id)
+        ) WITH (fillfactor = 80)
+        """,
+        # The claim index holds only queued jobs: a job leaves it when claimed
+        # and never returns once terminal, so it stays as small as the backlog.
+        """
+        CREATE INDEX jobs_claim ON {s}.jobs (namespace, queue, priority, seq)
+            INCLUDE (run_at) WHERE status = 'queued'
+        """,
+        """
+        CREATE INDEX jobs_leases ON {s}.jobs (namespace, lease_expires_at)
+            WHERE status = 'running'
+        """,
+        """
+        CREATE UNIQUE INDEX jobs_dedupe ON {s}.jobs (namespace, dedupe_key)
+            WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')
+        """,
+        """
+        CREATE INDEX jobs_finished ON {s}.jobs (namespace, finished_at)
+            WHERE status IN ('succeeded', 'failed', 'cancelled')
+        """,
+        """
+        CREATE TABLE {s}.events (
+            namespace  text COLLATE "C" NOT NULL,
+            cursor     bigint GENERATED ALWAYS AS IDENTITY,
+            job_id     text COLLATE "C" NOT NULL,
+            type       text NOT NULL,
+            data       json,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            acked_at   timestamptz,
+            PRIMARY KEY (namespace, cursor)
+        )
+        """,
+        """
+        CREATE INDEX events_pending ON {s}.events (namespace, cursor)
+            WHERE acked_at IS NULL
+        """,
+        """
+        CREATE INDEX events_acked ON {s}.events (namespace, created_at)
+            WHERE acked_at IS NOT NULL
+        """,
+        """
+        CREATE TABLE {s}.workers (
+            namespace   text COLLATE "C" NOT NULL,
+            id          text COLLATE "C" NOT NULL,
+            queues      text[] NOT NULL,
+            host        text NOT NULL,
+            pid         integer NOT NULL,
+            concurrency integer NOT NULL,
+            started_at  timestamptz NOT NULL,
+            last_seen   timestamptz NOT NULL,
+            PRIMARY KEY (namespace, id)
+        )
+        """,
+        # queue '' is the namespace's own switch; queue names are never empty.
+        """
+        CREATE TABLE {s}.switches (
+            namespace text COLLATE "C" NOT NULL,
+            queue     text COLLATE "C" NOT NULL,
+            enabled   boolean NOT NULL,
+            PRIMARY KEY (namespace, queue)
+        )
+        """,
+    ],
+]
+
+LATEST_VERSION = len(MIGRATIONS)
+
+
+def _lock_key(schema: str) -> int:
+    digest = hashlib.blake2b(f"qw-migrate:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _compose(template: str, schema: str) -> sql.Composed:
+    return sql.SQL(template).format(s=sql.Identifier(schema))
+
+
+def installed_version(conn: psycopg.Connection[Any], schema: str) -> int:
+    """The schema's migration version; 0 when qw's tables are not there yet."""
+    row = conn.execute(
+        "SELECT to_regclass(format('%%I.schema_version', %s::text)) IS NOT NULL", (schema,)
+    ).fetchone()
+    if row is None or not row[0]:
+        return 0
+    got = conn.execute(
+        _compose("SELECT coalesce(max(version), 0) FROM {s}.schema_version", schema)
+    ).fetchone()
+    return int(got[0]) if got else 0
+
+
+def apply_migrations(conn: psycopg.Connection[Any], schema: str) -> int:
+    """Bring ``schema`` to :data:`LATEST_VERSION`; return the version it ends at.
+
+    Safe to call from many processes at once (an advisory lock serialises
+    them) and a no-op when the schema is current. Raises SchemaError when
+    the schema is newer than this code.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema),))
+        conn.execute(_compose("CREATE SCHEMA IF NOT EXISTS {s}", schema))
+        conn.execute(
+            _compose(
+                "CREATE TABLE IF NOT EXISTS {s}.schema_version ("
+                " version integer PRIMARY KEY,"
+                " applied_at timestamptz NOT NULL DEFAULT now())",
+                schema,
+            )
+        )
+        current = installed_version(conn, schema)
+        if current > LATEST_VERSION:
+            raise SchemaError(
+                f"schema {schema!r} is at version {current}, newer than this qw-postgres "
+                f"(which knows up to {LATEST_VERSION}); upgrade qw-postgres"
+            )
+        for version in range(current + 1, LATEST_VERSION + 1):
+            for statement in MIGRATIONS[version - 1]:
+                conn.execute(_compose(statement, schema))
+            conn.execute(
+                _compose("INSERT INTO {s}.schema_version (version) VALUES (%s)", schema),
+                (version,),
+            )
+            log.info("qw_postgres: schema %r migrated to version %d", schema, version)
+    return LATEST_VERSION
