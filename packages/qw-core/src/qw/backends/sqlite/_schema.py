@@ -87,6 +87,16 @@ CREATE TABLE qw_workers (
     PRIMARY KEY (namespace, id)
 ) WITHOUT ROWID;
 
+-- Bumped in the transaction that makes work claimable on a queue, so a
+-- waiter in another process can tell "new work" from any other commit.
+-- queue '' is the whole namespace (a switch turned ON).
+CREATE TABLE qw_wakeups (
+    namespace TEXT    NOT NULL,
+    queue     TEXT    NOT NULL,
+    version   INTEGER NOT NULL,
+    PRIMARY KEY (namespace, queue)
+) WITHOUT ROWID;
+
 -- queue '' is the namespace's own switch (no queue name is empty).
 CREATE TABLE qw_switches (
     namespace TEXT    NOT NULL,

@@ -2,9 +2,12 @@
 
 Backend objects on the same file and namespace in one process share a
 :class:`~qw.wakeup.WakeupHub`, so an enqueue through one wakes a ``wait`` on
-another at once. Other processes' commits are seen by polling
-``PRAGMA data_version`` on a dedicated connection: it changes whenever
-another connection committed to the file.
+another at once. Across processes, every transaction that makes work
+claimable on a queue (enqueue, retry, release, reclaim, switch ON) bumps that
+queue's row in ``qw_wakeups``. A claim records the versions it saw, inside
+its own transaction; ``wait`` polls ``PRAGMA data_version`` (which changes
+whenever another connection commits) and only on a change re-reads the
+versions, so it wakes for new work on its queues and not for other commits.
 """
 
 from __future__ import annotations
@@ -13,15 +16,21 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from qw.backends.sqlite._db import Database, translate
+from qw.errors import BackendUnavailable
 from qw.wakeup import WakeupHub
 
-__all__ = ["ChangeWatch", "shared_hub"]
+__all__ = ["ChangeWatch", "bump", "shared_hub"]
+
+T = TypeVar("T")
 
 _hubs: weakref.WeakValueDictionary[tuple[str, str], WakeupHub] = weakref.WeakValueDictionary()
 _hubs_lock = threading.Lock()
+#: The ``qw_wakeups`` row that stands for every queue of the namespace.
+ALL_QUEUES = ""
 
 
 def shared_hub(path: str, namespace: str) -> WakeupHub:
@@ -35,54 +44,86 @@ def shared_hub(path: str, namespace: str) -> WakeupHub:
         return hub
 
 
-class ChangeWatch:
-    """Notices commits made by other connections since a thread's last claim."""
+def bump(conn: sqlite3.Connection, namespace: str, queues: Iterable[str]) -> None:
+    """Record, in the caller's transaction, that ``queues`` may have new work."""
+    conn.executemany(
+        "INSERT INTO qw_wakeups (namespace, queue, version) VALUES (?, ?, 1) "
+        "ON CONFLICT (namespace, queue) DO UPDATE SET version = version + 1",
+        [(namespace, q) for q in sorted(set(queues))],
+    )
 
-    def __init__(self, db: Database) -> None:
+
+def _versions(conn: sqlite3.Connection, namespace: str, queues: Sequence[str]) -> dict[str, int]:
+    names = (ALL_QUEUES, *queues)
+    rows = conn.execute(
+        "SELECT queue, version FROM qw_wakeups WHERE namespace = ? "
+        f"AND queue IN ({', '.join('?' * len(names))})",
+        (namespace, *names),
+    ).fetchall()
+    found = dict(rows)
+    return {q: int(found.get(q, 0)) for q in names}
+
+
+class ChangeWatch:
+    """Tells whether work appeared on queues since this thread last claimed them."""
+
+    def __init__(self, db: Database, namespace: str) -> None:
         self._db = db
+        self._namespace = namespace
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._marks = threading.local()
 
-    def _version(self) -> int:
+    def _by_queue(self) -> dict[str, int]:
+        marks: dict[str, int] = self._marks.__dict__.setdefault("by_queue", {})
+        return marks
+
+    def mark(self, conn: sqlite3.Connection, queues: Sequence[str]) -> None:
+        """Remember the versions of ``queues``; call inside the claim's transaction."""
+        self._by_queue().update(_versions(conn, self._namespace, queues))
+
+    def _query(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``read`` on the watch's own connection (autocommit: a fresh snapshot)."""
         with self._lock:
             try:
                 if self._conn is None:
                     self._conn = self._db.connect()
-                return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+                return read(self._conn)
             except sqlite3.Error as exc:
                 raise translate(exc, self._db.path) from exc
 
-    def mark(self, queues: Sequence[str]) -> None:
-        """Remember the file's version for ``queues``; call before a claim reads."""
-        version = self._version()
-        marks: dict[str, int] = self._marks.__dict__.setdefault("by_queue", {})
-        for queue in queues:
-            marks[queue] = version
+    def _data_version(self) -> int:
+        return self._query(lambda conn: int(conn.execute("PRAGMA data_version").fetchone()[0]))
 
-    def changed(self, queues: Sequence[str]) -> bool:
-        """Whether the file changed since this thread last marked any of ``queues``.
-
-        A queue never marked counts as changed: the caller has not looked yet.
-        """
-        marks: dict[str, int] = self._marks.__dict__.get("by_queue", {})
-        if any(q not in marks for q in queues):
+    def _changed(self, queues: Sequence[str]) -> bool:
+        marks = self._by_queue()
+        # A queue never claimed in this thread counts as changed: nobody looked yet.
+        if any(q not in marks for q in (ALL_QUEUES, *queues)):
             return True
-        version = self._version()
-        return any(marks[q] != version for q in queues)
+        now = self._query(lambda conn: _versions(conn, self._namespace, queues))
+        return any(now[q] != marks[q] for q in now)
 
     def wait(self, hub: WakeupHub, queues: Sequence[str], timeout: float) -> bool:
-        """Wait on ``hub`` for in-process signals, checking for other commits between polls."""
+        """Wait on ``hub`` for in-process signals, polling for other processes' work."""
+        if self._db.closed:
+            raise BackendUnavailable(f"the sqlite backend on {self._db.path} is closed")
         deadline = time.monotonic() + timeout
         poll = self._db.options.poll_interval
+        # data_version first: a commit after the version check below changes it.
+        seen = self._data_version()
+        if self._changed(queues):
+            return True
         while True:
-            if self.changed(queues):
-                return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             if hub.wait(queues, min(poll, remaining)):
                 return True
+            version = self._data_version()
+            if version != seen:
+                seen = version
+                if self._changed(queues):
+                    return True
 
     def close(self) -> None:
         with self._lock:

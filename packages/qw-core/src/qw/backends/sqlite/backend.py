@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Self
 from qw.backends.sqlite import _rows
 from qw.backends.sqlite._db import Database
 from qw.backends.sqlite._url import SqliteOptions, parse_url
-from qw.backends.sqlite._wakeup import ChangeWatch, shared_hub
+from qw.backends.sqlite._wakeup import ALL_QUEUES, ChangeWatch, bump, shared_hub
 from qw.capabilities import Capabilities
 from qw.contract import (
     STORE_EVENT_CANCELLED,
@@ -102,7 +102,7 @@ class SqliteBackend:
         )
         self._db = Database(options)
         self._hub = shared_hub(os.path.realpath(self._db.path), self._namespace)
-        self._watch = ChangeWatch(self._db)
+        self._watch = ChangeWatch(self._db, self._namespace)
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str) -> Self:
@@ -190,6 +190,7 @@ class SqliteBackend:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
                 inserts,
             )
+            bump(conn, ns, {new.queue for new in jobs})
             return answers
 
         answers = self._db.write(work)
@@ -201,12 +202,12 @@ class SqliteBackend:
     def claim(
         self, queues: Sequence[str], *, worker: str, lease_s: float, limit: int
     ) -> list[Claim]:
-        # Arm both wake-up sources before reading, so no later signal is lost.
+        # Arm both wake-up sources before or while reading, so no later signal is lost.
         self._hub.arm(queues)
-        self._watch.mark(queues)
         ns = self._namespace
 
         def work(conn: sqlite3.Connection, now: float) -> list[Claim]:
+            self._watch.mark(conn, queues)
             switches = self._switches(conn)
             open_queues = [q for q in queues if switches.queue_enabled(q)]
             if not open_queues:
@@ -261,6 +262,8 @@ class SqliteBackend:
                 if status is JobStatus.QUEUED and queue is not None:
                     requeued.add(queue)
                 answers.append(status)
+            if requeued:
+                bump(conn, self._namespace, requeued)
             return answers
 
         answers = self._db.write(work)
@@ -329,6 +332,8 @@ class SqliteBackend:
                 (ns, now),
             ).fetchall()
             requeued.update(q for (q,) in back)
+            if requeued:
+                bump(conn, ns, requeued)
             failed = conn.execute(
                 f"UPDATE qw_jobs SET status = 'failed', {_OFF_LEASE}, finished_by = NULL, "
                 "finished_at = ?, error = ? "
@@ -396,13 +401,17 @@ class SqliteBackend:
 
     def set_enabled(self, enabled: bool, queue: str | None = None) -> None:
         ns = self._namespace
-        self._db.write(
-            lambda conn, _now: conn.execute(
+
+        def work(conn: sqlite3.Connection, _now: float) -> None:
+            conn.execute(
                 "INSERT INTO qw_switches (namespace, queue, enabled) VALUES (?, ?, ?) "
                 "ON CONFLICT (namespace, queue) DO UPDATE SET enabled = excluded.enabled",
-                (ns, queue or "", int(enabled)),
+                (ns, queue or ALL_QUEUES, int(enabled)),
             )
-        )
+            if enabled:
+                bump(conn, ns, [queue or ALL_QUEUES])
+
+        self._db.write(work)
         if enabled:
             self._hub.notify_all()
 

@@ -1,0 +1,122 @@
+"""The sqlite file: WAL, pragmas, a versioned schema created exactly once."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from qw.backends.sqlite import SqliteBackend
+from qw.backends.sqlite._schema import SCHEMA_VERSION
+from qw.errors import SchemaError
+
+# Each child waits for a shared start instant, opens the fresh file, enqueues
+# one job and says "ok": the opens collide as closely as processes can.
+_CHILD = """
+import sys, time
+from qw.backends.sqlite import SqliteBackend
+from qw.model import NewJob
+path, start = sys.argv[1], float(sys.argv[2])
+while time.time() < start:
+    pass
+backend = SqliteBackend(path, namespace="race")
+backend.enqueue([NewJob("q", sys.argv[3])])
+backend.close()
+print("ok")
+"""
+
+
+def _meta(path: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(path) as conn:
+        return list(conn.execute("SELECT key, value FROM qw_meta ORDER BY key"))
+
+
+def test_two_processes_opening_a_fresh_file_both_succeed(tmp_path: Path) -> None:
+    for round_ in range(3):
+        path = tmp_path / f"fresh-{round_}.db"
+        start = time.time() + 1.5  # past both interpreters' start-up
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(path), repr(start), f"child-{i}"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        for child in children:
+            out, err = child.communicate(timeout=60)
+            assert child.returncode == 0, err
+            assert out.strip() == "ok"
+        assert _meta(path) == [("schema_version", str(SCHEMA_VERSION))]
+        backend = SqliteBackend(path, namespace="race")
+        try:
+            assert sorted(j.payload for j in backend.list_jobs()) == ["child-0", "child-1"]  # type: ignore[type-var]
+        finally:
+            backend.close()
+
+
+def test_a_fresh_file_is_wal_with_the_current_version(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    SqliteBackend(path, namespace="a").close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert _meta(path) == [("schema_version", str(SCHEMA_VERSION))]
+    # Reopening an existing file neither fails nor rewrites it.
+    SqliteBackend(path, namespace="b").close()
+    assert _meta(path) == [("schema_version", str(SCHEMA_VERSION))]
+
+
+@pytest.mark.parametrize(("option", "expected"), [("FULL", 2), ("NORMAL", 1), ("EXTRA", 3)])
+def test_synchronous_is_applied_to_connections(tmp_path: Path, option: str, expected: int) -> None:
+    backend = SqliteBackend(tmp_path / "x.db", namespace="a", synchronous=option)
+    try:
+        conn = backend._db.connect()
+        try:
+            assert conn.execute("PRAGMA synchronous").fetchone()[0] == expected
+        finally:
+            conn.close()
+    finally:
+        backend.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    SqliteBackend(path, namespace="a").close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE qw_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),)
+        )
+    with pytest.raises(SchemaError, match="newer"):
+        SqliteBackend(path, namespace="a")
+
+
+def test_a_meta_table_without_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE qw_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    with pytest.raises(SchemaError):
+        SqliteBackend(path, namespace="a")
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    path.write_bytes(b"this is not a database, just some text " * 100)
+    with pytest.raises(SchemaError, match="not a usable SQLite database"):
+        SqliteBackend(path, namespace="a")
+
+
+def test_dropped_tables_surface_as_schema_error(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    backend = SqliteBackend(path, namespace="a")
+    try:
+        with sqlite3.connect(path) as conn:
+            conn.execute("DROP TABLE qw_jobs")
+        with pytest.raises(SchemaError):
+            backend.counts()
+    finally:
+        backend.close()
