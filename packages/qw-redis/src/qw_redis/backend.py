@@ -1,0 +1,424 @@
+"""The ``redis`` backend: one namespace in Redis (single server or Cluster).
+
+Every change is one Lua script called by SHA (see :mod:`qw_redis.scripts`);
+each script touches only the keys passed in ``KEYS``, all under the
+namespace's hash tag. Times come from the server (``TIME`` in the script).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, ClassVar, Self
+
+from qw.capabilities import Capabilities
+from qw.contract import Abort, Complete, Fail, Outcome, Release, Switches
+from qw.errors import BackendError, DuplicateJob
+from qw.model import (
+    Claim,
+    Enqueued,
+    Event,
+    Job,
+    JobStatus,
+    Lease,
+    NewJob,
+    PurgeResult,
+    WorkerInfo,
+)
+from qw.wakeup import Listener, WakeupHub
+from qw_redis.codec import (
+    ROW_WIDTH,
+    dumps,
+    from_us,
+    job_from_row,
+    loads,
+    to_us,
+    worker_from,
+    worker_info_json,
+)
+from qw_redis.connect import check_persistence, open_client, subscriber_for
+from qw_redis.errors import translated
+from qw_redis.keys import Keyspace
+from qw_redis.listen import make_listen
+from qw_redis.scripts import NAMES, source
+from qw_redis.urls import RedisConfig, parse_url
+
+__all__ = ["RedisBackend"]
+
+#: Due scheduled jobs moved to ready per queue per claim (bounds the script's run time).
+PROMOTE_MAX = 1000
+#: Expired leases handled per reclaim script call; terminal jobs per purge call.
+BATCH = 500
+#: Job id -> queue entries remembered from this object's claims.
+_QUEUE_CACHE_MAX = 100_000
+_CLAIM_WIDTH = 12
+_KINDS: dict[type, str] = {Complete: "C", Fail: "F", Abort: "A", Release: "R"}
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+class RedisBackend:
+    """A namespace in Redis; see the module docstring."""
+
+    name: ClassVar[str] = "redis"
+    capabilities = Capabilities(
+        thread_safe=True,
+        multi_process=True,
+        native_wakeup=True,
+        durable=False,
+        queue_switch=True,
+    )
+
+    def __init__(self, config: RedisConfig, *, namespace: str) -> None:
+        # Names are checked before any key is built or any I/O happens.
+        self._keys = Keyspace(namespace)
+        self._config = config
+        with translated("connect"):
+            self._client: Any = open_client(config)
+            check_persistence(config, self._client)
+        publish = "SPUBLISH" if config.cluster else "PUBLISH"
+        self._scripts = {n: self._client.register_script(source(n, publish)) for n in NAMES}
+        self._hub = WakeupHub(poll_interval=config.poll_interval)
+        self._lock = threading.Lock()
+        self._listener: Listener | None = None
+        self._closed = False
+        self._queue_keys: dict[str, list[str]] = {}
+        self._queue_of: dict[str, str] = {}
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str) -> Self:
+        Keyspace(namespace)
+        return cls(parse_url(url), namespace=namespace)
+
+    @property
+    def namespace(self) -> str:
+        return self._keys.namespace
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+        try:
+            self._client.close()
+        except Exception:
+            pass  # closing a broken connection is not an error
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _run(self, name: str, queues: Sequence[str], args: Sequence[object]) -> Any:
+        keys = list(self._keys.common)
+        for queue in queues:
+            qk = self._queue_keys.get(queue)
+            if qk is None:
+                qk = self._queue_keys[queue] = self._keys.queue_keys([queue])
+            keys.extend(qk)
+        with translated(name):
+            return self._scripts[name](keys=keys, args=[len(queues), *queues, *args])
+
+    def _remember(self, job_id: str, queue: str) -> None:
+        if len(self._queue_of) >= _QUEUE_CACHE_MAX:
+            self._queue_of.clear()
+        self._queue_of[job_id] = queue
+
+    def _queues_of(self, ids: Sequence[str]) -> dict[str, str]:
+        """Each job's queue (immutable per id): remembered, else read in one call."""
+        found = {i: q for i in ids if (q := self._queue_of.get(i)) is not None}
+        missing = list(dict.fromkeys(i for i in ids if i not in found))
+        if missing:
+            with translated("lookup"):
+                queues = self._client.hmget(self._keys.column("queue"), missing)
+            found.update({i: q for i, q in zip(missing, queues, strict=True) if q is not None})
+        return found
+
+    def now(self) -> datetime:
+        return from_us(self._run("now", (), ()))
+
+    # -- producing -----------------------------------------------------------
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+        queues = list(dict.fromkeys(job.queue for job in jobs))
+        index = {q: i for i, q in enumerate(queues, start=1)}
+        args: list[object] = []
+        for job in jobs:
+            args += (
+                job.id,
+                index[job.queue],
+                dumps(job.payload, "payload"),
+                job.priority,
+                job.max_attempts,
+                job.dedupe_key or "",
+                "" if job.run_at is None else to_us(job.run_at),
+                _us(job.delay or 0),
+            )
+        reply = self._run("enqueue", queues, args)
+        if reply[0] == "D":
+            raise DuplicateJob(f"job id {reply[1]!r} already exists")
+        self._hub.notify(queues)
+        return [Enqueued(reply[i], reply[i + 1] == 1) for i in range(1, len(reply), 2)]
+
+    # -- working -------------------------------------------------------------
+
+    def claim(
+        self, queues: Sequence[str], *, worker: str, lease_s: float, limit: int
+    ) -> list[Claim]:
+        self._hub.arm(queues)
+        prefix = secrets.token_hex(12) + ":"
+        reply = self._run("claim", queues, (worker, _us(lease_s), limit, prefix, PROMOTE_MAX))
+        if not reply:
+            return []
+        now, expires = from_us(reply[0]), from_us(reply[1])
+        claims = []
+        for b in range(2, len(reply), _CLAIM_WIDTH):
+            (
+                id_,
+                queue,
+                payload,
+                prio,
+                run_at,
+                max_a,
+                att,
+                created,
+                dedupe,
+                result,
+                error,
+                token,
+            ) = reply[b : b + _CLAIM_WIDTH]
+            job = Job(
+                id=id_,
+                queue=queue,
+                payload=loads(payload),
+                priority=int(prio),
+                run_at=from_us(run_at),
+                max_attempts=int(max_a),
+                attempts=int(att),
+                status=JobStatus.RUNNING,
+                created_at=from_us(created),
+                dedupe_key=dedupe,
+                result=loads(result),
+                error=loads(error),
+                started_at=now,
+                worker=worker,
+                lease_expires_at=expires,
+            )
+            self._remember(id_, queue)
+            claims.append(Claim(job, Lease(id_, token, expires)))
+        return claims
+
+    def renew(self, leases: Sequence[Lease], lease_s: float) -> list[Lease | None]:
+        args: list[object] = [_us(lease_s)]
+        for lease in leases:
+            args += (lease.job_id, lease.token)
+        reply = self._run("renew", (), args)
+        answers: list[Lease | None] = []
+        for lease, i in zip(leases, range(0, len(reply), 2), strict=True):
+            if reply[i] is None:
+                answers.append(None)
+            else:
+                answers.append(
+                    Lease(lease.job_id, lease.token, from_us(reply[i]), reply[i + 1] == "1")
+                )
+        return answers
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
+        queue_of = self._queues_of([o.lease.job_id for o in outcomes])
+        queues = list(dict.fromkeys(queue_of.values()))
+        index = {q: i for i, q in enumerate(queues, start=1)}
+        args: list[object] = []
+        sent: list[int] = []
+        for n, outcome in enumerate(outcomes):
+            queue = queue_of.get(outcome.lease.job_id)
+            if queue is None:
+                continue  # unknown job: answered None below
+            kind = _KINDS[type(outcome)]
+            value = ""
+            retry = ""
+            etype = edata = ""
+            if isinstance(outcome, Complete):
+                value = dumps(outcome.result, "result")
+            elif isinstance(outcome, (Fail, Abort)):
+                value = dumps(outcome.error, "error")
+            if isinstance(outcome, Fail) and outcome.retry_in is not None:
+                retry = str(_us(outcome.retry_in))
+            if not isinstance(outcome, Release) and outcome.event is not None:
+                etype = outcome.event.type
+                edata = dumps(outcome.event.data, "event data")
+            args += (
+                kind,
+                outcome.lease.job_id,
+                outcome.lease.token,
+                index[queue],
+                value,
+                retry,
+                etype,
+                edata,
+            )
+            sent.append(n)
+        answers: list[JobStatus | None] = [None] * len(outcomes)
+        if not sent:
+            return answers
+        reply = self._run("finish", queues, args)
+        requeued = set()
+        for n, status in zip(sent, reply, strict=True):
+            if status is None:
+                continue
+            answers[n] = JobStatus(status)
+            job_id = outcomes[n].lease.job_id
+            if answers[n] is JobStatus.QUEUED:
+                requeued.add(queue_of[job_id])
+            self._queue_of.pop(job_id, None)
+        if requeued:
+            self._hub.notify(requeued)
+        return answers
+
+    def reclaim_expired(self) -> int:
+        total = 0
+        while True:
+            pairs = self._run("expired", (), (BATCH,))
+            if not pairs:
+                return total
+            found = [(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2) if pairs[i + 1]]
+            queues = list(dict.fromkeys(q for _, q in found))
+            index = {q: i for i, q in enumerate(queues, start=1)}
+            args: list[object] = []
+            for job_id, queue in found:
+                args += (job_id, index[queue])
+            moved = int(self._run("reclaim", queues, args)) if found else 0
+            total += moved
+            if queues:
+                self._hub.notify(queues)
+            if len(pairs) // 2 < BATCH or moved == 0:
+                return total
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        self._ensure_listener()
+        return self._hub.wait(queues, timeout)
+
+    def _ensure_listener(self) -> None:
+        if self._listener is not None:
+            return
+        with self._lock:
+            if self._listener is not None or self._closed:
+                return
+            channel = self._keys.channel
+            listen = make_listen(
+                self._hub,
+                channel,
+                lambda: subscriber_for(self._config, self._client, channel),
+                sharded=self._config.cluster,
+            )
+            listener = Listener(self._hub, listen, name=f"qw-redis-wakeup-{self.namespace}")
+            listener.start()
+            self._listener = listener
+
+    # -- workers and switches ------------------------------------------------
+
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        started = "" if worker.started_at is None else to_us(worker.started_at)
+        self._run("heartbeat", (), (worker.id, worker_info_json(worker), started))
+
+    def remove_worker(self, worker_id: str) -> None:
+        self._run("remove_worker", (), (worker_id,))
+
+    def workers(self) -> list[WorkerInfo]:
+        reply = self._run("workers", (), ())
+        found = [worker_from(*reply[i : i + 4]) for i in range(0, len(reply), 4)]
+        return sorted(found, key=lambda w: w.id)
+
+    def set_enabled(self, enabled: bool, queue: str | None = None) -> None:
+        if queue is not None:
+            self._keys.queue_keys([queue])  # validates the name before it enters a field
+        field = "*" if queue is None else "q:" + queue
+        self._run("switch", (), (field, "1" if enabled else "0"))
+        if enabled:
+            self._hub.notify_all()
+
+    def switches(self) -> Switches:
+        with translated("switches"):
+            raw = self._client.hgetall(self._keys.key("switch"))
+        queues = {k[2:]: v == "1" for k, v in raw.items() if k.startswith("q:")}
+        return Switches(raw.get("*", "1") == "1", dict(sorted(queues.items())))
+
+    # -- inspection and operations -------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        reply = self._run("get", (), (job_id,))
+        return job_from_row(reply) if reply else None
+
+    def counts(self) -> dict[str, dict[JobStatus, int]]:
+        with translated("counts"):
+            raw = self._client.hgetall(self._keys.key("counts"))
+        counts: dict[str, dict[JobStatus, int]] = {}
+        for field, value in raw.items():
+            queue, _, status = field.rpartition(":")
+            if int(value):
+                counts.setdefault(queue, {})[JobStatus(status)] = int(value)
+        return counts
+
+    def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[Job]:
+        if queue is not None:
+            self._keys.queue_keys([queue])
+        reply = self._run(
+            "list",
+            (),
+            (queue or "", "" if status is None else JobStatus(status).value, limit, after or ""),
+        )
+        return [job_from_row(reply[i : i + ROW_WIDTH]) for i in range(0, len(reply), ROW_WIDTH)]
+
+    def cancel(self, job_id: str) -> JobStatus | None:
+        for _ in range(3):
+            queue = self._queues_of([job_id]).get(job_id)
+            if queue is None:
+                return None
+            reply = self._run("cancel", (queue,), (job_id,))
+            if reply is None:
+                return None
+            if isinstance(reply, list):
+                self._queue_of.pop(job_id, None)
+                continue  # purged and re-created in another queue meanwhile
+            return JobStatus(reply)
+        raise BackendError(f"job {job_id!r} keeps changing queue; cancel gave up")
+
+    # -- the outbox ----------------------------------------------------------
+
+    def fetch_events(self, limit: int = 100) -> list[Event]:
+        reply = self._run("fetch", (), (limit,))
+        return [
+            Event(
+                int(reply[i]),
+                reply[i + 1],
+                reply[i + 2],
+                loads(reply[i + 3]),
+                from_us(reply[i + 4]),
+            )
+            for i in range(0, len(reply), 5)
+        ]
+
+    def ack_events(self, cursors: Sequence[int]) -> int:
+        unique = list(dict.fromkeys(int(c) for c in cursors))
+        if not unique:
+            return 0
+        return int(self._run("ack", (), unique))
+
+    def purge(self, older_than: float) -> PurgeResult:
+        jobs = events = 0
+        while True:
+            done_jobs, done_events = self._run("purge", (), (_us(older_than), BATCH))
+            jobs += int(done_jobs)
+            events += int(done_events)
+            if int(done_jobs) < BATCH and int(done_events) < BATCH:
+                return PurgeResult(jobs=jobs, events=events)

@@ -1,0 +1,121 @@
+"""The key layout of one namespace: every key shares the hash tag ``{namespace}``.
+
+All keys start ``qw:{<namespace>}:``, so a namespace lives in one Cluster
+slot and every script's keys are co-located. Only validated names are ever
+put into a key: the namespace and queue patterns of :mod:`qw.validation`
+exclude ``{``, ``}``, ``:``, ``*`` and whitespace, so no name can move a key
+to another slot or collide with another key's shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from qw.errors import InvalidName
+from qw.validation import validate_namespace, validate_queue
+
+__all__ = ["COLUMNS", "COMMON", "Keyspace", "lua_prelude"]
+
+#: Namespace-wide keys every script receives first, in this order.
+COMMON: tuple[str, ...] = (
+    "seq",  # INCR: FIFO sequence and event cursors
+    "wake",  # pub/sub channel (a channel, not a key; declared so Cluster routes it)
+    "running",  # ZSET id -> lease expiry (µs)
+    "counts",  # HASH "<queue>:<status>" -> count
+    "dedupe",  # HASH dedupe key -> id of the live job holding it
+    "switch",  # HASH "*" | "q:<queue>" -> "0"/"1"
+    "ids",  # ZSET (lex) every job id
+    "done",  # ZSET id -> finished_at (µs) of terminal jobs
+    "events",  # STREAM the outbox, entry id "<cursor>-0"
+    "ev_unacked",  # ZSET cursor -> cursor
+    "ev_acked",  # ZSET cursor -> created_at (µs)
+    "workers",  # HASH worker id -> JSON
+    "wstart",  # HASH worker id -> started_at (µs)
+    "wseen",  # HASH worker id -> last_seen (µs)
+    "st_queued",  # ZSET (lex) ids by status, for list_jobs
+    "st_running",
+    "st_succeeded",
+    "st_failed",
+    "st_cancelled",
+)
+
+#: Job fields: one HASH per field, ``id -> value`` (times are integer µs).
+COLUMNS: tuple[str, ...] = (
+    "queue",
+    "payload",
+    "prio",
+    "run_at",
+    "max",
+    "att",
+    "status",
+    "created",
+    "dedupe",
+    "result",
+    "error",
+    "started",
+    "finished",
+    "worker",
+    "lease",
+    "cancel",
+    "token",
+    "fby",
+    "seq",
+)
+
+_FORBIDDEN = frozenset("{}*:?[]\\ \t\r\n")
+
+
+def _check_safe(name: str, what: str) -> str:
+    # Redundant with the core's patterns on purpose: a future pattern change
+    # must not silently alter the key layout.
+    if not name or _FORBIDDEN.intersection(name):
+        raise InvalidName(f"{what} {name!r} contains characters that would change the key layout")
+    return name
+
+
+class Keyspace:
+    """Key names for one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = _check_safe(validate_namespace(namespace), "namespace")
+        self.prefix = f"qw:{{{self.namespace}}}:"
+        self.common: list[str] = [self.prefix + name for name in COMMON] + [
+            self.prefix + "f:" + col for col in COLUMNS
+        ]
+        self.channel = self.common[COMMON.index("wake")]
+
+    def key(self, name: str) -> str:
+        """A common key by its name in :data:`COMMON`."""
+        return self.common[COMMON.index(name)]
+
+    def column(self, name: str) -> str:
+        """The hash holding job field ``name`` (one of :data:`COLUMNS`)."""
+        return self.common[len(COMMON) + COLUMNS.index(name)]
+
+    def queue_keys(self, queues: Sequence[str]) -> list[str]:
+        """``[ready, scheduled]`` for each queue, after validating every name."""
+        keys: list[str] = []
+        for queue in queues:
+            q = _check_safe(validate_queue(queue), "queue")
+            keys.append(f"{self.prefix}q:{q}:ready")
+            keys.append(f"{self.prefix}q:{q}:sched")
+        return keys
+
+
+def lua_prelude(publish_command: str) -> str:
+    """Lua that names the common keys (``K.*``, ``F.*``, ``ST.*``) and reads the queue header.
+
+    Generated from :data:`COMMON` and :data:`COLUMNS`, so the Python and Lua
+    sides cannot disagree on the order of ``KEYS``.
+    """
+    lines = ["local K = {}", "local F = {}", "local ST = {}"]
+    for i, name in enumerate(COMMON, start=1):
+        if name.startswith("st_"):
+            lines.append(f"ST['{name[3:]}'] = KEYS[{i}]")
+        else:
+            lines.append(f"K.{name} = KEYS[{i}]")
+    for i, col in enumerate(COLUMNS, start=len(COMMON) + 1):
+        lines.append(f"F.{col} = KEYS[{i}]")
+    lines.append(f"local NC = {len(COMMON) + len(COLUMNS)}")
+    lines.append(f"local PUBCMD = '{publish_command}'")
+    return "\n".join(lines) + "\n"

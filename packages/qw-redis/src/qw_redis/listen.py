@@ -1,0 +1,91 @@
+"""The Redis half of wake-ups: subscribe to the namespace's channel, feed the hub.
+
+:class:`qw.wakeup.Listener` owns reconnecting and degrading to a poll; this
+module only supplies ``listen(ready, stopping)``. A single server uses plain
+pub/sub; a Cluster uses sharded pub/sub (``SSUBSCRIBE``) on the primary that
+owns the namespace's slot. The subscriber's connection never retries on its
+own, so a dropped connection surfaces as an error the Listener sees, and the
+hub wakes every waiter when the channel is back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from qw.wakeup import ListenFn, WakeupHub
+
+__all__ = ["make_listen", "subscriber_options"]
+
+_SUBSCRIBE_TIMEOUT = 10.0
+_TICK = 0.25
+
+
+def make_listen(
+    hub: WakeupHub,
+    channel: str,
+    connect: Callable[[], redis.Redis],
+    *,
+    sharded: bool,
+) -> ListenFn:
+    """A ``listen`` function delivering ``channel``'s messages to ``hub``.
+
+    ``connect`` returns a new client for the node that owns ``channel``.
+    """
+
+    def listen(ready: Callable[[], None], stopping: threading.Event) -> None:
+        client = connect()
+        pubsub: Any = client.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            if sharded:
+                pubsub.ssubscribe(channel)
+            else:
+                pubsub.subscribe(channel)
+            # ready() only once the server confirmed: a message published
+            # before that could otherwise be missed while waiters trust us.
+            deadline = time.monotonic() + _SUBSCRIBE_TIMEOUT
+            while True:
+                if stopping.is_set():
+                    return
+                message = pubsub.get_message(timeout=_TICK)
+                if message is not None and message["type"] in ("subscribe", "ssubscribe"):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no subscription confirmation for {channel}")
+            ready()
+            while not stopping.is_set():
+                message = pubsub.get_message(timeout=_TICK)
+                if message is None:
+                    continue
+                kind = message["type"]
+                if kind in ("message", "smessage"):
+                    _deliver(hub, message["data"])
+                elif kind in ("unsubscribe", "sunsubscribe"):
+                    # The server dropped us (a Cluster slot moved): resubscribe.
+                    raise ConnectionError(f"unsubscribed from {channel} by the server")
+        finally:
+            try:
+                pubsub.close()
+            finally:
+                client.close()
+
+    return listen
+
+
+def _deliver(hub: WakeupHub, data: object) -> None:
+    text = data.decode() if isinstance(data, bytes) else str(data)
+    if text == "*":
+        hub.notify_all()
+    else:
+        hub.notify(text.split(","))
+
+
+def subscriber_options() -> dict[str, Any]:
+    """Connection options for a subscriber: no silent retries, a periodic health check."""
+    return {"retry": Retry(NoBackoff(), 0), "health_check_interval": 5}

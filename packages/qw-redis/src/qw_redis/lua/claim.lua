@@ -1,0 +1,70 @@
+-- ARGV after the header: worker, lease µs, limit, token prefix, promote max.
+-- Returns {now, expires, then 12 fields per job}.
+local worker, lease_us = ARGV[A + 1], tonumber(ARGV[A + 2])
+local limit, prefix, promote_max = tonumber(ARGV[A + 3]), ARGV[A + 4], tonumber(ARGV[A + 5])
+if redis.call('HGET', K.switch, '*') == '0' then return {} end
+local now = now_us()
+local open = {}
+for i = 1, NQ do
+  if redis.call('HGET', K.switch, 'q:' .. QN[i]) ~= '0' then
+    local sched = sched_key(i)
+    -- Promote due scheduled jobs first, so they compete by priority and FIFO.
+    local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now, 'LIMIT', 0, promote_max)
+    for _, id in ipairs(due) do
+      redis.call('ZREM', sched, id)
+      redis.call('ZADD', ready_key(i), redis.call('HGET', F.prio, id),
+        redis.call('HGET', F.seq, id) .. id)
+    end
+    open[#open + 1] = i
+  end
+end
+local picked = {}
+if #open == 1 then
+  local r = redis.call('ZPOPMIN', ready_key(open[1]), limit)
+  for j = 1, #r, 2 do picked[#picked + 1] = {r[j], open[1]} end
+elseif #open > 1 then
+  local cands = {}
+  for _, i in ipairs(open) do
+    local r = redis.call('ZRANGE', ready_key(i), 0, limit - 1, 'WITHSCORES')
+    for j = 1, #r, 2 do
+      cands[#cands + 1] = {tonumber(r[j + 1]), tonumber(string.sub(r[j], 1, 16)), r[j], i}
+    end
+  end
+  table.sort(cands, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  for j = 1, math.min(limit, #cands) do
+    redis.call('ZREM', ready_key(cands[j][4]), cands[j][3])
+    picked[#picked + 1] = {cands[j][3], cands[j][4]}
+  end
+end
+local expires = now + lease_us
+local nows, exps = fmt(now), fmt(expires)
+local out = {nows, exps}
+for j, p in ipairs(picked) do
+  local id = string.sub(p[1], 17)
+  local queue = QN[p[2]]
+  local token = prefix .. j
+  set_status(id, queue, 'queued', 'running')
+  local att = redis.call('HINCRBY', F.att, id, 1)
+  redis.call('HSET', F.token, id, token)
+  redis.call('HSET', F.worker, id, worker)
+  redis.call('HSET', F.started, id, nows)
+  redis.call('HSET', F.lease, id, exps)
+  redis.call('HSET', F.cancel, id, '0')
+  redis.call('ZADD', K.running, expires, id)
+  out[#out + 1] = id
+  out[#out + 1] = queue
+  out[#out + 1] = redis.call('HGET', F.payload, id)
+  out[#out + 1] = redis.call('HGET', F.prio, id)
+  out[#out + 1] = redis.call('HGET', F.run_at, id)
+  out[#out + 1] = redis.call('HGET', F.max, id)
+  out[#out + 1] = att
+  out[#out + 1] = redis.call('HGET', F.created, id)
+  out[#out + 1] = redis.call('HGET', F.dedupe, id)
+  out[#out + 1] = redis.call('HGET', F.result, id)
+  out[#out + 1] = redis.call('HGET', F.error, id)
+  out[#out + 1] = token
+end
+return out

@@ -1,0 +1,66 @@
+-- ARGV after the header: 8 fields per outcome:
+-- kind (C complete, F fail, A abort, R release), id, token, queue index,
+-- value JSON (result or error), retry µs ('' = none), event type ('' = none), event data.
+-- Returns one status (or false for a stale lease) per outcome.
+local ALLOWED = {
+  C = {succeeded = true},
+  F = {failed = true, queued = true},
+  A = {cancelled = true},
+  R = {queued = true},
+}
+local now = now_us()
+local out = {}
+local requeued = {}
+for b = A, #ARGV - 1, 8 do
+  local kind, id, token, qi = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
+  local value, retry, etype, edata = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
+  local status = redis.call('HGET', F.status, id)
+  local answer = false
+  if status and redis.call('HGET', F.queue, id) == QN[qi] then
+    if status ~= 'running' or redis.call('HGET', F.token, id) ~= token then
+      -- Only the exact outcome that already applied is answered again.
+      if redis.call('HGET', F.fby, id) == token and ALLOWED[kind][status] then
+        answer = status
+      end
+    else
+      local new
+      if kind == 'C' then
+        new = 'succeeded'
+        redis.call('HSET', F.result, id, value)
+      elseif kind == 'F' then
+        redis.call('HSET', F.error, id, value)
+        local att = tonumber(redis.call('HGET', F.att, id))
+        if retry ~= '' and att < tonumber(redis.call('HGET', F.max, id)) then
+          new = 'queued'
+          redis.call('HSET', F.run_at, id, fmt(now + tonumber(retry)))
+        else
+          new = 'failed'
+        end
+      elseif kind == 'A' then
+        new = 'cancelled'
+        redis.call('HSET', F.error, id, value)
+      else
+        new = 'queued'
+        redis.call('HINCRBY', F.att, id, -1)
+      end
+      off_lease(id)
+      redis.call('HSET', F.fby, id, token)
+      set_status(id, QN[qi], 'running', new)
+      if new == 'queued' then
+        place(id, qi, now)
+        requeued[QN[qi]] = true
+      else
+        finished(id, now)
+      end
+      if etype ~= '' and kind ~= 'R' then
+        emit(id, etype, edata, now)
+      end
+      answer = new
+    end
+  end
+  out[#out + 1] = answer
+end
+local queues = {}
+for i = 1, NQ do if requeued[QN[i]] then queues[#queues + 1] = QN[i] end end
+publish(queues)
+return out

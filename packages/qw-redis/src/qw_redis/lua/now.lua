@@ -1,0 +1,1 @@
+return fmt(now_us())

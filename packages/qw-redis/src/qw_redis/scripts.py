@@ -1,0 +1,52 @@
+"""The Lua scripts, composed once per process and called by SHA.
+
+Each script is the generated key prelude (:func:`qw_redis.keys.lua_prelude`),
+the shared helpers of ``lua/common.lua`` and its own body. redis-py's
+``register_script`` sends ``EVALSHA`` and falls back to loading the source
+once when a server has not seen it (after a restart, or on a new node).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.resources import files
+
+from qw_redis.keys import lua_prelude
+
+__all__ = ["NAMES", "READS", "source"]
+
+#: Scripts that change state.
+WRITES = (
+    "enqueue",
+    "claim",
+    "renew",
+    "finish",
+    "reclaim",
+    "cancel",
+    "switch",
+    "heartbeat",
+    "remove_worker",
+    "ack",
+    "purge",
+)
+#: Scripts that only read (one round trip, one consistent snapshot).
+READS = ("now", "expired", "get", "list", "fetch", "workers")
+NAMES = WRITES + READS
+
+_NEEDS_ROW = frozenset({"get", "list"})
+
+
+def _text(name: str) -> str:
+    return files("qw_redis").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+@cache
+def source(name: str, publish_command: str) -> str:
+    """The full Lua source of script ``name`` for a server using ``publish_command``."""
+    if name not in NAMES:
+        raise KeyError(name)
+    parts = [lua_prelude(publish_command), _text("common")]
+    if name in _NEEDS_ROW:
+        parts.append(_text("read"))
+    parts.append(_text(name))
+    return "\n".join(parts)

@@ -1,0 +1,112 @@
+"""Reading a qw Redis URL: scheme, cluster or not, qw's own options, redis-py's options."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from qw.errors import ConfigurationError
+
+__all__ = ["QW_OPTIONS", "REDIS_OPTIONS", "RedisConfig", "parse_url"]
+
+#: Options qw reads itself and strips before the URL reaches redis-py.
+QW_OPTIONS = frozenset({"poll_interval"})
+#: Query options passed through to redis-py (its own URL options).
+REDIS_OPTIONS = frozenset(
+    {
+        "db",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "retry_on_timeout",
+        "max_connections",
+        "health_check_interval",
+        "client_name",
+        "protocol",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "ssl_check_hostname",
+        "ssl_min_version",
+    }
+)
+_SCHEMES = {
+    "redis": ("redis", False),
+    "rediss": ("rediss", False),
+    "redis+cluster": ("redis", True),
+    "rediss+cluster": ("rediss", True),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """What a URL asks for, with the URL redis-py will be given."""
+
+    cluster: bool
+    driver_url: str
+    poll_interval: float
+    display: str
+
+
+def parse_url(url: str) -> RedisConfig:
+    """Parse ``redis://``, ``rediss://``, ``redis+cluster://`` or ``rediss+cluster://``.
+
+    Unknown query options raise :class:`~qw.errors.ConfigurationError`.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid Redis URL {url!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ConfigurationError(
+            f"Redis URLs start redis://, rediss://, redis+cluster:// or rediss+cluster://, "
+            f"not {parts.scheme}://"
+        )
+    driver_scheme, cluster = _SCHEMES[scheme]
+    if not parts.hostname:
+        raise ConfigurationError(f"Redis URL {_display(url)!r} names no host")
+    options: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
+        if key in options:
+            raise ConfigurationError(f"option {key!r} given twice in the Redis URL")
+        options[key] = value
+    unknown = sorted(set(options) - QW_OPTIONS - REDIS_OPTIONS)
+    if unknown:
+        known = ", ".join(sorted(QW_OPTIONS | REDIS_OPTIONS))
+        raise ConfigurationError(f"unknown Redis URL option(s) {unknown}; known: {known}")
+    poll_interval = _positive(options.pop("poll_interval", "0.5"), "poll_interval")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ConfigurationError(f"the Redis database is a number, not {path!r}")
+    if cluster and ((path and path != "0") or options.get("db", "0") != "0"):
+        raise ConfigurationError("Redis Cluster has only database 0")
+    driver = urlunsplit((driver_scheme, parts.netloc, parts.path, urlencode(options), ""))
+    return RedisConfig(
+        cluster=cluster, driver_url=driver, poll_interval=poll_interval, display=_display(url)
+    )
+
+
+def _positive(raw: str, name: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigurationError(f"{name} must be positive seconds, not {raw!r}")
+    return value
+
+
+def _display(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
