@@ -1,5 +1,77 @@
-"""qw_testkit: the qw storage contract as a pytest suite that backend authors subclass."""
+"""qw_testkit: the qw storage contract as a pytest suite that backend authors subclass.
+
+::
+
+    import qw
+    from qw_testkit import BackendContractTests
+
+    class TestMyStoreContract(BackendContractTests):
+        def make_backend(self, namespace: str) -> qw.Backend:
+            return MyBackend.from_url(MY_URL, namespace=namespace)
+
+        def backend_url(self) -> str | None:  # optional: enables the multi-process test
+            return MY_URL
+
+Tests a backend's capabilities do not cover are skipped with the reason.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from qw_testkit.base import ContractBase, OpenClient, Snapshot, new_namespace, snapshot
+from qw_testkit.gates import capability_skip_reason, requires, stand_in_note
+from qw_testkit.suite.bad_input import BadInputTests
+from qw_testkit.suite.claim import ClaimTests
+from qw_testkit.suite.concurrency import ConcurrencyTests
+from qw_testkit.suite.enqueue import EnqueueTests
+from qw_testkit.suite.inspection import InspectionTests
+from qw_testkit.suite.isolation import IsolationTests
+from qw_testkit.suite.leases import LeaseTests
+from qw_testkit.suite.outbox import OutboxTests
+from qw_testkit.suite.state_machine import StateMachineTests
+from qw_testkit.suite.switches import SwitchTests
+from qw_testkit.suite.terminals import TerminalTests
+from qw_testkit.suite.wait import WaitTests
+
+__all__ = [
+    "BackendContractTests",
+    "BadInputTests",
+    "ClaimTests",
+    "ConcurrencyTests",
+    "ContractBase",
+    "EnqueueTests",
+    "InspectionTests",
+    "IsolationTests",
+    "LeaseTests",
+    "OpenClient",
+    "OutboxTests",
+    "Snapshot",
+    "StateMachineTests",
+    "SwitchTests",
+    "TerminalTests",
+    "WaitTests",
+    "capability_skip_reason",
+    "new_namespace",
+    "requires",
+    "snapshot",
+    "stand_in_note",
+]
+
+
+class BackendContractTests(
+    EnqueueTests,
+    ClaimTests,
+    LeaseTests,
+    TerminalTests,
+    OutboxTests,
+    WaitTests,
+    SwitchTests,
+    InspectionTests,
+    IsolationTests,
+    BadInputTests,
+    ConcurrencyTests,
+    StateMachineTests,
+):
+    """The whole storage contract. Subclass it and implement ``make_backend``.
+
+    Each concern is also its own class (``LeaseTests``, ...) for running a part.
+    """

@@ -1,0 +1,162 @@
+"""The fixtures and helpers every contract module builds on.
+
+A backend author subclasses :class:`qw_testkit.BackendContractTests` and
+implements :meth:`ContractBase.make_backend` (and, to enable the
+multi-process test, :meth:`ContractBase.backend_url`). Every test then talks
+to the backend through :class:`qw.Client`, so validation runs as users see it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import qw
+from qw.capabilities import Capabilities
+from qw.contract import Switches
+from qw.model import Event, Job, JobStatus, NewJob, WorkerInfo
+from qw_testkit.gates import MARKER, capability_skip_reason, stand_in_note
+
+__all__ = ["ContractBase", "OpenClient", "Snapshot", "new_namespace", "snapshot"]
+
+OpenClient = Callable[[str], qw.Client]
+
+
+def new_namespace() -> str:
+    """A fresh namespace name, so that no two tests (or runs) share data."""
+    return "t" + uuid.uuid4().hex[:16]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything observable in one namespace, to prove a call changed nothing."""
+
+    counts: dict[str, dict[JobStatus, int]]
+    jobs: list[Job]
+    events: list[Event]
+    switches: Switches
+    workers: list[WorkerInfo]
+
+
+def snapshot(client: qw.Client) -> Snapshot:
+    """Read every observable part of ``client``'s namespace."""
+    return Snapshot(
+        counts=client.counts(),
+        jobs=client.list_jobs(limit=10_000),
+        events=client.fetch_events(limit=10_000),
+        switches=client.switches(),
+        workers=client.workers(),
+    )
+
+
+class ContractBase:
+    """Fixtures (``client``, ``open_client``, ``namespace``) and helpers for the suite."""
+
+    # -- what a backend author provides -----------------------------------
+
+    def make_backend(self, namespace: str) -> qw.Backend:
+        """Return a NEW backend object bound to ``namespace``, on the same store every call."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement make_backend(self, namespace) -> qw.Backend"
+        )
+
+    def backend_url(self) -> str | None:
+        """A URL a child process opens with ``qw.open(url, namespace=...)``; None if none."""
+        return None
+
+    # -- fixtures ----------------------------------------------------------
+
+    @pytest.fixture
+    def open_client(self, request: pytest.FixtureRequest) -> Iterator[OpenClient]:
+        """A factory: a Client on the same store for any namespace; all closed at teardown."""
+        opened: list[qw.Client] = []
+
+        def open_(namespace: str) -> qw.Client:
+            client = qw.Client(self.make_backend(namespace))
+            opened.append(client)
+            _record_backend(request.config, client)
+            return client
+
+        yield open_
+        errors = []
+        for client in reversed(opened):
+            try:
+                client.close()
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    @pytest.fixture
+    def namespace(self) -> str:
+        """This test's own namespace."""
+        return new_namespace()
+
+    @pytest.fixture
+    def client(self, open_client: OpenClient, namespace: str) -> qw.Client:
+        """A Client on a fresh namespace, closed at teardown."""
+        return open_client(namespace)
+
+    @pytest.fixture(autouse=True)
+    def _qw_capability_gate(self, request: pytest.FixtureRequest, client: qw.Client) -> None:
+        """Skip, with the reason, a test whose ``requires(...)`` the backend does not declare."""
+        flags: tuple[str, ...] = ()
+        for mark in request.node.iter_markers(MARKER):
+            flags += tuple(mark.args)
+        reason = capability_skip_reason(client.backend.name, client.capabilities, flags)
+        if reason is not None:
+            pytest.skip(reason)
+
+    # -- helpers -----------------------------------------------------------
+
+    @staticmethod
+    def caps(client: qw.Client) -> Capabilities:
+        return client.capabilities
+
+    @staticmethod
+    def enqueue_n(client: qw.Client, queue: str, n: int, **options: Any) -> list[str]:
+        """Enqueue ``n`` jobs with payload ``{"i": index}``; return their ids in order."""
+        ids: list[str] = []
+        for start in range(0, n, 1000):
+            batch = [
+                NewJob(queue, {"i": i}, **options) for i in range(start, min(n, start + 1000))
+            ]
+            answers = client.enqueue(batch)
+            assert all(a.created for a in answers)
+            ids.extend(a.id for a in answers)
+        return ids
+
+    @staticmethod
+    def claim_one(client: qw.Client, queue: str = "q", lease_s: float = 30.0) -> qw.Claim:
+        """Claim exactly one job from ``queue`` (the test fails if there is none)."""
+        claims = client.claim([queue], worker="w-test", lease_s=lease_s, limit=1)
+        assert len(claims) == 1, f"expected one claimable job on {queue!r}, got {claims!r}"
+        return claims[0]
+
+    @staticmethod
+    def tally(jobs: list[Job]) -> dict[str, dict[JobStatus, int]]:
+        """What ``Client.counts()`` must say about ``jobs``."""
+        out: dict[str, dict[JobStatus, int]] = {}
+        for job in jobs:
+            out.setdefault(job.queue, {s: 0 for s in JobStatus})[job.status] += 1
+        return dict(sorted(out.items()))
+
+    @staticmethod
+    def sleep_past(deadline: float) -> None:
+        """Sleep until ``time.monotonic()`` passes ``deadline``."""
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+
+
+def _record_backend(config: pytest.Config, client: qw.Client) -> None:
+    # The pytest11 plugin reads this to print which backends (and stand-ins) ran.
+    from qw_testkit.pytest_plugin import record_backend
+
+    name = client.backend.name
+    record_backend(config, name, client.capabilities, stand_in_note(name, client.capabilities))

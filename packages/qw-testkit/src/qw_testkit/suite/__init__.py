@@ -1,0 +1,1 @@
+"""The contract tests, one module per concern; combined in :mod:`qw_testkit`."""
