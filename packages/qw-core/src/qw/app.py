@@ -32,6 +32,7 @@ from qw.validation import validate_queue
 from qw.worker.backoff import Backoff
 
 if TYPE_CHECKING:
+    from qw.plugin.manager import QwPluginManager
     from qw.worker.runtime import Worker
 
 __all__ = ["App", "Task", "TaskCall", "load_app", "task_payload"]
@@ -335,13 +336,26 @@ class App:
             answers.extend(self.client.enqueue(batch[start : start + MAX_BATCH]))
         return answers
 
-    def worker(self, queues: Iterable[str] | None = None, **options: Any) -> Worker:
-        """A :class:`~qw.worker.Worker` for this app; ``options`` are WorkerConfig fields."""
+    def worker(
+        self,
+        queues: Iterable[str] | None = None,
+        *,
+        plugins: QwPluginManager | None = None,
+        load_plugins: bool = True,
+        **options: Any,
+    ) -> Worker:
+        """A :class:`~qw.worker.Worker` for this app's tasks.
+
+        ``queues`` defaults to the queues of the registered tasks; ``options``
+        are :class:`~qw.worker.WorkerConfig` fields. Installed ``qw.plugins``
+        are loaded unless ``load_plugins`` is False.
+        """
         from qw.worker.config import WorkerConfig
         from qw.worker.runtime import Worker
 
         names = list(queues) if queues is not None else self.queues() or [DEFAULT_QUEUE]
-        return Worker(self, WorkerConfig(queues=tuple(names), **options))
+        config = WorkerConfig(queues=tuple(names), **options)
+        return Worker(self, config, plugins=plugins, load_plugins=load_plugins)
 
 
 def load_app(spec: str) -> App:

@@ -1,0 +1,133 @@
+"""Backends the runtime tests run on, and a worker started for the length of a test.
+
+``memory`` and ``sqlite`` always run; ``postgres`` and ``redis`` run when their
+distributions are installed and their servers reachable, and skip loudly
+otherwise (failing instead when ``QW_REQUIRE_BACKENDS`` names them).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import qw
+from qw.errors import BackendNotFound, BackendUnavailable
+from qw.registry import load_backend
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from runtime_app import register  # noqa: E402
+
+ALL_BACKENDS = ["memory", "sqlite", "postgres", "redis"]
+PROCESS_BACKENDS = ["sqlite", "postgres", "redis"]
+
+#: Fast settings: short leases and polls, so a test does not sit waiting.
+FAST = {
+    "poll_interval": 0.05,
+    "lease_s": 1.5,
+    "heartbeat_s": 0.5,
+    "reclaim_s": 0.3,
+    "grace_s": 5.0,
+}
+
+
+def _probe(url: str) -> None:
+    qw.open(url, namespace="probe").close()
+
+
+def store_url(name: str, tmp_path: Path) -> str:
+    """A URL for backend ``name``, or a loud skip when it is not here."""
+    if name == "memory":
+        return "memory://runtime"
+    if name == "sqlite":
+        return f"sqlite:///{tmp_path / 'runtime.db'}"
+    from qw_testkit.servers import require_server, server_url
+
+    try:
+        load_backend(name)
+    except (BackendNotFound, BackendUnavailable) as exc:
+        pytest.skip(f"SKIPPED LOUDLY: {name} backend not installed: {exc}")
+    return require_server(name, server_url(name), _probe)
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"rt{secrets.token_hex(5)}"
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return store_url(request.param, tmp_path)
+
+
+@pytest.fixture(params=PROCESS_BACKENDS)
+def process_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return store_url(request.param, tmp_path)
+
+
+@pytest.fixture
+def app(url: str, namespace: str) -> Iterator[qw.App]:
+    application = qw.App(url, namespace)
+    register(application)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def notes(tmp_path: Path) -> Path:
+    directory = tmp_path / "notes"
+    directory.mkdir()
+    return directory
+
+
+def read_lines(directory: Path, name: str) -> list[str]:
+    path = directory / name
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(0.02)
+
+
+@contextmanager
+def running(app: qw.App, **options: Any) -> Iterator[qw.Worker]:
+    """A worker on ``app`` running in a thread for the ``with`` block."""
+    config = {**FAST, "concurrency": 4, **options}
+    queues = config.pop("queues", ["rt"])
+    worker = app.worker(queues, **config)
+    thread = worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop(timeout=30)
+        thread.join(30)
+        assert not thread.is_alive(), "worker did not stop"
+
+
+def terminal(app: qw.App, job_id: str) -> qw.Job | None:
+    job = app.client.get(job_id)
+    return job if job.status.is_terminal else None
+
+
+def events_by_job(app: qw.App) -> dict[str, list[qw.Event]]:
+    by_job: dict[str, list[qw.Event]] = {}
+    while batch := app.client.fetch_events(1000):
+        for event in batch:
+            by_job.setdefault(event.job_id, []).append(event)
+        app.client.ack_events([e.cursor for e in batch])
+    return by_job

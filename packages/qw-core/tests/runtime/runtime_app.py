@@ -1,0 +1,105 @@
+"""Tasks the runtime tests run, in-process and in worker subprocesses.
+
+Names are explicit so that every process agrees on them. Tasks that the
+tests count write one line per event to files under a directory they are
+given, because a subprocess worker cannot share memory with the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import qw
+from qw.worker import Backoff
+
+
+def note(directory: str, name: str, line: str) -> None:
+    """Append ``line`` to ``directory/name`` in one write (atomic for short lines)."""
+    fd = os.open(Path(directory) / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def register(app: qw.App) -> None:
+    """Register the test tasks on ``app``."""
+
+    @app.task(name="rt.add", queue="rt")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task(name="rt.aadd", queue="rt")
+    async def aadd(a: int, b: int) -> int:
+        await asyncio.sleep(0.001)
+        return a + b
+
+    @app.task(name="rt.flaky", queue="rt", max_attempts=3, backoff=Backoff(0.2, 2.0, 5.0))
+    def flaky(directory: str) -> None:
+        note(directory, "attempts", f"{qw.current_job().attempt} {time.monotonic()}")
+        raise ValueError("always fails")
+
+    @app.task(name="rt.fatal", queue="rt", max_attempts=5, no_retry=(KeyError,))
+    def fatal() -> None:
+        raise KeyError("not worth retrying")
+
+    @app.task(name="rt.not_json", queue="rt")
+    def not_json() -> object:
+        return {1, 2}
+
+    @app.task(name="rt.sync_slow", queue="rt", timeout=0.3, max_attempts=2, backoff=0.05)
+    def sync_slow(directory: str) -> str:
+        note(directory, "started", qw.current_job().id)
+        time.sleep(1.0)
+        note(directory, "returned", qw.current_job().id)
+        return "late"
+
+    @app.task(name="rt.async_slow", queue="rt", timeout=0.3, max_attempts=2, backoff=0.05)
+    async def async_slow() -> str:
+        await asyncio.sleep(30)
+        return "never"
+
+    @app.task(name="rt.async_wait", queue="rt")
+    async def async_wait() -> str:
+        await asyncio.sleep(30)
+        return "never"
+
+    @app.task(name="rt.sync_cooperative", queue="rt")
+    def sync_cooperative() -> str:
+        job = qw.current_job()
+        for _ in range(300):
+            job.raise_if_cancelled()
+            time.sleep(0.05)
+        return "never cancelled"
+
+    @app.task(name="rt.sync_oblivious", queue="rt")
+    def sync_oblivious(seconds: float) -> str:
+        time.sleep(seconds)
+        return "done"
+
+    @app.task(name="rt.record", queue="rt")
+    def record(directory: str, seconds: float) -> str:
+        job = qw.current_job()
+        note(directory, "started", f"{job.id} {job.attempt} {os.getpid()}")
+        time.sleep(seconds)
+        note(directory, "finished", f"{job.id} {job.attempt} {os.getpid()}")
+        return job.id
+
+    @app.task(name="rt.slow_first", queue="rt", max_attempts=3)
+    def slow_first(directory: str) -> str:
+        # The first attempt hangs (its worker gets killed); a retry is quick.
+        job = qw.current_job()
+        note(directory, "started", f"{job.id} {job.attempt} {os.getpid()}")
+        if job.attempt == 1:
+            time.sleep(120)
+        note(directory, "finished", f"{job.id} {job.attempt} {os.getpid()}")
+        return "ok"
+
+
+#: The app a subprocess worker loads (``runtime_app:app``); URL and namespace
+#: come from the command line.
+app = qw.App()
+register(app)

@@ -1,0 +1,273 @@
+"""The worker runtime on every backend, through the contract only."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import events_by_job, read_lines, running, terminal, wait_until
+
+import qw
+from qw.model import Job, JobStatus, JSONValue, WorkerInfo
+from qw.plugin import hookimpl
+
+S = JobStatus
+
+
+def finished(app: qw.App, job_id: str, timeout: float = 15.0) -> Job:
+    job: Job = wait_until(lambda: terminal(app, job_id), timeout, f"job {job_id} to finish")
+    return job
+
+
+class Recorder:
+    """A plugin that records every lifecycle hook the runtime calls."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.stopped: list[str] = []
+        self.claimed: list[str] = []
+        self.wrapped: list[str] = []
+        self.finished: list[tuple[str, JobStatus]] = []
+
+    @hookimpl
+    def qw_worker_started(self, worker: WorkerInfo) -> None:
+        self.started.append(worker.id)
+
+    @hookimpl
+    def qw_worker_stopped(self, worker: WorkerInfo) -> None:
+        self.stopped.append(worker.id)
+
+    @hookimpl
+    def qw_job_claimed(self, job: Job) -> None:
+        self.claimed.append(job.id)
+
+    @hookimpl(wrapper=True)
+    def qw_run_job(self, job: Job) -> Any:
+        self.wrapped.append(job.id)
+        return (yield)
+
+    @hookimpl
+    def qw_job_finished(self, job: Job, status: JobStatus) -> None:
+        self.finished.append((job.id, status))
+
+
+def test_sync_and_async_tasks_run_with_one_event_each(app: qw.App) -> None:
+    add, aadd = app.tasks["rt.add"], app.tasks["rt.aadd"]
+    answers = app.enqueue_many([add.job(i, 1) for i in range(20)] + [aadd.job(i, 2) for i in range(20)])
+    with running(app):
+        jobs = [finished(app, a.id) for a in answers]
+    assert [j.status for j in jobs] == [S.SUCCEEDED] * 40
+    assert [j.result for j in jobs] == [i + 1 for i in range(20)] + [i + 2 for i in range(20)]
+    assert all(j.attempts == 1 for j in jobs)
+    events = events_by_job(app)
+    for job in jobs:
+        (event,) = events[job.id]
+        assert event.type == "job.succeeded"
+        assert isinstance(event.data, dict)
+        assert event.data["task"] == job.payload["task"]  # type: ignore[index,call-overload]
+        assert event.data["attempt"] == 1
+        assert event.data["queue"] == "rt"
+
+
+def test_payload_is_the_task_name_and_json_arguments(app: qw.App) -> None:
+    answer = app.tasks["rt.add"].options(priority=-5, dedupe_key="k1").enqueue(2, b=3)
+    job = app.client.get(answer.id)
+    assert job.payload == {"task": "rt.add", "args": [2], "kwargs": {"b": 3}}
+    assert job.priority == -5
+    assert app.tasks["rt.add"].options(dedupe_key="k1").enqueue(9, 9).id == answer.id
+    with pytest.raises(qw.InvalidPayload):
+        app.tasks["rt.add"].enqueue(object(), 1)  # type: ignore[arg-type]
+
+
+def test_failing_task_retries_with_backoff_then_fails(app: qw.App, notes: Path) -> None:
+    recorder = Recorder()
+    answer = app.tasks["rt.flaky"].enqueue(str(notes))
+    with running(app) as worker:
+        worker.plugins.register(recorder)
+        job = finished(app, answer.id)
+    assert job.status is S.FAILED
+    assert job.attempts == 3
+    assert isinstance(job.error, dict)
+    assert job.error["type"] == "builtins.ValueError"
+    assert "always fails" in str(job.error["traceback"])
+    # Backoff(base=0.2, factor=2) with equal jitter: >= 0.1 s, then >= 0.2 s.
+    times = [float(line.split()[1]) for line in read_lines(notes, "attempts")]
+    assert len(times) == 3
+    assert times[1] - times[0] >= 0.1
+    assert times[2] - times[1] >= 0.2
+    assert [s for _, s in recorder.finished] == [S.QUEUED, S.QUEUED, S.FAILED]
+    (event,) = events_by_job(app)[job.id]
+    assert event.type == "job.failed"
+    assert isinstance(event.data, dict)
+    assert event.data["attempt"] == 3
+    assert event.data["error"] == {"type": "builtins.ValueError", "message": "always fails"}
+
+
+def test_no_retry_exceptions_and_bad_results_fail_at_once(app: qw.App) -> None:
+    fatal = app.tasks["rt.fatal"].enqueue()
+    bad = app.tasks["rt.not_json"].enqueue()
+    unknown = app.client.enqueue_one("rt", {"task": "rt.nope", "args": [], "kwargs": {}})
+    with running(app):
+        jobs = [finished(app, a.id) for a in (fatal, bad, unknown)]
+    assert [(j.status, j.attempts) for j in jobs] == [(S.FAILED, 1)] * 3
+    assert [j.error["type"] for j in jobs] == [  # type: ignore[index,call-overload]
+        "builtins.KeyError",
+        "qw.InvalidResult",
+        "qw.UnknownTask",
+    ]
+    events = events_by_job(app)
+    assert [[e.type for e in events[j.id]] for j in jobs] == [["job.failed"]] * 3
+
+
+def test_sync_timeout_fails_the_attempt_and_the_late_result_is_dropped(
+    app: qw.App, notes: Path
+) -> None:
+    answer = app.tasks["rt.sync_slow"].enqueue(str(notes))
+    with running(app) as worker:
+        job = finished(app, answer.id)
+        assert job.status is S.FAILED
+        assert job.attempts == 2
+        assert job.error == {"type": "qw.Timeout", "message": "attempt ran past its timeout of 0.3 s"}
+        # Both attempts' threads return late; their results change nothing.
+        wait_until(lambda: len(read_lines(notes, "returned")) == 2, 10, "the late returns")
+        assert worker.stats.timed_out == 2
+    again = app.client.get(answer.id)
+    assert again.status is S.FAILED
+    assert again.result is None
+    assert [e.type for e in events_by_job(app)[answer.id]] == ["job.failed"]
+
+
+def test_async_timeout_cancels_the_coroutine_and_retries(app: qw.App) -> None:
+    answer = app.tasks["rt.async_slow"].enqueue()
+    started = time.monotonic()
+    with running(app):
+        job = finished(app, answer.id)
+    assert time.monotonic() - started < 10
+    assert (job.status, job.attempts) == (S.FAILED, 2)
+    assert job.error["type"] == "qw.Timeout"  # type: ignore[index,call-overload]
+    assert [e.type for e in events_by_job(app)[answer.id]] == ["job.failed"]
+
+
+def test_cancel_a_queued_job(app: qw.App) -> None:
+    answer = app.tasks["rt.add"].options(delay=60).enqueue(1, 2)
+    assert app.client.cancel(answer.id) is S.CANCELLED
+    with running(app):
+        time.sleep(0.3)
+    assert app.client.get(answer.id).status is S.CANCELLED
+    assert [e.type for e in events_by_job(app)[answer.id]] == ["job.cancelled"]
+
+
+@pytest.mark.parametrize("task", ["rt.async_wait", "rt.sync_cooperative"])
+def test_cancel_a_running_job(app: qw.App, task: str) -> None:
+    answer = app.tasks[task].enqueue()
+    started = time.monotonic()
+    with running(app):
+        wait_until(lambda: app.client.get(answer.id).status is S.RUNNING, what="the job to start")
+        assert app.client.cancel(answer.id) is S.RUNNING
+        job = finished(app, answer.id)
+    assert time.monotonic() - started < 12
+    assert job.status is S.CANCELLED
+    (event,) = events_by_job(app)[answer.id]
+    assert event.type == "job.cancelled"
+
+
+def test_a_cancelled_sync_task_that_ignores_it_is_aborted_when_it_returns(app: qw.App) -> None:
+    answer = app.tasks["rt.sync_oblivious"].enqueue(1.0)
+    with running(app):
+        wait_until(lambda: app.client.get(answer.id).status is S.RUNNING, what="the job to start")
+        app.client.cancel(answer.id)
+        job = finished(app, answer.id)
+    assert job.status is S.CANCELLED
+    assert job.result is None
+    assert [e.type for e in events_by_job(app)[answer.id]] == ["job.cancelled"]
+
+
+def test_a_paused_queue_is_not_claimed(app: qw.App) -> None:
+    app.client.set_enabled(False, "rt")
+    answer = app.tasks["rt.add"].enqueue(1, 1)
+    with running(app):
+        time.sleep(0.5)
+        assert app.client.get(answer.id).status is S.QUEUED
+        app.client.set_enabled(True, "rt")
+        job = finished(app, answer.id)
+    assert job.status is S.SUCCEEDED
+
+
+def test_hooks_see_every_job_and_the_worker_registers(app: qw.App) -> None:
+    recorder = Recorder()
+    answers = app.enqueue_many([app.tasks["rt.add"].job(1, 1) for _ in range(5)])
+    worker = app.worker(["rt"], poll_interval=0.05, load_plugins=False)
+    worker.plugins.register(recorder)
+    thread = worker.start()
+    try:
+        for a in answers:
+            finished(app, a.id)
+        wait_until(lambda: len(recorder.finished) == 5, 5, "job_finished hooks")
+        assert [w.id for w in app.client.workers()] == [worker.id]
+    finally:
+        worker.stop(timeout=30)
+        thread.join(30)
+    ids = [a.id for a in answers]
+    assert sorted(recorder.claimed) == sorted(ids) == sorted(recorder.wrapped)
+    assert sorted(recorder.finished) == sorted((i, S.SUCCEEDED) for i in ids)
+    assert recorder.started == recorder.stopped == [worker.id]
+    assert app.client.workers() == []
+
+
+def test_stop_lets_running_jobs_finish_within_the_grace_period(app: qw.App, notes: Path) -> None:
+    record = app.tasks["rt.record"]
+    running_ids = [record.enqueue(str(notes), 0.5).id for _ in range(2)]
+    with running(app, concurrency=2, grace_s=10) as worker:
+        wait_until(lambda: len(read_lines(notes, "started")) == 2, what="two jobs to start")
+        waiting = record.enqueue(str(notes), 0.0).id
+        worker.stop(timeout=30)
+    assert [app.client.get(i).status for i in running_ids] == [S.SUCCEEDED] * 2
+    assert app.client.get(waiting).status is S.QUEUED
+    assert len(read_lines(notes, "started")) == len(read_lines(notes, "finished")) == 2
+
+
+def test_force_stop_releases_running_jobs_without_counting_the_attempt(
+    app: qw.App, notes: Path
+) -> None:
+    sync_id = app.tasks["rt.record"].enqueue(str(notes), 3.0).id
+    async_id = app.tasks["rt.async_wait"].enqueue().id
+    with running(app, concurrency=2, grace_s=0.2):
+        wait_until(
+            lambda: all(app.client.get(i).status is S.RUNNING for i in (sync_id, async_id)),
+            what="both jobs to start",
+        )
+    for job_id in (sync_id, async_id):
+        job = app.client.get(job_id)
+        assert (job.status, job.attempts) == (S.QUEUED, 0)
+    assert events_by_job(app) == {}
+
+
+def test_every_terminal_transition_has_exactly_one_event(app: qw.App, notes: Path) -> None:
+    t = app.tasks
+    jobs = [
+        t["rt.add"].job(1, 2),
+        t["rt.aadd"].job(1, 2),
+        t["rt.flaky"].options(max_attempts=2).job(str(notes)),
+        t["rt.fatal"].job(),
+        t["rt.add"].options(delay=60).job(0, 0),
+    ]
+    answers = app.enqueue_many(jobs)
+    app.client.cancel(answers[-1].id)
+    with running(app):
+        done = [finished(app, a.id) for a in answers]
+    events = events_by_job(app)
+    expected = {S.SUCCEEDED: "job.succeeded", S.FAILED: "job.failed", S.CANCELLED: "job.cancelled"}
+    for job in done:
+        assert [e.type for e in events[job.id]] == [expected[job.status]], job
+    assert sorted(events) == sorted(a.id for a in answers)
+
+
+def test_current_job_outside_a_task_is_an_error() -> None:
+    with pytest.raises(LookupError):
+        qw.current_job()
+
+
+def _typed(value: JSONValue) -> JSONValue:
+    return value
