@@ -15,11 +15,10 @@ class TestSqliteContract(BackendContractTests):
     db_path: Path
 
     @pytest.fixture(autouse=True, scope="class")
-    def _sqlite_file(
-        self, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-    ) -> None:
+    @classmethod
+    def _sqlite_file(cls, tmp_path_factory: pytest.TempPathFactory) -> None:
         # One file per test class: namespaces share it, as they would in production.
-        request.cls.db_path = tmp_path_factory.mktemp("sqlite") / "qw.db"
+        cls.db_path = tmp_path_factory.mktemp("sqlite") / "qw.db"
 
     def make_backend(self, namespace: str) -> qw.Backend:
         return SqliteBackend(self.db_path, namespace=namespace)

@@ -33,6 +33,17 @@ _BROKEN_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 #: Idle connections kept for reuse; more are closed when handed back.
 _MAX_IDLE = 16
 
+# One writer per file per process. SQLite admits one writer at a time anyway,
+# and its busy handler waits by sleeping and retrying, which lets a busy
+# thread starve past busy_timeout; threads queued on a lock are woken in turn.
+_write_locks: dict[str, threading.Lock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def _write_lock(key: str) -> threading.Lock:
+    with _write_locks_guard:
+        return _write_locks.setdefault(key, threading.Lock())
+
 
 def _code(exc: sqlite3.Error) -> int:
     return int(getattr(exc, "sqlite_errorcode", -1)) & 0xFF
@@ -74,6 +85,9 @@ class Database:
             )
         if os.path.isdir(self.path):
             raise BackendUnavailable(f"cannot open {self.path}: it is a directory")
+        #: The file's identity in this process (symlinks resolved).
+        self.key = os.path.realpath(self.path)
+        self._write_lock = _write_lock(self.key)
         self._lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
@@ -161,7 +175,7 @@ class Database:
         errors retry the whole transaction, so ``work`` must only touch the
         database (its effects elsewhere belong after this returns).
         """
-        with self._connection() as conn:
+        with self._connection() as conn, self._write_lock:
 
             def attempt() -> T:
                 conn.execute("BEGIN IMMEDIATE")

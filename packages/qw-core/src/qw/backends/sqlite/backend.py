@@ -101,7 +101,7 @@ class SqliteBackend:
             synchronous=synchronous,
         )
         self._db = Database(options)
-        self._hub = shared_hub(os.path.realpath(self._db.path), self._namespace)
+        self._hub = shared_hub(self._db.key, self._namespace)
         self._watch = ChangeWatch(self._db, self._namespace)
 
     @classmethod
