@@ -55,7 +55,9 @@ class Recorder:
 
 def test_sync_and_async_tasks_run_with_one_event_each(app: qw.App) -> None:
     add, aadd = app.tasks["rt.add"], app.tasks["rt.aadd"]
-    answers = app.enqueue_many([add.job(i, 1) for i in range(20)] + [aadd.job(i, 2) for i in range(20)])
+    answers = app.enqueue_many(
+        [add.job(i, 1) for i in range(20)] + [aadd.job(i, 2) for i in range(20)]
+    )
     with running(app):
         jobs = [finished(app, a.id) for a in answers]
     assert [j.status for j in jobs] == [S.SUCCEEDED] * 40
@@ -129,7 +131,10 @@ def test_sync_timeout_fails_the_attempt_and_the_late_result_is_dropped(
         job = finished(app, answer.id)
         assert job.status is S.FAILED
         assert job.attempts == 2
-        assert job.error == {"type": "qw.Timeout", "message": "attempt ran past its timeout of 0.3 s"}
+        assert job.error == {
+            "type": "qw.Timeout",
+            "message": "attempt ran past its timeout of 0.3 s",
+        }
         # Both attempts' threads return late; their results change nothing.
         wait_until(lambda: len(read_lines(notes, "returned")) == 2, 10, "the late returns")
         assert worker.stats.timed_out == 2

@@ -15,6 +15,7 @@ from qw import __version__
 from qw.cli._common import EXIT_CODES_HELP, QwGroup
 from qw.cli.backends import backends
 from qw.cli.status import status
+from qw.cli.worker import worker
 
 __all__ = ["main"]
 
@@ -31,3 +32,4 @@ def main() -> None:
 
 main.add_command(backends)
 main.add_command(status)
+main.add_command(worker)

@@ -335,6 +335,14 @@ class Worker:
     def _drain(self) -> None:
         """Let running jobs finish within the grace period, then release the rest."""
         deadline = time.monotonic() + self.config.grace_s
+        if self._inflight and not self._force:
+            log.info(
+                "worker %s stopping: waiting up to %.1f s for %d running jobs "
+                "(signal again to release them now)",
+                self.id,
+                self.config.grace_s,
+                len(self._inflight),
+            )
         with self._cond:
             while self._unsettled() and not self._force and time.monotonic() < deadline:
                 self._cond.wait(min(_SLOT_WAIT_S, max(deadline - time.monotonic(), 0.0)))

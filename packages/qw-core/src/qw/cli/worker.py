@@ -1,0 +1,119 @@
+"""``qw worker APP``: run an application's tasks until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+from click.core import ParameterSource
+
+from qw.app import App, load_app
+from qw.cli._common import store_options
+from qw.validation import validate_queues
+
+__all__ = ["app_from_options", "worker"]
+
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
+def app_from_options(spec: str, url: str | None, namespace: str) -> App:
+    """Load ``module:attr`` and apply ``--url``/``--namespace`` given on the command line.
+
+    An explicit option or ``$QW_URL``/``$QW_NAMESPACE`` wins over the app's
+    own settings; click's bare default does not.
+    """
+    app = load_app(spec)
+    ctx = click.get_current_context()
+    explicit_ns = ctx.get_parameter_source("namespace") is not ParameterSource.DEFAULT
+    app.configure(url=url, namespace=namespace if explicit_ns or app.namespace is None else None)
+    return app
+
+
+def parse_queues(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return list(validate_queues(q.strip() for q in value.split(",") if q.strip()))
+
+
+@click.command()
+@click.argument("app_spec", metavar="APP")
+@store_options
+@click.option(
+    "--queues", "-q", metavar="A,B", help="Queues to work (default: the app's task queues)."
+)
+@click.option("--concurrency", "-c", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "--lease",
+    "lease_s",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Lease length; a dead worker's jobs return after this.",
+)
+@click.option(
+    "--grace",
+    "grace_s",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM/SIGINT, how long running jobs may finish.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Longest sleep between claims without a wake-up.",
+)
+@click.option(
+    "--reclaim-interval",
+    "reclaim_s",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often to requeue expired leases.",
+)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+def worker(
+    app_spec: str,
+    url: str | None,
+    namespace: str,
+    queues: str | None,
+    concurrency: int,
+    lease_s: float,
+    grace_s: float,
+    poll_interval: float,
+    reclaim_s: float,
+    log_level: str,
+) -> None:
+    """Run the tasks of APP ("package.module:app") until SIGTERM or SIGINT.
+
+    The first signal stops claiming and lets running jobs finish within
+    --grace; what is still running then is released (no attempt counted).
+    A second signal releases at once.
+    """
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = app_from_options(app_spec, url, namespace)
+    runner = app.worker(
+        parse_queues(queues),
+        concurrency=concurrency,
+        lease_s=lease_s,
+        grace_s=grace_s,
+        poll_interval=poll_interval,
+        reclaim_s=reclaim_s,
+    )
+    try:
+        stats = runner.run()
+    finally:
+        app.close()
+    click.echo(
+        f"qw worker {runner.id} stopped: {stats.succeeded} succeeded, {stats.retried} retried, "
+        f"{stats.failed} failed, {stats.cancelled} cancelled, {stats.released} released",
+        err=True,
+    )

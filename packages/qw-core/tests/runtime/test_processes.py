@@ -1,0 +1,147 @@
+"""Real worker processes (``qw worker``): SIGKILL loses nothing, SIGTERM drains.
+
+These run on the backends that several processes can share (sqlite, and
+postgres/redis when installed and reachable); memory is one process only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import events_by_job, read_lines, register, wait_until
+
+import qw
+from qw.model import JobStatus
+
+S = JobStatus
+HERE = Path(__file__).parent
+
+
+class Workers:
+    """Starts ``qw worker runtime_app:app`` subprocesses and cleans up after them."""
+
+    def __init__(self, url: str, namespace: str, logs: Path) -> None:
+        self.url, self.namespace, self.logs = url, namespace, logs
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, *options: str) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        }
+        log = (self.logs / f"worker-{len(self.procs)}.log").open("wb")
+        cmd = [
+            sys.executable, "-c", "from qw.cli import main; main(prog_name='qw')",
+            "worker", "runtime_app:app", "--url", self.url, "--namespace", self.namespace,
+            "--queues", "rt", "--lease", "1.5", "--poll-interval", "0.05",
+            "--reclaim-interval", "0.3", "--log-level", "info", *options,
+        ]  # fmt: skip
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def log_of(self, proc: subprocess.Popen[bytes]) -> str:
+        return (self.logs / f"worker-{self.procs.index(proc)}.log").read_text()
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture
+def app(process_url: str, namespace: str) -> Iterator[qw.App]:
+    application = qw.App(process_url, namespace)
+    register(application)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def workers(process_url: str, namespace: str, tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(process_url, namespace, tmp_path)
+    yield pool
+    pool.stop_all()
+
+
+def exit_code(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"worker {proc.pid} did not exit within {timeout} s")
+
+
+def test_sigkill_loses_nothing_and_the_job_finishes_once_elsewhere(
+    app: qw.App, workers: Workers, notes: Path
+) -> None:
+    job_id = app.tasks["rt.slow_first"].enqueue(str(notes)).id
+    first = workers.spawn("--concurrency", "2")
+    wait_until(lambda: read_lines(notes, "started"), 30, "the first attempt to start")
+    os.kill(first.pid, signal.SIGKILL)
+    assert exit_code(first) == -signal.SIGKILL
+    assert app.client.get(job_id).status is S.RUNNING  # until its lease expires
+
+    second = workers.spawn("--concurrency", "2")
+    job = wait_until(
+        lambda: (j := app.client.get(job_id)).status.is_terminal and j, 30, "the job to finish"
+    )
+    second.send_signal(signal.SIGTERM)
+    assert exit_code(second) == 0, workers.log_of(second)
+
+    assert (job.status, job.attempts, job.result) == (S.SUCCEEDED, 2, "ok")
+    started = [line.split() for line in read_lines(notes, "started")]
+    finished = [line.split() for line in read_lines(notes, "finished")]
+    assert started == [[job_id, "1", str(first.pid)], [job_id, "2", str(second.pid)]]
+    assert finished == [[job_id, "2", str(second.pid)]]
+    assert [e.type for e in events_by_job(app)[job_id]] == ["job.succeeded"]
+
+
+def test_sigterm_drains_and_no_job_runs_twice(app: qw.App, workers: Workers, notes: Path) -> None:
+    record = app.tasks["rt.record"]
+    ids = [a.id for a in app.enqueue_many([record.job(str(notes), 0.6) for _ in range(6)])]
+    first = workers.spawn("--concurrency", "2", "--grace", "20")
+    wait_until(lambda: len(read_lines(notes, "started")) >= 2, 30, "two jobs to start")
+    first.send_signal(signal.SIGTERM)
+    assert exit_code(first) == 0, workers.log_of(first)
+
+    # Everything that started finished; nothing else was touched.
+    ran = [line.split()[0] for line in read_lines(notes, "finished")]
+    assert sorted(ran) == sorted(line.split()[0] for line in read_lines(notes, "started"))
+    assert len(ran) >= 2
+    for job_id in ids:
+        job = app.client.get(job_id)
+        if job_id in ran:
+            assert (job.status, job.attempts) == (S.SUCCEEDED, 1)
+        else:
+            assert (job.status, job.attempts) == (S.QUEUED, 0)
+    assert app.client.workers() == []
+
+    second = workers.spawn("--concurrency", "3")
+    wait_until(lambda: all(app.client.get(i).status is S.SUCCEEDED for i in ids), 30, "the rest")
+    second.send_signal(signal.SIGTERM)
+    assert exit_code(second) == 0, workers.log_of(second)
+    started = [line.split()[0] for line in read_lines(notes, "started")]
+    assert sorted(started) == sorted(ids), "every job ran exactly once"
+    events = events_by_job(app)
+    assert all([e.type for e in events[i]] == ["job.succeeded"] for i in ids)
+
+
+def test_a_second_signal_releases_at_once(app: qw.App, workers: Workers, notes: Path) -> None:
+    job_id = app.tasks["rt.record"].enqueue(str(notes), 60.0).id
+    proc = workers.spawn("--concurrency", "1", "--grace", "60")
+    wait_until(lambda: read_lines(notes, "started"), 30, "the job to start")
+    proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "stopping" in workers.log_of(proc), 10, "the worker to start stopping")
+    proc.send_signal(signal.SIGINT)
+    assert exit_code(proc, 15) == 0, workers.log_of(proc)
+    job = app.client.get(job_id)
+    assert (job.status, job.attempts) == (S.QUEUED, 0)
+    assert read_lines(notes, "finished") == []
