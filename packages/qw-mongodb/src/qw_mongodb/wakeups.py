@@ -1,0 +1,121 @@
+"""Wake-ups: a change stream, a tailable cursor on a capped collection, or a poll.
+
+Each ``listen_*`` function is a :data:`qw.wakeup.ListenFn`: it runs inside
+:class:`qw.wakeup.Listener`, which owns reconnecting and degrading to a
+bounded poll while the channel is down. These functions only open their
+cursor, call ``ready()``, and turn what arrives into hub signals.
+
+- change stream (replica set or sharded cluster): watches the namespace's
+  database for jobs becoming ``queued`` and switches changing; no extra
+  writes are needed.
+- tailable await cursor on the capped ``signals`` collection (any server,
+  including a standalone ``mongod``): producers insert a tiny signal
+  document naming the queues that got work.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pymongo import CursorType
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from qw.wakeup import WakeupHub
+from qw_mongodb.names import JOBS, SWITCHES
+
+__all__ = [
+    "SIGNALS_MAX_DOCS",
+    "SIGNALS_SIZE_BYTES",
+    "change_stream_pipeline",
+    "listen_change_stream",
+    "listen_tailable",
+    "signal_document",
+]
+
+SIGNALS_SIZE_BYTES = 1024 * 1024
+SIGNALS_MAX_DOCS = 10_000
+#: How long one server-side wait lasts, so that ``stopping`` is checked often.
+AWAIT_MS = 500
+
+Ready = Callable[[], None]
+
+
+def change_stream_pipeline() -> list[dict[str, Any]]:
+    """Inserts of queued jobs, updates that make a job queued, and switch changes."""
+    return [
+        {
+            "$match": {
+                "$or": [
+                    {
+                        "ns.coll": JOBS,
+                        "operationType": "insert",
+                        "fullDocument.status": "queued",
+                    },
+                    {
+                        "ns.coll": JOBS,
+                        "operationType": "update",
+                        "updateDescription.updatedFields.status": "queued",
+                    },
+                    {"ns.coll": SWITCHES},
+                ]
+            }
+        },
+        {"$project": {"operationType": 1, "ns": 1, "fullDocument.queue": 1}},
+    ]
+
+
+def listen_change_stream(
+    db: Database[Any], hub: WakeupHub, ready: Ready, stopping: threading.Event
+) -> None:
+    with db.watch(change_stream_pipeline(), max_await_time_ms=AWAIT_MS) as stream:
+        ready()
+        while not stopping.is_set() and stream.alive:
+            change = stream.try_next()
+            if change is None:
+                continue
+            full = change.get("fullDocument") or {}
+            if change.get("operationType") == "insert" and "queue" in full:
+                hub.notify([full["queue"]])
+            else:
+                # An update's event carries only the changed fields, not the
+                # queue; waking every waiter once is cheaper than a lookup.
+                hub.notify_all()
+    if not stopping.is_set():
+        raise ConnectionError("change stream closed")
+
+
+def signal_document(queues: list[str] | None) -> dict[str, Any]:
+    """A wake-up for ``queues``; None means every queue (a switch turned ON)."""
+    return {"q": queues}
+
+
+def listen_tailable(
+    signals: Collection[Any], hub: WakeupHub, ready: Ready, stopping: threading.Event
+) -> None:
+    # A tailable cursor follows insertion order (client ObjectIds are not
+    # ordered across machines), and dies at once on an empty result, so it
+    # starts at the beginning of the small capped collection and the
+    # signals already there are drained without waking anyone: they were
+    # for work that the (re)connect wake-up covers.
+    cursor = signals.find({}, cursor_type=CursorType.TAILABLE_AWAIT).max_await_time_ms(AWAIT_MS)
+    try:
+        for _ in cursor:
+            if stopping.is_set():
+                return
+        ready()
+        while not stopping.is_set() and cursor.alive:
+            for doc in cursor:
+                queues = doc.get("q")
+                if queues is None:
+                    hub.notify_all()
+                else:
+                    hub.notify(queues)
+                if stopping.is_set():
+                    return
+    finally:
+        cursor.close()
+    if not stopping.is_set():
+        raise ConnectionError("tailable cursor on the signals collection died")
