@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Self
@@ -54,6 +55,8 @@ BATCH = 500
 #: Job id -> queue entries remembered from this object's claims.
 _QUEUE_CACHE_MAX = 100_000
 _CLAIM_WIDTH = 12
+#: How long the first claim or wait waits for the subscription (then it polls).
+_FIRST_CONNECT_S = 2.0
 _KINDS: dict[type, str] = {Complete: "C", Fail: "F", Abort: "A", Release: "R"}
 
 
@@ -169,6 +172,9 @@ class RedisBackend:
     def claim(
         self, queues: Sequence[str], *, worker: str, lease_s: float, limit: int
     ) -> list[Claim]:
+        # A worker claims before it waits: subscribe first, so that arming
+        # happens on a live channel and the first wait() is not a poll.
+        self._ensure_listener()
         self._hub.arm(queues)
         prefix = secrets.token_hex(12) + ":"
         reply = self._run("claim", queues, (worker, _us(lease_s), limit, prefix, PROMOTE_MAX))
@@ -304,6 +310,12 @@ class RedisBackend:
     def _ensure_listener(self) -> None:
         if self._listener is not None:
             return
+        self._start_listener()
+        deadline = time.monotonic() + _FIRST_CONNECT_S
+        while not self._hub.connected and time.monotonic() < deadline:
+            time.sleep(0.002)
+
+    def _start_listener(self) -> None:
         with self._lock:
             if self._listener is not None or self._closed:
                 return
