@@ -61,6 +61,9 @@ __all__ = ["PostgresBackend", "migrate"]
 
 log = logging.getLogger("qw_postgres")
 
+#: How long the first claim or wait waits for the LISTEN to be in place
+#: (after that, the hub polls until the listener connects).
+LISTEN_START_WAIT_S = 2.0
 #: Rows a purge deletes per statement.
 PURGE_BATCH = 5000
 _INT8 = range(-(2**63), 2**63)
@@ -301,6 +304,7 @@ class PostgresBackend:
     def claim(
         self, queues: Sequence[str], *, worker: str, lease_s: float, limit: int
     ) -> list[Claim]:
+        self._ensure_listener()
         self._hub.arm(queues)
         params: dict[str, Any] = {
             "ns": self._namespace,
@@ -396,16 +400,21 @@ class PostgresBackend:
         with self._lock:
             if self._listener is not None or self._closed:
                 return
+            subscribed = threading.Event()
             listen = make_listen(
                 self._conninfo,
                 self._channel,
                 self._hub,
                 application_name=listener_application_name(self._namespace),
+                subscribed=subscribed,
             )
             self._listener = Listener(
                 self._hub, listen, name=f"qw-postgres-listener:{self._namespace}"
             )
             self._listener.start()
+        # Subscribe before the first claim arms the hub: a connect that came
+        # after it would wake that claimer's first wait for nothing.
+        subscribed.wait(LISTEN_START_WAIT_S)
 
     @property
     def listener_reconnects(self) -> int:

@@ -39,8 +39,18 @@ def listener_application_name(namespace: str) -> str:
     return f"qw-listener:{namespace}"[:63]
 
 
-def make_listen(conninfo: str, channel: str, hub: WakeupHub, *, application_name: str) -> ListenFn:
-    """A ``listen(ready, stopping)`` that feeds ``hub`` from ``channel`` until it fails."""
+def make_listen(
+    conninfo: str,
+    channel: str,
+    hub: WakeupHub,
+    *,
+    application_name: str,
+    subscribed: threading.Event | None = None,
+) -> ListenFn:
+    """A ``listen(ready, stopping)`` that feeds ``hub`` from ``channel`` until it fails.
+
+    ``subscribed`` is set the first time the LISTEN is in place.
+    """
     listen_stmt = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
 
     def listen(ready: Callable[[], None], stopping: threading.Event) -> None:
@@ -56,6 +66,8 @@ def make_listen(conninfo: str, channel: str, hub: WakeupHub, *, application_name
         with conn:
             conn.execute(listen_stmt)
             ready()
+            if subscribed is not None:
+                subscribed.set()
             last_ping = time.monotonic()
             while not stopping.is_set():
                 # Each signal goes to the hub the moment it arrives; the

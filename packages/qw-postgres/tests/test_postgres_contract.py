@@ -1,0 +1,31 @@
+"""The storage contract (qw_testkit), run against the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import pytest
+
+import qw
+from qw_postgres import PostgresBackend
+from qw_testkit import BackendContractTests
+from qw_testkit.servers import require_server, server_url
+
+from .conftest import _probe, with_query
+
+#: The contract's own schema, shared by every contract test (each test gets a
+#: fresh namespace) and by no other suite.
+CONTRACT_SCHEMA = "qw_test"
+
+
+class TestPostgresContract(BackendContractTests):
+    url: str
+
+    @pytest.fixture(autouse=True, scope="class")
+    def _server(self, request: pytest.FixtureRequest) -> None:
+        base = require_server("postgres", server_url("postgres"), _probe)
+        request.cls.url = with_query(base, f"schema={CONTRACT_SCHEMA}&pool_max=10")
+
+    def make_backend(self, namespace: str) -> qw.Backend:
+        return PostgresBackend.from_url(self.url, namespace=namespace)
+
+    def backend_url(self) -> str:
+        return self.url
