@@ -23,7 +23,7 @@ from qw.registry import load_backend
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from runtime_app import register  # noqa: E402
+from runtime_app import register
 
 ALL_BACKENDS = ["memory", "sqlite", "postgres", "redis"]
 PROCESS_BACKENDS = ["sqlite", "postgres", "redis"]

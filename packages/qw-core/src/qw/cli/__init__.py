@@ -14,7 +14,13 @@ import click
 from qw import __version__
 from qw.cli._common import EXIT_CODES_HELP, QwGroup
 from qw.cli.backends import backends
+from qw.cli.enqueue import enqueue
+from qw.cli.events import events
+from qw.cli.jobs import jobs
+from qw.cli.migrate import migrate
+from qw.cli.purge import purge
 from qw.cli.status import status
+from qw.cli.switch import pause, resume
 from qw.cli.worker import worker
 
 __all__ = ["main"]
@@ -33,3 +39,10 @@ def main() -> None:
 main.add_command(backends)
 main.add_command(status)
 main.add_command(worker)
+main.add_command(enqueue)
+main.add_command(jobs)
+main.add_command(pause)
+main.add_command(resume)
+main.add_command(events)
+main.add_command(purge)
+main.add_command(migrate)

@@ -1,0 +1,85 @@
+"""``qw events tail``: read the outbox, optionally acknowledge, optionally follow."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from qw.cli._common import json_option, open_client, store_options
+from qw.model import Event
+
+__all__ = ["events"]
+
+
+def event_dict(event: Event) -> dict[str, object]:
+    return {
+        "cursor": event.cursor,
+        "job_id": event.job_id,
+        "type": event.type,
+        "data": event.data,
+        "created_at": event.created_at.isoformat(),
+    }
+
+
+@click.group()
+def events() -> None:
+    """The outbox: events for every job that reached a terminal state."""
+
+
+@events.command()
+@store_options
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--ack", is_flag=True, help="Acknowledge what was printed (consumes it).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events until Ctrl-C.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --follow: the pause between reads.",
+)
+@json_option
+def tail(
+    url: str | None,
+    namespace: str,
+    limit: int,
+    ack: bool,
+    follow: bool,
+    interval: float,
+    as_json: bool,
+) -> None:
+    """Print unacknowledged events in cursor order (--json: one JSON object per line).
+
+    Without --ack the events stay pending: the next reader sees them again.
+    With --follow but without --ack, only events past the last one printed
+    are shown, among the first --limit pending ones.
+    """
+    last = 0
+    with open_client(url, namespace) as client:
+        try:
+            while True:
+                batch = [e for e in client.fetch_events(limit) if e.cursor > last]
+                for event in batch:
+                    _print(event, as_json)
+                if batch:
+                    last = batch[-1].cursor
+                    if ack:
+                        client.ack_events([e.cursor for e in batch])
+                if not follow:
+                    return
+                if len(batch) < limit:
+                    time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+
+def _print(event: Event, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(event_dict(event), ensure_ascii=False))
+        return
+    data = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
+    when = f"{event.created_at:%Y-%m-%d %H:%M:%S}"
+    click.echo(f"{event.cursor:>8}  {when}  {event.type:<14} {event.job_id}  {data}")

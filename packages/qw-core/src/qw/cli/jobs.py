@@ -1,0 +1,170 @@
+"""``qw jobs list|show|retry|cancel``: look at jobs and act on them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from qw.cli._common import echo_json, json_option, open_client, render_table, store_options
+from qw.client import Client
+from qw.errors import InvalidInput
+from qw.model import Job, JobStatus, NewJob
+
+__all__ = ["jobs", "job_dict", "retry_job"]
+
+RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    """A job as plain data for ``--json``."""
+    return asdict(job)
+
+
+def _task_of(job: Job) -> str:
+    payload = job.payload
+    name = payload.get("task") if isinstance(payload, dict) else None
+    return name if isinstance(name, str) else "-"
+
+
+def retry_job(client: Client, job: Job) -> str:
+    """Enqueue a failed or cancelled job again as a new job; return the new id.
+
+    The new job has the old one's queue, payload, priority and attempts
+    budget. Its dedupe key is the old one's, or ``retry:<old id>``, so a
+    retry repeated while the first one is still live makes no second job.
+    """
+    if job.status not in RETRYABLE:
+        raise InvalidInput(
+            f"job {job.id} is {job.status.value}; only failed or cancelled jobs can be retried"
+        )
+    new = NewJob(
+        job.queue,
+        job.payload,
+        priority=job.priority,
+        max_attempts=job.max_attempts,
+        dedupe_key=job.dedupe_key or f"retry:{job.id}",
+    )
+    return client.enqueue([new])[0].id
+
+
+@click.group()
+def jobs() -> None:
+    """List, show, retry and cancel jobs."""
+
+
+@jobs.command("list")
+@store_options
+@click.option("--queue", "-q", metavar="QUEUE")
+@click.option("--status", "-s", type=click.Choice([s.value for s in JobStatus]))
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--after", metavar="JOB_ID", help="Page on: jobs with ids after this one.")
+@json_option
+def list_jobs(
+    url: str | None,
+    namespace: str,
+    queue: str | None,
+    status: str | None,
+    limit: int,
+    after: str | None,
+    as_json: bool,
+) -> None:
+    """Jobs by id (oldest first), optionally of one queue or status."""
+    with open_client(url, namespace) as client:
+        found = client.list_jobs(queue=queue, status=status, limit=limit, after=after)
+    if as_json:
+        echo_json([job_dict(j) for j in found])
+        return
+    if not found:
+        click.echo("no jobs")
+        return
+    rows = [
+        [j.id, j.queue, j.status.value, j.attempts, j.max_attempts, _task_of(j), j.created_at]
+        for j in found
+    ]
+    click.echo(render_table(["ID", "QUEUE", "STATUS", "ATT", "MAX", "TASK", "CREATED"], rows))
+
+
+@jobs.command()
+@click.argument("job_id")
+@store_options
+@json_option
+def show(job_id: str, url: str | None, namespace: str, as_json: bool) -> None:
+    """Every field of one job (exit 4 if there is none)."""
+    with open_client(url, namespace) as client:
+        job = client.get(job_id)
+    data = job_dict(job)
+    if as_json:
+        echo_json(data)
+        return
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
+        click.echo(f"{key.ljust(width)}  {'-' if shown is None else shown}")
+
+
+@jobs.command()
+@click.argument("job_ids", nargs=-1, metavar="[JOB_ID]...")
+@click.option("--all-failed", is_flag=True, help="Retry every failed job (of --queue).")
+@click.option("--queue", "-q", metavar="QUEUE", help="With --all-failed: only this queue.")
+@store_options
+@json_option
+def retry(
+    job_ids: tuple[str, ...],
+    all_failed: bool,
+    queue: str | None,
+    url: str | None,
+    namespace: str,
+    as_json: bool,
+) -> None:
+    """Enqueue failed or cancelled jobs again, as new jobs with the same payload.
+
+    The old job stays as it was (the record of what happened); each line
+    printed is "OLD_ID -> NEW_ID".
+    """
+    if bool(job_ids) == all_failed:
+        raise InvalidInput("give JOB_IDs or --all-failed (not both)")
+    pairs: list[tuple[str, str]] = []
+    with open_client(url, namespace) as client:
+        if all_failed:
+            targets = _all(client, queue, JobStatus.FAILED)
+        else:
+            targets = [client.get(job_id) for job_id in job_ids]
+        for job in targets:
+            pairs.append((job.id, retry_job(client, job)))
+    if as_json:
+        echo_json([{"job": old, "retry": new} for old, new in pairs])
+    else:
+        for old, new in pairs:
+            click.echo(f"{old} -> {new}")
+        if all_failed and not pairs:
+            click.echo("no failed jobs", err=True)
+
+
+def _all(client: Client, queue: str | None, status: JobStatus) -> list[Job]:
+    found: list[Job] = []
+    after = None
+    while page := client.list_jobs(queue=queue, status=status, limit=1000, after=after):
+        found.extend(page)
+        after = page[-1].id
+    return found
+
+
+@jobs.command()
+@click.argument("job_ids", nargs=-1, required=True, metavar="JOB_ID...")
+@store_options
+@json_option
+def cancel(job_ids: tuple[str, ...], url: str | None, namespace: str, as_json: bool) -> None:
+    """Cancel jobs: a queued one at once; a running one is asked to stop by its worker."""
+    results: list[tuple[str, JobStatus]] = []
+    with open_client(url, namespace) as client:
+        for job_id in job_ids:
+            results.append((job_id, client.cancel(job_id)))
+    if as_json:
+        echo_json([{"job": j, "status": s.value} for j, s in results])
+        return
+    for job_id, status in results:
+        note = " (cancel requested; its worker will stop it)" if status is JobStatus.RUNNING else ""
+        click.echo(f"{job_id} {status.value}{note}")
