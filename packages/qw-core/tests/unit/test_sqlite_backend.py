@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -159,3 +160,24 @@ def test_many_threads_share_one_backend_without_double_claims(client: qw.Client)
         t.join(60)
     assert len(seen) == len(set(seen)) == 400
     assert client.counts()["q"][qw.JobStatus.SUCCEEDED] == 400
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX-only")
+def test_a_forked_child_opens_its_own_connections(client: qw.Client) -> None:
+    client.enqueue([NewJob("q", i) for i in range(2)])
+    assert client.counts()["q"][qw.JobStatus.QUEUED] == 2  # the pool now holds a connection
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            claim = client.claim(["q"], worker="child")[0]
+            client.complete(claim.lease, "child")
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    claim = client.claim(["q"], worker="parent")[0]
+    client.complete(claim.lease, "parent")
+    results = sorted(str(j.result) for j in client.list_jobs())
+    assert results == ["child", "parent"]

@@ -90,6 +90,7 @@ class Database:
         self._write_lock = _write_lock(self.key)
         self._lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
+        self._pid = os.getpid()
         self._closed = False
         conn = self.connect()
         try:
@@ -155,17 +156,23 @@ class Database:
         with self._lock:
             if self._closed:
                 raise BackendUnavailable(f"the sqlite backend on {self.path} is closed")
+            if self._pid != os.getpid():
+                # A forked child must not use (or close) its parent's connections:
+                # SQLite's file locks belong to the parent. Abandon them.
+                self._idle, self._pid = [], os.getpid()
             conn = self._idle.pop() if self._idle else None
+            owner = self._pid
         if conn is None:
             conn = self.connect()
         try:
             yield conn
         finally:
             with self._lock:
-                keep = not self._closed and len(self._idle) < _MAX_IDLE
+                mine = owner == os.getpid()
+                keep = mine and not self._closed and len(self._idle) < _MAX_IDLE
                 if keep:
                     self._idle.append(conn)
-            if not keep:
+            if mine and not keep:
                 conn.close()
 
     def write(self, work: Callable[[sqlite3.Connection, float], T]) -> T:

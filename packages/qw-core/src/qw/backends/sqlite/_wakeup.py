@@ -12,6 +12,7 @@ versions, so it wakes for new work on its queues and not for other commits.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -72,6 +73,7 @@ class ChangeWatch:
         self._namespace = namespace
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
         self._marks = threading.local()
 
     def _by_queue(self) -> dict[str, int]:
@@ -86,8 +88,9 @@ class ChangeWatch:
         """Run ``read`` on the watch's own connection (autocommit: a fresh snapshot)."""
         with self._lock:
             try:
-                if self._conn is None:
-                    self._conn = self._db.connect()
+                if self._conn is None or self._pid != os.getpid():
+                    # After a fork the parent's connection is abandoned, not used.
+                    self._conn, self._pid = self._db.connect(), os.getpid()
                 return read(self._conn)
             except sqlite3.Error as exc:
                 raise translate(exc, self._db.path) from exc
