@@ -75,6 +75,11 @@ class Database:
     """One SQLite file, opened with qw's pragmas; thread-safe."""
 
     def __init__(self, options: SqliteOptions) -> None:
+        if sqlite3.sqlite_version_info < (3, 35):
+            raise BackendUnavailable(
+                f"qw's sqlite backend needs SQLite 3.35 or newer (for RETURNING); "
+                f"this Python links {sqlite3.sqlite_version}"
+            )
         self.options = options
         self.path = os.path.abspath(options.path)
         directory = os.path.dirname(self.path)
