@@ -14,6 +14,7 @@ import click
 from qw import __version__
 from qw.cli._common import EXIT_CODES_HELP, QwGroup
 from qw.cli.backends import backends
+from qw.cli.demo import demo
 from qw.cli.enqueue import enqueue
 from qw.cli.events import events
 from qw.cli.jobs import jobs
@@ -46,3 +47,4 @@ main.add_command(resume)
 main.add_command(events)
 main.add_command(purge)
 main.add_command(migrate)
+main.add_command(demo)

@@ -42,6 +42,8 @@ log = logging.getLogger("qw.worker")
 
 # How long the claim loop waits for a free slot before looking at the stop flags.
 _SLOT_WAIT_S = 0.25
+# Claim once this fraction (1/n) of the slots is free; see Worker._claimable.
+CLAIM_FLOOR_DIVISOR = 4
 # After the grace period: how long releases may take to be written.
 _RELEASE_WRITE_S = 10.0
 
@@ -90,6 +92,7 @@ class Worker:
         self._pool = ThreadPool(self, config.concurrency)
         self._async = AsyncRunner(self)
         self._finisher: Finisher | None = None
+        self._claim_floor = max(1, config.concurrency // CLAIM_FLOOR_DIVISOR)
 
     def __repr__(self) -> str:
         return f"<qw.Worker {self.id} queues={list(self.config.queues)}>"
@@ -181,10 +184,10 @@ class Worker:
         config = self.config
         pause = 0.05
         while not self._stop_requested:
-            free = config.concurrency - len(self._inflight)
+            free = self._claimable()
             if free <= 0:
                 with self._cond:
-                    if config.concurrency - len(self._inflight) <= 0 and not self._stop_requested:
+                    if self._claimable() <= 0 and not self._stop_requested:
                         self._cond.wait(_SLOT_WAIT_S)
                 continue
             try:
@@ -206,6 +209,17 @@ class Worker:
             except QwError as exc:
                 log.warning("wait failed (%r)", exc)
                 time.sleep(min(config.poll_interval, 1.0))
+
+    def _claimable(self) -> int:
+        """How many jobs to claim now: 0 until enough slots are free for a worthwhile batch.
+
+        Claiming for every single freed slot would make one round trip per
+        job; waiting for a quarter of the slots (or an idle worker) keeps
+        claims batched while the other slots stay busy.
+        """
+        running = len(self._inflight)
+        free = self.config.concurrency - running
+        return free if running == 0 or free >= self._claim_floor else 0
 
     def _dispatch(self, claim: Claim) -> None:
         job = claim.job
