@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from qw.errors import ConfigurationError
 
@@ -110,7 +110,9 @@ def parse_url(url: str) -> Settings:
                 f"unknown option {key!r} in postgres URL; qw options are "
                 f"{', '.join(sorted(_QW_OPTIONS))}, other keys must be libpq parameters"
             )
-    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(theirs), ""))
+    # quote, not quote_plus: libpq does not read "+" as a space.
+    query = urlencode(theirs, quote_via=quote)
+    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, query, ""))
     pool_min = _int("pool_min", ours.get("pool_min", "1"), 0, 1000)
     pool_max = _int("pool_max", ours.get("pool_max", str(max(10, pool_min))), 1, 1000)
     if pool_max < pool_min:

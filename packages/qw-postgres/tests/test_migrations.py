@@ -1,0 +1,165 @@
+"""The backend owns its schema: versioned, idempotent, safe to race."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from contextlib import closing
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+import qw
+import qw_postgres
+from qw_postgres import PostgresBackend
+from qw_postgres.schema import LATEST_VERSION
+
+from .conftest import with_query
+
+EXPECTED_TABLES = {"jobs", "events", "workers", "switches", "schema_version"}
+EXPECTED_INDEXES = {
+    "jobs_pkey",
+    "jobs_claim",
+    "jobs_leases",
+    "jobs_dedupe",
+    "jobs_finished",
+    "events_pkey",
+    "events_pending",
+    "events_acked",
+    "workers_pkey",
+    "switches_pkey",
+    "schema_version_pkey",
+}
+
+
+def _migrate_at_barrier(url: str, barrier: Any, out: Any) -> None:
+    barrier.wait(30)
+    try:
+        out.put(("ok", qw_postgres.migrate(url)))
+    except Exception as exc:  # reported to the parent, which fails the test
+        out.put(("error", repr(exc)))
+
+
+def _schema_objects(pg_url: str, schema: str) -> tuple[set[str], set[str], list[int]]:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        tables = {
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
+            ).fetchall()
+        }
+        indexes = {
+            r[0]
+            for r in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,)
+            ).fetchall()
+        }
+        versions = [
+            r[0]
+            for r in conn.execute(
+                sql.SQL("SELECT version FROM {}.schema_version ORDER BY version").format(
+                    sql.Identifier(schema)
+                )
+            ).fetchall()
+        ]
+    return tables, indexes, versions
+
+
+def test_processes_racing_to_migrate_a_fresh_schema_all_succeed(
+    pg_url: str, fresh_schema: str
+) -> None:
+    url = with_query(pg_url, f"schema={fresh_schema}")
+    ctx = multiprocessing.get_context("spawn")
+    n = 3
+    barrier = ctx.Barrier(n)
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_migrate_at_barrier, args=(url, barrier, out)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(90)
+    results = [out.get(timeout=5) for _ in range(n)]
+    assert all(p.exitcode == 0 for p in procs)
+    assert results == [("ok", LATEST_VERSION)] * n
+    tables, indexes, versions = _schema_objects(pg_url, fresh_schema)
+    assert tables == EXPECTED_TABLES
+    assert indexes == EXPECTED_INDEXES
+    assert versions == list(range(1, LATEST_VERSION + 1))
+
+
+def test_backends_opened_at_once_on_a_fresh_schema_all_work(pg_url: str, fresh_schema: str) -> None:
+    # First use migrates: threads opening together must not trip over each other.
+    url = with_query(pg_url, f"schema={fresh_schema}&pool_max=2")
+    opened: list[qw.Client] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            opened.append(qw.open(url, namespace="ns"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert errors == []
+        opened[0].enqueue_one("q", 1)
+        assert opened[-1].counts()["q"][qw.JobStatus.QUEUED] == 1
+    finally:
+        for client in opened:
+            client.close()
+
+
+def test_migrate_is_idempotent(pg_url: str, fresh_schema: str) -> None:
+    url = with_query(pg_url, f"schema={fresh_schema}")
+    assert qw_postgres.migrate(url) == LATEST_VERSION
+    assert qw_postgres.migrate(url) == LATEST_VERSION
+    with closing(PostgresBackend.from_url(url, namespace="a")) as backend:
+        assert backend.migrate() == LATEST_VERSION
+    assert _schema_objects(pg_url, fresh_schema)[2] == list(range(1, LATEST_VERSION + 1))
+
+
+def test_a_schema_newer_than_the_code_is_refused(pg_url: str, fresh_schema: str) -> None:
+    url = with_query(pg_url, f"schema={fresh_schema}")
+    qw_postgres.migrate(url)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("INSERT INTO {}.schema_version (version) VALUES (%s)").format(
+                sql.Identifier(fresh_schema)
+            ),
+            (LATEST_VERSION + 1,),
+        )
+    with pytest.raises(qw.SchemaError, match="newer"):
+        qw.open(url, namespace="a")
+    with pytest.raises(qw.SchemaError, match="newer"):
+        qw_postgres.migrate(url)
+
+
+def test_without_auto_migrate_a_missing_schema_is_a_schema_error(
+    pg_url: str, fresh_schema: str
+) -> None:
+    url = with_query(pg_url, f"schema={fresh_schema}&auto_migrate=false")
+    client = qw.open(url, namespace="a")
+    try:
+        with pytest.raises(qw.SchemaError, match="migrate"):
+            client.enqueue_one("q", 1)
+        assert client.backend.migrate() == LATEST_VERSION  # type: ignore[attr-defined]
+        assert client.enqueue_one("q", 1).created
+    finally:
+        client.close()
+
+
+def test_the_schema_name_is_chosen_by_the_url(pg_url: str, fresh_schema: str) -> None:
+    url = with_query(pg_url, f"schema={fresh_schema}")
+    with closing(qw.open(url, namespace="a")) as client:
+        client.enqueue_one("q", {"x": 1})
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        [(n,)] = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.jobs").format(sql.Identifier(fresh_schema))
+        ).fetchall()
+    assert n == 1

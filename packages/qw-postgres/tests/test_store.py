@@ -1,0 +1,81 @@
+"""PostgreSQL-specific promises: server clock, the claim index, bounded purges."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+import qw
+from qw_postgres import PostgresBackend, backend
+from qw_postgres.queries import Queries
+
+from .conftest import with_query
+
+SCHEMA = "qw_test"
+
+
+@pytest.fixture
+def client(pg_url: str) -> Iterator[qw.Client]:
+    url = with_query(pg_url, f"schema={SCHEMA}&pool_max=2")
+    c = qw.Client(PostgresBackend.from_url(url, namespace="s" + uuid.uuid4().hex[:12]))
+    yield c
+    c.close()
+
+
+def test_run_at_and_leases_come_from_the_server_clock(client: qw.Client) -> None:
+    job_id = client.enqueue_one("q", 1, delay=1.5).id
+    job = client.get(job_id)
+    # Both ends are the same server now(): exact, whatever the client's clock says.
+    assert job.run_at - job.created_at == timedelta(seconds=1.5)
+    client.enqueue_one("r", 2)
+    [claim] = client.claim(["r"], worker="w", lease_s=7.25)
+    assert claim.job.started_at is not None
+    assert claim.lease.expires_at - claim.job.started_at == timedelta(seconds=7.25)
+
+
+def test_claim_reads_the_partial_index_of_queued_jobs(pg_url: str, client: qw.Client) -> None:
+    client.enqueue([qw.NewJob("q", i) for i in range(500)])
+    query = Queries.for_schema(SCHEMA).claim_one
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"ANALYZE {SCHEMA}.jobs")
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                b"EXPLAIN " + query,
+                {"ns": client.namespace, "queue": "q", "worker": "w", "lease_s": 1.0, "limit": 10},
+            ).fetchall()
+        )
+        [(indexdef,)] = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND indexname = 'jobs_claim'",
+            (SCHEMA,),
+        ).fetchall()
+    assert "jobs_claim" in plan
+    assert "Sort" not in plan  # the index already yields priority, then FIFO
+    assert "WHERE (status = 'queued'::text)" in indexdef
+
+
+def test_purge_deletes_in_bounded_batches(
+    client: qw.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backend, "PURGE_BATCH", 3)
+    ids = [a.id for a in client.enqueue([qw.NewJob("q", i) for i in range(10)])]
+    keep = client.enqueue_one("q", "keep").id
+    for claim in client.claim(["q"], worker="w", limit=10):
+        assert claim.job.id != keep
+        client.complete(claim.lease)
+    result = client.purge(0)
+    assert result.jobs == 10
+    assert [j.id for j in client.list_jobs()] == [keep]
+    assert all(client.find(i) is None for i in ids)
+
+
+def test_a_ten_thousand_job_enqueue_keeps_fifo_order(client: qw.Client) -> None:
+    answers = client.enqueue([qw.NewJob("bulk", {"i": i}) for i in range(10_000)])
+    assert all(a.created for a in answers)
+    assert client.counts()["bulk"][qw.JobStatus.QUEUED] == 10_000
+    claims = client.claim(["bulk"], worker="w", limit=1000)
+    assert [c.job.payload for c in claims] == [{"i": i} for i in range(1000)]
