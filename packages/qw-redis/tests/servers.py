@@ -165,7 +165,11 @@ def _wait_cluster_ok(servers: Sequence[Server], timeout: float = 30.0) -> None:
         for node in servers:
             client = redis.Redis(port=node.port, decode_responses=True)
             try:
-                states.append(client.cluster_info().get("cluster_state"))
+                info = client.execute_command("CLUSTER", "INFO")
+                if isinstance(info, dict):
+                    states.append(info.get("cluster_state"))
+                else:
+                    states.append(_field(info, "cluster_state"))
             finally:
                 client.close()
         if all(state == "ok" for state in states):
@@ -186,3 +190,11 @@ def probe(url: str) -> None:
 def need_binaries() -> None:
     if not Path(REDIS_SERVER).exists() or not Path(REDIS_CLI).exists():
         pytest.skip(f"SKIPPED LOUDLY: redis-server/redis-cli not found ({REDIS_SERVER})")
+
+
+def _field(info: str, name: str) -> str | None:
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key == name:
+            return value.strip()
+    return None
