@@ -105,11 +105,13 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = 
 
 
 @contextmanager
-def running(app: qw.App, **options: Any) -> Iterator[qw.Worker]:
-    """A worker on ``app`` running in a thread for the ``with`` block."""
+def running(app: qw.App, plugin: object = None, **options: Any) -> Iterator[qw.Worker]:
+    """A worker on ``app`` (with ``plugin`` registered) running in a thread for the block."""
     config = {**FAST, "concurrency": 4, **options}
     queues = config.pop("queues", ["rt"])
     worker = app.worker(queues, **config)
+    if plugin is not None:
+        worker.plugins.register(plugin)
     thread = worker.start()
     try:
         yield worker

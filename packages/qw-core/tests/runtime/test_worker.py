@@ -86,8 +86,7 @@ def test_payload_is_the_task_name_and_json_arguments(app: qw.App) -> None:
 def test_failing_task_retries_with_backoff_then_fails(app: qw.App, notes: Path) -> None:
     recorder = Recorder()
     answer = app.tasks["rt.flaky"].enqueue(str(notes))
-    with running(app) as worker:
-        worker.plugins.register(recorder)
+    with running(app, recorder):
         job = finished(app, answer.id)
     assert job.status is S.FAILED
     assert job.attempts == 3
