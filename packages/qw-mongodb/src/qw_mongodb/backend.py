@@ -460,7 +460,7 @@ class MongoBackend:
             # Whether attempts remain decides the update; read it under the
             # same token (attempts only change on claim, which changes it).
             doc = self._jobs.find_one({"_id": lease.job_id})
-            if doc is None or doc.get("token") != lease.token or doc["status"] != d.RUNNING:
+            if doc is None or not d.holds(doc, lease.token):
                 return _repeated(doc, outcome), None
             retry = d.retries(outcome, doc["attempts"], doc["max_attempts"])
         update, status = d.finish_update(outcome, now=self._clock.now(), retry=retry)
@@ -675,7 +675,7 @@ class MongoBackend:
 def _claim(doc: Mapping[str, Any]) -> Claim:
     job = d.job_from_document(doc)
     assert job.lease_expires_at is not None
-    return Claim(job, Lease(job.id, doc["token"], job.lease_expires_at))
+    return Claim(job, Lease(job.id, d.lease_token(doc["token"], job.id), job.lease_expires_at))
 
 
 def _repeated(doc: Mapping[str, Any] | None, outcome: Outcome) -> JobStatus | None:

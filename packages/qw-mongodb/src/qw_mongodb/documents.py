@@ -203,9 +203,32 @@ def lease_expiry(now: datetime, lease_s: float) -> datetime:
     return to_millis(now + timedelta(seconds=lease_s))
 
 
+def lease_token(claim_token: str, job_id: str) -> str:
+    """The token a lease carries: the claim's token (stored on the job) and the job's id.
+
+    One claim stamps one fresh token on all the jobs it wins; appending the
+    job id makes every lease's token unique, and a token shown for the
+    wrong job matches nothing.
+    """
+    return f"{claim_token}.{job_id}"
+
+
+def claim_token_of(token: str, job_id: str) -> str:
+    """The stored claim token a lease token stands for (one no stored token equals, if foreign)."""
+    claim, dot, owner = token.partition(".")  # claim tokens are hex: no dot
+    if not dot or owner != job_id or not claim:
+        return "!" + token  # stored tokens are hex: this never matches
+    return claim
+
+
+def holds(doc: Mapping[str, Any], token: str) -> bool:
+    """Whether ``token`` is the current lease of the job ``doc``."""
+    return doc.get("status") == RUNNING and doc.get("token") == claim_token_of(token, doc["_id"])
+
+
 def fence_filter(job_id: str, token: str) -> Doc:
     """The job only while ``token`` holds its lease: the compare-and-set of every lease op."""
-    return {"_id": job_id, "status": RUNNING, "token": token}
+    return {"_id": job_id, "status": RUNNING, "token": claim_token_of(token, job_id)}
 
 
 def renew_update(expires: datetime) -> Doc:
