@@ -1,0 +1,117 @@
+"""Key layout and URL handling: no I/O, no server needed."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from redis.crc import key_slot
+
+from qw.errors import ConfigurationError, InvalidName
+from qw.registry import backend_name_for
+from qw_redis.keys import COLUMNS, COMMON, Keyspace, lua_prelude
+from qw_redis.scripts import NAMES, source
+from qw_redis.urls import parse_url
+
+
+@pytest.mark.parametrize(
+    "namespace",
+    ["a{b", "a}b", "a*b", "{acme}", "a:b", "a b", "A", "", "a?b", "a[b]", "x" * 64, "-a"],
+)
+def test_a_namespace_that_could_change_the_key_layout_is_refused(namespace: str) -> None:
+    with pytest.raises(InvalidName):
+        Keyspace(namespace)
+
+
+@pytest.mark.parametrize("queue", ["q{x}", "q}", "q*", "q:ready", "q x", "", ".q", "q\n"])
+def test_a_queue_that_could_change_the_key_layout_is_refused(queue: str) -> None:
+    with pytest.raises(InvalidName):
+        Keyspace("acme").queue_keys([queue])
+
+
+def test_every_key_of_a_namespace_shares_one_hash_tag_and_slot() -> None:
+    keys = Keyspace("acme")
+    all_keys = keys.common + keys.queue_keys(["emails", "a.b-c_d", "Q9"])
+    assert all(k.startswith("qw:{acme}:") for k in all_keys)
+    assert {key_slot(k.encode()) for k in all_keys} == {key_slot(b"acme")}
+    assert len(set(all_keys)) == len(all_keys)
+
+
+def test_two_namespaces_never_share_a_key() -> None:
+    a, b = Keyspace("acme"), Keyspace("acme2")
+    assert not set(a.common + a.queue_keys(["q"])) & set(b.common + b.queue_keys(["q"]))
+
+
+def test_the_lua_prelude_names_keys_in_the_order_python_sends_them() -> None:
+    prelude = lua_prelude("PUBLISH")
+    assert "K.seq = KEYS[1]" in prelude
+    assert f"F.{COLUMNS[0]} = KEYS[{len(COMMON) + 1}]" in prelude
+    assert f"local NC = {len(COMMON) + len(COLUMNS)}" in prelude
+    for name in NAMES:
+        assert source(name, "SPUBLISH").count("local PUBCMD = 'SPUBLISH'") == 1
+
+
+def test_scripts_only_reach_keys_through_KEYS() -> None:
+    # Every key argument of every redis.call is a KEYS-derived name (K.*, F.*,
+    # ST[...], the queue header's ready_key/sched_key, or a local bound to one
+    # of those), never a string the script builds.
+    call = re.compile(r"redis\.call\((?:'(\w+)'|PUBCMD),\s*([^,)]+)")
+    allowed = re.compile(r"(K\.\w+|F\.\w+|ST\.\w+|ST\[\w+\]|ready_key\(.+|sched_key\(.+|sched|col|key|index)$")
+    keyless = {"TIME", "INCR"}
+    for name in NAMES:
+        for command, first in call.findall(source(name, "PUBLISH")):
+            if command == "TIME":
+                continue
+            assert allowed.match(first.strip()), (name, command, first)
+            assert command not in keyless or first.startswith("K."), (name, command, first)
+
+
+@pytest.mark.parametrize(
+    ("url", "cluster", "driver"),
+    [
+        ("redis://127.0.0.1:6379/0", False, "redis://127.0.0.1:6379/0"),
+        ("rediss://h:6380/2", False, "rediss://h:6380/2"),
+        ("redis+cluster://127.0.0.1:7000", True, "redis://127.0.0.1:7000"),
+        ("rediss+cluster://u:p@h:7000", True, "rediss://u:p@h:7000"),
+        (
+            "redis://h/1?poll_interval=0.2&socket_timeout=3",
+            False,
+            "redis://h/1?socket_timeout=3",
+        ),
+    ],
+)
+def test_urls(url: str, cluster: bool, driver: str) -> None:
+    config = parse_url(url)
+    assert config.cluster is cluster
+    assert config.driver_url == driver
+    assert backend_name_for(url) == "redis"
+
+
+def test_qw_options_are_read_and_stripped() -> None:
+    config = parse_url("redis://h/0?poll_interval=0.25")
+    assert config.poll_interval == 0.25
+    assert "poll_interval" not in config.driver_url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h/0?bogus=1",
+        "redis://h/0?poll_interval=-1",
+        "redis://h/0?poll_interval=nan",
+        "redis://h/0?db=1&db=2",
+        "redis+cluster://h:7000/3",
+        "redis+cluster://h:7000?db=2",
+        "redis://h/notanumber",
+        "redis://:6379/0",
+        "memcached://h/0",
+        "redis://h:99999/0",
+    ],
+)
+def test_bad_urls_are_configuration_errors(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        parse_url(url)
+
+
+def test_a_password_never_shows_in_the_display_url() -> None:
+    assert "secret" not in parse_url("redis://user:secret@h:6379/0").display
