@@ -117,7 +117,8 @@ def test_pause_resume_events_purge_migrate(env: dict[str, str], client: qw.Clien
     pending = qw_cli(env, "events", "tail", "--json").output.splitlines()
     assert [json.loads(line)["type"] for line in pending] == ["job.cancelled"]
     acked = qw_cli(env, "events", "tail", "--ack").output
-    assert "job.cancelled" in acked and job_id in acked
+    assert "job.cancelled" in acked
+    assert job_id in acked
     assert qw_cli(env, "events", "tail").output == ""
 
     purged = json.loads(qw_cli(env, "purge", "--older-than", "0s", "--json").output)
@@ -136,7 +137,9 @@ def test_demo_runs_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["demo", "--jobs", "400", "--db", str(db)], env={})
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "5 cancelled" in out and "failed" in out and "succeeded" in out
+    assert "5 cancelled" in out
+    assert "failed" in out
+    assert "succeeded" in out
     assert "throughput" in out
     with qw.open(f"sqlite:///{db}", namespace="demo") as client:
         counts = {s: sum(c[s] for c in client.counts().values()) for s in S}

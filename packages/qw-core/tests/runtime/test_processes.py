@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import events_by_job, read_lines, register, wait_until
+from conftest import events_by_job, read_lines, wait_until
+from runtime_app import register
 
 import qw
 from qw.model import JobStatus

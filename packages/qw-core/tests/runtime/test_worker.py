@@ -10,7 +10,7 @@ import pytest
 from conftest import events_by_job, read_lines, running, terminal, wait_until
 
 import qw
-from qw.model import Job, JobStatus, JSONValue, WorkerInfo
+from qw.model import Job, JobStatus, WorkerInfo
 from qw.plugin import hookimpl
 
 S = JobStatus
@@ -80,7 +80,7 @@ def test_payload_is_the_task_name_and_json_arguments(app: qw.App) -> None:
     assert job.priority == -5
     assert app.tasks["rt.add"].options(dedupe_key="k1").enqueue(9, 9).id == answer.id
     with pytest.raises(qw.InvalidPayload):
-        app.tasks["rt.add"].enqueue(object(), 1)  # type: ignore[arg-type]
+        app.tasks["rt.add"].enqueue(object(), 1)
 
 
 def test_failing_task_retries_with_backoff_then_fails(app: qw.App, notes: Path) -> None:
@@ -271,7 +271,3 @@ def test_every_terminal_transition_has_exactly_one_event(app: qw.App, notes: Pat
 def test_current_job_outside_a_task_is_an_error() -> None:
     with pytest.raises(LookupError):
         qw.current_job()
-
-
-def _typed(value: JSONValue) -> JSONValue:
-    return value
