@@ -1,26 +1,11 @@
-"""Where the MongoDB tests run: a real server by URL, or the mongomock stand-in, said loudly."""
+"""The banner that says which store this run used, and the ``store`` fixture."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-
-from qw_mongodb import MongoBackend
-from qw_testkit.servers import require_server, server_url
-
-STAND_IN = "mongomock"
-URL = server_url("mongodb")
-
-
-def redacted(url: str) -> str:
-    """``url`` without its user and password."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=host))
+from mongo_store import STAND_IN, URL, Store, redacted, store_client
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -39,69 +24,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
-def probe(url: str) -> None:
-    import pymongo
-
-    with pymongo.MongoClient(url, serverSelectionTimeoutMS=3000) as client:
-        client.admin.command("ping")
-
-
-def stand_in_backend(client: Any, namespace: str) -> MongoBackend:
-    """A backend on the mongomock client, declaring what the stand-in cannot do."""
-    backend = MongoBackend.from_client(client, namespace=namespace, wakeup="poll")
-    backend.capabilities = replace(
-        backend.capabilities,
-        stand_in=STAND_IN,
-        thread_safe=False,
-        multi_process=False,
-        native_wakeup=False,
-    )
-    return backend
-
-
-class Store:
-    """One store for a test: opens backends on it and drops their databases afterwards."""
-
-    def __init__(self, client: Any, url: str | None) -> None:
-        self.client = client
-        self.url = url
-        self.databases: set[str] = set()
-
-    def open(self, namespace: str, **options: Any) -> MongoBackend:
-        if self.url is None:
-            backend = stand_in_backend(self.client, namespace)
-        elif options:
-            backend = MongoBackend.from_client(self.client, namespace=namespace, **options)
-        else:
-            backend = MongoBackend.from_url(self.url, namespace=namespace)
-        self.databases.add(backend.database)
-        return backend
-
-    def drop(self) -> None:
-        for name in self.databases:
-            self.client.drop_database(name)
-
-
-_mock_client: Any = None
-
-
-def _client() -> Any:
-    global _mock_client
-    if URL is None:
-        import mongomock
-
-        if _mock_client is None:
-            _mock_client = mongomock.MongoClient(tz_aware=True)
-        return _mock_client
-    import pymongo
-
-    return pymongo.MongoClient(require_server("mongodb", URL, probe), tz_aware=True)
-
-
 @pytest.fixture
 def store() -> Iterator[Store]:
     """The store of this run (real server or stand-in); databases dropped at teardown."""
-    client = _client()
+    client = store_client()
     opened = Store(client, URL)
     yield opened
     opened.drop()

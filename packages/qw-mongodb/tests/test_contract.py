@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from mongo_store import URL, Store
 
 import qw
-from conftest import URL, Store
 from qw_testkit import BackendContractTests
 
 

@@ -34,8 +34,6 @@ from qw.contract import (
 )
 from qw.errors import (
     BackendConflict,
-    BackendError,
-    BackendUnavailable,
     ConfigurationError,
     DuplicateJob,
     SchemaError,
@@ -75,7 +73,7 @@ from qw_mongodb.wakeups import (
     signal_document,
 )
 
-__all__ = ["DEFAULT_WRITE_CONCERN", "SCHEMA_VERSION", "MongoBackend"]
+__all__ = ["DEFAULT_WRITE_CONCERN", "SCHEMA_VERSION", "MongoBackend", "choose_write_concern"]
 
 log = logging.getLogger("qw.mongodb")
 
@@ -116,12 +114,7 @@ class MongoBackend:
         self._owns_client = owns_client
         self._closed = False
         self._listener: Listener | None = None
-        client_wc = getattr(client, "write_concern", None)
-        self.write_concern = (
-            client_wc
-            if isinstance(client_wc, WriteConcern) and not client_wc.is_server_default
-            else DEFAULT_WRITE_CONCERN
-        )
+        self.write_concern = choose_write_concern(getattr(client, "write_concern", None))
         self._db: Database[Any] = client.get_database(self._database_name)
         self._jobs = self._collection(JOBS)
         self._events = self._collection(EVENTS)
@@ -194,13 +187,17 @@ class MongoBackend:
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
+        assert schema is not None  # upserted
         if schema.get("version") != SCHEMA_VERSION:
             raise SchemaError(
                 f"database {self._database_name!r} has qw-mongodb schema "
                 f"{schema.get('version')!r}; this code knows {SCHEMA_VERSION}"
             )
         try:
-            for collection, indexes in ((self._jobs, d.job_indexes()), (self._events, d.event_indexes())):
+            for collection, indexes in (
+                (self._jobs, d.job_indexes()),
+                (self._events, d.event_indexes()),
+            ):
                 for index in indexes:
                     spec = dict(index.document)
                     collection.create_index(list(spec.pop("key").items()), **spec)
@@ -240,9 +237,7 @@ class MongoBackend:
 
     def _listen_fn(self, mode: WakeupMode) -> Any:
         if mode == "change_stream":
-            return lambda ready, stopping: listen_change_stream(
-                self._db, self.hub, ready, stopping
-            )
+            return lambda ready, stopping: listen_change_stream(self._db, self.hub, ready, stopping)
         return lambda ready, stopping: listen_tailable(self._signals, self.hub, ready, stopping)
 
     @property
@@ -274,6 +269,7 @@ class MongoBackend:
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
+        assert doc is not None  # upserted
         return as_utc(doc["now"])
 
     def _reserve(self, counter: str, n: int) -> int:
@@ -283,6 +279,7 @@ class MongoBackend:
                 doc = self._counters.find_one_and_update(
                     *d.counter_bump(counter, n), upsert=True, return_document=ReturnDocument.AFTER
                 )
+                assert doc is not None  # upserted
                 return int(doc["n"]) - n + 1
             except DuplicateKeyError:
                 continue  # two first upserts raced; the document exists now
@@ -672,6 +669,13 @@ class MongoBackend:
         return PurgeResult(jobs=jobs, events=events)
 
 
+def choose_write_concern(client_wc: object) -> WriteConcern:
+    """The application's explicit write concern, else ``w:"majority", j:true``."""
+    if isinstance(client_wc, WriteConcern) and not client_wc.is_server_default:
+        return client_wc
+    return DEFAULT_WRITE_CONCERN
+
+
 def _claim(doc: Mapping[str, Any]) -> Claim:
     job = d.job_from_document(doc)
     assert job.lease_expires_at is not None
@@ -684,4 +688,3 @@ def _repeated(doc: Mapping[str, Any] | None, outcome: Outcome) -> JobStatus | No
         return None
     status = JobStatus(doc["status"])
     return status if status in outcome_statuses(outcome) else None
-

@@ -38,8 +38,10 @@ class MongoOptions:
                 f"wakeup must be one of {', '.join(WAKEUP_MODES)}, not {self.wakeup!r}"
             )
         p = self.poll_interval
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not (
-            math.isfinite(p) and 0.01 <= p <= 60
+        if (
+            isinstance(p, bool)
+            or not isinstance(p, (int, float))
+            or not (math.isfinite(p) and 0.01 <= p <= 60)
         ):
             raise ConfigurationError(f"poll interval must be seconds in [0.01, 60], not {p!r}")
 
@@ -55,8 +57,8 @@ def parse_url(url: str) -> tuple[str, MongoOptions]:
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES or not parts.netloc:
         raise ConfigurationError(
-            f"MongoDB URLs look like mongodb://host[:port]/?options or mongodb+srv://host, "
-            f"not {url!r}"
+            "MongoDB URLs look like mongodb://host[:port]/?options or mongodb+srv://host; "
+            f"got scheme {parts.scheme!r}"
         )
     ours: dict[str, str] = {}
     theirs: list[tuple[str, str]] = []
@@ -72,11 +74,14 @@ def parse_url(url: str) -> tuple[str, MongoOptions]:
         try:
             split_options(query, validate=True, warn=False)
         except (PyMongoConfigurationError, InvalidURI, ValueError) as exc:
-            raise ConfigurationError(f"bad MongoDB URL option in {url!r}: {exc}") from None
+            # The URL may carry a password: name the problem, not the URL.
+            raise ConfigurationError(f"bad MongoDB URL option: {exc}") from None
     try:
         poll = float(ours.get("qw_poll", "0.5"))
     except ValueError:
-        raise ConfigurationError(f"qw_poll must be a number of seconds, not {ours['qw_poll']!r}")
+        raise ConfigurationError(
+            f"qw_poll must be a number of seconds, not {ours['qw_poll']!r}"
+        ) from None
     options = MongoOptions(
         database_prefix=ours.get("qw_prefix", DEFAULT_PREFIX),
         wakeup=cast(WakeupMode, ours.get("qw_wakeup", "auto")),

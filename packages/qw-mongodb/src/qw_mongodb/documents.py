@@ -56,7 +56,12 @@ PENDING_OUTBOX: Doc = {"outbox.key": {"$exists": True}}
 JOB_SEQ = "job_seq"
 EVENT_CURSOR = "event_cursor"
 # Fields a job loses whenever it leaves ``running``.
-OFF_LEASE: Doc = {"worker": None, "lease_expires_at": None, "cancel_requested": False, "token": None}
+OFF_LEASE: Doc = {
+    "worker": None,
+    "lease_expires_at": None,
+    "cancel_requested": False,
+    "token": None,
+}
 
 
 # -- indexes -----------------------------------------------------------------
@@ -427,9 +432,7 @@ def heartbeat_update(worker: WorkerInfo, now: datetime) -> Doc:
             "concurrency": worker.concurrency,
             "last_seen": now,
         },
-        "$setOnInsert": {
-            "started_at": to_millis(worker.started_at) if worker.started_at else now
-        },
+        "$setOnInsert": {"started_at": to_millis(worker.started_at) if worker.started_at else now},
     }
 
 

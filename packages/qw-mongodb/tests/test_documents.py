@@ -1,0 +1,222 @@
+"""The exact filters, updates and indexes the backend sends, checked without a server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from qw.contract import STORE_EVENT_EXPIRED, Abort, Complete, Fail, Release
+from qw.model import Enqueued, EventSpec, JobStatus, Lease, NewJob
+from qw_mongodb import documents as d
+
+NOW = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+CLAIM = "ab" * 16
+LEASE = Lease("job-1", d.lease_token(CLAIM, "job-1"), NOW)
+
+
+def test_claim_filter_takes_due_queued_jobs_of_the_queues_only() -> None:
+    assert d.claim_filter(["a", "b"], NOW) == {
+        "status": "queued",
+        "queue": {"$in": ["a", "b"]},
+        "run_at": {"$lte": NOW},
+    }
+    assert d.CLAIM_SORT == [("priority", 1), ("seq", 1)]
+
+
+def test_the_claim_index_serves_the_claim_query() -> None:
+    (claim,) = [ix.document for ix in d.job_indexes() if ix.document["name"] == "claim_order"]
+    # Partial on exactly the status equality the claim filter carries.
+    assert claim["partialFilterExpression"] == {"status": "queued"}
+    keys = list(claim["key"])
+    assert keys[0] == "queue"  # the $in
+    assert keys[1:3] == [k for k, _ in d.CLAIM_SORT]  # the sort, merged across queues
+    assert "run_at" in keys  # filtered from the index, no fetch for future jobs
+
+
+def test_a_batch_claim_stamps_only_candidates_that_are_still_claimable() -> None:
+    assert d.stamp_filter(["x", "y"], ["a"], NOW) == {
+        "_id": {"$in": ["x", "y"]},
+        **d.claim_filter(["a"], NOW),
+    }
+
+
+def test_claim_update_leases_under_the_token_and_counts_the_attempt() -> None:
+    update = d.claim_update(CLAIM, "w1", NOW, 1.5)
+    assert update == {
+        "$set": {
+            "status": "running",
+            "token": CLAIM,
+            "worker": "w1",
+            "started_at": NOW,
+            "lease_expires_at": NOW + timedelta(seconds=1.5),
+            "cancel_requested": False,
+        },
+        "$inc": {"attempts": 1},
+    }
+
+
+def test_lease_tokens_are_unique_per_job_and_fence_on_job_and_claim() -> None:
+    a, b = d.lease_token(CLAIM, "job-1"), d.lease_token(CLAIM, "job-2")
+    assert a != b
+    assert d.fence_filter("job-1", a) == {"_id": "job-1", "status": "running", "token": CLAIM}
+    # A lease shown for another job matches no stored token.
+    foreign = d.fence_filter("job-2", a)["token"]
+    assert foreign != CLAIM
+    assert foreign.startswith("!")
+    # Job ids may contain dots; the claim token never does.
+    dotted = d.lease_token(CLAIM, "a.b.c")
+    assert d.claim_token_of(dotted, "a.b.c") == CLAIM
+    assert d.holds({"_id": "job-1", "status": "running", "token": CLAIM}, a)
+    assert not d.holds({"_id": "job-1", "status": "succeeded", "token": CLAIM}, a)
+    assert not d.holds({"_id": "job-1", "status": "running", "token": "cd" * 16}, a)
+
+
+def test_complete_is_fenced_and_carries_its_event_in_the_same_update() -> None:
+    update, status = d.finish_update(
+        Complete(LEASE, {"ok": 1}, EventSpec("done", {"n": 2})), now=NOW, retry=False
+    )
+    assert status is JobStatus.SUCCEEDED
+    assert update["$set"] == {
+        **d.OFF_LEASE,
+        "status": "succeeded",
+        "finished_by": LEASE.token,
+        "result": '{"ok":1}',
+        "finished_at": NOW,
+    }
+    assert update["$unset"] == {"dedupe_live": ""}
+    assert update["$push"] == {
+        "outbox": {
+            "key": f"job-1/{LEASE.token}",
+            "type": "done",
+            "data": '{"n":2}',
+            "at": NOW,
+        }
+    }
+
+
+def test_fail_with_attempts_left_requeues_at_the_retry_time() -> None:
+    outcome = Fail(LEASE, "boom", retry_in=2.0)
+    assert d.retries(outcome, attempts=1, max_attempts=3)
+    assert not d.retries(outcome, attempts=3, max_attempts=3)
+    assert not d.retries(Fail(LEASE, "boom"), attempts=1, max_attempts=3)
+    update, status = d.finish_update(outcome, now=NOW, retry=True)
+    assert status is JobStatus.QUEUED
+    assert update["$set"]["run_at"] == NOW + timedelta(seconds=2)
+    assert update["$set"]["error"] == '"boom"'
+    assert "finished_at" not in update["$set"]
+    assert "$unset" not in update  # a requeued job keeps its dedupe key live
+    _, final = d.finish_update(outcome, now=NOW, retry=False)
+    assert final is JobStatus.FAILED
+
+
+def test_release_gives_the_attempt_back_and_abort_cancels() -> None:
+    update, status = d.finish_update(Release(LEASE), now=NOW, retry=False)
+    assert status is JobStatus.QUEUED
+    assert update["$inc"] == {"attempts": -1}
+    assert "$push" not in update
+    update, status = d.finish_update(Abort(LEASE, "stop"), now=NOW, retry=False)
+    assert status is JobStatus.CANCELLED
+    assert update["$set"]["finished_at"] == NOW
+
+
+def test_reclaim_is_a_compare_and_set_on_status_token_and_expiry() -> None:
+    doc = {"_id": "j", "token": CLAIM, "attempts": 1, "max_attempts": 2, "queue": "q"}
+    assert d.reclaim_filter(doc, NOW) == {
+        "_id": "j",
+        "status": "running",
+        "token": CLAIM,
+        "lease_expires_at": {"$lte": NOW},
+    }
+    update, requeued = d.reclaim_update(doc, NOW, STORE_EVENT_EXPIRED)
+    assert requeued
+    assert update == {"$set": {**d.OFF_LEASE, "finished_by": None, "status": "queued"}}
+
+
+def test_reclaim_of_the_last_attempt_fails_with_the_expired_event() -> None:
+    doc = {"_id": "j", "token": CLAIM, "attempts": 2, "max_attempts": 2, "queue": "q"}
+    update, requeued = d.reclaim_update(doc, NOW, STORE_EVENT_EXPIRED)
+    assert not requeued
+    assert update["$set"]["status"] == "failed"
+    assert update["$set"]["error"] == '{"reason":"lease_expired"}'
+    assert update["$set"]["finished_by"] is None
+    (entry,) = [update["$push"]["outbox"]]
+    assert entry["key"] == f"j/{CLAIM}/expired"
+    assert entry["type"] == STORE_EVENT_EXPIRED
+    assert entry["data"] == '{"queue":"q","reason":"lease_expired","attempts":2}'
+
+
+def test_cancel_of_a_queued_job_writes_its_event_in_the_same_update() -> None:
+    query, update = d.cancel_queued("j", NOW, "job.cancelled", "q")
+    assert query == {"_id": "j", "status": "queued", "queue": "q"}
+    assert update["$set"]["status"] == "cancelled"
+    assert update["$push"]["outbox"]["key"] == "j/cancelled"
+    assert update["$push"]["outbox"]["data"] == '{"queue":"q","reason":"cancelled"}'
+    assert d.cancel_running("j") == (
+        {"_id": "j", "status": "running"},
+        {"$set": {"cancel_requested": True}},
+    )
+
+
+def test_the_relay_inserts_under_the_entry_key_and_pulls_the_entry() -> None:
+    entry = d.outbox_entry("j/t", "done", {"a": 1}, NOW)
+    assert d.event_document("j", entry, 7) == {
+        "_id": "j/t",
+        "cursor": 7,
+        "job_id": "j",
+        "type": "done",
+        "data": '{"a":1}',
+        "created_at": NOW,
+        "acked": False,
+    }
+    assert d.outbox_done("j", "j/t") == ({"_id": "j"}, {"$pull": {"outbox": {"key": "j/t"}}})
+    assert d.counter_bump(d.EVENT_CURSOR, 1) == ({"_id": "event_cursor"}, {"$inc": {"n": 1}})
+    # A job is purged only once its events left its document.
+    assert d.purge_jobs_filter(NOW)["outbox.key"] == {"$exists": False}
+
+
+def test_dedupe_is_a_unique_partial_index_on_the_live_key() -> None:
+    (ix,) = [ix.document for ix in d.job_indexes() if ix.document["name"] == "dedupe_live"]
+    assert ix["unique"] is True
+    assert ix["partialFilterExpression"] == {"dedupe_live": {"$type": "string"}}
+    live = d.job_document(NewJob("q", 1, dedupe_key="k", id="a"), seq=1, now=NOW)
+    assert live["dedupe_live"] == "k"
+    assert live["status"] == "queued"
+    staged = d.job_document(NewJob("q", 1, id="b"), seq=2, now=NOW, batch="B")
+    assert staged["status"] == d.PENDING
+    assert staged["batch"] == "B"
+    assert "dedupe_live" not in staged
+
+
+def test_plan_enqueue_lets_the_live_job_and_then_the_first_in_the_batch_win() -> None:
+    jobs = [
+        NewJob("q", 1, dedupe_key="k", id="1"),
+        NewJob("q", 2, dedupe_key="k", id="2"),
+        NewJob("q", 3, dedupe_key="old", id="3"),
+        NewJob("q", 4, id="4"),
+    ]
+    answers, insert = d.plan_enqueue(jobs, {"old": "0"})
+    assert answers == [
+        Enqueued("1", True),
+        Enqueued("1", False),
+        Enqueued("0", False),
+        Enqueued("4", True),
+    ]
+    assert insert == [0, 3]
+
+
+def test_job_documents_keep_json_as_text_and_times_in_milliseconds() -> None:
+    doc = d.job_document(
+        NewJob("q", {"$where": 1, "big": 2**70}, delay=1.5, id="x"), seq=3, now=NOW
+    )
+    assert doc["payload"] == '{"$where":1,"big":1180591620717411303424}'
+    assert doc["run_at"] == NOW + timedelta(seconds=1.5)
+    assert doc["run_at"].microsecond % 1000 == 0
+    job = d.job_from_document(doc)
+    assert job.payload == {"$where": 1, "big": 2**70}
+    assert job.status is JobStatus.QUEUED
+
+
+@pytest.mark.parametrize("name", ["claim_order", "lease_expiry", "dedupe_live", "outbox_pending"])
+def test_every_index_the_backend_relies_on_exists(name: str) -> None:
+    assert name in {ix.document["name"] for ix in d.job_indexes()}
