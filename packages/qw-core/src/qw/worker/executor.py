@@ -95,7 +95,14 @@ class ThreadPool:
             except BaseException as exc:
                 outcome = _outcome_of_exception(rec, exc)
             else:
-                outcome = cancelled(rec) if rec.cancel_requested else succeeded(rec, result)
+                if rec.deadline is not None and time.monotonic() > rec.deadline:
+                    # Returned late, before the heartbeat noticed: still a timeout.
+                    rec._timed_out = True
+                    outcome = failed(rec, timeout_error(rec), retryable=True)
+                elif rec.cancel_requested:
+                    outcome = cancelled(rec)
+                else:
+                    outcome = succeeded(rec, result)
             finally:
                 _current.reset(token)
             host.settle(rec, outcome)

@@ -268,6 +268,8 @@ class Worker:
 
     def _committed(self, rec: RunningJob, outcome: Outcome, status: JobStatus | None) -> None:
         stats = self.stats
+        if rec.timed_out:
+            stats.timed_out += 1
         if status is None:
             stats.lost += 1
             log.warning("job %s: lease lost before its outcome was written", rec.id)
@@ -339,10 +341,15 @@ class Worker:
                 and not rec.task.is_async
             ]
         for rec in late:
-            rec._timed_out = True
-            if self.settle(rec, failed(rec, timeout_error(rec), retryable=True)):
-                self.stats.timed_out += 1
-                log.warning("job %s: timed out after %.1f s", rec.id, rec.elapsed())
+            with self._cond:
+                if rec.settled:
+                    continue
+                # Flag and settle together, so the task's own late outcome is ignored.
+                rec.settled = True
+                rec._timed_out = True
+            log.warning("job %s: timed out after %.1f s", rec.id, rec.elapsed())
+            assert self._finisher is not None
+            self._finisher.put(rec, failed(rec, timeout_error(rec), retryable=True))
 
     # -- stopping ----------------------------------------------------------
 
