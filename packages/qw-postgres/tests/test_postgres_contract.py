@@ -20,9 +20,10 @@ class TestPostgresContract(BackendContractTests):
     url: str
 
     @pytest.fixture(autouse=True, scope="class")
-    def _server(self, request: pytest.FixtureRequest) -> None:
+    @classmethod
+    def _server(cls) -> None:
         base = require_server("postgres", server_url("postgres"), _probe)
-        request.cls.url = with_query(base, f"schema={CONTRACT_SCHEMA}&pool_max=10")
+        cls.url = with_query(base, f"schema={CONTRACT_SCHEMA}&pool_max=10")
 
     def make_backend(self, namespace: str) -> qw.Backend:
         return PostgresBackend.from_url(self.url, namespace=namespace)
