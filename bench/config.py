@@ -1,0 +1,107 @@
+"""Where the stores are, and how much work each phase does (the plan)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["Plan", "Stores", "quick_plan", "full_plan"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """Server URLs. The harness owns what it touches there, and nothing else.
+
+    PostgreSQL: it creates (and drops) databases named ``qw_bench*`` through
+    ``postgres_admin``. Redis: it flushes the one database of ``redis`` before
+    each system's phase, so that URL must not name DB 0.
+    """
+
+    postgres_admin: str
+    redis: str
+    mongodb: str | None
+    workdir: Path
+
+    @classmethod
+    def from_env(cls, workdir: Path) -> Stores:
+        redis = os.environ.get("QW_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+        db = urlsplit(redis).path.strip("/") or "0"
+        if db == "0":
+            raise SystemExit(f"QW_BENCH_REDIS_URL must name a Redis DB other than 0: {redis}")
+        return cls(
+            postgres_admin=os.environ.get(
+                "QW_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+            ),
+            redis=redis,
+            mongodb=os.environ.get("QW_BENCH_MONGODB_URL") or None,
+            workdir=workdir,
+        )
+
+    def postgres_db(self, name: str) -> str:
+        """The admin URL with its database replaced by ``name``."""
+        parts = urlsplit(self.postgres_admin)
+        return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How much work each phase does; ``quick`` is the smoke-run preset."""
+
+    name: str
+    drain_n: int
+    concurrencies: tuple[int, ...]
+    enqueue_single: int
+    enqueue_bulk: int
+    bulk_sizes: tuple[int, ...] = (100, 1000)
+    wake_samples: int = 300
+    wake_gap_ms: tuple[float, float] = (20.0, 80.0)
+    wake_concurrency: int = 4
+    backlog: int = 1_000_000
+    backlog_samples: int = 200
+    systems: tuple[str, ...] = field(default_factory=tuple)
+
+    def phase_timeout(self, phase: str, n: int) -> float:
+        """Seconds a phase may take before it is killed and reported failed.
+
+        Generous on purpose (the floor rate is far below any system's): a
+        timeout is for a hung peer, not a slow one.
+        """
+        if phase == "enqueue":
+            return 120.0 + (self.enqueue_single + 2 * self.enqueue_bulk) / 100.0
+        if phase == "drain":
+            return 120.0 + 2 * n / 100.0
+        if phase == "wakeup":
+            return 60.0 + self.wake_samples * (self.wake_gap_ms[1] / 1000.0 + 0.5)
+        if phase == "backlog":
+            return 180.0 + self.backlog / 1000.0
+        return 60.0
+
+
+def quick_plan() -> Plan:
+    return Plan(
+        name="bench-quick",
+        drain_n=2_000,
+        concurrencies=(1, 4),
+        enqueue_single=300,
+        enqueue_bulk=2_000,
+        wake_samples=40,
+        backlog=50_000,
+        backlog_samples=50,
+    )
+
+
+def full_plan() -> Plan:
+    return Plan(
+        name="bench",
+        drain_n=20_000,
+        concurrencies=(1, 4, 16),
+        enqueue_single=3_000,
+        enqueue_bulk=20_000,
+        wake_samples=300,
+        backlog=1_000_000,
+        backlog_samples=200,
+    )

@@ -1,0 +1,113 @@
+"""PGQueuer (PostgreSQL): asyncpg, QueueManager consumers, batch dequeue."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from bench import stores
+from bench.drivers.base import Driver, Workers, python_cmd, spawn
+
+__all__ = ["PgQueuer"]
+
+DB = "qw_bench_pgqueuer"
+#: PGQueuer's default dequeue batch size, also what its benchmark tool uses.
+BATCH = 10
+
+
+class PgQueuer(Driver):
+    system = "pgqueuer"
+    store = "postgres"
+    bulk = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queries: Any = None
+        self._conn: Any = None
+
+    def version(self) -> str:
+        return version("pgqueuer")
+
+    def settings(self, concurrency: int) -> dict[str, str]:
+        return {
+            "worker": f"1 process, {concurrency} QueueManager consumer(s), each its own asyncpg "
+            "connection (as PGQueuer's benchmark tool scales --dequeue)",
+            "batch_size": str(BATCH),
+            "driver": "AsyncpgDriver (PGQueuer's docs: asyncpg ~2x psycopg)",
+            "mode": "drain (exits when empty) for drains, continuous for wake-up",
+            "task": "async no-op entrypoint",
+        }
+
+    @property
+    def dsn(self) -> str:
+        return self.stores.postgres_db(DB)
+
+    def _run(self, coro: Any) -> Any:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(coro)
+
+    def _q(self) -> Any:
+        if self._queries is None:
+            import asyncpg
+            from pgqueuer.db import AsyncpgDriver
+            from pgqueuer.queries import Queries
+
+            self._conn = self._run(asyncpg.connect(self.dsn))
+            self._queries = Queries(AsyncpgDriver(self._conn))
+        return self._queries
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._run(self._conn.close())
+        self._conn = self._queries = None
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
+
+    def reset(self) -> None:
+        self.close()
+        stores.pg_recreate(self.stores, DB)
+        self._run(self._q().install())
+
+    def cleanup(self) -> None:
+        self.close()
+        stores.pg_drop(self.stores, DB)
+
+    def enqueue(self, indexes: range, batch: int) -> None:
+        q = self._q()
+        if batch == 1:
+            for i in indexes:
+                self._run(q.enqueue("bench", str(i).encode()))
+            return
+        items = list(indexes)
+        for s in range(0, len(items), batch):
+            chunk = items[s : s + batch]
+            self._run(q.enqueue(["bench"] * len(chunk), [str(i).encode() for i in chunk], [0] * len(chunk)))
+
+    def start(self, concurrency: int, probe_dir: Path, *, drain: int | None) -> Workers:
+        log = self.log("worker")
+        cmd = python_cmd(
+            "-m", "bench.apps.pgqueuer_worker", self.dsn, str(concurrency), str(BATCH), str(drain or 0)
+        )
+        proc = spawn(cmd, log, {"QW_BENCH_PROBE_DIR": str(probe_dir)})
+        return Workers([proc], [log], probe_dir)
+
+    def wait_drained(self, workers: Workers, n: int, deadline: float) -> int:
+        return self.wait_exit_and_read_end(workers, n, deadline)
+
+    def succeeded(self) -> int | None:
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            left = conn.execute("SELECT count(*) FROM pgqueuer").fetchone()
+            logged = conn.execute(
+                "SELECT count(*) FROM pgqueuer_log WHERE status = 'successful'"
+            ).fetchone()
+        assert left is not None and logged is not None
+        if left[0]:
+            return -int(left[0])  # jobs still in the queue table: never a pass
+        return int(logged[0])

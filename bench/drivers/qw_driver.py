@@ -1,0 +1,175 @@
+"""qw itself, on each of its stores, driven through qw.Client and the real qw.Worker."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from bench import stores
+from bench.drivers.base import QUEUE, Driver, Workers, python_cmd, spawn
+
+__all__ = ["QwMongo", "QwPostgres", "QwRedis", "QwSqlite"]
+
+TASK = "bench.noop"
+NAMESPACE = "bench"
+PG_DB = "qw_bench"
+
+
+class QwDriver(Driver):
+    system = "qw"
+    bulk = True
+    _client_obj: object | None = None
+
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def version(self) -> str:
+        import qw
+
+        return qw.__version__
+
+    def settings(self, concurrency: int) -> dict[str, str]:
+        return {
+            "worker": f"qw.Worker, 1 process, concurrency={concurrency} (thread pool)",
+            "config": "WorkerConfig defaults: lease_s=30, finish_batch=500, poll_interval=1",
+            "task": "sync no-op; each success writes its job.succeeded outbox event",
+            "url": self.url().split("@")[-1],
+        }
+
+    def unavailable(self) -> str | None:
+        from qw.errors import QwError
+        from qw.registry import load_backend
+
+        try:
+            load_backend(self.url())
+        except QwError as exc:
+            return f"backend not installed: {exc}"
+        return None
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import qw
+
+        if self._client_obj is None:
+            self._client_obj = qw.open(self.url(), namespace=NAMESPACE)
+        return self._client_obj
+
+    def close(self) -> None:
+        if self._client_obj is not None:
+            self._client_obj.close()  # type: ignore[attr-defined]
+            self._client_obj = None
+
+    def enqueue(self, indexes: range, batch: int) -> None:
+        from qw.app import task_payload
+        from qw.model import NewJob
+
+        client = self.client()
+        jobs = [NewJob(QUEUE, task_payload(TASK, [i])) for i in indexes]
+        for start in range(0, len(jobs), batch):
+            client.enqueue(jobs[start : start + batch])
+
+    def start(self, concurrency: int, probe_dir: Path, *, drain: int | None) -> Workers:
+        log = self.log("worker")
+        cmd = python_cmd(
+            "-m", "bench.apps.qw_worker", self.url(), NAMESPACE, str(concurrency), str(drain or 0)
+        )
+        proc = spawn(cmd, log, {"QW_BENCH_PROBE_DIR": str(probe_dir)})
+        return Workers([proc], [log], probe_dir)
+
+    def wait_drained(self, workers: Workers, n: int, deadline: float) -> int:
+        return self.wait_exit_and_read_end(workers, n, deadline)
+
+    def succeeded(self) -> int | None:
+        from qw.model import JobStatus
+
+        counts = self.client().counts()
+        return int(counts.get(QUEUE, {}).get(JobStatus.SUCCEEDED, 0))
+
+    def claim_latencies(self, samples: int) -> list[float]:
+        """Seconds per ``claim(limit=1)`` call, ``samples`` times (each claim then completed)."""
+        client = self.client()
+        out: list[float] = []
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            claims = client.claim([QUEUE], worker="bench-claimer", limit=1)
+            out.append(time.perf_counter() - t0)
+            if len(claims) != 1:
+                raise RuntimeError(f"claim returned {len(claims)} jobs, expected 1")
+            client.complete(claims[0].lease)
+        return out
+
+
+class QwSqlite(QwDriver):
+    store = "sqlite"
+
+    def url(self) -> str:
+        return f"sqlite:///{self.workdir / 'qw.db'}"
+
+    def reset(self) -> None:
+        self.close()
+        for path in self.workdir.glob("qw.db*"):
+            path.unlink()
+
+    def cleanup(self) -> None:
+        self.reset()
+
+
+class QwPostgres(QwDriver):
+    store = "postgres"
+
+    def url(self) -> str:
+        return self.stores.postgres_db(PG_DB)
+
+    def reset(self) -> None:
+        self.close()
+        stores.pg_recreate(self.stores, PG_DB)
+
+    def cleanup(self) -> None:
+        self.close()
+        stores.pg_drop(self.stores, PG_DB)
+
+
+class QwRedis(QwDriver):
+    store = "redis"
+
+    def url(self) -> str:
+        return self.stores.redis
+
+    def reset(self) -> None:
+        self.close()
+        stores.redis_flush(self.stores)
+
+    def cleanup(self) -> None:
+        self.reset()
+
+
+class QwMongo(QwDriver):
+    store = "mongodb"
+    _DB: ClassVar[str] = "qw_bench"
+
+    def url(self) -> str:
+        base = self.stores.mongodb or ""
+        return base
+
+    def unavailable(self) -> str | None:
+        if not self.stores.mongodb:
+            return "no MongoDB server given (set QW_BENCH_MONGODB_URL)"
+        return super().unavailable()
+
+    def reset(self) -> None:
+        self.close()
+        import pymongo
+
+        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(self.url())
+        try:
+            db = client.get_default_database(default=self._DB)
+            if not db.name.startswith("qw_bench"):
+                raise ValueError(f"QW_BENCH_MONGODB_URL must name a qw_bench* database, not {db.name}")
+            client.drop_database(db.name)
+        finally:
+            client.close()
+
+    def cleanup(self) -> None:
+        self.reset()
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,73 @@
+"""One phase of one system, in a process of its own: ``python -m bench.phase SPEC``.
+
+The orchestrator runs every phase this way so that a hung peer is killed
+with its whole process group when the phase's deadline passes, and the run
+goes on. SPEC is JSON: driver, phase, plan, workdir, and the phase's
+arguments. The last stdout line is ``RESULT <json>``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+
+from pathlib import Path
+from typing import Any
+
+from bench import phases
+from bench.config import Plan, Stores
+from bench.drivers import load
+from bench.drivers.base import Unsupported
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    plan_fields = dict(spec["plan"])
+    for key in ("concurrencies", "bulk_sizes", "wake_gap_ms", "systems"):
+        plan_fields[key] = tuple(plan_fields[key])
+    plan = Plan(**plan_fields)
+    stores = Stores.from_env(Path(spec["workdir"]))
+    driver = load(spec["driver"], stores)
+    deadline = time.monotonic() + float(spec["timeout"]) - 10.0
+    phase = spec["phase"]
+    if phase == "info":
+        return {
+            "unavailable": driver.unavailable(),
+            "version": driver.version(),
+            "settings": {str(c): driver.settings(c) for c in plan.concurrencies},
+            "wake_settings": driver.settings(plan.wake_concurrency),
+            "bulk": driver.bulk,
+        }
+    if phase == "enqueue":
+        return phases.enqueue(driver, plan)
+    if phase == "drain":
+        return phases.drain(driver, int(spec["n"]), int(spec["concurrency"]), deadline)
+    if phase == "wakeup":
+        return phases.wakeup(driver, plan, deadline)
+    if phase == "backlog":
+        return phases.backlog(driver, plan)
+    if phase == "cleanup":
+        driver.cleanup()
+        return {}
+    raise ValueError(f"unknown phase {phase!r}")
+
+
+def main() -> int:
+    spec = json.loads(sys.argv[1])
+    try:
+        out: dict[str, Any] = {"ok": True, "result": run(spec)}
+    except Unsupported as exc:
+        out = {"ok": False, "unsupported": True, "error": str(exc)}
+    except Exception as exc:
+        traceback.print_exc()
+        out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    print("RESULT " + json.dumps(out, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+
