@@ -23,6 +23,7 @@ def redacted(url: str) -> str:
 def probe(url: str) -> None:
     import pymongo
 
+    client: pymongo.MongoClient[Any]
     with pymongo.MongoClient(url, serverSelectionTimeoutMS=3000) as client:
         client.admin.command("ping")
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import Any
 
 import pymongo
 import pytest
 from mongo_store import STAND_IN, URL, Store
+from pymongo.collection import Collection
 
 import qw
 from qw.model import EventSpec, JobStatus, NewJob
@@ -30,10 +32,11 @@ def open_client(store: Store, namespace: str, **options: object) -> qw.Client:
     return qw.Client(store.open(namespace, **options))
 
 
-def raw_jobs(store: Store, client: qw.Client) -> pymongo.collection.Collection:  # type: ignore[type-arg]
+def raw_jobs(store: Store, client: qw.Client) -> Collection[Any]:
     backend = client.backend
     assert isinstance(backend, MongoBackend)
-    return store.client[backend.database]["jobs"]
+    jobs: Collection[Any] = store.client[backend.database]["jobs"]
+    return jobs
 
 
 def test_each_namespace_is_its_own_database(store: Store) -> None:

@@ -19,7 +19,13 @@ from typing import Any, ClassVar, Self
 from pymongo import MongoClient, ReturnDocument, WriteConcern
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    CollectionInvalid,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+)
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.read_preferences import ReadPreference
 
@@ -122,6 +128,7 @@ class MongoBackend:
         self._workers = self._collection(WORKERS)
         self._switches = self._collection(SWITCHES)
         self._meta = self._collection(META)
+        self._clock_stamps = self._collection(META, _LIGHT_WRITE_CONCERN)
         self._signals = self._collection(SIGNALS, _LIGHT_WRITE_CONCERN)
         self._clock = ServerClock(self._stamp)
         self.hub = WakeupHub(poll_interval=options.poll_interval)
@@ -219,7 +226,10 @@ class MongoBackend:
     def _wakeup_mode(self) -> WakeupMode:
         if self._options.wakeup != "auto":
             return self._options.wakeup
-        hello = self._client.admin.command("hello")
+        try:
+            hello = self._client.admin.command("hello")
+        except OperationFailure:  # servers before 4.4.2 know only the old name
+            hello = self._client.admin.command("isMaster")
         replicated = "setName" in hello or hello.get("msg") == "isdbgrid"
         return "change_stream" if replicated else "tailable"
 
@@ -230,9 +240,12 @@ class MongoBackend:
             self._db.create_collection(
                 SIGNALS, capped=True, size=SIGNALS_SIZE_BYTES, max=SIGNALS_MAX_DOCS
             )
+        except CollectionInvalid:
+            return  # another process made it first
         except OperationFailure as exc:
             if exc.code != 48:  # NamespaceExists: another process made it first
                 raise
+            return
         self._signals.insert_one(signal_document([]))
 
     def _listen_fn(self, mode: WakeupMode) -> Any:
@@ -263,7 +276,7 @@ class MongoBackend:
         return self._clock.now()
 
     def _stamp(self) -> datetime:
-        doc = self._meta.with_options(write_concern=_LIGHT_WRITE_CONCERN).find_one_and_update(
+        doc = self._clock_stamps.find_one_and_update(
             {"_id": "clock"},
             {"$currentDate": {"now": True}},
             upsert=True,
