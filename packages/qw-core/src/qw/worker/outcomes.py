@@ -39,15 +39,14 @@ def _task_name(rec: RunningJob) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _event(rec: RunningJob, type_: str, error: JSONValue = None) -> EventSpec:
+def _event(rec: RunningJob, type_: str, **extra: JSONValue) -> EventSpec:
     data: dict[str, JSONValue] = {
         "task": _task_name(rec),
         "queue": rec.job.queue,
         "attempt": rec.job.attempts,
         "duration_s": round(rec.elapsed(), 6),
+        **extra,
     }
-    if error is not None:
-        data["error"] = error
     return EventSpec(type_, data)
 
 
@@ -75,12 +74,12 @@ def failed(rec: RunningJob, error: dict[str, JSONValue], *, retryable: bool) -> 
         retry_in = backoff.delay(job.attempts) if backoff is not None else 0.0
         return Fail(rec.lease, error, retry_in=retry_in)
     summary = {k: v for k, v in error.items() if k != "traceback"}
-    return Fail(rec.lease, error, retry_in=None, event=_event(rec, EVENT_FAILED, summary))
+    return Fail(rec.lease, error, retry_in=None, event=_event(rec, EVENT_FAILED, error=summary))
 
 
 def cancelled(rec: RunningJob, reason: str = "cancelled") -> Abort:
-    error: dict[str, JSONValue] = {"reason": reason}
-    return Abort(rec.lease, error, _event(rec, EVENT_CANCELLED, error))
+    # "reason" as in the store's own cancel event, so consumers read one shape.
+    return Abort(rec.lease, {"reason": reason}, _event(rec, EVENT_CANCELLED, reason=reason))
 
 
 def released(rec: RunningJob) -> Release:
