@@ -37,6 +37,7 @@ def stand_in_backend(client: Any, namespace: str) -> MongoBackend:
         thread_safe=False,
         multi_process=False,
         native_wakeup=False,
+        durable=False,  # mongomock keeps everything in this process's memory
     )
     return backend
 

@@ -47,6 +47,7 @@ def test_qw_options_are_taken_out_and_the_rest_left_to_pymongo() -> None:
     assert url == "mongodb://u:p@h1,h2/admin?replicaSet=rs0&w=1"
     assert options == MongoOptions(database_prefix="app_", wakeup="poll", poll_interval=2.0)
     assert parse_url("mongodb+srv://cluster.example.net")[1] == MongoOptions()
+    assert parse_url("mongo://h:27017/")[0] == "mongodb://h:27017/"
 
 
 @pytest.mark.parametrize(
@@ -78,3 +79,4 @@ def test_the_backend_is_found_by_url_scheme() -> None:
 
     assert load_backend("mongodb://h") is MongoBackend
     assert load_backend("mongodb+srv://h") is MongoBackend
+    assert load_backend("mongo://h") is MongoBackend

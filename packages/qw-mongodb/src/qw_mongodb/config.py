@@ -18,7 +18,7 @@ __all__ = ["WAKEUP_MODES", "MongoOptions", "WakeupMode", "parse_url"]
 
 WakeupMode = Literal["auto", "change_stream", "tailable", "poll"]
 WAKEUP_MODES: tuple[WakeupMode, ...] = ("auto", "change_stream", "tailable", "poll")
-SCHEMES = ("mongodb", "mongodb+srv")
+SCHEMES = ("mongodb", "mongodb+srv", "mongo")
 #: Query options that qw reads and removes before pymongo sees the URL.
 QW_OPTIONS = ("qw_prefix", "qw_wakeup", "qw_poll")
 
@@ -87,4 +87,6 @@ def parse_url(url: str) -> tuple[str, MongoOptions]:
         wakeup=cast(WakeupMode, ours.get("qw_wakeup", "auto")),
         poll_interval=poll,
     )
-    return urlunsplit(parts._replace(query=query)), options
+    # ``mongo://`` is qw's alias; pymongo knows only ``mongodb://``.
+    scheme = "mongodb" if parts.scheme == "mongo" else parts.scheme
+    return urlunsplit(parts._replace(scheme=scheme, query=query)), options
