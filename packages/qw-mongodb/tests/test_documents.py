@@ -220,3 +220,28 @@ def test_job_documents_keep_json_as_text_and_times_in_milliseconds() -> None:
 @pytest.mark.parametrize("name", ["claim_order", "lease_expiry", "dedupe_live", "outbox_pending"])
 def test_every_index_the_backend_relies_on_exists(name: str) -> None:
     assert name in {ix.document["name"] for ix in d.job_indexes()}
+
+
+def test_change_stream_watches_queued_jobs_and_switches_only() -> None:
+    from qw_mongodb.wakeups import change_stream_pipeline
+
+    (match, project) = change_stream_pipeline()
+    ors = match["$match"]["$or"]
+    assert {"ns.coll": "jobs", "operationType": "insert", "fullDocument.status": "queued"} in ors
+    assert {
+        "ns.coll": "jobs",
+        "operationType": "update",
+        "updateDescription.updatedFields.status": "queued",
+    } in ors
+    assert {"ns.coll": "switches"} in ors
+    assert "_id" not in project["$project"]  # the resume token must stay
+
+
+def test_wakeup_events_name_their_queue_or_wake_everyone() -> None:
+    from qw_mongodb.wakeups import queues_of_change, queues_of_signal, signal_document
+
+    insert = {"operationType": "insert", "fullDocument": {"queue": "mail"}}
+    assert queues_of_change(insert) == ["mail"]
+    assert queues_of_change({"operationType": "update", "ns": {"coll": "jobs"}}) is None
+    assert queues_of_signal(signal_document(["a", "b"])) == ["a", "b"]
+    assert queues_of_signal(signal_document(None)) is None

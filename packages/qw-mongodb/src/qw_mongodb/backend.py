@@ -93,6 +93,7 @@ ENQUEUE_TRIES = 20
 # settled by the sweeper once it is this old.
 STAGED_GRACE = timedelta(seconds=60)
 RECLAIM_BATCH = 1000
+LISTEN_READY_S = 5.0
 RELAY_BATCH = 100
 _NAMESPACE_SWITCH = "namespace"
 _QUEUE_SWITCH = "queue:"
@@ -222,6 +223,18 @@ class MongoBackend:
                 self.hub, self._listen_fn(mode), name=f"qw-mongodb-wakeup[{self._namespace}]"
             )
             self._listener.start()
+            # Open with the channel live: a connect arriving later wakes every
+            # waiter (signals may have been missed), a spurious wake-up that
+            # a worker's first quiet wait should not see.
+            deadline = time.monotonic() + LISTEN_READY_S
+            while not self.hub.connected and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if not self.hub.connected:
+                log.warning(
+                    "qw-mongodb: %s wake-ups not live after %.0f s; polling until they are",
+                    mode,
+                    LISTEN_READY_S,
+                )
 
     def _wakeup_mode(self) -> WakeupMode:
         if self._options.wakeup != "auto":

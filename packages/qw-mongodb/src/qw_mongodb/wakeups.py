@@ -67,6 +67,32 @@ def change_stream_pipeline() -> list[dict[str, Any]]:
     ]
 
 
+def queues_of_change(change: dict[str, Any]) -> list[str] | None:
+    """The queues a change-stream event wakes; None means every queue.
+
+    An insert names its queue. An update's event carries only the changed
+    fields, not the queue, and a switch change concerns every queue: waking
+    every waiter once is cheaper than looking the job up.
+    """
+    full = change.get("fullDocument") or {}
+    if change.get("operationType") == "insert" and "queue" in full:
+        return [full["queue"]]
+    return None
+
+
+def queues_of_signal(doc: dict[str, Any]) -> list[str] | None:
+    """The queues a signal document wakes; None (a switch turned ON) means every queue."""
+    queues = doc.get("q")
+    return None if queues is None else list(queues)
+
+
+def _deliver(hub: WakeupHub, queues: list[str] | None) -> None:
+    if queues is None:
+        hub.notify_all()
+    else:
+        hub.notify(queues)
+
+
 def listen_change_stream(
     db: Database[Any], hub: WakeupHub, ready: Ready, stopping: threading.Event
 ) -> None:
@@ -74,15 +100,8 @@ def listen_change_stream(
         ready()
         while not stopping.is_set() and stream.alive:
             change = stream.try_next()
-            if change is None:
-                continue
-            full = change.get("fullDocument") or {}
-            if change.get("operationType") == "insert" and "queue" in full:
-                hub.notify([full["queue"]])
-            else:
-                # An update's event carries only the changed fields, not the
-                # queue; waking every waiter once is cheaper than a lookup.
-                hub.notify_all()
+            if change is not None:
+                _deliver(hub, queues_of_change(change))
     if not stopping.is_set():
         raise ConnectionError("change stream closed")
 
@@ -96,23 +115,20 @@ def listen_tailable(
     signals: Collection[Any], hub: WakeupHub, ready: Ready, stopping: threading.Event
 ) -> None:
     # A tailable cursor follows insertion order (client ObjectIds are not
-    # ordered across machines), and dies at once on an empty result, so it
-    # starts at the beginning of the small capped collection and the
-    # signals already there are drained without waking anyone: they were
-    # for work that the (re)connect wake-up covers.
-    cursor = signals.find({}, cursor_type=CursorType.TAILABLE_AWAIT).max_await_time_ms(AWAIT_MS)
+    # ordered across machines) and dies at once on an empty result, so it
+    # is positioned on the newest signal by skipping the others; that one
+    # is old news. Signals landing between the count and the find are
+    # delivered: a spurious wake-up at worst.
+    skip = max(0, signals.estimated_document_count() - 1)
+    cursor = signals.find({}, cursor_type=CursorType.TAILABLE_AWAIT, skip=skip)
+    cursor.max_await_time_ms(AWAIT_MS)
     try:
-        for _ in cursor:
-            if stopping.is_set():
-                return
+        if next(cursor, None) is None:
+            raise ConnectionError("the signals collection is empty or gone")
         ready()
         while not stopping.is_set() and cursor.alive:
             for doc in cursor:
-                queues = doc.get("q")
-                if queues is None:
-                    hub.notify_all()
-                else:
-                    hub.notify(queues)
+                _deliver(hub, queues_of_signal(doc))
                 if stopping.is_set():
                     return
     finally:
