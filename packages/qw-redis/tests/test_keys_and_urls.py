@@ -56,7 +56,9 @@ def test_scripts_only_reach_keys_through_KEYS() -> None:
     # ST[...], the queue header's ready_key/sched_key, or a local bound to one
     # of those), never a string the script builds.
     call = re.compile(r"redis\.call\((?:'(\w+)'|PUBCMD),\s*([^,)]+)")
-    allowed = re.compile(r"(K\.\w+|F\.\w+|ST\.\w+|ST\[\w+\]|ready_key\(.+|sched_key\(.+|sched|col|key|index)$")
+    allowed = re.compile(
+        r"(K\.\w+|F\.\w+|ST\.\w+|ST\[\w+\]|ready_key\(.+|sched_key\(.+|sched|col|key|index)$"
+    )
     keyless = {"TIME", "INCR"}
     for name in NAMES:
         for command, first in call.findall(source(name, "PUBLISH")):

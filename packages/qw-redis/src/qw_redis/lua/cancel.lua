@@ -13,6 +13,7 @@ if status == 'queued' then
   redis.call('HDEL', F.fby, id)
   finished(id, now)
   emit(id, 'job.cancelled', '{"queue":"' .. QN[1] .. '","reason":"cancelled"}', now)
+  flush()
   return 'cancelled'
 elseif status == 'running' then
   redis.call('HSET', F.cancel, id, '1')

@@ -52,8 +52,7 @@ for j, p in ipairs(picked) do
   redis.call('HSET', F.worker, id, worker)
   redis.call('HSET', F.started, id, nows)
   redis.call('HSET', F.lease, id, exps)
-  redis.call('HSET', F.cancel, id, '0')
-  redis.call('ZADD', K.running, expires, id)
+  zadd_later(K.running, expires, id)
   out[#out + 1] = id
   out[#out + 1] = queue
   out[#out + 1] = redis.call('HGET', F.payload, id)
@@ -67,4 +66,5 @@ for j, p in ipairs(picked) do
   out[#out + 1] = redis.call('HGET', F.error, id)
   out[#out + 1] = token
 end
+flush()
 return out

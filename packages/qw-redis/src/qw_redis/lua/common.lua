@@ -21,21 +21,68 @@ end
 -- Integers are formatted by hand: Lua's tostring keeps only 14 digits.
 local function fmt(n) return string.format('%.0f', n) end
 
-local function count(queue, status, delta)
-  local field = queue .. ':' .. status
-  if redis.call('HINCRBY', K.counts, field, delta) == 0 then
-    redis.call('HDEL', K.counts, field)
+-- Status changes are recorded as they happen (the status column at once, so
+-- later reads in the script see it) and their index and count updates are
+-- applied once per script by flush(): every writing script ends with it.
+local MOVES = {}
+local MOVE_ORDER = {}
+local ZADDS = {}
+local ZREMS = {}
+
+local function set_status(id, queue, old, new)
+  redis.call('HSET', F.status, id, new)
+  local m = MOVES[id]
+  if m then
+    m.to = new
+  else
+    MOVES[id] = {queue = queue, from = old, to = new}
+    MOVE_ORDER[#MOVE_ORDER + 1] = id
   end
 end
 
--- The only place a job's status changes: the status column, the status
--- index and the counts move together, so counts cannot drift.
-local function set_status(id, queue, old, new)
-  redis.call('HSET', F.status, id, new)
-  redis.call('ZREM', ST[old], id)
-  redis.call('ZADD', ST[new], 0, id)
-  count(queue, old, -1)
-  count(queue, new, 1)
+-- Deferred ZADD (score, member) and ZREM on namespace-wide sorted sets.
+local function zadd_later(key, score, member)
+  local l = ZADDS[key]
+  if not l then l = {}; ZADDS[key] = l end
+  l[#l + 1] = score
+  l[#l + 1] = member
+end
+
+local function zrem_later(key, member)
+  local l = ZREMS[key]
+  if not l then l = {}; ZREMS[key] = l end
+  l[#l + 1] = member
+end
+
+local function chunked(command, key, args, step)
+  for i = 1, #args, step do
+    redis.call(command, key, unpack(args, i, math.min(i + step - 1, #args)))
+  end
+end
+
+local function flush()
+  local deltas = {}
+  for _, id in ipairs(MOVE_ORDER) do
+    local m = MOVES[id]
+    if m.from ~= m.to then
+      if m.from then
+        zrem_later(ST[m.from], id)
+        local f = m.queue .. ':' .. m.from
+        deltas[f] = (deltas[f] or 0) - 1
+      end
+      zadd_later(ST[m.to], 0, id)
+      local f = m.queue .. ':' .. m.to
+      deltas[f] = (deltas[f] or 0) + 1
+    end
+  end
+  for key, members in pairs(ZREMS) do chunked('ZREM', key, members, 500) end
+  for key, pairs_ in pairs(ZADDS) do chunked('ZADD', key, pairs_, 1000) end
+  for field, delta in pairs(deltas) do
+    if delta ~= 0 and redis.call('HINCRBY', K.counts, field, delta) == 0 then
+      redis.call('HDEL', K.counts, field)
+    end
+  end
+  MOVES, MOVE_ORDER, ZADDS, ZREMS = {}, {}, {}, {}
 end
 
 local function release_dedupe(id)
@@ -68,13 +115,13 @@ local function off_lease(id)
   redis.call('HDEL', F.worker, id)
   redis.call('HDEL', F.lease, id)
   redis.call('HDEL', F.token, id)
-  redis.call('HSET', F.cancel, id, '0')
-  redis.call('ZREM', K.running, id)
+  redis.call('HDEL', F.cancel, id)
+  zrem_later(K.running, id)
 end
 
 local function finished(id, now)
   redis.call('HSET', F.finished, id, fmt(now))
-  redis.call('ZADD', K.done, now, id)
+  zadd_later(K.done, now, id)
   release_dedupe(id)
 end
 

@@ -34,17 +34,14 @@ for j = 0, n - 1 do
     redis.call('HSET', F.run_at, id, fmt(run_at))
     redis.call('HSET', F.max, id, maxa)
     redis.call('HSET', F.att, id, 0)
-    redis.call('HSET', F.status, id, 'queued')
     redis.call('HSET', F.created, id, fmt(now))
-    redis.call('HSET', F.cancel, id, '0')
     redis.call('HSET', F.seq, id, seqs)
     if dkey ~= '' then
       redis.call('HSET', F.dedupe, id, dkey)
       redis.call('HSET', K.dedupe, dkey, id)
     end
-    redis.call('ZADD', K.ids, 0, id)
-    redis.call('ZADD', ST.queued, 0, id)
-    count(queue, 'queued', 1)
+    set_status(id, queue, nil, 'queued')
+    zadd_later(K.ids, 0, id)
     if run_at <= now then
       redis.call('ZADD', ready_key(qi), prio, seqs .. id)
     else
@@ -56,5 +53,6 @@ for j = 0, n - 1 do
 end
 local queues = {}
 for i = 1, NQ do if touched[QN[i]] then queues[#queues + 1] = QN[i] end end
+flush()
 publish(queues)
 return out

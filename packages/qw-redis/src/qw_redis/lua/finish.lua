@@ -62,5 +62,6 @@ for b = A, #ARGV - 1, 8 do
 end
 local queues = {}
 for i = 1, NQ do if requeued[QN[i]] then queues[#queues + 1] = QN[i] end end
+flush()
 publish(queues)
 return out

@@ -6,7 +6,8 @@ local ids = redis.call('ZRANGEBYSCORE', K.done, '-inf', '(' .. fmt(cutoff), 'LIM
 for _, id in ipairs(ids) do
   local status = redis.call('HGET', F.status, id)
   if status then
-    count(redis.call('HGET', F.queue, id), status, -1)
+    local field = redis.call('HGET', F.queue, id) .. ':' .. status
+    if redis.call('HINCRBY', K.counts, field, -1) == 0 then redis.call('HDEL', K.counts, field) end
     redis.call('ZREM', ST[status], id)
   end
   for _, key in pairs(F) do redis.call('HDEL', key, id) end

@@ -27,5 +27,6 @@ for b = A + 1, #ARGV, 2 do
 end
 local queues = {}
 for i = 1, NQ do if requeued[QN[i]] then queues[#queues + 1] = QN[i] end end
+flush()
 publish(queues)
 return n
