@@ -79,3 +79,24 @@ def test_a_ten_thousand_job_enqueue_keeps_fifo_order(client: qw.Client) -> None:
     assert client.counts()["bulk"][qw.JobStatus.QUEUED] == 10_000
     claims = client.claim(["bulk"], worker="w", limit=1000)
     assert [c.job.payload for c in claims] == [{"i": i} for i in range(1000)]
+
+
+def test_json_values_come_back_exactly(client: qw.Client) -> None:
+    # \u0000 is valid JSON that PostgreSQL text cannot hold; huge and signed
+    # floats and big ints are where a jsonb column would change the value.
+    value = {"nul": "a\u0000b", "esc": '\\u0000"\n', "big": 1e300, "neg": -0.0, "i": 2**70}
+    job_id = client.enqueue_one("q", value, dedupe_key="k\u00e9").id
+    assert client.get(job_id).payload == value
+    [claim] = client.claim(["q"], worker="w")
+    client.complete(claim.lease, value, event=qw.EventSpec("done", value))
+    assert client.get(job_id).result == value
+    assert client.fetch_events()[0].data == value
+
+
+def test_nul_in_a_text_field_is_refused_and_nothing_is_written(client: qw.Client) -> None:
+    # PostgreSQL text cannot hold U+0000: a documented limit, answered with a typed error.
+    with pytest.raises(qw.InvalidInput):
+        client.enqueue([qw.NewJob("q", 1), qw.NewJob("q", 2, dedupe_key="a\u0000b")])
+    with pytest.raises(qw.InvalidInput):
+        client.enqueue([qw.NewJob("q", 1), qw.NewJob("q", 2, id="id\u0000")])
+    assert client.counts() == {}

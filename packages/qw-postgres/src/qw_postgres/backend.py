@@ -24,11 +24,7 @@ from qw.capabilities import Capabilities
 from qw.contract import (
     STORE_EVENT_CANCELLED,
     STORE_EVENT_EXPIRED,
-    Abort,
-    Complete,
-    Fail,
     Outcome,
-    Release,
     Switches,
     outcome_statuses,
 )
@@ -44,8 +40,9 @@ from qw.model import (
     PurgeResult,
     WorkerInfo,
 )
-from qw.validation import encode_json, validate_namespace
+from qw.validation import validate_namespace
 from qw.wakeup import Listener, WakeupHub
+from qw_postgres.batches import enqueue_document, finish_document, renew_document
 from qw_postgres.errors import translate_errors
 from qw_postgres.listening import (
     channel_name,
@@ -67,7 +64,6 @@ LISTEN_START_WAIT_S = 2.0
 #: Rows a purge deletes per statement.
 PURGE_BATCH = 5000
 _INT8 = range(-(2**63), 2**63)
-_KINDS: dict[type, str] = {Complete: "c", Fail: "f", Release: "r", Abort: "a"}
 _warned_durability: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
 
@@ -238,21 +234,14 @@ class PostgresBackend:
     def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
         if not jobs:
             return []
-        keys = [j.dedupe_key for j in jobs]
-        live_keys = list({k for k in keys if k is not None})
+        live_keys = list({j.dedupe_key for j in jobs if j.dedupe_key is not None})
         with translate_errors("postgres: enqueue"):
             params: dict[str, Any] = {
                 "ns": self._namespace,
                 "channel": self._channel,
-                "ids": [j.id for j in jobs],
-                "queues": [j.queue for j in jobs],
-                "payloads": [encode_json(j.payload) for j in jobs],
-                "priorities": [j.priority for j in jobs],
-                "run_ats": [j.run_at for j in jobs],
-                "delays": [None if j.delay is None else float(j.delay) for j in jobs],
-                "max_attempts": [j.max_attempts for j in jobs],
-                "keys": keys,
+                "batch": enqueue_document(jobs),
                 "live_keys": live_keys,
+                "keyed_ids": [j.id for j in jobs if j.dedupe_key is not None],
             }
         rows = self._fetch("enqueue", self._q.enqueue, params)
         inserted: set[str] = set()
@@ -332,8 +321,7 @@ class PostgresBackend:
         params = {
             "ns": self._namespace,
             "lease_s": float(lease_s),
-            "ids": [lease.job_id for lease in leases],
-            "tokens": [lease.token for lease in leases],
+            "batch": renew_document(leases),
         }
         answers: list[Lease | None] = [None] * len(leases)
         for ord_, expires, cancel_requested in self._fetch("renew", self._q.renew, params):
@@ -352,16 +340,7 @@ class PostgresBackend:
             params = {
                 "ns": self._namespace,
                 "channel": self._channel,
-                "ids": [o.lease.job_id for o in outcomes],
-                "tokens": [o.lease.token for o in outcomes],
-                "kinds": [_KINDS[type(o)] for o in outcomes],
-                "bodies": [_body(o) for o in outcomes],
-                "retry": [
-                    float(o.retry_in) if isinstance(o, Fail) and o.retry_in is not None else None
-                    for o in outcomes
-                ],
-                "ev_types": [_event(o)[0] for o in outcomes],
-                "ev_data": [_event(o)[1] for o in outcomes],
+                "batch": finish_document(outcomes),
             }
         answers: list[JobStatus | None] = [None] * len(outcomes)
         racing: list[int] = []
@@ -531,21 +510,6 @@ class PostgresBackend:
                     break
             totals.append(total)
         return PurgeResult(jobs=totals[0], events=totals[1])
-
-
-def _body(outcome: Outcome) -> str | None:
-    if isinstance(outcome, Complete):
-        return encode_json(outcome.result, what="result")
-    if isinstance(outcome, (Fail, Abort)):
-        return encode_json(outcome.error, what="error")
-    return None
-
-
-def _event(outcome: Outcome) -> tuple[str | None, str | None]:
-    event = None if isinstance(outcome, Release) else outcome.event
-    if event is None:
-        return None, None
-    return event.type, encode_json(event.data, what="event data")
 
 
 def _repeat_answer(outcome: Outcome, status: str, mine: bool | None) -> JobStatus | None:

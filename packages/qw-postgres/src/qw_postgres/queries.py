@@ -45,21 +45,22 @@ _OPEN = (
 
 ENQUEUE = f"""
 WITH input AS (
-    SELECT * FROM unnest(
-        %(ids)s::text[], %(queues)s::text[], %(payloads)s::text[], %(priorities)s::int4[],
-        %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int4[],
-        %(keys)s::text[]
-    ) WITH ORDINALITY AS t(id, queue, payload, priority, run_at, delay, max_attempts,
-                           dedupe_key, ord)
+    SELECT v->>0 AS id, v->>1 AS queue, (v->>2)::int4 AS priority,
+           (v->>3)::timestamptz AS run_at, (v->>4)::float8 AS delay,
+           (v->>5)::int4 AS max_attempts, v->>6 AS dedupe_key, (v->>7)::json AS payload,
+           ord
+    FROM json_array_elements(%(batch)s::json) WITH ORDINALITY AS e(v, ord)
 ), dup AS (
-    SELECT j.id FROM {{s}}.jobs j
-    WHERE j.namespace = %(ns)s AND j.id = ANY(%(ids)s::text[])
+    -- Only keyed jobs need this: a dedupe conflict would skip the row before
+    -- its primary key is checked. Any other repeated id fails the insert.
+    SELECT j.id FROM unnest(%(keyed_ids)s::text[]) AS k(id)
+    JOIN {{s}}.jobs j ON j.namespace = %(ns)s AND j.id = k.id
 ), ins AS (
     INSERT INTO {{s}}.jobs AS j (namespace, id, queue, status, priority, run_at,
                                  max_attempts, payload, dedupe_key, created_at)
     SELECT %(ns)s, i.id, i.queue, 'queued', i.priority,
            coalesce(i.run_at, now() + coalesce(i.delay, 0) * interval '1 second'),
-           i.max_attempts, i.payload::json, i.dedupe_key, now()
+           i.max_attempts, i.payload, i.dedupe_key, now()
     FROM input i
     WHERE NOT EXISTS (SELECT 1 FROM dup)
     ORDER BY i.ord
@@ -134,7 +135,10 @@ WITH picked AS (
 
 RENEW = """
 UPDATE {s}.jobs j SET lease_expires_at = now() + %(lease_s)s * interval '1 second'
-FROM unnest(%(ids)s::text[], %(tokens)s::text[]) WITH ORDINALITY AS i(id, token, ord)
+FROM (
+    SELECT v->>0 AS id, v->>1 AS token, ord
+    FROM json_array_elements(%(batch)s::json) WITH ORDINALITY AS e(v, ord)
+) i
 WHERE j.namespace = %(ns)s AND j.id = i.id AND j.token = i.token AND j.status = 'running'
 RETURNING i.ord, j.lease_expires_at, j.cancel_requested
 """
@@ -143,10 +147,9 @@ RETURNING i.ord, j.lease_expires_at, j.cancel_requested
 _RETRY = "(i.kind = 'f' AND i.retry_in IS NOT NULL AND j.attempts < j.max_attempts)"
 FINISH = f"""
 WITH input AS (
-    SELECT * FROM unnest(
-        %(ids)s::text[], %(tokens)s::text[], %(kinds)s::text[], %(bodies)s::text[],
-        %(retry)s::float8[], %(ev_types)s::text[], %(ev_data)s::text[]
-    ) WITH ORDINALITY AS t(id, token, kind, body, retry_in, ev_type, ev_data, ord)
+    SELECT v->>0 AS id, v->>1 AS token, v->>2 AS kind, (v->>3)::float8 AS retry_in,
+           v->>4 AS ev_type, (v->>5)::json AS body, (v->>6)::json AS ev_data, ord
+    FROM json_array_elements(%(batch)s::json) WITH ORDINALITY AS e(v, ord)
 ), upd AS (
     UPDATE {{s}}.jobs j SET
         status = CASE
@@ -154,8 +157,8 @@ WITH input AS (
             WHEN i.kind = 'a' THEN 'cancelled'
             WHEN i.kind = 'r' OR {_RETRY} THEN 'queued'
             ELSE 'failed' END,
-        result = CASE WHEN i.kind = 'c' THEN i.body::json ELSE j.result END,
-        error = CASE WHEN i.kind IN ('f', 'a') THEN i.body::json ELSE j.error END,
+        result = CASE WHEN i.kind = 'c' THEN i.body ELSE j.result END,
+        error = CASE WHEN i.kind IN ('f', 'a') THEN i.body ELSE j.error END,
         attempts = CASE WHEN i.kind = 'r' THEN j.attempts - 1 ELSE j.attempts END,
         run_at = CASE WHEN {_RETRY} THEN now() + i.retry_in * interval '1 second'
                       ELSE j.run_at END,
@@ -168,7 +171,7 @@ WITH input AS (
     RETURNING i.ord, j.id, j.queue, j.status, i.ev_type, i.ev_data
 ), ev AS (
     INSERT INTO {{s}}.events (namespace, job_id, type, data, created_at)
-    SELECT %(ns)s, u.id, u.ev_type, u.ev_data::json, now() FROM upd u
+    SELECT %(ns)s, u.id, u.ev_type, u.ev_data, now() FROM upd u
     WHERE u.ev_type IS NOT NULL ORDER BY u.ord
 ), woke AS (
     SELECT count(pg_notify(%(channel)s, q.queue)) AS n
