@@ -12,7 +12,6 @@ import json
 import sys
 import time
 import traceback
-
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +67,3 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-

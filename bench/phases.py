@@ -44,7 +44,7 @@ def enqueue(driver: Driver, plan: Plan) -> dict[str, Any]:
     for label, size, count in modes:
         driver.reset()
         try:
-            driver.enqueue(range(0, min(size, 10)), size)  # connect, create, warm caches
+            driver.enqueue(range(min(size, 10)), size)  # connect, create, warm caches
         except Unsupported as exc:
             results[label] = {"supported": False, "note": str(exc)}
             continue

@@ -1,4 +1,7 @@
-"""Dramatiq's broker and actor for the bench; its workers are ``python -m dramatiq bench.apps.dramatiq_app``."""
+"""Dramatiq's broker and actor for the bench.
+
+Its workers are ``python -m dramatiq bench.apps.dramatiq_app``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from bench import probe
 
-broker = RedisBroker(url=os.environ["QW_BENCH_REDIS_URL"])
+broker = RedisBroker(url=os.environ["QW_BENCH_REDIS_URL"])  # type: ignore[no-untyped-call]
 dramatiq.set_broker(broker)
 
 

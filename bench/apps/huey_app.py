@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from huey import Huey, RedisHuey, SqliteHuey
+from huey import Huey, RedisHuey, SqliteHuey  # type: ignore[import-untyped]
 
 from bench import probe
 
@@ -21,6 +21,6 @@ def make() -> Huey:
 huey = make()
 
 
-@huey.task()
+@huey.task()  # type: ignore[untyped-decorator]
 def noop(i: int) -> None:
     probe.record(i)

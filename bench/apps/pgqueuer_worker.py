@@ -1,4 +1,6 @@
-"""PGQueuer's own QueueManager for the bench: ``python -m bench.apps.pgqueuer_worker DSN CONSUMERS BATCH DRAIN``.
+"""PGQueuer's own QueueManager for the bench.
+
+``python -m bench.apps.pgqueuer_worker DSN CONSUMERS BATCH DRAIN``:
 
 ``CONSUMERS`` QueueManagers, each on its own asyncpg connection (as PGQueuer's
 own benchmark tool runs ``--dequeue`` consumers), each dequeuing
@@ -13,11 +15,11 @@ import asyncio
 import signal
 import sys
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.models import Job
-from pgqueuer.queries import Queries
 from pgqueuer.qm import QueueManager
+from pgqueuer.queries import Queries
 from pgqueuer.types import QueueExecutionMode
 
 from bench import probe
@@ -34,9 +36,14 @@ async def main(dsn: str, consumers: int, batch: int, drain: int) -> None:
             probe.record(int(job.payload or b"-1"))
 
         managers.append(qm)
+
+    def shutdown() -> None:
+        for qm in managers:
+            qm.shutdown.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: [qm.shutdown.set() for qm in managers])
+        loop.add_signal_handler(sig, shutdown)
     mode = QueueExecutionMode.drain if drain else QueueExecutionMode.continuous
     await asyncio.gather(*(qm.run(batch_size=batch, mode=mode) for qm in managers))
     if drain:

@@ -1,4 +1,6 @@
-"""procrastinate's app for the bench, and its worker: ``python -m bench.apps.procrastinate_app CONCURRENCY DRAIN``.
+"""procrastinate's app for the bench, and its worker.
+
+``python -m bench.apps.procrastinate_app CONCURRENCY DRAIN``:
 
 The worker is procrastinate's own (``App.run_worker_async``) with
 ``concurrency`` async slots and LISTEN/NOTIFY on (its default). With

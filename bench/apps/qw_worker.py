@@ -13,11 +13,10 @@ import sys
 import time
 
 import qw
+from bench import probe
 from qw.model import Job, JobStatus
 from qw.plugin import hookimpl
 from qw.plugin.manager import QwPluginManager
-
-from bench import probe
 
 TASK = "bench.noop"
 QUEUE = "bench"

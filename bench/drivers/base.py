@@ -72,7 +72,9 @@ def python_cmd(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def spawn(cmd: Sequence[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    cmd: Sequence[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start a worker in this process group (a phase kill takes it down too)."""
     full = dict(os.environ)
     full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full.get("PYTHONPATH")]))
@@ -81,12 +83,12 @@ def spawn(cmd: Sequence[str], log: Path, env: dict[str, str] | None = None) -> s
         full.update(env)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        return subprocess.Popen(
-            list(cmd), cwd=ROOT, env=full, stdout=out, stderr=subprocess.STDOUT
-        )
+        return subprocess.Popen(list(cmd), cwd=ROOT, env=full, stdout=out, stderr=subprocess.STDOUT)
 
 
-def stop(procs: Sequence[subprocess.Popen[bytes]], sig: int = signal.SIGTERM, grace: float = 15.0) -> None:
+def stop(
+    procs: Sequence[subprocess.Popen[bytes]], sig: int = signal.SIGTERM, grace: float = 15.0
+) -> None:
     """Ask every process to stop; kill what is still there after ``grace`` s."""
     for p in procs:
         if p.poll() is None:
@@ -187,7 +189,7 @@ class Driver(abc.ABC):
         for start in range(indexes.start, indexes.stop, step):
             self.enqueue(range(start, min(start + step, indexes.stop)), step)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most drivers hold connections
         """Close producer-side connections."""
 
     # -- the workers --------------------------------------------------------

@@ -49,8 +49,15 @@ class Dramatiq(RedisPeer):
         p, t = split(concurrency)
         log = self.log("worker")
         cmd = python_cmd(
-            "-m", "dramatiq", "bench.apps.dramatiq_app", "--processes", str(p), "--threads", str(t),
-            "--queues", "bench",
+            "-m",
+            "dramatiq",
+            "bench.apps.dramatiq_app",
+            "--processes",
+            str(p),
+            "--threads",
+            str(t),
+            "--queues",
+            "bench",
         )
         proc = spawn(cmd, log, self.worker_env(probe_dir))
         return Workers([proc], [log], probe_dir)

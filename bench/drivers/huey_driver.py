@@ -48,8 +48,14 @@ class _Huey(Driver):
     def start(self, concurrency: int, probe_dir: Path, *, drain: int | None) -> Workers:
         log = self.log("worker")
         cmd = python_cmd(
-            "-m", "huey.bin.huey_consumer", "bench.apps.huey_app.huey",
-            "-w", str(concurrency), "-k", "thread", *self.consumer_options,
+            "-m",
+            "huey.bin.huey_consumer",
+            "bench.apps.huey_app.huey",
+            "-w",
+            str(concurrency),
+            "-k",
+            "thread",
+            *self.consumer_options,
         )
         proc = spawn(cmd, log, {"QW_BENCH_PROBE_DIR": str(probe_dir), **self.env()})
         return Workers([proc], [log], probe_dir)

@@ -52,7 +52,7 @@ class PgQueuer(Driver):
 
     def _q(self) -> Any:
         if self._queries is None:
-            import asyncpg
+            import asyncpg  # type: ignore[import-untyped]
             from pgqueuer.db import AsyncpgDriver
             from pgqueuer.queries import Queries
 
@@ -86,12 +86,21 @@ class PgQueuer(Driver):
         items = list(indexes)
         for s in range(0, len(items), batch):
             chunk = items[s : s + batch]
-            self._run(q.enqueue(["bench"] * len(chunk), [str(i).encode() for i in chunk], [0] * len(chunk)))
+            self._run(
+                q.enqueue(
+                    ["bench"] * len(chunk), [str(i).encode() for i in chunk], [0] * len(chunk)
+                )
+            )
 
     def start(self, concurrency: int, probe_dir: Path, *, drain: int | None) -> Workers:
         log = self.log("worker")
         cmd = python_cmd(
-            "-m", "bench.apps.pgqueuer_worker", self.dsn, str(concurrency), str(BATCH), str(drain or 0)
+            "-m",
+            "bench.apps.pgqueuer_worker",
+            self.dsn,
+            str(concurrency),
+            str(BATCH),
+            str(drain or 0),
         )
         proc = spawn(cmd, log, {"QW_BENCH_PROBE_DIR": str(probe_dir)})
         return Workers([proc], [log], probe_dir)
@@ -107,7 +116,8 @@ class PgQueuer(Driver):
             logged = conn.execute(
                 "SELECT count(*) FROM pgqueuer_log WHERE status = 'successful'"
             ).fetchone()
-        assert left is not None and logged is not None
+        assert left is not None
+        assert logged is not None
         if left[0]:
             return -int(left[0])  # jobs still in the queue table: never a pass
         return int(logged[0])

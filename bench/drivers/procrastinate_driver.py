@@ -72,7 +72,8 @@ class Procrastinate(Driver):
             return
         items = list(indexes)
         for s in range(0, len(items), batch):
-            noop.batch_defer(*({"i": i} for i in items[s : s + batch]))
+            kwargs: list[dict[str, Any]] = [{"i": i} for i in items[s : s + batch]]
+            noop.batch_defer(*kwargs)
 
     def start(self, concurrency: int, probe_dir: Path, *, drain: int | None) -> Workers:
         log = self.log("worker")

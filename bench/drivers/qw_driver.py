@@ -5,10 +5,13 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from bench import stores
 from bench.drivers.base import QUEUE, Driver, Workers, python_cmd, spawn
+
+if TYPE_CHECKING:
+    import qw
 
 __all__ = ["QwMongo", "QwPostgres", "QwRedis", "QwSqlite"]
 
@@ -20,7 +23,7 @@ PG_DB = "qw_bench"
 class QwDriver(Driver):
     system = "qw"
     bulk = True
-    _client_obj: object | None = None
+    _client_obj: qw.Client | None = None
 
     def url(self) -> str:
         raise NotImplementedError
@@ -48,7 +51,7 @@ class QwDriver(Driver):
             return f"backend not installed: {exc}"
         return None
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self) -> qw.Client:
         import qw
 
         if self._client_obj is None:
@@ -57,7 +60,7 @@ class QwDriver(Driver):
 
     def close(self) -> None:
         if self._client_obj is not None:
-            self._client_obj.close()  # type: ignore[attr-defined]
+            self._client_obj.close()
             self._client_obj = None
 
     def enqueue(self, indexes: range, batch: int) -> None:
@@ -149,8 +152,7 @@ class QwMongo(QwDriver):
     _DB: ClassVar[str] = "qw_bench"
 
     def url(self) -> str:
-        base = self.stores.mongodb or ""
-        return base
+        return self.stores.mongodb or ""
 
     def unavailable(self) -> str | None:
         if not self.stores.mongodb:
@@ -159,13 +161,15 @@ class QwMongo(QwDriver):
 
     def reset(self) -> None:
         self.close()
-        import pymongo
+        import pymongo  # type: ignore[import-not-found,unused-ignore]
 
         client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(self.url())
         try:
             db = client.get_default_database(default=self._DB)
             if not db.name.startswith("qw_bench"):
-                raise ValueError(f"QW_BENCH_MONGODB_URL must name a qw_bench* database, not {db.name}")
+                raise ValueError(
+                    f"QW_BENCH_MONGODB_URL must name a qw_bench* database, not {db.name}"
+                )
             client.drop_database(db.name)
         finally:
             client.close()

@@ -28,7 +28,8 @@ class Rq(RedisPeer):
     def settings(self, concurrency: int) -> dict[str, str]:
         return {
             "worker": f"rq worker-pool -n {concurrency} -w {WORKER_CLASS} ({concurrency} worker "
-            "processes; SimpleWorker runs jobs in the worker process instead of forking per job; --quiet: no per-job log lines)",
+            "processes; SimpleWorker runs jobs in the worker process instead of forking "
+            "per job; --quiet: no per-job log lines)",
             "bulk": "Queue.enqueue_many with Queue.prepare_data (one pipeline per call)",
             "task": "sync no-op function",
         }
@@ -61,8 +62,17 @@ class Rq(RedisPeer):
     def start(self, concurrency: int, probe_dir: Path, *, drain: int | None) -> Workers:
         log = self.log("worker")
         cmd = python_cmd(
-            "-m", "rq.cli", "worker-pool", "-u", self.stores.redis, "-w", WORKER_CLASS,
-            "-n", str(concurrency), "--quiet", "bench",
+            "-m",
+            "rq.cli",
+            "worker-pool",
+            "-u",
+            self.stores.redis,
+            "-w",
+            WORKER_CLASS,
+            "-n",
+            str(concurrency),
+            "--quiet",
+            "bench",
         )
         proc = spawn(cmd, log, self.worker_env(probe_dir))
         return Workers([proc], [log], probe_dir)

@@ -1,0 +1,382 @@
+"""From a run's data to the goals, a Markdown report, a chart and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["best_drain", "failures", "goals", "markdown", "write"]
+
+STORES = ("sqlite", "postgres", "redis", "mongodb")
+#: Wake-up p50 targets per store (ms); p99 target for all of them.
+WAKE_P50_MS = {"postgres": 5.0, "redis": 2.0}
+WAKE_P99_MS = 20.0
+DRAIN_FACTOR = 2.0
+BACKLOG_FACTOR = 2.0
+
+
+def _split(driver_id: str) -> tuple[str, str]:
+    system, _, store = driver_id.partition("-")
+    return system, store
+
+
+def _ok(phase: dict[str, Any] | None) -> dict[str, Any] | None:
+    if phase and phase.get("ok"):
+        result: dict[str, Any] = phase["result"]
+        return result
+    return None
+
+
+def best_drain(entry: dict[str, Any]) -> tuple[float, int] | None:
+    """The highest verified drain rate of a system, and its concurrency."""
+    best: tuple[float, int] | None = None
+    for c, phase in (entry.get("drain") or {}).items():
+        r = _ok(phase)
+        if r and r.get("exactly_once") and (best is None or r["jobs_per_s"] > best[0]):
+            best = (float(r["jobs_per_s"]), int(c))
+    return best
+
+
+def failures(entry: dict[str, Any]) -> list[str]:
+    out = []
+    if entry.get("status") == "failed":
+        out.append(f"load: {entry.get('error')}")
+    for name in ("enqueue", "wakeup", "backlog"):
+        phase = entry.get(name)
+        if phase and not phase.get("ok") and not phase.get("unsupported"):
+            out.append(f"{name}: {phase.get('error')}")
+    for c, phase in (entry.get("drain") or {}).items():
+        if not phase.get("ok"):
+            out.append(f"drain c={c}: {phase.get('error')}")
+    return out
+
+
+def _fmt(x: float | None, digits: int = 0) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:,.{digits}f}"
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def goals(data: dict[str, Any]) -> list[dict[str, str]]:
+    systems: dict[str, Any] = data["systems"]
+    out: list[dict[str, str]] = []
+    for store in STORES:
+        qw = systems.get(f"qw-{store}")
+        peers = {d: e for d, e in systems.items() if _split(d)[1] == store and _split(d)[0] != "qw"}
+        if qw is None or qw.get("status") != "ran" or not peers:
+            continue
+        mine = best_drain(qw)
+        rivals = [(b, d) for d, e in peers.items() if (b := best_drain(e))]
+        if not rivals:
+            continue
+        (peer_rate, peer_c), peer = max(rivals)
+        goal = f"drain on {store}: qw ≥ {DRAIN_FACTOR:g}x fastest peer"
+        if mine is None:
+            out.append({"goal": goal, "value": "qw drain failed", "status": "FAIL"})
+            continue
+        ratio = mine[0] / peer_rate
+        out.append(
+            {
+                "goal": goal,
+                "value": f"qw {mine[0]:,.0f}/s (c={mine[1]}) vs {peer} {peer_rate:,.0f}/s "
+                f"(c={peer_c}): {ratio:.2f}x",
+                "status": _verdict(ratio >= DRAIN_FACTOR),
+            }
+        )
+    for store, p50_target in WAKE_P50_MS.items():
+        qw = systems.get(f"qw-{store}")
+        if qw is None or qw.get("status") != "ran":
+            continue
+        r = _ok(qw.get("wakeup"))
+        goal = f"wake-up on {store}: p50 ≤ {p50_target:g} ms, p99 ≤ {WAKE_P99_MS:g} ms"
+        if r is None:
+            out.append({"goal": goal, "value": "wake-up phase failed", "status": "FAIL"})
+            continue
+        ok = r["p50_ms"] <= p50_target and r["p99_ms"] <= WAKE_P99_MS
+        out.append(
+            {
+                "goal": goal,
+                "value": f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms",
+                "status": _verdict(ok),
+            }
+        )
+    for store in STORES:
+        qw = systems.get(f"qw-{store}")
+        if qw is None or qw.get("status") != "ran" or "backlog" not in qw:
+            continue
+        r = _ok(qw.get("backlog"))
+        if r is None:
+            out.append(
+                {
+                    "goal": f"claim latency on {store} with a backlog ≤ {BACKLOG_FACTOR:g}x empty",
+                    "value": "backlog phase failed",
+                    "status": "FAIL",
+                }
+            )
+            continue
+        out.append(
+            {
+                "goal": f"claim latency on {store}, {r['backlog']:,} queued ≤ "
+                f"{BACKLOG_FACTOR:g}x empty (p50)",
+                "value": f"{r['backlog_p50_ms']:.2f} ms vs {r['empty_p50_ms']:.2f} ms: "
+                f"{r['ratio_p50']:.2f}x",
+                "status": _verdict(r["ratio_p50"] <= BACKLOG_FACTOR),
+            }
+        )
+    return out
+
+
+def _ordered(systems: dict[str, Any]) -> list[str]:
+    def key(d: str) -> tuple[int, int, str]:
+        system, store = _split(d)
+        return (STORES.index(store) if store in STORES else 9, 0 if system == "qw" else 1, d)
+
+    return sorted(systems, key=key)
+
+
+def markdown(data: dict[str, Any]) -> str:
+    plan, m, systems = data["plan"], data["machine"], data["systems"]
+    ids = _ordered(systems)
+    ran = [d for d in ids if systems[d].get("status") == "ran"]
+    lines = [f"# qw benchmark: `{plan['name']}`", ""]
+    lines.append(
+        f"Run {data['started']}, {data['duration_s']:,.0f} s. "
+        f"Drains: {plan['drain_n']:,} no-op jobs pre-enqueued, concurrency "
+        f"{', '.join(map(str, plan['concurrencies']))}. Wake-up: "
+        f"{plan['wake_samples']} jobs one at a time, gaps uniform in "
+        f"{plan['wake_gap_ms'][0]:g}-{plan['wake_gap_ms'][1]:g} ms, workers at concurrency "
+        f"{plan['wake_concurrency']}. Backlog: {plan['backlog']:,} queued jobs."
+    )
+    lines += ["", "## Machine", "", "| | |", "| --- | --- |"]
+    lines.append(f"| CPU | {m['cpu_count']} x {m['cpu_model']} |")
+    lines.append(f"| memory | {m['memory_gib']} GiB |")
+    lines.append(f"| OS | {m['platform']} |")
+    lines.append(f"| Python | {m['python']} |")
+    lines.append(f"| PostgreSQL | {m['postgresql']} |")
+    lines.append(f"| Redis | {m['redis']} |")
+    lines.append(
+        f"| load average (1/5/15 min) | start {m['load_at_start']}, end {m.get('load_at_end')} |"
+    )
+    pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    lines.append(f"| packages | {pk} |")
+    if m["load_at_start"][0] > 0.5 * (m["cpu_count"] or 1):
+        lines += [
+            "",
+            f"**Warning:** the machine was busy (load {m['load_at_start'][0]} on "
+            f"{m['cpu_count']} CPUs) when the run started: these numbers are noisy.",
+        ]
+
+    lines += ["", "## Goals", "", "| goal | measured | verdict |", "| --- | --- | --- |"]
+    for g in data["goals"]:
+        lines.append(f"| {g['goal']} | {g['value']} | **{g['status']}** |")
+
+    cs = [str(c) for c in plan["concurrencies"]]
+    lines += ["", "## Drain throughput (jobs/s, first claim to last terminal write)", ""]
+    lines.append(
+        "| system | store | " + " | ".join(f"c={c}" for c in cs) + " | best | exactly N once |"
+    )
+    lines.append("| --- | --- | " + " | ".join("---:" for _ in cs) + " | ---: | --- |")
+    for d in ran:
+        e = systems[d]
+        cells, checks = [], []
+        for c in cs:
+            phase = (e.get("drain") or {}).get(c)
+            r = _ok(phase)
+            cells.append(_fmt(r["jobs_per_s"]) if r else ("failed" if phase else "-"))
+            if r:
+                store_says = r["store_succeeded"]
+                checks.append(
+                    f"c={c}: {'yes' if r['exactly_once'] else 'NO'} "
+                    f"({r['ran']:,} ran, {r['unique']:,} unique, store "
+                    f"{'keeps no record' if store_says is None else store_says})"
+                )
+        b = best_drain(e)
+        system, store = _split(d)
+        lines.append(
+            f"| {system} | {store} | "
+            + " | ".join(cells)
+            + f" | {_fmt(b[0]) if b else '-'} | {'; '.join(checks) or '-'} |"
+        )
+
+    lines += ["", "## qw / fastest peer, per store (each at its best concurrency)", ""]
+    lines += ["| store | qw | fastest peer | ratio |", "| --- | ---: | ---: | ---: |"]
+    for store in STORES:
+        qw = systems.get(f"qw-{store}")
+        if not qw or qw.get("status") != "ran":
+            continue
+        mine = best_drain(qw)
+        rivals = [
+            (b, d)
+            for d, e in systems.items()
+            if _split(d)[1] == store and _split(d)[0] != "qw" and (b := best_drain(e))
+        ]
+        if not rivals:
+            lines.append(
+                f"| {store} | {_fmt(mine[0]) if mine else '-'} | no peer on this store | - |"
+            )
+            continue
+        (rate, peer_c), peer = max(rivals)
+        ratio = f"{mine[0] / rate:.2f}x" if mine else "-"
+        lines.append(
+            f"| {store} | {_fmt(mine[0]) if mine else 'failed'}"
+            f"{f' (c={mine[1]})' if mine else ''} | {peer} {_fmt(rate)} (c={peer_c}) | {ratio} |"
+        )
+
+    lines += [
+        "",
+        "## Enqueue (jobs/s)",
+        "",
+        "| system | store | single calls | bulk 100 | bulk 1,000 |",
+    ]
+    lines.append("| --- | --- | ---: | ---: | ---: |")
+    for d in ran:
+        r = _ok(systems[d].get("enqueue"))
+        cells = []
+        for mode in ("single", "bulk100", "bulk1000"):
+            x = (r or {}).get(mode)
+            cells.append(
+                "failed"
+                if r is None
+                else (_fmt(x["jobs_per_s"]) if x and x["supported"] else "no bulk API")
+            )
+        system, store = _split(d)
+        lines.append(f"| {system} | {store} | " + " | ".join(cells) + " |")
+
+    lines += ["", "## Wake-up latency (enqueue call to task start, idle workers)", ""]
+    lines += [
+        "| system | store | p50 ms | p99 ms | max ms | seen |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for d in ran:
+        phase = systems[d].get("wakeup")
+        r = _ok(phase)
+        system, store = _split(d)
+        if r:
+            lines.append(
+                f"| {system} | {store} | {_fmt(r['p50_ms'], 2)} | {_fmt(r['p99_ms'], 2)} | "
+                f"{_fmt(r['max_ms'], 1)} | {r['seen']}/{r['samples']} |"
+            )
+        elif phase:
+            lines.append(f"| {system} | {store} | failed | | | |")
+
+    backlog_rows = [d for d in ran if _ok(systems[d].get("backlog"))]
+    if backlog_rows:
+        lines += ["", "## qw claim latency, `claim(limit=1)`: empty queue vs backlog", ""]
+        lines += [
+            "| store | backlog | empty p50 / p99 ms | backlog p50 / p99 ms | ratio (p50) | fill |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for d in backlog_rows:
+            r = _ok(systems[d]["backlog"])
+            assert r is not None
+            lines.append(
+                f"| {_split(d)[1]} | {r['backlog']:,} | "
+                f"{r['empty_p50_ms']:.2f} / {r['empty_p99_ms']:.2f} | "
+                f"{r['backlog_p50_ms']:.2f} / {r['backlog_p99_ms']:.2f} | {r['ratio_p50']:.2f}x | "
+                f"{r['fill_s']:.0f} s |"
+            )
+
+    lines += ["", "## Settings used", ""]
+    for d in ids:
+        e = systems[d]
+        lines.append(
+            f"- **{d}** {e.get('version', '')}"
+            + (f" — {e['status']}: {e['error']}" if e.get("error") else "")
+        )
+        for c, settings in (e.get("settings") or {}).items():
+            text = "; ".join(f"{k}: {v}" for k, v in settings.items())
+            lines.append(f"  - c={c}: {text}")
+
+    failed = {d: failures(systems[d]) for d in ids if failures(systems[d])}
+    if failed:
+        lines += ["", "## Failures", ""]
+        for d, msgs in failed.items():
+            for msg in msgs:
+                first = str(msg).strip().splitlines()[0] if msg else ""
+                lines.append(f"- {d}: {first[:300]}")
+    lines += [
+        "",
+        "## Method",
+        "",
+        "Each phase runs in its own process with a deadline; peers run their own worker "
+        "machinery as subprocesses, from PyPI, against the same PostgreSQL and Redis (their own "
+        "databases: `qw_bench*`, Redis DB from `QW_BENCH_REDIS_URL`, flushed per phase). A no-op "
+        "task appends its job's index and a timestamp to a per-process file; a drain passes when "
+        "exactly N records with N distinct indexes exist and the store agrees (where it keeps a "
+        "record of successes). Throughput runs from the first task start to the last terminal "
+        "write (qw: the worker's commit hook; drain-mode peers: their exit after flushing; others: "
+        "the store polled every 5 ms). See bench/README.md.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def chart(data: dict[str, Any], path: Path) -> bool:
+    """A PNG of best drain rates and wake-up latencies; False if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    systems = data["systems"]
+    ids = [d for d in _ordered(systems) if systems[d].get("status") == "ran"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.45 * max(len(ids), 4) + 1.8))
+    drains = [(d, best_drain(systems[d])) for d in ids]
+    labels = [f"{d} (c={b[1]})" if b else f"{d} (failed)" for d, b in drains]
+    values = [b[0] if b else 0.0 for _, b in drains]
+    colors = ["tab:blue" if _split(d)[0] == "qw" else "tab:gray" for d in ids]
+    ax1.barh(labels, values, color=colors)
+    ax1.invert_yaxis()
+    ax1.set_xlabel("jobs/s (best concurrency)")
+    ax1.set_title(f"Drain of {data['plan']['drain_n']:,} no-op jobs")
+    for y, v in enumerate(values):
+        ax1.text(v, y, f" {v:,.0f}", va="center", fontsize=8)
+    p50, p99 = [], []
+    for d in ids:
+        r = _ok(systems[d].get("wakeup"))
+        p50.append(r["p50_ms"] if r else 0.0)
+        p99.append(r["p99_ms"] if r else 0.0)
+    ys = range(len(ids))
+    ax2.barh([y - 0.2 for y in ys], p50, height=0.4, label="p50", color="tab:green")
+    ax2.barh([y + 0.2 for y in ys], p99, height=0.4, label="p99", color="tab:orange")
+    ax2.set_yticks(list(ys), ids)
+    ax2.invert_yaxis()
+    positive = [v for v in p50 + p99 if v > 0]
+    if positive:
+        ax2.set_xscale("log")
+        ax2.set_xlim(left=min(positive) / 2)
+    ax2.set_xlabel("ms, enqueue to task start (log scale)")
+    ax2.set_title("Wake-up latency, idle workers")
+    ax2.legend()
+    m = data["machine"]
+    fig.suptitle(
+        f"qw bench '{data['plan']['name']}': {m['cpu_count']} x {m['cpu_model']}, "
+        f"Python {m['python']}, PostgreSQL {m['postgresql']}, Redis {m['redis']}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    js, md, png = (out_dir / f"{stem}{ext}" for ext in (".json", ".md", ".png"))
+    js.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    text = markdown(data)
+    if chart(data, png):
+        text += f"\n![{stem}]({png.name})\n"
+        paths = [js, md, png]
+    else:
+        paths = [js, md]
+    md.write_text(text)
+    return paths

@@ -1,0 +1,201 @@
+"""The benchmark orchestrator: ``python -m bench.run [--quick] [options]``.
+
+For every system (qw on each of its stores, and the peers), in one run on
+one machine: enqueue rates, drains at each concurrency, wake-up latency and,
+for qw, claim latency under a large backlog. Every phase runs in a process
+of its own with a deadline, so a broken peer is reported failed and the run
+goes on. Results go to ``bench/results/<plan>.json``, ``.md`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from bench import machine, report
+from bench.config import ROOT, Plan, Stores, full_plan, quick_plan
+from bench.drivers import ALL, QW
+
+__all__ = ["main"]
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run_phase(
+    driver: str, phase: str, plan: Plan, workdir: Path, timeout: float, **args: Any
+) -> dict[str, Any]:
+    """Run one phase in its own process group; kill the group at ``timeout``."""
+    spec = {
+        "driver": driver,
+        "phase": phase,
+        "plan": asdict(plan),
+        "workdir": str(workdir),
+        "timeout": timeout,
+        **args,
+    }
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.phase", json.dumps(spec)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return {"ok": False, "error": f"timed out after {timeout:.0f} s (killed)"}
+    finally:
+        # Workers a phase left behind (it crashed) go with its group.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    elapsed = time.monotonic() - started
+    for line in reversed(out.decode(errors="replace").splitlines()):
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+            result["wall_s"] = round(elapsed, 2)
+            return result
+    return {"ok": False, "error": f"phase exited with {proc.returncode} and no result"}
+
+
+def parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="the smoke-run preset (a few minutes)")
+    p.add_argument("--n", type=int, help="jobs per drain (default 20,000; quick 2,000)")
+    p.add_argument("--concurrency", help="comma-separated, e.g. 1,4,16")
+    p.add_argument("--backlog", type=int, help="queued jobs for the claim-latency phase")
+    p.add_argument("--wake-samples", type=int, help="jobs in the wake-up phase")
+    p.add_argument("--systems", help=f"comma-separated subset of: {', '.join(ALL)} (default: all)")
+    p.add_argument("--skip", default="", help="phases to skip: enqueue,drain,wakeup,backlog")
+    p.add_argument("--name", help="results file stem (default: the plan's name)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    ns = p.parse_args(argv)
+    plan = quick_plan() if ns.quick else full_plan()
+    changes: dict[str, Any] = {}
+    if ns.n:
+        changes["drain_n"] = ns.n
+    if ns.concurrency:
+        changes["concurrencies"] = tuple(int(c) for c in ns.concurrency.split(","))
+    if ns.backlog:
+        changes["backlog"] = ns.backlog
+    if ns.wake_samples:
+        changes["wake_samples"] = ns.wake_samples
+    if ns.name:
+        changes["name"] = ns.name
+    systems = tuple(s.strip() for s in ns.systems.split(",")) if ns.systems else tuple(ALL)
+    unknown = [s for s in systems if s not in ALL]
+    if unknown:
+        p.error(f"unknown systems {unknown}; known: {ALL}")
+    changes["systems"] = systems
+    return replace(plan, **changes), ns
+
+
+def run_system(driver: str, plan: Plan, workdir: Path, skip: set[str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": driver}
+    info = run_phase(driver, "info", plan, workdir, 60)
+    if not info.get("ok"):
+        entry["status"] = "failed"
+        entry["error"] = info.get("error")
+        log(f"{driver}: cannot load: {info.get('error')}")
+        return entry
+    details = info["result"]
+    entry.update(version=details["version"], settings=details["settings"])
+    entry["wake_settings"] = details["wake_settings"]
+    if details["unavailable"]:
+        entry["status"] = "skipped"
+        entry["error"] = details["unavailable"]
+        log(f"{driver}: skipped: {details['unavailable']}")
+        return entry
+    entry["status"] = "ran"
+    if "enqueue" not in skip:
+        log(f"{driver}: enqueue")
+        entry["enqueue"] = run_phase(
+            driver, "enqueue", plan, workdir, plan.phase_timeout("enqueue", 0)
+        )
+    if "drain" not in skip:
+        entry["drain"] = {}
+        for c in plan.concurrencies:
+            log(f"{driver}: drain n={plan.drain_n:,} concurrency={c}")
+            entry["drain"][str(c)] = run_phase(
+                driver,
+                "drain",
+                plan,
+                workdir,
+                plan.phase_timeout("drain", plan.drain_n),
+                n=plan.drain_n,
+                concurrency=c,
+            )
+    if "wakeup" not in skip:
+        log(f"{driver}: wake-up latency, {plan.wake_samples} samples")
+        entry["wakeup"] = run_phase(
+            driver, "wakeup", plan, workdir, plan.phase_timeout("wakeup", 0)
+        )
+    if driver in QW and "backlog" not in skip:
+        log(f"{driver}: claim latency, empty vs {plan.backlog:,} queued")
+        entry["backlog"] = run_phase(
+            driver, "backlog", plan, workdir, plan.phase_timeout("backlog", 0)
+        )
+    cleanup = run_phase(driver, "cleanup", plan, workdir, 120)
+    if not cleanup.get("ok"):
+        log(f"{driver}: cleanup failed: {cleanup.get('error')}")
+    return entry
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan, ns = parse(argv)
+    out_dir: Path = ns.out
+    workdir = out_dir / "raw" / plan.name
+    workdir.mkdir(parents=True, exist_ok=True)
+    stores = Stores.from_env(workdir)
+    skip = {s.strip() for s in ns.skip.split(",") if s.strip()}
+    log(
+        f"plan {plan.name}: drain n={plan.drain_n:,} at concurrency {plan.concurrencies}; "
+        f"backlog {plan.backlog:,}; {plan.wake_samples} wake-up samples; logs in {workdir}"
+    )
+    started = time.time()
+    described = machine.describe(stores)
+    log(
+        f"machine: {described['cpu_count']} x {described['cpu_model']}, "
+        f"load {described['load_at_start']}"
+    )
+    systems: dict[str, Any] = {}
+    for driver in plan.systems:
+        systems[driver] = run_system(driver, plan, workdir, skip)
+    described["load_at_end"] = machine.load()
+    data = {
+        "plan": asdict(plan),
+        "machine": described,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "systems": systems,
+    }
+    data["goals"] = report.goals(data)
+    paths = report.write(data, out_dir, plan.name)
+    for path in paths:
+        log(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    failed = [d for d, e in systems.items() if report.failures(e)]
+    if failed:
+        log(f"phases failed for: {', '.join(failed)} (see the report)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
