@@ -149,3 +149,39 @@ def contract(session: nox.Session, backend: str) -> None:
 
 # -- benchmarks -----------------------------------------------------------
 # The `bench` and `bench-quick` sessions (bench/ harness) go here.
+
+BENCH_PACKAGES = ["qw-core", "qw-postgres", "qw-redis"]
+
+
+def _bench(session: nox.Session, *args: str) -> None:
+    """Install qw's packages and the peers (bench/requirements.txt), then run bench/run.py.
+
+    qw-mongodb is installed only when ``QW_BENCH_MONGODB_URL`` names a server.
+    """
+    session.install("-r", "bench/requirements.txt", "hatchling>=1.21", "editables>=0.3")
+    names = BENCH_PACKAGES + (["qw-mongodb"] if os.environ.get("QW_BENCH_MONGODB_URL") else [])
+    editables: list[str] = []
+    for name in names:
+        if (PACKAGES / name / "pyproject.toml").is_file():
+            editables += ["-e", str(PACKAGES / name)]
+    session.install("--no-build-isolation", *editables)
+    env = {"PYTHONPATH": str(ROOT)}
+    for name in ("QW_BENCH_POSTGRES_URL", "QW_BENCH_REDIS_URL", "QW_BENCH_MONGODB_URL"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    session.run("python", "-m", "bench.run", *args, *session.posargs, env=env)
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """The full benchmark: qw on every store and its peers; results in bench/results/bench.*.
+
+    Extra arguments go to bench/run.py, e.g. ``nox -s bench -- --n 1000000``.
+    """
+    _bench(session)
+
+
+@nox.session(name="bench-quick", python="3.11")
+def bench_quick(session: nox.Session) -> None:
+    """A smoke run of the benchmark (small N, concurrency 1 and 4): a few minutes."""
+    _bench(session, "--quick")
