@@ -80,7 +80,14 @@ class Worker:
         if load_plugins:
             self.plugins.load_entry_points()
         self.stats = WorkerStats()
-        self._started_at = datetime.now(UTC)
+        self._info = WorkerInfo(
+            id=self.id,
+            queues=config.queues,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            concurrency=config.concurrency,
+            started_at=datetime.now(UTC),
+        )
         self._cond = threading.Condition()
         self._inflight: dict[str, RunningJob] = {}
         # Plain flags: a signal handler sets them, so no lock may be taken there.
@@ -99,14 +106,8 @@ class Worker:
 
     @property
     def info(self) -> WorkerInfo:
-        return WorkerInfo(
-            id=self.id,
-            queues=self.config.queues,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            concurrency=self.config.concurrency,
-            started_at=self._started_at,
-        )
+        """The worker as the registry and the hooks see it (made once: hooks run per job)."""
+        return self._info
 
     @property
     def stop_requested(self) -> bool:
@@ -237,7 +238,7 @@ class Worker:
         with self._cond:
             self._inflight[job.id] = rec
         self.stats.claimed += 1
-        self.plugins.job_claimed(job, self.info)
+        self.plugins.job_claimed(job, self._info)
         if task is None:
             error: dict[str, JSONValue] = {
                 "type": "qw.UnknownTask",
