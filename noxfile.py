@@ -78,9 +78,10 @@ def _required(backend: str) -> bool:
 
 def _install_packages(session: nox.Session, *names: str) -> None:
     """Install workspace packages editable, with their ``test`` extra when they have one."""
-    # hatchling in the venv lets pip build the editables without fetching a
-    # fresh isolated build environment for every package on every run.
-    session.install("hatchling>=1.21")
+    # The build backend in the venv lets pip build the editables without a
+    # fresh isolated build environment per package per run (hatchling needs
+    # editables for packages listed explicitly).
+    session.install("hatchling>=1.21", "editables>=0.3")
     specs: list[str] = []
     for name in names:
         directory = PACKAGES / name
