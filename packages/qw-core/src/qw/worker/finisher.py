@@ -48,7 +48,8 @@ class Finisher:
         """Write what is queued, retrying backend errors for up to ``timeout`` s, then stop."""
         self._give_up_at = time.monotonic() + timeout
         self._queue.put(None)
-        self._thread.join(timeout + 1.0)
+        if self._thread.ident is not None:
+            self._thread.join(timeout + 1.0)
 
     def _loop(self) -> None:
         stopping = False

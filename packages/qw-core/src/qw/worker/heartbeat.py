@@ -51,7 +51,8 @@ class Heartbeat:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
 
     def _loop(self) -> None:
         config = self._config
