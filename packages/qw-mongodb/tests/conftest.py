@@ -8,6 +8,13 @@ import pytest
 from mongo_store import STAND_IN, URL, Store, redacted, store_client
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # mongomock itself calls datetime.utcnow(); that noise is the stand-in's, not ours.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:datetime.datetime.utcnow:DeprecationWarning:mongomock"
+    )
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if URL:
         return [f"qw-mongodb: REAL MongoDB server at {redacted(URL)} (QW_TEST_MONGODB_URL)"]

@@ -6,8 +6,10 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import pytest
+
 from qw_mongodb import MongoBackend
-from qw_testkit.servers import require_server, server_url
+from qw_testkit.servers import require_server, required_backends, server_url
 
 STAND_IN = "mongomock"
 URL = server_url("mongodb")
@@ -72,6 +74,13 @@ def store_client() -> Any:
     """The client of this run: a real server's, or one shared mongomock client."""
     global _mock_client
     if URL is None:
+        required = required_backends()
+        if "mongodb" in required or "all" in required:
+            pytest.fail(
+                "QW_REQUIRE_BACKENDS requires mongodb but QW_TEST_MONGODB_URL is not set; "
+                f"the stand-in {STAND_IN!r} does not count",
+                pytrace=False,
+            )
         import mongomock
 
         if _mock_client is None:
