@@ -125,8 +125,13 @@ class AsyncRunner:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, rec: RunningJob) -> None:
-        self._ensure_loop().call_soon_threadsafe(self._start_task, rec)
+    def submit_many(self, recs: list[RunningJob]) -> None:
+        """Start coroutines for ``recs``, waking the loop once for all of them."""
+        self._ensure_loop().call_soon_threadsafe(self._start_tasks, recs)
+
+    def _start_tasks(self, recs: list[RunningJob]) -> None:
+        for rec in recs:
+            self._start_task(rec)
 
     def cancel(self, rec: RunningJob, reason: str) -> None:
         """Cancel ``rec``'s coroutine; ``reason`` is ``cancel``, ``shutdown`` or ``lost``."""

@@ -202,8 +202,9 @@ class Worker:
                 pause = min(pause * 2, 5.0)
                 continue
             if claims:
-                for claim in claims:
-                    self._dispatch(claim)
+                coroutines = [rec for rec in map(self._dispatch, claims) if rec is not None]
+                if coroutines:
+                    self._async.submit_many(coroutines)
                 continue
             try:
                 client.wait(config.queues, config.poll_interval)
@@ -222,7 +223,8 @@ class Worker:
         free = self.config.concurrency - running
         return free if running == 0 or free >= self._claim_floor else 0
 
-    def _dispatch(self, claim: Claim) -> None:
+    def _dispatch(self, claim: Claim) -> RunningJob | None:
+        """Start a sync job on the pool; return an async one (started in batches)."""
         job = claim.job
         payload = job.payload
         task = None
@@ -247,9 +249,10 @@ class Worker:
             self.settle(rec, failed(rec, error, retryable=False))
             self.returned(rec)
         elif task.is_async:
-            self._async.submit(rec)
+            return rec
         else:
             self._pool.submit(rec)
+        return None
 
     # -- the host interface (executors, finisher, heartbeat) ---------------
 
