@@ -196,3 +196,13 @@ def test_native_wakeups_reach_another_backend_object(store: Store, mode: str) ->
     assert time.monotonic() - started < 5  # pushed, not the 30 s poll
     producer.close()
     waiter.close()
+
+
+def test_an_existing_id_is_refused_even_when_its_dedupe_key_is_live(store: Store) -> None:
+    # As the memory reference does: the id check comes before dedupe.
+    client = open_client(store, "id-before-dedupe")
+    first = client.enqueue_one("q", 1, dedupe_key="k")
+    with pytest.raises(qw.DuplicateJob):
+        client.enqueue([NewJob("q", 2, dedupe_key="k", id=first.id)])
+    assert [j.id for j in client.list_jobs()] == [first.id]
+    client.close()

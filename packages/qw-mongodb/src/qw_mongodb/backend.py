@@ -349,6 +349,14 @@ class MongoBackend:
             else {}
         )
         answers, insert = d.plan_enqueue(jobs, live)
+        # A job answered by its dedupe key is not inserted, so the unique _id
+        # cannot refuse its id; an id already present must still be refused.
+        inserted = set(insert)
+        skipped = [j.id for i, j in enumerate(jobs) if i not in inserted]
+        if skipped:
+            clash = self._jobs.find_one({"_id": {"$in": skipped}}, {"_id": 1})
+            if clash is not None:
+                raise DuplicateJob(f"job id {clash['_id']!r} already exists")
         if not insert:
             return answers
         first = self._reserve(d.JOB_SEQ, len(insert))
