@@ -388,9 +388,23 @@ class MongoBackend:
             self._roll_back(batch)
             raise
         if batch is not None:
-            self._jobs.update_many(*d.commit_batch(batch))
+            self._commit(batch)
         self._signal(j.queue for j in jobs)
         return answers
+
+    def _commit(self, batch: str) -> None:
+        # Idempotent, so worth repeating once or twice: every job of the batch
+        # is inserted, and an error here would leave the caller unsure. If it
+        # still fails, the sweeper finishes a commit that had begun and undoes
+        # one that had not.
+        for attempt in range(3):
+            try:
+                self._jobs.update_many(*d.commit_batch(batch))
+                return
+            except PyMongoError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     def _roll_back(self, batch: str | None) -> None:
         if batch is None:
