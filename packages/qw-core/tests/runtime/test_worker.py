@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from conftest import events_by_job, read_lines, running, terminal, wait_until
+from runtime_app import register
 
 import qw
 from qw.model import Job, JobStatus, WorkerInfo
@@ -271,3 +272,33 @@ def test_every_terminal_transition_has_exactly_one_event(app: qw.App, notes: Pat
 def test_current_job_outside_a_task_is_an_error() -> None:
     with pytest.raises(LookupError):
         qw.current_job()
+
+
+def test_a_backend_that_is_not_thread_safe_gets_a_client_per_worker_thread(
+    monkeypatch: pytest.MonkeyPatch, namespace: str
+) -> None:
+    from dataclasses import replace
+
+    from qw.backends.memory import MemoryBackend
+
+    monkeypatch.setattr(
+        MemoryBackend, "capabilities", replace(MemoryBackend.capabilities, thread_safe=False)
+    )
+    opened: list[qw.Client] = []
+    app = qw.App("memory://unsafe", namespace)
+    register(app)
+    original = app.open_client
+
+    def counting_open() -> qw.Client:
+        client = original()
+        opened.append(client)
+        return client
+
+    monkeypatch.setattr(app, "open_client", counting_open)
+    answers = app.enqueue_many([app.tasks["rt.add"].job(i, i) for i in range(10)])
+    with running(app):
+        jobs = [finished(app, a.id) for a in answers]
+    assert [j.result for j in jobs] == [2 * i for i in range(10)]
+    assert len(opened) == 2  # the finisher's and the heartbeat's
+    assert len({id(c) for c in [*opened, app.client]}) == 3
+    app.close()

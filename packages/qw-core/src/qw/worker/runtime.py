@@ -141,10 +141,16 @@ class Worker:
 
     def run(self, *, handle_signals: bool = True) -> WorkerStats:
         """Work until stopped (``request_stop``, SIGTERM or SIGINT); return the stats."""
-        client = self.app.client
-        shared = client.capabilities.thread_safe
-        finisher_client = client if shared else self.app.open_client()
-        heartbeat_client = client if shared else self.app.open_client()
+        try:
+            client = self.app.client
+            shared = client.capabilities.thread_safe
+            # A backend that is not thread-safe gets one client per worker thread.
+            finisher_client = client if shared else self.app.open_client()
+            heartbeat_client = client if shared else self.app.open_client()
+        except BaseException:
+            self._running.set()
+            self._done.set()
+            raise
         self._finisher = Finisher(finisher_client, self._committed, batch=self.config.finish_batch)
         heartbeat = Heartbeat(self, heartbeat_client, self.config)
         try:
@@ -152,7 +158,7 @@ class Worker:
             self._finisher.start()
             heartbeat.start()
             self.plugins.worker_started(self.info)
-            log.info("worker %s started on %s", self.id, ",".join(self.config.queues))
+            log.debug("worker %s started on %s", self.id, ",".join(self.config.queues))
             self._running.set()
             if handle_signals:
                 with stop_on_signals(self):
@@ -196,8 +202,13 @@ class Worker:
                     config.queues, worker=self.id, lease_s=config.lease_s, limit=min(free, 1000)
                 )
                 pause = 0.05
-            except QwError as exc:
-                log.warning("claim failed (%r); retrying in %.2f s", exc, pause)
+            except Exception as exc:
+                # A backend error is expected (store down); anything else is a
+                # backend bug, logged in full. Either way: back off, keep going.
+                if isinstance(exc, QwError):
+                    log.warning("claim failed (%r); retrying in %.2f s", exc, pause)
+                else:
+                    log.exception("claim failed unexpectedly; retrying in %.2f s", pause)
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
                 continue
@@ -208,7 +219,7 @@ class Worker:
                 continue
             try:
                 client.wait(config.queues, config.poll_interval)
-            except QwError as exc:
+            except Exception as exc:
                 log.warning("wait failed (%r)", exc)
                 time.sleep(min(config.poll_interval, 1.0))
 
