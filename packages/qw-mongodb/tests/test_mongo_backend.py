@@ -23,8 +23,8 @@ from qw_mongodb.backend import DEFAULT_WRITE_CONCERN, SCHEMA_VERSION, choose_wri
 
 needs_server = pytest.mark.skipif(
     URL is None,
-    reason=f"needs a real MongoDB server (QW_TEST_MONGODB_URL); the stand-in {STAND_IN!r} "
-    "has no capped collections, tailable cursors or change streams",
+    reason=f"needs a real MongoDB server (QW_TEST_MONGODB_URL): the stand-in {STAND_IN!r} "
+    "has no query planner, capped collections, tailable cursors or change streams",
 )
 
 
@@ -205,4 +205,16 @@ def test_an_existing_id_is_refused_even_when_its_dedupe_key_is_live(store: Store
     with pytest.raises(qw.DuplicateJob):
         client.enqueue([NewJob("q", 2, dedupe_key="k", id=first.id)])
     assert [j.id for j in client.list_jobs()] == [first.id]
+    client.close()
+
+
+@needs_server
+def test_the_claim_query_is_served_by_the_claim_index(store: Store) -> None:
+    client = open_client(store, "claim-plan")
+    client.enqueue([NewJob(q, i, priority=i % 3) for i in range(50) for q in ("a", "b")])
+    jobs = raw_jobs(store, client)
+    plan = jobs.find(d.claim_filter(["a", "b"], client.now())).sort(d.CLAIM_SORT).limit(5).explain()
+    winning = str(plan["queryPlanner"]["winningPlan"])
+    assert "claim_order" in winning
+    assert "'SORT'" not in winning  # merged from the index, not sorted in memory
     client.close()
