@@ -302,3 +302,20 @@ def test_a_backend_that_is_not_thread_safe_gets_a_client_per_worker_thread(
     assert len(opened) == 2  # the finisher's and the heartbeat's
     assert len({id(c) for c in [*opened, app.client]}) == 3
     app.close()
+
+
+def test_a_worker_that_cannot_renew_loses_its_jobs_and_their_late_results(
+    app: qw.App, notes: Path
+) -> None:
+    answer = app.tasks["rt.record"].enqueue(str(notes), 0.8)
+    with running(app, lease_s=0.3) as worker:
+        # As if the worker froze: its leases expire and its own sweep reclaims them.
+        worker.renew_leases = lambda client: None  # type: ignore[method-assign]
+        job = finished(app, answer.id)
+        wait_until(lambda: worker.stats.lost == 3, 10, "the three late results to be dropped")
+    assert (job.status, job.attempts, job.result) == (S.FAILED, 3, None)
+    assert job.error == {"reason": "lease_expired"}
+    assert worker.stats.succeeded == 0
+    assert len(read_lines(notes, "finished")) == 3
+    (event,) = events_by_job(app)[answer.id]
+    assert event.type == "job.failed"
