@@ -33,9 +33,8 @@ _BROKEN_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 #: Idle connections kept for reuse; more are closed when handed back.
 _MAX_IDLE = 16
 
-# One writer per file per process. SQLite admits one writer at a time anyway,
-# and its busy handler waits by sleeping and retrying, which lets a busy
-# thread starve past busy_timeout; threads queued on a lock are woken in turn.
+# One writer per file per process. SQLite admits one writer at a time anyway;
+# threads queued on a lock are woken in turn instead of polling the file lock.
 _write_locks: dict[str, threading.Lock] = {}
 _write_locks_guard = threading.Lock()
 
@@ -99,7 +98,7 @@ class Database:
         self._closed = False
         conn = self.connect()
         try:
-            self._retry(lambda: self._prepare_file(conn))
+            self.retry(lambda: self._prepare_file(conn))
         except BaseException:
             conn.close()
             raise
@@ -116,7 +115,10 @@ class Database:
         try:
             conn = sqlite3.connect(
                 self.path,
-                timeout=self.options.busy_timeout_ms / 1000,
+                # SQLite's own busy handler sleeps up to 100 ms between tries,
+                # so a process can lose every race to a busy neighbour until
+                # busy_timeout passes; retry() waits in short jittered steps.
+                timeout=0,
                 isolation_level=None,
                 check_same_thread=False,
                 cached_statements=256,
@@ -124,7 +126,6 @@ class Database:
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.options.busy_timeout_ms)}")
             # synchronous is one of a fixed set (checked in SqliteOptions).
             conn.execute(f"PRAGMA synchronous = {self.options.synchronous}")
         except sqlite3.Error as exc:
@@ -142,19 +143,22 @@ class Database:
             )
         ensure_schema(conn, self.path)
 
-    def _retry(self, attempt: Callable[[], T]) -> T:
-        """Run ``attempt``, again while SQLite reports the file busy, up to busy_timeout."""
-        deadline = time.monotonic() + max(self.options.busy_timeout_ms / 1000, 0.1)
-        pause = 0.001
+    def retry(self, attempt: Callable[[], T]) -> T:
+        """Run ``attempt``, again while SQLite reports the file busy, up to busy_timeout.
+
+        The steps stay short (about a millisecond) because a writer holds the
+        lock for about that long: a waiter that slept longer would keep
+        missing the gap between a busy neighbour's transactions.
+        """
+        deadline = time.monotonic() + self.options.busy_timeout_ms / 1000
         while True:
             try:
                 return attempt()
             except sqlite3.Error as exc:
-                if not _is_busy(exc) or time.monotonic() + pause > deadline:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
                     raise translate(exc, self.path) from exc
             # Jitter keeps processes that collided from colliding again.
-            time.sleep(pause * (0.5 + random.random()))
-            pause = min(pause * 2, 0.05)
+            time.sleep(random.uniform(0.0002, 0.002))
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -201,7 +205,7 @@ class Database:
                     raise
                 return result
 
-            return self._retry(attempt)
+            return self.retry(attempt)
 
     def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work(conn)`` in one read transaction (one consistent snapshot)."""
@@ -215,7 +219,7 @@ class Database:
                     if conn.in_transaction:
                         conn.execute("COMMIT")
 
-            return self._retry(attempt)
+            return self.retry(attempt)
 
     def now(self) -> float:
         """The store's clock as Unix seconds."""

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
-from qw.backends.sqlite._db import Database, translate
+from qw.backends.sqlite._db import Database
 from qw.errors import BackendUnavailable
 from qw.wakeup import WakeupHub
 
@@ -87,13 +87,11 @@ class ChangeWatch:
     def _query(self, read: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``read`` on the watch's own connection (autocommit: a fresh snapshot)."""
         with self._lock:
-            try:
-                if self._conn is None or self._pid != os.getpid():
-                    # After a fork the parent's connection is abandoned, not used.
-                    self._conn, self._pid = self._db.connect(), os.getpid()
-                return read(self._conn)
-            except sqlite3.Error as exc:
-                raise translate(exc, self._db.path) from exc
+            if self._conn is None or self._pid != os.getpid():
+                # After a fork the parent's connection is abandoned, not used.
+                self._conn, self._pid = self._db.connect(), os.getpid()
+            conn = self._conn
+            return self._db.retry(lambda: read(conn))
 
     def _data_version(self) -> int:
         return self._query(lambda conn: int(conn.execute("PRAGMA data_version").fetchone()[0]))
