@@ -125,6 +125,10 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+def _bind(variant: Variant, conn: psycopg.Connection[Any]) -> Callable[[Sequence[qw.NewJob]], int]:
+    return lambda jobs: variant(conn, "bench" + uuid.uuid4().hex[:6], jobs)
+
+
 def jobs_for(n: int) -> list[qw.NewJob]:
     return [qw.NewJob("q", {"i": i, "user": f"u{i}", "tags": ["a", "b"]}) for i in range(n)]
 
@@ -138,8 +142,7 @@ def main() -> None:
         with psycopg.connect(base) as conn:
             for n, reps in ((100, 15), (1000, 9), (10_000, 5)):
                 runners: dict[str, Callable[[Sequence[qw.NewJob]], int]] = {
-                    name: (lambda jobs, f=f: f(conn, "bench" + uuid.uuid4().hex[:6], jobs))
-                    for name, f in VARIANTS.items()
+                    name: _bind(f, conn) for name, f in VARIANTS.items()
                 }
                 runners["backend.enqueue (shipped)"] = lambda jobs: len(backend.enqueue(jobs))
                 # Interleave the variants so that load from elsewhere hits all alike.

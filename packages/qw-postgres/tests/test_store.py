@@ -84,7 +84,13 @@ def test_a_ten_thousand_job_enqueue_keeps_fifo_order(client: qw.Client) -> None:
 def test_json_values_come_back_exactly(client: qw.Client) -> None:
     # \u0000 is valid JSON that PostgreSQL text cannot hold; huge and signed
     # floats and big ints are where a jsonb column would change the value.
-    value = {"nul": "a\u0000b", "esc": '\\u0000"\n', "big": 1e300, "neg": -0.0, "i": 2**70}
+    value: dict[str, qw.model.JSONValue] = {
+        "nul": "a\u0000b",
+        "esc": '\\u0000"\n',
+        "big": 1e300,
+        "neg": -0.0,
+        "i": 2**70,
+    }
     job_id = client.enqueue_one("q", value, dedupe_key="k\u00e9").id
     assert client.get(job_id).payload == value
     [claim] = client.claim(["q"], worker="w")
