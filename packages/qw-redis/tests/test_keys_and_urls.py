@@ -57,7 +57,7 @@ def test_scripts_only_reach_keys_through_KEYS() -> None:
     # of those), never a string the script builds.
     call = re.compile(r"redis\.call\((?:'(\w+)'|PUBCMD),\s*([^,)]+)")
     allowed = re.compile(
-        r"(K\.\w+|F\.\w+|ST\.\w+|ST\[\w+\]|ready_key\(.+|sched_key\(.+|sched|col|key|index)$"
+        r"(K\.\w+|F\.\w+|F\[col\]|ST\.\w+|ST\[\w+\]|ready_key\(.+|sched_key\(.+|sched|col|key|index)$"
     )
     keyless = {"TIME", "INCR"}
     for name in NAMES:
@@ -66,6 +66,12 @@ def test_scripts_only_reach_keys_through_KEYS() -> None:
                 continue
             assert allowed.match(first.strip()), (name, command, first)
             assert command not in keyless or first.startswith("K."), (name, command, first)
+        # F[col] only ever names a column hash passed in KEYS.
+        used = re.findall(r"\b(?:get|put|prefetch)\('(\w+)'", source(name, "PUBLISH"))
+        listed = re.findall(
+            r"'(\w+)'", " ".join(re.findall(r"ipairs\(\{([^}]*)\}", source(name, "PUBLISH")))
+        )
+        assert set(used) | set(listed) <= set(COLUMNS), name
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,16 @@ for i = 1, NQ do
     local sched = sched_key(i)
     -- Promote due scheduled jobs first, so they compete by priority and FIFO.
     local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now, 'LIMIT', 0, promote_max)
-    for _, id in ipairs(due) do
-      redis.call('ZREM', sched, id)
-      redis.call('ZADD', ready_key(i), redis.call('HGET', F.prio, id),
-        redis.call('HGET', F.seq, id) .. id)
+    if #due > 0 then
+      prefetch('prio', due)
+      prefetch('seq', due)
+      local moved = {}
+      for _, id in ipairs(due) do
+        moved[#moved + 1] = get('prio', id)
+        moved[#moved + 1] = get('seq', id) .. id
+      end
+      chunked('ZREM', sched, due, 500)
+      chunked('ZADD', ready_key(i), moved, 1000)
     end
     open[#open + 1] = i
   end
@@ -42,28 +48,35 @@ end
 local expires = now + lease_us
 local nows, exps = fmt(now), fmt(expires)
 local out = {nows, exps}
+local ids = {}
+for j, p in ipairs(picked) do ids[j] = string.sub(p[1], 17) end
+for _, col in ipairs({'payload', 'prio', 'run_at', 'max', 'att', 'created', 'dedupe', 'result',
+  'error'}) do
+  prefetch(col, ids)
+end
 for j, p in ipairs(picked) do
-  local id = string.sub(p[1], 17)
+  local id = ids[j]
   local queue = QN[p[2]]
   local token = prefix .. j
+  local att = tonumber(get('att', id)) + 1
   set_status(id, queue, 'queued', 'running')
-  local att = redis.call('HINCRBY', F.att, id, 1)
-  redis.call('HSET', F.token, id, token)
-  redis.call('HSET', F.worker, id, worker)
-  redis.call('HSET', F.started, id, nows)
-  redis.call('HSET', F.lease, id, exps)
+  put('att', id, fmt(att))
+  put('token', id, token)
+  put('worker', id, worker)
+  put('started', id, nows)
+  put('lease', id, exps)
   zadd_later(K.running, expires, id)
   out[#out + 1] = id
   out[#out + 1] = queue
-  out[#out + 1] = redis.call('HGET', F.payload, id)
-  out[#out + 1] = redis.call('HGET', F.prio, id)
-  out[#out + 1] = redis.call('HGET', F.run_at, id)
-  out[#out + 1] = redis.call('HGET', F.max, id)
+  out[#out + 1] = get('payload', id)
+  out[#out + 1] = get('prio', id)
+  out[#out + 1] = get('run_at', id)
+  out[#out + 1] = get('max', id)
   out[#out + 1] = att
-  out[#out + 1] = redis.call('HGET', F.created, id)
-  out[#out + 1] = redis.call('HGET', F.dedupe, id)
-  out[#out + 1] = redis.call('HGET', F.result, id)
-  out[#out + 1] = redis.call('HGET', F.error, id)
+  out[#out + 1] = get('created', id)
+  out[#out + 1] = get('dedupe', id)
+  out[#out + 1] = get('result', id)
+  out[#out + 1] = get('error', id)
   out[#out + 1] = token
 end
 flush()

@@ -21,16 +21,58 @@ end
 -- Integers are formatted by hand: Lua's tostring keeps only 14 digits.
 local function fmt(n) return string.format('%.0f', n) end
 
--- Status changes are recorded as they happen (the status column at once, so
--- later reads in the script see it) and their index and count updates are
--- applied once per script by flush(): every writing script ends with it.
+-- Job columns are read and written through an overlay: get() sees this
+-- script's own writes, prefetch() reads one column for many ids in one
+-- HMGET, and put() defers writes (false deletes) to flush(), which writes
+-- each column with one HSET and one HDEL. Status changes are recorded the
+-- same way, and flush() moves their index entries and counts once. Every
+-- writing script ends with flush().
+local PUT = {}
+local CACHE = {}
 local MOVES = {}
 local MOVE_ORDER = {}
 local ZADDS = {}
 local ZREMS = {}
 
+local function get(col, id)
+  local p = PUT[col]
+  if p then
+    local v = p[id]
+    if v ~= nil then return v end
+  end
+  local c = CACHE[col]
+  if not c then c = {}; CACHE[col] = c end
+  local v = c[id]
+  if v == nil then
+    v = redis.call('HGET', F[col], id)
+    c[id] = v
+  end
+  return v
+end
+
+local function put(col, id, value)
+  local p = PUT[col]
+  if not p then p = {}; PUT[col] = p end
+  p[id] = value
+end
+
+local function prefetch(col, ids)
+  local p = PUT[col] or {}
+  local c = CACHE[col]
+  if not c then c = {}; CACHE[col] = c end
+  local need = {}
+  for _, id in ipairs(ids) do
+    if p[id] == nil and c[id] == nil then need[#need + 1] = id end
+  end
+  for i = 1, #need, 500 do
+    local last = math.min(i + 499, #need)
+    local vals = redis.call('HMGET', F[col], unpack(need, i, last))
+    for k = i, last do c[need[k]] = vals[k - i + 1] end
+  end
+end
+
 local function set_status(id, queue, old, new)
-  redis.call('HSET', F.status, id, new)
+  put('status', id, new)
   local m = MOVES[id]
   if m then
     m.to = new
@@ -61,6 +103,19 @@ local function chunked(command, key, args, step)
 end
 
 local function flush()
+  for col, p in pairs(PUT) do
+    local sets, dels = {}, {}
+    for id, v in pairs(p) do
+      if v == false then
+        dels[#dels + 1] = id
+      else
+        sets[#sets + 1] = id
+        sets[#sets + 1] = v
+      end
+    end
+    chunked('HSET', F[col], sets, 1000)
+    chunked('HDEL', F[col], dels, 500)
+  end
   local deltas = {}
   for _, id in ipairs(MOVE_ORDER) do
     local m = MOVES[id]
@@ -82,11 +137,11 @@ local function flush()
       redis.call('HDEL', K.counts, field)
     end
   end
-  MOVES, MOVE_ORDER, ZADDS, ZREMS = {}, {}, {}, {}
+  PUT, CACHE, MOVES, MOVE_ORDER, ZADDS, ZREMS = {}, {}, {}, {}, {}, {}
 end
 
 local function release_dedupe(id)
-  local key = redis.call('HGET', F.dedupe, id)
+  local key = get('dedupe', id)
   if key and redis.call('HGET', K.dedupe, key) == id then
     redis.call('HDEL', K.dedupe, key)
   end
@@ -101,10 +156,9 @@ end
 
 -- Put a queued job where claim finds it: ready if due, else scheduled.
 local function place(id, qi, now)
-  local run_at = tonumber(redis.call('HGET', F.run_at, id))
+  local run_at = tonumber(get('run_at', id))
   if run_at <= now then
-    redis.call('ZADD', ready_key(qi), redis.call('HGET', F.prio, id),
-      redis.call('HGET', F.seq, id) .. id)
+    redis.call('ZADD', ready_key(qi), get('prio', id), get('seq', id) .. id)
   else
     redis.call('ZADD', sched_key(qi), run_at, id)
   end
@@ -112,15 +166,15 @@ end
 
 -- Off the lease: what every transition out of running clears.
 local function off_lease(id)
-  redis.call('HDEL', F.worker, id)
-  redis.call('HDEL', F.lease, id)
-  redis.call('HDEL', F.token, id)
-  redis.call('HDEL', F.cancel, id)
+  put('worker', id, false)
+  put('lease', id, false)
+  put('token', id, false)
+  put('cancel', id, false)
   zrem_later(K.running, id)
 end
 
 local function finished(id, now)
-  redis.call('HSET', F.finished, id, fmt(now))
+  put('finished', id, fmt(now))
   zadd_later(K.done, now, id)
   release_dedupe(id)
 end

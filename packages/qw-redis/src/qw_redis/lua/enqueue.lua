@@ -3,14 +3,17 @@
 -- run_at µs ('' = none), delay µs.
 local now = now_us()
 local n = (#ARGV - A) / 8
-for j = 0, n - 1 do
-  local id = ARGV[A + 1 + 8 * j]
-  if redis.call('HEXISTS', F.status, id) == 1 then
-    return {'D', id}
-  end
+local ids = {}
+for j = 0, n - 1 do ids[j + 1] = ARGV[A + 1 + 8 * j] end
+prefetch('status', ids)
+for _, id in ipairs(ids) do
+  if get('status', id) then return {'D', id} end
 end
 local out = {'O'}
 local touched = {}
+-- One INCRBY reserves the batch's FIFO positions (deduplicated jobs leave gaps).
+local base = redis.call('INCRBY', K.seq, n) - n
+local readies = {}
 for j = 0, n - 1 do
   local b = A + 8 * j
   local id, qi, payload, prio = ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3], ARGV[b + 4]
@@ -25,25 +28,28 @@ for j = 0, n - 1 do
     out[#out + 1] = existing
     out[#out + 1] = 0
   else
-    local seqs = string.format('%016d', redis.call('INCR', K.seq))
+    local seqs = string.format('%016d', base + j + 1)
     local run_at
     if run_at_s ~= '' then run_at = tonumber(run_at_s) else run_at = now + tonumber(delay_s) end
-    redis.call('HSET', F.queue, id, queue)
-    redis.call('HSET', F.payload, id, payload)
-    redis.call('HSET', F.prio, id, prio)
-    redis.call('HSET', F.run_at, id, fmt(run_at))
-    redis.call('HSET', F.max, id, maxa)
-    redis.call('HSET', F.att, id, 0)
-    redis.call('HSET', F.created, id, fmt(now))
-    redis.call('HSET', F.seq, id, seqs)
+    put('queue', id, queue)
+    put('payload', id, payload)
+    put('prio', id, prio)
+    put('run_at', id, fmt(run_at))
+    put('max', id, maxa)
+    put('att', id, '0')
+    put('created', id, fmt(now))
+    put('seq', id, seqs)
     if dkey ~= '' then
-      redis.call('HSET', F.dedupe, id, dkey)
+      put('dedupe', id, dkey)
       redis.call('HSET', K.dedupe, dkey, id)
     end
     set_status(id, queue, nil, 'queued')
     zadd_later(K.ids, 0, id)
     if run_at <= now then
-      redis.call('ZADD', ready_key(qi), prio, seqs .. id)
+      local l = readies[qi]
+      if not l then l = {}; readies[qi] = l end
+      l[#l + 1] = prio
+      l[#l + 1] = seqs .. id
     else
       redis.call('ZADD', sched_key(qi), run_at, id)
     end
@@ -51,6 +57,7 @@ for j = 0, n - 1 do
     out[#out + 1] = 1
   end
 end
+for qi, l in pairs(readies) do chunked('ZADD', ready_key(qi), l, 1000) end
 local queues = {}
 for i = 1, NQ do if touched[QN[i]] then queues[#queues + 1] = QN[i] end end
 flush()

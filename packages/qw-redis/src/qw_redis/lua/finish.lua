@@ -11,40 +11,45 @@ local ALLOWED = {
 local now = now_us()
 local out = {}
 local requeued = {}
+local ids = {}
+for b = A, #ARGV - 1, 8 do ids[#ids + 1] = ARGV[b + 2] end
+for _, col in ipairs({'status', 'queue', 'token', 'fby', 'att', 'max', 'dedupe'}) do
+  prefetch(col, ids)
+end
 for b = A, #ARGV - 1, 8 do
   local kind, id, token, qi = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   local value, retry, etype, edata = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
-  local status = redis.call('HGET', F.status, id)
+  local status = get('status', id)
   local answer = false
-  if status and redis.call('HGET', F.queue, id) == QN[qi] then
-    if status ~= 'running' or redis.call('HGET', F.token, id) ~= token then
+  if status and get('queue', id) == QN[qi] then
+    if status ~= 'running' or get('token', id) ~= token then
       -- Only the exact outcome that already applied is answered again.
-      if redis.call('HGET', F.fby, id) == token and ALLOWED[kind][status] then
+      if get('fby', id) == token and ALLOWED[kind][status] then
         answer = status
       end
     else
       local new
       if kind == 'C' then
         new = 'succeeded'
-        redis.call('HSET', F.result, id, value)
+        put('result', id, value)
       elseif kind == 'F' then
-        redis.call('HSET', F.error, id, value)
-        local att = tonumber(redis.call('HGET', F.att, id))
-        if retry ~= '' and att < tonumber(redis.call('HGET', F.max, id)) then
+        put('error', id, value)
+        local att = tonumber(get('att', id))
+        if retry ~= '' and att < tonumber(get('max', id)) then
           new = 'queued'
-          redis.call('HSET', F.run_at, id, fmt(now + tonumber(retry)))
+          put('run_at', id, fmt(now + tonumber(retry)))
         else
           new = 'failed'
         end
       elseif kind == 'A' then
         new = 'cancelled'
-        redis.call('HSET', F.error, id, value)
+        put('error', id, value)
       else
         new = 'queued'
-        redis.call('HINCRBY', F.att, id, -1)
+        put('att', id, fmt(tonumber(get('att', id)) - 1))
       end
       off_lease(id)
-      redis.call('HSET', F.fby, id, token)
+      put('fby', id, token)
       set_status(id, QN[qi], 'running', new)
       if new == 'queued' then
         place(id, qi, now)

@@ -3,22 +3,25 @@
 local now = now_us()
 local n = 0
 local requeued = {}
+local ids = {}
+for b = A + 1, #ARGV, 2 do ids[#ids + 1] = ARGV[b] end
+for _, col in ipairs({'status', 'queue', 'lease', 'att', 'max'}) do prefetch(col, ids) end
 for b = A + 1, #ARGV, 2 do
   local id, qi = ARGV[b], tonumber(ARGV[b + 1])
   local queue = QN[qi]
-  if redis.call('HGET', F.status, id) == 'running' and redis.call('HGET', F.queue, id) == queue
-    and tonumber(redis.call('HGET', F.lease, id)) <= now then
+  if get('status', id) == 'running' and get('queue', id) == queue
+    and tonumber(get('lease', id)) <= now then
     n = n + 1
-    local att = tonumber(redis.call('HGET', F.att, id))
+    local att = tonumber(get('att', id))
     off_lease(id)
-    redis.call('HDEL', F.fby, id)
-    if att < tonumber(redis.call('HGET', F.max, id)) then
+    put('fby', id, false)
+    if att < tonumber(get('max', id)) then
       set_status(id, queue, 'running', 'queued')
       place(id, qi, now)
       requeued[queue] = true
     else
       set_status(id, queue, 'running', 'failed')
-      redis.call('HSET', F.error, id, '{"reason":"lease_expired"}')
+      put('error', id, '{"reason":"lease_expired"}')
       finished(id, now)
       emit(id, 'job.failed',
         '{"queue":"' .. queue .. '","reason":"lease_expired","attempts":' .. fmt(att) .. '}', now)
