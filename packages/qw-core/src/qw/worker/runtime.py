@@ -100,6 +100,9 @@ class Worker:
         self._async = AsyncRunner(self)
         self._finisher: Finisher | None = None
         self._claim_floor = max(1, config.concurrency // CLAIM_FLOOR_DIVISOR)
+        self._max_held = 2 * config.concurrency
+        # Jobs dispatched whose task has not returned yet (the busy slots).
+        self._active = 0
 
     def __repr__(self) -> str:
         return f"<qw.Worker {self.id} queues={list(self.config.queues)}>"
@@ -115,7 +118,7 @@ class Worker:
 
     @property
     def running_jobs(self) -> int:
-        return len(self._inflight)
+        return self._active
 
     # -- control -----------------------------------------------------------
 
@@ -226,13 +229,15 @@ class Worker:
     def _claimable(self) -> int:
         """How many jobs to claim now: 0 until enough slots are free for a worthwhile batch.
 
-        Claiming for every single freed slot would make one round trip per
-        job; waiting for a quarter of the slots (or an idle worker) keeps
-        claims batched while the other slots stay busy.
+        A slot is free once its task returned, before its outcome is written,
+        so the next claim overlaps the finisher's write; the jobs held but
+        not yet written are capped at twice the concurrency. Claiming for
+        every single freed slot would make one round trip per job; waiting
+        for a quarter of the slots (or an idle worker) keeps claims batched.
         """
-        running = len(self._inflight)
-        free = self.config.concurrency - running
-        return free if running == 0 or free >= self._claim_floor else 0
+        active = self._active
+        free = min(self.config.concurrency - active, self._max_held - len(self._inflight))
+        return free if active == 0 or free >= self._claim_floor else 0
 
     def _dispatch(self, claim: Claim) -> RunningJob | None:
         """Start a sync job on the pool; return an async one (started in batches)."""
@@ -250,6 +255,7 @@ class Worker:
         rec = RunningJob(job, claim.lease, task, args, kwargs)
         with self._cond:
             self._inflight[job.id] = rec
+            self._active += 1
         self.stats.claimed += 1
         self.plugins.job_claimed(job, self._info)
         if task is None:
@@ -278,8 +284,14 @@ class Worker:
         return True
 
     def returned(self, rec: RunningJob) -> None:
-        rec.returned = True
-        self._free(rec)
+        """The task's code is done with ``rec``: its slot may take another job."""
+        with self._cond:
+            rec.returned = True
+            self._active -= 1
+            rec.pending -= 1
+            if rec.pending == 0:
+                self._inflight.pop(rec.id, None)
+            self._cond.notify_all()
 
     def _committed(self, rec: RunningJob, outcome: Outcome, status: JobStatus | None) -> None:
         stats = self.stats
