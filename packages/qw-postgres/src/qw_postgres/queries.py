@@ -53,8 +53,10 @@ WITH input AS (
 ), dup AS (
     -- Only keyed jobs need this: a dedupe conflict would skip the row before
     -- its primary key is checked. Any other repeated id fails the insert.
-    SELECT j.id FROM unnest(%(keyed_ids)s::text[]) AS k(id)
-    JOIN {{s}}.jobs j ON j.namespace = %(ns)s AND j.id = k.id
+    SELECT p.id FROM unnest(%(keyed_ids)s::text[]) AS k(id)
+    CROSS JOIN LATERAL (
+        SELECT j.id FROM {{s}}.jobs j WHERE j.namespace = %(ns)s AND j.id = k.id OFFSET 0
+    ) p
 ), ins AS (
     INSERT INTO {{s}}.jobs AS j (namespace, id, queue, status, priority, run_at,
                                  max_attempts, payload, dedupe_key, created_at)
@@ -177,9 +179,16 @@ WITH input AS (
     SELECT count(pg_notify(%(channel)s, q.queue)) AS n
     FROM (SELECT DISTINCT queue FROM upd WHERE status = 'queued') q
 ), prior AS (
-    SELECT i.ord, j.status, j.finished_by = i.token AS mine,
-           (j.status = 'running' AND j.token = i.token) AS racing
-    FROM input i JOIN {{s}}.jobs j ON j.namespace = %(ns)s AND j.id = i.id
+    -- Only outcomes that did not apply (usually none) are looked up, each by
+    -- its primary key: OFFSET 0 keeps the planner from turning the lookups
+    -- into a scan of the whole namespace.
+    SELECT i.ord, p.status, p.finished_by = i.token AS mine,
+           (p.status = 'running' AND p.token = i.token) AS racing
+    FROM input i
+    CROSS JOIN LATERAL (
+        SELECT j.status, j.finished_by, j.token FROM {{s}}.jobs j
+        WHERE j.namespace = %(ns)s AND j.id = i.id OFFSET 0
+    ) p
     WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.ord = i.ord)
 )
 SELECT 'u', ord, status, NULL::boolean FROM upd
