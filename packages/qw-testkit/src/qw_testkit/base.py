@@ -123,9 +123,7 @@ class ContractBase:
         """Enqueue ``n`` jobs with payload ``{"i": index}``; return their ids in order."""
         ids: list[str] = []
         for start in range(0, n, 1000):
-            batch = [
-                NewJob(queue, {"i": i}, **options) for i in range(start, min(n, start + 1000))
-            ]
+            batch = [NewJob(queue, {"i": i}, **options) for i in range(start, min(n, start + 1000))]
             answers = client.enqueue(batch)
             assert all(a.created for a in answers)
             ids.extend(a.id for a in answers)
@@ -143,7 +141,7 @@ class ContractBase:
         """What ``Client.counts()`` must say about ``jobs``."""
         out: dict[str, dict[JobStatus, int]] = {}
         for job in jobs:
-            out.setdefault(job.queue, {s: 0 for s in JobStatus})[job.status] += 1
+            out.setdefault(job.queue, dict.fromkeys(JobStatus, 0))[job.status] += 1
         return dict(sorted(out.items()))
 
     @staticmethod

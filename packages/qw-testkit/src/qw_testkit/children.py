@@ -13,9 +13,19 @@ __all__ = ["claim_until_empty"]
 
 
 def claim_until_empty(
-    url: str, namespace: str, queue: str, start: Any, results: Any, batch: int
+    url: str,
+    namespace: str,
+    queue: str,
+    start: Any,
+    results: Any,
+    batch: int,
+    most: int,
+    seconds: float,
 ) -> None:
     """Claim and complete jobs from ``queue`` until it stays empty; report the ids claimed.
+
+    Stops early after ``most`` claims or ``seconds``, so that a broken store
+    that never runs dry fails the test instead of hanging it.
 
     Puts ``("ok", pid, ids)`` or ``("error", pid, traceback)`` on ``results``;
     ``start`` is an event all children wait on, so that they race.
@@ -24,8 +34,9 @@ def claim_until_empty(
         with qw.open(url, namespace=namespace) as client:
             claimed: list[str] = []
             start.wait(60)
+            deadline = time.monotonic() + seconds
             empty = 0
-            while empty < 3:
+            while empty < 3 and len(claimed) < most and time.monotonic() < deadline:
                 claims = client.claim([queue], worker=f"proc-{os.getpid()}", limit=batch)
                 if not claims:
                     empty += 1

@@ -54,9 +54,7 @@ class NamespaceModel:
         self, jobs: list[tuple[str, str, int, int, str | None, bool]]
     ) -> list[tuple[str, bool]]:
         """(id, queue, priority, max_attempts, dedupe_key, due) each → (id, created)."""
-        live = {
-            j.dedupe_key: j.id for j in self.jobs.values() if j.dedupe_key and j.status.is_live
-        }
+        live = {j.dedupe_key: j.id for j in self.jobs.values() if j.dedupe_key and j.status.is_live}
         answers = []
         for job_id, queue, priority, max_attempts, key, due in jobs:
             if key is not None and key in live:
@@ -142,9 +140,7 @@ class NamespaceModel:
 
     def expire_short_leases(self) -> int:
         """Reclaim every running job that holds a short lease; return how many."""
-        expired = [
-            j for j in self.jobs.values() if j.status is JobStatus.RUNNING and j.short_lease
-        ]
+        expired = [j for j in self.jobs.values() if j.status is JobStatus.RUNNING and j.short_lease]
         group = next(self._groups)
         for job in sorted(expired, key=lambda j: j.seq):
             if job.attempts < job.max_attempts:
@@ -168,5 +164,5 @@ class NamespaceModel:
     def counts(self) -> dict[str, dict[JobStatus, int]]:
         out: dict[str, dict[JobStatus, int]] = {}
         for job in self.jobs.values():
-            out.setdefault(job.queue, {s: 0 for s in JobStatus})[job.status] += 1
+            out.setdefault(job.queue, dict.fromkeys(JobStatus, 0))[job.status] += 1
         return dict(sorted(out.items()))

@@ -14,7 +14,8 @@ from qw.capabilities import Capabilities
 
 __all__ = ["PROFILE_ENV", "record_backend"]
 
-#: Environment variable naming the Hypothesis effort ("default" or "thorough").
+#: Environment variable naming the Hypothesis effort: "default", "thorough", or "quick"
+#: (no shrinking of a failure).
 PROFILE_ENV = "QW_TESTKIT_HYPOTHESIS_PROFILE"
 
 _seen_key = pytest.StashKey[dict[str, tuple[Capabilities, str]]]()
@@ -24,7 +25,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("qw-testkit")
     group.addoption(
         "--qw-hypothesis-profile",
-        choices=("default", "thorough"),
+        choices=("default", "thorough", "quick"),
         default=None,
         help=f"effort of the qw state-machine test (overrides ${PROFILE_ENV})",
     )

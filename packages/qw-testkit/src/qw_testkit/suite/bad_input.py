@@ -98,7 +98,9 @@ class BadInputTests(ContractBase):
     ) -> None:
         self._refused(client, lambda c, _: c.enqueue_one("q", payload), qw.InvalidPayload)
 
-    @pytest.mark.parametrize(("kind", "value"), BAD_PAYLOADS[:7], ids=[k for k, _ in BAD_PAYLOADS[:7]])
+    @pytest.mark.parametrize(
+        ("kind", "value"), BAD_PAYLOADS[:7], ids=[k for k, _ in BAD_PAYLOADS[:7]]
+    )
     @pytest.mark.parametrize("where", ["result", "error", "abort", "event"])
     def test_non_json_results_errors_and_event_data_are_refused(
         self, client: qw.Client, kind: str, value: Any, where: str
@@ -202,7 +204,7 @@ class BadInputTests(ContractBase):
             lambda lease: qw.Complete(lease, event=EventSpec("")),
             lambda lease: qw.Fail(lease, retry_in=-1),
             lambda lease: qw.Fail(lease, retry_in=float("nan")),
-            lambda lease: qw.Abort(lease, event="not a spec"),
+            lambda lease: qw.Abort(lease, event="not a spec"),  # type: ignore[arg-type]
         ],
     )
     def test_bad_outcomes_leave_the_job_running(

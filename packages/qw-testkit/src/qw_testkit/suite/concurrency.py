@@ -6,6 +6,7 @@ import multiprocessing
 import queue as queue_mod
 import random
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -19,6 +20,8 @@ from qw_testkit.gates import requires
 THREADS = 8
 PROCESSES = 4
 JOBS = 2000
+#: Seconds a race may take before the kit gives up on it (a failure, not a hang).
+DEADLINE = 90.0
 
 
 class ConcurrencyTests(ContractBase):
@@ -26,6 +29,9 @@ class ConcurrencyTests(ContractBase):
         start = threading.Barrier(len(clients))
         claimed: list[list[str]] = [[] for _ in clients]
         errors: list[BaseException] = []
+        # Bounded even against a broken backend that never runs dry.
+        deadline = time.monotonic() + DEADLINE
+        most = 2 * len(ids)
 
         def work(index: int) -> None:
             client = clients[index]
@@ -33,7 +39,9 @@ class ConcurrencyTests(ContractBase):
             try:
                 start.wait()
                 empty = 0
-                while empty < 3:
+                while empty < 3 and time.monotonic() < deadline:
+                    if sum(map(len, claimed)) >= most:
+                        break
                     claims = client.claim(["q"], worker=f"t{index}", limit=rnd.randint(1, 8))
                     if not claims:
                         empty += 1
@@ -96,9 +104,7 @@ class ConcurrencyTests(ContractBase):
         assert [j.id for j in client.list_jobs()] == [answers[0].id]
 
     @requires("thread_safe")
-    def test_racing_enqueues_lose_nothing(
-        self, client: qw.Client, open_client: OpenClient
-    ) -> None:
+    def test_racing_enqueues_lose_nothing(self, client: qw.Client, open_client: OpenClient) -> None:
         clients = [open_client(client.namespace) for _ in range(THREADS)]
         start = threading.Barrier(THREADS)
         made: list[str] = []
@@ -132,7 +138,7 @@ class ConcurrencyTests(ContractBase):
         procs = [
             ctx.Process(
                 target=claim_until_empty,
-                args=(url, client.namespace, "q", start, results, 10),
+                args=(url, client.namespace, "q", start, results, 10, 2 * JOBS, DEADLINE),
                 daemon=True,
             )
             for _ in range(PROCESSES)

@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 import qw
-from qw.model import JobStatus, NewJob
+from qw.model import JobStatus, JSONValue, NewJob
 from qw_testkit.base import ContractBase, snapshot
+from qw_testkit.suite.inspection import finish_as
 
-PAYLOADS: list[object] = [
+PAYLOADS: list[JSONValue] = [
     None,
     True,
     0,
@@ -44,10 +45,12 @@ class EnqueueTests(ContractBase):
         assert job.run_at.tzinfo is not None
         assert before - timedelta(seconds=1) <= job.created_at <= after + timedelta(seconds=1)
         assert job.run_at <= after + timedelta(seconds=1)
-        assert job.result is None and job.error is None and job.worker is None
+        assert job.result is None
+        assert job.error is None
+        assert job.worker is None
 
     @pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: type(p).__name__)
-    def test_payload_round_trips_as_json(self, client: qw.Client, payload: object) -> None:
+    def test_payload_round_trips_as_json(self, client: qw.Client, payload: JSONValue) -> None:
         answer = client.enqueue_one("q", payload)
         assert client.get(answer.id).payload == payload
         claimed = self.claim_one(client)
@@ -64,7 +67,9 @@ class EnqueueTests(ContractBase):
         answers = client.enqueue(jobs)
         assert [a.id for a in answers] == [j.id for j in jobs]
         assert all(a.created for a in answers)
-        assert client.counts() == {"q": {s: (50 if s is JobStatus.QUEUED else 0) for s in JobStatus}}
+        assert client.counts() == {
+            "q": {s: (50 if s is JobStatus.QUEUED else 0) for s in JobStatus}
+        }
 
     def test_empty_batch_writes_nothing(self, client: qw.Client) -> None:
         assert client.enqueue([]) == []
@@ -74,7 +79,7 @@ class EnqueueTests(ContractBase):
     @pytest.mark.parametrize(
         ("bad", "error"),
         [
-            (NewJob("q", {1, 2}), qw.InvalidPayload),
+            (NewJob("q", {1, 2}), qw.InvalidPayload),  # type: ignore[arg-type]
             (NewJob("bad queue!", 1), qw.InvalidName),
             (NewJob("q", 1, max_attempts=0), qw.InvalidInput),
         ],
@@ -138,7 +143,7 @@ class EnqueueTests(ContractBase):
             client.cancel(first.id)
         else:
             lease = self.claim_one(client).lease
-            {"complete": client.complete, "fail": client.fail, "abort": client.abort}[how](lease)
+            finish_as(client, how, lease)
         second = client.enqueue_one("q", 2, dedupe_key="k")
         assert second.created is True
         assert second.id != first.id
@@ -158,9 +163,7 @@ class EnqueueTests(ContractBase):
         assert answers[2].id == answers[4].id == jobs[0].id
         assert sorted(j.payload for j in client.list_jobs()) == ["a", "b", "d"]  # type: ignore[type-var]
 
-    def test_dedupe_key_is_not_scoped_by_queue_payload_or_priority(
-        self, client: qw.Client
-    ) -> None:
+    def test_dedupe_key_is_not_scoped_by_queue_payload_or_priority(self, client: qw.Client) -> None:
         first = client.enqueue_one("q1", 1, dedupe_key="k")
         assert client.enqueue_one("q2", 2, dedupe_key="k", priority=-5).id == first.id
 
@@ -174,4 +177,3 @@ class EnqueueTests(ContractBase):
         answer = client.enqueue_one("q", 1, run_at=when)
         stored = client.get(answer.id).run_at
         assert abs((stored - when).total_seconds()) < 0.01
-

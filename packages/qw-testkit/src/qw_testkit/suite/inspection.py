@@ -17,7 +17,8 @@ class InspectionTests(ContractBase):
     def test_now_is_the_store_clock_in_utc(self, client: qw.Client) -> None:
         first = client.now()
         second = client.now()
-        assert first.tzinfo is not None and first.utcoffset() == timedelta(0)
+        assert first.tzinfo is not None
+        assert first.utcoffset() == timedelta(0)
         assert second >= first - timedelta(milliseconds=1)
         assert abs((first - datetime.now(UTC)).total_seconds()) < 300
 
@@ -36,8 +37,9 @@ class InspectionTests(ContractBase):
         succeeded = client.list_jobs(status=JobStatus.SUCCEEDED)
         assert [j.id for j in succeeded] == [a[0]]
         assert [j.id for j in client.list_jobs(queue="a", status="queued")] == sorted(a[1:])
-        pages, after = [], None
-        while True:
+        pages: list[str] = []
+        after: str | None = None
+        for _ in range(10):  # bounded: a store that ignores `after` must fail, not hang
             page = client.list_jobs(limit=5, after=after)
             if not page:
                 break
@@ -85,9 +87,7 @@ class InspectionTests(ContractBase):
                 ]
                 ids.extend(a.id for a in client.enqueue(batch) if a.created)
             elif op < 0.55:
-                claims = client.claim(
-                    rnd.sample("abc", 2), worker="w", limit=rnd.randint(1, 3)
-                )
+                claims = client.claim(rnd.sample("abc", 2), worker="w", limit=rnd.randint(1, 3))
                 leases.extend(c.lease for c in claims)
             elif op < 0.85 and leases:
                 lease = leases.pop(rnd.randrange(len(leases)))
@@ -125,7 +125,8 @@ class InspectionTests(ContractBase):
         answer = client.enqueue_one("q", 1, delay=3600)
         assert client.cancel(answer.id) is JobStatus.CANCELLED
         job = client.get(answer.id)
-        assert job.status is JobStatus.CANCELLED and job.finished_at is not None
+        assert job.status is JobStatus.CANCELLED
+        assert job.finished_at is not None
         assert client.claim(["q"], worker="w") == []
         assert client.cancel(answer.id) is JobStatus.CANCELLED
         assert len(client.fetch_events()) == 1
@@ -135,7 +136,8 @@ class InspectionTests(ContractBase):
         lease = self.claim_one(client).lease
         assert client.cancel(answer.id) is JobStatus.RUNNING
         job = client.get(answer.id)
-        assert job.status is JobStatus.RUNNING and job.cancel_requested is True
+        assert job.status is JobStatus.RUNNING
+        assert job.cancel_requested is True
         renewed = client.renew(lease)
         assert renewed.cancel_requested is True
         assert client.fetch_events() == []
@@ -155,7 +157,7 @@ class InspectionTests(ContractBase):
     def test_cancel_leaves_a_terminal_job_alone(self, client: qw.Client, how: str) -> None:
         answer = client.enqueue_one("q", 1)
         lease = self.claim_one(client).lease
-        {"complete": client.complete, "fail": client.fail, "abort": client.abort}[how](lease)
+        finish_as(client, how, lease)
         before = snapshot(client)
         assert client.cancel(answer.id) is client.get(answer.id).status
         assert snapshot(client) == before
@@ -166,10 +168,8 @@ class InspectionTests(ContractBase):
             client.cancel("no-such-job")
         assert snapshot(client) == before
 
-    def test_purge_removes_old_terminal_jobs_and_acked_events_only(
-        self, client: qw.Client
-    ) -> None:
-        ids = self.enqueue_n(client, "q", 6, max_attempts=1)
+    def test_purge_removes_old_terminal_jobs_and_acked_events_only(self, client: qw.Client) -> None:
+        self.enqueue_n(client, "q", 6, max_attempts=1)
         queued_id = client.enqueue_one("q", "stays queued", delay=3600).id
         c = client.claim(["q"], worker="w", limit=6)
         client.complete(c[0].lease, event=EventSpec("e", "acked"))
@@ -203,14 +203,25 @@ class InspectionTests(ContractBase):
         (w1, w2) = client.workers()
         assert (w1.id, w2.id) == ("w-1", "w-2")
         assert (w2.queues, w2.host, w2.pid, w2.concurrency) == (("a", "b"), "host-1", 4321, 8)
-        assert w2.last_seen is not None and w2.started_at is not None
+        assert w2.last_seen is not None
+        assert w2.started_at is not None
         assert w2.last_seen >= before - timedelta(seconds=1)
         time.sleep(0.02)
         client.heartbeat(info)
         refreshed = client.workers()[1]
-        assert refreshed.last_seen is not None and refreshed.last_seen >= w2.last_seen
+        assert refreshed.last_seen is not None
+        assert refreshed.last_seen >= w2.last_seen
         assert refreshed.started_at == w2.started_at
         client.remove_worker("w-2")
         assert [w.id for w in client.workers()] == ["w-1"]
         client.remove_worker("never-registered")
         assert [w.id for w in client.workers()] == ["w-1"]
+
+
+def finish_as(client: qw.Client, how: str, lease: qw.Lease) -> JobStatus:
+    """Finish ``lease`` by ``how``: "complete", "fail" or "abort"."""
+    if how == "complete":
+        return client.complete(lease)
+    if how == "fail":
+        return client.fail(lease)
+    return client.abort(lease)

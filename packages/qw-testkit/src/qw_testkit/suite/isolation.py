@@ -83,9 +83,7 @@ class IsolationTests(ContractBase):
         assert [w.id for w in neighbour.workers()] == ["their-worker"]
         assert [w.id for w in client.workers()] == ["my-worker"]
 
-    def test_leases_do_not_cross_namespaces(
-        self, client: qw.Client, neighbour: qw.Client
-    ) -> None:
+    def test_leases_do_not_cross_namespaces(self, client: qw.Client, neighbour: qw.Client) -> None:
         their_job = neighbour.enqueue_one("lq", "leased").id
         their_lease = neighbour.claim(["lq"], worker="w")[0].lease
         assert their_lease.job_id == their_job

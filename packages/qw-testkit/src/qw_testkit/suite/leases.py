@@ -31,7 +31,8 @@ class LeaseTests(ContractBase):
         job = client.get(claim.job.id)
         assert job.lease_expires_at is not None
         assert abs((job.lease_expires_at - renewed.expires_at).total_seconds()) < 0.01
-        assert job.status is JobStatus.RUNNING and job.attempts == 1
+        assert job.status is JobStatus.RUNNING
+        assert job.attempts == 1
 
     def test_renewal_keeps_a_short_lease_alive(self, client: qw.Client) -> None:
         client.enqueue_one("q", 1)
@@ -52,7 +53,8 @@ class LeaseTests(ContractBase):
             client.renew(old)
         answers = client.renew_many([old, new], lease_s=100)
         assert answers[0] is None
-        assert answers[1] is not None and answers[1].token == new.token
+        assert answers[1] is not None
+        assert answers[1].token == new.token
 
     def test_renew_after_finishing_is_lost(self, client: qw.Client) -> None:
         client.enqueue_one("q", 1)
@@ -86,7 +88,8 @@ class LeaseTests(ContractBase):
         job = client.get(answer.id)
         assert job.status is JobStatus.QUEUED
         assert job.attempts == 1  # the expired attempt stays counted
-        assert job.worker is None and job.lease_expires_at is None
+        assert job.worker is None
+        assert job.lease_expires_at is None
         assert client.fetch_events() == []
         again = self.claim_one(client)
         assert again.job.attempts == 2
@@ -133,9 +136,7 @@ class LeaseTests(ContractBase):
         assert snapshot(client) == before
         assert client.complete(new) is JobStatus.SUCCEEDED
 
-    def test_old_token_is_fenced_after_reclaim_while_still_queued(
-        self, client: qw.Client
-    ) -> None:
+    def test_old_token_is_fenced_after_reclaim_while_still_queued(self, client: qw.Client) -> None:
         answer = client.enqueue_one("q", 1, max_attempts=5)
         old = client.claim(["q"], worker="w", lease_s=SHORT)[0].lease
         self.sleep_past(time.monotonic() + PAST_SHORT)
@@ -153,7 +154,8 @@ class LeaseTests(ContractBase):
         self.sleep_past(time.monotonic() + PAST_SHORT)
         assert client.reclaim_expired() == 0
         job = client.get(answer.id)
-        assert job.status is JobStatus.SUCCEEDED and job.result == "done"
+        assert job.status is JobStatus.SUCCEEDED
+        assert job.result == "done"
         assert client.fetch_events() == []
 
     @requires("thread_safe")
@@ -186,7 +188,10 @@ class LeaseTests(ContractBase):
 
         # Start both near the expiry, so that some completes win and some lose.
         self.sleep_past(time.monotonic() + SHORT * 0.8)
-        threads = [threading.Thread(target=complete_all), threading.Thread(target=reclaim_repeatedly)]
+        threads = [
+            threading.Thread(target=complete_all),
+            threading.Thread(target=reclaim_repeatedly),
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -201,7 +206,8 @@ class LeaseTests(ContractBase):
         for job_id, won in completed.items():
             job = client.get(job_id)
             if won:
-                assert job.status is JobStatus.SUCCEEDED and job.result == "won"
+                assert job.status is JobStatus.SUCCEEDED
+                assert job.result == "won"
                 assert events.get(job_id) == ["x.done"]
             else:
                 assert job.status is JobStatus.FAILED

@@ -7,7 +7,7 @@ import time
 import pytest
 
 import qw
-from qw.contract import Abort, Complete, Fail
+from qw.contract import Abort, Complete, Fail, Outcome
 from qw.model import EventSpec, JobStatus
 from qw_testkit.base import ContractBase
 
@@ -42,11 +42,12 @@ class OutboxTests(ContractBase):
         answer = client.enqueue_one("q", 1, max_attempts=3)
         lease = self.claim_one(client).lease
         spec = EventSpec(f"job.{kind}", {"k": kind})
-        outcome = {
+        outcomes: dict[str, Outcome] = {
             "fail": Fail(lease, "e", None, spec),
             "retry": Fail(lease, "e", 3600.0, spec),
             "abort": Abort(lease, "e", spec),
-        }[kind]
+        }
+        outcome = outcomes[kind]
         assert client.finish([outcome]) == [status]
         events = client.fetch_events()
         assert [(e.job_id, e.type, e.data) for e in events] == [(answer.id, spec.type, spec.data)]
@@ -81,7 +82,8 @@ class OutboxTests(ContractBase):
         events = client.fetch_events(limit=1000)
         assert [e.data for e in events] == list(range(30))
         cursors = [e.cursor for e in events]
-        assert cursors == sorted(cursors) and len(set(cursors)) == 30
+        assert cursors == sorted(cursors)
+        assert len(set(cursors)) == 30
         assert [e.job_id for e in events] == [c.job.id for c in claims]
 
     def test_fetch_respects_limit_and_order(self, client: qw.Client) -> None:

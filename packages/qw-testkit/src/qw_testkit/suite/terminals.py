@@ -55,9 +55,11 @@ class TerminalTests(ContractBase):
         job = client.get(answer.id)
         assert job.status is JobStatus.SUCCEEDED
         assert job.result == {"answer": [4, 2]}
-        assert job.finished_at is not None and job.started_at is not None
+        assert job.finished_at is not None
+        assert job.started_at is not None
         assert job.finished_at >= job.started_at - timedelta(seconds=1)
-        assert job.worker is None and job.lease_expires_at is None
+        assert job.worker is None
+        assert job.lease_expires_at is None
         assert job.attempts == 1
 
     def test_fail_without_retry_is_final(self, client: qw.Client) -> None:
@@ -76,14 +78,16 @@ class TerminalTests(ContractBase):
         assert client.fail(lease, "transient", retry_in=0.4) is JobStatus.QUEUED
         job = client.get(answer.id)
         assert (job.status, job.attempts, job.error) == (JobStatus.QUEUED, 1, "transient")
-        assert job.worker is None and job.lease_expires_at is None
+        assert job.worker is None
+        assert job.lease_expires_at is None
         assert job.run_at > client.now() - timedelta(seconds=0.05)
         while time.monotonic() < failed_at + 0.3:
             assert client.claim(["q"], worker="w") == []
             time.sleep(0.05)
         self.sleep_past(failed_at + 0.6)
         again = self.claim_one(client)
-        assert again.job.id == answer.id and again.job.attempts == 2
+        assert again.job.id == answer.id
+        assert again.job.attempts == 2
 
     def test_retry_in_is_measured_on_the_store_clock(self, client: qw.Client) -> None:
         answer = client.enqueue_one("q", 1, max_attempts=3)
@@ -112,15 +116,14 @@ class TerminalTests(ContractBase):
         assert client.release(lease) is JobStatus.QUEUED
         job = client.get(answer.id)
         assert (job.status, job.attempts) == (JobStatus.QUEUED, 0)
-        assert job.worker is None and job.lease_expires_at is None
+        assert job.worker is None
+        assert job.lease_expires_at is None
         again = self.claim_one(client)
         assert again.job.attempts == 1
         # max_attempts=1 still leaves this attempt: the released one did not count.
         assert client.fail(again.lease, retry_in=0) is JobStatus.FAILED
 
-    def test_released_job_keeps_its_place_and_is_claimable_at_once(
-        self, client: qw.Client
-    ) -> None:
+    def test_released_job_keeps_its_place_and_is_claimable_at_once(self, client: qw.Client) -> None:
         first = client.enqueue_one("q", 1).id
         client.enqueue_one("q", 2)
         client.release(self.claim_one(client).lease)

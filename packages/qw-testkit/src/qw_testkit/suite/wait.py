@@ -59,7 +59,7 @@ class WaitTests(ContractBase):
         time.sleep(0.3)
         producer.enqueue_one("q", 1)
         thread.join(10)
-        (woke, took), = result
+        ((woke, took),) = result
         assert woke is True
         assert took < 0.3 + PROMPT
 
