@@ -198,3 +198,20 @@ def _field(info: str, name: str) -> str | None:
         if key == name:
             return value.strip()
     return None
+
+
+def drop_namespaces(url: str, namespaces: set[str]) -> None:
+    """Delete every key of ``namespaces`` from the single server at ``url``."""
+    if not namespaces:
+        return
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        doomed = [
+            key
+            for key in client.scan_iter(match="qw:{*", count=1000)
+            if key[4 : key.find("}")] in namespaces
+        ]
+        for i in range(0, len(doomed), 500):
+            client.unlink(*doomed[i : i + 500])
+    finally:
+        client.close()

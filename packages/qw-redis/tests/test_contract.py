@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import ClassVar
+
 import pytest
 
 import qw
 from qw_redis import RedisBackend
 from qw_testkit import BackendContractTests
 
+from .servers import drop_namespaces
+
 
 class TestRedisContract(BackendContractTests):
     url: str
+    namespaces: ClassVar[set[str]] = set()
 
     @pytest.fixture(autouse=True, scope="class")
     @classmethod
-    def _server(cls, redis_url: str) -> None:
+    def _server(cls, redis_url: str) -> Iterator[None]:
         cls.url = redis_url
+        yield
+        # The shared server outlives the session: leave no test namespace behind.
+        drop_namespaces(redis_url, cls.namespaces)
 
     def make_backend(self, namespace: str) -> qw.Backend:
+        self.namespaces.add(namespace)
         return RedisBackend.from_url(self.url, namespace=namespace)
 
     def backend_url(self) -> str:

@@ -23,6 +23,8 @@ from qw_redis.keys import Keyspace
 from qw_redis.scripts import NAMES, source
 from qw_testkit.base import new_namespace
 
+from .servers import drop_namespaces
+
 
 @pytest.fixture(params=["single", "cluster"])
 def url(request: pytest.FixtureRequest) -> str:
@@ -109,6 +111,8 @@ def test_structures_agree_after_a_mixed_workload(url: str) -> None:
     finally:
         client.close()
         r.close()
+        if not url.startswith("redis+cluster://"):
+            drop_namespaces(url, {namespace})
 
 
 def test_every_script_that_changes_a_status_flushes_its_index_and_counts() -> None:
