@@ -36,7 +36,7 @@ def _meta(path: Path) -> list[tuple[str, str]]:
 
 
 def test_two_processes_opening_a_fresh_file_both_succeed(tmp_path: Path) -> None:
-    for round_ in range(3):
+    for round_ in range(6):
         path = tmp_path / f"fresh-{round_}.db"
         start = time.time() + 1.5  # past both interpreters' start-up
         children = [

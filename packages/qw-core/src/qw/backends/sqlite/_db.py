@@ -126,11 +126,13 @@ class Database:
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
         try:
-            # synchronous is one of a fixed set (checked in SqliteOptions).
-            conn.execute(f"PRAGMA synchronous = {self.options.synchronous}")
-        except sqlite3.Error as exc:
+            # synchronous is one of a fixed set (checked in SqliteOptions). The
+            # pragma reads the schema, which waits while another process
+            # creates the file.
+            self.retry(lambda: conn.execute(f"PRAGMA synchronous = {self.options.synchronous}"))
+        except BaseException:
             conn.close()
-            raise translate(exc, self.path) from exc
+            raise
         return conn
 
     def _prepare_file(self, conn: sqlite3.Connection) -> None:
