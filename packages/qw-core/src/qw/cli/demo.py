@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from qw.demo import DemoSummary, default_database, run_demo
+if TYPE_CHECKING:
+    from qw.demo import DemoSummary
 
 __all__ = ["demo"]
 
@@ -22,6 +24,9 @@ __all__ = ["demo"]
 @click.option("--url", help="Run against another store instead (e.g. memory://, redis://...).")
 def demo(count: int, concurrency: int, db: Path | None, url: str | None) -> None:
     """Enqueue COUNT jobs of four kinds (some fail and retry), drain them, and summarise."""
+    # Imported here: the demo app should not load with every qw command.
+    from qw.demo import default_database, run_demo
+
     if url is None:
         path = db or default_database()
         if path.exists():

@@ -7,19 +7,21 @@ lease lost) and ``returned`` once the task's code is no longer running.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from qw.contract import Outcome
 from qw.model import JSONValue
 from qw.plugin.manager import QwPluginManager
 from qw.worker.context import JobCancelled, RunningJob, _current
 from qw.worker.outcomes import cancelled, error_info, failed, released, succeeded
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["AsyncRunner", "Host", "ThreadPool", "timeout_error"]
 
@@ -144,6 +146,9 @@ class AsyncRunner:
         if loop is None:
             with self._lock:
                 if self._loop is None:
+                    # Imported on first use: producers importing qw never pay for asyncio.
+                    import asyncio
+
                     self._loop = asyncio.new_event_loop()
                     self._thread = threading.Thread(
                         target=self._loop.run_forever, name="qw-async", daemon=True
@@ -181,6 +186,8 @@ class AsyncRunner:
         self._host.returned(rec)
 
     async def _attempt(self, rec: RunningJob) -> Outcome | None:
+        import asyncio
+
         try:
             coro = cast("Any", self._host.plugins.run_job(rec.job, _call(rec)))
             if rec.deadline is None:
