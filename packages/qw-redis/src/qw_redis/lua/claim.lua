@@ -50,8 +50,8 @@ local nows, exps = fmt(now), fmt(expires)
 local out = {nows, exps}
 local ids = {}
 for j, p in ipairs(picked) do ids[j] = string.sub(p[1], 17) end
-for _, col in ipairs({'payload', 'prio', 'run_at', 'max', 'att', 'created', 'dedupe', 'result',
-  'error'}) do
+-- No 'result': only a succeeded (terminal) job has one, never a queued one.
+for _, col in ipairs({'payload', 'prio', 'run_at', 'max', 'att', 'created', 'dedupe', 'error'}) do
   prefetch(col, ids)
 end
 for j, p in ipairs(picked) do
@@ -75,7 +75,7 @@ for j, p in ipairs(picked) do
   out[#out + 1] = att
   out[#out + 1] = get('created', id)
   out[#out + 1] = get('dedupe', id)
-  out[#out + 1] = get('result', id)
+  out[#out + 1] = false
   out[#out + 1] = get('error', id)
   out[#out + 1] = token
 end
