@@ -39,8 +39,12 @@ def pg_version(stores: Stores) -> str:
     import psycopg
 
     with psycopg.connect(stores.postgres_admin, autocommit=True) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    return str(row[0]) if row else "?"
+        parts = []
+        for setting in ("server_version", "fsync", "synchronous_commit"):
+            row = conn.execute(f"SHOW {setting}").fetchone()
+            parts.append(f"{setting}={row[0] if row else '?'}")
+    # Durability settings change write-heavy numbers, so the report states them.
+    return ", ".join(parts).removeprefix("server_version=")
 
 
 def redis_flush(stores: Stores) -> None:
@@ -62,6 +66,10 @@ def redis_version(stores: Stores) -> str:
 
     client = redis.Redis.from_url(stores.redis)
     try:
-        return str(client.info("server")["redis_version"])
+        version = client.info("server")["redis_version"]
+        persistence = client.info("persistence")
+        aof = "on" if persistence.get("aof_enabled") else "off"
+        save = client.config_get("save").get("save") or "none"
+        return f"{version}, appendonly={aof}, save={save!r}"
     finally:
         client.close()

@@ -30,7 +30,8 @@ class Dramatiq(RedisPeer):
         return {
             "worker": f"dramatiq CLI --processes {p} --threads {t} (defaults are processes=CPUs, "
             "threads=8)",
-            "broker": "RedisBroker, default middleware",
+            "broker": "RedisBroker, default middleware (an idle consumer polls Redis with "
+            "backoff up to the worker timeout, 1 s by default)",
             "task": "sync no-op actor",
         }
 

@@ -38,8 +38,11 @@ class QwDriver(Driver):
             "worker": f"qw.Worker, 1 process, concurrency={concurrency} (thread pool)",
             "config": "WorkerConfig defaults: lease_s=30, finish_batch=500, poll_interval=1",
             "task": "sync no-op; each success writes its job.succeeded outbox event",
-            "url": self.url().split("@")[-1],
+            "store": self.store_note,
         }
+
+    #: The store's own settings that matter for the numbers (URL defaults).
+    store_note = ""
 
     def unavailable(self) -> str | None:
         from qw.errors import QwError
@@ -105,6 +108,7 @@ class QwDriver(Driver):
 
 class QwSqlite(QwDriver):
     store = "sqlite"
+    store_note = "URL defaults: WAL, synchronous=FULL, other processes' commits polled every 50 ms"
 
     def url(self) -> str:
         return f"sqlite:///{self.workdir / 'qw.db'}"
@@ -120,6 +124,7 @@ class QwSqlite(QwDriver):
 
 class QwPostgres(QwDriver):
     store = "postgres"
+    store_note = "URL defaults: pool 1..10 connections, LISTEN/NOTIFY wake-ups"
 
     def url(self) -> str:
         return self.stores.postgres_db(PG_DB)
@@ -135,6 +140,7 @@ class QwPostgres(QwDriver):
 
 class QwRedis(QwDriver):
     store = "redis"
+    store_note = "URL defaults: Lua scripts, pub/sub wake-ups"
 
     def url(self) -> str:
         return self.stores.redis
