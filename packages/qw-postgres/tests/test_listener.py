@@ -138,3 +138,28 @@ def test_closing_stops_the_listener(url: str, pg_url: str) -> None:
     assert _listener_pids(pg_url, namespace) == []
     with pytest.raises(qw.BackendUnavailable):
         client.counts()
+
+
+def test_pooled_connections_killed_by_the_server_are_replaced(pg_url: str) -> None:
+    marker = "qwpool" + uuid.uuid4().hex[:10]
+    url = with_query(pg_url, f"schema={SCHEMA}&pool_min=2&pool_max=2&application_name={marker}")
+    with qw.open(url, namespace="p" + uuid.uuid4().hex[:12]) as client:
+        client.enqueue_one("q", 1)
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (marker,),
+            ).fetchall()
+        assert killed
+        failures = 0
+        for _ in range(5):
+            try:
+                counts = client.counts()
+                break
+            except qw.BackendUnavailable:  # a dead pooled connection, then discarded
+                failures += 1
+        else:
+            pytest.fail("the pool never replaced its killed connections")
+        assert failures <= 2
+        assert counts["q"][qw.JobStatus.QUEUED] == 1
