@@ -319,3 +319,24 @@ def test_a_worker_that_cannot_renew_loses_its_jobs_and_their_late_results(
     assert len(read_lines(notes, "finished")) == 3
     (event,) = events_by_job(app)[answer.id]
     assert event.type == "job.failed"
+
+
+def test_prefetched_jobs_wait_for_a_slot_and_go_back_untouched_at_stop(
+    app: qw.App, notes: Path
+) -> None:
+    record = app.tasks["rt.record"]
+    ids = [a.id for a in app.enqueue_many([record.job(str(notes), 1.0) for _ in range(3)])]
+    with running(app, concurrency=1, prefetch=2, grace_s=10) as worker:
+        wait_until(lambda: all(app.client.get(i).status is S.RUNNING for i in ids), what="3 claims")
+        wait_until(lambda: read_lines(notes, "started"), what="the first job to start")
+        assert len(read_lines(notes, "started")) == 1  # one slot: one runs, two wait
+        assert worker.running_jobs == 3
+        worker.stop(timeout=30)
+    first = read_lines(notes, "finished")[0].split()[0]
+    for job_id in ids:
+        job = app.client.get(job_id)
+        if job_id == first:
+            assert (job.status, job.attempts) == (S.SUCCEEDED, 1)
+        else:
+            assert (job.status, job.attempts) == (S.QUEUED, 0)
+    assert len(read_lines(notes, "started")) == 1

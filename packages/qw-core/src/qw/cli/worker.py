@@ -77,6 +77,13 @@ def parse_queues(value: str | None) -> list[str] | None:
     metavar="SECONDS",
     help="How often to requeue expired leases.",
 )
+@click.option(
+    "--prefetch",
+    type=click.IntRange(0, 1000),
+    default=None,
+    metavar="N",
+    help="Jobs claimed ahead of free slots (default: as many as --concurrency).",
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 def worker(
     app_spec: str,
@@ -88,6 +95,7 @@ def worker(
     grace_s: float,
     poll_interval: float,
     reclaim_s: float,
+    prefetch: int | None,
     log_level: str,
 ) -> None:
     """Run the tasks of APP ("package.module:app") until SIGTERM or SIGINT.
@@ -107,6 +115,7 @@ def worker(
         grace_s=grace_s,
         poll_interval=poll_interval,
         reclaim_s=reclaim_s,
+        prefetch=prefetch,
     )
     try:
         stats = runner.run()

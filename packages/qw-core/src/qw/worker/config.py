@@ -28,6 +28,10 @@ class WorkerConfig:
         grace_s: on stop, how long running jobs may still finish before
             they are released (no attempt counted).
         finish_batch: the most outcomes written in one ``finish`` call.
+        prefetch: jobs claimed ahead of free slots, so that a slot that
+            frees starts its next job at once instead of waiting for a
+            claim round trip (None: as many as ``concurrency``; 0: none).
+            Their leases are renewed; their timeouts start when they do.
     """
 
     queues: tuple[str, ...] = ("default",)
@@ -38,6 +42,7 @@ class WorkerConfig:
     reclaim_s: float = 10.0
     grace_s: float = 30.0
     finish_batch: int = 500
+    prefetch: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "queues", validate_queues(self.queues))
@@ -51,8 +56,19 @@ class WorkerConfig:
                 raise InvalidInput(f"{name} must be seconds > 0, not {value!r}")
         if isinstance(self.grace_s, bool) or not self.grace_s >= 0:
             raise InvalidInput(f"grace_s must be seconds >= 0, not {self.grace_s!r}")
+        if self.prefetch is not None and (
+            isinstance(self.prefetch, bool)
+            or not isinstance(self.prefetch, int)
+            or not 0 <= self.prefetch <= 1000
+        ):
+            raise InvalidInput(f"prefetch must be an int in [0, 1000], not {self.prefetch!r}")
         if not 1 <= self.finish_batch <= 10_000:
             raise InvalidInput(f"finish_batch must be in [1, 10000], not {self.finish_batch!r}")
+
+    @property
+    def capacity(self) -> int:
+        """Jobs a worker holds to run: its slots plus the prefetched ones."""
+        return self.concurrency + (self.concurrency if self.prefetch is None else self.prefetch)
 
     @property
     def renew_s(self) -> float:

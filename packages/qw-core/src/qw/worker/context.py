@@ -38,6 +38,7 @@ class RunningJob:
         "_timed_out",
         "args",
         "async_task",
+        "begun",
         "committed",
         "deadline",
         "job",
@@ -65,9 +66,10 @@ class RunningJob:
         self.task = task
         self.args = args
         self.kwargs = kwargs
+        # Claimed now; started (and given a deadline) by begin() when a slot runs it.
         self.started = time.monotonic()
-        timeout = task.timeout if task is not None else None
-        self.deadline = self.started + timeout if timeout is not None else None
+        self.deadline: float | None = None
+        self.begun = False
         self._cancel_requested = False
         self._timed_out = False
         # Two things must happen before the slot is free again: the task
@@ -98,6 +100,14 @@ class RunningJob:
     def timed_out(self) -> bool:
         """Whether the job ran past its timeout and was already failed or retried."""
         return self._timed_out
+
+    def begin(self) -> None:
+        """Mark the attempt started now; its timeout counts from here."""
+        self.begun = True
+        self.started = time.monotonic()
+        timeout = self.task.timeout if self.task is not None else None
+        if timeout is not None:
+            self.deadline = self.started + timeout
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`JobCancelled` if the job was cancelled or timed out."""

@@ -35,6 +35,8 @@ class Host(Protocol):
 
     def settle(self, rec: RunningJob, outcome: Outcome) -> bool: ...
 
+    def begin(self, rec: RunningJob) -> bool: ...
+
     def returned(self, rec: RunningJob) -> None: ...
 
 
@@ -55,6 +57,15 @@ def _call(rec: RunningJob) -> Callable[[], Any]:
     assert task is not None
     fn, args, kwargs = task.fn, rec.args, rec.kwargs
     return lambda: fn(*args, **kwargs)
+
+
+def _stopped(rec: RunningJob) -> Outcome | None:
+    """The outcome for a coroutine the runtime cancelled, by the reason it gave."""
+    if rec.stop_reason == "cancel":
+        return cancelled(rec)
+    if rec.stop_reason == "shutdown":
+        return released(rec)
+    return None  # lease lost: nothing to write
 
 
 class ThreadPool:
@@ -88,7 +99,11 @@ class ThreadPool:
     def _loop(self) -> None:
         host = self._host
         while (rec := self._queue.get()) is not None:
-            if rec.settled:  # released before it started
+            if not host.begin(rec):  # released (or lost) while it waited
+                host.returned(rec)
+                continue
+            if rec._cancel_requested:  # cancelled while it waited: do not start it
+                host.settle(rec, cancelled(rec))
                 host.returned(rec)
                 continue
             token = _current.set(rec)
@@ -121,8 +136,10 @@ class ThreadPool:
 class AsyncRunner:
     """One event loop thread running every async task; started on first use."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, slots: int) -> None:
         self._host = host
+        self._slots = slots
+        self._semaphore: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -150,6 +167,7 @@ class AsyncRunner:
                     import asyncio
 
                     self._loop = asyncio.new_event_loop()
+                    self._semaphore = asyncio.Semaphore(self._slots)
                     self._thread = threading.Thread(
                         target=self._loop.run_forever, name="qw-async", daemon=True
                     )
@@ -165,10 +183,9 @@ class AsyncRunner:
         rec.async_task = self._loop.create_task(self._run(rec))
 
     def _stopped_before_start(self, rec: RunningJob) -> None:
-        if rec.stop_reason == "cancel":
-            self._host.settle(rec, cancelled(rec))
-        elif rec.stop_reason == "shutdown":
-            self._host.settle(rec, released(rec))
+        outcome = _stopped(rec)
+        if outcome is not None:
+            self._host.settle(rec, outcome)
         self._host.returned(rec)
 
     def _cancel(self, rec: RunningJob, reason: str) -> None:
@@ -179,8 +196,19 @@ class AsyncRunner:
             task.cancel()
 
     async def _run(self, rec: RunningJob) -> None:
+        import asyncio
+
         _current.set(rec)
-        outcome = await self._attempt(rec)
+        assert self._semaphore is not None
+        outcome: Outcome | None = None
+        try:
+            # Prefetched coroutines wait here for one of the slots.
+            async with self._semaphore:
+                if self._host.begin(rec):
+                    outcome = await self._attempt(rec)
+        except asyncio.CancelledError:
+            # Cancelled while waiting for a slot (an attempt catches its own).
+            outcome = _stopped(rec)
         if outcome is not None:
             self._host.settle(rec, outcome)
         self._host.returned(rec)
@@ -204,11 +232,7 @@ class AsyncRunner:
                     return failed(rec, timeout_error(rec), retryable=True)
         except asyncio.CancelledError:
             # Our own cancel (operator, shutdown, lost lease): finish by its reason.
-            if rec.stop_reason == "cancel":
-                return cancelled(rec)
-            if rec.stop_reason == "shutdown":
-                return released(rec)
-            return None
+            return _stopped(rec)
         except BaseException as exc:
             return _outcome_of_exception(rec, exc)
         return cancelled(rec) if rec.cancel_requested else succeeded(rec, result)

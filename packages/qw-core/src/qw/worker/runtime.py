@@ -97,11 +97,11 @@ class Worker:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPool(self, config.concurrency)
-        self._async = AsyncRunner(self)
+        self._async = AsyncRunner(self, config.concurrency)
         self._finisher: Finisher | None = None
-        self._claim_floor = max(1, config.concurrency // CLAIM_FLOOR_DIVISOR)
-        self._max_held = 2 * config.concurrency
-        # Jobs dispatched whose task has not returned yet (the busy slots).
+        self._claim_floor = max(1, config.capacity // CLAIM_FLOOR_DIVISOR)
+        self._max_held = 2 * config.capacity
+        # Jobs dispatched whose task has not returned yet (running or prefetched).
         self._active = 0
 
     def __repr__(self) -> str:
@@ -229,14 +229,16 @@ class Worker:
     def _claimable(self) -> int:
         """How many jobs to claim now: 0 until enough slots are free for a worthwhile batch.
 
-        A slot is free once its task returned, before its outcome is written,
-        so the next claim overlaps the finisher's write; the jobs held but
-        not yet written are capped at twice the concurrency. Claiming for
-        every single freed slot would make one round trip per job; waiting
-        for a quarter of the slots (or an idle worker) keeps claims batched.
+        The worker keeps up to ``capacity`` (slots plus prefetch) jobs
+        running or waiting to run. One counts as done once its task
+        returned, before its outcome is written, so the next claim overlaps
+        the finisher's write; jobs held but not yet written are capped at
+        twice the capacity. Claiming for every single freed place would make
+        one round trip per job; waiting for a quarter of them (or an idle
+        worker) keeps claims batched.
         """
         active = self._active
-        free = min(self.config.concurrency - active, self._max_held - len(self._inflight))
+        free = min(self.config.capacity - active, self._max_held - len(self._inflight))
         return free if active == 0 or free >= self._claim_floor else 0
 
     def _dispatch(self, claim: Claim) -> RunningJob | None:
@@ -282,6 +284,14 @@ class Worker:
         assert self._finisher is not None
         self._finisher.put(rec, outcome)
         return True
+
+    def begin(self, rec: RunningJob) -> bool:
+        """Start ``rec`` in a slot, unless it was settled (released at stop) meanwhile."""
+        with self._cond:
+            if rec.settled:
+                return False
+            rec.begin()
+            return True
 
     def returned(self, rec: RunningJob) -> None:
         """The task's code is done with ``rec``: its slot may take another job."""
@@ -383,13 +393,24 @@ class Worker:
     def _drain(self) -> None:
         """Let running jobs finish within the grace period, then release the rest."""
         deadline = time.monotonic() + self.config.grace_s
-        if self._inflight and not self._force:
+        # Prefetched jobs that have not started go back at once, attempt not counted.
+        with self._cond:
+            waiting = [r for r in self._inflight.values() if not r.settled and not r.begun]
+            for rec in waiting:
+                rec.settled = True
+                rec.stop_reason = "shutdown"
+        assert self._finisher is not None
+        for rec in waiting:
+            self._finisher.put(rec, released(rec))
+            if rec.task is not None and rec.task.is_async:
+                self._async.cancel(rec, "shutdown")
+        if self._unsettled() and not self._force:
             log.info(
                 "worker %s stopping: waiting up to %.1f s for %d running jobs "
                 "(signal again to release them now)",
                 self.id,
                 self.config.grace_s,
-                len(self._inflight),
+                len(self._unsettled()),
             )
         with self._cond:
             while self._unsettled() and not self._force and time.monotonic() < deadline:
