@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [d for d, e in systems.items() if report.failures(e)]
     if failed:
         log(f"phases failed for: {', '.join(failed)} (see the report)")
-    return 0
+    # A peer that fails is a finding for the report; qw failing fails the run.
+    return 1 if any(d in QW for d in failed) else 0
 
 
 if __name__ == "__main__":
