@@ -16,8 +16,8 @@ class WorkerConfig:
 
     Attributes:
         queues: the queues to claim from.
-        concurrency: jobs running at once (sync tasks on that many threads;
-            async tasks on one event loop, counted in the same slots).
+        concurrency: sync tasks running at once (on that many threads), and
+            coroutines running at once (on one event loop thread).
         lease_s: lease length; the worker renews every ``lease_s / 3``. A
             worker that dies loses its jobs to others after at most this long.
         poll_interval: the longest the worker sleeps on the backend's
