@@ -76,10 +76,10 @@ class Finisher:
             try:
                 statuses = self._client.finish([outcome for _, outcome in batch])
                 break
-            except InvalidInput:
+            except InvalidInput as exc:
                 if len(batch) == 1:
                     rec, outcome = batch[0]
-                    batch = [(rec, _invalid_result(rec, outcome))]
+                    batch = [(rec, _invalid_result(rec, outcome, exc))]
                     continue
                 for single in batch:
                     self._write([single])
@@ -100,11 +100,11 @@ class Finisher:
             self._on_committed(rec, outcome, status)
 
 
-def _invalid_result(rec: RunningJob, outcome: Outcome) -> Outcome:
+def _invalid_result(rec: RunningJob, outcome: Outcome, exc: InvalidInput) -> Outcome:
     if not isinstance(outcome, Complete):
         raise RuntimeError(f"the worker built an invalid outcome for job {rec.id}: {outcome!r}")
     error: dict[str, JSONValue] = {
         "type": "qw.InvalidResult",
-        "message": "the task's return value is not JSON",
+        "message": f"the task's return value cannot be stored: {exc}",
     }
     return failed(rec, error, retryable=False)
