@@ -68,7 +68,11 @@ class Finisher:
                 except queue.Empty:
                     break
             if batch:
-                self._write(batch)
+                try:
+                    self._write(batch)
+                except Exception:
+                    # Never let one bad batch stop every later write.
+                    log.exception("writing %d outcomes failed; they are dropped", len(batch))
 
     def _write(self, batch: list[tuple[RunningJob, Outcome]]) -> None:
         pause = 0.05
