@@ -71,8 +71,12 @@ class Finisher:
                 try:
                     self._write(batch)
                 except Exception:
-                    # Never let one bad batch stop every later write.
+                    # Never let one bad batch stop every later write. Its jobs'
+                    # leases expire and the reclaim sweep gives them back.
                     log.exception("writing %d outcomes failed; they are dropped", len(batch))
+                    for rec, outcome in batch:
+                        if not rec.committed:
+                            self._on_committed(rec, outcome, None)
 
     def _write(self, batch: list[tuple[RunningJob, Outcome]]) -> None:
         pause = 0.05
