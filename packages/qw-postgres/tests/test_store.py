@@ -106,3 +106,33 @@ def test_nul_in_a_text_field_is_refused_and_nothing_is_written(client: qw.Client
     with pytest.raises(qw.InvalidInput):
         client.enqueue([qw.NewJob("q", 1), qw.NewJob("q", 2, id="id\u0000")])
     assert client.counts() == {}
+
+
+@pytest.mark.parametrize("size", [10, backend.COPY_MIN_JOBS + 5])
+def test_dedupe_and_duplicates_behave_alike_for_small_and_staged_batches(
+    client: qw.Client, size: int
+) -> None:
+    # Batches from COPY_MIN_JOBS on take the COPY path; the answers must not change.
+    held = client.enqueue_one("q", "holder", dedupe_key="taken").id
+    jobs = [qw.NewJob("q", i) for i in range(size)]
+    jobs[1] = qw.NewJob("q", "first", dedupe_key="fresh")
+    jobs[2] = qw.NewJob("q", "second", dedupe_key="fresh")
+    jobs[3] = qw.NewJob("q", "live", dedupe_key="taken")
+    answers = client.enqueue(jobs)
+    assert answers[1] == qw.Enqueued(jobs[1].id, created=True)
+    assert answers[2] == qw.Enqueued(jobs[1].id, created=False)
+    assert answers[3] == qw.Enqueued(held, created=False)
+    assert sum(a.created for a in answers) == size - 2
+    assert client.counts()["q"][qw.JobStatus.QUEUED] == size - 1
+
+    before = client.counts()
+    again = [qw.NewJob("q", i) for i in range(size - 1)] + [qw.NewJob("q", "x", id=jobs[5].id)]
+    with pytest.raises(qw.DuplicateJob):
+        client.enqueue(again)
+    nul = [qw.NewJob("q", i) for i in range(size - 1)] + [qw.NewJob("q", 0, dedupe_key="\x00")]
+    with pytest.raises(qw.InvalidInput):
+        client.enqueue(nul)
+    assert client.counts() == before
+    # FIFO holds across the batch, whichever path carried it.
+    claims = client.claim(["q"], worker="w", limit=20)
+    assert [c.job.id for c in claims] == [held, *[a.id for a in answers if a.created][:19]]

@@ -42,14 +42,19 @@ from qw.model import (
 )
 from qw.validation import validate_namespace
 from qw.wakeup import Listener, WakeupHub
-from qw_postgres.batches import enqueue_document, finish_document, renew_document
+from qw_postgres.batches import (
+    enqueue_document,
+    enqueue_rows,
+    finish_document,
+    renew_document,
+)
 from qw_postgres.errors import translate_errors
 from qw_postgres.listening import (
     channel_name,
     listener_application_name,
     make_listen,
 )
-from qw_postgres.queries import Queries
+from qw_postgres.queries import ENQUEUE_COPY_TYPES, Queries
 from qw_postgres.rows import to_event, to_job, to_worker
 from qw_postgres.schema import LATEST_VERSION, apply_migrations, installed_version
 from qw_postgres.settings import Settings, parse_url
@@ -61,6 +66,10 @@ log = logging.getLogger("qw_postgres")
 #: How long the first claim or wait waits for the LISTEN to be in place
 #: (after that, the hub polls until the listener connects).
 LISTEN_START_WAIT_S = 2.0
+#: From this many jobs on, ``enqueue`` stages rows with a binary COPY (a few
+#: more round trips, much cheaper per row); below it, one JSON document.
+#: See docs/backends/postgres.md, "Bulk enqueue".
+COPY_MIN_JOBS = 5000
 #: Rows a purge deletes per statement.
 PURGE_BATCH = 5000
 _INT8 = range(-(2**63), 2**63)
@@ -239,11 +248,10 @@ class PostgresBackend:
             params: dict[str, Any] = {
                 "ns": self._namespace,
                 "channel": self._channel,
-                "batch": enqueue_document(jobs),
                 "live_keys": live_keys,
                 "keyed_ids": [j.id for j in jobs if j.dedupe_key is not None],
             }
-        rows = self._fetch("enqueue", self._q.enqueue, params)
+        rows = self._insert_jobs(jobs, params)
         inserted: set[str] = set()
         holders: dict[str, str] = {}
         dups: list[str] = []
@@ -259,6 +267,20 @@ class PostgresBackend:
         answers = self._answer_enqueue(jobs, inserted, holders)
         self._hub.notify({j.queue for j in jobs})
         return answers
+
+    def _insert_jobs(self, jobs: Sequence[NewJob], params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run the enqueue statement: one JSON document, or a COPY for a large batch."""
+        if len(jobs) < COPY_MIN_JOBS:
+            with translate_errors("postgres: enqueue"):
+                params["batch"] = enqueue_document(jobs)
+            return self._fetch("enqueue", self._q.enqueue, params)
+        with self._conn("enqueue") as conn, conn.transaction():
+            conn.execute(self._q.enqueue_stage)
+            with conn.cursor().copy(self._q.enqueue_copy) as copy:
+                copy.set_types(ENQUEUE_COPY_TYPES)
+                for row in enqueue_rows(jobs):
+                    copy.write_row(row)
+            return conn.execute(self._q.enqueue_staged, params, prepare=True).fetchall()
 
     def _answer_enqueue(
         self, jobs: Sequence[NewJob], inserted: set[str], holders: dict[str, str]

@@ -12,13 +12,13 @@ there although it is valid JSON that the ``json`` column keeps verbatim.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from qw.contract import Abort, Complete, Fail, Outcome, Release
 from qw.model import Lease, NewJob
 from qw.validation import encode_json
 
-__all__ = ["enqueue_document", "finish_document", "renew_document"]
+__all__ = ["enqueue_document", "enqueue_rows", "finish_document", "renew_document"]
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _KINDS: dict[type, str] = {Complete: "c", Fail: "f", Release: "r", Abort: "a"}
@@ -41,6 +41,22 @@ def enqueue_document(jobs: Sequence[NewJob]) -> str:
             ]
         )
     return _dumps(rows)
+
+
+def enqueue_rows(jobs: Sequence[NewJob]) -> Iterator[tuple[object, ...]]:
+    """The rows of ``qw_enqueue_in`` for a COPY, in :data:`ENQUEUE_COPY_TYPES` order."""
+    for ord_, job in enumerate(jobs, 1):
+        yield (
+            job.id,
+            job.queue,
+            job.priority,
+            job.run_at,
+            None if job.delay is None else float(job.delay),
+            job.max_attempts,
+            job.dedupe_key,
+            encode_json(job.payload),
+            ord_,
+        )
 
 
 def finish_document(outcomes: Sequence[Outcome]) -> str:

@@ -43,13 +43,9 @@ _OPEN = (
     " AND w.queue IN ('', {q}) AND NOT w.enabled)"
 )
 
-ENQUEUE = f"""
+_ENQUEUE = f"""
 WITH input AS (
-    SELECT v->>0 AS id, v->>1 AS queue, (v->>2)::int4 AS priority,
-           (v->>3)::timestamptz AS run_at, (v->>4)::float8 AS delay,
-           (v->>5)::int4 AS max_attempts, v->>6 AS dedupe_key, (v->>7)::json AS payload,
-           ord
-    FROM json_array_elements(%(batch)s::json) WITH ORDINALITY AS e(v, ord)
+    @INPUT@
 ), dup AS (
     -- Only keyed jobs need this: a dedupe conflict would skip the row before
     -- its primary key is checked. Any other repeated id fails the insert.
@@ -83,6 +79,46 @@ UNION ALL SELECT 'i', id, NULL FROM ins
 UNION ALL SELECT 'l', id, dedupe_key FROM live
 UNION ALL SELECT 'n', n::text, NULL FROM woke
 """
+
+# Small batches: one JSON document, one round trip.
+ENQUEUE = _ENQUEUE.replace(
+    "@INPUT@",
+    """SELECT v->>0 AS id, v->>1 AS queue, (v->>2)::int4 AS priority,
+           (v->>3)::timestamptz AS run_at, (v->>4)::float8 AS delay,
+           (v->>5)::int4 AS max_attempts, v->>6 AS dedupe_key, (v->>7)::json AS payload,
+           ord
+    FROM jsonb_array_elements(%(batch)s::jsonb) WITH ORDINALITY AS e(v, ord)""",
+)
+
+# Large batches: rows arrive first by binary COPY into a session-local table
+# (emptied at commit), then the same statement reads them from there.
+ENQUEUE_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS qw_enqueue_in (
+    id text, queue text, priority int4, run_at timestamptz, delay float8,
+    max_attempts int4, dedupe_key text, payload text, ord int8
+) ON COMMIT DELETE ROWS
+"""
+ENQUEUE_COPY = (
+    "COPY pg_temp.qw_enqueue_in (id, queue, priority, run_at, delay, max_attempts,"
+    " dedupe_key, payload, ord) FROM STDIN (FORMAT BINARY)"
+)
+ENQUEUE_COPY_TYPES = (
+    "text",
+    "text",
+    "int4",
+    "timestamptz",
+    "float8",
+    "int4",
+    "text",
+    "text",
+    "int8",
+)
+ENQUEUE_STAGED = _ENQUEUE.replace(
+    "@INPUT@",
+    """SELECT id, queue, priority, run_at, delay, max_attempts, dedupe_key,
+           payload::json AS payload, ord
+    FROM pg_temp.qw_enqueue_in""",
+)
 
 # Fallback when a racing producer took a dedupe key between our snapshot and
 # our insert: the holder is visible to a new statement.
@@ -348,6 +384,9 @@ class Queries:
     """The statements above with the schema filled in, ready to execute."""
 
     enqueue: bytes
+    enqueue_stage: bytes
+    enqueue_copy: bytes
+    enqueue_staged: bytes
     key_holders: bytes
     claim_one: bytes
     claim_many: bytes
