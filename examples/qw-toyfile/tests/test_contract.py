@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
-import pytest
 from qw_testkit import BackendContractTests
-
 from qw_toyfile import ToyFileBackend
+
+#: One store directory for the run; every test works in a fresh namespace inside it.
+STORE = Path(tempfile.mkdtemp(prefix="qw-toyfile-"))
 
 
 class TestToyFileContract(BackendContractTests):
-    @pytest.fixture(autouse=True)
-    def _store(self, tmp_path: Path) -> None:
-        self.path = tmp_path / "store.json"
-
     def make_backend(self, namespace: str) -> ToyFileBackend:
-        return ToyFileBackend(self.path, namespace=namespace)
+        return ToyFileBackend(STORE, namespace=namespace)
 
     def backend_url(self) -> str:
-        return f"toyfile://{self.path}"
+        return f"toyfile://{STORE}"

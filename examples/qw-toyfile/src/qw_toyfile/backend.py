@@ -1,25 +1,21 @@
-"""The ``toyfile`` backend: a whole store in one JSON file, one lock per operation.
+"""The ``toyfile`` backend: each namespace in one journal file, one lock per call.
 
-Every method runs as one *transaction*: take an exclusive ``flock`` on
-``<file>.lock``, read the file, change the decoded state, write it to a
-temporary file, ``fsync`` it and rename it over the old one. Readers and
-writers in any thread or process on the machine are serialised by the lock,
-so a claim is exactly-once, and a crash leaves either the old or the new file
-(both-or-neither for a transition and its outbox event).
+A store is a directory; namespace ``acme`` lives in ``acme.jsonl`` inside it
+(see :mod:`qw_toyfile.journal`). Every method is one transaction under an
+exclusive ``flock``, so readers and writers in any thread or process on the
+machine are serialised: a claim is exactly-once, and a transition and its
+outbox event are one journal line, written both or neither.
 
-The store's clock is this machine's clock: the file is only reachable from
+The store's clock is this machine's clock: the files are only reachable from
 here, so every process reads the same clock.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
@@ -47,11 +43,17 @@ from qw import (
 from qw.contract import STORE_EVENT_CANCELLED, STORE_EVENT_EXPIRED, Outcome, outcome_statuses
 from qw.validation import validate_namespace
 from qw.wakeup import WakeupHub
+from qw_toyfile.journal import Journal, State
 
 __all__ = ["ToyFileBackend"]
 
 T = TypeVar("T")
-State = dict[str, Any]  # one namespace's slice of the file, as JSON
+
+
+def _copy(value: Any) -> Any:
+    # The replayed state is shared by every caller in this process: hand out
+    # and keep private copies of anything a caller could mutate.
+    return json.loads(json.dumps(value))
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -63,7 +65,7 @@ def _job(row: State) -> Job:
     return Job(
         id=row["id"],
         queue=row["queue"],
-        payload=row["payload"],
+        payload=_copy(row["payload"]),
         priority=row["priority"],
         run_at=datetime.fromtimestamp(row["run_at"], UTC),
         max_attempts=row["max_attempts"],
@@ -71,8 +73,8 @@ def _job(row: State) -> Job:
         status=JobStatus(row["status"]),
         created_at=datetime.fromtimestamp(row["created_at"], UTC),
         dedupe_key=row["dedupe_key"],
-        result=row["result"],
-        error=row["error"],
+        result=_copy(row["result"]),
+        error=_copy(row["error"]),
         started_at=_ts(row["started_at"]),
         finished_at=_ts(row["finished_at"]),
         worker=row["worker"],
@@ -82,7 +84,7 @@ def _job(row: State) -> Job:
 
 
 class ToyFileBackend:
-    """A qw backend over one JSON file; URL ``toyfile:///path/to/store.json``."""
+    """A qw backend over JSON files in a directory; URL ``toyfile:///path/to/dir``."""
 
     name: ClassVar[str] = "toyfile"
     capabilities = Capabilities(
@@ -93,9 +95,12 @@ class ToyFileBackend:
         max_payload_bytes=64 * 1024,
     )
 
-    def __init__(self, path: Path, *, namespace: str) -> None:
+    def __init__(self, directory: Path, *, namespace: str) -> None:
         self._namespace = validate_namespace(namespace)
-        self._path = path
+        if not directory.is_dir():
+            raise ConfigurationError(f"toyfile store {directory} is not a directory")
+        # The validated namespace cannot contain "/" or "..": safe as a file name.
+        self._journal = Journal(directory / f"{self._namespace}.jsonl")
         # No push channel between processes: wait() polls, and wakes at
         # once for work enqueued through this object.
         self._hub = WakeupHub(poll_interval=0.05)
@@ -104,7 +109,7 @@ class ToyFileBackend:
     def from_url(cls, url: str, *, namespace: str) -> Self:
         parts = urlsplit(url)
         if parts.scheme != "toyfile" or parts.netloc or not parts.path or parts.query:
-            raise ConfigurationError(f"toyfile URLs look like toyfile:///path/store.json: {url!r}")
+            raise ConfigurationError(f"toyfile URLs look like toyfile:///path/to/dir: {url!r}")
         return cls(Path(parts.path), namespace=namespace)
 
     @property
@@ -119,57 +124,37 @@ class ToyFileBackend:
 
     # -- the one transaction -------------------------------------------------
 
-    @contextmanager
-    def _locked(self) -> Iterator[dict[str, Any]]:
-        with open(f"{self._path}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                doc: dict[str, Any] = (
-                    json.loads(self._path.read_text()) if self._path.exists() else {"seq": 0}
-                )
-                before = json.dumps(doc, sort_keys=True)
-                yield doc
-                after = json.dumps(doc, sort_keys=True)
-                if after != before:
-                    tmp = Path(f"{self._path}.tmp")
-                    with open(tmp, "w") as out:
-                        out.write(after)
-                        out.flush()
-                        os.fsync(out.fileno())
-                    os.replace(tmp, self._path)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _tx(self, change: Callable[[State], T], *, write: bool = True) -> T:
+        """Run ``change(state)`` on the namespace's state as one transaction.
 
-    def _tx(self, change: Callable[[State, dict[str, Any]], T]) -> T:
-        """Run ``change(namespace_state, document)`` as one transaction."""
-        with self._locked() as doc:
-            space = doc.setdefault("namespaces", {}).setdefault(
-                self._namespace,
-                {"jobs": {}, "events": [], "workers": {}, "enabled": True, "queues": {}},
-            )
-            return change(space, doc)
+        An exception inside ``change`` skips the write: nothing of the call lands.
+        """
+        with self._journal.transaction(write=write) as state:
+            return change(state)
+
+    def _read(self, read: Callable[[State], T]) -> T:
+        return self._tx(read, write=False)
 
     @staticmethod
-    def _next(doc: dict[str, Any]) -> int:
-        doc["seq"] += 1
-        return int(doc["seq"])
+    def _next(space: State) -> int:
+        space["seq"] += 1
+        return int(space["seq"])
 
-    def _emit(self, space: State, doc: dict[str, Any], job_id: str, type_: str, data: Any) -> None:
-        space["events"].append(
-            {
-                "cursor": self._next(doc),
-                "job_id": job_id,
-                "type": type_,
-                "data": data,
-                "created_at": time.time(),
-                "acked": False,
-            }
-        )
+    def _emit(self, space: State, job_id: str, type_: str, data: Any) -> None:
+        cursor = self._next(space)
+        space["events"][str(cursor)] = {
+            "cursor": cursor,
+            "job_id": job_id,
+            "type": type_,
+            "data": data,
+            "created_at": time.time(),
+            "acked": False,
+        }
 
     # -- producing and working ---------------------------------------------
 
     def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
-        def change(space: State, doc: dict[str, Any]) -> list[Enqueued]:
+        def change(space: State) -> list[Enqueued]:
             rows = space["jobs"]
             if clash := next((j.id for j in jobs if j.id in rows), None):
                 raise DuplicateJob(f"job id {clash!r} already exists")
@@ -186,13 +171,13 @@ class ToyFileBackend:
                     continue
                 run_at = new.run_at.timestamp() if new.run_at else now + (new.delay or 0.0)
                 rows[new.id] = {
-                    "id": new.id, "queue": new.queue, "payload": new.payload,
+                    "id": new.id, "queue": new.queue, "payload": _copy(new.payload),
                     "priority": new.priority, "run_at": run_at,
                     "max_attempts": new.max_attempts, "attempts": 0, "status": "queued",
                     "created_at": now, "dedupe_key": new.dedupe_key, "result": None,
                     "error": None, "started_at": None, "finished_at": None, "worker": None,
                     "lease_expires_at": None, "cancel_requested": False,
-                    "seq": self._next(doc), "token": None, "finished_by": None,
+                    "seq": self._next(space), "token": None, "finished_by": None,
                 }  # fmt: skip
                 if new.dedupe_key is not None:
                     live[new.dedupe_key] = new.id
@@ -208,7 +193,7 @@ class ToyFileBackend:
     ) -> list[Claim]:
         self._hub.arm(queues)
 
-        def change(space: State, doc: dict[str, Any]) -> list[Claim]:
+        def change(space: State) -> list[Claim]:
             switches = Switches(space["enabled"], space["queues"])
             now = time.time()
             due = sorted(
@@ -234,7 +219,7 @@ class ToyFileBackend:
         return self._tx(change)
 
     def renew(self, leases: Sequence[Lease], lease_s: float) -> list[Lease | None]:
-        def change(space: State, doc: dict[str, Any]) -> list[Lease | None]:
+        def change(space: State) -> list[Lease | None]:
             answers: list[Lease | None] = []
             for lease in leases:
                 row = space["jobs"].get(lease.job_id)
@@ -255,8 +240,8 @@ class ToyFileBackend:
         return self._tx(change)
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
-        def change(space: State, doc: dict[str, Any]) -> list[JobStatus | None]:
-            return [self._finish_one(space, doc, outcome) for outcome in outcomes]
+        def change(space: State) -> list[JobStatus | None]:
+            return [self._finish_one(space, outcome) for outcome in outcomes]
 
         answers = self._tx(change)
         if JobStatus.QUEUED in answers:
@@ -264,7 +249,7 @@ class ToyFileBackend:
             self._hub.notify_all()
         return answers
 
-    def _finish_one(self, space: State, doc: dict[str, Any], outcome: Outcome) -> JobStatus | None:
+    def _finish_one(self, space: State, outcome: Outcome) -> JobStatus | None:
         token = outcome.lease.token
         row = space["jobs"].get(outcome.lease.job_id)
         if row is None:
@@ -278,23 +263,23 @@ class ToyFileBackend:
         row.update(worker=None, lease_expires_at=None, cancel_requested=False, token=None)
         row["finished_by"] = token
         if isinstance(outcome, Complete):
-            row.update(status="succeeded", result=outcome.result, finished_at=now)
+            row.update(status="succeeded", result=_copy(outcome.result), finished_at=now)
         elif isinstance(outcome, Fail):
-            row["error"] = outcome.error
+            row["error"] = _copy(outcome.error)
             if outcome.retry_in is not None and row["attempts"] < row["max_attempts"]:
                 row.update(status="queued", run_at=now + outcome.retry_in)
             else:
                 row.update(status="failed", finished_at=now)
         elif isinstance(outcome, Abort):
-            row.update(status="cancelled", error=outcome.error, finished_at=now)
+            row.update(status="cancelled", error=_copy(outcome.error), finished_at=now)
         else:
             row.update(status="queued", attempts=row["attempts"] - 1)
         if not isinstance(outcome, Release) and outcome.event is not None:
-            self._emit(space, doc, row["id"], outcome.event.type, outcome.event.data)
+            self._emit(space, row["id"], outcome.event.type, _copy(outcome.event.data))
         return JobStatus(row["status"])
 
     def reclaim_expired(self) -> int:
-        def change(space: State, doc: dict[str, Any]) -> int:
+        def change(space: State) -> int:
             now = time.time()
             expired = [
                 r
@@ -313,7 +298,7 @@ class ToyFileBackend:
                     "reason": "lease_expired",
                     "attempts": row["attempts"],
                 }
-                self._emit(space, doc, row["id"], STORE_EVENT_EXPIRED, data)
+                self._emit(space, row["id"], STORE_EVENT_EXPIRED, data)
             return len(expired)
 
         count = self._tx(change)
@@ -327,7 +312,7 @@ class ToyFileBackend:
     # -- workers and switches ----------------------------------------------
 
     def heartbeat(self, worker: WorkerInfo) -> None:
-        def change(space: State, doc: dict[str, Any]) -> None:
+        def change(space: State) -> None:
             now = time.time()
             known = space["workers"].get(worker.id, {})
             started = worker.started_at.timestamp() if worker.started_at else now
@@ -340,10 +325,10 @@ class ToyFileBackend:
         self._tx(change)
 
     def remove_worker(self, worker_id: str) -> None:
-        self._tx(lambda space, doc: space["workers"].pop(worker_id, None))
+        self._tx(lambda space: space["workers"].pop(worker_id, None))
 
     def workers(self) -> list[WorkerInfo]:
-        def read(space: State, doc: dict[str, Any]) -> list[WorkerInfo]:
+        def read(space: State) -> list[WorkerInfo]:
             return [
                 WorkerInfo(
                     id=w["id"],
@@ -357,10 +342,10 @@ class ToyFileBackend:
                 for _, w in sorted(space["workers"].items())
             ]
 
-        return self._tx(read)
+        return self._read(read)
 
     def set_enabled(self, enabled: bool, queue: str | None = None) -> None:
-        def change(space: State, doc: dict[str, Any]) -> None:
+        def change(space: State) -> None:
             if queue is None:
                 space["enabled"] = enabled
             else:
@@ -371,16 +356,16 @@ class ToyFileBackend:
             self._hub.notify_all()
 
     def switches(self) -> Switches:
-        return self._tx(lambda space, doc: Switches(space["enabled"], dict(space["queues"])))
+        return self._read(lambda space: Switches(space["enabled"], dict(space["queues"])))
 
     # -- inspection and operations -----------------------------------------
 
     def get(self, job_id: str) -> Job | None:
-        row = self._tx(lambda space, doc: space["jobs"].get(job_id))
+        row = self._read(lambda space: space["jobs"].get(job_id))
         return None if row is None else _job(row)
 
     def counts(self) -> dict[str, dict[JobStatus, int]]:
-        def read(space: State, doc: dict[str, Any]) -> dict[str, dict[JobStatus, int]]:
+        def read(space: State) -> dict[str, dict[JobStatus, int]]:
             counts: dict[str, dict[JobStatus, int]] = {}
             for row in space["jobs"].values():
                 by_status = counts.setdefault(row["queue"], {})
@@ -388,7 +373,7 @@ class ToyFileBackend:
                 by_status[status] = by_status.get(status, 0) + 1
             return counts
 
-        return self._tx(read)
+        return self._read(read)
 
     def list_jobs(
         self,
@@ -398,7 +383,7 @@ class ToyFileBackend:
         limit: int = 100,
         after: str | None = None,
     ) -> list[Job]:
-        def read(space: State, doc: dict[str, Any]) -> list[Job]:
+        def read(space: State) -> list[Job]:
             rows = sorted(
                 (
                     r
@@ -411,17 +396,17 @@ class ToyFileBackend:
             )
             return [_job(r) for r in rows[:limit]]
 
-        return self._tx(read)
+        return self._read(read)
 
     def cancel(self, job_id: str) -> JobStatus | None:
-        def change(space: State, doc: dict[str, Any]) -> JobStatus | None:
+        def change(space: State) -> JobStatus | None:
             row = space["jobs"].get(job_id)
             if row is None:
                 return None
             if row["status"] == "queued":
                 row.update(status="cancelled", finished_at=time.time(), finished_by=None)
                 data = {"queue": row["queue"], "reason": "cancelled"}
-                self._emit(space, doc, job_id, STORE_EVENT_CANCELLED, data)
+                self._emit(space, job_id, STORE_EVENT_CANCELLED, data)
             elif row["status"] == "running":
                 row["cancel_requested"] = True
             return JobStatus(row["status"])
@@ -429,26 +414,29 @@ class ToyFileBackend:
         return self._tx(change)
 
     def fetch_events(self, limit: int = 100) -> list[Event]:
-        def read(space: State, doc: dict[str, Any]) -> list[Event]:
-            pending = [e for e in space["events"] if not e["acked"]][:limit]
+        def read(space: State) -> list[Event]:
+            events = sorted(space["events"].values(), key=lambda e: int(e["cursor"]))
+            pending = [e for e in events if not e["acked"]][:limit]
             return [
                 Event(
                     e["cursor"],
                     e["job_id"],
                     e["type"],
-                    e["data"],
+                    _copy(e["data"]),
                     datetime.fromtimestamp(e["created_at"], UTC),
                 )
                 for e in pending
             ]
 
-        return self._tx(read)
+        return self._read(read)
 
     def ack_events(self, cursors: Sequence[int]) -> int:
         wanted = set(cursors)
 
-        def change(space: State, doc: dict[str, Any]) -> int:
-            newly = [e for e in space["events"] if e["cursor"] in wanted and not e["acked"]]
+        def change(space: State) -> int:
+            newly = [
+                e for e in space["events"].values() if e["cursor"] in wanted and not e["acked"]
+            ]
             for event in newly:
                 event["acked"] = True
             return len(newly)
@@ -456,7 +444,7 @@ class ToyFileBackend:
         return self._tx(change)
 
     def purge(self, older_than: float) -> PurgeResult:
-        def change(space: State, doc: dict[str, Any]) -> PurgeResult:
+        def change(space: State) -> PurgeResult:
             cutoff = time.time() - older_than
             old = [
                 job_id
@@ -465,9 +453,11 @@ class ToyFileBackend:
             ]
             for job_id in old:
                 del space["jobs"][job_id]
-            kept = [e for e in space["events"] if not (e["acked"] and e["created_at"] < cutoff)]
-            purged_events = len(space["events"]) - len(kept)
-            space["events"] = kept
-            return PurgeResult(jobs=len(old), events=purged_events)
+            old_events = [
+                key for key, e in space["events"].items() if e["acked"] and e["created_at"] < cutoff
+            ]
+            for key in old_events:
+                del space["events"][key]
+            return PurgeResult(jobs=len(old), events=len(old_events))
 
         return self._tx(change)
