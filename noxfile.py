@@ -1,8 +1,9 @@
 """Every development task of qw. ``python3 -m nox -l`` lists the sessions.
 
 ``python3 -m nox`` with no arguments runs what CI runs (``nox.options.sessions``):
-lint, typecheck, the unit tests on 3.11 and the storage contract on 3.12 for
-every backend. ``nox -s "contract-3.12(redis)"`` runs one backend's contract.
+lint, typecheck, the unit tests on 3.11, the storage contract on 3.12 for
+every backend, and the out-of-tree example backend proved with the kit.
+``nox -s "contract-3.12(redis)"`` runs one backend's contract.
 
 Server URLs come from ``QW_TEST_POSTGRES_URL``, ``QW_TEST_REDIS_URL`` and
 ``QW_TEST_MONGODB_URL`` (this machine's defaults otherwise); a backend named in
@@ -40,7 +41,7 @@ nox.options.default_venv_backend = "venv"
 # Editable installs point into the work tree, so a kept venv stays current;
 # each run still re-runs its installs, which are no-ops when nothing changed.
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["lint", "typecheck", "unit-3.11", "contract-3.12"]
+nox.options.sessions = ["lint", "typecheck", "unit-3.11", "contract-3.12", "example-3.11"]
 
 
 def _put_pyenv_pythons_on_path() -> None:
@@ -109,7 +110,7 @@ def typecheck(session: nox.Session) -> None:
     packages = _package_dirs()
     session.install(MYPY)
     _install_packages(session, *packages)
-    session.run("mypy", *[f"packages/{name}/src" for name in packages])
+    session.run("mypy", *[f"packages/{name}/src" for name in packages], "examples/qw-toyfile/src")
 
 
 @nox.session(python=PYTHONS)
@@ -146,6 +147,25 @@ def contract(session: nox.Session, backend: str) -> None:
         session.skip(reason)
     _install_packages(session, *packages)
     session.run("pytest", target, *session.posargs, env=_service_env(session))
+
+
+@nox.session(python=PYTHONS)
+def example(session: nox.Session) -> None:
+    """The out-of-tree toy backend, proved as a third party would prove theirs.
+
+    A fresh venv gets plain (not editable) installs of qw-core, qw-testkit and
+    examples/qw-toyfile, then runs the kit with plain pytest, and checks that
+    ``qw backends`` finds the toy through its entry point.
+    """
+    toy = ROOT / "examples" / "qw-toyfile"
+    session.install(str(PACKAGES / "qw-core"), str(PACKAGES / "qw-testkit"), f"{toy}[test]")
+    session.run("qw", "backends")
+    session.run(
+        "python",
+        "-c",
+        "import sys, qw.registry as r; sys.exit(0 if 'toyfile' in r.discover() else 'no toyfile')",
+    )
+    session.run("pytest", str(toy / "tests"), *session.posargs)
 
 
 # -- benchmarks -----------------------------------------------------------
