@@ -28,7 +28,10 @@ def open(url: str | None = None, *, namespace: str | None = None) -> Client:
     ``namespace`` to ``$QW_NAMESPACE``, then ``"default"``. The namespace is
     checked before the backend is even loaded.
     """
-    ns = validate_namespace(namespace or os.environ.get("QW_NAMESPACE") or DEFAULT_NAMESPACE)
+    # Only an absent namespace falls back: an empty or bad one is an error.
+    if namespace is None:
+        namespace = os.environ.get("QW_NAMESPACE") or DEFAULT_NAMESPACE
+    ns = validate_namespace(namespace)
     target = resolve_url(url)
     backend_cls = load_backend(target)
     return Client(backend_cls.from_url(target, namespace=ns))
