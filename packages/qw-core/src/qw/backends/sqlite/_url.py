@@ -13,10 +13,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from qw.errors import ConfigurationError
 
-__all__ = ["SYNCHRONOUS_MODES", "SqliteOptions", "parse_url"]
+__all__ = ["DEFAULT_POLL_INTERVAL", "SYNCHRONOUS_MODES", "SqliteOptions", "parse_url"]
 
 #: ``PRAGMA synchronous`` settings accepted; OFF is refused (not durable).
 SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
+#: Seconds between ``PRAGMA data_version`` checks while waiting: the check
+#: reads one counter from shared memory (microseconds), so a short interval
+#: buys cross-process wake-ups in a few milliseconds for almost no CPU.
+DEFAULT_POLL_INTERVAL = 0.005
 
 _MEMORY_HINT = (
     "an in-memory SQLite database is private to one connection, so it cannot hold a "
@@ -41,7 +45,7 @@ class SqliteOptions:
 
     path: str
     busy_timeout_ms: int = 5000
-    poll_interval: float = 0.05
+    poll_interval: float = DEFAULT_POLL_INTERVAL
     synchronous: str = "FULL"
 
     def __post_init__(self) -> None:
@@ -92,7 +96,7 @@ def parse_url(url: str) -> SqliteOptions:
     return SqliteOptions(
         path=path,
         busy_timeout_ms=_int_option(options, "busy_timeout", 5000),
-        poll_interval=_float_option(options, "poll_interval", 0.05),
+        poll_interval=_float_option(options, "poll_interval", DEFAULT_POLL_INTERVAL),
         synchronous=options.get("synchronous", "FULL").upper(),
     )
 

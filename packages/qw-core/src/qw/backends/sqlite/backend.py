@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Self
 
 from qw.backends.sqlite import _rows
 from qw.backends.sqlite._db import Database
-from qw.backends.sqlite._url import SqliteOptions, parse_url
+from qw.backends.sqlite._url import DEFAULT_POLL_INTERVAL, SqliteOptions, parse_url
 from qw.backends.sqlite._wakeup import ALL_QUEUES, ChangeWatch, bump, shared_hub
 from qw.capabilities import Capabilities
 from qw.contract import (
@@ -90,7 +90,7 @@ class SqliteBackend:
         *,
         namespace: str,
         busy_timeout_ms: int = 5000,
-        poll_interval: float = 0.05,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
         synchronous: str = "FULL",
     ) -> None:
         self._namespace = validate_namespace(namespace)
