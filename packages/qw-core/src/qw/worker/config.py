@@ -30,7 +30,9 @@ class WorkerConfig:
         finish_batch: the most outcomes written in one ``finish`` call.
         prefetch: jobs claimed ahead of free slots, so that a slot that
             frees starts its next job at once instead of waiting for a
-            claim round trip (None: as many as ``concurrency``; 0: none).
+            claim round trip (0: none). None adapts it: at least
+            ``concurrency``, more while jobs are short, so that about 50 ms
+            of work waits ahead of the slots (at most 1000 jobs).
             Their leases are renewed; their timeouts start when they do.
     """
 
@@ -67,7 +69,7 @@ class WorkerConfig:
 
     @property
     def capacity(self) -> int:
-        """Jobs a worker holds to run: its slots plus the prefetched ones."""
+        """Jobs a worker holds to run at first: its slots plus the prefetched ones."""
         return self.concurrency + (self.concurrency if self.prefetch is None else self.prefetch)
 
     @property

@@ -40,12 +40,22 @@ __all__ = ["Worker", "WorkerStats"]
 
 log = logging.getLogger("qw.worker")
 
-# How long the claim loop waits for a free slot before looking at the stop flags.
-_SLOT_WAIT_S = 0.25
+# How long the claim loop waits (for a free slot, or on the store's wake-up)
+# before looking at the stop flags again: a stop takes effect within this.
+_SLOT_WAIT_S = 0.05
 # Claim once this fraction (1/n) of the slots is free; see Worker._claimable.
 CLAIM_FLOOR_DIVISOR = 4
 # After the grace period: how long releases may take to be written.
 _RELEASE_WRITE_S = 10.0
+#: With ``prefetch=None``: hold about this many seconds of work (at the rate
+#: jobs have been finishing) ahead of the slots, at least ``concurrency``.
+#: Short jobs then come in large claims; a job waits at most about this long
+#: in the prefetch buffer, so slow jobs are not hoarded.
+PREFETCH_HORIZON_S = 0.05
+#: The most jobs an adaptive prefetch holds ahead of the slots.
+MAX_PREFETCH = 1000
+# The shortest span over which the finishing rate is measured.
+_RATE_WINDOW_S = 0.02
 
 
 @dataclass(slots=True)
@@ -99,10 +109,13 @@ class Worker:
         self._pool = ThreadPool(self, config.concurrency)
         self._async = AsyncRunner(self, config.concurrency)
         self._finisher: Finisher | None = None
-        self._claim_floor = max(1, config.capacity // CLAIM_FLOOR_DIVISOR)
-        self._max_held = 2 * config.capacity
+        self._adaptive = config.prefetch is None
+        self._prefetch = config.concurrency if config.prefetch is None else config.prefetch
         # Jobs dispatched whose task has not returned yet (running or prefetched).
         self._active = 0
+        # Tasks returned so far, and (when, how many) at the last rate measurement.
+        self._returned = 0
+        self._rate_mark = (time.monotonic(), 0)
 
     def __repr__(self) -> str:
         return f"<qw.Worker {self.id} queues={list(self.config.queues)}>"
@@ -201,8 +214,9 @@ class Worker:
                         self._cond.wait(_SLOT_WAIT_S)
                 continue
             try:
+                limit = min(free, 1000)
                 claims = client.claim(
-                    config.queues, worker=self.id, lease_s=config.lease_s, limit=min(free, 1000)
+                    config.queues, worker=self.id, lease_s=config.lease_s, limit=limit
                 )
                 pause = 0.05
             except Exception as exc:
@@ -216,15 +230,30 @@ class Worker:
                 pause = min(pause * 2, 5.0)
                 continue
             if claims:
+                if self._adaptive and len(claims) == limit and self._active < config.concurrency:
+                    # A slot sat idle during the claim and the queue has more:
+                    # the buffer is too small for this round trip. Grow it now
+                    # rather than wait for the finishing rate to show it.
+                    self._prefetch = min(MAX_PREFETCH, 2 * self._prefetch)
                 coroutines = [rec for rec in map(self._dispatch, claims) if rec is not None]
                 if coroutines:
                     self._async.submit_many(coroutines)
                 continue
             try:
-                client.wait(config.queues, config.poll_interval)
+                self._wait_for_work(client)
             except Exception as exc:
                 log.warning("wait failed (%r)", exc)
                 time.sleep(min(config.poll_interval, 1.0))
+
+    def _wait_for_work(self, client: Client) -> None:
+        """Sleep on the store's wake-up for up to ``poll_interval``, or until a stop."""
+        config = self.config
+        until = time.monotonic() + config.poll_interval
+        # In slices: a stop request only sets a flag (it may come from a signal).
+        while not self._stop_requested:
+            remaining = until - time.monotonic()
+            if remaining <= 0 or client.wait(config.queues, min(remaining, _SLOT_WAIT_S)):
+                return
 
     def _claimable(self) -> int:
         """How many jobs to claim now: 0 until enough slots are free for a worthwhile batch.
@@ -237,9 +266,29 @@ class Worker:
         one round trip per job; waiting for a quarter of them (or an idle
         worker) keeps claims batched.
         """
+        if self._adaptive:
+            self._adapt_prefetch()
+        capacity = self.config.concurrency + self._prefetch
         active = self._active
-        free = min(self.config.capacity - active, self._max_held - len(self._inflight))
-        return free if active == 0 or free >= self._claim_floor else 0
+        free = min(capacity - active, 2 * capacity - len(self._inflight))
+        return free if active == 0 or free >= max(1, capacity // CLAIM_FLOOR_DIVISOR) else 0
+
+    def _adapt_prefetch(self) -> None:
+        """Size the prefetch to ``PREFETCH_HORIZON_S`` of work at the recent finishing rate.
+
+        It grows at once with the rate (so a backlog of short jobs is
+        claimed in large batches after a few windows) and shrinks by at most
+        half per window (so a pause between bursts does not reset it).
+        """
+        now = time.monotonic()
+        since, count = self._rate_mark
+        if now - since < _RATE_WINDOW_S:
+            return
+        returned = self._returned
+        self._rate_mark = (now, returned)
+        rate = (returned - count) / (now - since)
+        target = min(MAX_PREFETCH, max(self.config.concurrency, int(rate * PREFETCH_HORIZON_S)))
+        self._prefetch = max(target, self._prefetch // 2)
 
     def _dispatch(self, claim: Claim) -> RunningJob | None:
         """Start a sync job on the pool; return an async one (started in batches)."""
@@ -298,6 +347,7 @@ class Worker:
         with self._cond:
             rec.returned = True
             self._active -= 1
+            self._returned += 1
             rec.pending -= 1
             if rec.pending == 0:
                 self._inflight.pop(rec.id, None)
