@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Self
 
 from qw.capabilities import Capabilities
 from qw.contract import Abort, Complete, Fail, Outcome, Release, Switches
-from qw.errors import BackendError, DuplicateJob
+from qw.errors import BackendError, DuplicateJob, InvalidName
 from qw.model import (
     Claim,
     Enqueued,
@@ -62,6 +62,18 @@ _KINDS: dict[type, str] = {Complete: "C", Fail: "F", Abort: "A", Release: "R"}
 
 def _us(seconds: float) -> int:
     return round(seconds * 1_000_000)
+
+
+def _token_queue(token: str) -> str | None:
+    """The queue a claim token names (``<hex>:<n>:<queue>``), if it is a valid name."""
+    parts = token.split(":")
+    if len(parts) != 3:
+        return None
+    try:
+        Keyspace.check_queue(parts[2])
+    except InvalidName:
+        return None
+    return parts[2]
 
 
 class RedisBackend:
@@ -131,9 +143,20 @@ class RedisBackend:
             self._queue_of.clear()
         self._queue_of[job_id] = queue
 
-    def _queues_of(self, ids: Sequence[str]) -> dict[str, str]:
-        """Each job's queue (immutable per id): remembered, else read in one call."""
-        found = {i: q for i in ids if (q := self._queue_of.get(i)) is not None}
+    def _queues_of(self, ids: Sequence[str], tokens: Sequence[str] | None = None) -> dict[str, str]:
+        """Each job's queue (immutable per id): from its lease token, remembered, else read.
+
+        A token made by claim ends ``:<queue>``. A token naming another queue
+        than the job's can only be stale or forged, and the script answers it
+        None either way, as it would have without the hint.
+        """
+        found: dict[str, str] = {}
+        for n, i in enumerate(ids):
+            q = self._queue_of.get(i)
+            if q is None and tokens is not None:
+                q = _token_queue(tokens[n])
+            if q is not None:
+                found[i] = q
         missing = list(dict.fromkeys(i for i in ids if i not in found))
         if missing:
             with translated("lookup"):
@@ -234,7 +257,9 @@ class RedisBackend:
         return answers
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
-        queue_of = self._queues_of([o.lease.job_id for o in outcomes])
+        queue_of = self._queues_of(
+            [o.lease.job_id for o in outcomes], [o.lease.token for o in outcomes]
+        )
         queues = list(dict.fromkeys(queue_of.values()))
         index = {q: i for i, q in enumerate(queues, start=1)}
         args: list[object] = []

@@ -92,6 +92,11 @@ class Keyspace:
         """The hash holding job field ``name`` (one of :data:`COLUMNS`)."""
         return self.common[len(COMMON) + COLUMNS.index(name)]
 
+    @staticmethod
+    def check_queue(queue: str) -> str:
+        """``queue`` if it is a valid queue name that is safe in a key, else InvalidName."""
+        return _check_safe(validate_queue(queue), "queue")
+
     def queue_keys(self, queues: Sequence[str]) -> list[str]:
         """``[ready, scheduled]`` for each queue, after validating every name."""
         keys: list[str] = []

@@ -57,7 +57,9 @@ end
 for j, p in ipairs(picked) do
   local id = ids[j]
   local queue = QN[p[2]]
-  local token = prefix .. j
+  -- The token names the job's queue (queue names exclude ':'), so finish
+  -- knows which queue keys to declare without reading the store first.
+  local token = prefix .. j .. ':' .. queue
   local att = tonumber(get('att', id)) + 1
   set_status(id, queue, 'queued', 'running')
   put('att', id, fmt(att))
