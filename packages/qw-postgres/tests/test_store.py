@@ -10,7 +10,8 @@ import psycopg
 import pytest
 
 import qw
-from qw_postgres import PostgresBackend, backend
+from qw.contract import Complete, Fail, Outcome
+from qw_postgres import PostgresBackend, backend, batches
 from qw_postgres.queries import Queries
 
 from .conftest import with_query
@@ -136,3 +137,25 @@ def test_dedupe_and_duplicates_behave_alike_for_small_and_staged_batches(
     # FIFO holds across the batch, whichever path carried it.
     claims = client.claim(["q"], worker="w", limit=20)
     assert [c.job.id for c in claims] == [held, *[a.id for a in answers if a.created][:19]]
+
+
+def test_a_finish_too_large_for_one_document_is_split_and_fully_applied(
+    client: qw.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batches, "FINISH_DOC_MAX_CHARS", 50)
+    client.enqueue([qw.NewJob("big", i) for i in range(7)])
+    claims = client.claim(["big"], worker="w", limit=7)
+    results = [{"text": "x" * 30 + "\u0000", "i": c.job.payload} for c in claims]
+    parts = list(
+        batches.finish_documents(
+            [Complete(c.lease, r) for c, r in zip(claims, results, strict=True)]
+        )
+    )
+    assert len(parts) > 1
+    assert [o.lease for p, _ in parts for o in p] == [c.lease for c in claims]
+    outcomes: list[Outcome] = [Complete(c.lease, r) for c, r in zip(claims, results, strict=True)]
+    outcomes.append(Fail(claims[0].lease, "late"))  # stale by then: answered from its record
+    statuses = client.finish(outcomes)
+    assert statuses == [qw.JobStatus.SUCCEEDED] * 7 + [None]
+    for claim, result in zip(claims, results, strict=True):
+        assert client.get(claim.job.id).result == result

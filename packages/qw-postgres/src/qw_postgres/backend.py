@@ -45,7 +45,7 @@ from qw.wakeup import Listener, WakeupHub
 from qw_postgres.batches import (
     enqueue_document,
     enqueue_rows,
-    finish_document,
+    finish_documents,
     renew_document,
 )
 from qw_postgres.errors import translate_errors
@@ -354,16 +354,14 @@ class PostgresBackend:
     def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
         answers: list[JobStatus | None] = []
         for batch in _distinct_job_batches(outcomes):
-            answers.extend(self._finish_batch(batch))
+            with translate_errors("postgres: finish"):
+                documents = list(finish_documents(batch))
+            for part, document in documents:
+                answers.extend(self._finish_batch(part, document))
         return answers
 
-    def _finish_batch(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
-        with translate_errors("postgres: finish"):
-            params = {
-                "ns": self._namespace,
-                "channel": self._channel,
-                "batch": finish_document(outcomes),
-            }
+    def _finish_batch(self, outcomes: Sequence[Outcome], document: str) -> list[JobStatus | None]:
+        params = {"ns": self._namespace, "channel": self._channel, "batch": document}
         answers: list[JobStatus | None] = [None] * len(outcomes)
         racing: list[int] = []
         for kind, ord_, status, mine in self._fetch("finish", self._q.finish, params):

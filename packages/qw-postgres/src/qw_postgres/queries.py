@@ -175,7 +175,7 @@ RENEW = """
 UPDATE {s}.jobs j SET lease_expires_at = now() + %(lease_s)s * interval '1 second'
 FROM (
     SELECT v->>0 AS id, v->>1 AS token, ord
-    FROM json_array_elements(%(batch)s::json) WITH ORDINALITY AS e(v, ord)
+    FROM jsonb_array_elements(%(batch)s::jsonb) WITH ORDINALITY AS e(v, ord)
 ) i
 WHERE j.namespace = %(ns)s AND j.id = i.id AND j.token = i.token AND j.status = 'running'
 RETURNING i.ord, j.lease_expires_at, j.cancel_requested
@@ -187,7 +187,7 @@ FINISH = f"""
 WITH input AS (
     SELECT v->>0 AS id, v->>1 AS token, v->>2 AS kind, (v->>3)::float8 AS retry_in,
            v->>4 AS ev_type, (v->>5)::json AS body, (v->>6)::json AS ev_data, ord
-    FROM json_array_elements(%(batch)s::json) WITH ORDINALITY AS e(v, ord)
+    FROM jsonb_array_elements(%(batch)s::jsonb) WITH ORDINALITY AS e(v, ord)
 ), upd AS (
     UPDATE {{s}}.jobs j SET
         status = CASE
