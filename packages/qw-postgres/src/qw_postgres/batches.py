@@ -4,8 +4,9 @@ psycopg adapts Python lists to arrays in Python code, which costs more than
 the whole INSERT for a thousand jobs; one ``jsonb`` parameter, split on the
 server by ``jsonb_array_elements``, is several times faster (``jsonb``, not
 ``json``: a ``json`` value is parsed again by every ``->>`` taken from it,
-which made a 500-outcome finish 28% slower). Each row is a JSON array. Payloads, results and event data ride as JSON *strings* holding
-their encoded text, cast back with ``::json`` on the server: spliced in as
+which made a 500-outcome finish 28% slower). Each row is a JSON array.
+Payloads, results and event data ride as JSON *strings* holding their
+encoded text, cast back with ``::json`` on the server: spliced in as
 values, PostgreSQL would have to de-escape them, and it refuses ``\u0000``
 there although it is valid JSON that the ``json`` column keeps verbatim.
 """
