@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -12,7 +13,7 @@ import pytest
 import qw
 from qw.contract import Complete, Fail, Outcome
 from qw_postgres import PostgresBackend, backend, batches
-from qw_postgres.queries import Queries
+from qw_postgres.queries import JOB_FIELDS, Queries
 
 from .conftest import with_query
 
@@ -159,3 +160,8 @@ def test_a_finish_too_large_for_one_document_is_split_and_fully_applied(
     assert statuses == [qw.JobStatus.SUCCEEDED] * 7 + [None]
     for claim, result in zip(claims, results, strict=True):
         assert client.get(claim.job.id).result == result
+
+
+def test_rows_map_to_jobs_by_position() -> None:
+    # to_job builds Job positionally from JOB_FIELDS order: they must agree.
+    assert tuple(f.name for f in dataclasses.fields(qw.Job)) == JOB_FIELDS

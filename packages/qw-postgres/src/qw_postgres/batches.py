@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterator, Sequence
 
 from qw.contract import Abort, Complete, Fail, Outcome, Release
-from qw.model import Lease, NewJob
+from qw.model import JSONValue, Lease, NewJob
 from qw.validation import encode_json
 
 __all__ = [
@@ -86,16 +86,16 @@ def finish_documents(outcomes: Sequence[Outcome]) -> Iterator[tuple[Sequence[Out
     for index, outcome in enumerate(outcomes):
         retry_in = None
         if isinstance(outcome, Complete):
-            body = encode_json(outcome.result, what="result")
+            body = _encode(outcome.result, "result")
         elif isinstance(outcome, (Fail, Abort)):
-            body = encode_json(outcome.error, what="error")
+            body = _encode(outcome.error, "error")
             if isinstance(outcome, Fail) and outcome.retry_in is not None:
                 retry_in = float(outcome.retry_in)
         else:
             body = None
         event = None if isinstance(outcome, Release) else outcome.event
         event_type = None if event is None else event.type
-        event_data = None if event is None else encode_json(event.data, what="event data")
+        event_data = None if event is None else _encode(event.data, "event data")
         size = (0 if body is None else len(body)) + (0 if event_data is None else len(event_data))
         if rows and chars + size > FINISH_DOC_MAX_CHARS:
             yield outcomes[start:index], _dumps(rows)
@@ -114,6 +114,22 @@ def finish_documents(outcomes: Sequence[Outcome]) -> Iterator[tuple[Sequence[Out
         )
     if rows:
         yield outcomes[start:], _dumps(rows)
+
+
+def _encode(value: JSONValue, what: str) -> str:
+    """``value`` as :func:`qw.validation.encode_json` writes it.
+
+    The Client checked the value already (that walk is most of the cost of
+    encoding a small value), so it is not walked again; only a value that
+    ``json`` cannot encode at all (no Client in front) goes through
+    :func:`~qw.validation.encode_json`, for its typed error.
+    """
+    if value is None:
+        return "null"
+    try:
+        return _dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return encode_json(value, what=what)
 
 
 def renew_document(leases: Sequence[Lease]) -> str:

@@ -11,26 +11,31 @@ from qw.model import Event, Job, JobStatus, WorkerInfo
 __all__ = ["to_event", "to_job", "to_worker"]
 
 
+_STATUSES = {status.value: status for status in JobStatus}
+
+
 def to_job(row: Sequence[Any]) -> Job:
     """A row in :data:`qw_postgres.queries.JOB_FIELDS` order (extra columns ignored)."""
+    # Positional, in Job's field order (the same as JOB_FIELDS), and the
+    # status by dict: a claim builds one Job per row, and this is its cost.
     return Job(
-        id=row[0],
-        queue=row[1],
-        payload=row[2],
-        priority=row[3],
-        run_at=row[4],
-        max_attempts=row[5],
-        attempts=row[6],
-        status=JobStatus(row[7]),
-        created_at=row[8],
-        dedupe_key=row[9],
-        result=row[10],
-        error=row[11],
-        started_at=row[12],
-        finished_at=row[13],
-        worker=row[14],
-        lease_expires_at=row[15],
-        cancel_requested=row[16],
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        _STATUSES[row[7]],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+        row[12],
+        row[13],
+        row[14],
+        row[15],
+        row[16],
     )
 
 
