@@ -19,7 +19,7 @@ from redis.cluster import RedisCluster
 import qw
 from qw.contract import Abort, Complete, Fail, Release
 from qw.model import EventSpec, JobStatus, NewJob
-from qw_redis.keys import Keyspace
+from qw_redis.keys import Keyspace, packed_queue
 from qw_redis.scripts import NAMES, source
 from qw_testkit.base import new_namespace
 
@@ -41,7 +41,7 @@ def _raw(url: str) -> Any:
 
 def check_invariants(r: Any, keys: Keyspace, queues: list[str]) -> None:
     status = r.hgetall(keys.column("status"))
-    queue = r.hgetall(keys.column("queue"))
+    queue = {i: packed_queue(v) for i, v in r.hgetall(keys.column("job")).items()}
     assert set(status) == set(queue) == set(r.zrange(keys.key("ids"), 0, -1))
     recount = Counter(f"{queue[i]}:{s}" for i, s in status.items())
     assert {k: int(v) for k, v in r.hgetall(keys.key("counts")).items()} == dict(recount)

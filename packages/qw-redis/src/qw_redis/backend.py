@@ -41,7 +41,7 @@ from qw_redis.codec import (
 )
 from qw_redis.connect import check_persistence, open_client, subscriber_for
 from qw_redis.errors import translated
-from qw_redis.keys import Keyspace
+from qw_redis.keys import Keyspace, packed_queue
 from qw_redis.listen import make_listen
 from qw_redis.scripts import NAMES, source
 from qw_redis.urls import RedisConfig, parse_url
@@ -160,8 +160,10 @@ class RedisBackend:
         missing = list(dict.fromkeys(i for i in ids if i not in found))
         if missing:
             with translated("lookup"):
-                queues = self._client.hmget(self._keys.column("queue"), missing)
-            found.update({i: q for i, q in zip(missing, queues, strict=True) if q is not None})
+                packed = self._client.hmget(self._keys.column("job"), missing)
+            found.update(
+                {i: packed_queue(v) for i, v in zip(missing, packed, strict=True) if v is not None}
+            )
         return found
 
     def now(self) -> datetime:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from qw.errors import InvalidName
 from qw.validation import validate_namespace, validate_queue
 
-__all__ = ["COLUMNS", "COMMON", "Keyspace", "lua_prelude"]
+__all__ = ["COLUMNS", "COMMON", "PACKED", "Keyspace", "lua_prelude", "packed_queue"]
 
 #: Namespace-wide keys every script receives first, in this order.
 COMMON: tuple[str, ...] = (
@@ -40,16 +40,13 @@ COMMON: tuple[str, ...] = (
 )
 
 #: Job fields: one HASH per field, ``id -> value`` (times are integer µs).
+#: ``job`` packs the fields fixed at enqueue (:data:`PACKED`) into one value,
+#: so enqueue writes, and claim reads, one field instead of seven.
 COLUMNS: tuple[str, ...] = (
-    "queue",
-    "payload",
-    "prio",
+    "job",
     "run_at",
-    "max",
     "att",
     "status",
-    "created",
-    "dedupe",
     "result",
     "error",
     "started",
@@ -59,8 +56,19 @@ COLUMNS: tuple[str, ...] = (
     "cancel",
     "token",
     "fby",
-    "seq",
 )
+
+#: The fields packed in the ``job`` column, in order:
+#: ``prio:max:created:seq:queue:<dedupe length or -1>:<dedupe><payload>``.
+#: Only the last two can hold ':' (a dedupe key by its length, the payload by
+#: coming last); queue names exclude ':'.
+PACKED: tuple[str, ...] = ("prio", "max", "created", "seq", "queue", "dedupe", "payload")
+
+
+def packed_queue(value: str) -> str:
+    """The queue named in a ``job`` column value."""
+    return value.split(":", 5)[4]
+
 
 _FORBIDDEN = frozenset("{}*:?[]\\ \t\r\n")
 
@@ -121,6 +129,8 @@ def lua_prelude(publish_command: str) -> str:
             lines.append(f"K.{name} = KEYS[{i}]")
     for i, col in enumerate(COLUMNS, start=len(COMMON) + 1):
         lines.append(f"F.{col} = KEYS[{i}]")
+    fields = ", ".join(f"{name} = {i}" for i, name in enumerate(PACKED, start=1))
+    lines.append(f"local PACKED = {{{fields}}}")
     lines.append(f"local NC = {len(COMMON) + len(COLUMNS)}")
     lines.append(f"local PUBCMD = '{publish_command}'")
     return "\n".join(lines) + "\n"

@@ -34,7 +34,45 @@ local MOVE_ORDER = {}
 local ZADDS = {}
 local ZREMS = {}
 
+local JOBS = {}
+
+-- The fields of a packed 'job' value (see keys.PACKED), or false.
+local function job_fields(id, v)
+  local j = JOBS[id]
+  if j ~= nil then return j end
+  if not v then return false end
+  local prio, maxa, created, seq, queue, dl, at =
+    string.match(v, '^(%-?%d+):(%d+):(%d+):(%d+):([^:]*):(%-?%d+):()')
+  dl = tonumber(dl)
+  local dedupe = false
+  if dl >= 0 then
+    dedupe = string.sub(v, at, at + dl - 1)
+    at = at + dl
+  end
+  j = {prio, maxa, created, seq, queue, dedupe, string.sub(v, at)}
+  JOBS[id] = j
+  return j
+end
+
+local function pack_job(prio, maxa, created, seq, queue, dedupe, payload)
+  local dl = -1
+  if dedupe then dl = #dedupe else dedupe = '' end
+  return table.concat({prio, maxa, created, seq, queue, dl, dedupe}, ':', 1, 6) .. ':' .. dedupe .. payload
+end
+
+local get_column
+
+-- get() of a packed field reads the 'job' column once and splits it.
 local function get(col, id)
+  local k = PACKED[col]
+  if k then
+    local j = job_fields(id, get_column('job', id))
+    return j and j[k]
+  end
+  return get_column(col, id)
+end
+
+get_column = function(col, id)
   local p = PUT[col]
   if p then
     local v = p[id]
@@ -57,6 +95,7 @@ local function put(col, id, value)
 end
 
 local function prefetch(col, ids)
+  if PACKED[col] then col = 'job' end
   local p = PUT[col] or {}
   local c = CACHE[col]
   if not c then c = {}; CACHE[col] = c end
@@ -137,7 +176,7 @@ local function flush()
       redis.call('HDEL', K.counts, field)
     end
   end
-  PUT, CACHE, MOVES, MOVE_ORDER, ZADDS, ZREMS = {}, {}, {}, {}, {}, {}
+  PUT, CACHE, MOVES, MOVE_ORDER, ZADDS, ZREMS, JOBS = {}, {}, {}, {}, {}, {}, {}
 end
 
 local function release_dedupe(id)

@@ -31,16 +31,10 @@ for j = 0, n - 1 do
     local seqs = string.format('%016d', base + j + 1)
     local run_at
     if run_at_s ~= '' then run_at = tonumber(run_at_s) else run_at = now + tonumber(delay_s) end
-    put('queue', id, queue)
-    put('payload', id, payload)
-    put('prio', id, prio)
+    put('job', id, pack_job(prio, maxa, fmt(now), seqs, queue, dkey ~= '' and dkey, payload))
     put('run_at', id, fmt(run_at))
-    put('max', id, maxa)
     put('att', id, '0')
-    put('created', id, fmt(now))
-    put('seq', id, seqs)
     if dkey ~= '' then
-      put('dedupe', id, dkey)
       redis.call('HSET', K.dedupe, dkey, id)
     end
     set_status(id, queue, nil, 'queued')

@@ -4,6 +4,6 @@ local ids = redis.call('ZRANGEBYSCORE', K.running, '-inf', now, 'LIMIT', 0, tonu
 local out = {}
 for _, id in ipairs(ids) do
   out[#out + 1] = id
-  out[#out + 1] = redis.call('HGET', F.queue, id) or ''
+  out[#out + 1] = get('queue', id) or ''
 end
 return out

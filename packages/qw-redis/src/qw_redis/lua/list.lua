@@ -10,7 +10,7 @@ local chunk = math.max(limit, 256)
 while found < limit do
   local ids = redis.call('ZRANGEBYLEX', index, lo, '+', 'LIMIT', 0, chunk)
   for _, id in ipairs(ids) do
-    if queue == '' or redis.call('HGET', F.queue, id) == queue then
+    if queue == '' or get('queue', id) == queue then
       row(id, out)
       found = found + 1
       if found >= limit then break end

@@ -6,7 +6,7 @@ local ids = redis.call('ZRANGEBYSCORE', K.done, '-inf', '(' .. fmt(cutoff), 'LIM
 for _, id in ipairs(ids) do
   local status = redis.call('HGET', F.status, id)
   if status then
-    local field = redis.call('HGET', F.queue, id) .. ':' .. status
+    local field = get('queue', id) .. ':' .. status
     if redis.call('HINCRBY', K.counts, field, -1) == 0 then redis.call('HDEL', K.counts, field) end
     redis.call('ZREM', ST[status], id)
   end

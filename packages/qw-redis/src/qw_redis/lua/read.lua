@@ -1,9 +1,9 @@
--- Shared by the read scripts: every column of one job, in COLUMNS order.
-local COLS = {F.queue, F.payload, F.prio, F.run_at, F.max, F.att, F.status, F.created,
-  F.dedupe, F.result, F.error, F.started, F.finished, F.worker, F.lease, F.cancel}
+-- Shared by the read scripts: every field of one job, in codec.job_from_row's order.
+local COLS = {'queue', 'payload', 'prio', 'run_at', 'max', 'att', 'status', 'created',
+  'dedupe', 'result', 'error', 'started', 'finished', 'worker', 'lease', 'cancel'}
 local function row(id, out)
   out[#out + 1] = id
   for _, col in ipairs(COLS) do
-    out[#out + 1] = redis.call('HGET', col, id)
+    out[#out + 1] = get(col, id)
   end
 end
