@@ -29,6 +29,7 @@ from qw.worker.config import WorkerConfig
 from qw.worker.context import RunningJob
 from qw.worker.executor import AsyncRunner, ThreadPool, timeout_error
 from qw.worker.finisher import Finisher
+from qw.worker.gctuning import tuned_gc
 from qw.worker.heartbeat import Heartbeat
 from qw.worker.outcomes import failed, released
 from qw.worker.shutdown import stop_on_signals
@@ -176,13 +177,14 @@ class Worker:
             self.plugins.worker_started(self.info)
             log.debug("worker %s started on %s", self.id, ",".join(self.config.queues))
             self._running.set()
-            if handle_signals:
-                with stop_on_signals(self):
+            with tuned_gc(self.config.tune_gc):
+                if handle_signals:
+                    with stop_on_signals(self):
+                        self._claim_loop(client)
+                        self._drain()
+                else:
                     self._claim_loop(client)
                     self._drain()
-            else:
-                self._claim_loop(client)
-                self._drain()
         finally:
             self._running.set()
             heartbeat.stop()
