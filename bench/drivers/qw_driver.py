@@ -108,7 +108,7 @@ class QwDriver(Driver):
 
 class QwSqlite(QwDriver):
     store = "sqlite"
-    store_note = "URL defaults: WAL, synchronous=FULL, other processes' commits polled every 50 ms"
+    store_note = "URL defaults: WAL, synchronous=FULL, other processes' commits polled every 5 ms"
 
     def url(self) -> str:
         return f"sqlite:///{self.workdir / 'qw.db'}"
