@@ -39,11 +39,16 @@ def test_run_at_and_leases_come_from_the_server_clock(client: qw.Client) -> None
     assert claim.lease.expires_at - claim.job.started_at == timedelta(seconds=7.25)
 
 
-def test_claim_reads_the_partial_index_of_queued_jobs(pg_url: str, client: qw.Client) -> None:
+def test_claim_reads_the_partial_index_of_queued_jobs(pg_url: str, fresh_schema: str) -> None:
+    # A schema of its own: the plan follows the table's statistics, and the
+    # shared test schema keeps every earlier run's jobs (other namespaces).
+    url = with_query(pg_url, f"schema={fresh_schema}&pool_max=2")
+    client = qw.Client(PostgresBackend.from_url(url, namespace="plan"))
     client.enqueue([qw.NewJob("q", i) for i in range(500)])
-    query = Queries.for_schema(SCHEMA).claim_one
+    client.close()
+    query = Queries.for_schema(fresh_schema).claim_one
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"ANALYZE {SCHEMA}.jobs")
+        conn.execute(f"ANALYZE {fresh_schema}.jobs")
         plan = "\n".join(
             r[0]
             for r in conn.execute(
@@ -53,7 +58,7 @@ def test_claim_reads_the_partial_index_of_queued_jobs(pg_url: str, client: qw.Cl
         )
         [(indexdef,)] = conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND indexname = 'jobs_claim'",
-            (SCHEMA,),
+            (fresh_schema,),
         ).fetchall()
     assert "jobs_claim" in plan
     assert "Sort" not in plan  # the index already yields priority, then FIFO
