@@ -82,7 +82,7 @@ def parse_queues(value: str | None) -> list[str] | None:
     type=click.IntRange(0, 1000),
     default=None,
     metavar="N",
-    help="Jobs claimed ahead of free slots (default: as many as --concurrency).",
+    help="Jobs claimed ahead of free slots (default: adaptive, about 50 ms of work).",
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 def worker(
