@@ -34,6 +34,8 @@ NAMESPACE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 QUEUE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 EVENT_TYPE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+# One encoder for every call: json.dumps with options builds a new one each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 MAX_DEDUPE_KEY_CHARS = 512
 # Priorities are stored in a signed 32-bit column on some stores.
 PRIORITY_RANGE = range(-(2**31), 2**31)
@@ -71,10 +73,11 @@ def encode_json(value: JSONValue, *, what: str = "payload", limit: int | None = 
     """
     _check_json(value, what)
     try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(f"{what} is not JSON: {exc}") from None
-    if limit is not None and len(text.encode()) > limit:
+    # A character is at most 4 bytes of UTF-8: short text needs no encoding to check.
+    if limit is not None and len(text) * 4 > limit and len(text.encode()) > limit:
         raise InvalidPayload(f"{what} is {len(text.encode())} bytes as JSON; the limit is {limit}")
     return text
 

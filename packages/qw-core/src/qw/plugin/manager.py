@@ -92,7 +92,12 @@ class QwPluginManager:
 
     def run_job(self, job: Job, run: Callable[[], JSONValue]) -> JSONValue:
         """Run ``run`` through every ``qw_run_job`` wrapper; exceptions propagate."""
-        return self._pm.hook.qw_run_job(job=job, run=run)  # type: ignore[no-any-return]
+        hook = self._pm.hook.qw_run_job
+        # Only the innermost implementation registered: skip pluggy's call
+        # machinery, which cost ~7% of a no-op job's worker time.
+        if len(hook.get_hookimpls()) == 1:
+            return run()
+        return hook(job=job, run=run)  # type: ignore[no-any-return]
 
 
 class _RunJob:
