@@ -6,7 +6,6 @@ raises a typed error and leaves the store unchanged on every backend alike.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -29,6 +28,8 @@ from qw.model import (
 )
 from qw.validation import (
     encode_json,
+    is_int_in,
+    is_seconds,
     validate_event,
     validate_lease_seconds,
     validate_new_jobs,
@@ -114,7 +115,7 @@ class Client:
         """Lease up to ``limit`` due jobs; see :meth:`qw.contract.Backend.claim`."""
         names = validate_queues(queues)
         _check_worker_id(worker)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+        if not is_int_in(limit, 1, 1000):
             raise InvalidInput(f"limit must be an int in [1, 1000], not {limit!r}")
         return self._backend.claim(
             names, worker=worker, lease_s=validate_lease_seconds(lease_s), limit=limit
@@ -184,14 +185,9 @@ class Client:
             encode_json(outcome.result, what="result", limit=self._limit)
         if isinstance(outcome, (Fail, Abort)):
             encode_json(outcome.error, what="error", limit=self._limit)
-        if isinstance(outcome, Fail) and outcome.retry_in is not None:
-            r = outcome.retry_in
-            if (
-                isinstance(r, bool)
-                or not isinstance(r, (int, float))
-                or not (math.isfinite(r) and r >= 0)
-            ):
-                raise InvalidInput(f"retry_in must be seconds >= 0, not {r!r}")
+        retry_in = outcome.retry_in if isinstance(outcome, Fail) else None
+        if retry_in is not None and not is_seconds(retry_in):
+            raise InvalidInput(f"retry_in must be seconds >= 0, not {retry_in!r}")
         if not isinstance(outcome, Release):
             validate_event(outcome.event, limit=self._limit)
 
@@ -201,11 +197,7 @@ class Client:
 
     def wait(self, queues: Iterable[str], timeout: float) -> bool:
         """Block until work may be available, or ``timeout`` seconds pass."""
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not (math.isfinite(timeout) and timeout >= 0)
-        ):
+        if not is_seconds(timeout):
             raise InvalidInput(f"timeout must be seconds >= 0, not {timeout!r}")
         return self._backend.wait(validate_queues(queues), float(timeout))
 
@@ -274,7 +266,7 @@ class Client:
                 status = JobStatus(status)
             except ValueError:
                 raise InvalidInput(f"unknown status {status!r}") from None
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+        if not is_int_in(limit, 1, 10_000):
             raise InvalidInput(f"limit must be an int in [1, 10000], not {limit!r}")
         if after is not None:
             _check_job_id(after)
@@ -288,7 +280,7 @@ class Client:
         return status
 
     def fetch_events(self, limit: int = 100) -> list[Event]:
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+        if not is_int_in(limit, 1, 10_000):
             raise InvalidInput(f"limit must be an int in [1, 10000], not {limit!r}")
         return self._backend.fetch_events(limit)
 
@@ -301,11 +293,7 @@ class Client:
 
     def purge(self, older_than: float) -> PurgeResult:
         """Remove terminal jobs and acked events older than ``older_than`` seconds."""
-        if (
-            isinstance(older_than, bool)
-            or not isinstance(older_than, (int, float))
-            or not (math.isfinite(older_than) and older_than >= 0)
-        ):
+        if not is_seconds(older_than):
             raise InvalidInput(f"older_than must be seconds >= 0, not {older_than!r}")
         return self._backend.purge(float(older_than))
 

@@ -22,6 +22,8 @@ __all__ = [
     "QUEUE_PATTERN",
     "decode_json",
     "encode_json",
+    "is_int_in",
+    "is_seconds",
     "validate_event",
     "validate_lease_seconds",
     "validate_new_jobs",
@@ -39,6 +41,21 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 MAX_DEDUPE_KEY_CHARS = 512
 # Priorities are stored in a signed 32-bit column on some stores.
 PRIORITY_RANGE = range(-(2**31), 2**31)
+
+
+def is_seconds(value: object) -> bool:
+    """Whether ``value`` is a finite number of seconds >= 0 (an int or float, not a bool)."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
+def is_int_in(value: object, low: int, high: int) -> bool:
+    """Whether ``value`` is an int (not a bool) in ``[low, high]``."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def validate_namespace(name: object) -> str:
@@ -164,12 +181,7 @@ def validate_new_jobs(jobs: Sequence[NewJob], *, limit: int) -> list[str]:
             not isinstance(job.run_at, datetime) or job.run_at.tzinfo is None
         ):
             raise InvalidInput("run_at must be a timezone-aware datetime")
-        if job.delay is not None and (
-            isinstance(job.delay, bool)
-            or not isinstance(job.delay, (int, float))
-            or not math.isfinite(job.delay)
-            or job.delay < 0
-        ):
+        if job.delay is not None and not is_seconds(job.delay):
             raise InvalidInput(f"delay must be a finite number of seconds >= 0, not {job.delay!r}")
         if job.dedupe_key is not None and (
             not isinstance(job.dedupe_key, str)
@@ -184,10 +196,6 @@ def validate_new_jobs(jobs: Sequence[NewJob], *, limit: int) -> list[str]:
 
 def validate_lease_seconds(lease_s: float) -> float:
     """A lease length must be a positive, finite number of seconds."""
-    if (
-        isinstance(lease_s, bool)
-        or not isinstance(lease_s, (int, float))
-        or not (math.isfinite(lease_s) and 0 < lease_s <= 86_400)
-    ):
+    if not (is_seconds(lease_s) and 0 < lease_s <= 86_400):
         raise InvalidInput(f"lease_s must be seconds in (0, 86400], not {lease_s!r}")
     return float(lease_s)
