@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -104,3 +105,57 @@ def test_driver_errors_surface_as_qw_errors(pg_url: str) -> None:
     client.close()
     with pytest.raises(qw.BackendUnavailable):
         client.enqueue_one("q", 1)
+
+
+# -- secrets never printed ------------------------------------------------------
+
+PW = "Sup3rSecretPW"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://u:{PW}@h/db?schema=a&schema=b",
+        f"postgresql://u:{PW}@h/db#frag",
+        f"postgresql://u:{PW}@[::1/db",
+        f"postgresql://u:{PW}@h/db?bogus=1",
+        f"postgresql://u:{PW}@h/db?schema=Bad",
+    ],
+)
+def test_url_errors_never_show_the_password(url: str) -> None:
+    from click.testing import CliRunner
+
+    from qw.cli import main
+
+    with pytest.raises(qw.ConfigurationError) as caught:
+        qw.open(url)
+    assert PW not in str(caught.value)
+    result = CliRunner().invoke(main, ["status", "--url", url])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("qw: error: ConfigurationError: ")
+    assert PW not in result.stdout + result.stderr
+
+
+def test_status_never_shows_a_password_query_option(pg_url: str, fresh_schema: str) -> None:
+    from click.testing import CliRunner
+
+    from qw.cli import main
+
+    # The local server trusts its clients, so libpq never needs the password.
+    url = with_query(pg_url, f"password={PW}&schema={fresh_schema}")
+    for args in (["status"], ["status", "--json"], ["migrate"]):
+        result = CliRunner().invoke(main, [*args, "--url", url])
+        assert result.exit_code == 0, result.output
+        assert PW not in result.stdout + result.stderr
+        assert "password=***" in result.stdout
+
+
+def test_cli_output_of_a_postgres_store_holds_no_raw_control_characters(
+    pg_url: str, fresh_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same hostile jobs and checks as qw-core's sqlite test, on this store.
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[2] / "qw-core" / "tests" / "unit"))
+    from test_redaction import assert_inert_cli_output, seed_hostile
+
+    url = with_query(pg_url, f"schema={fresh_schema}")
+    assert_inert_cli_output(url, seed_hostile(url))

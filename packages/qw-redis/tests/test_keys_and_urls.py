@@ -124,3 +124,37 @@ def test_bad_urls_are_configuration_errors(url: str) -> None:
 
 def test_a_password_never_shows_in_the_display_url() -> None:
     assert "secret" not in parse_url("redis://user:secret@h:6379/0").display
+
+
+PW = "Sup3rSecretPW"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://:{PW}@127.0.0.1:99999/0",
+        f"redis://:{PW[:4]}/{PW[4:]}@127.0.0.1/0",
+        f"redis://:{PW}@127.0.0.1/0?bogus=1",
+        f"redis://:{PW}@[::1/0",
+        f"redis://u:{PW}@/0",
+    ],
+)
+def test_url_errors_never_show_the_password(url: str) -> None:
+    from click.testing import CliRunner
+
+    import qw
+    from qw.cli import main
+
+    with pytest.raises(ConfigurationError) as caught:
+        qw.open(url)
+    assert PW[4:] not in str(caught.value)
+    result = CliRunner().invoke(main, ["status", "--url", url])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("qw: error: ConfigurationError: ")
+    assert PW[4:] not in result.stdout + result.stderr
+
+
+def test_the_display_url_hides_secret_options_too() -> None:
+    shown = parse_url(f"redis://h:6379/0?ssl_password={PW}").display
+    assert PW not in shown
+    assert "ssl_password=***" in shown

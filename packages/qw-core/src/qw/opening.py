@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 
 from qw.client import Client
+from qw.errors import ConfigurationError, InvalidName
 from qw.registry import load_backend
 from qw.validation import validate_namespace
 
-__all__ = ["DEFAULT_NAMESPACE", "DEFAULT_URL", "open", "resolve_url"]
+__all__ = ["DEFAULT_NAMESPACE", "DEFAULT_URL", "open", "resolve_namespace", "resolve_url"]
 
 #: The embedded default: a SQLite file in the working directory.
 DEFAULT_URL = "sqlite:///qw.db"
@@ -16,22 +17,52 @@ DEFAULT_NAMESPACE = "default"
 
 
 def resolve_url(url: str | None = None) -> str:
-    """``url``, else ``$QW_URL``, else :data:`DEFAULT_URL`; a bare name becomes ``name://``."""
-    chosen = url or os.environ.get("QW_URL") or DEFAULT_URL
-    return chosen if "://" in chosen else f"{chosen}://"
+    """``url``, else ``$QW_URL``, else :data:`DEFAULT_URL`; a bare name becomes ``name://``.
+
+    Only an absent value falls back: an empty one (an unset shell variable
+    expanded in ``--url "$DB"``) raises ConfigurationError rather than
+    quietly creating ``qw.db`` in the working directory.
+    """
+    origin = "the store URL"
+    if url is None:
+        url = os.environ.get("QW_URL")
+        if url is None:
+            return DEFAULT_URL
+        origin = "$QW_URL"
+    if not url.strip():
+        raise ConfigurationError(
+            f"{origin} is empty; give a store URL, or leave it unset for {DEFAULT_URL}"
+        )
+    return url if "://" in url else f"{url}://"
+
+
+def resolve_namespace(namespace: str | None = None) -> str:
+    """``namespace``, else ``$QW_NAMESPACE``, else ``"default"``, validated.
+
+    As with the URL, only an absent value falls back; an empty one raises
+    :class:`~qw.errors.InvalidName`.
+    """
+    if namespace is None:
+        namespace = os.environ.get("QW_NAMESPACE")
+        if namespace is None:
+            return DEFAULT_NAMESPACE
+        if not namespace:
+            raise InvalidName(
+                f"$QW_NAMESPACE is empty; give a namespace, or leave it unset for "
+                f"{DEFAULT_NAMESPACE!r}"
+            )
+    return validate_namespace(namespace)
 
 
 def open(url: str | None = None, *, namespace: str | None = None) -> Client:
     """Open ``namespace`` on the store at ``url``.
 
     ``url`` defaults to ``$QW_URL``, then to :data:`DEFAULT_URL`;
-    ``namespace`` to ``$QW_NAMESPACE``, then ``"default"``. The namespace is
-    checked before the backend is even loaded.
+    ``namespace`` to ``$QW_NAMESPACE``, then ``"default"``; an empty one is
+    an error, not a default. The namespace is checked before the backend is
+    even loaded.
     """
-    # Only an absent namespace falls back: an empty or bad one is an error.
-    if namespace is None:
-        namespace = os.environ.get("QW_NAMESPACE") or DEFAULT_NAMESPACE
-    ns = validate_namespace(namespace)
+    ns = resolve_namespace(namespace)
     target = resolve_url(url)
     backend_cls = load_backend(target)
     return Client(backend_cls.from_url(target, namespace=ns))

@@ -10,6 +10,7 @@ letting either win silently.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, cast
 
 import pluggy
 
+from qw.display import redact_url
 from qw.errors import BackendConflict, BackendNotFound, BackendUnavailable, ConfigurationError
 from qw.plugin import NAME, spec
 
@@ -32,6 +34,8 @@ __all__ = [
 ]
 
 BACKEND_GROUP = "qw.backends"
+#: What a URL scheme (RFC 3986) may hold, lower-cased.
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
 
 #: URL schemes and old names that mean a backend of another name.
 ALIASES: dict[str, str] = {
@@ -75,10 +79,13 @@ def backend_name_for(url_or_name: str) -> str:
     """The backend name a URL (by its scheme) or a bare name or alias means."""
     scheme, sep, _ = url_or_name.partition("://")
     if not sep and ":" in url_or_name:
-        raise ConfigurationError(f"not a backend URL or name: {url_or_name!r}")
+        raise ConfigurationError(f"not a backend URL or name: {redact_url(url_or_name)!r}")
     name = scheme.lower()
     if not name:
-        raise ConfigurationError(f"no backend scheme in {url_or_name!r}")
+        raise ConfigurationError(f"no backend scheme in {redact_url(url_or_name)!r}")
+    if not _SCHEME.fullmatch(name):
+        # Not a scheme ("user:pw@host" given without one): never echo it raw.
+        raise ConfigurationError(f"not a backend URL or name: {redact_url(url_or_name)!r}")
     return ALIASES.get(name, name)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import qw
 from qw.backends.sqlite import SqliteBackend
 from qw.backends.sqlite._schema import SCHEMA_VERSION
 from qw.errors import SchemaError
@@ -18,6 +19,7 @@ from qw.errors import SchemaError
 # one job and says "ok": the opens collide as closely as processes can.
 _CHILD = """
 import sys, time
+import qw
 from qw.backends.sqlite import SqliteBackend
 from qw.model import NewJob
 path, start = sys.argv[1], float(sys.argv[2])
@@ -120,3 +122,67 @@ def test_dropped_tables_surface_as_schema_error(tmp_path: Path) -> None:
             backend.counts()
     finally:
         backend.close()
+
+
+# -- someone else's file ------------------------------------------------------
+
+
+def _app_file(path: Path, *, wal: bool = False) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO users (name) VALUES ('ada')")
+    conn.close()
+    if wal:
+        # Outside the transaction above: the mode cannot change inside one.
+        conn = sqlite3.connect(path, isolation_level=None)
+        assert conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
+        conn.close()
+
+
+def _state(path: Path) -> tuple[str, list[str]]:
+    conn = sqlite3.connect(path)
+    try:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    finally:
+        conn.close()
+    return mode, sorted(names)
+
+
+def test_a_file_holding_other_tables_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    _app_file(path)
+    with pytest.raises(SchemaError, match=r"not qw's \(users\).*\?shared=true"):
+        qw.open(f"sqlite:///{path}")
+    assert _state(path) == ("delete", ["users"])
+
+
+def test_shared_true_leaves_the_journal_mode_alone_and_needs_wal(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    _app_file(path)
+    with pytest.raises(qw.ConfigurationError, match="journal mode 'delete'"):
+        qw.open(f"sqlite:///{path}?shared=true")
+    assert _state(path) == ("delete", ["users"])
+
+
+def test_shared_true_adds_qw_tables_beside_the_applications(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    _app_file(path, wal=True)
+    with qw.open(f"sqlite:///{path}?shared=true") as client:
+        client.enqueue_one("q", {"x": 1})
+    mode, tables = _state(path)
+    assert mode == "wal"
+    assert "users" in tables
+    assert "qw_jobs" in tables
+    with qw.open(f"sqlite:///{path}?shared=1") as client:
+        assert client.counts()["q"][qw.JobStatus.QUEUED] == 1
+
+
+def test_qws_own_file_is_still_switched_to_wal(tmp_path: Path) -> None:
+    path = tmp_path / "own.db"
+    SqliteBackend(path, namespace="a").close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")
+    conn.close()
+    SqliteBackend(path, namespace="a").close()
+    assert _state(path)[0] == "wal"

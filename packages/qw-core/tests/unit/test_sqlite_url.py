@@ -95,3 +95,18 @@ def test_namespace_is_checked_before_any_io(tmp_path: Path) -> None:
     with pytest.raises(InvalidName):
         SqliteBackend(target, namespace="Bad Name")
     assert not os.path.exists(target)
+
+
+def test_a_nul_in_the_path_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="NUL"):
+        parse_url("sqlite:///a%00b.db")
+    with pytest.raises(qw.ConfigurationError, match="NUL"):
+        qw.open("sqlite:///a%00b.db")
+
+
+def test_shared_is_a_boolean_option() -> None:
+    assert parse_url("sqlite:///a.db").shared is False
+    assert parse_url("sqlite:///a.db?shared=true").shared is True
+    assert parse_url("sqlite:///a.db?shared=off").shared is False
+    with pytest.raises(ConfigurationError, match="shared must be true or false"):
+        parse_url("sqlite:///a.db?shared=maybe")

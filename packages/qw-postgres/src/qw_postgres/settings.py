@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from qw.display import redact_url
 from qw.errors import ConfigurationError
 
 __all__ = ["DEFAULT_SCHEMA", "SCHEMA_PATTERN", "Settings", "parse_url", "validate_schema"]
@@ -84,24 +85,25 @@ def parse_url(url: str) -> Settings:
     """Split ``url`` into a libpq conninfo and qw's options; refuse what is unknown."""
     if not isinstance(url, str):
         raise ConfigurationError(f"a postgres URL must be a string, not {type(url).__name__}")
+    shown = redact_url(url)
     try:
         parts = urlsplit(url)
         pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError as exc:
-        raise ConfigurationError(f"cannot parse postgres URL {url!r}: {exc}") from None
+        raise ConfigurationError(f"cannot parse postgres URL {shown!r}: {exc}") from None
     if parts.scheme.lower() not in SCHEMES:
         raise ConfigurationError(
-            f"postgres URLs start with postgresql://, postgres:// or pg://, not {url!r}"
+            f"postgres URLs start with postgresql://, postgres:// or pg://, not {shown!r}"
         )
     if parts.fragment:
-        raise ConfigurationError(f"a postgres URL has no #fragment: {url!r}")
+        raise ConfigurationError(f"a postgres URL has no #fragment: {shown!r}")
     ours: dict[str, str] = {}
     theirs: list[tuple[str, str]] = []
     known = _libpq_keywords()
     for key, value in pairs:
         if key in _QW_OPTIONS:
             if key in ours:
-                raise ConfigurationError(f"option {key!r} is given twice in {url!r}")
+                raise ConfigurationError(f"option {key!r} is given twice in {shown!r}")
             ours[key] = value
         elif key in known:
             theirs.append((key, value))

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from qw.display import redact_url
 from qw.errors import ConfigurationError
 
 __all__ = ["QW_OPTIONS", "REDIS_OPTIONS", "RedisConfig", "parse_url"]
@@ -57,11 +58,19 @@ def parse_url(url: str) -> RedisConfig:
 
     Unknown query options raise :class:`~qw.errors.ConfigurationError`.
     """
+    shown = redact_url(url)
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise ConfigurationError(f"invalid Redis URL {url!r}: {exc}") from None
+        raise ConfigurationError(f"invalid Redis URL {shown!r}: {exc}") from None
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        # Not urllib's message: it quotes the "port", which is part of the
+        # password when an unescaped "/" cut the userinfo short.
+        raise ConfigurationError(
+            f"invalid Redis URL {shown!r}: the port is not a number in 0-65535"
+        ) from None
     scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
         raise ConfigurationError(
@@ -70,7 +79,7 @@ def parse_url(url: str) -> RedisConfig:
         )
     driver_scheme, cluster = _SCHEMES[scheme]
     if not parts.hostname:
-        raise ConfigurationError(f"Redis URL {_display(url)!r} names no host")
+        raise ConfigurationError(f"Redis URL {shown!r} names no host")
     options: dict[str, str] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
         if key in options:
@@ -88,7 +97,7 @@ def parse_url(url: str) -> RedisConfig:
         raise ConfigurationError("Redis Cluster has only database 0")
     driver = urlunsplit((driver_scheme, parts.netloc, parts.path, urlencode(options), ""))
     return RedisConfig(
-        cluster=cluster, driver_url=driver, poll_interval=poll_interval, display=_display(url)
+        cluster=cluster, driver_url=driver, poll_interval=poll_interval, display=shown
     )
 
 
@@ -100,13 +109,3 @@ def _positive(raw: str, name: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ConfigurationError(f"{name} must be positive seconds, not {raw!r}")
     return value
-
-
-def _display(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

@@ -21,15 +21,17 @@ catch it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 
 from qw.client import Client
+from qw.display import escape_json, escape_text
+from qw.display import redact_url as _redact
 from qw.errors import (
     BackendError,
     ConfigurationError,
@@ -47,8 +49,11 @@ __all__ = [
     "EXIT_NOT_FOUND",
     "EXIT_OK",
     "EXIT_USAGE",
+    "MAX_SECONDS",
     "QwGroup",
+    "Seconds",
     "echo_json",
+    "echo_text",
     "exit_code_for",
     "fail",
     "json_option",
@@ -91,7 +96,9 @@ def exit_code_for(exc: QwError) -> int:
 
 def fail(error: QwError) -> NoReturn:
     """Print ``error`` as one line on stderr and exit with its documented code."""
-    message = " ".join((str(error) or "").split())
+    # Messages quote store-held and command-line text: escaped, it cannot
+    # end the line early or send the terminal a control sequence.
+    message = escape_text(" ".join((str(error) or "").split()))
     click.echo(f"qw: error: {type(error).__name__}: {message}", err=True)
     raise click.exceptions.Exit(exit_code_for(error))
 
@@ -108,9 +115,50 @@ class QwGroup(click.Group):
 
 # -- options ---------------------------------------------------------------
 
+#: The longest span any seconds option takes (about ten years).
+# TODO(input bounds): import qw.validation.MAX_SECONDS once it lands, so the
+# CLI and the library refuse at the same bound.
+MAX_SECONDS = 10 * 366 * 86400.0
+
+
+class Seconds(click.ParamType[float, Any]):
+    """A finite number of seconds in ``[low, MAX_SECONDS]``: no nan, inf or 1e12."""
+
+    name = "seconds"
+
+    def __init__(self, low: float = 0.0) -> None:
+        self.low = low
+
+    def parse(self, text: str) -> float:
+        """Seconds in ``text``; ValueError if it is not a number."""
+        return float(text)
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            seconds = value
+        else:
+            try:
+                seconds = self.parse(str(value))
+            except (ValueError, InvalidInput) as exc:
+                self.fail(
+                    f"{escape_text(str(value))!r} is not a number of seconds ({exc})", param, ctx
+                )
+        if not (math.isfinite(seconds) and self.low <= seconds <= MAX_SECONDS):
+            self.fail(
+                f"{escape_text(str(value))} is not a number of seconds in "
+                f"[{self.low:g}, {MAX_SECONDS:.0f}] (about ten years)",
+                param,
+                ctx,
+            )
+        return seconds
+
+
+# Neither option reads its environment variable through click: click drops an
+# empty one silently, and qw.open must see it to refuse it.
 url_option = click.option(
     "--url",
-    envvar="QW_URL",
     default=None,
     metavar="URL",
     help=f"Store URL (sqlite:///path, memory://, postgresql://..., redis://...). "
@@ -118,11 +166,9 @@ url_option = click.option(
 )
 namespace_option = click.option(
     "--namespace",
-    envvar="QW_NAMESPACE",
-    default=DEFAULT_NAMESPACE,
-    show_default=True,
+    default=None,
     metavar="NAME",
-    help="Namespace (tenant) to work in. Default: $QW_NAMESPACE, else 'default'.",
+    help=f"Namespace (tenant) to work in. Default: $QW_NAMESPACE, else {DEFAULT_NAMESPACE!r}.",
 )
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table."
@@ -134,7 +180,7 @@ def store_options(func: F) -> F:
     return url_option(namespace_option(func))
 
 
-def open_client(url: str | None, namespace: str) -> Client:
+def open_client(url: str | None, namespace: str | None) -> Client:
     """Open the store the options name (``qw.open`` rules for defaults)."""
     from qw.opening import open as qw_open
 
@@ -142,14 +188,8 @@ def open_client(url: str | None, namespace: str) -> Client:
 
 
 def redact_url(url: str | None) -> str:
-    """The resolved store URL with any password replaced by ``***``, for display."""
-    resolved = resolve_url(url)
-    parts = urlsplit(resolved)
-    if parts.password is None:
-        return resolved
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """The store URL the options name, resolved, as :func:`qw.display.redact_url` shows it."""
+    return _redact(resolve_url(url))
 
 
 # -- output ----------------------------------------------------------------
@@ -167,12 +207,19 @@ def _to_jsonable(value: object) -> object:
 
 def echo_json(data: object) -> None:
     """Print ``data`` as indented JSON (datetimes as ISO 8601, enums as values)."""
-    click.echo(json.dumps(data, indent=2, default=_to_jsonable, ensure_ascii=False))
+    click.echo(escape_json(json.dumps(data, indent=2, default=_to_jsonable, ensure_ascii=False)))
+
+
+def echo_text(text: str, *, err: bool = False) -> None:
+    """Print one line holding store-held or command-line text, escaped for the terminal."""
+    click.echo(escape_text(text), err=err)
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain text table: left-aligned text, right-aligned numbers."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    """A plain text table: left-aligned text, right-aligned numbers; cells escaped."""
+    cells = [[escape_text(str(h)) for h in headers]] + [
+        ["" if c is None else escape_text(str(c)) for c in r] for r in rows
+    ]
     numeric = [all(isinstance(r[i], int) for r in rows) and bool(rows) for i in range(len(headers))]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import click
 
 from qw.capabilities import Capabilities
-from qw.cli._common import EXIT_BACKEND, echo_json, json_option, render_table
+from qw.cli._common import EXIT_BACKEND, echo_json, echo_text, json_option, render_table
 from qw.errors import QwError
 from qw.registry import BackendEntry, discover, load_backend
 
@@ -125,6 +125,6 @@ def backends(as_json: bool) -> None:
         )
     # Errors go to stderr in both modes, once each (a conflict spans rows).
     for error in dict.fromkeys(f"{row.name}: {row.error}" for row in rows if row.error):
-        click.echo(f"qw: error: {error}", err=True)
+        echo_text(f"qw: error: {error}", err=True)
     if not ok:
         raise click.exceptions.Exit(EXIT_BACKEND)

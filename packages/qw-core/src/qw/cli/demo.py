@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from qw.display import escape_text, redact_url
+
 if TYPE_CHECKING:
     from qw.demo import DemoSummary
 
@@ -32,7 +34,8 @@ def demo(count: int, concurrency: int, db: Path | None, url: str | None) -> None
         if path.exists():
             raise click.UsageError(f"{path} exists; the demo wants a fresh file (or omit --db)")
         url = f"sqlite:///{path.resolve()}"
-    click.echo(f"qw demo: {count} jobs on {url}, a worker with concurrency {concurrency}")
+    shown = escape_text(redact_url(url))
+    click.echo(f"qw demo: {count} jobs on {shown}, a worker with concurrency {concurrency}")
     with click.progressbar(length=count + 5, label="draining", show_pos=True) as bar:
         seen = 0
 
@@ -57,5 +60,6 @@ def _print(s: DemoSummary) -> None:
     click.echo(f"  time        {s.seconds:.2f} s")
     click.echo(f"  throughput  {s.throughput:,.0f} jobs/s")
     click.echo("")
-    click.echo(f"look around:  qw status --url {s.url} --namespace demo")
-    click.echo(f"              qw jobs list --status failed --url {s.url} --namespace demo")
+    url = escape_text(redact_url(s.url))
+    click.echo(f"look around:  qw status --url {url} --namespace demo")
+    click.echo(f"              qw jobs list --status failed --url {url} --namespace demo")

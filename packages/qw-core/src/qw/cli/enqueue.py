@@ -8,21 +8,25 @@ from typing import Any
 import click
 
 from qw.app import task_payload
-from qw.cli._common import echo_json, json_option, open_client, store_options
+from qw.cli._common import Seconds, echo_json, echo_text, json_option, open_client, store_options
 from qw.cli.worker import app_from_options
-from qw.errors import InvalidInput
+from qw.errors import InvalidInput, InvalidPayload
 from qw.model import Enqueued, JSONValue, NewJob
 
 __all__ = ["enqueue", "parse_json"]
 
 
 def parse_json(value: str | None, what: str) -> JSONValue:
+    """``value`` decoded from JSON (None stays None); InvalidPayload if it is not JSON."""
     if value is None:
         return None
     try:
         return json.loads(value)  # type: ignore[no-any-return]
     except json.JSONDecodeError as exc:
-        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
+        raise InvalidPayload(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        # The decoder recurses per nesting level; a deep document exhausts the stack.
+        raise InvalidPayload(f"{what} is nested too deeply to decode") from None
 
 
 @click.command()
@@ -37,9 +41,7 @@ def parse_json(value: str | None, what: str) -> JSONValue:
 @click.option(
     "--payload", "payload_json", metavar="JSON", help="A raw JSON payload instead of TASK."
 )
-@click.option(
-    "--delay", type=click.FloatRange(min=0), metavar="SECONDS", help="Due this much later."
-)
+@click.option("--delay", type=Seconds(), metavar="SECONDS", help="Due this much later.")
 @click.option("--priority", type=int, help="Lower runs first (default 0, or the task's).")
 @click.option("--max-attempts", type=click.IntRange(min=1), help="Attempts before the job fails.")
 @click.option("--dedupe-key", metavar="KEY", help="Refuse a second live job with this key.")
@@ -47,7 +49,7 @@ def parse_json(value: str | None, what: str) -> JSONValue:
 def enqueue(
     task_name: str | None,
     url: str | None,
-    namespace: str,
+    namespace: str | None,
     app_spec: str | None,
     queue: str | None,
     args_json: str | None,
@@ -114,6 +116,6 @@ def _report(answer: Enqueued, as_json: bool) -> None:
     if as_json:
         echo_json({"id": answer.id, "created": answer.created})
         return
-    click.echo(answer.id)
+    echo_text(answer.id)
     if not answer.created:
         click.echo("qw: a live job already holds that dedupe key; this is its id", err=True)

@@ -7,7 +7,8 @@ import time
 
 import click
 
-from qw.cli._common import json_option, open_client, store_options
+from qw.cli._common import Seconds, json_option, open_client, store_options
+from qw.display import escape_json, escape_text
 from qw.model import Event
 
 __all__ = ["events"]
@@ -35,7 +36,7 @@ def events() -> None:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events until Ctrl-C.")
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.05),
+    type=Seconds(0.05),
     default=1.0,
     show_default=True,
     metavar="SECONDS",
@@ -44,7 +45,7 @@ def events() -> None:
 @json_option
 def tail(
     url: str | None,
-    namespace: str,
+    namespace: str | None,
     limit: int,
     ack: bool,
     follow: bool,
@@ -78,8 +79,9 @@ def tail(
 
 def _print(event: Event, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(event_dict(event), ensure_ascii=False))
+        click.echo(escape_json(json.dumps(event_dict(event), ensure_ascii=False)))
         return
     data = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
     when = f"{event.created_at:%Y-%m-%d %H:%M:%S}"
-    click.echo(f"{event.cursor:>8}  {when}  {event.type:<14} {event.job_id}  {data}")
+    kind, job_id = escape_text(event.type), escape_text(event.job_id)
+    click.echo(f"{event.cursor:>8}  {when}  {kind:<14} {job_id}  {escape_json(data)}")

@@ -8,8 +8,16 @@ from typing import Any
 
 import click
 
-from qw.cli._common import echo_json, json_option, open_client, render_table, store_options
+from qw.cli._common import (
+    echo_json,
+    echo_text,
+    json_option,
+    open_client,
+    render_table,
+    store_options,
+)
 from qw.client import Client
+from qw.display import escape_json, escape_text
 from qw.errors import InvalidInput
 from qw.model import Job, JobStatus, NewJob
 
@@ -64,7 +72,7 @@ def jobs() -> None:
 @json_option
 def list_jobs(
     url: str | None,
-    namespace: str,
+    namespace: str | None,
     queue: str | None,
     status: str | None,
     limit: int,
@@ -91,7 +99,7 @@ def list_jobs(
 @click.argument("job_id")
 @store_options
 @json_option
-def show(job_id: str, url: str | None, namespace: str, as_json: bool) -> None:
+def show(job_id: str, url: str | None, namespace: str | None, as_json: bool) -> None:
     """Every field of one job (exit 4 if there is none)."""
     with open_client(url, namespace) as client:
         job = client.get(job_id)
@@ -101,8 +109,11 @@ def show(job_id: str, url: str | None, namespace: str, as_json: bool) -> None:
         return
     width = max(len(k) for k in data)
     for key, value in data.items():
-        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
-        click.echo(f"{key.ljust(width)}  {'-' if shown is None else shown}")
+        if isinstance(value, (dict, list)):
+            shown = escape_json(json.dumps(value, ensure_ascii=False))
+        else:
+            shown = "-" if value is None else escape_text(str(value))
+        click.echo(f"{key.ljust(width)}  {shown}")
 
 
 @jobs.command()
@@ -116,7 +127,7 @@ def retry(
     all_failed: bool,
     queue: str | None,
     url: str | None,
-    namespace: str,
+    namespace: str | None,
     as_json: bool,
 ) -> None:
     """Enqueue failed or cancelled jobs again, as new jobs with the same payload.
@@ -138,7 +149,7 @@ def retry(
         echo_json([{"job": old, "retry": new} for old, new in pairs])
     else:
         for old, new in pairs:
-            click.echo(f"{old} -> {new}")
+            echo_text(f"{old} -> {new}")
         if all_failed and not pairs:
             click.echo("no failed jobs", err=True)
 
@@ -156,7 +167,7 @@ def _all(client: Client, queue: str | None, status: JobStatus) -> list[Job]:
 @click.argument("job_ids", nargs=-1, required=True, metavar="JOB_ID...")
 @store_options
 @json_option
-def cancel(job_ids: tuple[str, ...], url: str | None, namespace: str, as_json: bool) -> None:
+def cancel(job_ids: tuple[str, ...], url: str | None, namespace: str | None, as_json: bool) -> None:
     """Cancel jobs: a queued one at once; a running one is asked to stop by its worker."""
     results: list[tuple[str, JobStatus]] = []
     with open_client(url, namespace) as client:
@@ -167,4 +178,4 @@ def cancel(job_ids: tuple[str, ...], url: str | None, namespace: str, as_json: b
         return
     for job_id, status in results:
         note = " (cancel requested; its worker will stop it)" if status is JobStatus.RUNNING else ""
-        click.echo(f"{job_id} {status.value}{note}")
+        echo_text(f"{job_id} {status.value}{note}")

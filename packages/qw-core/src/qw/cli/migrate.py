@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from qw.cli._common import open_client, redact_url, store_options
+from qw.cli._common import echo_text, open_client, redact_url, store_options
 
 __all__ = ["migrate"]
 
 
 @click.command()
 @store_options
-def migrate(url: str | None, namespace: str) -> None:
-    """Run the backend's ``migrate()``, if it has one; otherwise there is nothing to do."""
+def migrate(url: str | None, namespace: str | None) -> None:
+    """Create or upgrade the store's schema, where the backend has one (else nothing to do)."""
     with open_client(url, namespace) as client:
         backend = client.backend
         step = getattr(backend, "migrate", None)
@@ -21,4 +21,4 @@ def migrate(url: str | None, namespace: str) -> None:
             return
         outcome = step()
     done = f": {outcome}" if outcome not in (None, "") else ""
-    click.echo(f"migrated {redact_url(url)} ({backend.name}){done}")
+    echo_text(f"migrated {redact_url(url)} ({backend.name}){done}")

@@ -6,13 +6,22 @@ import re
 
 import click
 
-from qw.cli._common import echo_json, json_option, open_client, store_options
+from qw.cli._common import Seconds, echo_json, echo_text, json_option, open_client, store_options
 from qw.errors import InvalidInput
 
 __all__ = ["parse_duration", "purge"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
+
+
+class Duration(Seconds):
+    """Seconds written as ``90``, ``30s``, ``15m``, ``12h``, ``7d`` or ``2w``, bounded likewise."""
+
+    name = "duration"
+
+    def parse(self, text: str) -> float:
+        return parse_duration(text)
 
 
 def parse_duration(text: str) -> float:
@@ -24,18 +33,21 @@ def parse_duration(text: str) -> float:
 
 
 @click.command()
-@click.option("--older-than", required=True, metavar="DURATION", help="e.g. 12h, 7d, 2w.")
+@click.option(
+    "--older-than", type=Duration(), required=True, metavar="DURATION", help="e.g. 12h, 7d, 2w."
+)
 @store_options
 @json_option
-def purge(older_than: str, url: str | None, namespace: str, as_json: bool) -> None:
+def purge(older_than: float, url: str | None, namespace: str | None, as_json: bool) -> None:
     """Delete succeeded/failed/cancelled jobs finished, and acked events created, before then.
 
     Queued and running jobs, and events not yet acknowledged, are never deleted.
     """
-    seconds = parse_duration(older_than)
     with open_client(url, namespace) as client:
-        result = client.purge(seconds)
+        result = client.purge(older_than)
     if as_json:
-        echo_json({"jobs": result.jobs, "events": result.events, "older_than_s": seconds})
+        echo_json({"jobs": result.jobs, "events": result.events, "older_than_s": older_than})
     else:
-        click.echo(f"purged {result.jobs} jobs and {result.events} events older than {older_than}")
+        echo_text(
+            f"purged {result.jobs} jobs and {result.events} events older than {older_than:g}s"
+        )

@@ -8,6 +8,7 @@ from datetime import datetime
 import click
 
 from qw.cli._common import (
+    Seconds,
     echo_json,
     json_option,
     open_client,
@@ -16,6 +17,7 @@ from qw.cli._common import (
     store_options,
 )
 from qw.client import Client
+from qw.display import escape_text
 from qw.model import JobStatus, WorkerInfo
 
 __all__ = ["Status", "read_status", "status"]
@@ -102,8 +104,10 @@ def _as_dict(snapshot: Status, stale_after: float) -> dict[str, object]:
 
 def _render(snapshot: Status, stale_after: float) -> str:
     lines = [
-        f"namespace {snapshot.namespace} on {snapshot.url} ({snapshot.backend}): "
-        f"{_on_off(snapshot.enabled)}",
+        escape_text(
+            f"namespace {snapshot.namespace} on {snapshot.url} ({snapshot.backend}): "
+            f"{_on_off(snapshot.enabled)}"
+        ),
         "",
     ]
     if snapshot.counts:
@@ -143,13 +147,13 @@ def _render(snapshot: Status, stale_after: float) -> str:
 @json_option
 @click.option(
     "--stale-after",
-    type=click.FloatRange(min=0),
+    type=Seconds(),
     default=DEFAULT_STALE_AFTER,
     show_default=True,
     metavar="SECONDS",
     help="Show a worker as stale when not seen for this long.",
 )
-def status(url: str | None, namespace: str, as_json: bool, stale_after: float) -> None:
+def status(url: str | None, namespace: str | None, as_json: bool, stale_after: float) -> None:
     """Jobs per queue and status, the ON/OFF switches, and registered workers."""
     with open_client(url, namespace) as client:
         snapshot = read_status(client, redact_url(url))

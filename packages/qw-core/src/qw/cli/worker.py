@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import click
-from click.core import ParameterSource
 
 from qw.app import App, load_app
-from qw.cli._common import store_options
+from qw.cli._common import Seconds, echo_text, store_options
+from qw.opening import resolve_namespace, resolve_url
 from qw.validation import validate_queues
 
 __all__ = ["app_from_options", "worker"]
@@ -16,16 +17,21 @@ __all__ = ["app_from_options", "worker"]
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
 
-def app_from_options(spec: str, url: str | None, namespace: str) -> App:
+def app_from_options(spec: str, url: str | None, namespace: str | None) -> App:
     """Load ``module:attr`` and apply ``--url``/``--namespace`` given on the command line.
 
     An explicit option or ``$QW_URL``/``$QW_NAMESPACE`` wins over the app's
-    own settings; click's bare default does not.
+    own settings, and is checked even then: an empty one is an error.
     """
+    given_url = url is not None or "QW_URL" in os.environ
+    given_ns = namespace is not None or "QW_NAMESPACE" in os.environ
+    # Resolved before the app is imported, so a bad option fails fast.
+    chosen_url = resolve_url(url) if given_url else None
+    chosen_ns = resolve_namespace(namespace) if given_ns else None
     app = load_app(spec)
-    ctx = click.get_current_context()
-    explicit_ns = ctx.get_parameter_source("namespace") is not ParameterSource.DEFAULT
-    app.configure(url=url, namespace=namespace if explicit_ns or app.namespace is None else None)
+    if chosen_ns is None and app.namespace is None:
+        chosen_ns = resolve_namespace(None)
+    app.configure(url=chosen_url, namespace=chosen_ns)
     return app
 
 
@@ -45,7 +51,7 @@ def parse_queues(value: str | None) -> list[str] | None:
 @click.option(
     "--lease",
     "lease_s",
-    type=click.FloatRange(min=0.1),
+    type=Seconds(0.1),
     default=30.0,
     show_default=True,
     metavar="SECONDS",
@@ -54,7 +60,7 @@ def parse_queues(value: str | None) -> list[str] | None:
 @click.option(
     "--grace",
     "grace_s",
-    type=click.FloatRange(min=0),
+    type=Seconds(),
     default=30.0,
     show_default=True,
     metavar="SECONDS",
@@ -62,7 +68,7 @@ def parse_queues(value: str | None) -> list[str] | None:
 )
 @click.option(
     "--poll-interval",
-    type=click.FloatRange(min=0.01),
+    type=Seconds(0.01),
     default=1.0,
     show_default=True,
     metavar="SECONDS",
@@ -71,7 +77,7 @@ def parse_queues(value: str | None) -> list[str] | None:
 @click.option(
     "--reclaim-interval",
     "reclaim_s",
-    type=click.FloatRange(min=0.1),
+    type=Seconds(0.1),
     default=10.0,
     show_default=True,
     metavar="SECONDS",
@@ -88,7 +94,7 @@ def parse_queues(value: str | None) -> list[str] | None:
 def worker(
     app_spec: str,
     url: str | None,
-    namespace: str,
+    namespace: str | None,
     queues: str | None,
     concurrency: int,
     lease_s: float,
@@ -121,7 +127,7 @@ def worker(
         stats = runner.run()
     finally:
         app.close()
-    click.echo(
+    echo_text(
         f"qw worker {runner.id} stopped: {stats.succeeded} succeeded, {stats.retried} retried, "
         f"{stats.failed} failed, {stats.cancelled} cancelled, {stats.released} released",
         err=True,

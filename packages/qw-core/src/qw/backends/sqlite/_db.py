@@ -17,9 +17,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from qw.backends.sqlite._schema import ensure_schema
+from qw.backends.sqlite._schema import QW_TABLES, ensure_schema
 from qw.backends.sqlite._url import SqliteOptions
-from qw.errors import BackendError, BackendUnavailable, QwError, SchemaError
+from qw.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    QwError,
+    SchemaError,
+)
 
 __all__ = ["NOW_SQL", "Database", "translate"]
 
@@ -136,14 +142,41 @@ class Database:
         return conn
 
     def _prepare_file(self, conn: sqlite3.Connection) -> None:
-        # WAL is a property of the file: set once, kept by every later open.
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise BackendUnavailable(
-                f"{self.path} cannot use WAL journaling (got {mode!r}); "
-                "qw needs a local file system"
+        foreign = self._foreign_tables(conn)
+        if foreign and not self.options.shared:
+            raise SchemaError(
+                f"{self.path} holds tables that are not qw's ({', '.join(foreign[:5])}"
+                f"{', ...' if len(foreign) > 5 else ''}); qw does not take over another "
+                "application's database: give qw a file of its own, or add ?shared=true "
+                "to the URL to keep qw's tables beside them (the file must then be in WAL mode)"
             )
+        if foreign:
+            # The journal mode belongs to the file's owner; qw only checks it.
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise ConfigurationError(
+                    f"{self.path} is shared (?shared=true) but in journal mode {mode!r}; "
+                    "qw needs WAL and leaves a shared file's mode to its owner: "
+                    "run PRAGMA journal_mode=WAL on it once"
+                )
+        else:
+            # WAL is a property of the file: set once, kept by every later open.
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise BackendUnavailable(
+                    f"{self.path} cannot use WAL journaling (got {mode!r}); "
+                    "qw needs a local file system"
+                )
         ensure_schema(conn, self.path)
+
+    @staticmethod
+    def _foreign_tables(conn: sqlite3.Connection) -> list[str]:
+        """Names of the file's schema objects that belong to neither qw nor SQLite."""
+        rows = conn.execute(
+            "SELECT DISTINCT tbl_name FROM sqlite_master "
+            "WHERE tbl_name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY tbl_name"
+        ).fetchall()
+        return [str(name) for (name,) in rows if name not in QW_TABLES]
 
     def retry(self, attempt: Callable[[], T]) -> T:
         """Run ``attempt``, again while SQLite reports the file busy, up to busy_timeout.

@@ -11,10 +11,14 @@ import sqlite3
 
 from qw.errors import SchemaError
 
-__all__ = ["SCHEMA_VERSION", "ensure_schema"]
+__all__ = ["QW_TABLES", "SCHEMA_VERSION", "ensure_schema"]
 
 #: The layout this code reads and writes; a file with a newer one is refused.
 SCHEMA_VERSION = 1
+#: Every table qw creates; any other table in a file means it is not qw's alone.
+QW_TABLES = frozenset(
+    {"qw_meta", "qw_jobs", "qw_events", "qw_workers", "qw_wakeups", "qw_switches"}
+)
 
 _DDL_V1 = """
 CREATE TABLE IF NOT EXISTS qw_meta (

@@ -92,6 +92,7 @@ class SqliteBackend:
         busy_timeout_ms: int = 5000,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         synchronous: str = "FULL",
+        shared: bool = False,
     ) -> None:
         self._namespace = validate_namespace(namespace)
         options = SqliteOptions(
@@ -99,6 +100,7 @@ class SqliteBackend:
             busy_timeout_ms=busy_timeout_ms,
             poll_interval=poll_interval,
             synchronous=synchronous,
+            shared=shared,
         )
         self._db = Database(options)
         self._hub = shared_hub(self._db.key, self._namespace)
@@ -114,6 +116,7 @@ class SqliteBackend:
             busy_timeout_ms=options.busy_timeout_ms,
             poll_interval=options.poll_interval,
             synchronous=options.synchronous,
+            shared=options.shared,
         )
 
     @property
