@@ -5,9 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qw.errors import InvalidInput
-from qw.validation import validate_queues
+from qw.validation import (
+    MAX_SECONDS,
+    is_int_in,
+    is_seconds,
+    validate_lease_seconds,
+    validate_queues,
+)
 
-__all__ = ["WorkerConfig"]
+__all__ = ["PRUNE_AFTER_S", "WorkerConfig"]
+
+#: A registry entry whose worker has not heartbeated for this long (store
+#: clock) is stale: its worker was killed without removing it.
+PRUNE_AFTER_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +35,12 @@ class WorkerConfig:
             due without a signal).
         heartbeat_s: how often the worker refreshes its registry entry.
         reclaim_s: how often the worker requeues jobs whose leases expired.
-        grace_s: on stop, how long running jobs may still finish before
-            they are released (no attempt counted).
+        grace_s: on stop, how long running jobs may still finish. Then
+            cancelled coroutines are released (no attempt counted); sync
+            tasks still running are left to their leases (see the guide).
+        prune_after_s: registry entries (any worker's) not refreshed for
+            this long are removed by this worker's heartbeat loop; at least
+            three ``heartbeat_s``.
         finish_batch: the most outcomes written in one ``finish`` call.
         prefetch: jobs claimed ahead of free slots, so that a slot that
             frees starts its next job at once instead of waiting for a
@@ -48,35 +62,38 @@ class WorkerConfig:
     heartbeat_s: float = 5.0
     reclaim_s: float = 10.0
     grace_s: float = 30.0
+    prune_after_s: float = PRUNE_AFTER_S
     finish_batch: int = 500
     prefetch: int | None = None
     tune_gc: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "queues", validate_queues(self.queues))
-        if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int):
-            raise InvalidInput(f"concurrency must be an int, not {self.concurrency!r}")
-        if not 1 <= self.concurrency <= 1000:
-            raise InvalidInput(f"concurrency must be in [1, 1000], not {self.concurrency}")
-        for name in ("lease_s", "poll_interval", "heartbeat_s", "reclaim_s"):
+        if not is_int_in(self.concurrency, 1, 1000):
+            raise InvalidInput(f"concurrency must be an int in [1, 1000], not {self.concurrency!r}")
+        object.__setattr__(self, "lease_s", validate_lease_seconds(self.lease_s))
+        for name in ("poll_interval", "heartbeat_s", "reclaim_s", "prune_after_s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise InvalidInput(f"{name} must be seconds > 0, not {value!r}")
-        if isinstance(self.grace_s, bool) or not self.grace_s >= 0:
-            raise InvalidInput(f"grace_s must be seconds >= 0, not {self.grace_s!r}")
-        if self.prefetch is not None and (
-            isinstance(self.prefetch, bool)
-            or not isinstance(self.prefetch, int)
-            or not 0 <= self.prefetch <= 1000
-        ):
+            if not (is_seconds(value) and value > 0):
+                raise InvalidInput(f"{name} must be seconds in (0, {MAX_SECONDS}], not {value!r}")
+        if not is_seconds(self.grace_s):
+            raise InvalidInput(
+                f"grace_s must be seconds in [0, {MAX_SECONDS}], not {self.grace_s!r}"
+            )
+        if self.prune_after_s < 3 * self.heartbeat_s:
+            # A live worker must get several heartbeats in before it could look stale.
+            raise InvalidInput(
+                f"prune_after_s must be at least 3 * heartbeat_s ({3 * self.heartbeat_s}), "
+                f"not {self.prune_after_s!r}"
+            )
+        if self.prefetch is not None and not is_int_in(self.prefetch, 0, 1000):
             raise InvalidInput(f"prefetch must be an int in [0, 1000], not {self.prefetch!r}")
-        if not 1 <= self.finish_batch <= 10_000:
-            raise InvalidInput(f"finish_batch must be in [1, 10000], not {self.finish_batch!r}")
-
-    @property
-    def capacity(self) -> int:
-        """Jobs a worker holds to run at first: its slots plus the prefetched ones."""
-        return self.concurrency + (self.concurrency if self.prefetch is None else self.prefetch)
+        if not is_int_in(self.finish_batch, 1, 10_000):
+            raise InvalidInput(
+                f"finish_batch must be an int in [1, 10000], not {self.finish_batch!r}"
+            )
+        if not isinstance(self.tune_gc, bool):
+            raise InvalidInput(f"tune_gc must be a bool, not {self.tune_gc!r}")
 
     @property
     def renew_s(self) -> float:

@@ -3,8 +3,9 @@
 One thread per worker, not one per job: every ``renew_s`` it renews all
 held leases in one ``renew_many`` call (which also reports operator
 cancels), every tick it stops sync jobs past their timeout, every
-``heartbeat_s`` it refreshes the worker registry, and every ``reclaim_s`` it
-requeues jobs whose leases expired (any worker may; the store makes it safe).
+``heartbeat_s`` it refreshes the worker registry and prunes stale entries,
+and every ``reclaim_s`` it requeues jobs whose leases expired (any worker
+may; the store makes it safe).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import timedelta
 from typing import Protocol
 
 from qw.client import Client
@@ -44,7 +46,6 @@ class Heartbeat:
         self._config = config
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="qw-heartbeat", daemon=True)
-        self.reclaimed = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -69,15 +70,32 @@ class Heartbeat:
                 next_renew = now + config.renew_s
             if now >= next_beat:
                 self._guard("registry heartbeat", self._client.heartbeat, self._host.info)
+                self._guard("registry pruning", self._prune)
                 next_beat = now + config.heartbeat_s
             if now >= next_reclaim:
                 self._guard("reclaim sweep", self._reclaim)
                 next_reclaim = now + config.reclaim_s
 
+    def _prune(self) -> None:
+        """Remove registry entries of workers that stopped heartbeating (killed ones).
+
+        Safe with any number of workers doing it, and against a mistake:
+        ``heartbeat`` is an upsert on every backend (memory: dict assignment;
+        sqlite, postgres: INSERT ... ON CONFLICT DO UPDATE; redis: HSET), so a
+        live worker removed here is back at its next heartbeat.
+        """
+        cutoff = self._client.now() - timedelta(seconds=self._config.prune_after_s)
+        me = self._host.info.id
+        for worker in self._client.workers():
+            if worker.id != me and worker.last_seen is not None and worker.last_seen < cutoff:
+                self._client.remove_worker(worker.id)
+                log.info(
+                    "removed stale registry entry %s (last seen %s)", worker.id, worker.last_seen
+                )
+
     def _reclaim(self) -> None:
         count = self._client.reclaim_expired()
         if count:
-            self.reclaimed += count
             log.info("requeued or failed %d jobs whose leases expired", count)
 
     @staticmethod
