@@ -77,5 +77,20 @@ def qw_job_finished(
 ) -> None:
     """``job``'s attempt ended with ``status`` (``queued`` when it will be retried).
 
+    Not called for a release (see :func:`qw_job_released`).
+
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       No longer called, with ``queued``, for a job released at shutdown.
+    """
+
+
+@hookspec
+def qw_job_released(job: Job, reason: str) -> None:
+    """``job`` went back to ``queued`` with its attempt not counted; it will run again.
+
+    ``reason`` is ``"shutdown"``: the worker stopped before the job started,
+    or cancelled its coroutine while stopping. ``job`` is as claimed.
+
+    .. versionadded:: 0.2
     """

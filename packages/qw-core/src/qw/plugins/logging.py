@@ -7,7 +7,7 @@ registered by an entry point in the ``qw.plugins`` group::
     logging = "qw.plugins.logging"
 
 Worker lines go to the ``qw.events`` logger at INFO; job lines at DEBUG
-(failures and cancels at INFO), so a busy worker stays quiet by default.
+(failures, cancels and releases at INFO), so a busy worker stays quiet by default.
 """
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ def qw_job_finished(job: Job, status: JobStatus, error: JSONValue, duration_s: f
         log.log(
             level, "job %s %s in %.3f s%s", job.id, status.value, duration_s, _why(status, error)
         )
+
+
+@hookimpl
+def qw_job_released(job: Job, reason: str) -> None:
+    log.info("job %s released (%s); attempt not counted, it will run again", job.id, reason)
 
 
 def _why(status: JobStatus, error: JSONValue) -> str:
