@@ -25,6 +25,20 @@ def note(directory: str, name: str, line: str) -> None:
         os.close(fd)
 
 
+class Unprintable(Exception):
+    """An exception whose message cannot be built: ``str()`` of it raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message for you")
+
+
+class Hostile(dict):  # type: ignore[type-arg]
+    """A result that breaks whoever looks inside it (not a refusal: a crash)."""
+
+    def items(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("hostile result")
+
+
 def register(app: qw.App) -> None:
     """Register the test tasks on ``app``."""
 
@@ -97,6 +111,49 @@ def register(app: qw.App) -> None:
             time.sleep(120)
         note(directory, "finished", f"{job.id} {job.attempt} {os.getpid()}")
         return "ok"
+
+    @app.task(name="rt.count", queue="rt")
+    def count(directory: str, n: int) -> int:
+        job = qw.current_job()
+        note(directory, "runs", f"{job.id} {job.attempt}")
+        return n
+
+    @app.task(name="rt.surrogate", queue="rt", max_attempts=3)
+    def surrogate(directory: str) -> str:
+        job = qw.current_job()
+        note(directory, "runs", f"{job.id} {job.attempt}")
+        return "x\ud800"
+
+    @app.task(name="rt.asurrogate", queue="rt", max_attempts=3)
+    async def asurrogate() -> str:
+        return "x\ud800"
+
+    @app.task(name="rt.unprintable", queue="rt", max_attempts=1)
+    def unprintable(directory: str) -> None:
+        job = qw.current_job()
+        note(directory, "runs", f"{job.id} {job.attempt}")
+        raise Unprintable
+
+    @app.task(name="rt.aunprintable", queue="rt", max_attempts=1)
+    async def aunprintable() -> None:
+        raise Unprintable
+
+    @app.task(name="rt.hostile", queue="rt", max_attempts=3)
+    def hostile() -> object:
+        return Hostile(a=1)
+
+    @app.task(name="rt.greet", queue="rt", max_attempts=3)
+    def greet(name: str = "nobody") -> str:
+        return f"hello {name}"
+
+    @app.task(name="rt.timed", queue="rt", max_attempts=5)
+    def timed(directory: str, first: float, later: float) -> str:
+        # Wall-clock stamps: runs in different processes are compared.
+        job = qw.current_job()
+        note(directory, "started", f"{job.id} {job.attempt} {os.getpid()} {time.time()}")
+        time.sleep(first if job.attempt == 1 else later)
+        note(directory, "finished", f"{job.id} {job.attempt} {os.getpid()} {time.time()}")
+        return f"{os.getpid()}"
 
 
 #: The app a subprocess worker loads (``runtime_app:app``); URL and namespace

@@ -135,7 +135,9 @@ def test_sigterm_drains_and_no_job_runs_twice(app: qw.App, workers: Workers, not
     assert all([e.type for e in events[i]] == ["job.succeeded"] for i in ids)
 
 
-def test_a_second_signal_releases_at_once(app: qw.App, workers: Workers, notes: Path) -> None:
+def test_a_second_signal_stops_at_once_and_leaves_the_job_to_its_lease(
+    app: qw.App, workers: Workers, notes: Path
+) -> None:
     job_id = app.tasks["rt.record"].enqueue(str(notes), 60.0).id
     proc = workers.spawn("--concurrency", "1", "--grace", "60")
     wait_until(lambda: read_lines(notes, "started"), 30, "the job to start")
@@ -143,6 +145,9 @@ def test_a_second_signal_releases_at_once(app: qw.App, workers: Workers, notes: 
     wait_until(lambda: "stopping" in workers.log_of(proc), 10, "the worker to start stopping")
     proc.send_signal(signal.SIGINT)
     assert exit_code(proc, 15) == 0, workers.log_of(proc)
+    # Its sync task was still running: not released, so nobody ran it alongside.
+    assert app.client.get(job_id).status is S.RUNNING
+    wait_until(lambda: app.client.reclaim_expired(), 5, "the lease to lapse")
     job = app.client.get(job_id)
-    assert (job.status, job.attempts) == (S.QUEUED, 0)
+    assert (job.status, job.attempts) == (S.QUEUED, 1)
     assert read_lines(notes, "finished") == []

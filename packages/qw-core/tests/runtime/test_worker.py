@@ -233,19 +233,28 @@ def test_stop_lets_running_jobs_finish_within_the_grace_period(app: qw.App, note
     assert len(read_lines(notes, "started")) == len(read_lines(notes, "finished")) == 2
 
 
-def test_force_stop_releases_running_jobs_without_counting_the_attempt(
+def test_stop_after_grace_releases_coroutines_and_leaves_sync_jobs_to_their_leases(
     app: qw.App, notes: Path
 ) -> None:
     sync_id = app.tasks["rt.record"].enqueue(str(notes), 3.0).id
     async_id = app.tasks["rt.async_wait"].enqueue().id
-    with running(app, concurrency=2, grace_s=0.2):
+    with running(app, concurrency=2, grace_s=0.2) as worker:
         wait_until(
             lambda: all(app.client.get(i).status is S.RUNNING for i in (sync_id, async_id)),
             what="both jobs to start",
         )
-    for job_id in (sync_id, async_id):
-        job = app.client.get(job_id)
-        assert (job.status, job.attempts) == (S.QUEUED, 0)
+    # The cancelled coroutine is released; the sync task's thread still runs,
+    # so its job is not released (nobody else may run it yet).
+    job = app.client.get(async_id)
+    assert (job.status, job.attempts) == (S.QUEUED, 0)
+    assert app.client.get(sync_id).status is S.RUNNING
+    assert (worker.stats.released, worker.stats.abandoned) == (1, 1)
+    # Its lease lapses unrenewed; the sweep requeues it as a new attempt.
+    wait_until(lambda: app.client.reclaim_expired(), 5, "the sync job's lease to lapse")
+    job = app.client.get(sync_id)
+    assert (job.status, job.attempts) == (S.QUEUED, 1)
+    wait_until(lambda: read_lines(notes, "finished"), 5, "the abandoned thread to return")
+    assert app.client.get(sync_id).result is None  # its late result was not written
     assert events_by_job(app) == {}
 
 

@@ -36,6 +36,7 @@ class RunningJob:
     __slots__ = (
         "_cancel_requested",
         "_timed_out",
+        "abandoned",
         "args",
         "async_task",
         "begun",
@@ -79,6 +80,8 @@ class RunningJob:
         self.returned = False
         self.committed = False
         self.lost = False
+        # Still running when the worker stopped: nothing is written for it.
+        self.abandoned = False
         self.stop_reason: str | None = None
         self.async_task: asyncio.Task[None] | None = None
 

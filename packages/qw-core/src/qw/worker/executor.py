@@ -18,7 +18,14 @@ from qw.contract import Outcome
 from qw.model import JSONValue
 from qw.plugin.manager import QwPluginManager
 from qw.worker.context import JobCancelled, RunningJob, _current
-from qw.worker.outcomes import cancelled, error_info, failed, released, succeeded
+from qw.worker.outcomes import (
+    cancelled,
+    error_info,
+    failed,
+    released,
+    result_outcome,
+    worker_error,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -32,6 +39,8 @@ class Host(Protocol):
     """What an executor reports to."""
 
     plugins: QwPluginManager
+    #: The largest result the store takes, in bytes of JSON.
+    result_limit: int
 
     def settle(self, rec: RunningJob, outcome: Outcome) -> bool: ...
 
@@ -57,6 +66,16 @@ def _call(rec: RunningJob) -> Callable[[], Any]:
     assert task is not None
     fn, args, kwargs = task.fn, rec.args, rec.kwargs
     return lambda: fn(*args, **kwargs)
+
+
+def _settle_broken(host: Host, rec: RunningJob, exc: BaseException) -> None:
+    """Settle ``rec`` after a bug outside its task, so that it cannot hang ``running``."""
+    log.error("job %s: the worker failed around it", rec.id, exc_info=exc)
+    try:
+        host.settle(rec, worker_error(rec, exc))
+    except Exception:
+        # Nothing more to do here: its lease lapses and the reclaim sweep takes it.
+        log.exception("job %s: could not settle it", rec.id)
 
 
 def _stopped(rec: RunningJob) -> Outcome | None:
@@ -99,38 +118,47 @@ class ThreadPool:
     def _loop(self) -> None:
         host = self._host
         while (rec := self._queue.get()) is not None:
-            if not host.begin(rec):  # released (or lost) while it waited
-                host.returned(rec)
-                continue
-            if rec._cancel_requested:  # cancelled while it waited: do not start it
-                host.settle(rec, cancelled(rec))
-                host.returned(rec)
-                continue
-            token = _current.set(rec)
+            # Whatever goes wrong, the job is settled and the thread lives on.
             try:
-                result = host.plugins.run_job(rec.job, _call(rec))
+                self._run(rec)
             except BaseException as exc:
-                outcome = _outcome_of_exception(rec, exc)
-            else:
-                if rec.deadline is not None and time.monotonic() > rec.deadline:
-                    # Returned late, before the heartbeat noticed: still a timeout.
-                    rec._timed_out = True
-                    outcome = failed(rec, timeout_error(rec), retryable=True)
-                elif rec.cancel_requested:
-                    outcome = cancelled(rec)
-                else:
-                    outcome = succeeded(rec, result)
+                _settle_broken(host, rec, exc)
             finally:
-                _current.reset(token)
-            host.settle(rec, outcome)
-            host.returned(rec)
+                host.returned(rec)
+
+    def _run(self, rec: RunningJob) -> None:
+        host = self._host
+        if not host.begin(rec):  # released (or lost) while it waited
+            return
+        if rec._cancel_requested:  # cancelled while it waited: do not start it
+            host.settle(rec, cancelled(rec))
+            return
+        token = _current.set(rec)
+        try:
+            result = host.plugins.run_job(rec.job, _call(rec))
+        except BaseException as exc:
+            outcome = _outcome_of_exception(rec, exc)
+        else:
+            if rec.deadline is not None and time.monotonic() > rec.deadline:
+                # Returned late, before the heartbeat noticed: still a timeout.
+                rec._timed_out = True
+                outcome = failed(rec, timeout_error(rec), retryable=True)
+            elif rec.cancel_requested:
+                outcome = cancelled(rec)
+            else:
+                outcome = result_outcome(rec, result, host.result_limit)
+        finally:
+            _current.reset(token)
+        host.settle(rec, outcome)
 
     def stop(self, timeout: float) -> None:
-        """Ask idle threads to exit; wait up to ``timeout`` for them (busy ones stay)."""
+        """Ask idle threads to exit; wait up to ``timeout`` in all for them (busy ones stay)."""
         for _ in self._threads:
             self._queue.put(None)
+        # One deadline for all: a join per thread would wait ``timeout`` for each busy one.
+        until = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(until - time.monotonic(), 0.0))
 
 
 class AsyncRunner:
@@ -198,20 +226,26 @@ class AsyncRunner:
     async def _run(self, rec: RunningJob) -> None:
         import asyncio
 
+        host = self._host
         _current.set(rec)
         assert self._semaphore is not None
-        outcome: Outcome | None = None
+        # Whatever goes wrong, the job is settled and the loop runs on.
         try:
-            # Prefetched coroutines wait here for one of the slots.
-            async with self._semaphore:
-                if self._host.begin(rec):
-                    outcome = await self._attempt(rec)
-        except asyncio.CancelledError:
-            # Cancelled while waiting for a slot (an attempt catches its own).
-            outcome = _stopped(rec)
-        if outcome is not None:
-            self._host.settle(rec, outcome)
-        self._host.returned(rec)
+            outcome: Outcome | None = None
+            try:
+                # Prefetched coroutines wait here for one of the slots.
+                async with self._semaphore:
+                    if host.begin(rec):
+                        outcome = await self._attempt(rec)
+            except asyncio.CancelledError:
+                # Cancelled while waiting for a slot (an attempt catches its own).
+                outcome = _stopped(rec)
+            if outcome is not None:
+                host.settle(rec, outcome)
+        except BaseException as exc:
+            _settle_broken(host, rec, exc)
+        finally:
+            host.returned(rec)
 
     async def _attempt(self, rec: RunningJob) -> Outcome | None:
         import asyncio
@@ -235,7 +269,9 @@ class AsyncRunner:
             return _stopped(rec)
         except BaseException as exc:
             return _outcome_of_exception(rec, exc)
-        return cancelled(rec) if rec.cancel_requested else succeeded(rec, result)
+        if rec.cancel_requested:
+            return cancelled(rec)
+        return result_outcome(rec, result, self._host.result_limit)
 
     def stop(self, timeout: float) -> None:
         """Stop the loop once its tasks ended (they were cancelled or finished)."""

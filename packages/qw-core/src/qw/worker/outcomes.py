@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import traceback
 
-from qw.contract import Abort, Complete, Fail, Release
+from qw.contract import Abort, Complete, Fail, Outcome, Release
+from qw.errors import InvalidInput
 from qw.model import EventSpec, JSONValue
+from qw.payload import task_name_of
+from qw.validation import encode_json
 from qw.worker.context import RunningJob
 
 __all__ = [
@@ -22,7 +25,10 @@ __all__ = [
     "error_info",
     "failed",
     "released",
+    "result_outcome",
+    "storable_text",
     "succeeded",
+    "worker_error",
 ]
 
 EVENT_SUCCEEDED = "job.succeeded"
@@ -33,15 +39,9 @@ _MESSAGE_CHARS = 2000
 _TRACEBACK_CHARS = 4000
 
 
-def _task_name(rec: RunningJob) -> str | None:
-    payload = rec.job.payload
-    name = payload.get("task") if isinstance(payload, dict) else None
-    return name if isinstance(name, str) else None
-
-
 def _event(rec: RunningJob, type_: str, **extra: JSONValue) -> EventSpec:
     data: dict[str, JSONValue] = {
-        "task": _task_name(rec),
+        "task": task_name_of(rec.job.payload),
         "queue": rec.job.queue,
         "attempt": rec.job.attempts,
         "duration_s": round(rec.elapsed(), 6),
@@ -50,16 +50,72 @@ def _event(rec: RunningJob, type_: str, **extra: JSONValue) -> EventSpec:
     return EventSpec(type_, data)
 
 
+def storable_text(text: str) -> str:
+    """``text`` with what UTF-8 cannot carry (lone surrogates) backslash-escaped."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception as inner:  # an exception's own __str__ may be broken
+        return f"<unprintable {type(exc).__qualname__}: __str__ raised {_safe_repr(inner)}>"
+
+
+def _safe_repr(exc: BaseException) -> str:
+    try:
+        return repr(exc)[:200]
+    except Exception:
+        return type(exc).__qualname__
+
+
 def error_info(exc: BaseException, *, with_traceback: bool = True) -> dict[str, JSONValue]:
-    """An exception as JSON: its type, message and (trimmed) traceback."""
+    """An exception as JSON: its type, message and (trimmed) traceback. Never raises.
+
+    The text is always storable: a broken ``__str__`` gives a placeholder,
+    and lone surrogates are escaped.
+    """
+    kind = type(exc)
     info: dict[str, JSONValue] = {
-        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc)[:_MESSAGE_CHARS],
+        "type": storable_text(f"{kind.__module__}.{kind.__qualname__}"),
+        "message": storable_text(_message(exc)[:_MESSAGE_CHARS]),
     }
     if with_traceback:
-        text = "".join(traceback.format_exception(exc))
-        info["traceback"] = text[-_TRACEBACK_CHARS:]
+        try:
+            text = "".join(traceback.format_exception(exc))
+        except Exception:  # formatting calls __str__ too, and may recurse deeply
+            text = "<traceback unavailable>"
+        info["traceback"] = storable_text(text[-_TRACEBACK_CHARS:])
     return info
+
+
+def worker_error(rec: RunningJob, exc: BaseException) -> Fail:
+    """A failed attempt for a bug outside the task (a hook, the runtime): not retried."""
+    info = error_info(exc)
+    info["message"] = f"the worker failed around this job: {info['type']}: {info['message']}"
+    info["type"] = "qw.WorkerError"
+    return failed(rec, info, retryable=False)
+
+
+def result_outcome(rec: RunningJob, result: object, limit: int) -> Outcome:
+    """``succeeded``, or a non-retryable ``qw.InvalidResult`` if the store cannot take ``result``.
+
+    Checked here, in the thread that ran the task, so that one bad result
+    never reaches (and fails) a batch of other jobs' writes.
+    """
+    if result is None or type(result) is bool or type(result) is int:
+        return Complete(rec.lease, result, _event(rec, EVENT_SUCCEEDED))
+    try:
+        encode_json(result, what="the task's return value", limit=limit)  # type: ignore[arg-type]
+    except InvalidInput as exc:
+        error: dict[str, JSONValue] = {
+            "type": "qw.InvalidResult",
+            "message": storable_text(f"the task's return value cannot be stored: {exc}"[:2000]),
+        }
+        return failed(rec, error, retryable=False)
+    return Complete(rec.lease, result, _event(rec, EVENT_SUCCEEDED))  # type: ignore[arg-type]
 
 
 def succeeded(rec: RunningJob, result: JSONValue) -> Complete:

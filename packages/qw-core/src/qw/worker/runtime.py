@@ -22,16 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 from qw.client import Client
 from qw.contract import Abort, Complete, Fail, Outcome, Release
-from qw.errors import QwError
+from qw.errors import InvalidPayload, QwError
 from qw.model import Claim, JobStatus, JSONValue, WorkerInfo
+from qw.payload import decode_task_payload
 from qw.plugin.manager import QwPluginManager
+from qw.validation import DEFAULT_MAX_PAYLOAD_BYTES
 from qw.worker.config import WorkerConfig
 from qw.worker.context import RunningJob
 from qw.worker.executor import AsyncRunner, ThreadPool, timeout_error
 from qw.worker.finisher import Finisher
 from qw.worker.gctuning import tuned_gc
 from qw.worker.heartbeat import Heartbeat
-from qw.worker.outcomes import failed, released
+from qw.worker.outcomes import failed, released, storable_text
 from qw.worker.shutdown import stop_on_signals
 
 if TYPE_CHECKING:
@@ -48,6 +50,12 @@ _SLOT_WAIT_S = 0.05
 CLAIM_FLOOR_DIVISOR = 4
 # After the grace period: how long releases may take to be written.
 _RELEASE_WRITE_S = 10.0
+# After the grace period: how long a cancelled coroutine may take to unwind
+# before it is left to its lease like a sync task's thread.
+_UNWIND_S = 0.5
+# At exit, one deadline for all pool threads and the event loop thread
+# together (busy ones are daemons, left running).
+_THREADS_EXIT_S = 0.1
 #: With ``prefetch=None``: hold about this many seconds of work (at the rate
 #: jobs have been finishing) ahead of the slots, at least ``concurrency``.
 #: Short jobs then come in large claims; a job waits at most about this long
@@ -69,6 +77,8 @@ class WorkerStats:
     failed: int = 0
     cancelled: int = 0
     released: int = 0
+    #: Jobs still running at the end of the grace period, left to their leases.
+    abandoned: int = 0
     timed_out: int = 0
     lost: int = 0
 
@@ -91,6 +101,8 @@ class Worker:
         if load_plugins:
             self.plugins.load_entry_points()
         self.stats = WorkerStats()
+        # Set from the store's capabilities when run() opens it.
+        self.result_limit = DEFAULT_MAX_PAYLOAD_BYTES
         self._info = WorkerInfo(
             id=self.id,
             queues=config.queues,
@@ -137,7 +149,7 @@ class Worker:
     # -- control -----------------------------------------------------------
 
     def request_stop(self, *, force: bool = False) -> None:
-        """Stop claiming; with ``force`` release running jobs now. Signal-safe."""
+        """Stop claiming; with ``force`` end the grace period now. Signal-safe."""
         self._stop_requested = True
         if force:
             self._force = True
@@ -161,6 +173,7 @@ class Worker:
         try:
             client = self.app.client
             shared = client.capabilities.thread_safe
+            self.result_limit = client.capabilities.max_payload_bytes
             # A backend that is not thread-safe gets one client per worker thread.
             finisher_client = client if shared else self.app.open_client()
             heartbeat_client = client if shared else self.app.open_client()
@@ -193,8 +206,9 @@ class Worker:
                 client.remove_worker(self.id)
             except QwError as exc:
                 log.warning("could not remove worker %s from the registry: %r", self.id, exc)
-            self._pool.stop(0.1)
-            self._async.stop(1.0)
+            until = time.monotonic() + _THREADS_EXIT_S
+            self._pool.stop(_THREADS_EXIT_S)
+            self._async.stop(max(until - time.monotonic(), 0.0))
             self.plugins.worker_stopped(self.info)
             if not shared:
                 finisher_client.close()
@@ -299,12 +313,14 @@ class Worker:
         task = None
         args: list[JSONValue] = []
         kwargs: dict[str, JSONValue] = {}
-        if isinstance(payload, dict):
-            name = payload.get("task")
-            task = self.app.tasks.get(name) if isinstance(name, str) else None
-            raw_args, raw_kwargs = payload.get("args", []), payload.get("kwargs", {})
-            args = list(raw_args) if isinstance(raw_args, list) else []
-            kwargs = dict(raw_kwargs) if isinstance(raw_kwargs, dict) else {}
+        invalid: InvalidPayload | None = None
+        try:
+            call = decode_task_payload(payload)
+        except InvalidPayload as exc:
+            invalid = exc
+        else:
+            task = self.app.tasks.get(call.name)
+            args, kwargs = call.args, call.kwargs
         rec = RunningJob(job, claim.lease, task, args, kwargs)
         with self._cond:
             self._inflight[job.id] = rec
@@ -312,10 +328,16 @@ class Worker:
         self.stats.claimed += 1
         self.plugins.job_claimed(job, self._info)
         if task is None:
-            error: dict[str, JSONValue] = {
-                "type": "qw.UnknownTask",
-                "message": f"this worker has no task for payload {_describe(payload)}",
-            }
+            # Not retried: another attempt would read the same payload.
+            shown = _describe(payload)
+            error: dict[str, JSONValue] = (
+                {
+                    "type": "qw.UnknownTask",
+                    "message": f"this worker has no task for payload {shown}",
+                }
+                if invalid is None
+                else {"type": "qw.InvalidPayload", "message": f"{invalid}; payload {shown}"}
+            )
             self.settle(rec, failed(rec, error, retryable=False))
             self.returned(rec)
         elif task.is_async:
@@ -373,7 +395,13 @@ class Worker:
             stats.cancelled += 1
         elif isinstance(outcome, Release):
             stats.released += 1
-        if status is not None:
+        if isinstance(outcome, Release):
+            if status is not None:
+                # Not a finished attempt: qw_job_finished would call it a retry.
+                # (The manager has no typed wrapper for this hook yet.)
+                reason = rec.stop_reason or "shutdown"
+                self.plugins._notify("qw_job_released", job=rec.job, reason=reason)
+        elif status is not None:
             result = outcome.result if isinstance(outcome, Complete) else None
             error = outcome.error if isinstance(outcome, (Fail, Abort)) else None
             self.plugins.job_finished(rec.job, status, result, error, rec.elapsed())
@@ -443,7 +471,11 @@ class Worker:
     # -- stopping ----------------------------------------------------------
 
     def _drain(self) -> None:
-        """Let running jobs finish within the grace period, then release the rest."""
+        """Let running jobs finish within the grace period; then stop without waiting for them.
+
+        Unstarted jobs and cancelled coroutines are released; sync tasks still
+        running are left to their leases (see the comment below).
+        """
         deadline = time.monotonic() + self.config.grace_s
         # Prefetched jobs that have not started go back at once, attempt not counted.
         with self._cond:
@@ -459,7 +491,7 @@ class Worker:
         if self._unsettled() and not self._force:
             log.info(
                 "worker %s stopping: waiting up to %.1f s for %d running jobs "
-                "(signal again to release them now)",
+                "(signal again to stop now)",
                 self.id,
                 self.config.grace_s,
                 len(self._unsettled()),
@@ -468,29 +500,58 @@ class Worker:
             while self._unsettled() and not self._force and time.monotonic() < deadline:
                 self._cond.wait(min(_SLOT_WAIT_S, max(deadline - time.monotonic(), 0.0)))
             leftover = self._unsettled()
-        for rec in leftover:
-            if self.settle(rec, released(rec)):
+            # A thread cannot be stopped: a job whose sync task still runs is
+            # not released (another worker would run it alongside). Settled
+            # with nothing written, its late result is ignored; its lease is
+            # no longer renewed and lapses, and a reclaim sweep requeues it
+            # as a new attempt.
+            coroutines = [rec for rec in leftover if _is_async(rec)]
+            abandoned = [rec for rec in leftover if not _is_async(rec)]
+            for rec in abandoned:
+                rec.settled = rec.abandoned = True
                 rec.stop_reason = "shutdown"
-                if rec.task is not None and rec.task.is_async:
-                    self._async.cancel(rec, "shutdown")
-        if leftover:
-            log.warning("released %d running jobs at shutdown", len(leftover))
-        # Wait for every outcome to be written (and async tasks to unwind).
-        until = time.monotonic() + _RELEASE_WRITE_S
+        # A cancelled coroutine settles itself as released once it unwound.
+        for rec in coroutines:
+            self._async.cancel(rec, "shutdown")
+        if abandoned:
+            self.stats.abandoned += len(abandoned)
+            log.warning(
+                "left %d running sync jobs to their leases (not released: their code still "
+                "runs; each is requeued as a new attempt within %.1f s)",
+                len(abandoned),
+                self.config.lease_s,
+            )
+        # Wait for every outcome to be written and cancelled coroutines to unwind.
+        now = time.monotonic()
+        until, unwind_by = now + _RELEASE_WRITE_S, now + _UNWIND_S
         with self._cond:
             while time.monotonic() < until and any(map(_busy, self._inflight.values())):
+                if coroutines and time.monotonic() >= unwind_by:
+                    stuck = [rec for rec in coroutines if not rec.settled]
+                    for rec in stuck:
+                        rec.settled = rec.abandoned = True
+                    if stuck:
+                        log.warning(
+                            "left %d coroutines that ignore cancel to their leases", len(stuck)
+                        )
+                    coroutines = []
                 self._cond.wait(_SLOT_WAIT_S)
 
     def _unsettled(self) -> list[RunningJob]:
         return [rec for rec in self._inflight.values() if not rec.settled]
 
 
+def _is_async(rec: RunningJob) -> bool:
+    return rec.task is not None and rec.task.is_async
+
+
 def _busy(rec: RunningJob) -> bool:
     """Whether stopping must still wait for ``rec``: its write, or its coroutine."""
-    is_async = rec.task is not None and rec.task.is_async
-    return not rec.committed or (is_async and not rec.returned)
+    if rec.abandoned:
+        return False
+    return not rec.committed or (_is_async(rec) and not rec.returned)
 
 
 def _describe(payload: Any) -> str:
-    text = repr(payload)
+    text = storable_text(repr(payload))
     return text if len(text) <= 200 else text[:197] + "..."
