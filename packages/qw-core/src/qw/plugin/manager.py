@@ -90,6 +90,9 @@ class QwPluginManager:
             duration_s=duration_s,
         )
 
+    def job_released(self, job: Job, reason: str) -> None:
+        self._notify("qw_job_released", job=job, reason=reason)
+
     def run_job(self, job: Job, run: Callable[[], JSONValue]) -> JSONValue:
         """Run ``run`` through every ``qw_run_job`` wrapper; exceptions propagate."""
         hook = self._pm.hook.qw_run_job

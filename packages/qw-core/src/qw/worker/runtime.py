@@ -398,9 +398,8 @@ class Worker:
         if isinstance(outcome, Release):
             if status is not None:
                 # Not a finished attempt: qw_job_finished would call it a retry.
-                # (The manager has no typed wrapper for this hook yet.)
                 reason = rec.stop_reason or "shutdown"
-                self.plugins._notify("qw_job_released", job=rec.job, reason=reason)
+                self.plugins.job_released(rec.job, reason)
         elif status is not None:
             result = outcome.result if isinstance(outcome, Complete) else None
             error = outcome.error if isinstance(outcome, (Fail, Abort)) else None
