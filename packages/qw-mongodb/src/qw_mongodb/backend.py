@@ -55,12 +55,13 @@ from qw.model import (
     PurgeResult,
     WorkerInfo,
 )
+from qw.translate import map_exceptions
 from qw.validation import decode_json
 from qw.wakeup import Listener, WakeupHub
 from qw_mongodb import documents as d
 from qw_mongodb.clock import ServerClock, as_utc
 from qw_mongodb.config import MongoOptions, WakeupMode, parse_url
-from qw_mongodb.errors import translate, translated
+from qw_mongodb.errors import ERRORS, translated
 from qw_mongodb.names import (
     COUNTERS,
     EVENTS,
@@ -155,12 +156,11 @@ class MongoBackend:
         database_name(namespace)  # refuse a bad namespace before any I/O
         client_url, options = parse_url(url)
         database_name(namespace, options.database_prefix)
-        try:
-            client: MongoClient[Any] = MongoClient(client_url, tz_aware=True, appname="qw")
-        except PyMongoConfigurationError as exc:
-            raise ConfigurationError(f"MongoDB URL not usable: {exc}") from None
-        except PyMongoError as exc:
-            raise translate(exc) from exc
+        with map_exceptions(ERRORS):
+            try:
+                client: MongoClient[Any] = MongoClient(client_url, tz_aware=True, appname="qw")
+            except PyMongoConfigurationError as exc:
+                raise ConfigurationError(f"MongoDB URL not usable: {exc}") from None
         return cls(client, namespace=namespace, options=options, owns_client=True)
 
     @classmethod

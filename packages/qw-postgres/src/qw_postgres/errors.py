@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -17,48 +16,45 @@ from qw.errors import (
     QwError,
     SchemaError,
 )
+from qw.translate import DEDUPE_RACE, ErrorTable, by_constraint, map_exceptions, to
 
-__all__ = ["translate_errors"]
+__all__ = ["ERRORS", "UNIQUE_CONSTRAINTS", "translate_errors"]
 
-_SCHEMA_ERRORS = (
-    pg_errors.UndefinedTable,
-    pg_errors.UndefinedColumn,
-    pg_errors.UndefinedFunction,
-    pg_errors.InvalidSchemaName,
-    pg_errors.UndefinedObject,
-)
+#: The unique constraints of qw's tables whose violation has a meaning.
+UNIQUE_CONSTRAINTS: dict[str, type[QwError]] = {
+    "jobs_pkey": DuplicateJob,
+    # The enqueue's ON CONFLICT absorbs a racing producer; reaching here means it did not.
+    "jobs_dedupe": DEDUPE_RACE,
+}
 
 
-@contextmanager
-def translate_errors(what: str = "postgres") -> Iterator[None]:
+def _constraint(exc: BaseException) -> str | None:
+    return exc.diag.constraint_name if isinstance(exc, psycopg.Error) else None
+
+
+ERRORS: ErrorTable = {
+    pg_errors.UniqueViolation: by_constraint(_constraint, UNIQUE_CONSTRAINTS),
+    (
+        pg_errors.UndefinedTable,
+        pg_errors.UndefinedColumn,
+        pg_errors.UndefinedFunction,
+        pg_errors.InvalidSchemaName,
+        pg_errors.UndefinedObject,
+    ): to(
+        SchemaError, "{context}: the qw schema is missing or broken ({message}); run `qw migrate`"
+    ),
+    psycopg.DataError: to(InvalidInput, "{context}: the store refused a value: {message}"),
+    (psycopg.OperationalError, psycopg.InterfaceError): BackendUnavailable,
+    psycopg.Error: to(BackendError, "{context}: {type}: {message}"),
+    # A lone surrogate survives json.dumps but cannot be sent as UTF-8.
+    UnicodeEncodeError: to(InvalidPayload, "{context}: text that is not valid Unicode: {message}"),
+}
+
+
+def translate_errors(what: str = "postgres") -> AbstractContextManager[None]:
     """Re-raise any psycopg error inside the block as the matching qw error.
 
     The driver exception stays reachable as ``__cause__`` for debugging; it
     never escapes as the exception a caller has to catch.
     """
-    try:
-        yield
-    except QwError:
-        raise
-    except pg_errors.UniqueViolation as exc:
-        raise DuplicateJob(f"{what}: {_message(exc)}") from exc
-    except _SCHEMA_ERRORS as exc:
-        raise SchemaError(
-            f"{what}: the qw schema is missing or broken ({_message(exc)}); run `qw migrate`"
-        ) from exc
-    except psycopg.DataError as exc:
-        raise InvalidInput(f"{what}: the store refused a value: {_message(exc)}") from exc
-    except psycopg.OperationalError as exc:
-        raise BackendUnavailable(f"{what}: {_message(exc)}") from exc
-    except psycopg.InterfaceError as exc:
-        raise BackendUnavailable(f"{what}: {_message(exc)}") from exc
-    except psycopg.Error as exc:
-        raise BackendError(f"{what}: {type(exc).__name__}: {_message(exc)}") from exc
-    except UnicodeEncodeError as exc:
-        # A lone surrogate survives json.dumps but cannot be sent as UTF-8.
-        raise InvalidPayload(f"{what}: text that is not valid Unicode: {exc}") from exc
-
-
-def _message(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return map_exceptions(ERRORS, what)

@@ -2,39 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from redis import exceptions as rx
 
-from qw.errors import BackendError, BackendUnavailable, QwError
+from qw.errors import BackendError, BackendUnavailable
+from qw.translate import ErrorTable, map_exceptions, to
 
-__all__ = ["translated"]
+__all__ = ["ERRORS", "translated"]
 
-_UNAVAILABLE = (
-    rx.ConnectionError,
-    rx.TimeoutError,
-    rx.AuthenticationError,
-    rx.ClusterDownError,
-    rx.ClusterError,
-    rx.TryAgainError,
-    rx.MasterDownError,
-    rx.ReadOnlyError,
-)
+#: Redis has no unique constraints: a repeated id is found by the Lua scripts.
+ERRORS: ErrorTable = {
+    (
+        rx.ConnectionError,
+        rx.TimeoutError,
+        rx.AuthenticationError,
+        rx.ClusterDownError,
+        rx.ClusterError,
+        rx.TryAgainError,
+        rx.MasterDownError,
+        rx.ReadOnlyError,
+    ): to(BackendUnavailable, "redis unavailable during {context}: {text}"),
+    rx.RedisClusterException: to(
+        BackendUnavailable, "redis cluster unavailable during {context}: {text}"
+    ),
+    rx.RedisError: to(BackendError, "redis failed during {context}: {text}"),
+    OSError: to(BackendUnavailable, "redis unreachable during {context}: {text}"),
+}
 
 
-@contextmanager
-def translated(what: str) -> Iterator[None]:
+def translated(what: str) -> AbstractContextManager[None]:
     """Run a block that talks to Redis; re-raise driver errors as qw errors."""
-    try:
-        yield
-    except QwError:
-        raise
-    except _UNAVAILABLE as exc:
-        raise BackendUnavailable(f"redis unavailable during {what}: {exc}") from exc
-    except rx.RedisClusterException as exc:
-        raise BackendUnavailable(f"redis cluster unavailable during {what}: {exc}") from exc
-    except rx.RedisError as exc:
-        raise BackendError(f"redis failed during {what}: {exc}") from exc
-    except OSError as exc:
-        raise BackendUnavailable(f"redis unreachable during {what}: {exc}") from exc
+    return map_exceptions(ERRORS, what)

@@ -23,11 +23,14 @@ from qw.errors import (
     BackendError,
     BackendUnavailable,
     ConfigurationError,
+    DuplicateJob,
     QwError,
     SchemaError,
 )
+from qw.translate import DEDUPE_RACE, ErrorTable, by_constraint, to
+from qw.translate import translate as translate_with
 
-__all__ = ["NOW_SQL", "Database", "translate"]
+__all__ = ["ERRORS", "NOW_SQL", "Database", "translate"]
 
 T = TypeVar("T")
 
@@ -58,10 +61,14 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return _code(exc) in _BUSY_CODES or "locked" in str(exc) or "busy" in str(exc)
 
 
-def translate(exc: sqlite3.Error, path: str) -> QwError:
-    """The qw error for a sqlite3 exception raised while using ``path``."""
-    if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
+def _closed(exc: BaseException, path: str) -> QwError | None:
+    if "closed" in str(exc):
         return BackendUnavailable(f"the sqlite backend on {path} is closed")
+    return None
+
+
+def _by_code(exc: BaseException, path: str) -> QwError | None:
+    assert isinstance(exc, sqlite3.Error)  # the table's entry is for sqlite3.Error
     if _is_busy(exc):
         return BackendUnavailable(
             f"{path} stayed locked by another connection past busy_timeout ({exc}); "
@@ -71,9 +78,39 @@ def translate(exc: sqlite3.Error, path: str) -> QwError:
         return SchemaError(f"{path} is not a usable SQLite database: {exc}")
     if "no such table" in str(exc) or "no such column" in str(exc):
         return SchemaError(f"the qw tables in {path} are missing or altered: {exc}")
-    if isinstance(exc, sqlite3.OperationalError):
-        return BackendUnavailable(f"sqlite error on {path}: {exc}")
-    return BackendError(f"sqlite error on {path}: {exc!r}")
+    return None
+
+
+def _unique_columns(exc: BaseException) -> str | None:
+    # SQLite names a unique constraint by its columns: "UNIQUE constraint failed: t.a, t.b".
+    _, sep, columns = str(exc).partition("UNIQUE constraint failed: ")
+    return columns.strip() if sep else None
+
+
+#: The unique constraints of qw's tables whose violation has a meaning. The
+#: enqueue looks ids and keys up under the write lock first, so reaching
+#: these means a bug, not a caller's mistake, but the answer is still exact.
+UNIQUE_CONSTRAINTS: dict[str, type[QwError]] = {
+    "qw_jobs.namespace, qw_jobs.id": DuplicateJob,
+    "qw_jobs.namespace, qw_jobs.dedupe_key": DEDUPE_RACE,
+}
+
+#: ``translate``'s context is the database file's path.
+ERRORS: ErrorTable = {
+    sqlite3.ProgrammingError: _closed,
+    sqlite3.Error: _by_code,
+    sqlite3.IntegrityError: by_constraint(_unique_columns, UNIQUE_CONSTRAINTS),
+    sqlite3.OperationalError: to(BackendUnavailable, "sqlite error on {context}: {text}"),
+    # Not {text}: the driver error's repr, as before, names its class.
+    Exception: lambda exc, path: BackendError(f"sqlite error on {path}: {exc!r}"),
+}
+
+
+def translate(exc: sqlite3.Error, path: str) -> QwError:
+    """The qw error for a sqlite3 exception raised while using ``path``."""
+    error = translate_with(ERRORS, exc, path)
+    assert error is not None  # the table ends with a catch-all
+    return error
 
 
 class Database:
