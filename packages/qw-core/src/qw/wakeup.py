@@ -128,10 +128,29 @@ class Listener:
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._subscribed = threading.Event()
         self.reconnects = 0
 
-    def start(self) -> None:
+    def start(self, ready_timeout: float = 0.0) -> bool:
+        """Start the thread; wait up to ``ready_timeout`` s for the channel; True if live.
+
+        Waiting lets a backend open with its channel live: a connect arriving
+        after the first claim wakes every waiter (signals may have been
+        missed), a spurious wake-up a quiet worker should not see. When the
+        channel is not live in time (False) nothing fails: the hub polls
+        every ``poll_interval`` and the listener keeps trying, as after any drop.
+        """
         self._thread.start()
+        return self.wait_ready(ready_timeout)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the first subscription; whether it happened."""
+        return self._subscribed.wait(timeout) if timeout > 0 else self._subscribed.is_set()
+
+    @property
+    def ready(self) -> bool:
+        """Whether ``listen`` has subscribed at least once."""
+        return self._subscribed.is_set()
 
     @property
     def alive(self) -> bool:
@@ -146,6 +165,7 @@ class Listener:
 
     def _ready(self) -> None:
         self._hub.set_connected(True)
+        self._subscribed.set()
 
     def _run(self) -> None:
         backoff = self._min_backoff

@@ -222,14 +222,10 @@ class MongoBackend:
             self._listener = Listener(
                 self.hub, self._listen_fn(mode), name=f"qw-mongodb-wakeup[{self._namespace}]"
             )
-            self._listener.start()
             # Open with the channel live: a connect arriving later wakes every
             # waiter (signals may have been missed), a spurious wake-up that
             # a worker's first quiet wait should not see.
-            deadline = time.monotonic() + LISTEN_READY_S
-            while not self.hub.connected and time.monotonic() < deadline:
-                time.sleep(0.005)
-            if not self.hub.connected:
+            if not self._listener.start(ready_timeout=LISTEN_READY_S):
                 log.warning(
                     "qw-mongodb: %s wake-ups not live after %.0f s; polling until they are",
                     mode,

@@ -411,21 +411,19 @@ class PostgresBackend:
         with self._lock:
             if self._listener is not None or self._closed:
                 return
-            subscribed = threading.Event()
             listen = make_listen(
                 self._conninfo,
                 self._channel,
                 self._hub,
                 application_name=listener_application_name(self._namespace),
-                subscribed=subscribed,
             )
-            self._listener = Listener(
-                self._hub, listen, name=f"qw-postgres-listener:{self._namespace}"
-            )
-            self._listener.start()
+            listener = Listener(self._hub, listen, name=f"qw-postgres-listener:{self._namespace}")
+            listener.start()
+            self._listener = listener
         # Subscribe before the first claim arms the hub: a connect that came
-        # after it would wake that claimer's first wait for nothing.
-        subscribed.wait(LISTEN_START_WAIT_S)
+        # after it would wake that claimer's first wait for nothing. Not
+        # subscribed in time, the hub polls until it is.
+        listener.wait_ready(LISTEN_START_WAIT_S)
 
     @property
     def listener_reconnects(self) -> int:

@@ -45,12 +45,8 @@ def make_listen(
     hub: WakeupHub,
     *,
     application_name: str,
-    subscribed: threading.Event | None = None,
 ) -> ListenFn:
-    """A ``listen(ready, stopping)`` that feeds ``hub`` from ``channel`` until it fails.
-
-    ``subscribed`` is set the first time the LISTEN is in place.
-    """
+    """A ``listen(ready, stopping)`` that feeds ``hub`` from ``channel`` until it fails."""
     listen_stmt = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
 
     def listen(ready: Callable[[], None], stopping: threading.Event) -> None:
@@ -66,8 +62,6 @@ def make_listen(
         with conn:
             conn.execute(listen_stmt)
             ready()
-            if subscribed is not None:
-                subscribed.set()
             last_ping = time.monotonic()
             while not stopping.is_set():
                 # Each signal goes to the hub the moment it arrives; the

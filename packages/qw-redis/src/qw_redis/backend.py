@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Self
@@ -337,15 +336,17 @@ class RedisBackend:
     def _ensure_listener(self) -> None:
         if self._listener is not None:
             return
-        self._start_listener()
-        deadline = time.monotonic() + _FIRST_CONNECT_S
-        while not self._hub.connected and time.monotonic() < deadline:
-            time.sleep(0.002)
+        listener = self._start_listener()
+        if listener is not None:
+            # Not subscribed in time, the hub polls until it is.
+            listener.wait_ready(_FIRST_CONNECT_S)
 
-    def _start_listener(self) -> None:
+    def _start_listener(self) -> Listener | None:
         with self._lock:
-            if self._listener is not None or self._closed:
-                return
+            if self._closed:
+                return None
+            if self._listener is not None:
+                return self._listener
             channel = self._keys.channel
             listen = make_listen(
                 self._hub,
@@ -356,6 +357,7 @@ class RedisBackend:
             listener = Listener(self._hub, listen, name=f"qw-redis-wakeup-{self.namespace}")
             listener.start()
             self._listener = listener
+            return listener
 
     # -- workers and switches ------------------------------------------------
 
