@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Literal, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.errors import InvalidURI
 from pymongo.uri_parser import split_options
 
 from qw.errors import ConfigurationError
+from qw.urloptions import choice, parse_options, seconds, text
 from qw_mongodb.names import DEFAULT_PREFIX, validate_prefix
 
 __all__ = ["WAKEUP_MODES", "MongoOptions", "WakeupMode", "parse_url"]
@@ -19,8 +20,13 @@ __all__ = ["WAKEUP_MODES", "MongoOptions", "WakeupMode", "parse_url"]
 WakeupMode = Literal["auto", "change_stream", "tailable", "poll"]
 WAKEUP_MODES: tuple[WakeupMode, ...] = ("auto", "change_stream", "tailable", "poll")
 SCHEMES = ("mongodb", "mongodb+srv", "mongo")
+# Ranges and the prefix's pattern are MongoOptions' to check: from_client builds it too.
+PREFIX = text("qw_prefix", DEFAULT_PREFIX)
+WAKEUP = choice("qw_wakeup", "auto", WAKEUP_MODES)
+POLL = seconds("qw_poll", 0.5)
 #: Query options that qw reads and removes before pymongo sees the URL.
-QW_OPTIONS = ("qw_prefix", "qw_wakeup", "qw_poll")
+OPTIONS = (PREFIX, WAKEUP, POLL)
+QW_OPTIONS = tuple(option.name for option in OPTIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,32 +66,18 @@ def parse_url(url: str) -> tuple[str, MongoOptions]:
             "MongoDB URLs look like mongodb://host[:port]/?options or mongodb+srv://host; "
             f"got scheme {parts.scheme!r}"
         )
-    ours: dict[str, str] = {}
-    theirs: list[tuple[str, str]] = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in QW_OPTIONS:
-            if key in ours:
-                raise ConfigurationError(f"option {key} is given twice in the URL")
-            ours[key] = value
-        else:
-            theirs.append((key, value))
-    query = urlencode(theirs)
+    ours = parse_options(parts.query, OPTIONS, what="MongoDB", pass_through=lambda _key: True)
+    query = urlencode(ours.passed)
     if query:
         try:
             split_options(query, validate=True, warn=False)
         except (PyMongoConfigurationError, InvalidURI, ValueError) as exc:
             # The URL may carry a password: name the problem, not the URL.
             raise ConfigurationError(f"bad MongoDB URL option: {exc}") from None
-    try:
-        poll = float(ours.get("qw_poll", "0.5"))
-    except ValueError:
-        raise ConfigurationError(
-            f"qw_poll must be a number of seconds, not {ours['qw_poll']!r}"
-        ) from None
     options = MongoOptions(
-        database_prefix=ours.get("qw_prefix", DEFAULT_PREFIX),
-        wakeup=cast(WakeupMode, ours.get("qw_wakeup", "auto")),
-        poll_interval=poll,
+        database_prefix=ours[PREFIX],
+        wakeup=cast(WakeupMode, ours[WAKEUP]),
+        poll_interval=ours[POLL],
     )
     # ``mongo://`` is qw's alias; pymongo knows only ``mongodb://``.
     scheme = "mongodb" if parts.scheme == "mongo" else parts.scheme

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from qw.display import redact_url
 from qw.errors import ConfigurationError
+from qw.urloptions import Option, parse_options
 
 __all__ = ["QW_OPTIONS", "REDIS_OPTIONS", "RedisConfig", "parse_url"]
 
-#: Options qw reads itself and strips before the URL reaches redis-py.
-QW_OPTIONS = frozenset({"poll_interval"})
 #: Query options passed through to redis-py (its own URL options).
 REDIS_OPTIONS = frozenset(
     {
@@ -80,16 +79,15 @@ def parse_url(url: str) -> RedisConfig:
     driver_scheme, cluster = _SCHEMES[scheme]
     if not parts.hostname:
         raise ConfigurationError(f"Redis URL {shown!r} names no host")
-    options: dict[str, str] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
-        if key in options:
-            raise ConfigurationError(f"option {key!r} given twice in the Redis URL")
-        options[key] = value
-    unknown = sorted(set(options) - QW_OPTIONS - REDIS_OPTIONS)
-    if unknown:
-        known = ", ".join(sorted(QW_OPTIONS | REDIS_OPTIONS))
-        raise ConfigurationError(f"unknown Redis URL option(s) {unknown}; known: {known}")
-    poll_interval = _positive(options.pop("poll_interval", "0.5"), "poll_interval")
+    parsed = parse_options(
+        parts.query,
+        (POLL_INTERVAL,),
+        what="Redis",
+        pass_through=REDIS_OPTIONS.__contains__,
+        repeat_pass_through=False,
+    )
+    options = dict(parsed.passed)
+    poll_interval = parsed[POLL_INTERVAL]
     path = parts.path.strip("/")
     if path and not path.isdigit():
         raise ConfigurationError(f"the Redis database is a number, not {path!r}")
@@ -101,11 +99,17 @@ def parse_url(url: str) -> RedisConfig:
     )
 
 
-def _positive(raw: str, name: str) -> float:
+def _positive(raw: str) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigurationError(f"{name} must be a number of seconds, not {raw!r}") from None
+        raise ValueError("must be a number of seconds") from None
     if not (math.isfinite(value) and value > 0):
-        raise ConfigurationError(f"{name} must be positive seconds, not {raw!r}")
+        raise ValueError("must be positive seconds")
     return value
+
+
+#: Any positive number of seconds (not a range: the hub's poll is the only user).
+POLL_INTERVAL = Option("poll_interval", 0.5, _positive, "seconds > 0")
+#: Options qw reads itself and strips before the URL reaches redis-py.
+QW_OPTIONS = frozenset({POLL_INTERVAL.name})

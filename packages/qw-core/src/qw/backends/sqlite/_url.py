@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from qw.display import redact_url
 from qw.errors import ConfigurationError
+from qw.urloptions import boolean, choice, integer, parse_options, seconds
 
-__all__ = ["DEFAULT_POLL_INTERVAL", "SYNCHRONOUS_MODES", "SqliteOptions", "parse_url"]
+__all__ = [
+    "DEFAULT_POLL_INTERVAL",
+    "OPTIONS",
+    "SYNCHRONOUS_MODES",
+    "SqliteOptions",
+    "parse_url",
+]
 
 #: ``PRAGMA synchronous`` settings accepted; OFF is refused (not durable).
 SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
@@ -22,6 +29,13 @@ SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
 #: reads one counter from shared memory (microseconds), so a short interval
 #: buys cross-process wake-ups in a few milliseconds for almost no CPU.
 DEFAULT_POLL_INTERVAL = 0.005
+
+# Ranges are SqliteOptions' to check: it is also built without a URL.
+BUSY_TIMEOUT = integer("busy_timeout", 5000)
+POLL_INTERVAL = seconds("poll_interval", DEFAULT_POLL_INTERVAL)
+SYNCHRONOUS = choice("synchronous", "FULL", SYNCHRONOUS_MODES, ignore_case=True)
+SHARED = boolean("shared")
+OPTIONS = (BUSY_TIMEOUT, POLL_INTERVAL, SYNCHRONOUS, SHARED)
 
 _MEMORY_HINT = (
     "an in-memory SQLite database is private to one connection, so it cannot hold a "
@@ -93,53 +107,11 @@ def parse_url(url: str) -> SqliteOptions:
     path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
     if path in ("", ":memory:"):
         raise ConfigurationError(f"{shown!r}: {_MEMORY_HINT}")
-    options: dict[str, str] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
-        if key in options:
-            raise ConfigurationError(f"sqlite option {key!r} is given twice in {shown!r}")
-        options[key] = value
-    unknown = sorted(set(options) - {"busy_timeout", "poll_interval", "synchronous", "shared"})
-    if unknown:
-        raise ConfigurationError(
-            f"unknown sqlite option(s) {', '.join(unknown)} in {shown!r}; "
-            "known: busy_timeout (ms), poll_interval (s), synchronous (NORMAL|FULL|EXTRA), "
-            "shared (true|false)"
-        )
+    options = parse_options(parts.query, OPTIONS, what="sqlite")
     return SqliteOptions(
         path=path,
-        busy_timeout_ms=_int_option(options, "busy_timeout", 5000),
-        poll_interval=_float_option(options, "poll_interval", DEFAULT_POLL_INTERVAL),
-        synchronous=options.get("synchronous", "FULL").upper(),
-        shared=_bool_option(options, "shared"),
+        busy_timeout_ms=options[BUSY_TIMEOUT],
+        poll_interval=options[POLL_INTERVAL],
+        synchronous=options[SYNCHRONOUS],
+        shared=options[SHARED],
     )
-
-
-def _bool_option(options: dict[str, str], key: str) -> bool:
-    raw = options.get(key, "false").lower()
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigurationError(f"sqlite option {key} must be true or false, not {raw!r}")
-
-
-def _int_option(options: dict[str, str], key: str, default: int) -> int:
-    if key not in options:
-        return default
-    try:
-        return int(options[key])
-    except ValueError:
-        raise ConfigurationError(
-            f"sqlite option {key} must be an integer, not {options[key]!r}"
-        ) from None
-
-
-def _float_option(options: dict[str, str], key: str, default: float) -> float:
-    if key not in options:
-        return default
-    try:
-        return float(options[key])
-    except ValueError:
-        raise ConfigurationError(
-            f"sqlite option {key} must be a number, not {options[key]!r}"
-        ) from None
