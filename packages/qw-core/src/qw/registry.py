@@ -6,6 +6,12 @@ that one entry point, registers its module with pluggy and collects the
 classes its :func:`~qw.plugin.spec.qw_register_backends` returns. Two
 distributions announcing one name is refused, naming both, rather than
 letting either win silently.
+
+A distribution may also announce extra URL schemes for its backends in the
+``qw.url_schemes`` group (entry-point name = the scheme, value = the backend
+name), so ``pg://`` or a third party's ``toy+tls://`` resolves from metadata
+alone, importing nothing. Two distributions claiming one scheme, or a scheme
+that is another distribution's backend name, is refused the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BACKEND_GROUP",
+    "URL_SCHEME_GROUP",
     "BackendEntry",
     "backend_name_for",
     "discover",
@@ -34,11 +41,13 @@ __all__ = [
 ]
 
 BACKEND_GROUP = "qw.backends"
+URL_SCHEME_GROUP = "qw.url_schemes"
 #: What a URL scheme (RFC 3986) may hold, lower-cased.
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
 
-#: URL schemes and old names that mean a backend of another name.
-ALIASES: dict[str, str] = {
+#: The schemes this project's distributions announce, for the install hint
+#: only: when the distribution is missing, no metadata says what they mean.
+_SHIPPED_SCHEMES: dict[str, str] = {
     "pg": "postgres",
     "postgresql": "postgres",
     "mongo": "mongodb",
@@ -86,7 +95,53 @@ def backend_name_for(url_or_name: str) -> str:
     if not _SCHEME.fullmatch(name):
         # Not a scheme ("user:pw@host" given without one): never echo it raw.
         raise ConfigurationError(f"not a backend URL or name: {redact_url(url_or_name)!r}")
-    return ALIASES.get(name, name)
+    return _scheme_target(name)
+
+
+def url_schemes() -> dict[str, list[BackendEntry]]:
+    """Every announced extra URL scheme with the entries claiming it (no imports).
+
+    An entry's ``target`` is the backend name the scheme means.
+    """
+    found: dict[str, list[BackendEntry]] = {}
+    for ep in entry_points(group=URL_SCHEME_GROUP):
+        entry = BackendEntry.from_entry_point(ep)
+        claims = found.setdefault(ep.name.lower(), [])
+        if entry not in claims:
+            claims.append(entry)
+    return dict(sorted(found.items()))
+
+
+def _scheme_target(scheme: str) -> str:
+    """The backend name ``scheme`` means: its own, or the one a distribution maps it to."""
+    claims = {
+        BackendEntry.from_entry_point(ep)
+        for ep in entry_points(group=URL_SCHEME_GROUP)
+        if ep.name.lower() == scheme
+    }
+    if not claims:
+        return scheme
+    if len(claims) > 1:
+        claimants = " and ".join(
+            f"{e.distribution} {e.version} (for {e.target!r})"
+            for e in sorted(claims, key=lambda e: e.distribution)
+        )
+        raise BackendConflict(f"URL scheme {scheme!r} is claimed by {claimants}; uninstall one")
+    (claim,) = claims
+    rivals = sorted(
+        {
+            ep.dist.name if ep.dist is not None else "<unknown>"
+            for ep in entry_points(group=BACKEND_GROUP, name=scheme)
+        }
+        - {claim.distribution}
+    )
+    if rivals:
+        raise BackendConflict(
+            f"URL scheme {scheme!r} is claimed by {claim.distribution} {claim.version} "
+            f"(for {claim.target!r}) and is the name of a backend of {' and '.join(rivals)}; "
+            "uninstall one"
+        )
+    return claim.target
 
 
 def discover() -> dict[str, list[BackendEntry]]:
@@ -151,7 +206,7 @@ def _single_entry(name: str) -> tuple[BackendEntry, EntryPoint]:
     eps = list(entry_points(group=BACKEND_GROUP, name=name))
     entries = {BackendEntry.from_entry_point(ep): ep for ep in eps}
     if not entries:
-        hint = INSTALL_HINTS.get(name)
+        hint = INSTALL_HINTS.get(_SHIPPED_SCHEMES.get(name, name))
         install = f": pip install {hint}" if hint else ""
         known = ", ".join(discover()) or "none"
         raise BackendNotFound(

@@ -215,3 +215,60 @@ def test_fixture_distributions_vanish_with_their_path(fixture_site: Path) -> Non
     assert "dupname" not in registry.discover()
     with pytest.raises(BackendNotFound):
         registry.load_backend("dupname")
+
+
+# -- extra URL schemes (the qw.url_schemes group) ------------------------------
+
+
+def test_a_distribution_can_announce_an_extra_url_scheme(fixture_dists: Path) -> None:
+    assert registry.backend_name_for("lazy+one://somewhere") == "lazyone"
+    assert registry.load_backend("LAZY+ONE://somewhere").name == "lazyone"
+    (entry,) = registry.url_schemes()["lazy+one"]
+    assert (entry.distribution, entry.target) == ("qw-fixture-lazy", "lazyone")
+
+
+def test_resolving_an_extra_scheme_imports_only_that_backend(
+    subprocess_env: dict[str, str],
+) -> None:
+    loaded = _modules_after(
+        "import qw.registry; qw.registry.load_backend('lazy+one://x')", subprocess_env
+    )
+    assert [m for m in loaded if m.startswith("qw_fixture")] == [
+        "qw_fixture_lazy",
+        "qw_fixture_lazy.one",
+    ]
+    assert not [m for m in loaded if m.startswith("qw.backends.")]
+
+
+def test_two_distributions_claiming_one_scheme_is_a_conflict_naming_both(
+    fixture_dists: Path,
+) -> None:
+    with pytest.raises(BackendConflict) as info:
+        registry.backend_name_for("dup+scheme://x")
+    message = str(info.value)
+    assert "'dup+scheme'" in message
+    assert "qw-fixture-dup-a 1.0.0" in message
+    assert "qw-fixture-dup-b 2.0.0" in message
+
+
+@pytest.mark.parametrize(
+    ("scheme", "backend"),
+    [
+        ("pg", "postgres"),
+        ("postgresql", "postgres"),
+        ("mongo", "mongodb"),
+        ("mongodb+srv", "mongodb"),
+        ("rediss", "redis"),
+        ("redis+cluster", "redis"),
+        ("rediss+cluster", "redis"),
+    ],
+)
+def test_the_shipped_aliases_come_from_their_distributions_metadata(
+    scheme: str, backend: str
+) -> None:
+    claims = registry.url_schemes().get(scheme)
+    if claims is None:
+        pytest.skip(f"qw-{backend} is not installed here, so nothing announces {scheme!r}")
+    assert [e.target for e in claims] == [backend]
+    assert claims[0].distribution == f"qw-{backend}"
+    assert registry.backend_name_for(f"{scheme}://h") == backend
