@@ -12,7 +12,7 @@ Every error qw raises on purpose is a :class:`QwError`::
     ├── BackendError            the store itself
     │   ├── BackendNotFound     no installed distribution provides that backend name
     │   ├── BackendUnavailable  the backend cannot load, or its store cannot be reached
-    │   ├── BackendConflict     two distributions claim one backend name
+    │   ├── BackendConflict     two distributions claim one name or scheme; a lost write race
     │   └── SchemaError         the store's schema is missing, newer than this code, or broken
     └── ConfigurationError      a URL or option qw cannot make sense of
 
@@ -88,7 +88,11 @@ class BackendUnavailable(BackendError):
 
 
 class BackendConflict(BackendError):
-    """Two installed distributions register the same backend name."""
+    """Two distributions claim one backend name or URL scheme; or a write lost a race.
+
+    The race is a dedupe key taken by another producer that the backend's own
+    retries did not settle (``qw.translate.DEDUPE_RACE``); retrying is safe.
+    """
 
 
 class SchemaError(BackendError):
