@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
+from typing import TypeVar, cast
 
 from qw.capabilities import Capabilities
 from qw.contract import Abort, Backend, Complete, Fail, Outcome, Release, Switches
-from qw.errors import InvalidInput, JobNotFound, LeaseLost
+from qw.errors import InvalidInput, InvalidPayload, JobNotFound, LeaseLost
 from qw.model import (
     Claim,
     Enqueued,
@@ -27,19 +28,30 @@ from qw.model import (
     WorkerInfo,
 )
 from qw.validation import (
-    encode_json,
+    MAX_BATCH,
+    MAX_CALL_BYTES,
+    MAX_CLAIM_LIMIT,
+    MAX_LIST_LIMIT,
+    MAX_SECONDS,
+    _encode,
+    _event_size,
+    check_job_id,
+    check_lease_token,
+    check_worker,
+    check_worker_id,
     is_int_in,
     is_seconds,
-    validate_event,
+    validate_event_cursors,
     validate_lease_seconds,
     validate_new_jobs,
     validate_queue,
     validate_queues,
 )
 
-__all__ = ["Client"]
+T = TypeVar("T")
 
-MAX_BATCH = 10_000
+# MAX_BATCH lives in qw.validation with the other bounds; importable here as before.
+__all__ = ["MAX_BATCH", "Client"]
 
 
 class Client:
@@ -95,10 +107,12 @@ class Client:
 
     def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
         """Enqueue a batch, all or nothing; see :meth:`qw.contract.Backend.enqueue`."""
-        jobs = list(jobs) if not isinstance(jobs, NewJob) else jobs
-        validate_new_jobs(jobs, limit=self._limit)
-        if len(jobs) > MAX_BATCH:
-            raise InvalidInput(f"at most {MAX_BATCH} jobs per enqueue call, not {len(jobs)}")
+        batch = list(jobs) if not isinstance(jobs, NewJob) else jobs
+        validate_new_jobs(batch, limit=self._limit)
+        return self._enqueue_checked(cast("list[NewJob]", batch))  # a bare NewJob was refused
+
+    def _enqueue_checked(self, jobs: list[NewJob]) -> list[Enqueued]:
+        """Enqueue a batch that already passed :func:`~qw.validation.validate_new_jobs`."""
         if not jobs:
             return []
         return self._backend.enqueue(jobs)
@@ -114,9 +128,9 @@ class Client:
     ) -> list[Claim]:
         """Lease up to ``limit`` due jobs; see :meth:`qw.contract.Backend.claim`."""
         names = validate_queues(queues)
-        _check_worker_id(worker)
-        if not is_int_in(limit, 1, 1000):
-            raise InvalidInput(f"limit must be an int in [1, 1000], not {limit!r}")
+        check_worker_id(worker)
+        if not is_int_in(limit, 1, MAX_CLAIM_LIMIT):
+            raise InvalidInput(f"limit must be an int in [1, {MAX_CLAIM_LIMIT}], not {limit!r}")
         return self._backend.claim(
             names, worker=worker, lease_s=validate_lease_seconds(lease_s), limit=limit
         )
@@ -129,12 +143,14 @@ class Client:
         return renewed
 
     def renew_many(self, leases: Sequence[Lease], lease_s: float = 30.0) -> list[Lease | None]:
-        """Extend many leases in one call; None marks a lost one."""
+        """Extend many leases (at most MAX_BATCH) in one call; None marks a lost one."""
+        leases = _batch(leases, "leases per renew")
         for lease in leases:
             _check_lease(lease)
+        lease_s = validate_lease_seconds(lease_s)
         if not leases:
             return []
-        return self._backend.renew(list(leases), validate_lease_seconds(lease_s))
+        return self._backend.renew(leases, lease_s)
 
     def complete(
         self, lease: Lease, result: JSONValue = None, *, event: EventSpec | None = None
@@ -164,12 +180,19 @@ class Client:
         return self._finish_one(Abort(lease, error, event))
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
-        """Apply many outcomes in one call; None marks a stale lease."""
+        """Apply many outcomes (at most MAX_BATCH) in one call; None marks a stale lease."""
+        outcomes = _batch(outcomes, "outcomes per finish")
+        total = 0
         for outcome in outcomes:
-            self._check_outcome(outcome)
+            total += self._check_outcome(outcome)
+            if total > MAX_CALL_BYTES:
+                raise InvalidPayload(
+                    "the results, errors and event data of one finish call exceed"
+                    f" {MAX_CALL_BYTES} bytes (MAX_CALL_BYTES)"
+                )
         if not outcomes:
             return []
-        return self._backend.finish(list(outcomes))
+        return self._backend.finish(outcomes)
 
     def _finish_one(self, outcome: Outcome) -> JobStatus:
         status = self.finish([outcome])[0]
@@ -177,19 +200,23 @@ class Client:
             raise LeaseLost(outcome.lease.job_id)
         return status
 
-    def _check_outcome(self, outcome: Outcome) -> None:
+    def _check_outcome(self, outcome: Outcome) -> int:
+        """Check one outcome; return the UTF-8 bytes of the JSON it carries."""
         if not isinstance(outcome, (Complete, Fail, Release, Abort)):
             raise InvalidInput(f"not an outcome: {outcome!r}")
         _check_lease(outcome.lease)
-        if isinstance(outcome, Complete):
-            encode_json(outcome.result, what="result", limit=self._limit)
-        if isinstance(outcome, (Fail, Abort)):
-            encode_json(outcome.error, what="error", limit=self._limit)
+        if isinstance(outcome, Release):
+            return 0
         retry_in = outcome.retry_in if isinstance(outcome, Fail) else None
         if retry_in is not None and not is_seconds(retry_in):
-            raise InvalidInput(f"retry_in must be seconds >= 0, not {retry_in!r}")
-        if not isinstance(outcome, Release):
-            validate_event(outcome.event, limit=self._limit)
+            raise InvalidInput(f"retry_in must be seconds in [0, {MAX_SECONDS}], not {retry_in!r}")
+        if isinstance(outcome, Complete):
+            size = _encode(outcome.result, "result", self._limit)[1]
+        else:
+            size = _encode(outcome.error, "error", self._limit)[1]
+        if outcome.event is not None:
+            size += _event_size(outcome.event, self._limit)
+        return size
 
     def reclaim_expired(self) -> int:
         """Requeue (or fail) jobs whose leases expired; return how many."""
@@ -198,19 +225,16 @@ class Client:
     def wait(self, queues: Iterable[str], timeout: float) -> bool:
         """Block until work may be available, or ``timeout`` seconds pass."""
         if not is_seconds(timeout):
-            raise InvalidInput(f"timeout must be seconds >= 0, not {timeout!r}")
+            raise InvalidInput(f"timeout must be seconds in [0, {MAX_SECONDS}], not {timeout!r}")
         return self._backend.wait(validate_queues(queues), float(timeout))
 
     # -- workers and switches ----------------------------------------------
 
     def heartbeat(self, worker: WorkerInfo) -> None:
-        _check_worker_id(worker.id)
-        validate_queues(worker.queues) if worker.queues else None
-        self._backend.heartbeat(worker)
+        self._backend.heartbeat(check_worker(worker))
 
     def remove_worker(self, worker_id: str) -> None:
-        _check_worker_id(worker_id)
-        self._backend.remove_worker(worker_id)
+        self._backend.remove_worker(check_worker_id(worker_id))
 
     def workers(self) -> list[WorkerInfo]:
         return self._backend.workers()
@@ -233,14 +257,14 @@ class Client:
 
     def get(self, job_id: str) -> Job:
         """The job; raise :class:`~qw.errors.JobNotFound` if there is none."""
-        job = self._backend.get(_check_job_id(job_id))
+        job = self._backend.get(check_job_id(job_id))
         if job is None:
             raise JobNotFound(job_id)
         return job
 
     def find(self, job_id: str) -> Job | None:
         """The job, or None."""
-        return self._backend.get(_check_job_id(job_id))
+        return self._backend.get(check_job_id(job_id))
 
     def counts(self) -> dict[str, dict[JobStatus, int]]:
         """Jobs per queue and status, every status present (zeros included)."""
@@ -266,49 +290,47 @@ class Client:
                 status = JobStatus(status)
             except ValueError:
                 raise InvalidInput(f"unknown status {status!r}") from None
-        if not is_int_in(limit, 1, 10_000):
-            raise InvalidInput(f"limit must be an int in [1, 10000], not {limit!r}")
+        if not is_int_in(limit, 1, MAX_LIST_LIMIT):
+            raise InvalidInput(f"limit must be an int in [1, {MAX_LIST_LIMIT}], not {limit!r}")
         if after is not None:
-            _check_job_id(after)
+            check_job_id(after)
         return self._backend.list_jobs(queue=queue, status=status, limit=limit, after=after)
 
     def cancel(self, job_id: str) -> JobStatus:
         """Cancel; raise :class:`~qw.errors.JobNotFound` if there is no such job."""
-        status = self._backend.cancel(_check_job_id(job_id))
+        status = self._backend.cancel(check_job_id(job_id))
         if status is None:
             raise JobNotFound(job_id)
         return status
 
     def fetch_events(self, limit: int = 100) -> list[Event]:
-        if not is_int_in(limit, 1, 10_000):
-            raise InvalidInput(f"limit must be an int in [1, 10000], not {limit!r}")
+        if not is_int_in(limit, 1, MAX_LIST_LIMIT):
+            raise InvalidInput(f"limit must be an int in [1, {MAX_LIST_LIMIT}], not {limit!r}")
         return self._backend.fetch_events(limit)
 
     def ack_events(self, cursors: Iterable[int]) -> int:
-        values = list(cursors)
-        for c in values:
-            if isinstance(c, bool) or not isinstance(c, int):
-                raise InvalidInput(f"event cursors are ints, not {c!r}")
+        values = validate_event_cursors(cursors)
         return self._backend.ack_events(values) if values else 0
 
     def purge(self, older_than: float) -> PurgeResult:
         """Remove terminal jobs and acked events older than ``older_than`` seconds."""
         if not is_seconds(older_than):
-            raise InvalidInput(f"older_than must be seconds >= 0, not {older_than!r}")
+            raise InvalidInput(
+                f"older_than must be seconds in [0, {MAX_SECONDS}], not {older_than!r}"
+            )
         return self._backend.purge(float(older_than))
 
 
 def _check_lease(lease: object) -> None:
     if not isinstance(lease, Lease):
         raise InvalidInput(f"expected a Lease, got {type(lease).__name__}")
+    check_job_id(lease.job_id)
+    check_lease_token(lease.token)
 
 
-def _check_job_id(job_id: object) -> str:
-    if not isinstance(job_id, str) or not 0 < len(job_id) <= 64:
-        raise InvalidInput(f"invalid job id {job_id!r}")
-    return job_id
-
-
-def _check_worker_id(worker: object) -> None:
-    if not isinstance(worker, str) or not 0 < len(worker) <= 200:
-        raise InvalidInput(f"worker id must be a string of 1 to 200 characters, not {worker!r}")
+def _batch(items: Sequence[T], what: str) -> list[T]:
+    """``items`` as a list, refused if it is longer than MAX_BATCH."""
+    values = list(items)
+    if len(values) > MAX_BATCH:
+        raise InvalidInput(f"at most {MAX_BATCH} {what} call, not {len(values)}")
+    return values

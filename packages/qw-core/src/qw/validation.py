@@ -1,5 +1,10 @@
 """Checks that run before any I/O, shared by every backend.
 
+Every bound qw places on input is a constant here, applied by
+:class:`qw.Client` before the backend sees the call, so that each backend
+(and its tests, through ``qw_testkit``) receives the same well-formed input.
+The table in docs/guide.md ("Limits") lists them.
+
 Backends receive input that already passed these checks; they call
 :func:`validate_namespace` themselves when opened, so that no backend can be
 bound to a name that would change its key or table layout.
@@ -11,51 +16,140 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from qw.errors import DuplicateJob, InvalidInput, InvalidName, InvalidPayload
-from qw.model import EventSpec, JSONValue, NewJob
+from qw.model import EventSpec, JSONValue, NewJob, WorkerInfo
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
+    "EVENT_CURSOR_RANGE",
+    "EVENT_TYPE_PATTERN",
+    "INT32_RANGE",
+    "MAX_ATTEMPTS",
+    "MAX_BATCH",
+    "MAX_CALL_BYTES",
+    "MAX_CLAIM_LIMIT",
+    "MAX_DEDUPE_KEY_CHARS",
+    "MAX_DELAY_S",
+    "MAX_HOST_CHARS",
+    "MAX_JOB_ID_CHARS",
+    "MAX_JSON_DEPTH",
+    "MAX_LEASE_S",
+    "MAX_LEASE_TOKEN_CHARS",
+    "MAX_LIST_LIMIT",
+    "MAX_SECONDS",
+    "MAX_WORKER_ID_CHARS",
+    "MIN_RUN_AT",
     "NAMESPACE_PATTERN",
+    "PRIORITY_RANGE",
     "QUEUE_PATTERN",
+    "check_job_id",
+    "check_lease_token",
+    "check_run_at",
+    "check_worker",
+    "check_worker_id",
     "decode_json",
     "encode_json",
     "is_int_in",
     "is_seconds",
+    "is_utf8",
+    "split_new_jobs",
     "validate_event",
+    "validate_event_cursors",
     "validate_lease_seconds",
-    "validate_new_jobs",
     "validate_namespace",
+    "validate_new_jobs",
     "validate_queue",
     "validate_queues",
 ]
 
+# -- the bounds ---------------------------------------------------------------
+
 NAMESPACE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 QUEUE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 EVENT_TYPE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+#: Largest payload, result, error or event data, as UTF-8 JSON, unless the
+#: backend's ``Capabilities.max_payload_bytes`` says otherwise.
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+#: Most jobs per enqueue call, leases per renew call, outcomes per finish
+#: call, cursors per ack_events call.
+MAX_BATCH = 10_000
+#: Most JSON bytes (payloads; results, errors and event data) in one enqueue
+#: or finish call: a batch of MAX_BATCH full-size payloads would be 10 GB.
+MAX_CALL_BYTES = 16 * 1024 * 1024
+#: Deepest nesting of JSON arrays and objects. MongoDB refuses documents
+#: nested deeper than 100 and a job document adds levels of its own.
+MAX_JSON_DEPTH = 64
+#: Ten years of 365.25 days: the furthest ahead a job may be scheduled.
+#: Every store can represent it, and listing such a job stays possible.
+MAX_DELAY_S = 315_576_000
+#: The largest value of any seconds argument (delay, retry_in, wait
+#: timeout, purge older_than); lease lengths have their own, smaller bound.
+MAX_SECONDS = MAX_DELAY_S
+MAX_LEASE_S = 86_400
+#: The earliest run_at: stores keep times as offsets from the Unix epoch.
+MIN_RUN_AT = datetime(1970, 1, 1, tzinfo=UTC)
+#: A job's attempts counter stays far inside a 32-bit column.
+MAX_ATTEMPTS = 1_000_000
+#: Priorities, worker pids and concurrencies live in signed 32-bit columns.
+INT32_RANGE = range(-(2**31), 2**31)
+PRIORITY_RANGE = INT32_RANGE
+#: Event cursors are positive signed 64-bit integers (bigint, SQLite INTEGER).
+EVENT_CURSOR_RANGE = range(1, 2**63)
+MAX_JOB_ID_CHARS = 64
+MAX_DEDUPE_KEY_CHARS = 512
+MAX_WORKER_ID_CHARS = 200
+#: A host name is at most 253 characters; a little room for decoration.
+MAX_HOST_CHARS = 255
+#: Tokens are made by the store; the bound only refuses forged leases.
+MAX_LEASE_TOKEN_CHARS = 256
+MAX_CLAIM_LIMIT = 1000
+#: Most jobs per list_jobs call and events per fetch_events call.
+MAX_LIST_LIMIT = 10_000
+
 # One encoder for every call: json.dumps with options builds a new one each time.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-MAX_DEDUPE_KEY_CHARS = 512
-# Priorities are stored in a signed 32-bit column on some stores.
-PRIORITY_RANGE = range(-(2**31), 2**31)
+
+# -- predicates ---------------------------------------------------------------
 
 
 def is_seconds(value: object) -> bool:
-    """Whether ``value`` is a finite number of seconds >= 0 (an int or float, not a bool)."""
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    )
+    """Whether ``value`` is an int or float (not a bool) in ``[0, MAX_SECONDS]``.
+
+    Total: never raises, whatever ``value`` is (NaN, 10**400, a str...).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        # NaN compares False; an int is compared exactly, never converted to float.
+        return 0 <= value <= MAX_SECONDS
+    except Exception:  # an int or float subclass with a hostile __le__
+        return False
 
 
 def is_int_in(value: object, low: int, high: int) -> bool:
     """Whether ``value`` is an int (not a bool) in ``[low, high]``."""
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be encoded as UTF-8 (it holds no lone surrogate)."""
+    # isascii() is O(1) in CPython: only non-ASCII text pays for an encode.
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_text(value: object, max_chars: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= max_chars and is_utf8(value)
+
+
+# -- names --------------------------------------------------------------------
 
 
 def validate_namespace(name: object) -> str:
@@ -82,41 +176,141 @@ def validate_queues(names: Iterable[str]) -> tuple[str, ...]:
     return queues
 
 
+def check_job_id(job_id: object) -> str:
+    """Return ``job_id`` if it is 1 to MAX_JOB_ID_CHARS characters of UTF-8 text."""
+    if not _is_text(job_id, MAX_JOB_ID_CHARS):
+        raise InvalidInput(
+            f"invalid job id {job_id!r}: a string of 1 to {MAX_JOB_ID_CHARS} characters"
+        )
+    return job_id  # type: ignore[return-value]
+
+
+def check_worker_id(worker: object) -> str:
+    """Return ``worker`` if it is 1 to MAX_WORKER_ID_CHARS characters of UTF-8 text."""
+    if not _is_text(worker, MAX_WORKER_ID_CHARS):
+        raise InvalidInput(
+            f"worker id must be a string of 1 to {MAX_WORKER_ID_CHARS} characters, not {worker!r}"
+        )
+    return worker  # type: ignore[return-value]
+
+
+def check_lease_token(token: object) -> str:
+    """Return ``token`` if it could be a store-made lease token."""
+    if not _is_text(token, MAX_LEASE_TOKEN_CHARS):
+        raise InvalidInput(f"invalid lease token {token!r}")
+    return token  # type: ignore[return-value]
+
+
+def check_worker(worker: object) -> WorkerInfo:
+    """Check every field of a :class:`~qw.model.WorkerInfo` a store keeps."""
+    if not isinstance(worker, WorkerInfo):
+        raise InvalidInput(f"expected a WorkerInfo, got {type(worker).__name__}")
+    check_worker_id(worker.id)
+    if worker.queues:
+        validate_queues(worker.queues)
+    if not isinstance(worker.host, str) or len(worker.host) > MAX_HOST_CHARS:
+        raise InvalidInput(f"host must be a string of at most {MAX_HOST_CHARS} characters")
+    if not is_utf8(worker.host):
+        raise InvalidInput(f"host {worker.host!r} is not valid UTF-8 text")
+    for field in ("pid", "concurrency"):
+        value = getattr(worker, field)
+        if not is_int_in(value, 0, INT32_RANGE.stop - 1):
+            raise InvalidInput(f"{field} must be an int in [0, 2**31 - 1], not {value!r}")
+    if worker.started_at is not None:
+        check_run_at(worker.started_at, what="started_at")
+    return worker
+
+
+# -- times --------------------------------------------------------------------
+
+
+def check_run_at(when: object, *, what: str = "run_at", now: datetime | None = None) -> datetime:
+    """Return ``when`` if it is aware and in ``[MIN_RUN_AT, now + MAX_DELAY_S]``.
+
+    ``now`` defaults to this process's clock: it only bounds the value (the
+    store's clock decides when a job is due), so skew of minutes is harmless.
+    """
+    if not isinstance(when, datetime) or when.utcoffset() is None:
+        raise InvalidInput(f"{what} must be a timezone-aware datetime, not {when!r}")
+    latest = (now or datetime.now(UTC)) + timedelta(seconds=MAX_DELAY_S)
+    if not MIN_RUN_AT <= when <= latest:
+        raise InvalidInput(
+            f"{what} {when.isoformat()} is out of range: from 1970-01-01 UTC"
+            f" to {MAX_DELAY_S} s from now"
+        )
+    return when
+
+
+def validate_lease_seconds(lease_s: float) -> float:
+    """A lease length must be seconds in ``(0, MAX_LEASE_S]``."""
+    if not (is_seconds(lease_s) and 0 < lease_s <= MAX_LEASE_S):
+        raise InvalidInput(f"lease_s must be seconds in (0, {MAX_LEASE_S}], not {lease_s!r}")
+    return float(lease_s)
+
+
+# -- JSON ---------------------------------------------------------------------
+
+
 def encode_json(value: JSONValue, *, what: str = "payload", limit: int | None = None) -> str:
     """Encode ``value`` as compact JSON text, refusing what JSON cannot carry.
 
     NaN and infinities are refused (they are not JSON); so are non-string
-    mapping keys, which ``json`` would silently turn into strings.
+    mapping keys, which ``json`` would silently turn into strings, nesting
+    deeper than MAX_JSON_DEPTH, and text that is not valid UTF-8 (a lone
+    surrogate). ``limit`` bounds the UTF-8 size in bytes.
     """
-    _check_json(value, what)
+    return _encode(value, what, limit)[0]
+
+
+def _encode(value: JSONValue, what: str, limit: int | None) -> tuple[str, int]:
+    """:func:`encode_json`, and the size of the text in UTF-8 bytes."""
+    _check_json(value, what, 0)
     try:
         text = _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(f"{what} is not JSON: {exc}") from None
-    # A character is at most 4 bytes of UTF-8: short text needs no encoding to check.
-    if limit is not None and len(text) * 4 > limit and len(text.encode()) > limit:
-        raise InvalidPayload(f"{what} is {len(text.encode())} bytes as JSON; the limit is {limit}")
-    return text
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode())
+        except UnicodeEncodeError:
+            raise InvalidPayload(
+                f"{what} holds text that is not valid UTF-8 (a lone surrogate)"
+            ) from None
+    if limit is not None and size > limit:
+        raise InvalidPayload(f"{what} is {size} bytes as JSON; the limit is {limit}")
+    return text, size
 
 
 def decode_json(text: str | bytes | None) -> JSONValue:
-    """Decode JSON text written by :func:`encode_json` (``None`` stays ``None``)."""
+    """Decode JSON text written by :func:`encode_json` (``None`` stays ``None``).
+
+    Raises :class:`InvalidPayload` for text that is not JSON or that nests
+    too deeply to parse. Depth is not bounded here, only when writing, so
+    that data stored before a bound existed stays readable.
+    """
     if text is None:
         return None
-    return json.loads(text)  # type: ignore[no-any-return]
+    try:
+        return json.loads(text)  # type: ignore[no-any-return]
+    except RecursionError:
+        raise InvalidPayload("stored JSON is nested too deeply to decode") from None
+    except ValueError as exc:
+        raise InvalidPayload(f"stored text is not JSON: {exc}") from None
 
 
-def _check_json(value: object, what: str, depth: int = 0) -> None:
+def _check_json(value: object, what: str, depth: int) -> None:
     # json.dumps accepts tuples and str-coerces int keys; refuse both so that
     # what a consumer reads back is exactly what the producer sent.
-    if depth > 200:
-        raise InvalidPayload(f"{what} is nested too deeply")
     if value is None or isinstance(value, (bool, int, str)):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidPayload(f"{what} contains {value!r}, which JSON cannot carry")
         return
+    if isinstance(value, (list, dict)) and depth >= MAX_JSON_DEPTH:
+        raise InvalidPayload(f"{what} is nested too deeply (more than {MAX_JSON_DEPTH} levels)")
     if isinstance(value, list):
         for item in value:
             _check_json(item, what, depth + 1)
@@ -130,72 +324,120 @@ def _check_json(value: object, what: str, depth: int = 0) -> None:
     raise InvalidPayload(f"{what} contains a {type(value).__name__}, which is not JSON")
 
 
+# -- calls --------------------------------------------------------------------
+
+
 def validate_event(event: EventSpec | None, *, limit: int) -> EventSpec | None:
     """Check an outbox event's type and data before a transition is attempted."""
     if event is None:
         return None
+    _event_size(event, limit)
+    return event
+
+
+def _event_size(event: object, limit: int) -> int:
     if not isinstance(event, EventSpec):
         raise InvalidInput(f"event must be an EventSpec, not {type(event).__name__}")
     if not isinstance(event.type, str) or not EVENT_TYPE_PATTERN.fullmatch(event.type):
         raise InvalidInput(
             f"invalid event type {event.type!r}: must match {EVENT_TYPE_PATTERN.pattern}"
         )
-    encode_json(event.data, what="event data", limit=limit)
-    return event
+    return _encode(event.data, "event data", limit)[1]
 
 
 def validate_new_jobs(jobs: Sequence[NewJob], *, limit: int) -> list[str]:
-    """Check a batch of jobs; return each payload encoded as JSON text.
+    """Check one enqueue call's batch; return each payload encoded as JSON text.
 
     Raises before anything is written: an invalid job anywhere in the batch
-    fails the whole call.
+    fails the whole call. The count (MAX_BATCH) is checked before any job is
+    looked at, the total size (MAX_CALL_BYTES) as the payloads are encoded.
     """
     if isinstance(jobs, NewJob):
         raise InvalidInput("enqueue takes a sequence of NewJob; wrap a single job in a list")
+    if len(jobs) > MAX_BATCH:
+        raise InvalidInput(f"at most {MAX_BATCH} jobs per enqueue call, not {len(jobs)}")
+    encoded, _ = _check_new_jobs(jobs, limit, MAX_CALL_BYTES)
+    return encoded
+
+
+def split_new_jobs(jobs: Sequence[NewJob], *, limit: int) -> list[list[NewJob]]:
+    """Check every job of any number, then cut them into calls within the bounds.
+
+    Each returned chunk has at most MAX_BATCH jobs and MAX_CALL_BYTES of
+    payload, keeping the jobs' order. Ids are unique across all the chunks.
+    """
+    if isinstance(jobs, NewJob):
+        raise InvalidInput("enqueue takes a sequence of NewJob; wrap a single job in a list")
+    _, sizes = _check_new_jobs(jobs, limit, None)
+    chunks: list[list[NewJob]] = []
+    chunk: list[NewJob] = []
+    total = 0
+    for job, size in zip(jobs, sizes, strict=True):
+        if chunk and (len(chunk) == MAX_BATCH or total + size > MAX_CALL_BYTES):
+            chunks.append(chunk)
+            chunk, total = [], 0
+        chunk.append(job)
+        total += size
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
+def _check_new_jobs(
+    jobs: Sequence[NewJob], limit: int, max_bytes: int | None
+) -> tuple[list[str], list[int]]:
     encoded: list[str] = []
+    sizes: list[int] = []
     seen: set[str] = set()
+    total = 0
+    now: datetime | None = None
     for job in jobs:
         if not isinstance(job, NewJob):
             raise InvalidInput(f"expected NewJob, got {type(job).__name__}")
         validate_queue(job.queue)
-        if not isinstance(job.id, str) or not 0 < len(job.id) <= 64:
-            raise InvalidInput(f"invalid job id {job.id!r}: a string of 1 to 64 characters")
+        check_job_id(job.id)
         if job.id in seen:
             raise DuplicateJob(f"job id {job.id!r} appears twice in one batch")
         seen.add(job.id)
-        if (
-            isinstance(job.priority, bool)
-            or not isinstance(job.priority, int)
-            or (job.priority not in PRIORITY_RANGE)
-        ):
+        if not is_int_in(job.priority, PRIORITY_RANGE.start, PRIORITY_RANGE.stop - 1):
             raise InvalidInput(f"priority must be a 32-bit int, not {job.priority!r}")
-        if (
-            isinstance(job.max_attempts, bool)
-            or not isinstance(job.max_attempts, int)
-            or (job.max_attempts < 1)
-        ):
-            raise InvalidInput(f"max_attempts must be an int >= 1, not {job.max_attempts!r}")
-        if job.run_at is not None and job.delay is not None:
-            raise InvalidInput("give run_at or delay, not both")
-        if job.run_at is not None and (
-            not isinstance(job.run_at, datetime) or job.run_at.tzinfo is None
-        ):
-            raise InvalidInput("run_at must be a timezone-aware datetime")
-        if job.delay is not None and not is_seconds(job.delay):
-            raise InvalidInput(f"delay must be a finite number of seconds >= 0, not {job.delay!r}")
-        if job.dedupe_key is not None and (
-            not isinstance(job.dedupe_key, str)
-            or not 0 < len(job.dedupe_key) <= MAX_DEDUPE_KEY_CHARS
-        ):
+        if not is_int_in(job.max_attempts, 1, MAX_ATTEMPTS):
+            raise InvalidInput(
+                f"max_attempts must be an int in [1, {MAX_ATTEMPTS}], not {job.max_attempts!r}"
+            )
+        if job.run_at is not None:
+            if job.delay is not None:
+                raise InvalidInput("give run_at or delay, not both")
+            # One reading of the clock per batch bounds all its run_at values.
+            now = now or datetime.now(UTC)
+            check_run_at(job.run_at, now=now)
+        elif job.delay is not None and not is_seconds(job.delay):
+            raise InvalidInput(f"delay must be seconds in [0, {MAX_DELAY_S}], not {job.delay!r}")
+        if job.dedupe_key is not None and not _is_text(job.dedupe_key, MAX_DEDUPE_KEY_CHARS):
             raise InvalidInput(
                 f"dedupe_key must be a string of 1 to {MAX_DEDUPE_KEY_CHARS} characters"
             )
-        encoded.append(encode_json(job.payload, limit=limit))
-    return encoded
+        text, size = _encode(job.payload, "payload", limit)
+        total += size
+        if max_bytes is not None and total > max_bytes:
+            raise InvalidPayload(
+                f"the payloads of one call exceed {max_bytes} bytes (MAX_CALL_BYTES);"
+                " split the batch"
+            )
+        encoded.append(text)
+        sizes.append(size)
+    return encoded, sizes
 
 
-def validate_lease_seconds(lease_s: float) -> float:
-    """A lease length must be a positive, finite number of seconds."""
-    if not (is_seconds(lease_s) and 0 < lease_s <= 86_400):
-        raise InvalidInput(f"lease_s must be seconds in (0, 86400], not {lease_s!r}")
-    return float(lease_s)
+def validate_event_cursors(cursors: Iterable[int]) -> list[int]:
+    """Check one ack_events call: at most MAX_BATCH ints in EVENT_CURSOR_RANGE."""
+    if isinstance(cursors, (str, bytes)):
+        raise InvalidInput("cursors must be a collection of ints, not a string")
+    values = list(cursors)
+    if len(values) > MAX_BATCH:
+        raise InvalidInput(f"at most {MAX_BATCH} cursors per ack_events call, not {len(values)}")
+    low, high = EVENT_CURSOR_RANGE.start, EVENT_CURSOR_RANGE.stop - 1
+    for cursor in values:
+        if not is_int_in(cursor, low, high):
+            raise InvalidInput(f"event cursors are ints in [1, 2**63 - 1], not {cursor!r}")
+    return values

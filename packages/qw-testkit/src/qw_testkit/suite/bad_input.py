@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 import qw
 from qw.model import EventSpec, NewJob, WorkerInfo
+from qw.validation import (
+    MAX_ATTEMPTS,
+    MAX_BATCH,
+    MAX_CALL_BYTES,
+    MAX_DEDUPE_KEY_CHARS,
+    MAX_DELAY_S,
+    MAX_JOB_ID_CHARS,
+    MAX_JSON_DEPTH,
+    MAX_SECONDS,
+    MAX_WORKER_ID_CHARS,
+)
 from qw_testkit.base import ContractBase, snapshot
 
 BAD_NAMES = [
@@ -44,6 +55,29 @@ BAD_PAYLOADS: list[tuple[str, object]] = [
     ("nested-nan", {"a": [1, {"b": float("nan")}]}),
     ("tuple", (1, 2)),
     ("datetime", datetime(2020, 1, 1)),
+]
+
+#: Text no store can keep: a lone surrogate has no UTF-8 encoding.
+LONE_SURROGATE = "x\ud800"
+#: Text every store must keep as it is: 2-, 3- and 4-byte UTF-8.
+WIDE_TEXT = "é✓\U0001f600"
+#: Ten years ahead on this machine's clock, give or take a day of skew and test time.
+FAR_FUTURE = datetime.now(UTC) + timedelta(seconds=MAX_DELAY_S)
+
+
+def nested(depth: int) -> Any:
+    """A JSON value with ``depth`` levels of arrays and objects."""
+    value: Any = "leaf"
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+#: JSON that is valid Python but that no store may be asked to keep.
+UNSTORABLE_JSON: list[tuple[str, object]] = [
+    ("lone-surrogate", LONE_SURROGATE),
+    ("lone-surrogate-key", {LONE_SURROGATE: 1}),
+    ("too-deep", nested(MAX_JSON_DEPTH + 1)),
 ]
 
 #: A call that must be refused, given the client and the lease of a running job.
@@ -155,6 +189,20 @@ class BadInputTests(ContractBase):
             NewJob("q", 1, id="x" * 65),
             NewJob("q", 1, dedupe_key=""),
             NewJob("q", 1, dedupe_key="k" * 513),
+            # The bounds (qw.validation): far times, huge counts, text without UTF-8.
+            NewJob("q", 1, delay=MAX_DELAY_S + 1),
+            NewJob("q", 1, delay=1e12),
+            NewJob("q", 1, delay=10**400),
+            NewJob("q", 1, run_at=FAR_FUTURE + timedelta(days=1)),
+            NewJob("q", 1, run_at=datetime(9999, 12, 31, tzinfo=UTC)),
+            NewJob("q", 1, run_at=datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC)),
+            NewJob("q", 1, run_at=datetime(1, 1, 1, tzinfo=UTC)),
+            NewJob("q", 1, max_attempts=MAX_ATTEMPTS + 1),
+            NewJob("q", 1, max_attempts=2**31),
+            NewJob("q", 1, max_attempts=2**63),
+            NewJob("q", 1, id="x" * (MAX_JOB_ID_CHARS + 1)),
+            NewJob("q", 1, id=LONE_SURROGATE),
+            NewJob("q", 1, dedupe_key=LONE_SURROGATE),
         ],
         ids=lambda j: repr(j)[:60],
     )
@@ -192,6 +240,32 @@ class BadInputTests(ContractBase):
             lambda c, _: c.enqueue(NewJob("q", 1)),
             lambda c, _: c.enqueue(["not a job"]),
             lambda c, _: c.heartbeat(WorkerInfo("")),
+            # The bounds (qw.validation): seconds, cursors, batch lengths, UTF-8 text.
+            lambda c, _: c.claim(["q"], worker="w", lease_s=10**400),
+            lambda c, _: c.claim(["q"], worker=LONE_SURROGATE),
+            lambda c, _: c.claim(["q"], worker="w" * (MAX_WORKER_ID_CHARS + 1)),
+            lambda c, _: c.wait(["q"], timeout=10**400),
+            lambda c, _: c.wait(["q"], timeout=MAX_SECONDS + 1),
+            lambda c, _: c.purge(10**400),
+            lambda c, _: c.purge(MAX_SECONDS + 1),
+            lambda c, _: c.ack_events([0]),
+            lambda c, _: c.ack_events([-1]),
+            lambda c, _: c.ack_events([2**63]),
+            lambda c, _: c.ack_events([2**70]),
+            lambda c, _: c.ack_events(range(1, MAX_BATCH + 2)),
+            lambda c, lease: c.renew_many([lease] * (MAX_BATCH + 1)),
+            lambda c, lease: c.finish([qw.Release(lease)] * (MAX_BATCH + 1)),
+            lambda c, lease: c.complete(qw.Lease(LONE_SURROGATE, lease.token, lease.expires_at)),
+            lambda c, lease: c.complete(qw.Lease(lease.job_id, LONE_SURROGATE, lease.expires_at)),
+            lambda c, _: c.get(LONE_SURROGATE),
+            lambda c, _: c.cancel(LONE_SURROGATE),
+            lambda c, _: c.list_jobs(after=LONE_SURROGATE),
+            lambda c, _: c.heartbeat(WorkerInfo(LONE_SURROGATE)),
+            lambda c, _: c.heartbeat(WorkerInfo("w", host=LONE_SURROGATE)),
+            lambda c, _: c.heartbeat(WorkerInfo("w", pid=2**31)),
+            lambda c, _: c.heartbeat(WorkerInfo("w", concurrency=2**63)),
+            lambda c, _: c.heartbeat(WorkerInfo("w", started_at=datetime(2030, 1, 1))),
+            lambda c, _: c.remove_worker(LONE_SURROGATE),
         ],
     )
     def test_bad_arguments_are_refused(self, client: qw.Client, call: Call) -> None:
@@ -204,6 +278,9 @@ class BadInputTests(ContractBase):
             lambda lease: qw.Complete(lease, event=EventSpec("")),
             lambda lease: qw.Fail(lease, retry_in=-1),
             lambda lease: qw.Fail(lease, retry_in=float("nan")),
+            lambda lease: qw.Fail(lease, retry_in=MAX_SECONDS + 1),
+            lambda lease: qw.Fail(lease, retry_in=1e12),
+            lambda lease: qw.Fail(lease, retry_in=10**400),
             lambda lease: qw.Abort(lease, event="not a spec"),  # type: ignore[arg-type]
         ],
     )
@@ -217,3 +294,74 @@ class BadInputTests(ContractBase):
             client.finish([qw.Complete(lease), make(lease)])
         assert snapshot(client) == before
         assert client.complete(lease) is qw.JobStatus.SUCCEEDED
+
+    @pytest.mark.parametrize(
+        ("kind", "value"), UNSTORABLE_JSON, ids=[k for k, _ in UNSTORABLE_JSON]
+    )
+    @pytest.mark.parametrize("where", ["payload", "result", "error", "abort", "event"])
+    def test_json_a_store_cannot_keep_is_refused(
+        self, client: qw.Client, kind: str, value: Any, where: str
+    ) -> None:
+        def call(c: qw.Client, claimed: qw.Lease) -> object:
+            if where == "payload":
+                return c.enqueue_one("q", value)
+            if where == "result":
+                return c.complete(claimed, value)
+            if where == "error":
+                return c.fail(claimed, value)
+            if where == "abort":
+                return c.abort(claimed, value)
+            return c.complete(claimed, event=EventSpec("e", value))
+
+        self._refused(client, call, qw.InvalidPayload)
+
+    def test_an_enqueue_call_over_max_call_bytes_is_refused(self, client: qw.Client) -> None:
+        limit = client.capabilities.max_payload_bytes
+        count = MAX_CALL_BYTES // limit + 1
+        if count > MAX_BATCH:
+            pytest.skip(f"max_payload_bytes={limit}: MAX_BATCH jobs cannot exceed MAX_CALL_BYTES")
+        full = "x" * (limit - 2)  # one string object: the quotes make `limit` bytes
+        jobs = [NewJob("q", full) for _ in range(count)]
+        self._refused(client, lambda c, _: c.enqueue(jobs), qw.InvalidPayload)
+
+    def test_every_bound_itself_is_accepted_and_read_back(self, client: qw.Client) -> None:
+        """The largest values the bounds allow are stored, listed and read back as sent."""
+        earliest = datetime(1970, 1, 1, tzinfo=UTC)
+        latest = FAR_FUTURE - timedelta(days=1)
+        deep = nested(MAX_JSON_DEPTH)
+        jobs = [
+            NewJob("q", deep, id="deep"),
+            NewJob("q", WIDE_TEXT, id="wide", dedupe_key=WIDE_TEXT),
+            NewJob("q", {WIDE_TEXT: [WIDE_TEXT]}, id="x" * MAX_JOB_ID_CHARS),
+            NewJob("q", 1, id="k", dedupe_key="k" * MAX_DEDUPE_KEY_CHARS),
+            NewJob("q", 1, id="delay", delay=MAX_DELAY_S),
+            NewJob("q", 1, id="latest", run_at=latest),
+            NewJob("q", 1, id="earliest", run_at=earliest, priority=-(2**31)),
+            NewJob("q", 1, id="attempts", max_attempts=MAX_ATTEMPTS, priority=2**31 - 1),
+        ]
+        assert all(answer.created for answer in client.enqueue(jobs))
+        listed = {job.id: job for job in client.list_jobs(limit=100)}
+        assert set(listed) == {job.id for job in jobs}
+        for new in jobs:
+            job = client.get(new.id)
+            assert job == listed[new.id]
+            assert (job.payload, job.dedupe_key) == (new.payload, new.dedupe_key)
+            assert (job.priority, job.max_attempts) == (new.priority, new.max_attempts)
+        assert listed["earliest"].run_at == earliest
+        assert abs(listed["latest"].run_at - latest) < timedelta(seconds=1)
+        far = listed["delay"].run_at - client.now()
+        assert timedelta(seconds=MAX_DELAY_S - 3600) < far <= timedelta(seconds=MAX_DELAY_S)
+        # The earliest job is due: claim it and retry it as late as a retry may be.
+        (claim,) = client.claim(["q"], worker=WIDE_TEXT, limit=1)
+        assert claim.job.id == "earliest"
+        assert client.get("earliest").worker == WIDE_TEXT
+        assert client.fail(claim.lease, WIDE_TEXT, retry_in=MAX_SECONDS) is qw.JobStatus.QUEUED
+        retried = client.get("earliest")
+        assert retried.error == WIDE_TEXT
+        assert retried.run_at - client.now() > timedelta(seconds=MAX_SECONDS - 3600)
+        assert len(client.list_jobs(limit=100)) == len(jobs)
+        client.heartbeat(WorkerInfo(WIDE_TEXT, host=WIDE_TEXT, pid=2**31 - 1))
+        assert [(w.id, w.host, w.pid) for w in client.workers()] == [
+            (WIDE_TEXT, WIDE_TEXT, 2**31 - 1)
+        ]
+        assert client.ack_events([2**63 - 1]) == 0

@@ -173,7 +173,9 @@ class EnqueueTests(ContractBase):
         assert self.claim_one(client).job.id == answer.id
 
     def test_run_at_keeps_the_instant_whatever_the_timezone(self, client: qw.Client) -> None:
-        when = datetime(2099, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=5)))
+        # A year ahead, not a fixed far date: run_at may be at most MAX_DELAY_S (10 years) ahead.
+        ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(days=365)
+        when = ahead.astimezone(timezone(timedelta(hours=5)))
         answer = client.enqueue_one("q", 1, run_at=when)
         stored = client.get(answer.id).run_at
         assert abs((stored - when).total_seconds()) < 0.01
