@@ -75,7 +75,7 @@ def redact_url(url: str) -> str:
         netloc = parts.netloc
         if ":" in userinfo:
             netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{host}"
-        tail, hash_, fragment = url[end:].partition("#")
+        tail, hash_, _ = url[end:].partition("#")
         path, sep, query = tail.partition("?")
         # No store reads a fragment, so whatever was pasted there is hidden too.
         return url[:start] + netloc + path + sep + _redact_query(query) + (hash_ and f"#{REDACTED}")
