@@ -19,16 +19,25 @@ import inspect
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
-from qw.client import MAX_BATCH, Client
+from qw.client import Client
 from qw.errors import ConfigurationError, InvalidInput
 from qw.model import Enqueued, JSONValue, NewJob
 from qw.opening import open as open_client
-from qw.validation import validate_queue
+from qw.payload import task_payload
+from qw.validation import (
+    MAX_ATTEMPTS,
+    MAX_SECONDS,
+    PRIORITY_RANGE,
+    is_int_in,
+    is_seconds,
+    split_new_jobs,
+    validate_queue,
+)
 from qw.worker.backoff import Backoff
 
 if TYPE_CHECKING:
@@ -41,13 +50,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_QUEUE = "default"
-
-
-def task_payload(
-    name: str, args: Sequence[JSONValue] = (), kwargs: Mapping[str, JSONValue] | None = None
-) -> dict[str, JSONValue]:
-    """The JSON payload that asks a worker to run task ``name``."""
-    return {"task": name, "args": list(args), "kwargs": dict(kwargs or {})}
 
 
 class TaskCall(Generic[P, R]):
@@ -284,11 +286,18 @@ class App:
         jitter). ``timeout`` is seconds per attempt. Exceptions that are
         instances of ``no_retry`` fail the job without retrying.
         """
+        # The defaults every job of the task gets: refused now, not at its first enqueue.
         validate_queue(queue)
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise InvalidInput(f"max_attempts must be an int >= 1, not {max_attempts!r}")
-        if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
-            raise InvalidInput(f"timeout must be seconds > 0, not {timeout!r}")
+        if name is not None and not isinstance(name, str):
+            raise InvalidInput(f"a task name is a string, not {name!r}")
+        if not is_int_in(max_attempts, 1, MAX_ATTEMPTS):
+            raise InvalidInput(
+                f"max_attempts must be an int in [1, {MAX_ATTEMPTS}], not {max_attempts!r}"
+            )
+        if not is_int_in(priority, PRIORITY_RANGE.start, PRIORITY_RANGE.stop - 1):
+            raise InvalidInput(f"priority must be a 32-bit int, not {priority!r}")
+        if timeout is not None and not (is_seconds(timeout) and timeout > 0):
+            raise InvalidInput(f"timeout must be seconds in (0, {MAX_SECONDS}], not {timeout!r}")
         if backoff is None:
             policy = Backoff()
         elif isinstance(backoff, Backoff):
@@ -323,17 +332,19 @@ class App:
     # -- producing and working ---------------------------------------------
 
     def enqueue_many(self, jobs: Iterable[NewJob]) -> list[Enqueued]:
-        """Enqueue many jobs (``task.job(...)`` each) in one call, all or nothing.
+        """Enqueue any number of jobs (``task.job(...)`` each); answers in order.
 
-        Batches larger than the client's limit go in several calls, each
-        all or nothing.
+        Every job is checked before anything is written: one bad job (or a
+        repeated id) refuses them all. A batch within one call's bounds
+        (MAX_BATCH jobs, MAX_CALL_BYTES of payload) is one call, all or
+        nothing. A larger one goes in several calls, each all or nothing:
+        if the store fails during a later call (a lost connection, a job id
+        already in the store), the earlier calls stay committed.
         """
-        batch = list(jobs)
-        if len(batch) <= MAX_BATCH:
-            return self.client.enqueue(batch)
+        client = self.client
         answers: list[Enqueued] = []
-        for start in range(0, len(batch), MAX_BATCH):
-            answers.extend(self.client.enqueue(batch[start : start + MAX_BATCH]))
+        for chunk in split_new_jobs(list(jobs), limit=client.capabilities.max_payload_bytes):
+            answers.extend(client._enqueue_checked(chunk))
         return answers
 
     def worker(
