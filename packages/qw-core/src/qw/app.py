@@ -25,9 +25,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from qw.client import Client
+from qw.display import redact_url
 from qw.errors import ConfigurationError, InvalidInput
 from qw.model import Enqueued, JSONValue, NewJob
 from qw.opening import open as open_client
+from qw.opening import resolve_url
 from qw.payload import task_payload
 from qw.validation import (
     MAX_ATTEMPTS,
@@ -36,6 +38,7 @@ from qw.validation import (
     is_int_in,
     is_seconds,
     split_new_jobs,
+    validate_namespace,
     validate_queue,
 )
 from qw.worker.backoff import Backoff
@@ -184,7 +187,8 @@ class App:
         self._tasks: dict[str, Task[Any, Any]] = {}
 
     def __repr__(self) -> str:
-        return f"<qw.App url={self._url!r} namespace={self._namespace!r} tasks={len(self._tasks)}>"
+        url = None if self._url is None else redact_url(self._url)
+        return f"<qw.App url={url!r} namespace={self._namespace!r} tasks={len(self._tasks)}>"
 
     def __enter__(self) -> App:
         return self
@@ -200,12 +204,19 @@ class App:
     # -- configuration -----------------------------------------------------
 
     def configure(self, *, url: str | None = None, namespace: str | None = None) -> None:
-        """Override the URL or namespace (the CLI's ``--url``); only before first use."""
+        """Override the URL or namespace (the CLI's ``--url``); only before first use.
+
+        None keeps the current value; an empty one is an error, as in :func:`qw.open`.
+        """
+        if url is not None:
+            resolve_url(url)
+        if namespace is not None:
+            validate_namespace(namespace)
         with self._lock:
-            if self._client is not None and (url or namespace):
+            if self._client is not None and (url is not None or namespace is not None):
                 raise ConfigurationError("the app's store is already open; configure it earlier")
-            self._url = url or self._url
-            self._namespace = namespace or self._namespace
+            self._url = self._url if url is None else url
+            self._namespace = self._namespace if namespace is None else namespace
 
     @property
     def url(self) -> str | None:

@@ -165,3 +165,17 @@ def test_a_file_with_foreign_tables_shows_its_names_escaped(tmp_path: Path) -> N
     assert result.exit_code == 3
     assert "\x1b" not in result.stderr
     assert "evil\\x1b[2J" in result.stderr
+
+
+def test_an_apps_repr_hides_the_urls_secrets() -> None:
+    app = qw.App(f"postgresql://u:{PW}@h/db?password={PW}", namespace="shop")
+    assert PW not in repr(app)
+    assert "u:***@h/db?password=***" in repr(app)
+
+
+@pytest.mark.parametrize("setting", [{"url": ""}, {"url": "  "}, {"namespace": ""}])
+def test_configuring_an_app_with_an_empty_value_is_an_error(setting: dict[str, str]) -> None:
+    app = qw.App("memory://", namespace="shop")
+    with pytest.raises((qw.ConfigurationError, qw.InvalidName)):
+        app.configure(**setting)
+    assert (app.url, app.namespace) == ("memory://", "shop")
