@@ -15,22 +15,22 @@ JSON: never pickle, so any worker that registered ``NAME`` can run it.
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from qw.backoff import Backoff
 from qw.client import Client
 from qw.display import redact_url
 from qw.errors import ConfigurationError, InvalidInput
-from qw.model import Enqueued, JSONValue, NewJob
+from qw.model import Enqueued, NewJob
 from qw.opening import open as open_client
 from qw.opening import resolve_url
 from qw.payload import task_payload
+from qw.tasks import Task, TaskCall
 from qw.validation import (
     MAX_ATTEMPTS,
     MAX_SECONDS,
@@ -41,7 +41,6 @@ from qw.validation import (
     validate_namespace,
     validate_queue,
 )
-from qw.worker.backoff import Backoff
 
 if TYPE_CHECKING:
     from qw.plugin.manager import QwPluginManager
@@ -53,114 +52,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_QUEUE = "default"
-
-
-class TaskCall(Generic[P, R]):
-    """A task with per-call enqueue options; ``.enqueue()`` or ``.job()`` it."""
-
-    __slots__ = ("_options", "_task")
-
-    def __init__(self, task: Task[P, R], options: dict[str, Any]) -> None:
-        self._task = task
-        self._options = options
-
-    def job(self, *args: P.args, **kwargs: P.kwargs) -> NewJob:
-        """The :class:`~qw.model.NewJob` this call would enqueue (for ``enqueue_many``)."""
-        task = self._task
-        opts = self._options
-        new: dict[str, Any] = {
-            "queue": opts.get("queue") or task.queue,
-            "payload": task_payload(
-                task.name, cast("tuple[JSONValue, ...]", args), cast("dict[str, JSONValue]", kwargs)
-            ),
-            "priority": opts.get("priority", task.priority),
-            "max_attempts": opts.get("max_attempts", task.max_attempts),
-        }
-        for key in ("delay", "run_at", "dedupe_key", "id"):
-            if opts.get(key) is not None:
-                new[key] = opts[key]
-        return NewJob(**new)
-
-    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Enqueued:
-        """Enqueue one job of this task."""
-        return self._task.app.client.enqueue([self.job(*args, **kwargs)])[0]
-
-    delay = enqueue
-
-
-class Task(Generic[P, R]):
-    """A function registered as a task; calling it runs it here, now.
-
-    Attributes are the defaults every job of the task gets: ``queue``,
-    ``max_attempts``, ``priority``; and how a worker runs it: ``backoff``
-    between retries, ``timeout`` seconds per attempt (None: no limit),
-    ``no_retry`` exception types that fail the job at once.
-    """
-
-    def __init__(
-        self,
-        app: App,
-        fn: Callable[P, R],
-        *,
-        name: str,
-        queue: str,
-        max_attempts: int,
-        backoff: Backoff,
-        timeout: float | None,
-        no_retry: tuple[type[BaseException], ...],
-        priority: int,
-    ) -> None:
-        self.app = app
-        self.fn = fn
-        self.name = name
-        self.queue = queue
-        self.max_attempts = max_attempts
-        self.backoff = backoff
-        self.timeout = timeout
-        self.no_retry = no_retry
-        self.priority = priority
-        self.is_async = inspect.iscoroutinefunction(fn)
-        self.__doc__ = fn.__doc__
-        self.__wrapped__ = fn
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self.fn(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"<qw.Task {self.name} queue={self.queue!r}>"
-
-    def options(
-        self,
-        *,
-        queue: str | None = None,
-        delay: float | None = None,
-        run_at: datetime | None = None,
-        priority: int | None = None,
-        dedupe_key: str | None = None,
-        max_attempts: int | None = None,
-        job_id: str | None = None,
-    ) -> TaskCall[P, R]:
-        """Per-call options: ``task.options(delay=60, dedupe_key="k").enqueue(...)``."""
-        given = {
-            "queue": queue,
-            "delay": delay,
-            "run_at": run_at,
-            "priority": priority,
-            "dedupe_key": dedupe_key,
-            "max_attempts": max_attempts,
-            "id": job_id,
-        }
-        return TaskCall(self, {k: v for k, v in given.items() if v is not None})
-
-    def job(self, *args: P.args, **kwargs: P.kwargs) -> NewJob:
-        """The :class:`~qw.model.NewJob` for a call with the task's defaults."""
-        return TaskCall(self, {}).job(*args, **kwargs)
-
-    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Enqueued:
-        """Enqueue one job running ``task(*args, **kwargs)``; arguments must be JSON."""
-        return self.app.client.enqueue([self.job(*args, **kwargs)])[0]
-
-    delay = enqueue
 
 
 class App:
@@ -238,9 +129,22 @@ class App:
         return client
 
     def open_client(self) -> Client:
-        """A new client on the app's store and namespace (for a thread of its own)."""
+        """A client for a thread of its own: a new one on the app's store and namespace.
+
+        An app given ``client=`` cannot open another (a client does not
+        know its URL): it returns that client when its backend is
+        ``thread_safe``, and raises :class:`~qw.errors.ConfigurationError`
+        otherwise, rather than share it between threads.
+        """
         if not self._owns_client:
-            return self.client
+            client = self.client
+            if not client.capabilities.thread_safe:
+                raise ConfigurationError(
+                    f"the app's client ({client.backend.name} backend) is not thread-safe, "
+                    "and an app given client= cannot open one per thread; "
+                    "give the app a URL instead"
+                )
+            return client
         return open_client(self._url, namespace=self.client.namespace)
 
     def close(self) -> None:
@@ -292,7 +196,7 @@ class App:
         """Register a function (plain or ``async def``) as a task.
 
         ``name`` defaults to ``module.qualname``. ``backoff`` is a
-        :class:`~qw.worker.backoff.Backoff` or a fixed number of seconds
+        :class:`~qw.backoff.Backoff` or a fixed number of seconds
         (default: exponential from 1 s, doubling, capped at 300 s, with
         jitter). ``timeout`` is seconds per attempt. Exceptions that are
         instances of ``no_retry`` fail the job without retrying.
@@ -354,8 +258,10 @@ class App:
         """
         client = self.client
         answers: list[Enqueued] = []
-        for chunk in split_new_jobs(list(jobs), limit=client.capabilities.max_payload_bytes):
-            answers.extend(client._enqueue_checked(chunk))
+        for chunk, payloads in split_new_jobs(
+            list(jobs), limit=client.capabilities.max_payload_bytes
+        ):
+            answers.extend(client._enqueue_checked(chunk, payloads))
         return answers
 
     def worker(

@@ -7,38 +7,46 @@ raises a typed error and leaves the store unchanged on every backend alike.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TypeVar, cast
 
 from qw.capabilities import Capabilities
-from qw.contract import Abort, Backend, Complete, Fail, Outcome, Release, Switches
+from qw.contract import Backend, Finish, Insert, Switches
 from qw.errors import InvalidInput, InvalidPayload, JobNotFound, LeaseLost
 from qw.model import (
+    Abort,
     Claim,
+    Complete,
     Enqueued,
     Event,
     EventSpec,
+    Fail,
     Job,
     JobStatus,
     JSONValue,
     Lease,
     NewJob,
+    Outcome,
     PurgeResult,
+    Release,
     WorkerInfo,
 )
+from qw.transitions import plan_finish
 from qw.validation import (
+    MAX_ATTEMPTS,
     MAX_BATCH,
     MAX_CALL_BYTES,
     MAX_CLAIM_LIMIT,
     MAX_LIST_LIMIT,
     MAX_SECONDS,
-    _encode,
-    _event_size,
     check_job_id,
     check_lease_token,
     check_worker,
     check_worker_id,
+    encode_event,
+    encode_json_sized,
     is_int_in,
     is_seconds,
     validate_event_cursors,
@@ -108,14 +116,21 @@ class Client:
     def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
         """Enqueue a batch, all or nothing; see :meth:`qw.contract.Backend.enqueue`."""
         batch = list(jobs) if not isinstance(jobs, NewJob) else jobs
-        validate_new_jobs(batch, limit=self._limit)
-        return self._enqueue_checked(cast("list[NewJob]", batch))  # a bare NewJob was refused
+        payloads = validate_new_jobs(batch, limit=self._limit)
+        # A bare NewJob was refused above.
+        return self._enqueue_checked(cast("list[NewJob]", batch), payloads)
 
-    def _enqueue_checked(self, jobs: list[NewJob]) -> list[Enqueued]:
-        """Enqueue a batch that already passed :func:`~qw.validation.validate_new_jobs`."""
+    def _enqueue_checked(self, jobs: list[NewJob], payloads: list[str]) -> list[Enqueued]:
+        """Enqueue a batch that passed :func:`~qw.validation.validate_new_jobs`.
+
+        ``payloads`` are the jobs' payloads as that check encoded them: the
+        backend writes them as they are, never encoding again.
+        """
         if not jobs:
             return []
-        return self._backend.enqueue(jobs)
+        return self._backend.enqueue(
+            [_insert(job, payload) for job, payload in zip(jobs, payloads, strict=True)]
+        )
 
     def enqueue_one(self, queue: str, payload: JSONValue = None, **options: object) -> Enqueued:
         """Enqueue one job; ``options`` are :class:`~qw.model.NewJob` fields."""
@@ -131,9 +146,15 @@ class Client:
         check_worker_id(worker)
         if not is_int_in(limit, 1, MAX_CLAIM_LIMIT):
             raise InvalidInput(f"limit must be an int in [1, {MAX_CLAIM_LIMIT}], not {limit!r}")
-        return self._backend.claim(
+        claims = self._backend.claim(
             names, worker=worker, lease_s=validate_lease_seconds(lease_s), limit=limit
         )
+        # The lease carries what plan_finish decides by; stamped here once,
+        # from the claimed job, rather than by every backend.
+        return [
+            Claim(c.job, replace(c.lease, attempt=c.job.attempts, max_attempts=c.job.max_attempts))
+            for c in claims
+        ]
 
     def renew(self, lease: Lease, lease_s: float = 30.0) -> Lease:
         """Extend one lease; raise :class:`~qw.errors.LeaseLost` if it is stale."""
@@ -150,7 +171,16 @@ class Client:
         lease_s = validate_lease_seconds(lease_s)
         if not leases:
             return []
-        return self._backend.renew(leases, lease_s)
+        answers = self._backend.renew(leases, lease_s)
+        # Only the expiry and the cancel flag are the store's to change.
+        return [
+            None
+            if answer is None
+            else replace(
+                lease, expires_at=answer.expires_at, cancel_requested=answer.cancel_requested
+            )
+            for lease, answer in zip(leases, answers, strict=True)
+        ]
 
     def complete(
         self, lease: Lease, result: JSONValue = None, *, event: EventSpec | None = None
@@ -180,19 +210,26 @@ class Client:
         return self._finish_one(Abort(lease, error, event))
 
     def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
-        """Apply many outcomes (at most MAX_BATCH) in one call; None marks a stale lease."""
+        """Apply many outcomes (at most MAX_BATCH) in one call; None marks a stale lease.
+
+        Each outcome is checked and decided here (:func:`qw.transitions.plan_finish`);
+        the backend only applies the decided transitions.
+        """
         outcomes = _batch(outcomes, "outcomes per finish")
+        finishes: list[Finish] = []
         total = 0
         for outcome in outcomes:
-            total += self._check_outcome(outcome)
+            finish, size = self._plan(outcome)
+            total += size
             if total > MAX_CALL_BYTES:
                 raise InvalidPayload(
                     "the results, errors and event data of one finish call exceed"
                     f" {MAX_CALL_BYTES} bytes (MAX_CALL_BYTES)"
                 )
-        if not outcomes:
+            finishes.append(finish)
+        if not finishes:
             return []
-        return self._backend.finish(outcomes)
+        return self._backend.finish(finishes)
 
     def _finish_one(self, outcome: Outcome) -> JobStatus:
         status = self.finish([outcome])[0]
@@ -200,23 +237,26 @@ class Client:
             raise LeaseLost(outcome.lease.job_id)
         return status
 
-    def _check_outcome(self, outcome: Outcome) -> int:
-        """Check one outcome; return the UTF-8 bytes of the JSON it carries."""
+    def _plan(self, outcome: Outcome) -> tuple[Finish, int]:
+        """Check and decide one outcome; also the UTF-8 bytes of the JSON it carries."""
         if not isinstance(outcome, (Complete, Fail, Release, Abort)):
             raise InvalidInput(f"not an outcome: {outcome!r}")
         _check_lease(outcome.lease)
         if isinstance(outcome, Release):
-            return 0
+            return Finish(outcome.lease, plan_finish(outcome)), 0
         retry_in = outcome.retry_in if isinstance(outcome, Fail) else None
         if retry_in is not None and not is_seconds(retry_in):
             raise InvalidInput(f"retry_in must be seconds in [0, {MAX_SECONDS}], not {retry_in!r}")
         if isinstance(outcome, Complete):
-            size = _encode(outcome.result, "result", self._limit)[1]
+            body, size = encode_json_sized(outcome.result, "result", self._limit)
         else:
-            size = _encode(outcome.error, "error", self._limit)[1]
+            body, size = encode_json_sized(outcome.error, "error", self._limit)
+        event_data = None
         if outcome.event is not None:
-            size += _event_size(outcome.event, self._limit)
-        return size
+            event_data, event_size = encode_event(outcome.event, self._limit)
+            size += event_size
+        transition = plan_finish(outcome, body=body, event_data=event_data)
+        return Finish(outcome.lease, transition), size
 
     def reclaim_expired(self) -> int:
         """Requeue (or fail) jobs whose leases expired; return how many."""
@@ -326,6 +366,30 @@ def _check_lease(lease: object) -> None:
         raise InvalidInput(f"expected a Lease, got {type(lease).__name__}")
     check_job_id(lease.job_id)
     check_lease_token(lease.token)
+    # A claim's lease says which attempt it holds; finishes are decided by it.
+    if not (
+        is_int_in(lease.attempt, 1, MAX_ATTEMPTS)
+        and is_int_in(lease.max_attempts, lease.attempt, MAX_ATTEMPTS)
+    ):
+        raise InvalidInput(
+            f"lease for job {lease.job_id!r} does not carry the attempt a claim handed out "
+            f"(attempt={lease.attempt!r}, max_attempts={lease.max_attempts!r}); "
+            "use the Lease a claim or renew returned"
+        )
+
+
+def _insert(job: NewJob, payload: str) -> Insert:
+    run_at = None if job.run_at is None else job.run_at.astimezone(UTC)
+    return Insert(
+        job.id,
+        job.queue,
+        payload,
+        job.priority,
+        run_at,
+        job.delay,
+        job.max_attempts,
+        job.dedupe_key,
+    )
 
 
 def _batch(items: Sequence[T], what: str) -> list[T]:

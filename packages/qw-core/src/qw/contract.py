@@ -20,21 +20,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, Protocol, Self, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, Self, runtime_checkable
 
 from qw.model import (
+    Abort,
     Claim,
+    Complete,
     Enqueued,
     Event,
-    EventSpec,
+    Fail,
     Job,
     JobStatus,
-    JSONValue,
     Lease,
-    NewJob,
+    Outcome,
     PurgeResult,
+    Release,
     WorkerInfo,
 )
+from qw.transitions import EVENT_CANCELLED, EVENT_FAILED, Transition
 
 if TYPE_CHECKING:
     from qw.capabilities import Capabilities
@@ -44,77 +47,50 @@ __all__ = [
     "Backend",
     "Complete",
     "Fail",
+    "Finish",
+    "Insert",
     "Outcome",
     "Release",
-    "Switches",
-    "outcome_statuses",
     "STORE_EVENT_CANCELLED",
     "STORE_EVENT_EXPIRED",
+    "Switches",
 ]
 
 #: Event type a store writes when :meth:`Backend.cancel` cancels a queued job.
-STORE_EVENT_CANCELLED = "job.cancelled"
+STORE_EVENT_CANCELLED = EVENT_CANCELLED
 #: Event type a store writes when :meth:`Backend.reclaim_expired` fails a job
 #: whose attempts are used up.
-STORE_EVENT_EXPIRED = "job.failed"
+STORE_EVENT_EXPIRED = EVENT_FAILED
 
 
 @dataclass(frozen=True, slots=True)
-class Complete:
-    """Finish the leased job as ``succeeded`` with ``result``."""
+class Insert:
+    """A new job as the client hands it to :meth:`Backend.enqueue`: checked, payload encoded.
 
-    lease: Lease
-    result: JSONValue = None
-    event: EventSpec | None = None
+    The fields are :class:`~qw.model.NewJob`'s, except that ``payload`` is
+    its JSON text, encoded once by the client, and ``run_at`` is UTC.
+    """
+
+    id: str
+    queue: str
+    payload: str
+    priority: int
+    run_at: datetime | None
+    delay: float | None
+    max_attempts: int
+    dedupe_key: str | None
 
 
 @dataclass(frozen=True, slots=True)
-class Fail:
-    """Record a failed attempt.
+class Finish:
+    """A decided transition for the job ``lease`` holds, as :meth:`Backend.finish` gets it.
 
-    With attempts left and ``retry_in`` given, the job goes back to
-    ``queued``, due ``retry_in`` seconds from now on the store's clock;
-    otherwise it ends ``failed``.
+    The backend applies ``transition`` if and only if the job is
+    ``running`` under ``lease.token`` with ``attempts == lease.attempt``.
     """
 
     lease: Lease
-    error: JSONValue = None
-    retry_in: float | None = None
-    event: EventSpec | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Release:
-    """Give the job back to ``queued`` without counting the attempt."""
-
-    lease: Lease
-
-
-@dataclass(frozen=True, slots=True)
-class Abort:
-    """Finish the leased job as ``cancelled`` (its worker honouring a cancel)."""
-
-    lease: Lease
-    error: JSONValue = None
-    event: EventSpec | None = None
-
-
-Outcome: TypeAlias = Complete | Fail | Release | Abort
-
-
-def outcome_statuses(outcome: Outcome) -> frozenset[JobStatus]:
-    """The statuses ``outcome`` can leave a job in.
-
-    A backend recognises a repeated outcome by the token that last moved the
-    job out of ``running`` *and* a status in this set.
-    """
-    if isinstance(outcome, Complete):
-        return frozenset({JobStatus.SUCCEEDED})
-    if isinstance(outcome, Fail):
-        return frozenset({JobStatus.FAILED, JobStatus.QUEUED})
-    if isinstance(outcome, Abort):
-        return frozenset({JobStatus.CANCELLED})
-    return frozenset({JobStatus.QUEUED})
+    transition: Transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +145,14 @@ class Backend(Protocol):
 
     # -- producing ---------------------------------------------------------
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+    def enqueue(self, jobs: Sequence[Insert]) -> list[Enqueued]:
         """Insert ``jobs``, all or nothing, and return one answer per job, in order.
 
-        A job whose ``dedupe_key`` is held by a live (queued or running) job
-        of the namespace is not inserted: its answer carries the live job's
-        id and ``created=False``. Within one batch the first job with a key
-        wins and later ones point to it. A job id already in the namespace
-        raises :class:`~qw.errors.DuplicateJob` and writes nothing.
+        A job id already in the namespace raises
+        :class:`~qw.errors.DuplicateJob` and writes nothing. Which jobs are
+        inserted, and every answer, is :func:`qw.transitions.plan_enqueue`
+        given the dedupe keys that live (queued or running) jobs of the
+        namespace hold at the moment of the write.
 
         ``delay`` is resolved against the store's clock; FIFO order among
         equal priorities is the order the store received the jobs in. Wakes
@@ -213,15 +189,16 @@ class Backend(Protocol):
         """
         ...
 
-    def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
-        """Apply terminal writes; return each job's status after its outcome.
+    def finish(self, finishes: Sequence[Finish]) -> list[JobStatus | None]:
+        """Apply decided transitions; return each job's status after its own.
 
-        **Fenced**: only the job's current token moves a ``running`` job; for
-        a stale token nothing changes, no event is written, and the answer
-        is None. **Idempotent**: an outcome repeated with the token that
-        already applied it changes nothing, writes no second event, and
-        answers the same status again. With an ``event``, the transition and
-        the event commit **both or neither**. Outcomes in one call are
+        **Fenced**: a :class:`Finish` applies only while the job is
+        ``running`` under its lease's token and attempt; it then applies
+        every field of its :class:`~qw.transitions.Transition`, and its
+        event, in one atomic write (**both or neither**), and answers the
+        transition's status. Otherwise nothing changes, no event is written,
+        and the answer is :func:`qw.transitions.repeat_status` of the job as
+        stored (None for a stale lease). Finishes in one call are
         independent: one stale lease does not undo the others.
         """
         ...
@@ -229,11 +206,10 @@ class Backend(Protocol):
     def reclaim_expired(self) -> int:
         """Return jobs whose lease expired (store clock) and say how many.
 
-        Each goes back to ``queued`` if attempts remain (the attempt stays
-        counted), else to ``failed`` with a ``job.failed`` event whose data
-        is ``{"queue": ..., "reason": "lease_expired", "attempts": n}``.
-        Compare-and-set on (status, token): a job completed meanwhile is
-        never overwritten. Safe to run from many workers at once.
+        Each such job gets :func:`qw.transitions.plan_reclaim`'s transition,
+        applied by compare-and-set on (status, token, expiry): a job
+        finished or renewed meanwhile is never overwritten. Safe to run from
+        many workers at once.
         """
         ...
 
@@ -297,8 +273,8 @@ class Backend(Protocol):
     def cancel(self, job_id: str) -> JobStatus | None:
         """Cancel a job; return its status after the call, or None if unknown.
 
-        A queued job becomes ``cancelled`` (with a ``job.cancelled`` event,
-        data ``{"queue": ..., "reason": "cancelled"}``); a running job is
+        A queued job gets :func:`qw.transitions.plan_cancel_queued`'s
+        transition (by compare-and-set on its status); a running job is
         flagged (``cancel_requested``) and stays ``running`` until its worker
         finishes it; a terminal job is left as it is.
         """

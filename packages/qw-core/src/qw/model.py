@@ -11,16 +11,21 @@ from typing import TypeAlias
 from qw.ids import new_job_id
 
 __all__ = [
+    "Abort",
     "Claim",
+    "Complete",
     "Enqueued",
     "Event",
     "EventSpec",
+    "Fail",
     "Job",
     "JobStatus",
     "JSONValue",
     "Lease",
     "NewJob",
+    "Outcome",
     "PurgeResult",
+    "Release",
     "WorkerInfo",
 ]
 
@@ -124,13 +129,62 @@ class Lease:
     ``token`` is new for every claim; only the current token can renew or
     finish the job (fencing). ``expires_at`` is on the store's clock.
     ``cancel_requested`` turns True on renewal once an operator cancelled
-    the running job.
+    the running job. ``attempt`` and ``max_attempts`` are the job's as the
+    claim handed it out (fixed while the token is current): what
+    :mod:`qw.transitions` decides a finish by. The client sets them on every
+    lease it returns; a lease with ``attempt`` 0 was not handed out by a claim.
     """
 
     job_id: str
     token: str
     expires_at: datetime
     cancel_requested: bool = False
+    attempt: int = 0
+    max_attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    """Finish the leased job as ``succeeded`` with ``result``."""
+
+    lease: Lease
+    result: JSONValue = None
+    event: EventSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """Record a failed attempt.
+
+    With attempts left and ``retry_in`` given, the job goes back to
+    ``queued``, due ``retry_in`` seconds from now on the store's clock;
+    otherwise it ends ``failed``.
+    """
+
+    lease: Lease
+    error: JSONValue = None
+    retry_in: float | None = None
+    event: EventSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Give the job back to ``queued`` without counting the attempt."""
+
+    lease: Lease
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """Finish the leased job as ``cancelled`` (its worker honouring a cancel)."""
+
+    lease: Lease
+    error: JSONValue = None
+    event: EventSpec | None = None
+
+
+#: What a worker did with a job it holds; :mod:`qw.transitions` decides what it does to the job.
+Outcome: TypeAlias = Complete | Fail | Release | Abort
 
 
 @dataclass(frozen=True, slots=True)

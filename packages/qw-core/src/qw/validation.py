@@ -50,7 +50,9 @@ __all__ = [
     "check_worker",
     "check_worker_id",
     "decode_json",
+    "encode_event",
     "encode_json",
+    "encode_json_sized",
     "is_int_in",
     "is_seconds",
     "is_utf8",
@@ -259,10 +261,10 @@ def encode_json(value: JSONValue, *, what: str = "payload", limit: int | None = 
     deeper than MAX_JSON_DEPTH, and text that is not valid UTF-8 (a lone
     surrogate). ``limit`` bounds the UTF-8 size in bytes.
     """
-    return _encode(value, what, limit)[0]
+    return encode_json_sized(value, what, limit)[0]
 
 
-def _encode(value: JSONValue, what: str, limit: int | None) -> tuple[str, int]:
+def encode_json_sized(value: JSONValue, what: str, limit: int | None) -> tuple[str, int]:
     """:func:`encode_json`, and the size of the text in UTF-8 bytes."""
     _check_json(value, what, 0)
     try:
@@ -331,18 +333,19 @@ def validate_event(event: EventSpec | None, *, limit: int) -> EventSpec | None:
     """Check an outbox event's type and data before a transition is attempted."""
     if event is None:
         return None
-    _event_size(event, limit)
+    encode_event(event, limit)
     return event
 
 
-def _event_size(event: object, limit: int) -> int:
+def encode_event(event: object, limit: int) -> tuple[str, int]:
+    """Check an event; its data as JSON text, and that text's size in UTF-8 bytes."""
     if not isinstance(event, EventSpec):
         raise InvalidInput(f"event must be an EventSpec, not {type(event).__name__}")
     if not isinstance(event.type, str) or not EVENT_TYPE_PATTERN.fullmatch(event.type):
         raise InvalidInput(
             f"invalid event type {event.type!r}: must match {EVENT_TYPE_PATTERN.pattern}"
         )
-    return _encode(event.data, "event data", limit)[1]
+    return encode_json_sized(event.data, "event data", limit)
 
 
 def validate_new_jobs(jobs: Sequence[NewJob], *, limit: int) -> list[str]:
@@ -360,26 +363,29 @@ def validate_new_jobs(jobs: Sequence[NewJob], *, limit: int) -> list[str]:
     return encoded
 
 
-def split_new_jobs(jobs: Sequence[NewJob], *, limit: int) -> list[list[NewJob]]:
+def split_new_jobs(jobs: Sequence[NewJob], *, limit: int) -> list[tuple[list[NewJob], list[str]]]:
     """Check every job of any number, then cut them into calls within the bounds.
 
-    Each returned chunk has at most MAX_BATCH jobs and MAX_CALL_BYTES of
-    payload, keeping the jobs' order. Ids are unique across all the chunks.
+    Each returned chunk holds at most MAX_BATCH jobs, with their payloads
+    encoded, of at most MAX_CALL_BYTES, keeping the jobs' order. Ids are
+    unique across all the chunks.
     """
     if isinstance(jobs, NewJob):
         raise InvalidInput("enqueue takes a sequence of NewJob; wrap a single job in a list")
-    _, sizes = _check_new_jobs(jobs, limit, None)
-    chunks: list[list[NewJob]] = []
+    encoded, sizes = _check_new_jobs(jobs, limit, None)
+    chunks: list[tuple[list[NewJob], list[str]]] = []
     chunk: list[NewJob] = []
+    texts: list[str] = []
     total = 0
-    for job, size in zip(jobs, sizes, strict=True):
+    for job, text, size in zip(jobs, encoded, sizes, strict=True):
         if chunk and (len(chunk) == MAX_BATCH or total + size > MAX_CALL_BYTES):
-            chunks.append(chunk)
-            chunk, total = [], 0
+            chunks.append((chunk, texts))
+            chunk, texts, total = [], [], 0
         chunk.append(job)
+        texts.append(text)
         total += size
     if chunk:
-        chunks.append(chunk)
+        chunks.append((chunk, texts))
     return chunks
 
 
@@ -417,7 +423,7 @@ def _check_new_jobs(
             raise InvalidInput(
                 f"dedupe_key must be a string of 1 to {MAX_DEDUPE_KEY_CHARS} characters"
             )
-        text, size = _encode(job.payload, "payload", limit)
+        text, size = encode_json_sized(job.payload, "payload", limit)
         total += size
         if max_bytes is not None and total > max_bytes:
             raise InvalidPayload(

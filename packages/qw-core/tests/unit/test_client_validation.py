@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 import qw
 from qw.client import MAX_BATCH
 from qw.errors import InvalidInput, InvalidName, InvalidPayload, JobNotFound, LeaseLost
-from qw.model import JobStatus, Lease, NewJob, WorkerInfo
+from qw.model import JobStatus, NewJob, WorkerInfo
 
 
 def snapshot(client: qw.Client) -> object:
@@ -108,7 +109,7 @@ def test_finish_checks_outcomes_before_writing(client: qw.Client) -> None:
 def test_a_stale_lease_raises_lease_lost(client: qw.Client) -> None:
     client.enqueue_one("q")
     (claim,) = client.claim(["q"], worker="w")
-    forged = Lease(claim.lease.job_id, "not-the-token", claim.lease.expires_at)
+    forged = replace(claim.lease, token="not-the-token")
     assert_refused(client, lambda: client.complete(forged), LeaseLost)
     assert_refused(client, lambda: client.renew(forged), LeaseLost)
     assert client.renew_many([forged]) == [None]

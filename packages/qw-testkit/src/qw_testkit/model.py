@@ -1,7 +1,9 @@
 """A plain-Python model of one namespace, for the state-machine test.
 
-It follows the contract's reference semantics (the ``memory`` backend) and
-nothing else: no store, no clock beyond "due now" or "due in an hour".
+It states the contract's rules again, in its own words, and imports none of
+qw's own decisions (``qw.transitions``): a mistake there must show up as a
+disagreement with this model, not be shared by it. No store, no clock beyond
+"due now" or "due in an hour".
 """
 
 from __future__ import annotations
@@ -9,8 +11,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from qw.contract import Abort, Complete, Fail, Outcome, Release, outcome_statuses
-from qw.model import JobStatus, JSONValue
+from qw.model import Abort, Complete, Fail, JobStatus, JSONValue, Outcome, Release
 
 __all__ = ["ModelEvent", "ModelJob", "NamespaceModel"]
 
@@ -93,7 +94,8 @@ class NamespaceModel:
         if job is None:
             return None
         if job.token != token or job.status is not JobStatus.RUNNING:
-            if job.finished_by == token and job.status in outcome_statuses(outcome):
+            # A repeat: the token that moved the job, to the status this outcome gives.
+            if job.finished_by == token and job.status is _status_after(outcome):
                 return job.status
             return None
         event = None
@@ -166,3 +168,16 @@ class NamespaceModel:
         for job in self.jobs.values():
             out.setdefault(job.queue, dict.fromkeys(JobStatus, 0))[job.status] += 1
         return dict(sorted(out.items()))
+
+
+def _status_after(outcome: Outcome) -> JobStatus:
+    """The status ``outcome`` leaves its job in, judged by the attempt its lease holds."""
+    if isinstance(outcome, Complete):
+        return JobStatus.SUCCEEDED
+    if isinstance(outcome, Abort):
+        return JobStatus.CANCELLED
+    if isinstance(outcome, Fail):
+        lease = outcome.lease
+        retried = outcome.retry_in is not None and lease.attempt < lease.max_attempts
+        return JobStatus.QUEUED if retried else JobStatus.FAILED
+    return JobStatus.QUEUED

@@ -15,36 +15,31 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 from urllib.parse import urlsplit
 
 from qw.capabilities import Capabilities
-from qw.contract import (
-    STORE_EVENT_CANCELLED,
-    STORE_EVENT_EXPIRED,
-    Abort,
-    Complete,
-    Fail,
-    Outcome,
-    Switches,
-    outcome_statuses,
-)
+from qw.contract import Finish, Insert, Switches
 from qw.errors import ConfigurationError, DuplicateJob
 from qw.model import (
     Claim,
     Enqueued,
     Event,
-    EventSpec,
     Job,
     JobStatus,
-    JSONValue,
     Lease,
-    NewJob,
     PurgeResult,
     WorkerInfo,
 )
 from qw.plugin import hookimpl
-from qw.validation import validate_namespace
+from qw.transitions import (
+    Transition,
+    plan_cancel_queued,
+    plan_enqueue,
+    plan_reclaim,
+    repeat_status,
+)
+from qw.validation import decode_json, validate_namespace
 from qw.wakeup import WakeupHub
 
 __all__ = ["MemoryBackend"]
@@ -126,7 +121,7 @@ class MemoryBackend:
     def now(self) -> datetime:
         return _now()
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+    def enqueue(self, jobs: Sequence[Insert]) -> list[Enqueued]:
         with self._store.lock:
             now = _now()
             rows = self._space.rows
@@ -138,19 +133,18 @@ class MemoryBackend:
                 for r in rows.values()
                 if r.job.dedupe_key is not None and r.job.status.is_live
             }
-            answers = []
-            for new in jobs:
-                if new.dedupe_key is not None and new.dedupe_key in live:
-                    answers.append(Enqueued(live[new.dedupe_key], created=False))
-                    continue
+            answers, insert = plan_enqueue(jobs, live)
+            for i in insert:
+                new = jobs[i]
                 run_at = new.run_at or now + timedelta(seconds=new.delay or 0)
                 rows[new.id] = _Row(
                     Job(
                         id=new.id,
                         queue=new.queue,
-                        payload=_copy_json(new.payload),
+                        # Decoding the client's text gives the store a private copy.
+                        payload=decode_json(new.payload),
                         priority=new.priority,
-                        run_at=run_at.astimezone(UTC),
+                        run_at=run_at,
                         max_attempts=new.max_attempts,
                         attempts=0,
                         status=JobStatus.QUEUED,
@@ -159,10 +153,7 @@ class MemoryBackend:
                     ),
                     next(self._store.seq),
                 )
-                if new.dedupe_key is not None:
-                    live[new.dedupe_key] = new.id
-                answers.append(Enqueued(new.id, created=True))
-        self._space.hub.notify({j.queue for j in jobs})
+        self._space.hub.notify({jobs[i].queue for i in insert})
         return answers
 
     def claim(
@@ -215,73 +206,64 @@ class MemoryBackend:
                 )
             return answers
 
-    def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
+    def finish(self, finishes: Sequence[Finish]) -> list[JobStatus | None]:
         requeued: set[str] = set()
         with self._store.lock:
-            answers = []
-            for outcome in outcomes:
-                status = self._finish_one(outcome)
-                if status is JobStatus.QUEUED:
-                    requeued.add(self._space.rows[outcome.lease.job_id].job.queue)
-                answers.append(status)
+            now = _now()
+            answers: list[JobStatus | None] = []
+            for finish in finishes:
+                lease, transition = finish.lease, finish.transition
+                row = self._space.rows.get(lease.job_id)
+                if row is None:
+                    answers.append(None)
+                elif self._held(lease) is None:
+                    answers.append(repeat_status(transition, row.job.status, row.finished_by))
+                else:
+                    answers.append(self._apply(row, transition, now, requeued))
         if requeued:
             self._space.hub.notify(requeued)
         return answers
 
-    def _finish_one(self, outcome: Outcome) -> JobStatus | None:
-        lease = outcome.lease
-        row = self._space.rows.get(lease.job_id)
-        if row is None:
-            return None
-        if row.token != lease.token or row.job.status is not JobStatus.RUNNING:
-            # Only the exact outcome that already applied is answered again.
-            if row.finished_by == lease.token and row.job.status in outcome_statuses(outcome):
-                return row.job.status
-            return None
-        now = _now()
-        job = row.job
-        event: EventSpec | None = None
-        if isinstance(outcome, Complete):
-            row.job = _off_lease(
-                job,
-                status=JobStatus.SUCCEEDED,
-                result=_copy_json(outcome.result),
-                finished_at=now,
-            )
-            event = outcome.event
-        elif isinstance(outcome, Fail):
-            error = _copy_json(outcome.error)
-            if outcome.retry_in is not None and job.attempts < job.max_attempts:
-                run_at = now + timedelta(seconds=outcome.retry_in)
-                row.job = _off_lease(job, status=JobStatus.QUEUED, error=error, run_at=run_at)
-            else:
-                row.job = _off_lease(job, status=JobStatus.FAILED, error=error, finished_at=now)
-            event = outcome.event
-        elif isinstance(outcome, Abort):
-            row.job = _off_lease(
-                job,
-                status=JobStatus.CANCELLED,
-                error=_copy_json(outcome.error),
-                finished_at=now,
-            )
-            event = outcome.event
-        else:
-            row.job = _off_lease(job, status=JobStatus.QUEUED, attempts=job.attempts - 1)
-        row.token = None
-        row.finished_by = lease.token
-        if event is not None:
-            self._emit(job.id, event.type, event.data, now)
-        return row.job.status
-
     def _held(self, lease: Lease) -> _Row | None:
         row = self._space.rows.get(lease.job_id)
-        if row is None or row.token != lease.token or row.job.status is not JobStatus.RUNNING:
+        if (
+            row is None
+            or row.token != lease.token
+            or row.job.status is not JobStatus.RUNNING
+            or row.job.attempts != lease.attempt
+        ):
             return None
         return row
 
-    def _emit(self, job_id: str, type_: str, data: JSONValue, now: datetime) -> None:
+    def _apply(
+        self, row: _Row, transition: Transition, now: datetime, requeued: set[str]
+    ) -> JobStatus:
+        """Apply every field of ``transition`` to ``row``, and write its event."""
+        t, job = transition, row.job
+        row.job = replace(
+            job,
+            status=t.status,
+            attempts=job.attempts if t.attempts is None else t.attempts,
+            run_at=job.run_at if t.run_in is None else now + timedelta(seconds=t.run_in),
+            result=job.result if t.result is None else decode_json(t.result),
+            error=job.error if t.error is None else decode_json(t.error),
+            finished_at=now if t.finished else job.finished_at,
+            worker=None,
+            lease_expires_at=None,
+            cancel_requested=False,
+        )
+        row.token = None
+        row.finished_by = t.finished_by
+        if t.event_type is not None:
+            self._emit(job.id, t.event_type, t.event_data, now)
+        if t.status is JobStatus.QUEUED:
+            requeued.add(job.queue)
+        return t.status
+
+    def _emit(self, job_id: str, type_: str, data: str | None, now: datetime) -> None:
         cursor = next(self._store.seq)
-        self._space.events[cursor] = (Event(cursor, job_id, type_, _copy_json(data), now), False)
+        event = Event(cursor, job_id, type_, decode_json(data), now)
+        self._space.events[cursor] = (event, False)
 
     def reclaim_expired(self) -> int:
         requeued: set[str] = set()
@@ -295,24 +277,10 @@ class MemoryBackend:
                 if job.lease_expires_at > now:
                     continue
                 count += 1
-                if job.attempts < job.max_attempts:
-                    row.job = _off_lease(job, status=JobStatus.QUEUED)
-                    requeued.add(job.queue)
-                else:
-                    row.job = _off_lease(
-                        job,
-                        status=JobStatus.FAILED,
-                        finished_at=now,
-                        error={"reason": "lease_expired"},
-                    )
-                    self._emit(
-                        job.id,
-                        STORE_EVENT_EXPIRED,
-                        {"queue": job.queue, "reason": "lease_expired", "attempts": job.attempts},
-                        now,
-                    )
-                row.token = None
-                row.finished_by = None
+                transition = plan_reclaim(
+                    attempts=job.attempts, max_attempts=job.max_attempts, queue=job.queue
+                )
+                self._apply(row, transition, now, requeued)
         if requeued:
             self._space.hub.notify(requeued)
         return count
@@ -389,12 +357,7 @@ class MemoryBackend:
                 return None
             job = row.job
             if job.status is JobStatus.QUEUED:
-                now = _now()
-                row.job = replace(job, status=JobStatus.CANCELLED, finished_at=now)
-                row.finished_by = None
-                self._emit(
-                    job.id, STORE_EVENT_CANCELLED, {"queue": job.queue, "reason": "cancelled"}, now
-                )
+                self._apply(row, plan_cancel_queued(queue=job.queue), _now(), set())
             elif job.status is JobStatus.RUNNING:
                 row.job = replace(job, cancel_requested=True)
             return row.job.status
@@ -432,18 +395,6 @@ class MemoryBackend:
             for c in old_events:
                 del self._space.events[c]
             return PurgeResult(jobs=len(old_jobs), events=len(old_events))
-
-
-def _off_lease(job: Job, **changes: Any) -> Job:
-    """``job`` with ``changes`` and no lease."""
-    return replace(job, worker=None, lease_expires_at=None, cancel_requested=False, **changes)
-
-
-def _copy_json(value: JSONValue) -> JSONValue:
-    # Store a private copy, so a caller mutating its dict cannot edit the job.
-    from qw.validation import decode_json, encode_json
-
-    return decode_json(encode_json(value))
 
 
 @hookimpl

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -255,8 +256,8 @@ class BadInputTests(ContractBase):
             lambda c, _: c.ack_events(range(1, MAX_BATCH + 2)),
             lambda c, lease: c.renew_many([lease] * (MAX_BATCH + 1)),
             lambda c, lease: c.finish([qw.Release(lease)] * (MAX_BATCH + 1)),
-            lambda c, lease: c.complete(qw.Lease(LONE_SURROGATE, lease.token, lease.expires_at)),
-            lambda c, lease: c.complete(qw.Lease(lease.job_id, LONE_SURROGATE, lease.expires_at)),
+            lambda c, lease: c.complete(replace(lease, job_id=LONE_SURROGATE)),
+            lambda c, lease: c.complete(replace(lease, token=LONE_SURROGATE)),
             lambda c, _: c.get(LONE_SURROGATE),
             lambda c, _: c.cancel(LONE_SURROGATE),
             lambda c, _: c.list_jobs(after=LONE_SURROGATE),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -179,12 +180,24 @@ class TerminalTests(ContractBase):
         client.enqueue_one("q", 1)
         lease = self.claim_one(client).lease
         before = snapshot(client)
-        forged = qw.Lease(lease.job_id, lease.token[::-1] + "x", lease.expires_at)
-        ghost = qw.Lease("no-such-job", lease.token, lease.expires_at)
+        forged = replace(lease, token=lease.token[::-1] + "x")
+        ghost = replace(lease, job_id="no-such-job")
         for bad in (forged, ghost):
             for outcome in _outcomes(bad).values():
                 assert client.finish([outcome]) == [None]
         assert snapshot(client) == before
+
+    def test_a_lease_for_another_attempt_is_stale(self, client: qw.Client) -> None:
+        # The client decides a finish by the lease's attempt: a store must apply
+        # it only to that attempt, or a forged attempt could rewrite the count.
+        client.enqueue_one("q", 1, max_attempts=3)
+        lease = self.claim_one(client).lease
+        assert lease.attempt == 1
+        before = snapshot(client)
+        for outcome in _outcomes(replace(lease, attempt=2)).values():
+            assert client.finish([outcome]) == [None]
+        assert snapshot(client) == before
+        assert client.complete(lease, "ok") is JobStatus.SUCCEEDED
 
     def test_outcomes_in_one_call_are_independent(self, client: qw.Client) -> None:
         client.enqueue_one("q", 1, max_attempts=5)
