@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qw.app import App
+from qw.backoff import Backoff
 from qw.model import NewJob
-from qw.worker.backoff import Backoff
 from qw.worker.context import current_job
 
 __all__ = ["DemoSummary", "app", "build_jobs", "run_demo"]

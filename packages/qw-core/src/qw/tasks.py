@@ -1,0 +1,140 @@
+"""A registered task and one call of it: what :meth:`qw.App.task` returns.
+
+A task knows its defaults (queue, attempts, priority) and how a worker runs
+it (backoff, timeout, no_retry); enqueueing goes through its owner's
+client. The owner is anything with a ``client`` (a :class:`qw.App`), so
+this module does not depend on the app.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast
+
+from qw.backoff import Backoff
+from qw.client import Client
+from qw.model import Enqueued, JSONValue, NewJob
+from qw.payload import task_payload
+
+__all__ = ["Task", "TaskCall", "TaskOwner"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class TaskOwner(Protocol):
+    """Where a task's jobs are enqueued: :class:`qw.App` is one."""
+
+    @property
+    def client(self) -> Client: ...
+
+
+class TaskCall(Generic[P, R]):
+    """A task with per-call enqueue options; ``.enqueue()`` or ``.job()`` it."""
+
+    __slots__ = ("_options", "_task")
+
+    def __init__(self, task: Task[P, R], options: dict[str, Any]) -> None:
+        self._task = task
+        self._options = options
+
+    def job(self, *args: P.args, **kwargs: P.kwargs) -> NewJob:
+        """The :class:`~qw.model.NewJob` this call would enqueue (for ``enqueue_many``)."""
+        task = self._task
+        opts = self._options
+        new: dict[str, Any] = {
+            "queue": opts.get("queue") or task.queue,
+            "payload": task_payload(
+                task.name, cast("tuple[JSONValue, ...]", args), cast("dict[str, JSONValue]", kwargs)
+            ),
+            "priority": opts.get("priority", task.priority),
+            "max_attempts": opts.get("max_attempts", task.max_attempts),
+        }
+        for key in ("delay", "run_at", "dedupe_key", "id"):
+            if opts.get(key) is not None:
+                new[key] = opts[key]
+        return NewJob(**new)
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Enqueued:
+        """Enqueue one job of this task."""
+        return self._task.app.client.enqueue([self.job(*args, **kwargs)])[0]
+
+    delay = enqueue
+
+
+class Task(Generic[P, R]):
+    """A function registered as a task; calling it runs it here, now.
+
+    Attributes are the defaults every job of the task gets: ``queue``,
+    ``max_attempts``, ``priority``; and how a worker runs it: ``backoff``
+    between retries, ``timeout`` seconds per attempt (None: no limit),
+    ``no_retry`` exception types that fail the job at once. ``app`` is
+    the owner it was registered on.
+    """
+
+    def __init__(
+        self,
+        app: TaskOwner,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        queue: str,
+        max_attempts: int,
+        backoff: Backoff,
+        timeout: float | None,
+        no_retry: tuple[type[BaseException], ...],
+        priority: int,
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.queue = queue
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.timeout = timeout
+        self.no_retry = no_retry
+        self.priority = priority
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<qw.Task {self.name} queue={self.queue!r}>"
+
+    def options(
+        self,
+        *,
+        queue: str | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        dedupe_key: str | None = None,
+        max_attempts: int | None = None,
+        job_id: str | None = None,
+    ) -> TaskCall[P, R]:
+        """Per-call options: ``task.options(delay=60, dedupe_key="k").enqueue(...)``."""
+        given = {
+            "queue": queue,
+            "delay": delay,
+            "run_at": run_at,
+            "priority": priority,
+            "dedupe_key": dedupe_key,
+            "max_attempts": max_attempts,
+            "id": job_id,
+        }
+        return TaskCall(self, {k: v for k, v in given.items() if v is not None})
+
+    def job(self, *args: P.args, **kwargs: P.kwargs) -> NewJob:
+        """The :class:`~qw.model.NewJob` for a call with the task's defaults."""
+        return TaskCall(self, {}).job(*args, **kwargs)
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Enqueued:
+        """Enqueue one job running ``task(*args, **kwargs)``; arguments must be JSON."""
+        return self.app.client.enqueue([self.job(*args, **kwargs)])[0]
+
+    delay = enqueue
