@@ -30,3 +30,12 @@ def test_a_stand_in_is_named_in_every_reason() -> None:
 def test_requires_refuses_unknown_flags() -> None:
     with pytest.raises(ValueError, match="unknown capabilities"):
         requires("teleport")
+
+
+def test_every_boolean_capability_can_be_required() -> None:
+    from dataclasses import fields
+
+    booleans = {f.name for f in fields(Capabilities) if f.type in ("bool", bool)}
+    assert booleans == {"thread_safe", "multi_process", "native_wakeup", "durable", "queue_switch"}
+    for flag in booleans:
+        requires(flag)

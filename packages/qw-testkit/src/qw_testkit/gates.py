@@ -17,8 +17,9 @@ __all__ = ["FLAGS", "capability_skip_reason", "requires", "stand_in_note"]
 
 F = TypeVar("F", bound=Callable[..., object])
 
-#: The boolean capabilities a test may require.
-FLAGS = frozenset({"thread_safe", "multi_process", "native_wakeup", "durable", "queue_switch"})
+#: The boolean capabilities a test may require: every boolean field of Capabilities,
+#: so a flag added there can be gated on here without a second list to keep in step.
+FLAGS = frozenset(Capabilities().flags())
 
 MARKER = "qw_requires"
 
