@@ -42,14 +42,25 @@ BACKENDS = textwrap.dedent(
 
 
     class EventOnStaleToken(MemoryBackend):
-        """Writes the outcome's event even when the token is stale."""
+        """Writes the transition's event even when the token is stale."""
 
-        def _finish_one(self, outcome):
-            status = super()._finish_one(outcome)
-            event = getattr(outcome, "event", None)
-            if status is None and event is not None:
-                self._emit(outcome.lease.job_id, event.type, event.data, datetime.now(UTC))
-            return status
+        def finish(self, finishes):
+            answers = super().finish(finishes)
+            for finish, status in zip(finishes, answers):
+                t = finish.transition
+                if status is None and t.event_type is not None:
+                    self._emit(finish.lease.job_id, t.event_type, t.event_data, datetime.now(UTC))
+            return answers
+
+
+    class IgnoresAttempt(MemoryBackend):
+        """Fences finishes on the token alone, not on the attempt the lease was issued for."""
+
+        def _held(self, lease):
+            row = self._space.rows.get(lease.job_id)
+            if row is None or row.token != lease.token:
+                return None
+            return row if row.job.status is qw.JobStatus.RUNNING else None
 
 
     class SharedNamespace(MemoryBackend):
@@ -125,6 +136,7 @@ CASES = {
         "test_switches_are_per_namespace",
         "test_workers_are_per_namespace",
     ],
+    "IgnoresAttempt": ["test_a_lease_for_another_attempt_is_stale"],
     "ReclaimForgetsAttempt": [
         "test_expired_lease_is_reclaimed_to_queued",
         "test_reclaim_from_many_threads_counts_each_job_once",
