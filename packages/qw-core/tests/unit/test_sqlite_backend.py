@@ -107,12 +107,12 @@ def test_a_held_write_lock_times_out_as_backend_unavailable(path: Path) -> None:
         blocker.execute("BEGIN IMMEDIATE")
         start = time.monotonic()
         with pytest.raises(BackendUnavailable, match="busy_timeout"):
-            backend.enqueue([NewJob("q", 1)])
+            qw.Client(backend).enqueue([NewJob("q", 1)])
         assert time.monotonic() - start < 5
         blocker.execute("ROLLBACK")
         # Reads still work under WAL while a writer holds the lock, and nothing was written.
         assert backend.counts() == {}
-        backend.enqueue([NewJob("q", 1)])
+        qw.Client(backend).enqueue([NewJob("q", 1)])
         assert backend.counts() == {"q": {qw.JobStatus.QUEUED: 1}}
     finally:
         blocker.close()
@@ -137,7 +137,7 @@ def test_close_is_idempotent_and_later_calls_are_refused(path: Path) -> None:
     backend.close()
     backend.close()
     with pytest.raises(BackendUnavailable, match="closed"):
-        backend.enqueue([NewJob("q", 1)])
+        qw.Client(backend).enqueue([NewJob("q", 1)])
     with pytest.raises(BackendUnavailable, match="closed"):
         backend.wait(["q"], 0.1)
 

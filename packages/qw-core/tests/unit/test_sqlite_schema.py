@@ -25,9 +25,8 @@ from qw.model import NewJob
 path, start = sys.argv[1], float(sys.argv[2])
 while time.time() < start:
     pass
-backend = SqliteBackend(path, namespace="race")
-backend.enqueue([NewJob("q", sys.argv[3])])
-backend.close()
+with qw.Client(SqliteBackend(path, namespace="race")) as client:
+    client.enqueue([NewJob("q", sys.argv[3])])
 print("ok")
 """
 

@@ -4,7 +4,8 @@ Semantics are those of :mod:`qw.backends.memory`, made durable: every write
 is one ``BEGIN IMMEDIATE`` transaction (see :mod:`._db`), so a claim, a
 fenced finish and its outbox event, or a reclaim is atomic and exactly-once
 across threads and processes on this machine. Times come from SQLite's
-clock.
+clock. No status is decided here: :mod:`qw.transitions` decides every job
+transition and this module applies it whole, by compare-and-set.
 """
 
 from __future__ import annotations
@@ -21,28 +22,25 @@ from qw.backends.sqlite._db import Database
 from qw.backends.sqlite._url import DEFAULT_POLL_INTERVAL, SqliteOptions, parse_url
 from qw.backends.sqlite._wakeup import ALL_QUEUES, ChangeWatch, bump, shared_hub
 from qw.capabilities import Capabilities
-from qw.contract import (
-    STORE_EVENT_CANCELLED,
-    STORE_EVENT_EXPIRED,
-    Abort,
-    Complete,
-    Fail,
-    Outcome,
-    Switches,
-    outcome_statuses,
-)
+from qw.contract import Finish, Insert, Switches
 from qw.errors import DuplicateJob
 from qw.model import (
+    TERMINAL,
     Claim,
     Enqueued,
     Event,
     Job,
     JobStatus,
-    JSONValue,
     Lease,
-    NewJob,
     PurgeResult,
     WorkerInfo,
+)
+from qw.transitions import (
+    Transition,
+    plan_cancel_queued,
+    plan_enqueue,
+    plan_reclaim,
+    repeat_status,
 )
 from qw.validation import encode_json, validate_namespace
 
@@ -52,9 +50,20 @@ __all__ = ["SqliteBackend"]
 _CHUNK = 500
 #: Rows one purge transaction deletes, so purging never holds the lock long.
 PURGE_BATCH = 1000
-_TERMINAL = "('succeeded', 'failed', 'cancelled')"
-# Everything a job loses when it leaves ``running``.
-_OFF_LEASE = "worker = NULL, lease_expires_at = NULL, cancel_requested = 0, token = NULL"
+_TERMINAL = "(" + ", ".join(sorted(f"'{s.value}'" for s in TERMINAL)) + ")"
+# Applies every field of a Transition (see _transition_params); a NULL
+# parameter keeps the stored value. The job also leaves its lease.
+_APPLY = (
+    "UPDATE qw_jobs SET status = ?, attempts = coalesce(?, attempts), "
+    "run_at = coalesce(?, run_at), result = coalesce(?, result), error = coalesce(?, error), "
+    "finished_at = coalesce(?, finished_at), finished_by = ?, "
+    "worker = NULL, lease_expires_at = NULL, cancel_requested = 0, token = NULL "
+    "WHERE namespace = ? AND id = ? AND "
+)
+# The compare-and-set each kind of transition is applied under.
+_IF_HELD = _APPLY + "status = 'running' AND token = ? AND attempts = ? RETURNING queue"
+_IF_EXPIRED = _APPLY + "status = 'running' AND token = ? AND lease_expires_at <= ? RETURNING queue"
+_IF_QUEUED = _APPLY + "status = 'queued' RETURNING queue"
 
 
 def _chunks(values: Iterable[str]) -> Iterator[list[str]]:
@@ -67,13 +76,45 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-def _emit(
-    conn: sqlite3.Connection, namespace: str, job_id: str, type_: str, data: JSONValue, now: float
-) -> None:
-    conn.execute(
-        "INSERT INTO qw_events (namespace, job_id, type, data, created_at) VALUES (?, ?, ?, ?, ?)",
-        (namespace, job_id, type_, encode_json(data, what="event data"), now),
+def _transition_params(t: Transition, now: float) -> tuple[Any, ...]:
+    """The SET parameters of :data:`_APPLY` for ``t`` at the store's ``now``."""
+    run_at = None if t.run_in is None else now + t.run_in
+    return (
+        t.status.value,
+        t.attempts,
+        run_at,
+        t.result,
+        t.error,
+        now if t.finished else None,
+        t.finished_by,
     )
+
+
+def _apply(
+    conn: sqlite3.Connection,
+    statement: str,
+    t: Transition,
+    now: float,
+    key: tuple[str, str],
+    guard: tuple[Any, ...],
+    requeued: set[str],
+) -> bool:
+    """Apply ``t`` to job ``key`` (namespace, id) under ``statement``'s guard, with its event.
+
+    Whether it applied; a job that went back to ``queued`` adds its queue to ``requeued``.
+    """
+    rows = conn.execute(statement, (*_transition_params(t, now), *key, *guard)).fetchall()
+    if not rows:
+        return False
+    if t.event_type is not None:
+        conn.execute(
+            "INSERT INTO qw_events (namespace, job_id, type, data, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (*key, t.event_type, "null" if t.event_data is None else t.event_data, now),
+        )
+    if t.status is JobStatus.QUEUED:
+        requeued.add(rows[0][0])
+    return True
 
 
 class SqliteBackend:
@@ -140,9 +181,9 @@ class SqliteBackend:
 
     # -- producing ---------------------------------------------------------
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
-        payloads = [encode_json(new.payload) for new in jobs]
+    def enqueue(self, jobs: Sequence[Insert]) -> list[Enqueued]:
         ns = self._namespace
+        woken: set[str] = set()
 
         def work(conn: sqlite3.Connection, now: float) -> list[Enqueued]:
             for chunk in _chunks(new.id for new in jobs):
@@ -163,41 +204,34 @@ class SqliteBackend:
                         (ns, *chunk),
                     ).fetchall()
                 )
-            answers: list[Enqueued] = []
-            inserts: list[tuple[Any, ...]] = []
-            for new, payload in zip(jobs, payloads, strict=True):
-                key = new.dedupe_key
-                if key is not None and key in live:
-                    answers.append(Enqueued(live[key], created=False))
-                    continue
-                run_at = new.run_at.timestamp() if new.run_at else now + (new.delay or 0)
-                inserts.append(
-                    (
-                        ns,
-                        new.id,
-                        new.queue,
-                        payload,
-                        new.priority,
-                        run_at,
-                        new.max_attempts,
-                        now,
-                        key,
-                    )
-                )
-                if key is not None:
-                    live[key] = new.id
-                answers.append(Enqueued(new.id, created=True))
+            answers, insert = plan_enqueue(jobs, live)
+            new_jobs = [jobs[i] for i in insert]
             conn.executemany(
                 "INSERT INTO qw_jobs (namespace, id, queue, payload, priority, run_at, "
                 "max_attempts, status, created_at, dedupe_key) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-                inserts,
+                [
+                    (
+                        ns,
+                        new.id,
+                        new.queue,
+                        new.payload,
+                        new.priority,
+                        new.run_at.timestamp() if new.run_at else now + (new.delay or 0),
+                        new.max_attempts,
+                        now,
+                        new.dedupe_key,
+                    )
+                    for new in new_jobs
+                ],
             )
-            bump(conn, ns, {new.queue for new in jobs})
+            woken.clear()
+            woken.update(new.queue for new in new_jobs)
+            bump(conn, ns, woken)
             return answers
 
         answers = self._db.write(work)
-        self._hub.notify({new.queue for new in jobs})
+        self._hub.notify(woken)
         return answers
 
     # -- working -----------------------------------------------------------
@@ -242,8 +276,9 @@ class SqliteBackend:
             for lease in leases:
                 row = conn.execute(
                     "UPDATE qw_jobs SET lease_expires_at = ? WHERE namespace = ? AND id = ? "
-                    "AND token = ? AND status = 'running' RETURNING cancel_requested",
-                    (expires, ns, lease.job_id, lease.token),
+                    "AND token = ? AND attempts = ? AND status = 'running' "
+                    "RETURNING cancel_requested",
+                    (expires, ns, lease.job_id, lease.token, lease.attempt),
                 ).fetchall()
                 answers.append(
                     replace(lease, expires_at=_rows.ts(expires), cancel_requested=bool(row[0][0]))
@@ -254,19 +289,25 @@ class SqliteBackend:
 
         return self._db.write(work)
 
-    def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
+    def finish(self, finishes: Sequence[Finish]) -> list[JobStatus | None]:
+        ns = self._namespace
         requeued: set[str] = set()
 
         def work(conn: sqlite3.Connection, now: float) -> list[JobStatus | None]:
             requeued.clear()
             answers: list[JobStatus | None] = []
-            for outcome in outcomes:
-                status, queue = self._finish_one(conn, now, outcome)
-                if status is JobStatus.QUEUED and queue is not None:
-                    requeued.add(queue)
-                answers.append(status)
+            for finish in finishes:
+                lease, t = finish.lease, finish.transition
+                key = (ns, lease.job_id)
+                if _apply(conn, _IF_HELD, t, now, key, (lease.token, lease.attempt), requeued):
+                    answers.append(t.status)
+                    continue
+                row = conn.execute(
+                    "SELECT status, finished_by FROM qw_jobs WHERE namespace = ? AND id = ?", key
+                ).fetchone()
+                answers.append(None if row is None else repeat_status(t, JobStatus(row[0]), row[1]))
             if requeued:
-                bump(conn, self._namespace, requeued)
+                bump(conn, ns, requeued)
             return answers
 
         answers = self._db.write(work)
@@ -274,80 +315,25 @@ class SqliteBackend:
             self._hub.notify(requeued)
         return answers
 
-    def _finish_one(
-        self, conn: sqlite3.Connection, now: float, outcome: Outcome
-    ) -> tuple[JobStatus | None, str | None]:
-        """Apply one outcome; the job's status after it (None if stale) and, if moved, its queue."""
-        lease, ns = outcome.lease, self._namespace
-        row = conn.execute(
-            "SELECT status, token, finished_by, attempts, max_attempts, queue FROM qw_jobs "
-            "WHERE namespace = ? AND id = ?",
-            (ns, lease.job_id),
-        ).fetchone()
-        if row is None:
-            return None, None
-        status, token, finished_by, attempts, max_attempts, queue = row
-        if token != lease.token or status != JobStatus.RUNNING:
-            # Only the exact outcome that already applied is answered again.
-            if finished_by == lease.token and JobStatus(status) in outcome_statuses(outcome):
-                return JobStatus(status), None
-            return None, None
-        sets: str
-        params: tuple[Any, ...]
-        if isinstance(outcome, Complete):
-            new = JobStatus.SUCCEEDED
-            sets, params = "result = ?, finished_at = ?", (encode_json(outcome.result), now)
-        elif isinstance(outcome, Fail):
-            error = encode_json(outcome.error, what="error")
-            if outcome.retry_in is not None and attempts < max_attempts:
-                new = JobStatus.QUEUED
-                sets, params = "error = ?, run_at = ?", (error, now + outcome.retry_in)
-            else:
-                new = JobStatus.FAILED
-                sets, params = "error = ?, finished_at = ?", (error, now)
-        elif isinstance(outcome, Abort):
-            new = JobStatus.CANCELLED
-            sets = "error = ?, finished_at = ?"
-            params = (encode_json(outcome.error, what="error"), now)
-        else:
-            new = JobStatus.QUEUED
-            sets, params = "attempts = attempts - 1", ()
-        conn.execute(
-            f"UPDATE qw_jobs SET status = ?, {sets}, {_OFF_LEASE}, finished_by = ? "
-            "WHERE namespace = ? AND id = ? AND status = 'running' AND token = ?",
-            (new.value, *params, lease.token, ns, lease.job_id, lease.token),
-        )
-        event = getattr(outcome, "event", None)
-        if event is not None:
-            _emit(conn, ns, lease.job_id, event.type, event.data, now)
-        return new, queue
-
     def reclaim_expired(self) -> int:
         ns = self._namespace
         requeued: set[str] = set()
 
         def work(conn: sqlite3.Connection, now: float) -> int:
             requeued.clear()
-            back = conn.execute(
-                f"UPDATE qw_jobs SET status = 'queued', {_OFF_LEASE}, finished_by = NULL "
+            expired = conn.execute(
+                "SELECT id, token, attempts, max_attempts, queue FROM qw_jobs "
                 "WHERE namespace = ? AND status = 'running' AND lease_expires_at <= ? "
-                "AND attempts < max_attempts RETURNING queue",
+                "ORDER BY seq",
                 (ns, now),
             ).fetchall()
-            requeued.update(q for (q,) in back)
+            count = 0
+            for job_id, token, attempts, max_attempts, queue in expired:
+                t = plan_reclaim(attempts=attempts, max_attempts=max_attempts, queue=queue)
+                count += _apply(conn, _IF_EXPIRED, t, now, (ns, job_id), (token, now), requeued)
             if requeued:
                 bump(conn, ns, requeued)
-            failed = conn.execute(
-                f"UPDATE qw_jobs SET status = 'failed', {_OFF_LEASE}, finished_by = NULL, "
-                "finished_at = ?, error = ? "
-                "WHERE namespace = ? AND status = 'running' AND lease_expires_at <= ? "
-                "RETURNING seq, id, queue, attempts",
-                (now, encode_json({"reason": "lease_expired"}), ns, now),
-            ).fetchall()
-            for _, job_id, queue, attempts in sorted(failed):
-                data = {"queue": queue, "reason": "lease_expired", "attempts": attempts}
-                _emit(conn, ns, job_id, STORE_EVENT_EXPIRED, data, now)
-            return len(back) + len(failed)
+            return count
 
         count = self._db.write(work)
         if requeued:
@@ -488,15 +474,10 @@ class SqliteBackend:
                 return None
             status, queue = JobStatus(row[0]), row[1]
             if status is JobStatus.QUEUED:
-                conn.execute(
-                    "UPDATE qw_jobs SET status = 'cancelled', finished_at = ?, finished_by = NULL "
-                    "WHERE namespace = ? AND id = ?",
-                    (now, ns, job_id),
-                )
-                data = {"queue": queue, "reason": "cancelled"}
-                _emit(conn, ns, job_id, STORE_EVENT_CANCELLED, data, now)
-                return JobStatus.CANCELLED
-            if status is JobStatus.RUNNING:
+                t = plan_cancel_queued(queue=queue)
+                if _apply(conn, _IF_QUEUED, t, now, (ns, job_id), (), set()):
+                    return t.status
+            elif status is JobStatus.RUNNING:
                 conn.execute(
                     "UPDATE qw_jobs SET cancel_requested = 1 WHERE namespace = ? AND id = ?",
                     (ns, job_id),
