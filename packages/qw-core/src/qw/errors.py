@@ -14,6 +14,7 @@ Every error qw raises on purpose is a :class:`QwError`::
     │   ├── BackendUnavailable  the backend cannot load, or its store cannot be reached
     │   ├── BackendConflict     two distributions claim one name or scheme; a lost write race
     │   └── SchemaError         the store's schema is missing, newer than this code, or broken
+    ├── PluginError             an installed ``qw.plugins`` entry point failed to load
     └── ConfigurationError      a URL or option qw cannot make sense of
 
 Backends translate their driver's exceptions into these; a driver exception
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidPayload",
     "JobNotFound",
     "LeaseLost",
+    "PluginError",
     "QwError",
     "SchemaError",
 ]
@@ -97,6 +99,10 @@ class BackendConflict(BackendError):
 
 class SchemaError(BackendError):
     """The store's schema is missing, broken, or newer than this code."""
+
+
+class PluginError(QwError):
+    """A ``qw.plugins`` entry point failed to import or load (a plugin, not a backend)."""
 
 
 class ConfigurationError(QwError, ValueError):

@@ -6,7 +6,8 @@ Exit codes (documented in ``qw --help`` and the README):
 0   success
 1   the command ran and found a problem (a check failed)
 2   bad input or configuration (:class:`~qw.errors.InvalidInput`,
-    :class:`~qw.errors.ConfigurationError`, and click's usage errors)
+    :class:`~qw.errors.ConfigurationError`, click's usage errors), or an
+    installed plugin that fails to load (:class:`~qw.errors.PluginError`)
 3   the backend: not installed, failed to load, claimed twice, its store
     unreachable, or its schema wrong (:class:`~qw.errors.BackendError`)
 4   no such job (:class:`~qw.errors.JobNotFound`)
@@ -38,6 +39,7 @@ from qw.errors import (
     InvalidInput,
     JobNotFound,
     LeaseLost,
+    PluginError,
     QwError,
 )
 from qw.opening import DEFAULT_NAMESPACE, DEFAULT_URL, resolve_url
@@ -73,7 +75,8 @@ EXIT_NOT_FOUND = 4
 EXIT_LEASE_LOST = 5
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 ok; 1 a check failed; 2 bad input or configuration; "
+    "Exit codes: 0 ok; 1 a check failed; 2 bad input or configuration, or a plugin "
+    "failing to load; "
     "3 backend not installed, failing to load, claimed twice or unreachable; "
     "4 no such job; 5 lease lost."
 )
@@ -83,7 +86,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def exit_code_for(exc: QwError) -> int:
     """The documented exit code for a qw error."""
-    if isinstance(exc, (InvalidInput, ConfigurationError)):
+    if isinstance(exc, (InvalidInput, ConfigurationError, PluginError)):
         return EXIT_USAGE
     if isinstance(exc, BackendError):
         return EXIT_BACKEND

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from qw.errors import BackendUnavailable
+from qw.errors import PluginError
 from qw.plugin import NAME, hookimpl, spec
 
 if TYPE_CHECKING:
@@ -41,7 +41,10 @@ class QwPluginManager:
         self._pm.register(plugin, name=name)
 
     def load_entry_points(self) -> list[str]:
-        """Register every installed ``qw.plugins`` entry point; return their names."""
+        """Register every installed ``qw.plugins`` entry point; return their names.
+
+        Raises :class:`~qw.errors.PluginError` if one fails to load.
+        """
         loaded = []
         for ep in entry_points(group=PLUGIN_GROUP):
             dist = ep.dist.name if ep.dist is not None else "unknown distribution"
@@ -50,7 +53,7 @@ class QwPluginManager:
             try:
                 plugin = ep.load()
             except Exception as exc:
-                raise BackendUnavailable(
+                raise PluginError(
                     f"plugin {ep.name!r} from {dist} failed to load: {exc!r}"
                 ) from exc
             self._pm.register(plugin, name=ep.name)
