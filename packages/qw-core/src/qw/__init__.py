@@ -8,7 +8,10 @@ True
 
 from __future__ import annotations
 
-from qw.app import App, Task, load_app
+from typing import TYPE_CHECKING, Any
+
+from qw.app import App, load_app
+from qw.backoff import Backoff
 from qw.capabilities import Capabilities
 from qw.client import Client
 from qw.contract import Abort, Backend, Complete, Fail, Outcome, Release, Switches
@@ -24,6 +27,7 @@ from qw.errors import (
     InvalidPayload,
     JobNotFound,
     LeaseLost,
+    PluginError,
     QwError,
     SchemaError,
 )
@@ -40,7 +44,14 @@ from qw.model import (
     WorkerInfo,
 )
 from qw.opening import open
-from qw.worker import Backoff, JobCancelled, Worker, WorkerConfig, current_job
+from qw.tasks import Task
+
+if TYPE_CHECKING:
+    from qw.worker import JobCancelled, Worker, WorkerConfig, current_job
+
+# The worker runtime (and pluggy) load on first use of one of these names:
+# a producer that only enqueues never imports them.
+_WORKER_NAMES = frozenset({"JobCancelled", "Worker", "WorkerConfig", "current_job"})
 
 __version__ = "0.1.0"
 
@@ -79,6 +90,7 @@ __all__ = [
     "LeaseLost",
     "NewJob",
     "Outcome",
+    "PluginError",
     "PurgeResult",
     "QwError",
     "Release",
@@ -88,3 +100,17 @@ __all__ = [
     "__version__",
     "open",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WORKER_NAMES:
+        import qw.worker
+
+        value = getattr(qw.worker, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'qw' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WORKER_NAMES})

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, cast
 
-import pluggy
-
 from qw.display import redact_url
 from qw.errors import BackendConflict, BackendNotFound, BackendUnavailable, ConfigurationError
-from qw.plugin import NAME, spec
 
 if TYPE_CHECKING:
+    import pluggy
+
     from qw.contract import Backend
 
 __all__ = [
@@ -160,23 +159,35 @@ class _Registry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pm = pluggy.PluginManager(NAME)
-        self._pm.add_hookspecs(spec)
+        self._pm: pluggy.PluginManager | None = None
         self._classes: dict[str, type[Backend]] = {}
+
+    def _plugins(self) -> pluggy.PluginManager:
+        """The plugin manager, made on the first load (under the lock): not at ``import qw``."""
+        if self._pm is None:
+            import pluggy
+
+            from qw.plugin import NAME, spec
+
+            pm = pluggy.PluginManager(NAME)
+            pm.add_hookspecs(spec)
+            self._pm = pm
+        return self._pm
 
     def load(self, name: str) -> type[Backend]:
         with self._lock:
             if name in self._classes:
                 return self._classes[name]
             entry, ep = _single_entry(name)
+            pm = self._plugins()
             try:
                 module = ep.load()
                 plugin_name = f"{entry.distribution}:{name}"
-                if not self._pm.has_plugin(plugin_name):
-                    self._pm.register(module, name=plugin_name)
+                if not pm.has_plugin(plugin_name):
+                    pm.register(module, name=plugin_name)
                 impls = [
                     impl
-                    for impl in self._pm.hook.qw_register_backends.get_hookimpls()
+                    for impl in pm.hook.qw_register_backends.get_hookimpls()
                     if impl.plugin_name == plugin_name
                 ]
                 classes: list[type[Backend]] = []

@@ -20,6 +20,7 @@ from qw.client import Client
 from qw.display import escape_json, escape_text
 from qw.errors import InvalidInput
 from qw.model import Job, JobStatus, NewJob
+from qw.payload import task_name_of
 
 __all__ = ["jobs", "job_dict", "retry_job"]
 
@@ -32,9 +33,8 @@ def job_dict(job: Job) -> dict[str, Any]:
 
 
 def _task_of(job: Job) -> str:
-    payload = job.payload
-    name = payload.get("task") if isinstance(payload, dict) else None
-    return name if isinstance(name, str) else "-"
+    name = task_name_of(job.payload)
+    return "-" if name is None else name
 
 
 def retry_job(client: Client, job: Job) -> str:
