@@ -313,6 +313,57 @@ def test_a_backend_that_is_not_thread_safe_gets_a_client_per_worker_thread(
     app.close()
 
 
+def test_an_app_given_a_client_that_is_not_thread_safe_refuses_to_run_a_worker(
+    monkeypatch: pytest.MonkeyPatch, namespace: str
+) -> None:
+    # The app cannot open a client per thread from a client (it has no URL):
+    # sharing the one would use a backend that is not thread-safe from four threads.
+    import threading
+    from dataclasses import replace
+
+    from conftest import FAST
+
+    from qw.backends.memory import MemoryBackend
+
+    monkeypatch.setattr(
+        MemoryBackend, "capabilities", replace(MemoryBackend.capabilities, thread_safe=False)
+    )
+    client = qw.open("memory://shared-unsafe", namespace=namespace)
+    app = qw.App(client=client)
+    register(app)
+    answer = app.tasks["rt.add"].enqueue(1, 2)
+    with pytest.raises(qw.ConfigurationError, match="not thread-safe"):
+        app.open_client()
+    worker = app.worker(["rt"], **FAST)
+    refused: list[qw.ConfigurationError] = []
+
+    def run() -> None:
+        try:
+            worker.run(handle_signals=False)
+        except qw.ConfigurationError as exc:
+            refused.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(5)
+    worker.stop(timeout=10)
+    (error,) = refused
+    assert "not thread-safe" in str(error)
+    assert client.get(answer.id).status is S.QUEUED
+    assert client.workers() == []
+    client.close()
+
+
+def test_an_app_given_a_thread_safe_client_shares_it_with_the_worker(namespace: str) -> None:
+    with qw.open("memory://shared-safe", namespace=namespace) as client:
+        app = qw.App(client=client)
+        register(app)
+        assert app.open_client() is client
+        answer = app.tasks["rt.add"].enqueue(1, 2)
+        with running(app):
+            assert finished(app, answer.id).result == 3
+
+
 def test_a_worker_that_cannot_renew_loses_its_jobs_and_their_late_results(
     app: qw.App, notes: Path
 ) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from qw.worker.backoff import Backoff
+from qw.backoff import Backoff
 from qw.worker.config import WorkerConfig
 from qw.worker.context import JobCancelled, RunningJob, current_job
-from qw.worker.runtime import Worker, WorkerStats
+from qw.worker.runtime import Worker
+from qw.worker.stats import WorkerStats
 
 __all__ = [
     "Backoff",

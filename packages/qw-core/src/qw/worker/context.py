@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from contextvars import ContextVar, Token
+from typing import Any, Protocol
 
-from qw.model import Job, JSONValue, Lease
+from qw.model import Job
+from qw.tasks import Task
 
-if TYPE_CHECKING:
-    import asyncio
-
-    from qw.app import Task
-
-__all__ = ["JobCancelled", "RunningJob", "current_job"]
+__all__ = ["JobCancelled", "JobState", "RunningJob", "current_job", "reset_current", "set_current"]
 
 
 class JobCancelled(Exception):
@@ -25,104 +20,78 @@ class JobCancelled(Exception):
     """
 
 
-class RunningJob:
-    """One claimed job inside a worker; also the task's view of its job.
+class JobState(Protocol):
+    """What the view reads: the worker's record of the job (``qw.worker.slot.JobSlot``)."""
 
-    The public read-only part (``job``, ``attempt``, ``cancel_requested``,
-    ``timed_out``) is what :func:`current_job` returns; the rest is the
-    runtime's bookkeeping, changed only under the runtime's lock.
+    @property
+    def job(self) -> Job: ...
+
+    @property
+    def task(self) -> Task[Any, Any] | None: ...
+
+    @property
+    def cancel_requested(self) -> bool: ...
+
+    @property
+    def timed_out(self) -> bool: ...
+
+    def elapsed(self) -> float: ...
+
+
+class RunningJob:
+    """A running task's read-only view of its job: what :func:`current_job` returns.
+
+    The worker changes the state behind it (a cancel request, a timeout);
+    the task only reads it.
     """
 
-    __slots__ = (
-        "_cancel_requested",
-        "_timed_out",
-        "abandoned",
-        "args",
-        "async_task",
-        "begun",
-        "committed",
-        "deadline",
-        "job",
-        "kwargs",
-        "lease",
-        "lost",
-        "pending",
-        "returned",
-        "settled",
-        "started",
-        "stop_reason",
-        "task",
-    )
+    __slots__ = ("_state",)
 
-    def __init__(
-        self,
-        job: Job,
-        lease: Lease,
-        task: Task[Any, Any] | None,
-        args: list[JSONValue],
-        kwargs: dict[str, JSONValue],
-    ) -> None:
-        self.job = job
-        self.lease = lease
-        self.task = task
-        self.args = args
-        self.kwargs = kwargs
-        # Claimed now; started (and given a deadline) by begin() when a slot runs it.
-        self.started = time.monotonic()
-        self.deadline: float | None = None
-        self.begun = False
-        self._cancel_requested = False
-        self._timed_out = False
-        # Two things must happen before the slot is free again: the task
-        # returned (its thread or coroutine is idle) and the outcome committed.
-        self.pending = 2
-        self.settled = False
-        self.returned = False
-        self.committed = False
-        self.lost = False
-        # Still running when the worker stopped: nothing is written for it.
-        self.abandoned = False
-        self.stop_reason: str | None = None
-        self.async_task: asyncio.Task[None] | None = None
+    def __init__(self, state: JobState) -> None:
+        self._state = state
+
+    @property
+    def job(self) -> Job:
+        """The job as claimed (a :class:`qw.Job`)."""
+        return self._state.job
 
     @property
     def id(self) -> str:
-        return self.job.id
+        return self._state.job.id
 
     @property
     def attempt(self) -> int:
         """This attempt's number, from 1."""
-        return self.job.attempts
+        return self._state.job.attempts
+
+    @property
+    def task(self) -> Task[Any, Any] | None:
+        """The task running it."""
+        return self._state.task
 
     @property
     def cancel_requested(self) -> bool:
         """Whether an operator asked to cancel this job while it runs."""
-        return self._cancel_requested
+        return self._state.cancel_requested
 
     @property
     def timed_out(self) -> bool:
         """Whether the job ran past its timeout and was already failed or retried."""
-        return self._timed_out
-
-    def begin(self) -> None:
-        """Mark the attempt started now; its timeout counts from here."""
-        self.begun = True
-        self.started = time.monotonic()
-        timeout = self.task.timeout if self.task is not None else None
-        if timeout is not None:
-            self.deadline = self.started + timeout
+        return self._state.timed_out
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`JobCancelled` if the job was cancelled or timed out."""
-        if self._cancel_requested or self._timed_out:
-            raise JobCancelled(self.job.id)
+        state = self._state
+        if state.cancel_requested or state.timed_out:
+            raise JobCancelled(state.job.id)
 
     def elapsed(self) -> float:
         """Seconds since the worker started this attempt."""
-        return time.monotonic() - self.started
+        return self._state.elapsed()
 
     def __repr__(self) -> str:
-        return f"<RunningJob {self.job.id} attempt={self.job.attempts}>"
+        job = self._state.job
+        return f"<RunningJob {job.id} attempt={job.attempts}>"
 
 
 _current: ContextVar[RunningJob | None] = ContextVar("qw_current_job", default=None)
@@ -134,3 +103,12 @@ def current_job() -> RunningJob:
     if running is None:
         raise LookupError("qw.current_job() is only available inside a running task")
     return running
+
+
+def set_current(running: RunningJob) -> Token[RunningJob | None]:
+    """Make ``running`` what :func:`current_job` returns in this context (the executors)."""
+    return _current.set(running)
+
+
+def reset_current(token: Token[RunningJob | None]) -> None:
+    _current.reset(token)

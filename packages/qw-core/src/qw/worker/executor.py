@@ -3,6 +3,8 @@
 Both report to a :class:`Host` (the runtime): ``settle`` with the job's
 outcome (ignored if the runtime already settled it: timed out, released,
 lease lost) and ``returned`` once the task's code is no longer running.
+Neither writes a :class:`~qw.worker.slot.JobSlot`'s state but through its
+methods.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from qw.contract import Outcome
 from qw.model import JSONValue
 from qw.plugin.manager import QwPluginManager
-from qw.worker.context import JobCancelled, RunningJob, _current
+from qw.worker.context import JobCancelled, reset_current, set_current
 from qw.worker.outcomes import (
     cancelled,
     error_info,
@@ -26,6 +28,7 @@ from qw.worker.outcomes import (
     result_outcome,
     worker_error,
 )
+from qw.worker.slot import JobSlot
 
 if TYPE_CHECKING:
     import asyncio
@@ -42,33 +45,31 @@ class Host(Protocol):
     #: The largest result the store takes, in bytes of JSON.
     result_limit: int
 
-    def settle(self, rec: RunningJob, outcome: Outcome) -> bool: ...
+    def settle(self, rec: JobSlot, outcome: Outcome, *, timed_out: bool = False) -> bool: ...
 
-    def begin(self, rec: RunningJob) -> bool: ...
-
-    def returned(self, rec: RunningJob) -> None: ...
+    def returned(self, rec: JobSlot) -> None: ...
 
 
-def timeout_error(rec: RunningJob) -> dict[str, JSONValue]:
+def timeout_error(rec: JobSlot) -> dict[str, JSONValue]:
     timeout = rec.task.timeout if rec.task is not None else None
     return {"type": "qw.Timeout", "message": f"attempt ran past its timeout of {timeout} s"}
 
 
-def _outcome_of_exception(rec: RunningJob, exc: BaseException) -> Outcome:
+def _outcome_of_exception(rec: JobSlot, exc: BaseException) -> Outcome:
     if isinstance(exc, JobCancelled) or rec.cancel_requested:
         return cancelled(rec)
     no_retry = rec.task.no_retry if rec.task is not None else ()
     return failed(rec, error_info(exc), retryable=not isinstance(exc, no_retry))
 
 
-def _call(rec: RunningJob) -> Callable[[], Any]:
+def _call(rec: JobSlot) -> Callable[[], Any]:
     task = rec.task
     assert task is not None
     fn, args, kwargs = task.fn, rec.args, rec.kwargs
     return lambda: fn(*args, **kwargs)
 
 
-def _settle_broken(host: Host, rec: RunningJob, exc: BaseException) -> None:
+def _settle_broken(host: Host, rec: JobSlot, exc: BaseException) -> None:
     """Settle ``rec`` after a bug outside its task, so that it cannot hang ``running``."""
     log.error("job %s: the worker failed around it", rec.id, exc_info=exc)
     try:
@@ -78,7 +79,7 @@ def _settle_broken(host: Host, rec: RunningJob, exc: BaseException) -> None:
         log.exception("job %s: could not settle it", rec.id)
 
 
-def _stopped(rec: RunningJob) -> Outcome | None:
+def _stopped(rec: JobSlot) -> Outcome | None:
     """The outcome for a coroutine the runtime cancelled, by the reason it gave."""
     if rec.stop_reason == "cancel":
         return cancelled(rec)
@@ -97,11 +98,11 @@ class ThreadPool:
     def __init__(self, host: Host, size: int) -> None:
         self._host = host
         self._size = size
-        self._queue: queue.SimpleQueue[RunningJob | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[JobSlot | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
-    def submit(self, rec: RunningJob) -> None:
+    def submit(self, rec: JobSlot) -> None:
         if not self._threads:
             self._start()
         self._queue.put(rec)
@@ -126,30 +127,32 @@ class ThreadPool:
             finally:
                 host.returned(rec)
 
-    def _run(self, rec: RunningJob) -> None:
+    def _run(self, rec: JobSlot) -> None:
         host = self._host
-        if not host.begin(rec):  # released (or lost) while it waited
+        if not rec.begin():  # released (or lost) while it waited
             return
-        if rec._cancel_requested:  # cancelled while it waited: do not start it
+        if rec.cancel_requested:  # cancelled while it waited: do not start it
             host.settle(rec, cancelled(rec))
             return
-        token = _current.set(rec)
+        outcome, timed_out = self._attempt(rec)
+        host.settle(rec, outcome, timed_out=timed_out)
+
+    def _attempt(self, rec: JobSlot) -> tuple[Outcome, bool]:
+        """Run the task: its outcome, and whether it is its timeout's."""
+        host = self._host
+        token = set_current(rec.view)
         try:
             result = host.plugins.run_job(rec.job, _call(rec))
         except BaseException as exc:
-            outcome = _outcome_of_exception(rec, exc)
-        else:
-            if rec.deadline is not None and time.monotonic() > rec.deadline:
-                # Returned late, before the heartbeat noticed: still a timeout.
-                rec._timed_out = True
-                outcome = failed(rec, timeout_error(rec), retryable=True)
-            elif rec.cancel_requested:
-                outcome = cancelled(rec)
-            else:
-                outcome = result_outcome(rec, result, host.result_limit)
+            return _outcome_of_exception(rec, exc), False
         finally:
-            _current.reset(token)
-        host.settle(rec, outcome)
+            reset_current(token)
+        if rec.deadline is not None and time.monotonic() > rec.deadline:
+            # Returned late, before the heartbeat noticed: still a timeout.
+            return failed(rec, timeout_error(rec), retryable=True), True
+        if rec.cancel_requested:
+            return cancelled(rec), False
+        return result_outcome(rec, result, host.result_limit), False
 
     def stop(self, timeout: float) -> None:
         """Ask idle threads to exit; wait up to ``timeout`` in all for them (busy ones stay)."""
@@ -172,15 +175,15 @@ class AsyncRunner:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit_many(self, recs: list[RunningJob]) -> None:
+    def submit_many(self, recs: list[JobSlot]) -> None:
         """Start coroutines for ``recs``, waking the loop once for all of them."""
         self._ensure_loop().call_soon_threadsafe(self._start_tasks, recs)
 
-    def _start_tasks(self, recs: list[RunningJob]) -> None:
+    def _start_tasks(self, recs: list[JobSlot]) -> None:
         for rec in recs:
             self._start_task(rec)
 
-    def cancel(self, rec: RunningJob, reason: str) -> None:
+    def cancel(self, rec: JobSlot, reason: str) -> None:
         """Cancel ``rec``'s coroutine; ``reason`` is ``cancel``, ``shutdown`` or ``lost``."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -203,51 +206,53 @@ class AsyncRunner:
                 loop = self._loop
         return loop
 
-    def _start_task(self, rec: RunningJob) -> None:
+    def _start_task(self, rec: JobSlot) -> None:
         if rec.settled or rec.stop_reason is not None:
             self._stopped_before_start(rec)
             return
         assert self._loop is not None
         rec.async_task = self._loop.create_task(self._run(rec))
 
-    def _stopped_before_start(self, rec: RunningJob) -> None:
+    def _stopped_before_start(self, rec: JobSlot) -> None:
         outcome = _stopped(rec)
         if outcome is not None:
             self._host.settle(rec, outcome)
         self._host.returned(rec)
 
-    def _cancel(self, rec: RunningJob, reason: str) -> None:
-        if rec.stop_reason is None:
-            rec.stop_reason = reason
+    def _cancel(self, rec: JobSlot, reason: str) -> None:
+        rec.stop(reason)
         task = rec.async_task
         if task is not None and not task.done():
             task.cancel()
 
-    async def _run(self, rec: RunningJob) -> None:
+    async def _run(self, rec: JobSlot) -> None:
         import asyncio
 
         host = self._host
-        _current.set(rec)
+        # Each asyncio task runs in its own copy of the context: nothing to reset.
+        set_current(rec.view)
         assert self._semaphore is not None
         # Whatever goes wrong, the job is settled and the loop runs on.
         try:
             outcome: Outcome | None = None
+            timed_out = False
             try:
                 # Prefetched coroutines wait here for one of the slots.
                 async with self._semaphore:
-                    if host.begin(rec):
-                        outcome = await self._attempt(rec)
+                    if rec.begin():
+                        outcome, timed_out = await self._attempt(rec)
             except asyncio.CancelledError:
                 # Cancelled while waiting for a slot (an attempt catches its own).
-                outcome = _stopped(rec)
+                outcome, timed_out = _stopped(rec), False
             if outcome is not None:
-                host.settle(rec, outcome)
+                host.settle(rec, outcome, timed_out=timed_out)
         except BaseException as exc:
             _settle_broken(host, rec, exc)
         finally:
             host.returned(rec)
 
-    async def _attempt(self, rec: RunningJob) -> Outcome | None:
+    async def _attempt(self, rec: JobSlot) -> tuple[Outcome | None, bool]:
+        """The attempt's outcome, and whether it is its timeout's."""
         import asyncio
 
         try:
@@ -262,16 +267,15 @@ class AsyncRunner:
                 except TimeoutError:
                     if not scope.expired():
                         raise
-                    rec._timed_out = True
-                    return failed(rec, timeout_error(rec), retryable=True)
+                    return failed(rec, timeout_error(rec), retryable=True), True
         except asyncio.CancelledError:
             # Our own cancel (operator, shutdown, lost lease): finish by its reason.
-            return _stopped(rec)
+            return _stopped(rec), False
         except BaseException as exc:
-            return _outcome_of_exception(rec, exc)
+            return _outcome_of_exception(rec, exc), False
         if rec.cancel_requested:
-            return cancelled(rec)
-        return result_outcome(rec, result, self._host.result_limit)
+            return cancelled(rec), False
+        return result_outcome(rec, result, self._host.result_limit), False
 
     def stop(self, timeout: float) -> None:
         """Stop the loop once its tasks ended (they were cancelled or finished)."""

@@ -20,15 +20,15 @@ from qw.client import Client
 from qw.contract import Abort, Complete, Fail, Outcome
 from qw.errors import BackendError
 from qw.model import JobStatus, JSONValue
-from qw.worker.context import RunningJob
 from qw.worker.outcomes import error_info, failed
+from qw.worker.slot import JobSlot
 
 __all__ = ["Finisher"]
 
 log = logging.getLogger("qw.worker")
 
-Committed = Callable[[RunningJob, Outcome, "JobStatus | None"], None]
-Batch = Sequence[tuple[RunningJob, Outcome]]
+Committed = Callable[[JobSlot, Outcome, "JobStatus | None"], None]
+Batch = Sequence[tuple[JobSlot, Outcome]]
 
 
 class Finisher:
@@ -38,14 +38,14 @@ class Finisher:
         self._client = client
         self._on_committed = on_committed
         self._batch = batch
-        self._queue: queue.SimpleQueue[tuple[RunningJob, Outcome] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[JobSlot, Outcome] | None] = queue.SimpleQueue()
         self._give_up_at: float | None = None
         self._thread = threading.Thread(target=self._loop, name="qw-finisher", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def put(self, rec: RunningJob, outcome: Outcome) -> None:
+    def put(self, rec: JobSlot, outcome: Outcome) -> None:
         self._queue.put((rec, outcome))
 
     def stop(self, timeout: float) -> None:
@@ -59,7 +59,7 @@ class Finisher:
         stopping = False
         while not stopping:
             item = self._queue.get()
-            batch: list[tuple[RunningJob, Outcome]] = []
+            batch: list[tuple[JobSlot, Outcome]] = []
             while True:
                 if item is None:
                     stopping = True
@@ -110,7 +110,7 @@ class Finisher:
                 time.sleep(pause)
                 pause = min(pause * 2, 2.0)
 
-    def _write_instead(self, rec: RunningJob, outcome: Outcome, exc: Exception) -> None:
+    def _write_instead(self, rec: JobSlot, outcome: Outcome, exc: Exception) -> None:
         """Write a failed attempt for ``rec`` whose own outcome the store refused."""
         why = error_info(exc, with_traceback=False)
         log.error(
@@ -128,14 +128,14 @@ class Finisher:
             log.error("job %s: giving up on its terminal write; its lease will expire", rec.id)
         self._report(rec, outcome, status)
 
-    def _report(self, rec: RunningJob, outcome: Outcome, status: JobStatus | None) -> None:
+    def _report(self, rec: JobSlot, outcome: Outcome, status: JobStatus | None) -> None:
         try:
             self._on_committed(rec, outcome, status)
         except Exception:
             log.exception("job %s: reporting its outcome failed", rec.id)
 
 
-def _instead(rec: RunningJob, outcome: Outcome, why: dict[str, JSONValue]) -> Fail | None:
+def _instead(rec: JobSlot, outcome: Outcome, why: dict[str, JSONValue]) -> Fail | None:
     """The failed attempt that replaces an outcome the store refused (None for a release)."""
     detail = f"{why['type']}: {why['message']}"
     error: dict[str, JSONValue]

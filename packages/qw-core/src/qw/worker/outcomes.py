@@ -15,7 +15,7 @@ from qw.errors import InvalidInput
 from qw.model import EventSpec, JSONValue
 from qw.payload import task_name_of
 from qw.validation import encode_json
-from qw.worker.context import RunningJob
+from qw.worker.slot import JobSlot
 
 __all__ = [
     "EVENT_CANCELLED",
@@ -39,7 +39,7 @@ _MESSAGE_CHARS = 2000
 _TRACEBACK_CHARS = 4000
 
 
-def _event(rec: RunningJob, type_: str, **extra: JSONValue) -> EventSpec:
+def _event(rec: JobSlot, type_: str, **extra: JSONValue) -> EventSpec:
     data: dict[str, JSONValue] = {
         "task": task_name_of(rec.job.payload),
         "queue": rec.job.queue,
@@ -91,7 +91,7 @@ def error_info(exc: BaseException, *, with_traceback: bool = True) -> dict[str, 
     return info
 
 
-def worker_error(rec: RunningJob, exc: BaseException) -> Fail:
+def worker_error(rec: JobSlot, exc: BaseException) -> Fail:
     """A failed attempt for a bug outside the task (a hook, the runtime): not retried."""
     info = error_info(exc)
     info["message"] = f"the worker failed around this job: {info['type']}: {info['message']}"
@@ -99,7 +99,7 @@ def worker_error(rec: RunningJob, exc: BaseException) -> Fail:
     return failed(rec, info, retryable=False)
 
 
-def result_outcome(rec: RunningJob, result: object, limit: int) -> Outcome:
+def result_outcome(rec: JobSlot, result: object, limit: int) -> Outcome:
     """``succeeded``, or a non-retryable ``qw.InvalidResult`` if the store cannot take ``result``.
 
     Checked here, in the thread that ran the task, so that one bad result
@@ -118,11 +118,11 @@ def result_outcome(rec: RunningJob, result: object, limit: int) -> Outcome:
     return Complete(rec.lease, result, _event(rec, EVENT_SUCCEEDED))  # type: ignore[arg-type]
 
 
-def succeeded(rec: RunningJob, result: JSONValue) -> Complete:
+def succeeded(rec: JobSlot, result: JSONValue) -> Complete:
     return Complete(rec.lease, result, _event(rec, EVENT_SUCCEEDED))
 
 
-def failed(rec: RunningJob, error: dict[str, JSONValue], *, retryable: bool) -> Fail:
+def failed(rec: JobSlot, error: dict[str, JSONValue], *, retryable: bool) -> Fail:
     """A failed attempt: retried after the task's backoff while attempts remain."""
     job = rec.job
     if retryable and job.attempts < job.max_attempts:
@@ -133,10 +133,10 @@ def failed(rec: RunningJob, error: dict[str, JSONValue], *, retryable: bool) -> 
     return Fail(rec.lease, error, retry_in=None, event=_event(rec, EVENT_FAILED, error=summary))
 
 
-def cancelled(rec: RunningJob, reason: str = "cancelled") -> Abort:
+def cancelled(rec: JobSlot, reason: str = "cancelled") -> Abort:
     # "reason" as in the store's own cancel event, so consumers read one shape.
     return Abort(rec.lease, {"reason": reason}, _event(rec, EVENT_CANCELLED, reason=reason))
 
 
-def released(rec: RunningJob) -> Release:
+def released(rec: JobSlot) -> Release:
     return Release(rec.lease)

@@ -6,6 +6,10 @@ finisher thread writes outcomes in batches; one heartbeat thread renews
 leases, enforces timeouts, keeps the registry entry fresh and sweeps
 expired leases. Nothing is started per job. Only the contract
 (:class:`qw.Client`) is used, so the worker runs unchanged on every backend.
+
+One lock, ``Worker._cond``, guards the worker's bookkeeping and every
+:class:`~qw.worker.slot.JobSlot` (whose methods take it); the counters in
+:class:`~qw.worker.stats.WorkerStats` have a lock of their own.
 """
 
 from __future__ import annotations
@@ -16,28 +20,26 @@ import secrets
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qw.client import Client
 from qw.contract import Abort, Complete, Fail, Outcome, Release
-from qw.errors import InvalidPayload, QwError
+from qw.errors import ConfigurationError, InvalidPayload, QwError
 from qw.model import Claim, JobStatus, JSONValue, WorkerInfo
 from qw.payload import decode_task_payload
 from qw.plugin.manager import QwPluginManager
 from qw.validation import DEFAULT_MAX_PAYLOAD_BYTES
 from qw.worker.config import WorkerConfig
-from qw.worker.context import RunningJob
 from qw.worker.executor import AsyncRunner, ThreadPool, timeout_error
 from qw.worker.finisher import Finisher
 from qw.worker.gctuning import tuned_gc
 from qw.worker.heartbeat import Heartbeat
 from qw.worker.outcomes import failed, released, storable_text
 from qw.worker.shutdown import stop_on_signals
-
-if TYPE_CHECKING:
-    from qw.app import App
+from qw.worker.slot import JobSlot
+from qw.worker.source import TaskSource
+from qw.worker.stats import WorkerStats
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -67,28 +69,16 @@ MAX_PREFETCH = 1000
 _RATE_WINDOW_S = 0.02
 
 
-@dataclass(slots=True)
-class WorkerStats:
-    """What a worker did; each counter is written by one thread only."""
-
-    claimed: int = 0
-    succeeded: int = 0
-    retried: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    released: int = 0
-    #: Jobs still running at the end of the grace period, left to their leases.
-    abandoned: int = 0
-    timed_out: int = 0
-    lost: int = 0
-
-
 class Worker:
-    """Runs an :class:`~qw.App`'s tasks from ``config.queues`` until stopped."""
+    """Runs an app's tasks from ``config.queues`` until stopped.
+
+    ``app`` is a :class:`~qw.worker.source.TaskSource`: a :class:`qw.App`,
+    usually through :meth:`qw.App.worker`.
+    """
 
     def __init__(
         self,
-        app: App,
+        app: TaskSource,
         config: WorkerConfig,
         *,
         plugins: QwPluginManager | None = None,
@@ -111,8 +101,9 @@ class Worker:
             concurrency=config.concurrency,
             started_at=datetime.now(UTC),
         )
-        self._cond = threading.Condition()
-        self._inflight: dict[str, RunningJob] = {}
+        # Re-entrant: JobSlot methods take it, also while the worker holds it across slots.
+        self._cond = threading.Condition(threading.RLock())
+        self._inflight: dict[str, JobSlot] = {}
         # Plain flags: a signal handler sets them, so no lock may be taken there.
         self._stop_requested = False
         self._force = False
@@ -170,17 +161,21 @@ class Worker:
 
     def run(self, *, handle_signals: bool = True) -> WorkerStats:
         """Work until stopped (``request_stop``, SIGTERM or SIGINT); return the stats."""
+        opened: list[Client] = []
         try:
             client = self.app.client
             shared = client.capabilities.thread_safe
             self.result_limit = client.capabilities.max_payload_bytes
             # A backend that is not thread-safe gets one client per worker thread.
-            finisher_client = client if shared else self.app.open_client()
-            heartbeat_client = client if shared else self.app.open_client()
+            if not shared:
+                opened = [self._thread_client(client) for _ in ("finisher", "heartbeat")]
         except BaseException:
+            for extra in opened:
+                extra.close()
             self._running.set()
             self._done.set()
             raise
+        finisher_client, heartbeat_client = opened or (client, client)
         self._finisher = Finisher(finisher_client, self._committed, batch=self.config.finish_batch)
         heartbeat = Heartbeat(self, heartbeat_client, self.config)
         try:
@@ -216,6 +211,16 @@ class Worker:
             log.info("worker %s stopped: %s", self.id, self.stats)
             self._done.set()
         return self.stats
+
+    def _thread_client(self, client: Client) -> Client:
+        """A client of the worker thread's own, for a backend that is not thread-safe."""
+        extra = self.app.open_client()
+        if extra is client:
+            raise ConfigurationError(
+                f"a worker needs a client per thread on the {client.backend.name} backend "
+                "(not thread-safe), but the app gave it its shared client"
+            )
+        return extra
 
     # -- claiming ----------------------------------------------------------
 
@@ -306,7 +311,7 @@ class Worker:
         target = min(MAX_PREFETCH, max(self.config.concurrency, int(rate * PREFETCH_HORIZON_S)))
         self._prefetch = max(target, self._prefetch // 2)
 
-    def _dispatch(self, claim: Claim) -> RunningJob | None:
+    def _dispatch(self, claim: Claim) -> JobSlot | None:
         """Start a sync job on the pool; return an async one (started in batches)."""
         job = claim.job
         payload = job.payload
@@ -321,11 +326,11 @@ class Worker:
         else:
             task = self.app.tasks.get(call.name)
             args, kwargs = call.args, call.kwargs
-        rec = RunningJob(job, claim.lease, task, args, kwargs)
+        rec = JobSlot(job, claim.lease, task, args, kwargs, lock=self._cond)
         with self._cond:
             self._inflight[job.id] = rec
             self._active += 1
-        self.stats.claimed += 1
+        self.stats.add("claimed")
         self.plugins.job_claimed(job, self._info)
         if task is None:
             # Not retried: another attempt would read the same payload.
@@ -348,53 +353,42 @@ class Worker:
 
     # -- the host interface (executors, finisher, heartbeat) ---------------
 
-    def settle(self, rec: RunningJob, outcome: Outcome) -> bool:
-        """Send ``rec``'s outcome to be written, unless it was settled already."""
-        with self._cond:
-            if rec.settled:
-                return False
-            rec.settled = True
+    def settle(self, rec: JobSlot, outcome: Outcome, *, timed_out: bool = False) -> bool:
+        """Send ``rec``'s outcome to be written, unless it was settled already.
+
+        ``timed_out``: the outcome is the attempt's timeout.
+        """
+        if not rec.settle(timed_out=timed_out):
+            return False
         assert self._finisher is not None
         self._finisher.put(rec, outcome)
         return True
 
-    def begin(self, rec: RunningJob) -> bool:
-        """Start ``rec`` in a slot, unless it was settled (released at stop) meanwhile."""
-        with self._cond:
-            if rec.settled:
-                return False
-            rec.begin()
-            return True
-
-    def returned(self, rec: RunningJob) -> None:
+    def returned(self, rec: JobSlot) -> None:
         """The task's code is done with ``rec``: its slot may take another job."""
         with self._cond:
-            rec.returned = True
+            finished = rec.mark_returned()
             self._active -= 1
             self._returned += 1
-            rec.pending -= 1
-            if rec.pending == 0:
+            if finished:
                 self._inflight.pop(rec.id, None)
             self._cond.notify_all()
 
-    def _committed(self, rec: RunningJob, outcome: Outcome, status: JobStatus | None) -> None:
+    def _committed(self, rec: JobSlot, outcome: Outcome, status: JobStatus | None) -> None:
         stats = self.stats
         if rec.timed_out:
-            stats.timed_out += 1
+            stats.add("timed_out")
         if status is None:
-            stats.lost += 1
+            stats.add("lost")
             log.warning("job %s: lease lost before its outcome was written", rec.id)
         elif isinstance(outcome, Complete):
-            stats.succeeded += 1
+            stats.add("succeeded")
         elif isinstance(outcome, Fail):
-            if status is JobStatus.QUEUED:
-                stats.retried += 1
-            else:
-                stats.failed += 1
+            stats.add("retried" if status is JobStatus.QUEUED else "failed")
         elif isinstance(outcome, Abort):
-            stats.cancelled += 1
+            stats.add("cancelled")
         elif isinstance(outcome, Release):
-            stats.released += 1
+            stats.add("released")
         if isinstance(outcome, Release):
             if status is not None:
                 # Not a finished attempt: qw_job_finished would call it a retry.
@@ -404,13 +398,12 @@ class Worker:
             result = outcome.result if isinstance(outcome, Complete) else None
             error = outcome.error if isinstance(outcome, (Fail, Abort)) else None
             self.plugins.job_finished(rec.job, status, result, error, rec.elapsed())
-        rec.committed = True
         self._free(rec)
 
-    def _free(self, rec: RunningJob) -> None:
+    def _free(self, rec: JobSlot) -> None:
+        """``rec``'s outcome is written or given up; forget it once its task returned too."""
         with self._cond:
-            rec.pending -= 1
-            if rec.pending == 0:
+            if rec.mark_committed():
                 self._inflight.pop(rec.id, None)
                 self._cond.notify_all()
 
@@ -424,24 +417,19 @@ class Worker:
             if lease is None:
                 self._lost(rec)
                 continue
-            rec.lease = lease
-            if lease.cancel_requested and not rec.cancel_requested:
-                rec._cancel_requested = True
+            if rec.renewed(lease):
                 log.info("job %s: cancel requested", rec.id)
-                if rec.task is not None and rec.task.is_async:
+                if rec.is_async:
                     self._async.cancel(rec, "cancel")
 
-    def _lost(self, rec: RunningJob) -> None:
-        with self._cond:
-            if rec.settled:
-                return
-            rec.settled = True
-        rec.lost = True
+    def _lost(self, rec: JobSlot) -> None:
+        """Drop ``rec``, whose lease another worker took: nothing is written for it."""
+        if not rec.settle():
+            return
         log.warning("job %s: lease lost (reclaimed); its result will be dropped", rec.id)
-        if rec.task is not None and rec.task.is_async:
+        if rec.is_async:
             self._async.cancel(rec, "lost")
-        self.stats.lost += 1
-        rec.committed = True
+        self.stats.add("lost")
         self._free(rec)
 
     def expire_timeouts(self, now: float) -> None:
@@ -457,12 +445,9 @@ class Worker:
                 and not rec.task.is_async
             ]
         for rec in late:
-            with self._cond:
-                if rec.settled:
-                    continue
-                # Flag and settle together, so the task's own late outcome is ignored.
-                rec.settled = True
-                rec._timed_out = True
+            # Flag and settle together, so the task's own late outcome is ignored.
+            if not rec.settle(timed_out=True):
+                continue
             log.warning("job %s: timed out after %.1f s", rec.id, rec.elapsed())
             assert self._finisher is not None
             self._finisher.put(rec, failed(rec, timeout_error(rec), retryable=True))
@@ -478,14 +463,11 @@ class Worker:
         deadline = time.monotonic() + self.config.grace_s
         # Prefetched jobs that have not started go back at once, attempt not counted.
         with self._cond:
-            waiting = [r for r in self._inflight.values() if not r.settled and not r.begun]
-            for rec in waiting:
-                rec.settled = True
-                rec.stop_reason = "shutdown"
+            waiting = [r for r in self._inflight.values() if r.release_unstarted()]
         assert self._finisher is not None
         for rec in waiting:
             self._finisher.put(rec, released(rec))
-            if rec.task is not None and rec.task.is_async:
+            if rec.is_async:
                 self._async.cancel(rec, "shutdown")
         if self._unsettled() and not self._force:
             log.info(
@@ -504,16 +486,13 @@ class Worker:
             # with nothing written, its late result is ignored; its lease is
             # no longer renewed and lapses, and a reclaim sweep requeues it
             # as a new attempt.
-            coroutines = [rec for rec in leftover if _is_async(rec)]
-            abandoned = [rec for rec in leftover if not _is_async(rec)]
-            for rec in abandoned:
-                rec.settled = rec.abandoned = True
-                rec.stop_reason = "shutdown"
+            coroutines = [rec for rec in leftover if rec.is_async]
+            abandoned = [rec for rec in leftover if not rec.is_async and rec.abandon()]
         # A cancelled coroutine settles itself as released once it unwound.
         for rec in coroutines:
             self._async.cancel(rec, "shutdown")
         if abandoned:
-            self.stats.abandoned += len(abandoned)
+            self.stats.add("abandoned", len(abandoned))
             log.warning(
                 "left %d running sync jobs to their leases (not released: their code still "
                 "runs; each is requeued as a new attempt within %.1f s)",
@@ -526,9 +505,7 @@ class Worker:
         with self._cond:
             while time.monotonic() < until and any(map(_busy, self._inflight.values())):
                 if coroutines and time.monotonic() >= unwind_by:
-                    stuck = [rec for rec in coroutines if not rec.settled]
-                    for rec in stuck:
-                        rec.settled = rec.abandoned = True
+                    stuck = [rec for rec in coroutines if rec.abandon()]
                     if stuck:
                         log.warning(
                             "left %d coroutines that ignore cancel to their leases", len(stuck)
@@ -536,19 +513,15 @@ class Worker:
                     coroutines = []
                 self._cond.wait(_SLOT_WAIT_S)
 
-    def _unsettled(self) -> list[RunningJob]:
+    def _unsettled(self) -> list[JobSlot]:
         return [rec for rec in self._inflight.values() if not rec.settled]
 
 
-def _is_async(rec: RunningJob) -> bool:
-    return rec.task is not None and rec.task.is_async
-
-
-def _busy(rec: RunningJob) -> bool:
+def _busy(rec: JobSlot) -> bool:
     """Whether stopping must still wait for ``rec``: its write, or its coroutine."""
     if rec.abandoned:
         return False
-    return not rec.committed or (_is_async(rec) and not rec.returned)
+    return not rec.committed or (rec.is_async and not rec.returned)
 
 
 def _describe(payload: Any) -> str:
