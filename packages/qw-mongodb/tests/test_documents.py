@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from qw.contract import STORE_EVENT_EXPIRED, Abort, Complete, Fail, Release
-from qw.model import Enqueued, EventSpec, JobStatus, Lease, NewJob
+from qw.contract import Insert
+from qw.model import Abort, Complete, EventSpec, Fail, JobStatus, Lease, Release
+from qw.transitions import (
+    EVENT_CANCELLED,
+    EVENT_FAILED,
+    LEASE_EXPIRED_ERROR,
+    plan_cancel_queued,
+    plan_finish,
+    plan_reclaim,
+)
+from qw.validation import encode_json
 from qw_mongodb import documents as d
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 CLAIM = "ab" * 16
-LEASE = Lease("job-1", d.lease_token(CLAIM, "job-1"), NOW)
+LEASE = Lease("job-1", d.lease_token(CLAIM, "job-1"), NOW, attempt=1, max_attempts=3)
+
+
+def insert(
+    queue: str, payload: str, *, id: str, dedupe_key: str | None = None, delay: float | None = None
+) -> Insert:
+    """A new job as the client hands it over: the payload already JSON text."""
+    return Insert(id, queue, payload, 0, None, delay, 3, dedupe_key)
 
 
 def test_claim_filter_takes_due_queued_jobs_of_the_queues_only() -> None:
@@ -56,27 +73,40 @@ def test_claim_update_leases_under_the_token_and_counts_the_attempt() -> None:
     }
 
 
-def test_lease_tokens_are_unique_per_job_and_fence_on_job_and_claim() -> None:
+def test_lease_tokens_are_unique_per_job_and_fence_on_job_claim_and_attempt() -> None:
     a, b = d.lease_token(CLAIM, "job-1"), d.lease_token(CLAIM, "job-2")
     assert a != b
-    assert d.fence_filter("job-1", a) == {"_id": "job-1", "status": "running", "token": CLAIM}
+    assert d.fence_filter("job-1", a, 2) == {
+        "_id": "job-1",
+        "status": "running",
+        "token": CLAIM,
+        "attempts": 2,
+    }
     # A lease shown for another job matches no stored token.
-    foreign = d.fence_filter("job-2", a)["token"]
+    foreign = d.fence_filter("job-2", a, 1)["token"]
     assert foreign != CLAIM
     assert foreign.startswith("!")
     # Job ids may contain dots; the claim token never does.
     dotted = d.lease_token(CLAIM, "a.b.c")
     assert d.claim_token_of(dotted, "a.b.c") == CLAIM
-    assert d.holds({"_id": "job-1", "status": "running", "token": CLAIM}, a)
-    assert not d.holds({"_id": "job-1", "status": "succeeded", "token": CLAIM}, a)
-    assert not d.holds({"_id": "job-1", "status": "running", "token": "cd" * 16}, a)
+
+
+def finish_update(outcome: Complete | Fail | Release | Abort) -> d.Doc:
+    """The update finish() sends for ``outcome``, decided as the client decides it."""
+    body = None
+    if isinstance(outcome, Complete):
+        body = encode_json(outcome.result)
+    elif not isinstance(outcome, Release):
+        body = encode_json(outcome.error)
+    event = None if isinstance(outcome, Release) else outcome.event
+    data = None if event is None else encode_json(event.data)
+    t = plan_finish(outcome, body=body, event_data=data)
+    key = d.finish_event_key(outcome.lease.job_id, outcome.lease.token)
+    return d.transition_update(t, now=NOW, event_key=key)
 
 
 def test_complete_is_fenced_and_carries_its_event_in_the_same_update() -> None:
-    update, status = d.finish_update(
-        Complete(LEASE, {"ok": 1}, EventSpec("done", {"n": 2})), now=NOW, retry=False
-    )
-    assert status is JobStatus.SUCCEEDED
+    update = finish_update(Complete(LEASE, {"ok": 1}, EventSpec("done", {"n": 2})))
     assert update["$set"] == {
         **d.OFF_LEASE,
         "status": "succeeded",
@@ -96,28 +126,57 @@ def test_complete_is_fenced_and_carries_its_event_in_the_same_update() -> None:
 
 
 def test_fail_with_attempts_left_requeues_at_the_retry_time() -> None:
-    outcome = Fail(LEASE, "boom", retry_in=2.0)
-    assert d.retries(outcome, attempts=1, max_attempts=3)
-    assert not d.retries(outcome, attempts=3, max_attempts=3)
-    assert not d.retries(Fail(LEASE, "boom"), attempts=1, max_attempts=3)
-    update, status = d.finish_update(outcome, now=NOW, retry=True)
-    assert status is JobStatus.QUEUED
+    update = finish_update(Fail(LEASE, "boom", retry_in=2.0))
+    assert update["$set"]["status"] == "queued"
     assert update["$set"]["run_at"] == NOW + timedelta(seconds=2)
     assert update["$set"]["error"] == '"boom"'
+    assert update["$set"]["finished_by"] == LEASE.token
     assert "finished_at" not in update["$set"]
     assert "$unset" not in update  # a requeued job keeps its dedupe key live
-    _, final = d.finish_update(outcome, now=NOW, retry=False)
-    assert final is JobStatus.FAILED
+    last = replace(LEASE, attempt=3)
+    final = finish_update(Fail(last, "boom", retry_in=2.0))
+    assert final["$set"]["status"] == "failed"
+    assert final["$set"]["finished_at"] == NOW
+    assert "run_at" not in final["$set"]
 
 
 def test_release_gives_the_attempt_back_and_abort_cancels() -> None:
-    update, status = d.finish_update(Release(LEASE), now=NOW, retry=False)
-    assert status is JobStatus.QUEUED
-    assert update["$inc"] == {"attempts": -1}
+    update = finish_update(Release(LEASE))
+    assert update["$set"]["status"] == "queued"
+    assert update["$set"]["attempts"] == LEASE.attempt - 1  # fenced on attempts == 1
     assert "$push" not in update
-    update, status = d.finish_update(Abort(LEASE, "stop"), now=NOW, retry=False)
-    assert status is JobStatus.CANCELLED
+    update = finish_update(Abort(LEASE, "stop"))
+    assert update["$set"]["status"] == "cancelled"
     assert update["$set"]["finished_at"] == NOW
+    assert update["$unset"] == {"dedupe_live": ""}
+
+
+def test_a_transition_is_written_field_for_field_and_json_as_the_text_given() -> None:
+    # Text the client encoded is stored as it is: never decoded or encoded again.
+    t = replace(
+        plan_reclaim(attempts=1, max_attempts=1, queue="q"),
+        attempts=7,
+        run_in=1.5,
+        result='{"big":1180591620717411303424}',
+        finished_by="tok",
+    )
+    update = d.transition_update(t, now=NOW, event_key="k")
+    assert update["$set"] == {
+        **d.OFF_LEASE,
+        "status": "failed",
+        "finished_by": "tok",
+        "attempts": 7,
+        "run_at": NOW + timedelta(seconds=1.5),
+        "result": '{"big":1180591620717411303424}',
+        "error": LEASE_EXPIRED_ERROR,
+        "finished_at": NOW,
+    }
+    assert update["$push"]["outbox"] == {
+        "key": "k",
+        "type": EVENT_FAILED,
+        "data": t.event_data,
+        "at": NOW,
+    }
 
 
 def test_reclaim_is_a_compare_and_set_on_status_token_and_expiry() -> None:
@@ -128,29 +187,34 @@ def test_reclaim_is_a_compare_and_set_on_status_token_and_expiry() -> None:
         "token": CLAIM,
         "lease_expires_at": {"$lte": NOW},
     }
-    update, requeued = d.reclaim_update(doc, NOW, STORE_EVENT_EXPIRED)
-    assert requeued
-    assert update == {"$set": {**d.OFF_LEASE, "finished_by": None, "status": "queued"}}
+    t = plan_reclaim(attempts=1, max_attempts=2, queue="q")
+    update = d.transition_update(t, now=NOW, event_key=d.expired_event_key("j", CLAIM))
+    assert update == {"$set": {**d.OFF_LEASE, "status": "queued", "finished_by": None}}
 
 
 def test_reclaim_of_the_last_attempt_fails_with_the_expired_event() -> None:
-    doc = {"_id": "j", "token": CLAIM, "attempts": 2, "max_attempts": 2, "queue": "q"}
-    update, requeued = d.reclaim_update(doc, NOW, STORE_EVENT_EXPIRED)
-    assert not requeued
+    t = plan_reclaim(attempts=2, max_attempts=2, queue="q")
+    update = d.transition_update(t, now=NOW, event_key=d.expired_event_key("j", CLAIM))
     assert update["$set"]["status"] == "failed"
     assert update["$set"]["error"] == '{"reason":"lease_expired"}'
     assert update["$set"]["finished_by"] is None
+    assert update["$unset"] == {"dedupe_live": ""}
     (entry,) = [update["$push"]["outbox"]]
     assert entry["key"] == f"j/{CLAIM}/expired"
-    assert entry["type"] == STORE_EVENT_EXPIRED
+    assert entry["type"] == EVENT_FAILED
     assert entry["data"] == '{"queue":"q","reason":"lease_expired","attempts":2}'
 
 
 def test_cancel_of_a_queued_job_writes_its_event_in_the_same_update() -> None:
-    query, update = d.cancel_queued("j", NOW, "job.cancelled", "q")
-    assert query == {"_id": "j", "status": "queued", "queue": "q"}
+    assert d.cancel_queued("j", "q") == {"_id": "j", "status": "queued", "queue": "q"}
+    t = plan_cancel_queued(queue="q")
+    update = d.transition_update(t, now=NOW, event_key=d.cancel_event_key("j"))
     assert update["$set"]["status"] == "cancelled"
+    assert update["$set"]["finished_at"] == NOW
+    assert update["$set"]["finished_by"] is None
+    assert update["$unset"] == {"dedupe_live": ""}
     assert update["$push"]["outbox"]["key"] == "j/cancelled"
+    assert update["$push"]["outbox"]["type"] == EVENT_CANCELLED
     assert update["$push"]["outbox"]["data"] == '{"queue":"q","reason":"cancelled"}'
     assert d.cancel_running("j") == (
         {"_id": "j", "status": "running"},
@@ -159,7 +223,7 @@ def test_cancel_of_a_queued_job_writes_its_event_in_the_same_update() -> None:
 
 
 def test_the_relay_inserts_under_the_entry_key_and_pulls_the_entry() -> None:
-    entry = d.outbox_entry("j/t", "done", {"a": 1}, NOW)
+    entry = d.outbox_entry("j/t", "done", '{"a":1}', NOW)
     assert d.event_document("j", entry, 7) == {
         "_id": "j/t",
         "cursor": 7,
@@ -169,6 +233,8 @@ def test_the_relay_inserts_under_the_entry_key_and_pulls_the_entry() -> None:
         "created_at": NOW,
         "acked": False,
     }
+    # Event data is always stored as JSON text, as 0.1.0 stored it.
+    assert d.outbox_entry("j/t", "done", None, NOW)["data"] == "null"
     assert d.outbox_done("j", "j/t") == ({"_id": "j"}, {"$pull": {"outbox": {"key": "j/t"}}})
     assert d.counter_bump(d.EVENT_CURSOR, 1) == ({"_id": "event_cursor"}, {"$inc": {"n": 1}})
     # A job is purged only once its events left its document.
@@ -179,42 +245,30 @@ def test_dedupe_is_a_unique_partial_index_on_the_live_key() -> None:
     (ix,) = [ix.document for ix in d.job_indexes() if ix.document["name"] == "dedupe_live"]
     assert ix["unique"] is True
     assert ix["partialFilterExpression"] == {"dedupe_live": {"$type": "string"}}
-    live = d.job_document(NewJob("q", 1, dedupe_key="k", id="a"), seq=1, now=NOW)
+    live = d.job_document(insert("q", "1", dedupe_key="k", id="a"), seq=1, now=NOW)
     assert live["dedupe_live"] == "k"
     assert live["status"] == "queued"
-    staged = d.job_document(NewJob("q", 1, id="b"), seq=2, now=NOW, batch="B")
+    staged = d.job_document(insert("q", "1", id="b"), seq=2, now=NOW, batch="B")
     assert staged["status"] == d.PENDING
     assert staged["batch"] == "B"
     assert "dedupe_live" not in staged
 
 
-def test_plan_enqueue_lets_the_live_job_and_then_the_first_in_the_batch_win() -> None:
-    jobs = [
-        NewJob("q", 1, dedupe_key="k", id="1"),
-        NewJob("q", 2, dedupe_key="k", id="2"),
-        NewJob("q", 3, dedupe_key="old", id="3"),
-        NewJob("q", 4, id="4"),
-    ]
-    answers, insert = d.plan_enqueue(jobs, {"old": "0"})
-    assert answers == [
-        Enqueued("1", True),
-        Enqueued("1", False),
-        Enqueued("0", False),
-        Enqueued("4", True),
-    ]
-    assert insert == [0, 3]
-
-
-def test_job_documents_keep_json_as_text_and_times_in_milliseconds() -> None:
-    doc = d.job_document(
-        NewJob("q", {"$where": 1, "big": 2**70}, delay=1.5, id="x"), seq=3, now=NOW
-    )
-    assert doc["payload"] == '{"$where":1,"big":1180591620717411303424}'
+def test_job_documents_keep_the_clients_json_text_and_times_in_milliseconds() -> None:
+    text = '{"$where":1,"big":1180591620717411303424}'
+    doc = d.job_document(insert("q", text, delay=1.5, id="x"), seq=3, now=NOW)
+    assert doc["payload"] is text  # written as the client encoded it
     assert doc["run_at"] == NOW + timedelta(seconds=1.5)
     assert doc["run_at"].microsecond % 1000 == 0
     job = d.job_from_document(doc)
     assert job.payload == {"$where": 1, "big": 2**70}
     assert job.status is JobStatus.QUEUED
+
+
+def test_no_state_machine_is_left_in_the_documents_module() -> None:
+    # qw.transitions decides; these are gone for good.
+    for name in ("plan_enqueue", "retries", "finish_status", "finish_update", "reclaim_update"):
+        assert not hasattr(d, name), name
 
 
 @pytest.mark.parametrize("name", ["claim_order", "lease_expiry", "dedupe_live", "outbox_pending"])

@@ -16,7 +16,9 @@ from mongo_store import STAND_IN, URL, Store
 from pymongo.collection import Collection
 
 import qw
+from qw.contract import Insert
 from qw.model import EventSpec, JobStatus, NewJob
+from qw.transitions import plan_finish
 from qw_mongodb import MongoBackend
 from qw_mongodb import documents as d
 from qw_mongodb.backend import DEFAULT_WRITE_CONCERN, SCHEMA_VERSION, choose_write_concern
@@ -30,6 +32,11 @@ needs_server = pytest.mark.skipif(
 
 def open_client(store: Store, namespace: str, **options: object) -> qw.Client:
     return qw.Client(store.open(namespace, **options))
+
+
+def insert(queue: str, payload: str, *, id: str, dedupe_key: str | None = None) -> Insert:
+    """A new job as the client hands it to the backend: the payload already JSON text."""
+    return Insert(id, queue, payload, 0, None, None, 3, dedupe_key)
 
 
 def raw_jobs(store: Store, client: qw.Client) -> Collection[Any]:
@@ -60,21 +67,22 @@ def test_an_event_whose_relay_was_interrupted_is_relayed_later_exactly_once(
     (claim,) = client.claim(["q"], worker="w")
     # The transition and its outbox entry, as finish() writes them, but the
     # process "dies" before relaying.
-    update, _ = d.finish_update(
+    t = plan_finish(
         qw.Complete(claim.lease, "ok", EventSpec("done", {"n": 1})),
-        now=client.now(),
-        retry=False,
+        body='"ok"',
+        event_data='{"n":1}',
     )
+    key = d.finish_event_key(claim.job.id, claim.lease.token)
+    update = d.transition_update(t, now=client.now(), event_key=key)
     jobs = raw_jobs(store, client)
-    assert jobs.update_one(d.fence_filter(claim.job.id, claim.lease.token), update).modified_count
+    fence = d.fence_filter(claim.job.id, claim.lease.token, claim.lease.attempt)
+    assert jobs.update_one(fence, update).modified_count
     assert client.get(claim.job.id).status is JobStatus.SUCCEEDED
     first = client.fetch_events()  # relays the leftover first
     assert [(e.job_id, e.type, e.data) for e in first] == [(claim.job.id, "done", {"n": 1})]
     assert jobs.count_documents(d.PENDING_OUTBOX) == 0
     # The same entry relayed again (a second relayer that raced) is not a second event.
-    entry = d.outbox_entry(
-        d.finish_event_key(claim.job.id, claim.lease.token), "done", 1, client.now()
-    )
+    entry = d.outbox_entry(key, "done", "1", client.now())
     jobs.update_one({"_id": claim.job.id}, {"$push": {"outbox": entry}})
     assert client.reclaim_expired() == 0  # the sweeper relays leftovers too
     assert client.fetch_events() == first
@@ -91,7 +99,9 @@ def test_a_staged_batch_is_invisible_until_committed(store: Store) -> None:
     jobs = raw_jobs(store, client)
     now = client.now()
     docs = [
-        d.job_document(NewJob("q", i, id=f"s{i}", dedupe_key=f"k{i}"), seq=i, now=now, batch="B")
+        d.job_document(
+            insert("q", str(i), id=f"s{i}", dedupe_key=f"k{i}"), seq=i, now=now, batch="B"
+        )
         for i in range(3)
     ]
     jobs.insert_many(docs)
@@ -113,11 +123,14 @@ def test_the_sweeper_undoes_an_abandoned_batch_and_completes_a_begun_commit(
     jobs = raw_jobs(store, client)
     old = client.now() - timedelta(minutes=5)
     abandoned = [
-        d.job_document(NewJob("q", i, id=f"a{i}", dedupe_key="held"), seq=i, now=old, batch="A")
+        d.job_document(
+            insert("q", str(i), id=f"a{i}", dedupe_key="held"), seq=i, now=old, batch="A"
+        )
         for i in range(1)
-    ] + [d.job_document(NewJob("q", 9, id="a9"), seq=9, now=old, batch="A")]
+    ] + [d.job_document(insert("q", "9", id="a9"), seq=9, now=old, batch="A")]
     begun = [
-        d.job_document(NewJob("q", i, id=f"b{i}"), seq=10 + i, now=old, batch="B") for i in range(3)
+        d.job_document(insert("q", str(i), id=f"b{i}"), seq=10 + i, now=old, batch="B")
+        for i in range(3)
     ]
     jobs.insert_many(abandoned + begun)
     jobs.update_one({"_id": "b0"}, {"$set": {"status": "queued"}})  # commit began, then crash
@@ -141,7 +154,7 @@ def test_a_multi_job_enqueue_with_a_taken_id_leaves_nothing_behind(store: Store)
 def test_the_store_itself_refuses_a_second_live_job_with_one_dedupe_key(store: Store) -> None:
     client = open_client(store, "dedupe-index")
     client.enqueue_one("q", 1, dedupe_key="k")
-    doc = d.job_document(NewJob("q", 2, dedupe_key="k", id="other"), seq=99, now=client.now())
+    doc = d.job_document(insert("q", "2", dedupe_key="k", id="other"), seq=99, now=client.now())
     with pytest.raises(pymongo.errors.DuplicateKeyError):
         raw_jobs(store, client).insert_one(doc)
     client.close()

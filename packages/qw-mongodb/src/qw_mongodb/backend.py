@@ -5,6 +5,8 @@ lease token in the filter), so the backend needs neither transactions nor a
 replica set. Events ride in the job document that makes the transition and
 are relayed into ``events`` under a deterministic ``_id`` afterwards (see
 :mod:`qw_mongodb.documents`). Times come from :class:`~qw_mongodb.clock.ServerClock`.
+Every transition is decided by :mod:`qw.transitions`; this module only
+applies it under the right compare-and-set.
 """
 
 from __future__ import annotations
@@ -30,14 +32,7 @@ from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.read_preferences import ReadPreference
 
 from qw.capabilities import Capabilities
-from qw.contract import (
-    STORE_EVENT_CANCELLED,
-    STORE_EVENT_EXPIRED,
-    Fail,
-    Outcome,
-    Switches,
-    outcome_statuses,
-)
+from qw.contract import Finish, Insert, Switches
 from qw.errors import (
     BackendConflict,
     ConfigurationError,
@@ -51,9 +46,15 @@ from qw.model import (
     Job,
     JobStatus,
     Lease,
-    NewJob,
     PurgeResult,
     WorkerInfo,
+)
+from qw.transitions import (
+    Transition,
+    plan_cancel_queued,
+    plan_enqueue,
+    plan_reclaim,
+    repeat_status,
 )
 from qw.translate import map_exceptions
 from qw.validation import decode_json
@@ -324,7 +325,7 @@ class MongoBackend:
     # -- producing ---------------------------------------------------------
 
     @translated
-    def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+    def enqueue(self, jobs: Sequence[Insert]) -> list[Enqueued]:
         for attempt in range(ENQUEUE_TRIES):
             answers = self._try_enqueue(jobs)
             if answers is not None:
@@ -333,7 +334,7 @@ class MongoBackend:
             time.sleep(min(0.001 * 2**attempt, 0.05))
         raise BackendConflict("dedupe keys of this batch stayed contended; try again")
 
-    def _try_enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued] | None:
+    def _try_enqueue(self, jobs: Sequence[Insert]) -> list[Enqueued] | None:
         now = self._clock.now()
         keys = {j.dedupe_key for j in jobs if j.dedupe_key is not None}
         live = (
@@ -344,12 +345,12 @@ class MongoBackend:
             if keys
             else {}
         )
-        answers, insert = d.plan_enqueue(jobs, live)
+        answers, insert = plan_enqueue(jobs, live)
         # A job answered by its dedupe key is not inserted, so the unique _id
         # cannot refuse its id; an id already present must still be refused.
-        inserted = set(insert)
-        skipped = [j.id for i, j in enumerate(jobs) if i not in inserted]
-        if skipped:
+        if len(insert) < len(jobs):
+            inserted = set(insert)
+            skipped = [j.id for i, j in enumerate(jobs) if i not in inserted]
             clash = self._jobs.find_one({"_id": {"$in": skipped}}, {"_id": 1})
             if clash is not None:
                 raise DuplicateJob(f"job id {clash['_id']!r} already exists")
@@ -385,7 +386,7 @@ class MongoBackend:
             raise
         if batch is not None:
             self._commit(batch)
-        self._signal(j.queue for j in jobs)
+        self._signal(jobs[i].queue for i in insert)
         return answers
 
     def _commit(self, batch: str) -> None:
@@ -463,7 +464,7 @@ class MongoBackend:
         for lease in leases:
             expires = d.lease_expiry(self._clock.now(), lease_s)
             doc = self._jobs.find_one_and_update(
-                d.fence_filter(lease.job_id, lease.token),
+                d.fence_filter(lease.job_id, lease.token, lease.attempt),
                 d.renew_update(expires),
                 projection={"cancel_requested": 1},
                 return_document=ReturnDocument.AFTER,
@@ -482,39 +483,38 @@ class MongoBackend:
         return answers
 
     @translated
-    def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
+    def finish(self, finishes: Sequence[Finish]) -> list[JobStatus | None]:
         requeued: set[str] = set()
         answers: list[JobStatus | None] = []
-        for outcome in outcomes:
-            status, queue = self._finish_one(outcome)
-            if status is JobStatus.QUEUED and queue is not None:
-                requeued.add(queue)
-            answers.append(status)
+        for finish in finishes:
+            lease, t = finish.lease, finish.transition
+            after = self._jobs.find_one_and_update(
+                d.fence_filter(lease.job_id, lease.token, lease.attempt),
+                d.transition_update(
+                    t,
+                    now=self._clock.now(),
+                    event_key=d.finish_event_key(lease.job_id, lease.token),
+                ),
+                projection={"queue": 1, "outbox": 1},
+                return_document=ReturnDocument.AFTER,
+            )
+            if after is None:
+                answers.append(self._repeat(lease.job_id, t))
+                continue
+            self._relay(after)
+            if t.status is JobStatus.QUEUED:
+                requeued.add(after["queue"])
+            answers.append(t.status)
         if requeued:
             self._signal(requeued)
         return answers
 
-    def _finish_one(self, outcome: Outcome) -> tuple[JobStatus | None, str | None]:
-        lease = outcome.lease
-        retry = False
-        if isinstance(outcome, Fail) and outcome.retry_in is not None:
-            # Whether attempts remain decides the update; read it under the
-            # same token (attempts only change on claim, which changes it).
-            doc = self._jobs.find_one({"_id": lease.job_id})
-            if doc is None or not d.holds(doc, lease.token):
-                return _repeated(doc, outcome), None
-            retry = d.retries(outcome, doc["attempts"], doc["max_attempts"])
-        update, status = d.finish_update(outcome, now=self._clock.now(), retry=retry)
-        after = self._jobs.find_one_and_update(
-            d.fence_filter(lease.job_id, lease.token),
-            update,
-            projection={"queue": 1, "outbox": 1},
-            return_document=ReturnDocument.AFTER,
-        )
-        if after is None:
-            return _repeated(self._jobs.find_one({"_id": lease.job_id}), outcome), None
-        self._relay(after)
-        return status, after["queue"]
+    def _repeat(self, job_id: str, t: Transition) -> JobStatus | None:
+        """The answer to a finish that did not apply: a repeat's status, else None."""
+        doc = self._jobs.find_one({"_id": job_id, **d.VISIBLE}, {"status": 1, "finished_by": 1})
+        if doc is None:
+            return None
+        return repeat_status(t, JobStatus(doc["status"]), doc.get("finished_by"))
 
     # -- the outbox relay ----------------------------------------------------
 
@@ -547,20 +547,23 @@ class MongoBackend:
             self._jobs.find(d.expired_filter(now), d.EXPIRED_PROJECTION, limit=RECLAIM_BATCH)
         )
         for doc in expired:
-            update, back = d.reclaim_update(doc, now, STORE_EVENT_EXPIRED)
+            t = plan_reclaim(
+                attempts=doc["attempts"], max_attempts=doc["max_attempts"], queue=doc["queue"]
+            )
             after = self._jobs.find_one_and_update(
                 d.reclaim_filter(doc, now),
-                update,
+                d.transition_update(
+                    t, now=now, event_key=d.expired_event_key(doc["_id"], doc["token"])
+                ),
                 projection={"outbox": 1},
                 return_document=ReturnDocument.AFTER,
             )
             if after is None:
                 continue  # finished, renewed or reclaimed by someone else meanwhile
             count += 1
-            if back:
+            self._relay(after)
+            if t.status is JobStatus.QUEUED:
                 requeued.add(doc["queue"])
-            else:
-                self._relay(after)
         self._settle_staged(now)
         self._relay_leftovers()
         if requeued:
@@ -662,15 +665,19 @@ class MongoBackend:
             if doc is None:
                 return None
             if doc["status"] == d.QUEUED:
-                query, update = d.cancel_queued(
-                    job_id, self._clock.now(), STORE_EVENT_CANCELLED, doc["queue"]
+                t = plan_cancel_queued(queue=doc["queue"])
+                update = d.transition_update(
+                    t, now=self._clock.now(), event_key=d.cancel_event_key(job_id)
                 )
                 after = self._jobs.find_one_and_update(
-                    query, update, projection={"outbox": 1}, return_document=ReturnDocument.AFTER
+                    d.cancel_queued(job_id, doc["queue"]),
+                    update,
+                    projection={"outbox": 1},
+                    return_document=ReturnDocument.AFTER,
                 )
                 if after is not None:
                     self._relay(after)
-                    return JobStatus.CANCELLED
+                    return t.status
             elif doc["status"] == d.RUNNING:
                 if self._jobs.update_one(*d.cancel_running(job_id)).matched_count:
                     return JobStatus.RUNNING
@@ -724,11 +731,3 @@ def _claim(doc: Mapping[str, Any]) -> Claim:
     job = d.job_from_document(doc)
     assert job.lease_expires_at is not None
     return Claim(job, Lease(job.id, d.lease_token(doc["token"], job.id), job.lease_expires_at))
-
-
-def _repeated(doc: Mapping[str, Any] | None, outcome: Outcome) -> JobStatus | None:
-    """The answer for an outcome that did not apply: its status if it already had."""
-    if doc is None or doc.get("finished_by") != outcome.lease.token:
-        return None
-    status = JobStatus(doc["status"])
-    return status if status in outcome_statuses(outcome) else None

@@ -2,7 +2,9 @@
 
 Nothing here does I/O, so the exact shape of a claim, a fenced terminal
 write, a reclaim or an outbox relay is unit-tested without a server. The
-backend module only chooses which of these to send and in what order.
+backend module only chooses which of these to send and in what order. No
+status is decided here: :mod:`qw.transitions` decides every transition and
+:func:`transition_update` writes it as it is.
 
 A job document::
 
@@ -14,21 +16,23 @@ A job document::
 Payloads, results, errors and event data are stored as JSON text: BSON cannot
 carry every JSON value (integers beyond 64 bits) and a stored ``$``-key must
 never be read as an operator, so the text is the exact value the producer
-sent. ``dedupe_live`` holds the dedupe key only while the job is live (or
-staged), which is what the unique partial index enforces.
+sent: the client's JSON text, written as it is. ``dedupe_live`` holds the
+dedupe key only while the job is live (or staged), which is what the unique
+partial index enforces.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
 
-from qw.contract import Abort, Complete, Fail, Outcome, Release
-from qw.model import Enqueued, EventSpec, Job, JobStatus, JSONValue, NewJob, WorkerInfo
-from qw.validation import decode_json, encode_json
+from qw.contract import Insert
+from qw.model import Job, JobStatus, WorkerInfo
+from qw.transitions import Transition
+from qw.validation import decode_json
 from qw_mongodb.clock import as_utc, to_millis
 
 __all__ = [
@@ -114,35 +118,16 @@ def event_indexes() -> list[IndexModel]:
 # -- enqueue -----------------------------------------------------------------
 
 
-def plan_enqueue(
-    jobs: Sequence[NewJob], live_keys: Mapping[str, str]
-) -> tuple[list[Enqueued], list[int]]:
-    """Answers for ``jobs`` and the indexes of those to insert.
+def job_document(new: Insert, *, seq: int, now: datetime, batch: str | None = None) -> Doc:
+    """The document for a new job; staged (``pending``) when part of a multi-job batch.
 
-    ``live_keys`` maps dedupe keys to the live jobs holding them; within the
-    batch the first job with a key wins and later ones point to it.
+    Which jobs get one is :func:`qw.transitions.plan_enqueue`'s decision.
     """
-    taken = dict(live_keys)
-    answers: list[Enqueued] = []
-    insert: list[int] = []
-    for i, new in enumerate(jobs):
-        if new.dedupe_key is not None and new.dedupe_key in taken:
-            answers.append(Enqueued(taken[new.dedupe_key], created=False))
-            continue
-        if new.dedupe_key is not None:
-            taken[new.dedupe_key] = new.id
-        answers.append(Enqueued(new.id, created=True))
-        insert.append(i)
-    return answers, insert
-
-
-def job_document(new: NewJob, *, seq: int, now: datetime, batch: str | None = None) -> Doc:
-    """The document for a new job; staged (``pending``) when part of a multi-job batch."""
     run_at = new.run_at if new.run_at is not None else now + timedelta(seconds=new.delay or 0)
     doc: Doc = {
         "_id": new.id,
         "queue": new.queue,
-        "payload": encode_json(new.payload),
+        "payload": new.payload,  # the client's JSON text, never encoded again
         "priority": new.priority,
         "run_at": to_millis(run_at),
         "max_attempts": new.max_attempts,
@@ -226,14 +211,18 @@ def claim_token_of(token: str, job_id: str) -> str:
     return claim
 
 
-def holds(doc: Mapping[str, Any], token: str) -> bool:
-    """Whether ``token`` is the current lease of the job ``doc``."""
-    return doc.get("status") == RUNNING and doc.get("token") == claim_token_of(token, doc["_id"])
+def fence_filter(job_id: str, token: str, attempt: int) -> Doc:
+    """The job only while ``token`` holds its lease for ``attempt``: every lease op's CAS.
 
-
-def fence_filter(job_id: str, token: str) -> Doc:
-    """The job only while ``token`` holds its lease: the compare-and-set of every lease op."""
-    return {"_id": job_id, "status": RUNNING, "token": claim_token_of(token, job_id)}
+    The attempt is part of the fence because the client decides a finish by
+    the lease's attempt; a lease naming another attempt matches nothing.
+    """
+    return {
+        "_id": job_id,
+        "status": RUNNING,
+        "token": claim_token_of(token, job_id),
+        "attempts": attempt,
+    }
 
 
 def renew_update(expires: datetime) -> Doc:
@@ -241,21 +230,6 @@ def renew_update(expires: datetime) -> Doc:
 
 
 # -- terminal writes ---------------------------------------------------------
-
-
-def retries(outcome: Outcome, attempts: int, max_attempts: int) -> bool:
-    """Whether ``outcome`` sends the job back to ``queued`` for another attempt."""
-    return isinstance(outcome, Fail) and outcome.retry_in is not None and attempts < max_attempts
-
-
-def finish_status(outcome: Outcome, *, retry: bool) -> JobStatus:
-    if isinstance(outcome, Complete):
-        return JobStatus.SUCCEEDED
-    if isinstance(outcome, Fail):
-        return JobStatus.QUEUED if retry else JobStatus.FAILED
-    if isinstance(outcome, Abort):
-        return JobStatus.CANCELLED
-    return JobStatus.QUEUED
 
 
 def finish_event_key(job_id: str, token: str) -> str:
@@ -272,44 +246,36 @@ def cancel_event_key(job_id: str) -> str:
     return f"{job_id}/cancelled"
 
 
-def outbox_entry(key: str, type_: str, data: JSONValue, now: datetime) -> Doc:
-    """An event held in the job's own document until it is relayed."""
-    return {"key": key, "type": type_, "data": encode_json(data, what="event data"), "at": now}
+def outbox_entry(key: str, type_: str, data: str | None, now: datetime) -> Doc:
+    """An event held in the job's own document until it is relayed (``data`` is JSON text)."""
+    return {"key": key, "type": type_, "data": "null" if data is None else data, "at": now}
 
 
-def finish_update(outcome: Outcome, *, now: datetime, retry: bool) -> tuple[Doc, JobStatus]:
-    """The fenced update that applies ``outcome`` (and its event), and the status it leaves.
+def transition_update(t: Transition, *, now: datetime, event_key: str) -> Doc:
+    """The update that applies every field of ``t``, with its event under ``event_key``.
 
-    Send it with :func:`fence_filter`; ``retry`` comes from :func:`retries`
-    on the job as read under the same token (attempts change only on claim,
-    which changes the token).
+    Send it with the compare-and-set filter of the operation (:func:`fence_filter`,
+    :func:`reclaim_filter`, :func:`cancel_queued`); the whole transition and
+    its outbox entry are one single-document write.
     """
-    lease = outcome.lease
-    status = finish_status(outcome, retry=retry)
-    fields: Doc = {**OFF_LEASE, "status": status.value, "finished_by": lease.token}
+    fields: Doc = {**OFF_LEASE, "status": t.status.value, "finished_by": t.finished_by}
     update: Doc = {"$set": fields}
-    event: EventSpec | None = None
-    if isinstance(outcome, Complete):
-        fields["result"] = encode_json(outcome.result, what="result")
-        event = outcome.event
-    elif isinstance(outcome, Fail):
-        fields["error"] = encode_json(outcome.error, what="error")
-        if retry:
-            fields["run_at"] = to_millis(now + timedelta(seconds=outcome.retry_in or 0))
-        event = outcome.event
-    elif isinstance(outcome, Abort):
-        fields["error"] = encode_json(outcome.error, what="error")
-        event = outcome.event
-    else:
-        assert isinstance(outcome, Release)
-        update["$inc"] = {"attempts": -1}
-    if status.is_terminal:
+    if t.attempts is not None:
+        fields["attempts"] = t.attempts
+    if t.run_in is not None:
+        fields["run_at"] = to_millis(now + timedelta(seconds=t.run_in))
+    if t.result is not None:
+        fields["result"] = t.result
+    if t.error is not None:
+        fields["error"] = t.error
+    if t.finished:
         fields["finished_at"] = now
+    if t.status.is_terminal:
+        # Index upkeep, not a decision: only live jobs hold their dedupe key.
         update["$unset"] = {"dedupe_live": ""}
-    if event is not None:
-        key = finish_event_key(lease.job_id, lease.token)
-        update["$push"] = {"outbox": outbox_entry(key, event.type, event.data, now)}
-    return update, status
+    if t.event_type is not None:
+        update["$push"] = {"outbox": outbox_entry(event_key, t.event_type, t.event_data, now)}
+    return update
 
 
 # -- reclaim -----------------------------------------------------------------
@@ -333,25 +299,6 @@ def reclaim_filter(doc: Mapping[str, Any], now: datetime) -> Doc:
     }
 
 
-def reclaim_update(doc: Mapping[str, Any], now: datetime, event_type: str) -> tuple[Doc, bool]:
-    """Requeue the expired job, or fail it with an event; True when requeued.
-
-    Clears the token and ``finished_by``, so the expired token is stale for good.
-    """
-    fields: Doc = {**OFF_LEASE, "finished_by": None}
-    if doc["attempts"] < doc["max_attempts"]:
-        fields["status"] = QUEUED
-        return {"$set": fields}, True
-    fields.update(
-        status=JobStatus.FAILED.value,
-        finished_at=now,
-        error=encode_json({"reason": "lease_expired"}),
-    )
-    data = {"queue": doc["queue"], "reason": "lease_expired", "attempts": doc["attempts"]}
-    entry = outbox_entry(expired_event_key(doc["_id"], doc["token"]), event_type, data, now)
-    return {"$set": fields, "$unset": {"dedupe_live": ""}, "$push": {"outbox": entry}}, False
-
-
 def stale_staged_filter(cutoff: datetime) -> Doc:
     """Staged jobs of a multi-job enqueue whose producer never committed them."""
     return {"status": PENDING, "created_at": {"$lt": cutoff}}
@@ -365,19 +312,13 @@ def batch_committed_filter(batch: str) -> Doc:
 # -- cancel ------------------------------------------------------------------
 
 
-def cancel_queued(job_id: str, now: datetime, event_type: str, queue: str) -> tuple[Doc, Doc]:
-    """A queued job becomes ``cancelled`` with its event, in one update."""
-    entry = outbox_entry(
-        cancel_event_key(job_id), event_type, {"queue": queue, "reason": "cancelled"}, now
-    )
-    return (
-        {"_id": job_id, "status": QUEUED, "queue": queue},
-        {
-            "$set": {"status": JobStatus.CANCELLED.value, "finished_at": now, "finished_by": None},
-            "$unset": {"dedupe_live": ""},
-            "$push": {"outbox": entry},
-        },
-    )
+def cancel_queued(job_id: str, queue: str) -> Doc:
+    """Compare-and-set for cancelling a queued job: still queued, on the queue its event names.
+
+    The update is :func:`transition_update` of
+    :func:`qw.transitions.plan_cancel_queued`, under :func:`cancel_event_key`.
+    """
+    return {"_id": job_id, "status": QUEUED, "queue": queue}
 
 
 def cancel_running(job_id: str) -> tuple[Doc, Doc]:
