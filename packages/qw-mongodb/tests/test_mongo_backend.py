@@ -231,3 +231,83 @@ def test_the_claim_query_is_served_by_the_claim_index(store: Store) -> None:
     assert "claim_order" in winning
     assert "'SORT'" not in winning  # merged from the index, not sorted in memory
     client.close()
+
+
+def test_jobs_written_by_0_1_0_are_moved_by_this_code_without_a_migration(store: Store) -> None:
+    # Documents exactly as qw-mongodb 0.1.0 (commit 2402c38) wrote them. The
+    # stored format did not change when transitions moved to qw.transitions,
+    # so the schema stays at version 1 and no migration runs.
+    client = open_client(store, "from-0-1-0")
+    jobs = raw_jobs(store, client)
+    old = client.now() - timedelta(minutes=1)
+    base: dict[str, Any] = {
+        "queue": "q",
+        "priority": 0,
+        "run_at": old,
+        "max_attempts": 1,
+        "created_at": old,
+        "worker": None,
+        "lease_expires_at": None,
+        "cancel_requested": False,
+        "token": None,
+        "finished_by": None,
+    }
+    jobs.insert_many(
+        [
+            {
+                **base,
+                "_id": "queued",
+                "payload": '{"big":1180591620717411303424}',
+                "attempts": 0,
+                "status": "queued",
+                "seq": 1,
+                "dedupe_key": "k",
+                "dedupe_live": "k",
+            },
+            {
+                **base,
+                "_id": "expired",
+                "payload": "2",
+                "attempts": 1,
+                "status": "running",
+                "seq": 2,
+                "token": "cd" * 16,
+                "worker": "w-old",
+                "started_at": old,
+                "lease_expires_at": old,
+            },
+            {
+                **base,
+                "_id": "done",
+                "payload": "3",
+                "attempts": 1,
+                "status": "succeeded",
+                "seq": 3,
+                "result": '"r"',
+                "finished_at": old,
+                "finished_by": "ef" * 16 + ".done",
+                "dedupe_key": "k",
+                # written by 0.1.0's finish, not relayed before the upgrade
+                "outbox": [{"key": "done/old", "type": "old.event", "data": '{"n":1}', "at": old}],
+            },
+        ]
+    )
+    assert client.enqueue_one("q", 4, dedupe_key="k") == qw.Enqueued("queued", created=False)
+    assert client.reclaim_expired() == 1
+    expired = client.get("expired")
+    assert expired.status is JobStatus.FAILED
+    assert expired.error == {"reason": "lease_expired"}
+    (claim,) = client.claim(["q"], worker="w")
+    assert claim.job.id == "queued"
+    assert claim.job.payload == {"big": 2**70}
+    assert claim.lease.attempt == 1
+    assert client.complete(claim.lease, "ok", event=EventSpec("done", 1)) is JobStatus.SUCCEEDED
+    assert client.get("done").result == "r"
+    # In relay order: the reclaim's own event, the leftover, then the finish's.
+    assert [(e.job_id, e.type, e.data) for e in client.fetch_events()] == [
+        ("expired", "job.failed", {"queue": "q", "reason": "lease_expired", "attempts": 1}),
+        ("done", "old.event", {"n": 1}),
+        ("queued", "done", 1),
+    ]
+    assert jobs.count_documents(d.PENDING_OUTBOX) == 0
+    client.close()
