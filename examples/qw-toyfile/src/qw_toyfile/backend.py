@@ -4,7 +4,8 @@ A store is a directory; namespace ``acme`` lives in ``acme.jsonl`` inside it
 (see :mod:`qw_toyfile.journal`). Every method is one transaction under an
 exclusive ``flock``, so readers and writers in any thread or process on the
 machine are serialised: a claim is exactly-once, and a transition and its
-outbox event are one journal line, written both or neither.
+outbox event are one journal line, written both or neither. No status is
+decided here: :mod:`qw.transitions` decides each transition, this applies it.
 
 The store's clock is this machine's clock: the files are only reachable from
 here, so every process reads the same clock.
@@ -16,32 +17,35 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit
 
 from qw import (
-    Abort,
     Capabilities,
     Claim,
-    Complete,
     ConfigurationError,
     DuplicateJob,
     Enqueued,
     Event,
-    Fail,
     Job,
     JobStatus,
     Lease,
-    NewJob,
     PurgeResult,
-    Release,
     Switches,
     WorkerInfo,
 )
-from qw.contract import STORE_EVENT_CANCELLED, STORE_EVENT_EXPIRED, Outcome, outcome_statuses
-from qw.validation import validate_namespace
+from qw.contract import Finish, Insert
+from qw.transitions import (
+    Transition,
+    plan_cancel_queued,
+    plan_enqueue,
+    plan_reclaim,
+    repeat_status,
+)
+from qw.validation import decode_json, validate_namespace
 from qw.wakeup import WakeupHub
 from qw_toyfile.journal import Journal, State
 
@@ -81,6 +85,14 @@ def _job(row: State) -> Job:
         lease_expires_at=_ts(row["lease_expires_at"]),
         cancel_requested=row["cancel_requested"],
     )
+
+
+def _holds(row: State | None, lease: Lease) -> bool:
+    """Whether ``lease`` holds the job in ``row``: running under its token and attempt."""
+    if row is None:
+        return False
+    held = (row["status"], row["token"], row["attempts"])
+    return held == ("running", lease.token, lease.attempt)
 
 
 class ToyFileBackend:
@@ -140,20 +152,33 @@ class ToyFileBackend:
         space["seq"] += 1
         return int(space["seq"])
 
-    def _emit(self, space: State, job_id: str, type_: str, data: Any) -> None:
-        cursor = self._next(space)
-        space["events"][str(cursor)] = {
-            "cursor": cursor,
-            "job_id": job_id,
-            "type": type_,
-            "data": data,
-            "created_at": time.time(),
-            "acked": False,
-        }
+    def _apply(self, space: State, row: State, t: Transition, now: float) -> JobStatus:
+        """Apply every field of the decided transition ``t`` to ``row``, with its event."""
+        if t.attempts is not None:
+            row["attempts"] = t.attempts
+        if t.run_in is not None:
+            row["run_at"] = now + t.run_in
+        if t.result is not None:
+            row["result"] = decode_json(t.result)
+        if t.error is not None:
+            row["error"] = decode_json(t.error)
+        if t.finished:
+            row["finished_at"] = now
+        row.update(
+            status=t.status.value, finished_by=t.finished_by,
+            worker=None, lease_expires_at=None, cancel_requested=False, token=None,
+        )  # fmt: skip
+        if t.event_type is not None:
+            cursor = self._next(space)
+            space["events"][str(cursor)] = {
+                "cursor": cursor, "job_id": row["id"], "type": t.event_type,
+                "data": decode_json(t.event_data), "created_at": now, "acked": False,
+            }  # fmt: skip
+        return t.status
 
     # -- producing and working ---------------------------------------------
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+    def enqueue(self, jobs: Sequence[Insert]) -> list[Enqueued]:
         def change(space: State) -> list[Enqueued]:
             rows = space["jobs"]
             if clash := next((j.id for j in jobs if j.id in rows), None):
@@ -161,27 +186,21 @@ class ToyFileBackend:
             live = {
                 r["dedupe_key"]: r["id"]
                 for r in rows.values()
-                if r["dedupe_key"] is not None and r["status"] in ("queued", "running")
+                if r["dedupe_key"] is not None and JobStatus(r["status"]).is_live
             }
+            answers, insert = plan_enqueue(jobs, live)
             now = time.time()
-            answers = []
-            for new in jobs:
-                if new.dedupe_key is not None and new.dedupe_key in live:
-                    answers.append(Enqueued(live[new.dedupe_key], created=False))
-                    continue
-                run_at = new.run_at.timestamp() if new.run_at else now + (new.delay or 0.0)
+            for new in (jobs[i] for i in insert):
                 rows[new.id] = {
-                    "id": new.id, "queue": new.queue, "payload": _copy(new.payload),
-                    "priority": new.priority, "run_at": run_at,
+                    "id": new.id, "queue": new.queue, "payload": decode_json(new.payload),
+                    "priority": new.priority,
+                    "run_at": new.run_at.timestamp() if new.run_at else now + (new.delay or 0.0),
                     "max_attempts": new.max_attempts, "attempts": 0, "status": "queued",
                     "created_at": now, "dedupe_key": new.dedupe_key, "result": None,
                     "error": None, "started_at": None, "finished_at": None, "worker": None,
                     "lease_expires_at": None, "cancel_requested": False,
                     "seq": self._next(space), "token": None, "finished_by": None,
                 }  # fmt: skip
-                if new.dedupe_key is not None:
-                    live[new.dedupe_key] = new.id
-                answers.append(Enqueued(new.id, created=True))
             return answers
 
         answers = self._tx(change)
@@ -223,60 +242,36 @@ class ToyFileBackend:
             answers: list[Lease | None] = []
             for lease in leases:
                 row = space["jobs"].get(lease.job_id)
-                if row is None or row["status"] != "running" or row["token"] != lease.token:
+                if not _holds(row, lease):
                     answers.append(None)
                     continue
                 row["lease_expires_at"] = time.time() + lease_s
+                expires = datetime.fromtimestamp(row["lease_expires_at"], UTC)
                 answers.append(
-                    Lease(
-                        lease.job_id,
-                        lease.token,
-                        datetime.fromtimestamp(row["lease_expires_at"], UTC),
-                        row["cancel_requested"],
-                    )
+                    replace(lease, expires_at=expires, cancel_requested=row["cancel_requested"])
                 )
             return answers
 
         return self._tx(change)
 
-    def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
+    def finish(self, finishes: Sequence[Finish]) -> list[JobStatus | None]:
+        def one(space: State, lease: Lease, t: Transition, now: float) -> JobStatus | None:
+            row = space["jobs"].get(lease.job_id)
+            if _holds(row, lease):
+                return self._apply(space, row, t, now)
+            if row is None:
+                return None
+            return repeat_status(t, JobStatus(row["status"]), row["finished_by"])
+
         def change(space: State) -> list[JobStatus | None]:
-            return [self._finish_one(space, outcome) for outcome in outcomes]
+            now = time.time()
+            return [one(space, f.lease, f.transition, now) for f in finishes]
 
         answers = self._tx(change)
         if JobStatus.QUEUED in answers:
             # A retry or release may be due at once: let local waiters look.
             self._hub.notify_all()
         return answers
-
-    def _finish_one(self, space: State, outcome: Outcome) -> JobStatus | None:
-        token = outcome.lease.token
-        row = space["jobs"].get(outcome.lease.job_id)
-        if row is None:
-            return None
-        if row["status"] != "running" or row["token"] != token:
-            repeated = row["finished_by"] == token
-            if repeated and JobStatus(row["status"]) in outcome_statuses(outcome):
-                return JobStatus(row["status"])
-            return None
-        now = time.time()
-        row.update(worker=None, lease_expires_at=None, cancel_requested=False, token=None)
-        row["finished_by"] = token
-        if isinstance(outcome, Complete):
-            row.update(status="succeeded", result=_copy(outcome.result), finished_at=now)
-        elif isinstance(outcome, Fail):
-            row["error"] = _copy(outcome.error)
-            if outcome.retry_in is not None and row["attempts"] < row["max_attempts"]:
-                row.update(status="queued", run_at=now + outcome.retry_in)
-            else:
-                row.update(status="failed", finished_at=now)
-        elif isinstance(outcome, Abort):
-            row.update(status="cancelled", error=_copy(outcome.error), finished_at=now)
-        else:
-            row.update(status="queued", attempts=row["attempts"] - 1)
-        if not isinstance(outcome, Release) and outcome.event is not None:
-            self._emit(space, row["id"], outcome.event.type, _copy(outcome.event.data))
-        return JobStatus(row["status"])
 
     def reclaim_expired(self) -> int:
         def change(space: State) -> int:
@@ -287,18 +282,10 @@ class ToyFileBackend:
                 if r["status"] == "running" and r["lease_expires_at"] <= now
             ]
             for row in expired:
-                row.update(worker=None, lease_expires_at=None, cancel_requested=False)
-                row.update(token=None, finished_by=None)
-                if row["attempts"] < row["max_attempts"]:
-                    row["status"] = "queued"
-                    continue
-                row.update(status="failed", finished_at=now, error={"reason": "lease_expired"})
-                data = {
-                    "queue": row["queue"],
-                    "reason": "lease_expired",
-                    "attempts": row["attempts"],
-                }
-                self._emit(space, row["id"], STORE_EVENT_EXPIRED, data)
+                plan = plan_reclaim(
+                    attempts=row["attempts"], max_attempts=row["max_attempts"], queue=row["queue"]
+                )
+                self._apply(space, row, plan, now)
             return len(expired)
 
         count = self._tx(change)
@@ -404,9 +391,7 @@ class ToyFileBackend:
             if row is None:
                 return None
             if row["status"] == "queued":
-                row.update(status="cancelled", finished_at=time.time(), finished_by=None)
-                data = {"queue": row["queue"], "reason": "cancelled"}
-                self._emit(space, job_id, STORE_EVENT_CANCELLED, data)
+                self._apply(space, row, plan_cancel_queued(queue=row["queue"]), time.time())
             elif row["status"] == "running":
                 row["cancel_requested"] = True
             return JobStatus(row["status"])
@@ -449,7 +434,7 @@ class ToyFileBackend:
             old = [
                 job_id
                 for job_id, r in space["jobs"].items()
-                if r["status"] in ("succeeded", "failed", "cancelled") and r["finished_at"] < cutoff
+                if JobStatus(r["status"]).is_terminal and r["finished_at"] < cutoff
             ]
             for job_id in old:
                 del space["jobs"][job_id]
