@@ -185,3 +185,47 @@ def test_qws_own_file_is_still_switched_to_wal(tmp_path: Path) -> None:
     conn.close()
     SqliteBackend(path, namespace="a").close()
     assert _state(path)[0] == "wal"
+
+
+# -- data written by 0.1.0 ----------------------------------------------------
+
+
+def test_jobs_as_0_1_0_stored_them_are_moved_by_transitions(tmp_path: Path) -> None:
+    """Schema version 1 is 2402c38's; the rows its code wrote need no migration."""
+    path = tmp_path / "old.db"
+    SqliteBackend(path, namespace="a").close()
+    now = time.time()
+    columns = (
+        "namespace, id, queue, payload, priority, run_at, max_attempts, attempts, status, "
+        "created_at, dedupe_key, started_at, worker, lease_expires_at, token"
+    )
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            f"INSERT INTO qw_jobs ({columns}) VALUES ({', '.join('?' * 15)})",
+            [  # as 0.1.0's enqueue and claim left them
+                ("a", "expired", "q", '{"n":1}', 0, now, 3, 1, "running", now, None, now, "w",
+                 now - 60, "t-expired"),
+                ("a", "held", "q", "[1,2]", 0, now, 1, 1, "running", now, None, now, "w",
+                 now + 600, "t-held"),
+                ("a", "keyed", "q", "null", 0, now, 3, 0, "queued", now, "k", None, None,
+                 None, None),
+            ],
+        )  # fmt: skip
+    with qw.open(f"sqlite:///{path}", namespace="a") as client:
+        assert client.reclaim_expired() == 1
+        assert client.get("expired").status is qw.JobStatus.QUEUED
+        lease = qw.Lease("held", "t-held", client.now(), attempt=1, max_attempts=1)
+        with pytest.raises(qw.LeaseLost):
+            client.complete(qw.Lease("held", "t-held", client.now(), attempt=2, max_attempts=2))
+        assert client.fail(lease, {"boom": True}, retry_in=0) is qw.JobStatus.FAILED
+        assert client.fail(lease, {"boom": True}, retry_in=0) is qw.JobStatus.FAILED  # a repeat
+        held = client.get("held")
+        assert (held.payload, held.error, held.finished_at is not None) == (
+            [1, 2],
+            {"boom": True},
+            True,
+        )
+        answer = client.enqueue_one("q", 2, dedupe_key="k")
+        assert (answer.id, answer.created) == ("keyed", False)
+        assert client.cancel("keyed") is qw.JobStatus.CANCELLED
+        assert [e.type for e in client.fetch_events()] == ["job.cancelled"]
