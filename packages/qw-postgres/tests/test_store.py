@@ -11,7 +11,9 @@ import psycopg
 import pytest
 
 import qw
-from qw.contract import Complete, Fail, Outcome
+from qw.contract import Complete, Fail, Finish, Outcome
+from qw.transitions import plan_finish
+from qw.validation import encode_json
 from qw_postgres import PostgresBackend, backend, batches
 from qw_postgres.queries import JOB_FIELDS, Queries
 
@@ -152,13 +154,13 @@ def test_a_finish_too_large_for_one_document_is_split_and_fully_applied(
     client.enqueue([qw.NewJob("big", i) for i in range(7)])
     claims = client.claim(["big"], worker="w", limit=7)
     results = [{"text": "x" * 30 + "\u0000", "i": c.job.payload} for c in claims]
-    parts = list(
-        batches.finish_documents(
-            [Complete(c.lease, r) for c, r in zip(claims, results, strict=True)]
-        )
-    )
+    finishes = [
+        Finish(c.lease, plan_finish(Complete(c.lease, r), body=encode_json(r)))
+        for c, r in zip(claims, results, strict=True)
+    ]
+    parts = list(batches.finish_documents(finishes))
     assert len(parts) > 1
-    assert [o.lease for p, _ in parts for o in p] == [c.lease for c in claims]
+    assert [f for p, _ in parts for f in p] == finishes
     outcomes: list[Outcome] = [Complete(c.lease, r) for c, r in zip(claims, results, strict=True)]
     outcomes.append(Fail(claims[0].lease, "late"))  # stale by then: answered from its record
     statuses = client.finish(outcomes)
@@ -170,3 +172,26 @@ def test_a_finish_too_large_for_one_document_is_split_and_fully_applied(
 def test_rows_map_to_jobs_by_position() -> None:
     # to_job builds Job positionally from JOB_FIELDS order: they must agree.
     assert tuple(f.name for f in dataclasses.fields(qw.Job)) == JOB_FIELDS
+
+
+def test_a_dedupe_key_taken_after_the_look_up_is_planned_again(
+    client: qw.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The look-up misses the holder once (as if it committed just after):
+    # jobs_dedupe refuses the insert, and the enqueue reads and plans again.
+    held = client.enqueue_one("q", "holder", dedupe_key="k").id
+    real = PostgresBackend._fetch
+    missed: list[bool] = []
+
+    def fetch(self: PostgresBackend, what: str, query: bytes, params: dict[str, object]) -> object:
+        if query == self._q.live_keys and not missed:
+            missed.append(True)
+            return []
+        return real(self, what, query, params)
+
+    monkeypatch.setattr(PostgresBackend, "_fetch", fetch)
+    answers = client.enqueue([qw.NewJob("q", 1), qw.NewJob("q", 2, dedupe_key="k")])
+    assert missed == [True]
+    assert answers[1] == qw.Enqueued(held, created=False)
+    assert answers[0].created
+    assert client.counts()["q"][qw.JobStatus.QUEUED] == 2

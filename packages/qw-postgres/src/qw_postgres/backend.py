@@ -1,9 +1,13 @@
 """The ``postgres`` backend: one namespace of a qw schema in PostgreSQL.
 
-Every operation is a single statement run on a pooled autocommit
-connection, so it costs one round trip and commits atomically: a transition,
-its outbox event and its NOTIFY either all happen or none do. All times come
-from the server's ``now()``.
+Every write is a single statement run on a pooled autocommit connection, so
+it costs one round trip and commits atomically: a transition, its outbox
+event and its NOTIFY either all happen or none do. The statements decide no
+status: :mod:`qw.transitions` does, and they apply what it decided. Only
+three operations read first: an enqueue whose jobs carry dedupe keys (the
+live holders, then the insert), a reclaim (the expired leases, locked, then
+their transitions, in one transaction) and the cancel of a queued job. All
+times come from the server's ``now()``.
 """
 
 from __future__ import annotations
@@ -23,14 +27,14 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool
 
 from qw.capabilities import Capabilities
-from qw.contract import (
-    STORE_EVENT_CANCELLED,
-    STORE_EVENT_EXPIRED,
-    Outcome,
-    Switches,
-    outcome_statuses,
+from qw.contract import Finish, Insert, Switches
+from qw.errors import (
+    BackendConflict,
+    BackendError,
+    BackendUnavailable,
+    DuplicateJob,
+    SchemaError,
 )
-from qw.errors import BackendError, BackendUnavailable, DuplicateJob, SchemaError
 from qw.model import (
     Claim,
     Enqueued,
@@ -38,9 +42,14 @@ from qw.model import (
     Job,
     JobStatus,
     Lease,
-    NewJob,
     PurgeResult,
     WorkerInfo,
+)
+from qw.transitions import (
+    plan_cancel_queued,
+    plan_enqueue,
+    plan_reclaim,
+    repeat_status,
 )
 from qw.validation import validate_namespace
 from qw.wakeup import Listener, WakeupHub
@@ -49,6 +58,7 @@ from qw_postgres.batches import (
     enqueue_rows,
     finish_documents,
     renew_document,
+    transition_document,
 )
 from qw_postgres.errors import translate_errors
 from qw_postgres.listening import (
@@ -57,7 +67,7 @@ from qw_postgres.listening import (
     make_listen,
 )
 from qw_postgres.queries import ENQUEUE_COPY_TYPES, Queries
-from qw_postgres.rows import to_event, to_job, to_worker
+from qw_postgres.rows import STATUSES, to_event, to_job, to_worker
 from qw_postgres.schema import LATEST_VERSION, apply_migrations, installed_version
 from qw_postgres.settings import Settings, parse_url
 
@@ -72,6 +82,9 @@ LISTEN_START_WAIT_S = 2.0
 #: more round trips, much cheaper per row); below it, one JSON document.
 #: See docs/backends/postgres.md, "Bulk enqueue".
 COPY_MIN_JOBS = 5000
+#: How many times ``enqueue`` plans a keyed batch again after a racing
+#: producer took one of its dedupe keys before ``BackendConflict``.
+ENQUEUE_TRIES = 5
 #: Rows a purge deletes per statement.
 PURGE_BATCH = 5000
 _INT8 = range(-(2**63), 2**63)
@@ -252,75 +265,56 @@ class PostgresBackend:
 
     # -- producing -------------------------------------------------------------
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+    def enqueue(self, jobs: Sequence[Insert]) -> list[Enqueued]:
         if not jobs:
             return []
-        live_keys = list({j.dedupe_key for j in jobs if j.dedupe_key is not None})
-        with translate_errors("postgres: enqueue"):
-            params: dict[str, Any] = {
-                "ns": self._namespace,
-                "channel": self._channel,
-                "live_keys": live_keys,
-                "keyed_ids": [j.id for j in jobs if j.dedupe_key is not None],
-            }
-        rows = self._insert_jobs(jobs, params)
-        inserted: set[str] = set()
-        holders: dict[str, str] = {}
-        dups: list[str] = []
-        for kind, value, key in rows:
-            if kind == "d":
-                dups.append(value)
-            elif kind == "i":
-                inserted.add(value)
-            elif kind == "l":
-                holders[key] = value
-        if dups:
-            raise DuplicateJob(f"job id {sorted(dups)[0]!r} already exists; nothing was enqueued")
-        answers = self._answer_enqueue(jobs, inserted, holders)
-        self._hub.notify({j.queue for j in jobs})
-        return answers
+        keys = list({j.dedupe_key for j in jobs if j.dedupe_key is not None})
+        if not keys:
+            # Nothing to look up: every job is inserted, in one statement.
+            answers, _ = plan_enqueue(jobs, {})
+            self._insert_jobs(jobs, [])
+            self._hub.notify({j.queue for j in jobs})
+            return answers
+        for _ in range(ENQUEUE_TRIES):
+            rows = self._fetch("enqueue", self._q.live_keys, {"ns": self._namespace, "keys": keys})
+            answers, insert = plan_enqueue(jobs, dict(rows))
+            chosen = set(insert)
+            skipped = [j.id for i, j in enumerate(jobs) if i not in chosen]
+            try:
+                # Guarded by jobs_dedupe: a key taken since the look-up fails it.
+                self._insert_jobs([jobs[i] for i in insert], skipped)
+            except BackendConflict:
+                continue
+            self._hub.notify({jobs[i].queue for i in insert})
+            return answers
+        raise BackendConflict("postgres: the dedupe keys of this batch stayed contended; try again")
 
-    def _insert_jobs(self, jobs: Sequence[NewJob], params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """Run the enqueue statement: one JSON document, or a COPY for a large batch."""
+    def _insert_jobs(self, jobs: Sequence[Insert], skipped_ids: list[str]) -> None:
+        """Insert ``jobs`` (one JSON document, or a COPY for a large batch), all or nothing.
+
+        ``skipped_ids`` are the batch's jobs answered by a dedupe key: an id
+        among them that is already stored refuses the whole batch too.
+        """
+        params: dict[str, Any] = {
+            "ns": self._namespace,
+            "channel": self._channel,
+            "skipped_ids": skipped_ids,
+        }
         if len(jobs) < COPY_MIN_JOBS:
             with translate_errors("postgres: enqueue"):
                 params["batch"] = enqueue_document(jobs)
-            return self._fetch("enqueue", self._q.enqueue, params)
-        with self._conn("enqueue") as conn, conn.transaction():
-            conn.execute(self._q.enqueue_stage)
-            with conn.cursor().copy(self._q.enqueue_copy) as copy:
-                copy.set_types(ENQUEUE_COPY_TYPES)
-                for row in enqueue_rows(jobs):
-                    copy.write_row(row)
-            return conn.execute(self._q.enqueue_staged, params, prepare=True).fetchall()
-
-    def _answer_enqueue(
-        self, jobs: Sequence[NewJob], inserted: set[str], holders: dict[str, str]
-    ) -> list[Enqueued]:
-        # A batch's first job with a key takes it; later ones point to it.
-        for job in jobs:
-            if job.id in inserted and job.dedupe_key is not None:
-                holders.setdefault(job.dedupe_key, job.id)
-        missing = [
-            j.dedupe_key
-            for j in jobs
-            if j.id not in inserted and j.dedupe_key is not None and j.dedupe_key not in holders
-        ]
-        if missing:
-            # A concurrent producer took the key after this statement's snapshot.
-            rows = self._fetch(
-                "enqueue", self._q.key_holders, {"ns": self._namespace, "keys": missing}
-            )
-            holders.update(dict(rows))
-        answers = []
-        for job in jobs:
-            if job.id in inserted:
-                answers.append(Enqueued(job.id, created=True))
-            elif job.dedupe_key is not None and job.dedupe_key in holders:
-                answers.append(Enqueued(holders[job.dedupe_key], created=False))
-            else:
-                raise BackendError(f"postgres: job {job.id!r} was neither inserted nor deduped")
-        return answers
+            rows = self._fetch("enqueue", self._q.enqueue, params)
+        else:
+            with self._conn("enqueue") as conn, conn.transaction():
+                conn.execute(self._q.enqueue_stage)
+                with conn.cursor().copy(self._q.enqueue_copy) as copy:
+                    copy.set_types(ENQUEUE_COPY_TYPES)
+                    for row in enqueue_rows(jobs):
+                        copy.write_row(row)
+                rows = conn.execute(self._q.enqueue_staged, params, prepare=True).fetchall()
+        dups = sorted(value for kind, value in rows if kind == "d")
+        if dups:
+            raise DuplicateJob(f"job id {dups[0]!r} already exists; nothing was enqueued")
 
     # -- working -----------------------------------------------------------------
 
@@ -363,43 +357,51 @@ class PostgresBackend:
             answers[ord_ - 1] = Lease(lease.job_id, lease.token, expires, cancel_requested)
         return answers
 
-    def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
+    def finish(self, finishes: Sequence[Finish]) -> list[JobStatus | None]:
         answers: list[JobStatus | None] = []
-        for batch in _distinct_job_batches(outcomes):
+        for batch in _distinct_job_batches(finishes):
             with translate_errors("postgres: finish"):
                 documents = list(finish_documents(batch))
             for part, document in documents:
                 answers.extend(self._finish_batch(part, document))
         return answers
 
-    def _finish_batch(self, outcomes: Sequence[Outcome], document: str) -> list[JobStatus | None]:
+    def _finish_batch(self, finishes: Sequence[Finish], document: str) -> list[JobStatus | None]:
+        """Apply one document's transitions; answer the rest by :func:`repeat_status`."""
         params = {"ns": self._namespace, "channel": self._channel, "batch": document}
-        answers: list[JobStatus | None] = [None] * len(outcomes)
+        answers: list[JobStatus | None] = [None] * len(finishes)
         racing: list[int] = []
-        for kind, ord_, status, mine in self._fetch("finish", self._q.finish, params):
+        for kind, ord_, status, finished_by in self._fetch("finish", self._q.finish, params):
             if kind == "u":
-                answers[ord_ - 1] = JobStatus(status)
+                answers[ord_ - 1] = finishes[ord_ - 1].transition.status
             elif kind == "p":
-                answers[ord_ - 1] = _repeat_answer(outcomes[ord_ - 1], status, mine)
+                t = finishes[ord_ - 1].transition
+                answers[ord_ - 1] = repeat_status(t, STATUSES[status], finished_by)
             elif kind == "r":
                 racing.append(ord_ - 1)
         if racing:
             # Another session moved the job between our snapshot and our
-            # update (perhaps the same outcome, sent twice): read what won.
-            again = {
-                "ns": self._namespace,
-                "ids": [outcomes[i].lease.job_id for i in racing],
-                "tokens": [outcomes[i].lease.token for i in racing],
-            }
-            for ord_, status, mine in self._fetch("finish", self._q.finished_by, again):
+            # update (perhaps the same finish, sent twice): read what won.
+            again = {"ns": self._namespace, "ids": [finishes[i].lease.job_id for i in racing]}
+            for ord_, status, finished_by in self._fetch("finish", self._q.finished_by, again):
                 index = racing[ord_ - 1]
-                answers[index] = _repeat_answer(outcomes[index], status, mine)
+                t = finishes[index].transition
+                answers[index] = repeat_status(t, STATUSES[status], finished_by)
         return answers
 
     def reclaim_expired(self) -> int:
-        params = {"ns": self._namespace, "channel": self._channel, "ev_type": STORE_EVENT_EXPIRED}
-        count, _ = self._fetch("reclaim_expired", self._q.reclaim, params)[0]
-        return int(count)
+        ns = {"ns": self._namespace}
+        with self._conn("reclaim_expired") as conn, conn.transaction():
+            expired = conn.execute(self._q.reclaim_expired, ns, prepare=True).fetchall()
+            if not expired:
+                return 0
+            document = transition_document(
+                (job_id, token, attempts, plan_reclaim(attempts=attempts, max_attempts=m, queue=q))
+                for job_id, token, attempts, m, q in expired
+            )
+            params = {"ns": self._namespace, "channel": self._channel, "batch": document}
+            row = conn.execute(self._q.reclaim, params, prepare=True).fetchone()
+        return 0 if row is None else int(row[0])
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         self._ensure_listener()
@@ -500,16 +502,26 @@ class PostgresBackend:
         return [to_job(r) for r in self._fetch("list_jobs", self._q.list_jobs, params)]
 
     def cancel(self, job_id: str) -> JobStatus | None:
-        params = {"ns": self._namespace, "id": job_id, "ev_type": STORE_EVENT_CANCELLED}
+        params = {"ns": self._namespace, "id": job_id}
         for _ in range(10):
             rows = self._fetch("cancel", self._q.cancel, params)
             if not rows:
                 return None
-            kind, status = rows[0]
-            answer = JobStatus(status)
-            if kind == "u" or answer.is_terminal:
-                return answer
-            # The job was live in our snapshot but changed under us: look again.
+            kind, status, queue = rows[0]
+            current = STATUSES[status]
+            if kind == "f" or current.is_terminal:
+                return current
+            if current is JobStatus.QUEUED:
+                t = plan_cancel_queued(queue=queue)
+                apply = {
+                    "ns": self._namespace,
+                    "channel": self._channel,
+                    "batch": transition_document([(job_id, None, None, t)]),
+                }
+                [(applied, _)] = self._fetch("cancel", self._q.cancel_queued, apply)
+                if applied:
+                    return t.status
+            # The job changed under us (claimed, or finished): look again.
         raise BackendError(f"postgres: cancel of {job_id!r} kept racing other writers")
 
     # -- the outbox --------------------------------------------------------------
@@ -542,28 +554,21 @@ class PostgresBackend:
         return PurgeResult(jobs=totals[0], events=totals[1])
 
 
-def _repeat_answer(outcome: Outcome, status: str, mine: bool | None) -> JobStatus | None:
-    """The answer to an outcome that did not apply now: its earlier result, or None."""
-    current = JobStatus(status)
-    if mine and current in outcome_statuses(outcome):
-        return current
-    return None
+def _distinct_job_batches(finishes: Sequence[Finish]) -> Iterator[list[Finish]]:
+    """Split ``finishes`` so no batch names a job twice, keeping their order.
 
-
-def _distinct_job_batches(outcomes: Sequence[Outcome]) -> Iterator[list[Outcome]]:
-    """Split ``outcomes`` so no batch names a job twice, keeping their order.
-
-    One UPDATE touches a row at most once, so a repeat of the same outcome in
+    One UPDATE touches a row at most once, so a repeat of the same finish in
     one call must run after the first, as it would in a later call.
     """
-    batch: list[Outcome] = []
+    batch: list[Finish] = []
     seen: set[str] = set()
-    for outcome in outcomes:
-        if outcome.lease.job_id in seen:
+    for finish in finishes:
+        job_id = finish.lease.job_id
+        if job_id in seen:
             yield batch
             batch, seen = [], set()
-        batch.append(outcome)
-        seen.add(outcome.lease.job_id)
+        batch.append(finish)
+        seen.add(job_id)
     if batch:
         yield batch
 

@@ -23,7 +23,8 @@ __all__ = ["ERRORS", "UNIQUE_CONSTRAINTS", "translate_errors"]
 #: The unique constraints of qw's tables whose violation has a meaning.
 UNIQUE_CONSTRAINTS: dict[str, type[QwError]] = {
     "jobs_pkey": DuplicateJob,
-    # The enqueue's ON CONFLICT absorbs a racing producer; reaching here means it did not.
+    # A producer took a key between the enqueue's look-up and its insert; the
+    # enqueue plans again on this, so it escapes only after ENQUEUE_TRIES losses.
     "jobs_dedupe": DEDUPE_RACE,
 }
 

@@ -43,41 +43,36 @@ _OPEN = (
     " AND w.queue IN ('', {q}) AND NOT w.enabled)"
 )
 
-_ENQUEUE = f"""
+# Which jobs to insert is decided beforehand (qw.transitions.plan_enqueue);
+# this statement only writes them. Jobs answered by a dedupe key are not in
+# ``input``, so their ids are checked here (``skipped_ids``): an id already
+# present refuses the whole call. The inserted rows' ids are checked by the
+# primary key, and their dedupe keys by jobs_dedupe, which fails the
+# statement (and the caller plans again) if a racing producer took one.
+_ENQUEUE = """
 WITH input AS (
     @INPUT@
 ), dup AS (
-    -- Only keyed jobs need this: a dedupe conflict would skip the row before
-    -- its primary key is checked. Any other repeated id fails the insert.
-    SELECT p.id FROM unnest(%(keyed_ids)s::text[]) AS k(id)
+    SELECT p.id FROM unnest(%(skipped_ids)s::text[]) AS k(id)
     CROSS JOIN LATERAL (
-        SELECT j.id FROM {{s}}.jobs j WHERE j.namespace = %(ns)s AND j.id = k.id OFFSET 0
+        SELECT j.id FROM {s}.jobs j WHERE j.namespace = %(ns)s AND j.id = k.id OFFSET 0
     ) p
 ), ins AS (
-    INSERT INTO {{s}}.jobs AS j (namespace, id, queue, status, priority, run_at,
-                                 max_attempts, payload, dedupe_key, created_at)
+    INSERT INTO {s}.jobs AS j (namespace, id, queue, status, priority, run_at,
+                               max_attempts, payload, dedupe_key, created_at)
     SELECT %(ns)s, i.id, i.queue, 'queued', i.priority,
            coalesce(i.run_at, now() + coalesce(i.delay, 0) * interval '1 second'),
            i.max_attempts, i.payload, i.dedupe_key, now()
     FROM input i
     WHERE NOT EXISTS (SELECT 1 FROM dup)
     ORDER BY i.ord
-    ON CONFLICT (namespace, dedupe_key)
-        WHERE dedupe_key IS NOT NULL AND status IN {_LIVE} DO NOTHING
-    RETURNING j.id
-), live AS (
-    SELECT j.id, j.dedupe_key FROM {{s}}.jobs j
-    WHERE j.namespace = %(ns)s AND j.dedupe_key = ANY(%(live_keys)s::text[])
-      AND j.status IN {_LIVE}
 ), woke AS (
     SELECT count(pg_notify(%(channel)s, q.queue)) AS n
     FROM (SELECT DISTINCT queue FROM input) q
     WHERE NOT EXISTS (SELECT 1 FROM dup)
 )
-SELECT 'd', id, NULL FROM dup
-UNION ALL SELECT 'i', id, NULL FROM ins
-UNION ALL SELECT 'l', id, dedupe_key FROM live
-UNION ALL SELECT 'n', n::text, NULL FROM woke
+SELECT 'd', id FROM dup
+UNION ALL SELECT 'n', n::text FROM woke
 """
 
 # Small batches: one JSON document, one round trip.
@@ -120,12 +115,11 @@ ENQUEUE_STAGED = _ENQUEUE.replace(
     FROM pg_temp.qw_enqueue_in""",
 )
 
-# Fallback when a racing producer took a dedupe key between our snapshot and
-# our insert: the holder is visible to a new statement.
-KEY_HOLDERS = """
-SELECT DISTINCT ON (dedupe_key) dedupe_key, id FROM {s}.jobs
-WHERE namespace = %(ns)s AND dedupe_key = ANY(%(keys)s::text[])
-ORDER BY dedupe_key, (status IN ('queued', 'running')) DESC, seq DESC
+# The live holders of a batch's dedupe keys (at most one each: jobs_dedupe),
+# read before the batch is planned. Batches without keys skip this.
+LIVE_KEYS = f"""
+SELECT dedupe_key, id FROM {{s}}.jobs
+WHERE namespace = %(ns)s AND dedupe_key = ANY(%(keys)s::text[]) AND status IN {_LIVE}
 """
 
 _CLAIM_SET = f"""
@@ -174,38 +168,40 @@ WITH picked AS (
 RENEW = """
 UPDATE {s}.jobs j SET lease_expires_at = now() + %(lease_s)s * interval '1 second'
 FROM (
-    SELECT v->>0 AS id, v->>1 AS token, ord
+    SELECT v->>0 AS id, v->>1 AS token, (v->>2)::int4 AS attempt, ord
     FROM jsonb_array_elements(%(batch)s::jsonb) WITH ORDINALITY AS e(v, ord)
 ) i
 WHERE j.namespace = %(ns)s AND j.id = i.id AND j.token = i.token AND j.status = 'running'
+  AND j.attempts = i.attempt
 RETURNING i.ord, j.lease_expires_at, j.cancel_requested
 """
 
-# kind: c = Complete, f = Fail, r = Release, a = Abort.
-_RETRY = "(i.kind = 'f' AND i.retry_in IS NOT NULL AND j.attempts < j.max_attempts)"
-FINISH = f"""
+
+# Applying decided transitions (qw.transitions): one row of the batch per job,
+# [id, token, attempt, status, attempts, run_in, result, error, finished,
+# finished_by, event_type, event_data] (qw_postgres.batches). A null field
+# leaves the column as it is; every transition takes the job off its lease.
+# The statement decides nothing: ``fence`` says which rows it may touch.
+def _apply(fence: str) -> str:
+    return f"""
 WITH input AS (
-    SELECT v->>0 AS id, v->>1 AS token, v->>2 AS kind, (v->>3)::float8 AS retry_in,
-           v->>4 AS ev_type, (v->>5)::json AS body, (v->>6)::json AS ev_data, ord
+    SELECT v->>0 AS id, v->>1 AS token, (v->>2)::int4 AS attempt, v->>3 AS status,
+           (v->>4)::int4 AS attempts, (v->>5)::float8 AS run_in, (v->>6)::json AS result,
+           (v->>7)::json AS error, (v->>8)::boolean AS finished, v->>9 AS finished_by,
+           v->>10 AS ev_type, (v->>11)::json AS ev_data, ord
     FROM jsonb_array_elements(%(batch)s::jsonb) WITH ORDINALITY AS e(v, ord)
 ), upd AS (
     UPDATE {{s}}.jobs j SET
-        status = CASE
-            WHEN i.kind = 'c' THEN 'succeeded'
-            WHEN i.kind = 'a' THEN 'cancelled'
-            WHEN i.kind = 'r' OR {_RETRY} THEN 'queued'
-            ELSE 'failed' END,
-        result = CASE WHEN i.kind = 'c' THEN i.body ELSE j.result END,
-        error = CASE WHEN i.kind IN ('f', 'a') THEN i.body ELSE j.error END,
-        attempts = CASE WHEN i.kind = 'r' THEN j.attempts - 1 ELSE j.attempts END,
-        run_at = CASE WHEN {_RETRY} THEN now() + i.retry_in * interval '1 second'
-                      ELSE j.run_at END,
-        finished_at = CASE WHEN i.kind = 'r' OR {_RETRY} THEN j.finished_at ELSE now() END,
-        worker = NULL, lease_expires_at = NULL, cancel_requested = false,
-        token = NULL, finished_by = i.token
+        status = i.status,
+        attempts = coalesce(i.attempts, j.attempts),
+        run_at = coalesce(now() + i.run_in * interval '1 second', j.run_at),
+        result = coalesce(i.result, j.result),
+        error = coalesce(i.error, j.error),
+        finished_at = CASE WHEN i.finished THEN now() ELSE j.finished_at END,
+        finished_by = i.finished_by,
+        worker = NULL, lease_expires_at = NULL, cancel_requested = false, token = NULL
     FROM input i
-    WHERE j.namespace = %(ns)s AND j.id = i.id AND j.token = i.token
-      AND j.status = 'running'
+    WHERE j.namespace = %(ns)s AND j.id = i.id AND {fence}
     RETURNING i.ord, j.id, j.queue, j.status, i.ev_type, i.ev_data
 ), ev AS (
     INSERT INTO {{s}}.events (namespace, job_id, type, data, created_at)
@@ -214,82 +210,75 @@ WITH input AS (
 ), woke AS (
     SELECT count(pg_notify(%(channel)s, q.queue)) AS n
     FROM (SELECT DISTINCT queue FROM upd WHERE status = 'queued') q
-), prior AS (
-    -- Only outcomes that did not apply (usually none) are looked up, each by
+)"""
+
+
+# Fenced by the lease: its token and its attempt, while the job runs.
+FINISH = (
+    _apply("j.token = i.token AND j.status = 'running' AND j.attempts = i.attempt")
+    + """, prior AS (
+    -- Only finishes that did not apply (usually none) are looked up, each by
     -- its primary key: OFFSET 0 keeps the planner from turning the lookups
     -- into a scan of the whole namespace.
-    SELECT i.ord, p.status, p.finished_by = i.token AS mine,
-           (p.status = 'running' AND p.token = i.token) AS racing
+    SELECT i.ord, p.status, p.finished_by,
+           (p.status = 'running' AND p.token = i.token AND p.attempts = i.attempt) AS racing
     FROM input i
     CROSS JOIN LATERAL (
-        SELECT j.status, j.finished_by, j.token FROM {{s}}.jobs j
+        SELECT j.status, j.finished_by, j.token, j.attempts FROM {s}.jobs j
         WHERE j.namespace = %(ns)s AND j.id = i.id OFFSET 0
     ) p
     WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.ord = i.ord)
 )
-SELECT 'u', ord, status, NULL::boolean FROM upd
-UNION ALL SELECT 'p', ord, status, mine FROM prior
-UNION ALL SELECT 'r', ord, status, mine FROM prior WHERE racing
+SELECT 'u', ord, NULL::text, NULL::text FROM upd
+UNION ALL SELECT 'p', ord, status, finished_by FROM prior
+UNION ALL SELECT 'r', ord, status, finished_by FROM prior WHERE racing
 UNION ALL SELECT 'n', n, NULL, NULL FROM woke
 """
+)
 
 # Re-read after a race, by a new statement that sees the winner's commit.
 FINISHED_BY = """
-SELECT i.ord, j.status, j.finished_by = i.token
-FROM unnest(%(ids)s::text[], %(tokens)s::text[]) WITH ORDINALITY AS i(id, token, ord)
+SELECT i.ord, j.status, j.finished_by
+FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS i(id, ord)
 JOIN {s}.jobs j ON j.namespace = %(ns)s AND j.id = i.id
 """
 
-RECLAIM = """
-WITH expired AS (
-    SELECT namespace, id FROM {s}.jobs
-    WHERE namespace = %(ns)s AND status = 'running' AND lease_expires_at <= now()
-    FOR UPDATE SKIP LOCKED
-), upd AS (
-    UPDATE {s}.jobs j SET
-        status = CASE WHEN j.attempts < j.max_attempts THEN 'queued' ELSE 'failed' END,
-        finished_at = CASE WHEN j.attempts < j.max_attempts THEN j.finished_at ELSE now() END,
-        error = CASE WHEN j.attempts < j.max_attempts THEN j.error
-                     ELSE '{"reason":"lease_expired"}'::json END,
-        worker = NULL, lease_expires_at = NULL, cancel_requested = false,
-        token = NULL, finished_by = NULL
-    FROM expired e
-    WHERE j.namespace = e.namespace AND j.id = e.id
-      AND j.status = 'running' AND j.lease_expires_at <= now()
-    RETURNING j.id, j.queue, j.status, j.attempts
-), ev AS (
-    INSERT INTO {s}.events (namespace, job_id, type, data, created_at)
-    SELECT %(ns)s, u.id, %(ev_type)s,
-           json_build_object('queue', u.queue, 'reason', 'lease_expired',
-                             'attempts', u.attempts),
-           now()
-    FROM upd u WHERE u.status = 'failed' ORDER BY u.id
-), woke AS (
-    SELECT count(pg_notify(%(channel)s, q.queue)) AS n
-    FROM (SELECT DISTINCT queue FROM upd WHERE status = 'queued') q
-)
-SELECT (SELECT count(*) FROM upd), (SELECT n FROM woke)
+# Reclaim reads the expired leases (locking them, so that sweepers running at
+# once split the work), plans each in Python, and applies the plans in the
+# same transaction, by compare-and-set on the token it read and the expiry.
+RECLAIM_EXPIRED = """
+SELECT id, token, attempts, max_attempts, queue FROM {s}.jobs
+WHERE namespace = %(ns)s AND status = 'running' AND lease_expires_at <= now()
+ORDER BY id
+FOR UPDATE SKIP LOCKED
 """
 
-CANCEL = f"""
-WITH upd AS (
-    UPDATE {{s}}.jobs j SET
-        status = CASE WHEN j.status = 'queued' THEN 'cancelled' ELSE j.status END,
-        finished_at = CASE WHEN j.status = 'queued' THEN now() ELSE j.finished_at END,
-        finished_by = CASE WHEN j.status = 'queued' THEN NULL ELSE j.finished_by END,
-        cancel_requested = (j.status = 'running')
-    WHERE j.namespace = %(ns)s AND j.id = %(id)s AND j.status IN {_LIVE}
-    RETURNING j.id, j.queue, j.status
-), ev AS (
-    INSERT INTO {{s}}.events (namespace, job_id, type, data, created_at)
-    SELECT %(ns)s, u.id, %(ev_type)s,
-           json_build_object('queue', u.queue, 'reason', 'cancelled'), now()
-    FROM upd u WHERE u.status = 'cancelled'
-)
-SELECT 'u', status FROM upd
-UNION ALL SELECT 's', status FROM {{s}}.jobs
-WHERE namespace = %(ns)s AND id = %(id)s AND NOT EXISTS (SELECT 1 FROM upd)
+RECLAIM = (
+    _apply("j.token = i.token AND j.status = 'running' AND j.lease_expires_at <= now()")
+    + """
+SELECT (SELECT count(*) FROM upd), (SELECT n FROM woke)
 """
+)
+
+# Cancel: a running job is only flagged; any other job's status and queue
+# come back ('s'), and a queued one then gets CANCEL_QUEUED.
+CANCEL = """
+WITH flagged AS (
+    UPDATE {s}.jobs j SET cancel_requested = true
+    WHERE j.namespace = %(ns)s AND j.id = %(id)s AND j.status = 'running'
+    RETURNING j.status, j.queue
+)
+SELECT 'f', status, queue FROM flagged
+UNION ALL SELECT 's', status, queue FROM {s}.jobs
+WHERE namespace = %(ns)s AND id = %(id)s AND NOT EXISTS (SELECT 1 FROM flagged)
+"""
+
+CANCEL_QUEUED = (
+    _apply("j.status = 'queued'")
+    + """
+SELECT (SELECT count(*) FROM upd), (SELECT n FROM woke)
+"""
+)
 
 GET = f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE namespace = %(ns)s AND id = %(id)s"
 
@@ -387,14 +376,16 @@ class Queries:
     enqueue_stage: bytes
     enqueue_copy: bytes
     enqueue_staged: bytes
-    key_holders: bytes
+    live_keys: bytes
     claim_one: bytes
     claim_many: bytes
     renew: bytes
     finish: bytes
     finished_by: bytes
+    reclaim_expired: bytes
     reclaim: bytes
     cancel: bytes
+    cancel_queued: bytes
     get: bytes
     list_jobs: bytes
     counts: bytes

@@ -8,10 +8,11 @@ from typing import Any
 
 from qw.model import Event, Job, JobStatus, WorkerInfo
 
-__all__ = ["to_event", "to_job", "to_worker"]
+__all__ = ["STATUSES", "to_event", "to_job", "to_worker"]
 
 
-_STATUSES = {status.value: status for status in JobStatus}
+#: Each stored status text's JobStatus, by dict (cheaper than ``JobStatus(text)``).
+STATUSES = {status.value: status for status in JobStatus}
 
 
 def to_job(row: Sequence[Any]) -> Job:
@@ -26,7 +27,7 @@ def to_job(row: Sequence[Any]) -> Job:
         row[4],
         row[5],
         row[6],
-        _STATUSES[row[7]],
+        STATUSES[row[7]],
         row[8],
         row[9],
         row[10],
