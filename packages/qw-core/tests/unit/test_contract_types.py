@@ -17,18 +17,23 @@ from qw.contract import (
     Fail,
     Release,
     Switches,
-    outcome_statuses,
 )
 from qw.model import JobStatus, Lease
 
 LEASE = Lease("j", "t", datetime(2026, 1, 1, tzinfo=UTC))
 
 
-def test_outcome_statuses() -> None:
-    assert outcome_statuses(Complete(LEASE)) == {JobStatus.SUCCEEDED}
-    assert outcome_statuses(Fail(LEASE)) == {JobStatus.FAILED, JobStatus.QUEUED}
-    assert outcome_statuses(Abort(LEASE)) == {JobStatus.CANCELLED}
-    assert outcome_statuses(Release(LEASE)) == {JobStatus.QUEUED}
+def test_the_outcome_records_are_qw_models_own() -> None:
+    # qw.transitions decides by them and imports qw.model only; qw.contract re-exports.
+    from qw import model
+
+    assert (Complete, Fail, Abort, Release) == (
+        model.Complete,
+        model.Fail,
+        model.Abort,
+        model.Release,
+    )
+    assert Fail(LEASE).retry_in is None
 
 
 def test_store_event_types() -> None:
