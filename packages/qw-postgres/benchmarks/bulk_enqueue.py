@@ -3,8 +3,9 @@
 Every variant starts from a list of :class:`qw.NewJob`, encodes the payloads,
 inserts the rows into the real ``jobs`` table with the same dedupe
 ``ON CONFLICT`` and reads back the inserted ids, in one transaction, on a
-warm connection (prepared statements in place). ``backend.enqueue`` is the
-shipped code path, which also answers dedupe hits and sends the NOTIFY.
+warm connection (prepared statements in place). ``Client.enqueue`` is the
+shipped code path: the client's checks and its one encoding, then the
+backend's insert, which also answers dedupe hits and sends the NOTIFY.
 
     python packages/qw-postgres/benchmarks/bulk_enqueue.py [BASE_URL]
 
@@ -137,6 +138,7 @@ def main() -> None:
     base = sys.argv[1] if len(sys.argv) > 1 else "postgresql://postgres@127.0.0.1:5432/test"
     url = f"{base}?schema={SCHEMA}&pool_min=1&pool_max=1"
     backend = PostgresBackend.from_url(url, namespace="bench")
+    client = qw.Client(backend)
     results: dict[tuple[int, str], list[float]] = {}
     try:
         with psycopg.connect(base) as conn:
@@ -144,7 +146,7 @@ def main() -> None:
                 runners: dict[str, Callable[[Sequence[qw.NewJob]], int]] = {
                     name: _bind(f, conn) for name, f in VARIANTS.items()
                 }
-                runners["backend.enqueue (shipped)"] = lambda jobs: len(backend.enqueue(jobs))
+                runners["Client.enqueue (shipped)"] = lambda jobs: len(client.enqueue(jobs))
                 # Interleave the variants so that load from elsewhere hits all alike.
                 for rep in range(reps + 1):
                     for name, run in runners.items():
