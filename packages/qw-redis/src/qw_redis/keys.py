@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from qw.errors import InvalidName
+from qw.model import JobStatus
 from qw.validation import validate_namespace, validate_queue
 
 __all__ = ["COLUMNS", "COMMON", "PACKED", "Keyspace", "lua_prelude", "packed_queue"]
@@ -116,12 +117,23 @@ class Keyspace:
 
 
 def lua_prelude(publish_command: str) -> str:
-    """Lua that names the common keys (``K.*``, ``F.*``, ``ST.*``) and reads the queue header.
+    """Lua that names the common keys (``K.*``, ``F.*``, ``ST.*``) and the job statuses.
 
-    Generated from :data:`COMMON` and :data:`COLUMNS`, so the Python and Lua
-    sides cannot disagree on the order of ``KEYS``.
+    Generated from :data:`COMMON`, :data:`COLUMNS` and :class:`~qw.model.JobStatus`,
+    so the Python and Lua sides cannot disagree on the order of ``KEYS`` or
+    on how a status is spelled: ``STATUS.RUNNING`` is ``'running'``, and
+    ``TERMINAL[s]`` is true for the terminal statuses. Nothing else of the
+    state machine is in Lua: the scripts are handed decided transitions.
     """
-    lines = ["local K = {}", "local F = {}", "local ST = {}"]
+    statuses = ", ".join(f"{s.name} = '{s.value}'" for s in JobStatus)
+    terminal = ", ".join(f"{s.value} = true" for s in JobStatus if s.is_terminal)
+    lines = [
+        "local K = {}",
+        "local F = {}",
+        "local ST = {}",
+        f"local STATUS = {{{statuses}}}",
+        f"local TERMINAL = {{{terminal}}}",
+    ]
     for i, name in enumerate(COMMON, start=1):
         if name.startswith("st_"):
             lines.append(f"ST['{name[3:]}'] = KEYS[{i}]")

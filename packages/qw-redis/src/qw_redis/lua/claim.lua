@@ -61,7 +61,7 @@ for j, p in ipairs(picked) do
   -- knows which queue keys to declare without reading the store first.
   local token = prefix .. j .. ':' .. queue
   local att = tonumber(get('att', id)) + 1
-  set_status(id, queue, 'queued', 'running')
+  set_status(id, queue, STATUS.QUEUED, STATUS.RUNNING)
   put('att', id, fmt(att))
   put('token', id, token)
   put('worker', id, worker)
