@@ -10,11 +10,12 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
 from qw.capabilities import Capabilities
-from qw.contract import Abort, Complete, Fail, Outcome, Release, Switches
+from qw.contract import Finish, Insert, Switches
 from qw.errors import BackendError, DuplicateJob, InvalidName
 from qw.model import (
     Claim,
@@ -23,14 +24,19 @@ from qw.model import (
     Job,
     JobStatus,
     Lease,
-    NewJob,
     PurgeResult,
     WorkerInfo,
+)
+from qw.transitions import (
+    Transition,
+    plan_cancel_queued,
+    plan_enqueue,
+    plan_reclaim,
+    repeat_status,
 )
 from qw.wakeup import Listener, WakeupHub
 from qw_redis.codec import (
     ROW_WIDTH,
-    dumps,
     from_us,
     job_from_row,
     loads,
@@ -56,11 +62,32 @@ _QUEUE_CACHE_MAX = 100_000
 _CLAIM_WIDTH = 12
 #: How long the first claim or wait waits for the subscription (then it polls).
 _FIRST_CONNECT_S = 2.0
-_KINDS: dict[type, str] = {Complete: "C", Fail: "F", Abort: "A", Release: "R"}
+#: Fields per job of ``expired.lua``'s reply.
+_EXPIRED_WIDTH = 5
+#: Enqueue attempts when live dedupe keys keep changing under the plan.
+_ENQUEUE_TRIES = 10
 
 
 def _us(seconds: float) -> int:
     return round(seconds * 1_000_000)
+
+
+def _transition_args(t: Transition) -> tuple[object, ...]:
+    """``t`` as the fields ``lua/apply.lua`` reads ('' = leave the stored value)."""
+    if t.event_type is None:
+        event: tuple[str, str] = ("", "")
+    else:
+        event = (t.event_type, "null" if t.event_data is None else t.event_data)
+    return (
+        t.status.value,
+        "" if t.attempts is None else t.attempts,
+        "" if t.run_in is None else _us(t.run_in),
+        "" if t.result is None else t.result,
+        "" if t.error is None else t.error,
+        "1" if t.finished else "",
+        "" if t.finished_by is None else t.finished_by,
+        *event,
+    )
 
 
 def _token_queue(token: str) -> str | None:
@@ -170,26 +197,50 @@ class RedisBackend:
 
     # -- producing -----------------------------------------------------------
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
-        queues = list(dict.fromkeys(job.queue for job in jobs))
-        index = {q: i for i, q in enumerate(queues, start=1)}
-        args: list[object] = []
-        for job in jobs:
-            args += (
-                job.id,
-                index[job.queue],
-                dumps(job.payload, "payload"),
-                job.priority,
-                job.max_attempts,
-                job.dedupe_key or "",
-                "" if job.run_at is None else to_us(job.run_at),
-                _us(job.delay or 0),
-            )
-        reply = self._run("enqueue", queues, args)
-        if reply[0] == "D":
-            raise DuplicateJob(f"job id {reply[1]!r} already exists")
-        self._hub.notify(queues)
-        return [Enqueued(reply[i], reply[i + 1] == 1) for i in range(1, len(reply), 2)]
+    def enqueue(self, jobs: Sequence[Insert]) -> list[Enqueued]:
+        """Plan with :func:`~qw.transitions.plan_enqueue`, then insert in one script.
+
+        Optimistic: the plan assumes the live holders of the batch's dedupe
+        keys (none, at first), and the script writes only if they are still
+        exactly those; otherwise it answers the holders it found and the call
+        plans again with them. A batch without dedupe keys is one round trip,
+        and so is one whose keys no live job holds.
+        """
+        keys = list(dict.fromkeys(j.dedupe_key for j in jobs if j.dedupe_key is not None))
+        live: dict[str, str] = {}
+        for _ in range(_ENQUEUE_TRIES):
+            answers, insert = plan_enqueue(jobs, live)
+            queues = list(dict.fromkeys(jobs[i].queue for i in insert))
+            index = {q: i for i, q in enumerate(queues, start=1)}
+            args: list[object] = [len(keys)]
+            for key in keys:
+                args += (key, live.get(key, ""))
+            args.append(len(insert))
+            for i in insert:
+                job = jobs[i]
+                args += (
+                    job.id,
+                    index[job.queue],
+                    job.payload,
+                    job.priority,
+                    job.max_attempts,
+                    job.dedupe_key or "",
+                    "" if job.run_at is None else to_us(job.run_at),
+                    _us(job.delay or 0),
+                )
+            if len(insert) < len(jobs):
+                inserted = set(insert)
+                args += (job.id for i, job in enumerate(jobs) if i not in inserted)
+            reply = self._run("enqueue", queues, args)
+            if reply[0] == "D":
+                raise DuplicateJob(f"job id {reply[1]!r} already exists")
+            if reply[0] == "K":
+                live = {reply[i]: reply[i + 1] for i in range(1, len(reply), 2)}
+                continue
+            if queues:
+                self._hub.notify(queues)
+            return answers
+        raise BackendError("the live dedupe keys of this batch keep changing; enqueue gave up")
 
     # -- working -------------------------------------------------------------
 
@@ -245,7 +296,7 @@ class RedisBackend:
     def renew(self, leases: Sequence[Lease], lease_s: float) -> list[Lease | None]:
         args: list[object] = [_us(lease_s)]
         for lease in leases:
-            args += (lease.job_id, lease.token)
+            args += (lease.job_id, lease.token, lease.attempt)
         reply = self._run("renew", (), args)
         answers: list[Lease | None] = []
         for lease, i in zip(leases, range(0, len(reply), 2), strict=True):
@@ -253,58 +304,49 @@ class RedisBackend:
                 answers.append(None)
             else:
                 answers.append(
-                    Lease(lease.job_id, lease.token, from_us(reply[i]), reply[i + 1] == "1")
+                    replace(
+                        lease, expires_at=from_us(reply[i]), cancel_requested=reply[i + 1] == "1"
+                    )
                 )
         return answers
 
-    def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
-        queue_of = self._queues_of(
-            [o.lease.job_id for o in outcomes], [o.lease.token for o in outcomes]
-        )
+    def finish(self, finishes: Sequence[Finish]) -> list[JobStatus | None]:
+        leases = [f.lease for f in finishes]
+        queue_of = self._queues_of([ls.job_id for ls in leases], [ls.token for ls in leases])
         queues = list(dict.fromkeys(queue_of.values()))
         index = {q: i for i, q in enumerate(queues, start=1)}
         args: list[object] = []
         sent: list[int] = []
-        for n, outcome in enumerate(outcomes):
-            queue = queue_of.get(outcome.lease.job_id)
+        for n, finish in enumerate(finishes):
+            lease = finish.lease
+            queue = queue_of.get(lease.job_id)
             if queue is None:
                 continue  # unknown job: answered None below
-            kind = _KINDS[type(outcome)]
-            value = ""
-            retry = ""
-            etype = edata = ""
-            if isinstance(outcome, Complete):
-                value = dumps(outcome.result, "result")
-            elif isinstance(outcome, (Fail, Abort)):
-                value = dumps(outcome.error, "error")
-            if isinstance(outcome, Fail) and outcome.retry_in is not None:
-                retry = str(_us(outcome.retry_in))
-            if not isinstance(outcome, Release) and outcome.event is not None:
-                etype = outcome.event.type
-                edata = dumps(outcome.event.data, "event data")
             args += (
-                kind,
-                outcome.lease.job_id,
-                outcome.lease.token,
+                lease.job_id,
+                lease.token,
                 index[queue],
-                value,
-                retry,
-                etype,
-                edata,
+                lease.attempt,
+                *_transition_args(finish.transition),
             )
             sent.append(n)
-        answers: list[JobStatus | None] = [None] * len(outcomes)
+        answers: list[JobStatus | None] = [None] * len(finishes)
         if not sent:
             return answers
         reply = self._run("finish", queues, args)
         requeued = set()
-        for n, status in zip(sent, reply, strict=True):
-            if status is None:
+        for k, n in enumerate(sent):
+            stored = reply[2 * k]
+            if stored is None:
                 continue
-            answers[n] = JobStatus(status)
-            job_id = outcomes[n].lease.job_id
-            if answers[n] is JobStatus.QUEUED:
-                requeued.add(queue_of[job_id])
+            transition = finishes[n].transition
+            job_id = leases[n].job_id
+            if stored == 1:
+                answers[n] = transition.status
+                if transition.status is JobStatus.QUEUED:
+                    requeued.add(queue_of[job_id])
+            else:
+                answers[n] = repeat_status(transition, JobStatus(stored), reply[2 * k + 1])
             self._queue_of.pop(job_id, None)
         if requeued:
             self._hub.notify(requeued)
@@ -313,20 +355,31 @@ class RedisBackend:
     def reclaim_expired(self) -> int:
         total = 0
         while True:
-            pairs = self._run("expired", (), (BATCH,))
-            if not pairs:
+            rows = self._run("expired", (), (BATCH,))
+            if not rows:
                 return total
-            found = [(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2) if pairs[i + 1]]
-            queues = list(dict.fromkeys(q for _, q in found))
+            width = _EXPIRED_WIDTH
+            found = [
+                rows[i : i + width]
+                for i in range(0, len(rows), width)
+                if rows[i + 1] and rows[i + 2]
+            ]
+            queues = list(dict.fromkeys(row[1] for row in found))
             index = {q: i for i, q in enumerate(queues, start=1)}
             args: list[object] = []
-            for job_id, queue in found:
-                args += (job_id, index[queue])
+            requeued: set[str] = set()
+            for job_id, queue, token, attempts, max_attempts in found:
+                transition = plan_reclaim(
+                    attempts=int(attempts), max_attempts=int(max_attempts), queue=queue
+                )
+                if transition.status is JobStatus.QUEUED:
+                    requeued.add(queue)
+                args += (job_id, index[queue], token, *_transition_args(transition))
             moved = int(self._run("reclaim", queues, args)) if found else 0
             total += moved
-            if queues:
-                self._hub.notify(queues)
-            if len(pairs) // 2 < BATCH or moved == 0:
+            if requeued:
+                self._hub.notify(requeued)
+            if len(rows) // width < BATCH or moved == 0:
                 return total
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
@@ -425,7 +478,8 @@ class RedisBackend:
             queue = self._queues_of([job_id]).get(job_id)
             if queue is None:
                 return None
-            reply = self._run("cancel", (queue,), (job_id,))
+            transition = plan_cancel_queued(queue=queue)
+            reply = self._run("cancel", (queue,), (job_id, *_transition_args(transition)))
             if reply is None:
                 return None
             if isinstance(reply, list):

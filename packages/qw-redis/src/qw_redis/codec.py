@@ -7,12 +7,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from qw.errors import InvalidPayload
 from qw.model import Job, JobStatus, JSONValue, WorkerInfo
 
 __all__ = [
     "ROW_WIDTH",
-    "dumps",
     "from_us",
     "job_from_row",
     "loads",
@@ -38,14 +36,6 @@ def from_us(value: object) -> datetime:
 
 def _opt_us(value: object) -> datetime | None:
     return None if value is None else from_us(value)
-
-
-def dumps(value: JSONValue, what: str = "value") -> str:
-    """Compact JSON text (the Client validated ``value`` already)."""
-    try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidPayload(f"{what} is not JSON: {exc}") from None
 
 
 def loads(text: object) -> JSONValue:

@@ -1,7 +1,8 @@
 """The Lua scripts, composed once per process and called by SHA.
 
-Each script is the generated key prelude (:func:`qw_redis.keys.lua_prelude`),
-the shared helpers of ``lua/common.lua`` and its own body. redis-py's
+Each script is the generated prelude (:func:`qw_redis.keys.lua_prelude`),
+the shared helpers of ``lua/common.lua``, those of ``lua/apply.lua`` for the
+scripts that apply decided transitions, and its own body. redis-py's
 ``register_script`` sends ``EVALSHA`` and falls back to loading the source
 once when a server has not seen it (after a restart, or on a new node).
 """
@@ -34,6 +35,8 @@ READS = ("now", "expired", "get", "list", "fetch", "workers")
 NAMES = WRITES + READS
 
 _NEEDS_ROW = frozenset({"get", "list"})
+#: Scripts that apply decided transitions (``lua/apply.lua``).
+_APPLIES = frozenset({"finish", "reclaim", "cancel"})
 
 
 def _text(name: str) -> str:
@@ -48,5 +51,7 @@ def source(name: str, publish_command: str) -> str:
     parts = [lua_prelude(publish_command), _text("common")]
     if name in _NEEDS_ROW:
         parts.append(_text("read"))
+    if name in _APPLIES:
+        parts.append(_text("apply"))
     parts.append(_text(name))
     return "\n".join(parts)

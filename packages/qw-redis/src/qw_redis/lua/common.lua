@@ -179,45 +179,6 @@ local function flush()
   PUT, CACHE, MOVES, MOVE_ORDER, ZADDS, ZREMS, JOBS = {}, {}, {}, {}, {}, {}, {}
 end
 
-local function release_dedupe(id)
-  local key = get('dedupe', id)
-  if key and redis.call('HGET', K.dedupe, key) == id then
-    redis.call('HDEL', K.dedupe, key)
-  end
-end
-
-local function emit(id, etype, data, now)
-  local cursor = redis.call('INCR', K.seq)
-  redis.call('XADD', K.events, fmt(cursor) .. '-0',
-    'job', id, 'type', etype, 'data', data, 'at', fmt(now))
-  redis.call('ZADD', K.ev_unacked, cursor, cursor)
-end
-
--- Put a queued job where claim finds it: ready if due, else scheduled.
-local function place(id, qi, now)
-  local run_at = tonumber(get('run_at', id))
-  if run_at <= now then
-    redis.call('ZADD', ready_key(qi), get('prio', id), get('seq', id) .. id)
-  else
-    redis.call('ZADD', sched_key(qi), run_at, id)
-  end
-end
-
--- Off the lease: what every transition out of running clears.
-local function off_lease(id)
-  put('worker', id, false)
-  put('lease', id, false)
-  put('token', id, false)
-  put('cancel', id, false)
-  zrem_later(K.running, id)
-end
-
-local function finished(id, now)
-  put('finished', id, fmt(now))
-  zadd_later(K.done, now, id)
-  release_dedupe(id)
-end
-
 local function publish(queues)
   if #queues > 0 then
     redis.call(PUBCMD, K.wake, table.concat(queues, ','))

@@ -1,9 +1,14 @@
--- ARGV after the header: max. Returns (id, queue) pairs of expired leases.
+-- ARGV after the header: max. Returns (id, queue, token, attempts, max_attempts)
+-- per expired lease ('' where the job is gone), for Python to plan each reclaim.
 local now = now_us()
 local ids = redis.call('ZRANGEBYSCORE', K.running, '-inf', now, 'LIMIT', 0, tonumber(ARGV[A + 1]))
+for _, col in ipairs({'queue', 'token', 'att'}) do prefetch(col, ids) end
 local out = {}
 for _, id in ipairs(ids) do
   out[#out + 1] = id
   out[#out + 1] = get('queue', id) or ''
+  out[#out + 1] = get('token', id) or ''
+  out[#out + 1] = get('att', id) or ''
+  out[#out + 1] = get('max', id) or ''
 end
 return out

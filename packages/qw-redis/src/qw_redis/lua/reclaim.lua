@@ -1,35 +1,22 @@
--- ARGV after the header: (id, queue index) pairs found by expired.lua.
--- Compare-and-set: only a job still running on an expired lease moves.
+-- ARGV after the header, per job found by expired.lua: id, queue index, the
+-- token read, then the TW fields of its transition (qw.transitions.plan_reclaim).
+-- Compare-and-set: only a job still running under that token on an expired
+-- lease moves; one finished or renewed meanwhile is left alone. Returns how many moved.
 local now = now_us()
+local W = 3 + TW
 local n = 0
-local requeued = {}
 local ids = {}
-for b = A + 1, #ARGV, 2 do ids[#ids + 1] = ARGV[b] end
-for _, col in ipairs({'status', 'queue', 'lease', 'att', 'max'}) do prefetch(col, ids) end
-for b = A + 1, #ARGV, 2 do
-  local id, qi = ARGV[b], tonumber(ARGV[b + 1])
-  local queue = QN[qi]
-  if get('status', id) == 'running' and get('queue', id) == queue
+for b = A, #ARGV - 1, W do ids[#ids + 1] = ARGV[b + 1] end
+for _, col in ipairs({'status', 'queue', 'token', 'lease', 'dedupe'}) do prefetch(col, ids) end
+for b = A, #ARGV - 1, W do
+  local id, qi, token = ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3]
+  local status = get('status', id)
+  if status == STATUS.RUNNING and get('queue', id) == QN[qi] and get('token', id) == token
     and tonumber(get('lease', id)) <= now then
+    apply(id, qi, status, b + 3, now)
     n = n + 1
-    local att = tonumber(get('att', id))
-    off_lease(id)
-    put('fby', id, false)
-    if att < tonumber(get('max', id)) then
-      set_status(id, queue, 'running', 'queued')
-      place(id, qi, now)
-      requeued[queue] = true
-    else
-      set_status(id, queue, 'running', 'failed')
-      put('error', id, '{"reason":"lease_expired"}')
-      finished(id, now)
-      emit(id, 'job.failed',
-        '{"queue":"' .. queue .. '","reason":"lease_expired","attempts":' .. fmt(att) .. '}', now)
-    end
   end
 end
-local queues = {}
-for i = 1, NQ do if requeued[QN[i]] then queues[#queues + 1] = QN[i] end end
 flush()
-publish(queues)
+publish_woken()
 return n
