@@ -26,6 +26,7 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 #: memory and sqlite ship inside qw-core; the others are wheels of their own.
 BUILTIN_BACKENDS = ["memory", "sqlite"]
 BACKENDS = [*BUILTIN_BACKENDS, "postgres", "redis", "mongodb"]
+SERVER_PACKAGES = [f"qw-{name}" for name in BACKENDS if name not in BUILTIN_BACKENDS]
 SERVICE_ENV = (
     "QW_TEST_POSTGRES_URL",
     "QW_TEST_REDIS_URL",
@@ -115,7 +116,11 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS)
 def unit(session: nox.Session) -> None:
-    """The core's unit and runtime tests and the testkit's self-tests (no servers)."""
+    """The core's unit and runtime tests and the testkit's self-tests.
+
+    The runtime tests run workers on memory and sqlite, and on PostgreSQL and
+    Redis when their servers answer (required where QW_REQUIRE_BACKENDS says).
+    """
     paths = _existing(
         "packages/qw-core/tests/unit",
         "packages/qw-testkit/tests",
@@ -123,7 +128,9 @@ def unit(session: nox.Session) -> None:
     )
     if not paths:
         session.error("no unit test directories found")
-    _install_packages(session, "qw-core", "qw-testkit")
+    # The runtime tests run the worker on every server backend too (and the
+    # registry tests read the aliases the backends' metadata announces).
+    _install_packages(session, "qw-core", "qw-testkit", *SERVER_PACKAGES)
     session.run("pytest", *paths, *session.posargs, env=_service_env(session))
 
 

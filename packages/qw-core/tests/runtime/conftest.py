@@ -48,12 +48,15 @@ def store_url(name: str, tmp_path: Path) -> str:
         return "memory://runtime"
     if name == "sqlite":
         return f"sqlite:///{tmp_path / 'runtime.db'}"
-    from qw_testkit.servers import require_server, server_url
+    from qw_testkit.servers import require_server, required_backends, server_url
 
     try:
         load_backend(name)
     except (BackendNotFound, BackendUnavailable) as exc:
-        pytest.skip(f"SKIPPED LOUDLY: {name} backend not installed: {exc}")
+        reason = f"{name} backend not installed: {exc}"
+        if {name, "all"} & required_backends():
+            pytest.fail(f"{reason}, and QW_REQUIRE_BACKENDS requires {name}", pytrace=False)
+        pytest.skip(f"SKIPPED LOUDLY: {reason}")
     return require_server(name, server_url(name), _probe)
 
 
