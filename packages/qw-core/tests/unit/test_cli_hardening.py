@@ -200,3 +200,9 @@ def test_help_shows_no_restructuredtext_markup(command: tuple[str, ...]) -> None
     assert result.exit_code == 0, result.output
     for markup in ("``", ":class:", ":func:", ":meth:", ":mod:"):
         assert markup not in result.stdout, (command, markup)
+
+
+def test_lease_is_refused_above_a_day_before_the_app_is_even_loaded() -> None:
+    result = run("worker", "no_such_module:app", "--url", "memory://", "--lease", "86401")
+    assert result.exit_code == 2, result.output
+    assert "[0.1, 86400]" in result.stderr, result.stderr

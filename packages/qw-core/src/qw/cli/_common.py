@@ -43,6 +43,7 @@ from qw.errors import (
     QwError,
 )
 from qw.opening import DEFAULT_NAMESPACE, DEFAULT_URL, resolve_url
+from qw.validation import MAX_SECONDS
 
 __all__ = [
     "EXIT_BACKEND",
@@ -119,18 +120,16 @@ class QwGroup(click.Group):
 # -- options ---------------------------------------------------------------
 
 #: The longest span any seconds option takes (about ten years).
-# TODO(input bounds): import qw.validation.MAX_SECONDS once it lands, so the
-# CLI and the library refuse at the same bound.
-MAX_SECONDS = 315_576_000.0  # ten years of 365.25 days, as qw.validation.MAX_SECONDS
 
 
 class Seconds(click.ParamType[float, Any]):
-    """A finite number of seconds in ``[low, MAX_SECONDS]``: no nan, inf or 1e12."""
+    """A finite number of seconds in ``[low, high]``: no nan, inf or 1e12."""
 
     name = "seconds"
 
-    def __init__(self, low: float = 0.0) -> None:
+    def __init__(self, low: float = 0.0, high: float = MAX_SECONDS) -> None:
         self.low = low
+        self.high = high
 
     def parse(self, text: str) -> float:
         """Seconds in ``text``; ValueError if it is not a number."""
@@ -148,10 +147,11 @@ class Seconds(click.ParamType[float, Any]):
                 self.fail(
                     f"{escape_text(str(value))!r} is not a number of seconds ({exc})", param, ctx
                 )
-        if not (math.isfinite(seconds) and self.low <= seconds <= MAX_SECONDS):
+        if not (math.isfinite(seconds) and self.low <= seconds <= self.high):
             self.fail(
                 f"{escape_text(str(value))} is not a number of seconds in "
-                f"[{self.low:g}, {MAX_SECONDS:.0f}] (about ten years)",
+                f"[{self.low:g}, {self.high:.0f}]"
+                + (" (about ten years)" if self.high == MAX_SECONDS else ""),
                 param,
                 ctx,
             )

@@ -10,7 +10,7 @@ import click
 from qw.app import App, load_app
 from qw.cli._common import Seconds, echo_text, store_options
 from qw.opening import resolve_namespace, resolve_url
-from qw.validation import validate_queues
+from qw.validation import MAX_LEASE_S, validate_queues
 
 __all__ = ["app_from_options", "worker"]
 
@@ -51,7 +51,7 @@ def parse_queues(value: str | None) -> list[str] | None:
 @click.option(
     "--lease",
     "lease_s",
-    type=Seconds(0.1),
+    type=Seconds(0.1, MAX_LEASE_S),
     default=30.0,
     show_default=True,
     metavar="SECONDS",
