@@ -7,7 +7,6 @@ raises a typed error and leaves the store unchanged on every backend alike.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TypeVar, cast
@@ -150,9 +149,20 @@ class Client:
             names, worker=worker, lease_s=validate_lease_seconds(lease_s), limit=limit
         )
         # The lease carries what plan_finish decides by; stamped here once,
-        # from the claimed job, rather than by every backend.
+        # from the claimed job, rather than by every backend. (Built directly:
+        # dataclasses.replace costs several times as much, once per job.)
         return [
-            Claim(c.job, replace(c.lease, attempt=c.job.attempts, max_attempts=c.job.max_attempts))
+            Claim(
+                c.job,
+                Lease(
+                    c.lease.job_id,
+                    c.lease.token,
+                    c.lease.expires_at,
+                    c.lease.cancel_requested,
+                    c.job.attempts,
+                    c.job.max_attempts,
+                ),
+            )
             for c in claims
         ]
 
@@ -176,8 +186,13 @@ class Client:
         return [
             None
             if answer is None
-            else replace(
-                lease, expires_at=answer.expires_at, cancel_requested=answer.cancel_requested
+            else Lease(
+                lease.job_id,
+                lease.token,
+                answer.expires_at,
+                answer.cancel_requested,
+                lease.attempt,
+                lease.max_attempts,
             )
             for lease, answer in zip(leases, answers, strict=True)
         ]
