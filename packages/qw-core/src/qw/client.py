@@ -382,10 +382,8 @@ def _check_lease(lease: object) -> None:
     check_job_id(lease.job_id)
     check_lease_token(lease.token)
     # A claim's lease says which attempt it holds; finishes are decided by it.
-    if not (
-        is_int_in(lease.attempt, 1, MAX_ATTEMPTS)
-        and is_int_in(lease.max_attempts, lease.attempt, MAX_ATTEMPTS)
-    ):
+    attempt, most = lease.attempt, lease.max_attempts
+    if not (type(attempt) is int and type(most) is int and 0 < attempt <= most <= MAX_ATTEMPTS):
         raise InvalidInput(
             f"lease for job {lease.job_id!r} does not carry the attempt a claim handed out "
             f"(attempt={lease.attempt!r}, max_attempts={lease.max_attempts!r}); "

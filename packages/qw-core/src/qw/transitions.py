@@ -29,8 +29,7 @@ becomes :attr:`Transition.finished_by`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from qw.model import Complete, Enqueued, Fail, JobStatus, Outcome, Release
 
@@ -69,12 +68,13 @@ REASON_CANCELLED = "cancelled"
 LEASE_EXPIRED_ERROR = '{"reason":"lease_expired"}'
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
+class Transition(NamedTuple):
     """One decided change of one job, applied whole or not at all.
 
     A field that is None leaves the stored value as it is. JSON fields are
-    already-encoded JSON text (``"null"`` stores a JSON null).
+    already-encoded JSON text (``"null"`` stores a JSON null). A named
+    tuple, not a frozen dataclass: one is made for every finished job, and a
+    frozen dataclass's ``__init__`` costs several times a tuple's.
 
     Attributes:
         status: the job's status afterwards.
