@@ -7,8 +7,10 @@ well-formed names, JSON-able payloads and positive lease lengths.
 
 Times are the **store's** clock: lease expiry, ``run_at`` from a ``delay``,
 retry times and ``last_seen`` are computed where the data lives, never from
-the client's clock. All records are the frozen dataclasses of
-:mod:`qw.model`; no driver object ever crosses this interface. A backend
+the client's clock. All records are immutable: the frozen dataclasses of
+:mod:`qw.model`, and the named tuples made per job (:class:`Insert`,
+:class:`Finish`, :class:`qw.transitions.Transition`); no driver object ever
+crosses this interface. A backend
 raises only :mod:`qw.errors` exceptions (driver errors become
 :class:`~qw.errors.BackendUnavailable` or another documented error).
 
