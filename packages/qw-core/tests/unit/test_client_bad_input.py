@@ -43,6 +43,19 @@ from qw_testkit.suite.bad_input import (
 Call = Callable[[qw.Client, qw.Lease], object]
 
 
+def _carry(client: qw.Client, claimed: qw.Lease, where: str, value: Any) -> object:
+    """Send ``value`` to the store as a payload, result, error or event data."""
+    if where == "payload":
+        return client.enqueue_one("q", value)
+    if where == "result":
+        return client.complete(claimed, value)
+    if where == "error":
+        return client.fail(claimed, value)
+    if where == "abort":
+        return client.abort(claimed, value)
+    return client.complete(claimed, event=EventSpec("e", value))
+
+
 class ClientBadInputTests(ContractBase):
     def _refused(self, client: qw.Client, call: Call, error: type[Exception]) -> None:
         """``call`` raises ``error`` and leaves everything observable as it was."""
@@ -84,16 +97,9 @@ class ClientBadInputTests(ContractBase):
     def test_non_json_results_errors_and_event_data_are_refused(
         self, client: qw.Client, kind: str, value: Any, where: str
     ) -> None:
-        def call(c: qw.Client, claimed: qw.Lease) -> object:
-            if where == "result":
-                return c.complete(claimed, value)
-            if where == "error":
-                return c.fail(claimed, value)
-            if where == "abort":
-                return c.abort(claimed, value)
-            return c.complete(claimed, event=EventSpec("e", value))
-
-        self._refused(client, call, qw.InvalidPayload)
+        self._refused(
+            client, lambda c, claimed: _carry(c, claimed, where, value), qw.InvalidPayload
+        )
 
     def test_oversized_payload_is_refused(self, client: qw.Client) -> None:
         limit = client.capabilities.max_payload_bytes
@@ -242,18 +248,9 @@ class ClientBadInputTests(ContractBase):
     def test_json_a_store_cannot_keep_is_refused(
         self, client: qw.Client, kind: str, value: Any, where: str
     ) -> None:
-        def call(c: qw.Client, claimed: qw.Lease) -> object:
-            if where == "payload":
-                return c.enqueue_one("q", value)
-            if where == "result":
-                return c.complete(claimed, value)
-            if where == "error":
-                return c.fail(claimed, value)
-            if where == "abort":
-                return c.abort(claimed, value)
-            return c.complete(claimed, event=EventSpec("e", value))
-
-        self._refused(client, call, qw.InvalidPayload)
+        self._refused(
+            client, lambda c, claimed: _carry(c, claimed, where, value), qw.InvalidPayload
+        )
 
     def test_an_enqueue_call_over_max_call_bytes_is_refused(self, client: qw.Client) -> None:
         limit = client.capabilities.max_payload_bytes
