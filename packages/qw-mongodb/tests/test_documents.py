@@ -153,8 +153,7 @@ def test_release_gives_the_attempt_back_and_abort_cancels() -> None:
 
 def test_a_transition_is_written_field_for_field_and_json_as_the_text_given() -> None:
     # Text the client encoded is stored as it is: never decoded or encoded again.
-    t = replace(
-        plan_reclaim(attempts=1, max_attempts=1, queue="q"),
+    t = plan_reclaim(attempts=1, max_attempts=1, queue="q")._replace(
         attempts=7,
         run_in=1.5,
         result='{"big":1180591620717411303424}',
