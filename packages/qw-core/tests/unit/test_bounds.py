@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 
 import pytest
+from unit_helpers import assert_refused
 
 import qw
 import qw.client
@@ -25,17 +25,6 @@ from qw.validation import (
     is_seconds,
     validate_lease_seconds,
 )
-from qw_testkit.base import snapshot
-
-
-def assert_refused(
-    client: qw.Client, call: Callable[[], object], error: type[Exception] = InvalidInput
-) -> None:
-    """``call`` raises ``error`` and every observable part of the store is as it was."""
-    before = snapshot(client)
-    with pytest.raises(error):
-        call()
-    assert snapshot(client) == before
 
 
 def nested(depth: int) -> object:

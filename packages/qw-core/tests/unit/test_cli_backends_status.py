@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from unit_helpers import qw_script, run
 
 import qw
 from qw.cli import main
@@ -25,19 +23,6 @@ from qw.cli._common import (
     render_table,
 )
 from qw.model import WorkerInfo
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(main, list(args), env=env)
-
-
-def qw_script() -> str:
-    """The ``qw`` console script installed beside this interpreter."""
-    beside = Path(sys.executable).with_name("qw")
-    found = str(beside) if beside.exists() else shutil.which("qw")
-    assert found, "qw-core is not installed: no qw console script"
-    return found
-
 
 # -- exit codes --------------------------------------------------------------
 

@@ -7,28 +7,16 @@ usage error) and exit 2, never a traceback and never a default applied.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
+from unit_helpers import qw_script, run
 
 import qw
 from qw.cli import main
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(main, list(args), env=env)
-
-
-def qw_script() -> str:
-    beside = Path(sys.executable).with_name("qw")
-    found = str(beside) if beside.exists() else shutil.which("qw")
-    assert found, "qw-core is not installed: no qw console script"
-    return found
 
 
 def assert_one_line_error(result: Result, kind: str) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from unit_helpers import assert_refused
 
 import qw
 from qw.client import MAX_BATCH
@@ -23,15 +23,6 @@ def snapshot(client: qw.Client) -> object:
         client.workers(),
         client.fetch_events(limit=10_000),
     )
-
-
-def assert_refused(
-    client: qw.Client, call: Callable[[], object], error: type[Exception] = InvalidInput
-) -> None:
-    before = snapshot(client)
-    with pytest.raises(error):
-        call()
-    assert snapshot(client) == before
 
 
 def test_a_bad_job_anywhere_in_a_batch_writes_nothing(client: qw.Client) -> None:
