@@ -28,6 +28,10 @@ class Capabilities:
             survives a crash of the store's process.
         queue_switch: the ON/OFF switch works per queue as well as per
             namespace.
+        atomic_settle: a step's end settles its children, and ends its
+            workflow, in the same atomic write (see the contract's
+            workflows section); False for a store that does it after, by an
+            idempotent path that ``reclaim_expired`` completes after a crash.
         max_payload_bytes: the largest payload (as UTF-8 JSON) accepted.
         stand_in: the name of a stand-in for the real store (for example
             ``"mongomock"``), when the backend talks to one; None for a real
@@ -39,6 +43,7 @@ class Capabilities:
     native_wakeup: bool = False
     durable: bool = False
     queue_switch: bool = True
+    atomic_settle: bool = True
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     stand_in: str | None = None
 

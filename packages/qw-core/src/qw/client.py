@@ -12,8 +12,15 @@ from types import TracebackType
 from typing import TypeVar, cast
 
 from qw.capabilities import Capabilities
-from qw.contract import Backend, Finish, Insert, Switches
-from qw.errors import InvalidInput, InvalidPayload, JobNotFound, LeaseLost
+from qw.contract import Backend, Finish, Insert, Switches, WorkflowInsert
+from qw.errors import (
+    InvalidInput,
+    InvalidPayload,
+    InvalidWorkflow,
+    JobNotFound,
+    LeaseLost,
+    WorkflowNotFound,
+)
 from qw.model import (
     Abort,
     Claim,
@@ -31,6 +38,8 @@ from qw.model import (
     PurgeResult,
     Release,
     WorkerInfo,
+    Workflow,
+    WorkflowState,
 )
 from qw.transitions import plan_finish
 from qw.validation import (
@@ -53,6 +62,8 @@ from qw.validation import (
     validate_new_jobs,
     validate_queue,
     validate_queues,
+    validate_workflow_id,
+    validate_workflow_steps,
 )
 
 T = TypeVar("T")
@@ -134,6 +145,117 @@ class Client:
     def enqueue_one(self, queue: str, payload: JSONValue = None, **options: object) -> Enqueued:
         """Enqueue one job; ``options`` are :class:`~qw.model.NewJob` fields."""
         return self.enqueue([NewJob(queue, payload, **options)])[0]  # type: ignore[arg-type]
+
+    # -- workflows -----------------------------------------------------------
+
+    def create_workflow(
+        self, workflow_id: str, steps: Sequence[NewJob], *, output: str | None = None
+    ) -> Enqueued:
+        """Store a workflow and all its steps in one atomic write.
+
+        ``steps`` are jobs whose ``parents`` name other steps of the call
+        (checked: no cycle, no unknown parent, at most MAX_WORKFLOW_STEPS).
+        ``output`` is the step whose result is the workflow's result. When a
+        workflow with that id exists, nothing is written and the answer has
+        ``created=False``: a retried request is safe.
+        """
+        validate_workflow_id(workflow_id)
+        batch = list(steps) if not isinstance(steps, NewJob) else steps
+        payloads = validate_workflow_steps(batch, limit=self._limit)
+        if output is not None and output not in {step.id for step in batch}:
+            raise InvalidWorkflow(f"output {output!r} is not a step of the workflow")
+        inserts = [
+            _insert(step, text, workflow_id)
+            for step, text in zip(cast("list[NewJob]", batch), payloads, strict=True)
+        ]
+        created = self._backend.create_workflow(WorkflowInsert(workflow_id, output), inserts)
+        return Enqueued(workflow_id, created=created)
+
+    def add_steps(self, lease: Lease, workflow_id: str, steps: Sequence[NewJob]) -> bool:
+        """Add steps to ``workflow_id`` from the running step ``lease`` holds, all or nothing.
+
+        A step's parents are the leased step or steps of the call. Returns
+        False when an earlier attempt already added this batch (its first
+        id exists). Raises :class:`~qw.errors.LeaseLost` when the lease is
+        not current, or the workflow was cancelled.
+        """
+        _check_lease(lease)
+        validate_workflow_id(workflow_id)
+        batch = list(steps) if not isinstance(steps, NewJob) else steps
+        payloads = validate_workflow_steps(
+            batch, limit=self._limit, outside=frozenset({lease.job_id})
+        )
+        inserts = [
+            _insert(step, text, workflow_id)
+            for step, text in zip(cast("list[NewJob]", batch), payloads, strict=True)
+        ]
+        added = self._backend.add_steps(lease, inserts)
+        if added is None:
+            raise LeaseLost(
+                lease.job_id,
+                f"cannot add steps from job {lease.job_id}: its lease is no longer held, "
+                "or its workflow was cancelled",
+            )
+        return added
+
+    def get_workflow(self, workflow_id: str) -> Workflow:
+        """The workflow; raise :class:`~qw.errors.WorkflowNotFound` if there is none."""
+        workflow = self._backend.get_workflow(validate_workflow_id(workflow_id))
+        if workflow is None:
+            raise WorkflowNotFound(workflow_id)
+        return workflow
+
+    def find_workflow(self, workflow_id: str) -> Workflow | None:
+        """The workflow, or None."""
+        return self._backend.get_workflow(validate_workflow_id(workflow_id))
+
+    def list_workflows(
+        self,
+        *,
+        state: WorkflowState | str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[Workflow]:
+        """Workflows by ascending id, optionally of one ``state``."""
+        if state is not None:
+            try:
+                state = WorkflowState(state)
+            except ValueError:
+                raise InvalidInput(f"unknown workflow state {state!r}") from None
+        if not is_int_in(limit, 1, MAX_LIST_LIMIT):
+            raise InvalidInput(f"limit must be an int in [1, {MAX_LIST_LIMIT}], not {limit!r}")
+        if after is not None:
+            validate_workflow_id(after)
+        return self._backend.list_workflows(state=state, limit=limit, after=after)
+
+    def cancel_workflow(self, workflow_id: str) -> Workflow:
+        """Cancel every step not yet running; flag the running ones. Returns the workflow."""
+        workflow = self._backend.cancel_workflow(validate_workflow_id(workflow_id))
+        if workflow is None:
+            raise WorkflowNotFound(workflow_id)
+        return workflow
+
+    def get_many(self, job_ids: Iterable[str]) -> list[Job | None]:
+        """The jobs with these ids, in order (None for an unknown id), in calls of MAX_BATCH."""
+        if isinstance(job_ids, str):
+            raise InvalidInput("get_many takes a collection of job ids, not a string")
+        ids = [check_job_id(i) for i in job_ids]
+        jobs: list[Job | None] = []
+        for start in range(0, len(ids), MAX_BATCH):
+            jobs.extend(self._backend.get_many(ids[start : start + MAX_BATCH]))
+        return jobs
+
+    def steps(self, workflow_id: str) -> list[Job]:
+        """Every step of the workflow, by id."""
+        validate_workflow_id(workflow_id)
+        out: list[Job] = []
+        after: str | None = None
+        while True:
+            page = self._backend.list_jobs(limit=MAX_LIST_LIMIT, after=after, workflow=workflow_id)
+            out.extend(page)
+            if len(page) < MAX_LIST_LIMIT:
+                return out
+            after = page[-1].id
 
     # -- working -----------------------------------------------------------
 
@@ -337,9 +459,12 @@ class Client:
         status: JobStatus | str | None = None,
         limit: int = 100,
         after: str | None = None,
+        workflow: str | None = None,
     ) -> list[Job]:
         if queue is not None:
             validate_queue(queue)
+        if workflow is not None:
+            validate_workflow_id(workflow)
         if status is not None:
             try:
                 status = JobStatus(status)
@@ -349,7 +474,11 @@ class Client:
             raise InvalidInput(f"limit must be an int in [1, {MAX_LIST_LIMIT}], not {limit!r}")
         if after is not None:
             check_job_id(after)
-        return self._backend.list_jobs(queue=queue, status=status, limit=limit, after=after)
+        if workflow is None:
+            return self._backend.list_jobs(queue=queue, status=status, limit=limit, after=after)
+        return self._backend.list_jobs(
+            queue=queue, status=status, limit=limit, after=after, workflow=workflow
+        )
 
     def cancel(self, job_id: str) -> JobStatus:
         """Cancel; raise :class:`~qw.errors.JobNotFound` if there is no such job."""
@@ -391,8 +520,21 @@ def _check_lease(lease: object) -> None:
         )
 
 
-def _insert(job: NewJob, payload: str) -> Insert:
+def _insert(job: NewJob, payload: str, workflow: str | None = None) -> Insert:
     run_at = None if job.run_at is None else job.run_at.astimezone(UTC)
+    if workflow is None:
+        if job.parents:
+            raise InvalidWorkflow(f"job {job.id!r} has parents: parents are for workflow steps")
+        return Insert(
+            job.id,
+            job.queue,
+            payload,
+            job.priority,
+            run_at,
+            job.delay,
+            job.max_attempts,
+            job.dedupe_key,
+        )
     return Insert(
         job.id,
         job.queue,
@@ -402,6 +544,10 @@ def _insert(job: NewJob, payload: str) -> Insert:
         job.delay,
         job.max_attempts,
         job.dedupe_key,
+        JobStatus.WAITING if job.parents else JobStatus.QUEUED,
+        workflow,
+        job.parents,
+        job.on_parent_failure,
     )
 
 

@@ -35,9 +35,12 @@ from qw.model import (
     JobStatus,
     Lease,
     Outcome,
+    ParentFailure,
     PurgeResult,
     Release,
     WorkerInfo,
+    Workflow,
+    WorkflowState,
 )
 from qw.transitions import EVENT_CANCELLED, EVENT_FAILED, Transition
 
@@ -56,6 +59,7 @@ __all__ = [
     "STORE_EVENT_CANCELLED",
     "STORE_EVENT_EXPIRED",
     "Switches",
+    "WorkflowInsert",
 ]
 
 #: Event type a store writes when :meth:`Backend.cancel` cancels a queued job.
@@ -82,6 +86,22 @@ class Insert(NamedTuple):
     delay: float | None
     max_attempts: int
     dedupe_key: str | None
+    #: ``waiting`` for a workflow step with parents, else ``queued``.
+    status: JobStatus = JobStatus.QUEUED
+    #: The workflow the job is a step of (None: a plain job).
+    workflow: str | None = None
+    #: Ids of the steps that must end first; none of them has ended yet, so
+    #: the step's count of pending parents starts at ``len(parents)``.
+    parents: tuple[str, ...] = ()
+    on_parent_failure: ParentFailure = ParentFailure.CANCEL
+
+
+class WorkflowInsert(NamedTuple):
+    """A new workflow as :meth:`Backend.create_workflow` gets it (its steps come apart)."""
+
+    id: str
+    #: The step whose result is the workflow's result.
+    output: str | None
 
 
 class Finish(NamedTuple):
@@ -268,14 +288,18 @@ class Backend(Protocol):
         status: JobStatus | None = None,
         limit: int = 100,
         after: str | None = None,
+        workflow: str | None = None,
     ) -> list[Job]:
-        """Jobs by ascending id, optionally filtered; ``after`` pages by id."""
+        """Jobs by ascending id, optionally filtered; ``after`` pages by id.
+
+        ``workflow`` keeps the steps of that workflow.
+        """
         ...
 
     def cancel(self, job_id: str) -> JobStatus | None:
         """Cancel a job; return its status after the call, or None if unknown.
 
-        A queued job gets :func:`qw.transitions.plan_cancel_queued`'s
+        A queued or waiting job gets :func:`qw.transitions.plan_cancel_queued`'s
         transition (by compare-and-set on its status); a running job is
         flagged (``cancel_requested``) and stays ``running`` until its worker
         finishes it; a terminal job is left as it is.
@@ -293,5 +317,73 @@ class Backend(Protocol):
         ...
 
     def purge(self, older_than: float) -> PurgeResult:
-        """Delete terminal jobs and acked events older than ``older_than`` seconds."""
+        """Delete terminal jobs and acked events older than ``older_than`` seconds.
+
+        A workflow's steps go only with their workflow: an ended workflow
+        whose ``finished_at`` is older goes, with all its steps (counted in
+        ``jobs``); steps of a running workflow stay, whatever their age.
+        """
+        ...
+
+    # -- workflows ---------------------------------------------------------
+    #
+    # Whenever a step ends (succeeded, failed or cancelled), by any path —
+    # finish, reclaim_expired, cancel, cancel_workflow — the same write must
+    # (a) settle its waiting children with qw.transitions.settle, and (b)
+    # when it was the workflow's last live step, set the workflow's state to
+    # qw.transitions.plan_workflow_end, its finished_at to now, and write
+    # qw.transitions.workflow_event. A backend whose capabilities say
+    # atomic_settle=False may do (a) and (b) after the step's write, by an
+    # idempotent path, provided reclaim_expired completes any that a crash
+    # left undone (no step waits forever, no event is written twice).
+
+    def create_workflow(self, workflow: WorkflowInsert, steps: Sequence[Insert]) -> bool:
+        """Store ``workflow`` and all its ``steps`` in one atomic write, or nothing.
+
+        Returns False, writing nothing, when a workflow with that id exists.
+        Every step's ``workflow`` is ``workflow.id`` and its parents are
+        steps of the batch. A step id that exists raises
+        :class:`~qw.errors.DuplicateJob`, and so does a dedupe key held by
+        a live job (:func:`qw.transitions.plan_enqueue` answering
+        ``created=False``); nothing is written. Wakes the queues of the
+        steps inserted ``queued``.
+        """
+        ...
+
+    def add_steps(self, lease: Lease, steps: Sequence[Insert]) -> bool | None:
+        """Add ``steps`` to the workflow of the job ``lease`` holds, all or nothing.
+
+        Fenced like :meth:`finish`: None, writing nothing, unless that job
+        is ``running`` under the lease's token and attempt; None too when
+        its workflow was cancelled (``cancel_requested``). False, writing
+        nothing, when ``steps[0].id`` exists (an earlier attempt of the job
+        added this very batch). Otherwise True. Each step's parents are the
+        leased job or steps of the batch; the leased job's ``children`` and
+        the workflow's live steps grow accordingly. Ids and dedupe keys as
+        in :meth:`create_workflow`.
+        """
+        ...
+
+    def get_workflow(self, workflow_id: str) -> Workflow | None:
+        """The workflow, with its steps counted by status now, or None."""
+        ...
+
+    def list_workflows(
+        self, *, state: WorkflowState | None = None, limit: int = 100, after: str | None = None
+    ) -> list[Workflow]:
+        """Workflows by ascending id, optionally of one state; ``after`` pages by id."""
+        ...
+
+    def cancel_workflow(self, workflow_id: str) -> Workflow | None:
+        """Cancel a workflow in one write; return it afterwards, or None if unknown.
+
+        Sets ``cancel_requested``; every ``waiting`` and ``queued`` step gets
+        :func:`qw.transitions.plan_cancel_queued`'s transition, every running
+        step is flagged as by :meth:`cancel`. An ended workflow is left as
+        it is.
+        """
+        ...
+
+    def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """The jobs with these ids (at most MAX_BATCH), in order; None for an unknown id."""
         ...

@@ -6,9 +6,13 @@ Every error qw raises on purpose is a :class:`QwError`::
     ├── InvalidInput            bad names, payloads or arguments; nothing was written
     │   ├── InvalidName         a namespace or queue name outside its pattern
     │   ├── InvalidPayload      not JSON, or over the size limit
-    │   └── DuplicateJob        a job id that is already in the store (or twice in one batch)
+    │   ├── DuplicateJob        a job id that is already in the store (or twice in one batch)
+    │   └── InvalidWorkflow     a cycle, an unknown parent, too many steps, a bad workflow id
     ├── LeaseLost               a token that is not (or no longer) the job's current lease
     ├── JobNotFound             no job with that id in this namespace
+    ├── WorkflowNotFound        no workflow with that id in this namespace
+    ├── WorkflowFailed          a workflow whose result was asked for ended failed or cancelled
+    ├── ResultTimeout           a result did not arrive in the time given
     ├── BackendError            the store itself
     │   ├── BackendNotFound     no installed distribution provides that backend name
     │   ├── BackendUnavailable  the backend cannot load, or its store cannot be reached
@@ -33,11 +37,15 @@ __all__ = [
     "InvalidInput",
     "InvalidName",
     "InvalidPayload",
+    "InvalidWorkflow",
     "JobNotFound",
     "LeaseLost",
     "PluginError",
     "QwError",
+    "ResultTimeout",
     "SchemaError",
+    "WorkflowFailed",
+    "WorkflowNotFound",
 ]
 
 
@@ -61,6 +69,10 @@ class DuplicateJob(InvalidInput):
     """A job id already exists in the namespace, or repeats within one batch."""
 
 
+class InvalidWorkflow(InvalidInput):
+    """A workflow the store would refuse: a cycle, an unknown parent, too many steps."""
+
+
 class LeaseLost(QwError):
     """The lease's token is stale: the job was reclaimed, finished or never held."""
 
@@ -75,6 +87,32 @@ class JobNotFound(QwError, LookupError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(f"no job {job_id!r} in this namespace")
+
+
+class WorkflowNotFound(QwError, LookupError):
+    """No workflow with that id exists in this namespace."""
+
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(f"no workflow {workflow_id!r} in this namespace")
+
+
+class WorkflowFailed(QwError):
+    """The workflow ended ``failed`` or ``cancelled``.
+
+    ``errors`` maps its failed and cancelled steps to their errors.
+    """
+
+    def __init__(self, workflow_id: str, state: str, errors: dict[str, object]) -> None:
+        self.workflow_id = workflow_id
+        self.state = state
+        self.errors = errors
+        shown = ", ".join(sorted(errors)[:5]) or "none"
+        super().__init__(f"workflow {workflow_id!r} ended {state} (failed steps: {shown})")
+
+
+class ResultTimeout(QwError, TimeoutError):
+    """A result was not there within the time given; the work goes on."""
 
 
 class BackendError(QwError):

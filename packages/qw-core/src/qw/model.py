@@ -24,9 +24,12 @@ __all__ = [
     "Lease",
     "NewJob",
     "Outcome",
+    "ParentFailure",
     "PurgeResult",
     "Release",
     "WorkerInfo",
+    "Workflow",
+    "WorkflowState",
 ]
 
 JSONValue: TypeAlias = (
@@ -38,9 +41,12 @@ class JobStatus(enum.StrEnum):
     """Where a job is in its life.
 
     ``queued`` → ``running`` → ``succeeded`` | ``failed`` | ``cancelled``;
-    ``running`` → ``queued`` again on retry, release, or reclaim.
+    ``running`` → ``queued`` again on retry, release, or reclaim. A workflow
+    step with parents starts ``waiting``, which is never claimable, and
+    leaves it when its last parent ends (see :func:`qw.transitions.plan_settled`).
     """
 
+    WAITING = "waiting"
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -55,10 +61,29 @@ class JobStatus(enum.StrEnum):
     @property
     def is_live(self) -> bool:
         """Whether a dedupe key held by a job in this status is still taken."""
-        return self in (JobStatus.QUEUED, JobStatus.RUNNING)
+        return self in LIVE
 
 
+LIVE = frozenset({JobStatus.WAITING, JobStatus.QUEUED, JobStatus.RUNNING})
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class ParentFailure(enum.StrEnum):
+    """What a workflow step does when a parent ends ``failed`` or ``cancelled``."""
+
+    #: The step ends ``cancelled`` (and so, by the same rule, do its descendants).
+    CANCEL = "cancel"
+    #: The step runs once every parent has ended; it sees which ones failed.
+    RUN = "run"
+
+
+class WorkflowState(enum.StrEnum):
+    """Where a workflow is: ``running`` until every step has ended."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +110,18 @@ class NewJob:
     max_attempts: int = 3
     dedupe_key: str | None = None
     id: str = field(default_factory=new_job_id)
+    #: Workflow steps only: the steps that must end first (ids in the same workflow).
+    parents: tuple[str, ...] = ()
+    on_parent_failure: ParentFailure = ParentFailure.CANCEL
 
 
 @dataclass(frozen=True, slots=True)
 class Enqueued:
-    """The answer for one :class:`NewJob`: its id, and whether it was created.
+    """The answer for one :class:`NewJob` (or one new workflow): its id, and whether it was created.
 
     ``created`` is False when a live job already held the dedupe key; ``id``
-    is then that job's id.
+    is then that job's id. For a workflow, False means one with that id
+    already existed and nothing was written.
     """
 
     id: str
@@ -120,6 +149,37 @@ class Job:
     worker: str | None = None
     lease_expires_at: datetime | None = None
     cancel_requested: bool = False
+    #: The workflow the job is a step of, or None for a plain job.
+    workflow: str | None = None
+    #: Steps that must end before this one leaves ``waiting``.
+    parents: tuple[str, ...] = ()
+    #: Steps that have this one among their parents, in the order they were added.
+    children: tuple[str, ...] = ()
+    on_parent_failure: ParentFailure = ParentFailure.CANCEL
+    #: Parents that ended ``failed`` or ``cancelled``, in the order they ended.
+    failed_parents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    """A workflow as the store holds it; ``counts`` is derived from its steps.
+
+    ``output`` is the step whose result is the workflow's result.
+    ``finished_at`` is set when ``state`` stops being ``running``.
+    """
+
+    id: str
+    state: WorkflowState
+    created_at: datetime
+    output: str | None = None
+    finished_at: datetime | None = None
+    cancel_requested: bool = False
+    counts: Mapping[JobStatus, int] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        """How many steps the workflow has."""
+        return sum(self.counts.values())
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,9 @@ Who decides what:
   only flagged (``cancel_requested``), a terminal one is left alone.
 - **enqueue** — :func:`plan_enqueue`: which new jobs to insert, given the
   dedupe keys that live jobs hold.
+- **workflows** — :func:`plan_settled` for a ``waiting`` step whose last
+  parent just ended, :func:`settle` to carry that through a graph in one
+  write, and :func:`plan_workflow_end` for the write that ends the last step.
 
 Every transition takes the job off its lease: ``worker``, ``lease_expires_at``
 and ``token`` become null and ``cancel_requested`` false. ``finished_by``
@@ -31,24 +34,43 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
-from qw.model import Complete, Enqueued, Fail, JobStatus, Outcome, Release
+from qw.model import (
+    Complete,
+    Enqueued,
+    Fail,
+    JobStatus,
+    Outcome,
+    ParentFailure,
+    Release,
+    WorkflowState,
+)
 
 __all__ = [
     "EVENT_CANCELLED",
     "EVENT_FAILED",
     "EVENT_SUCCEEDED",
     "EVENT_TYPES",
+    "EVENT_WORKFLOW_CANCELLED",
+    "EVENT_WORKFLOW_FAILED",
+    "EVENT_WORKFLOW_SUCCEEDED",
     "Keyed",
+    "LEASE_EXPIRED_ERROR",
     "REASON_CANCELLED",
     "REASON_LEASE_EXPIRED",
-    "LEASE_EXPIRED_ERROR",
+    "REASON_PARENT_FAILED",
+    "Ready",
+    "StepGraph",
     "Transition",
     "attempts_remain",
     "plan_cancel_queued",
     "plan_enqueue",
     "plan_finish",
     "plan_reclaim",
+    "plan_settled",
+    "plan_workflow_end",
     "repeat_status",
+    "settle",
+    "workflow_event",
 ]
 
 #: A job ended ``succeeded`` (written by the worker with its outcome).
@@ -60,10 +82,17 @@ EVENT_FAILED = "job.failed"
 #: was cancelled (data ``{"queue", "reason": "cancelled"}``).
 EVENT_CANCELLED = "job.cancelled"
 EVENT_TYPES = (EVENT_SUCCEEDED, EVENT_FAILED, EVENT_CANCELLED)
+#: A workflow's last step ended; one of these per workflow, ever. Its
+#: ``job_id`` is the workflow's id, its data ``{"workflow", "state"}``.
+EVENT_WORKFLOW_SUCCEEDED = "workflow.succeeded"
+EVENT_WORKFLOW_FAILED = "workflow.failed"
+EVENT_WORKFLOW_CANCELLED = "workflow.cancelled"
 
 #: ``reason`` of the store's own events, and of the error it writes on expiry.
 REASON_LEASE_EXPIRED = "lease_expired"
 REASON_CANCELLED = "cancelled"
+#: ``reason`` of a step cancelled because a parent ended failed or cancelled.
+REASON_PARENT_FAILED = "parent_failed"
 #: The error a store writes when it fails a job whose lease expired (JSON text).
 LEASE_EXPIRED_ERROR = '{"reason":"lease_expired"}'
 
@@ -228,3 +257,101 @@ def plan_enqueue(
         answers.append(Enqueued(new.id, created=True))
         insert.append(i)
     return answers, insert
+
+
+# -- workflows -----------------------------------------------------------------
+#
+# A step with parents is inserted ``waiting`` with a count of parents that
+# have not ended. Whenever a step ends (succeeded, failed or cancelled, by any
+# path: a finish, a reclaim, a cancel), the same write counts it as ended for
+# each of its waiting children, and each child whose count reaches zero gets
+# plan_settled's transition; a child cancelled that way ends too, so the rule
+# runs again for its children. settle() is that loop. Step and workflow ids
+# match qw.validation's WORKFLOW_ID_PATTERN (no character JSON escapes), so
+# the JSON below is built by hand, as a Lua script can build it too.
+
+
+class Ready(NamedTuple):
+    """A waiting step whose last pending parent has just ended."""
+
+    id: str
+    queue: str
+    on_parent_failure: ParentFailure
+    #: Its parents that ended failed or cancelled, in the order they ended.
+    failed_parents: Sequence[str]
+
+
+def plan_settled(ready: Ready) -> Transition:
+    """The transition for a waiting step every parent of which has ended.
+
+    It is queued (due at once), unless a parent failed or was cancelled and
+    the step's policy is :attr:`~qw.model.ParentFailure.CANCEL`: then it
+    ends ``cancelled``, its error and a ``job.cancelled`` event naming the
+    first such parent.
+    """
+    if not ready.failed_parents or ready.on_parent_failure is ParentFailure.RUN:
+        return Transition(JobStatus.QUEUED)
+    parent = ready.failed_parents[0]
+    return Transition(
+        JobStatus.CANCELLED,
+        error=f'{{"reason":"{REASON_PARENT_FAILED}","parent":"{parent}"}}',
+        finished=True,
+        event_type=EVENT_CANCELLED,
+        event_data=(
+            f'{{"queue":"{ready.queue}","reason":"{REASON_PARENT_FAILED}","parent":"{parent}"}}'
+        ),
+    )
+
+
+class StepGraph(Protocol):
+    """The two writes :func:`settle` asks of a store, inside the store's one atomic write."""
+
+    def count_ended(self, parent: str, status: JobStatus) -> Sequence[Ready]:
+        """Count ``parent`` (which just ended with ``status``) as ended for each waiting child.
+
+        Decrements each waiting child's count of pending parents, records
+        ``parent`` among its failed parents unless ``status`` is
+        ``succeeded``, and returns the children whose count reached zero.
+        Children not ``waiting`` are left alone.
+        """
+        ...
+
+    def apply_settled(self, step: Ready, transition: Transition) -> None:
+        """Apply ``transition`` (from :func:`plan_settled`) to the waiting ``step``."""
+        ...
+
+
+def settle(graph: StepGraph, ended: Sequence[tuple[str, JobStatus]]) -> None:
+    """Carry the end of each ``(step id, status)`` through its descendants.
+
+    Every step that a cancellation reaches is settled in turn, so a failure
+    deep in a graph cancels all it should within the one write.
+    """
+    work = list(ended)
+    while work:
+        parent, status = work.pop()
+        for ready in graph.count_ended(parent, status):
+            transition = plan_settled(ready)
+            graph.apply_settled(ready, transition)
+            if transition.status is not JobStatus.QUEUED:
+                work.append((ready.id, transition.status))
+
+
+def plan_workflow_end(*, failed: int, cancelled: int, cancel_requested: bool) -> WorkflowState:
+    """A workflow's state once its last step has ended.
+
+    ``failed`` and ``cancelled`` count its steps in those statuses. A
+    workflow an operator cancelled is ``cancelled``; otherwise any failed
+    step makes it ``failed``, any cancelled one ``cancelled``, else it
+    ``succeeded``.
+    """
+    if cancel_requested:
+        return WorkflowState.CANCELLED
+    if failed:
+        return WorkflowState.FAILED
+    return WorkflowState.CANCELLED if cancelled else WorkflowState.SUCCEEDED
+
+
+def workflow_event(workflow_id: str, state: WorkflowState) -> tuple[str, str]:
+    """The type and data (JSON text) of the event that ends a workflow in ``state``."""
+    return f"workflow.{state.value}", f'{{"workflow":"{workflow_id}","state":"{state.value}"}}'

@@ -18,8 +18,8 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from qw.errors import DuplicateJob, InvalidInput, InvalidName, InvalidPayload
-from qw.model import EventSpec, JSONValue, NewJob, WorkerInfo
+from qw.errors import DuplicateJob, InvalidInput, InvalidName, InvalidPayload, InvalidWorkflow
+from qw.model import EventSpec, JSONValue, NewJob, ParentFailure, WorkerInfo
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
@@ -40,6 +40,9 @@ __all__ = [
     "MAX_LIST_LIMIT",
     "MAX_SECONDS",
     "MAX_WORKER_ID_CHARS",
+    "MAX_WORKFLOW_ID_CHARS",
+    "MAX_WORKFLOW_STEPS",
+    "STEP_ID_PATTERN",
     "MIN_RUN_AT",
     "NAMESPACE_PATTERN",
     "PRIORITY_RANGE",
@@ -64,12 +67,22 @@ __all__ = [
     "validate_new_jobs",
     "validate_queue",
     "validate_queues",
+    "validate_workflow_id",
+    "validate_workflow_steps",
 ]
 
 # -- the bounds ---------------------------------------------------------------
 
 NAMESPACE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 QUEUE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: Workflow ids, and the ids of workflow steps, which are derived from them;
+#: no character of it needs escaping in JSON or in a key name.
+STEP_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+#: A workflow id leaves room for the step suffixes derived from it.
+MAX_WORKFLOW_ID_CHARS = 40
+#: Steps in one workflow-creating (or step-adding) call: stored in one
+#: atomic write, so bounded as a call is (MAX_CALL_BYTES applies too).
+MAX_WORKFLOW_STEPS = 50_000
 EVENT_TYPE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 #: Largest payload, result, error or event data, as UTF-8 JSON, unless the
 #: backend's ``Capabilities.max_payload_bytes`` says otherwise.
@@ -433,6 +446,84 @@ def _check_new_jobs(
         encoded.append(text)
         sizes.append(size)
     return encoded, sizes
+
+
+def validate_workflow_id(workflow_id: object) -> str:
+    """Return ``workflow_id`` if it matches STEP_ID_PATTERN within MAX_WORKFLOW_ID_CHARS."""
+    if not (
+        isinstance(workflow_id, str)
+        and len(workflow_id) <= MAX_WORKFLOW_ID_CHARS
+        and STEP_ID_PATTERN.fullmatch(workflow_id)
+    ):
+        raise InvalidWorkflow(
+            f"invalid workflow id {workflow_id!r}: 1 to {MAX_WORKFLOW_ID_CHARS} characters "
+            "of letters, digits and _.:- (starting with a letter or digit)"
+        )
+    return workflow_id
+
+
+def validate_workflow_steps(
+    steps: Sequence[NewJob], *, limit: int, outside: frozenset[str] = frozenset()
+) -> list[str]:
+    """Check the steps of one create or add call; return their payloads as JSON text.
+
+    Each step is checked as a job (see :func:`validate_new_jobs`), and its
+    id must match STEP_ID_PATTERN. Parents must be steps of the call, or in
+    ``outside`` (the running step that adds them); the parents of the call
+    must form no cycle. Raises :class:`~qw.errors.InvalidWorkflow` (or the
+    job's own error) before anything is written.
+    """
+    if isinstance(steps, NewJob):
+        raise InvalidInput("a workflow takes a sequence of steps (NewJob)")
+    if not steps:
+        raise InvalidWorkflow("a workflow needs at least one step")
+    if len(steps) > MAX_WORKFLOW_STEPS:
+        raise InvalidWorkflow(
+            f"at most {MAX_WORKFLOW_STEPS} steps per workflow call (MAX_WORKFLOW_STEPS), "
+            f"not {len(steps)}"
+        )
+    encoded, _ = _check_new_jobs(steps, limit, MAX_CALL_BYTES)
+    ids = {step.id for step in steps}
+    for step in steps:
+        if not STEP_ID_PATTERN.fullmatch(step.id):
+            raise InvalidWorkflow(f"step id {step.id!r} does not match {STEP_ID_PATTERN.pattern}")
+        if not isinstance(step.on_parent_failure, ParentFailure):
+            raise InvalidWorkflow(
+                f"on_parent_failure is a qw.ParentFailure, not {step.on_parent_failure!r}"
+            )
+        parents = step.parents
+        if not isinstance(parents, tuple) or len(set(parents)) != len(parents):
+            raise InvalidWorkflow(f"step {step.id!r}: parents must be a tuple of distinct ids")
+        for parent in parents:
+            if parent not in ids and parent not in outside:
+                raise InvalidWorkflow(
+                    f"step {step.id!r} has unknown parent {parent!r}: a parent must be a "
+                    "step of the same workflow call"
+                )
+    _refuse_cycles(steps)
+    return encoded
+
+
+def _refuse_cycles(steps: Sequence[NewJob]) -> None:
+    # Kahn's algorithm over the call's own edges: what it cannot order is a cycle.
+    children: dict[str, list[str]] = {step.id: [] for step in steps}
+    pending = {step.id: 0 for step in steps}
+    for step in steps:
+        for parent in step.parents:
+            if parent in children:
+                children[parent].append(step.id)
+                pending[step.id] += 1
+    ready = [i for i, n in pending.items() if n == 0]
+    ordered = 0
+    while ready:
+        ordered += 1
+        for child in children[ready.pop()]:
+            pending[child] -= 1
+            if pending[child] == 0:
+                ready.append(child)
+    if ordered < len(steps):
+        stuck = sorted(i for i, n in pending.items() if n)[:5]
+        raise InvalidWorkflow(f"the steps' parents form a cycle (through {', '.join(stuck)})")
 
 
 def validate_event_cursors(cursors: Iterable[int]) -> list[int]:

@@ -19,7 +19,7 @@ from typing import ClassVar, Self
 from urllib.parse import urlsplit
 
 from qw.capabilities import Capabilities
-from qw.contract import Finish, Insert, Switches
+from qw.contract import Finish, Insert, Switches, WorkflowInsert
 from qw.errors import ConfigurationError, DuplicateJob
 from qw.model import (
     Claim,
@@ -30,14 +30,20 @@ from qw.model import (
     Lease,
     PurgeResult,
     WorkerInfo,
+    Workflow,
+    WorkflowState,
 )
 from qw.plugin import hookimpl
 from qw.transitions import (
+    Ready,
     Transition,
     plan_cancel_queued,
     plan_enqueue,
     plan_reclaim,
+    plan_workflow_end,
     repeat_status,
+    settle,
+    workflow_event,
 )
 from qw.validation import decode_json, validate_namespace
 from qw.wakeup import WakeupHub
@@ -53,6 +59,23 @@ class _Row:
     # The token whose outcome last moved the job out of ``running``; a
     # repeat of that outcome with the same token is answered, not applied.
     finished_by: str | None = None
+    # A waiting step's parents that have not ended yet.
+    pending: int = 0
+
+
+@dataclass
+class _Flow:
+    """One workflow: its record, and how many of its steps have not ended."""
+
+    id: str
+    created_at: datetime
+    output: str | None
+    live: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    state: WorkflowState = WorkflowState.RUNNING
+    finished_at: datetime | None = None
+    cancel_requested: bool = False
 
 
 @dataclass
@@ -60,6 +83,7 @@ class _Space:
     """One namespace's state."""
 
     rows: dict[str, _Row] = field(default_factory=dict)
+    flows: dict[str, _Flow] = field(default_factory=dict)
     events: dict[int, tuple[Event, bool]] = field(default_factory=dict)
     workers: dict[str, WorkerInfo] = field(default_factory=dict)
     enabled: bool = True
@@ -123,38 +147,89 @@ class MemoryBackend:
 
     def enqueue(self, jobs: Sequence[Insert]) -> list[Enqueued]:
         with self._store.lock:
-            now = _now()
-            rows = self._space.rows
-            for new in jobs:
-                if new.id in rows:
-                    raise DuplicateJob(f"job id {new.id!r} already exists")
-            live = {
-                r.job.dedupe_key: r.job.id
-                for r in rows.values()
-                if r.job.dedupe_key is not None and r.job.status.is_live
-            }
-            answers, insert = plan_enqueue(jobs, live)
-            for i in insert:
-                new = jobs[i]
-                run_at = new.run_at or now + timedelta(seconds=new.delay or 0)
-                rows[new.id] = _Row(
-                    Job(
-                        id=new.id,
-                        queue=new.queue,
-                        # Decoding the client's text gives the store a private copy.
-                        payload=decode_json(new.payload),
-                        priority=new.priority,
-                        run_at=run_at,
-                        max_attempts=new.max_attempts,
-                        attempts=0,
-                        status=JobStatus.QUEUED,
-                        created_at=now,
-                        dedupe_key=new.dedupe_key,
-                    ),
-                    next(self._store.seq),
-                )
+            answers, insert = self._plan_inserts(jobs)
+            self._insert([jobs[i] for i in insert], _now())
         self._space.hub.notify({jobs[i].queue for i in insert})
         return answers
+
+    def _plan_inserts(self, jobs: Sequence[Insert]) -> tuple[list[Enqueued], list[int]]:
+        rows = self._space.rows
+        for new in jobs:
+            if new.id in rows:
+                raise DuplicateJob(f"job id {new.id!r} already exists")
+        live = {
+            r.job.dedupe_key: r.job.id
+            for r in rows.values()
+            if r.job.dedupe_key is not None and r.job.status.is_live
+        }
+        return plan_enqueue(jobs, live)
+
+    def _insert(self, jobs: Sequence[Insert], now: datetime) -> None:
+        rows = self._space.rows
+        for new in jobs:
+            run_at = new.run_at or now + timedelta(seconds=new.delay or 0)
+            rows[new.id] = _Row(
+                Job(
+                    id=new.id,
+                    queue=new.queue,
+                    # Decoding the client's text gives the store a private copy.
+                    payload=decode_json(new.payload),
+                    priority=new.priority,
+                    run_at=run_at,
+                    max_attempts=new.max_attempts,
+                    attempts=0,
+                    status=new.status,
+                    created_at=now,
+                    dedupe_key=new.dedupe_key,
+                    workflow=new.workflow,
+                    parents=new.parents,
+                    on_parent_failure=new.on_parent_failure,
+                ),
+                next(self._store.seq),
+                pending=len(new.parents),
+            )
+            for parent in new.parents:
+                prow = rows[parent]
+                prow.job = replace(prow.job, children=(*prow.job.children, new.id))
+        if jobs and jobs[0].workflow is not None:
+            self._space.flows[jobs[0].workflow].live += len(jobs)
+
+    def _insert_steps(self, steps: Sequence[Insert]) -> set[str]:
+        """Insert workflow steps (their workflow exists); return the queues to wake."""
+        answers, _ = self._plan_inserts(steps)
+        held = [a.id for a, new in zip(answers, steps, strict=True) if not a.created]
+        if held:
+            raise DuplicateJob(f"a live job already holds the dedupe key of step(s) {held}")
+        self._insert(steps, _now())
+        return {s.queue for s in steps if s.status is JobStatus.QUEUED}
+
+    def create_workflow(self, workflow: WorkflowInsert, steps: Sequence[Insert]) -> bool:
+        with self._store.lock:
+            if workflow.id in self._space.flows:
+                return False
+            flow = _Flow(workflow.id, _now(), workflow.output)
+            self._space.flows[workflow.id] = flow
+            try:
+                woken = self._insert_steps(steps)
+            except DuplicateJob:
+                del self._space.flows[workflow.id]
+                raise
+        self._space.hub.notify(woken)
+        return True
+
+    def add_steps(self, lease: Lease, steps: Sequence[Insert]) -> bool | None:
+        with self._store.lock:
+            row = self._held(lease)
+            if row is None or row.job.workflow is None:
+                return None
+            flow = self._space.flows[row.job.workflow]
+            if flow.cancel_requested or any(s.workflow != flow.id for s in steps):
+                return None
+            if steps[0].id in self._space.rows:
+                return False
+            woken = self._insert_steps(steps)
+        self._space.hub.notify(woken)
+        return True
 
     def claim(
         self, queues: Sequence[str], *, worker: str, lease_s: float, limit: int
@@ -238,7 +313,14 @@ class MemoryBackend:
     def _apply(
         self, row: _Row, transition: Transition, now: datetime, requeued: set[str]
     ) -> JobStatus:
-        """Apply every field of ``transition`` to ``row``, and write its event."""
+        """Apply ``transition`` to ``row`` and, if the job is a step that ended, settle it."""
+        self._write(row, transition, now, requeued)
+        if row.job.workflow is not None and transition.status.is_terminal:
+            settle(_Graph(self, now, requeued), [(row.job.id, transition.status)])
+        return transition.status
+
+    def _write(self, row: _Row, transition: Transition, now: datetime, requeued: set[str]) -> None:
+        """Apply every field of ``transition`` to ``row``, write its event, count its workflow."""
         t, job = transition, row.job
         row.job = replace(
             job,
@@ -258,7 +340,19 @@ class MemoryBackend:
             self._emit(job.id, t.event_type, t.event_data, now)
         if t.status is JobStatus.QUEUED:
             requeued.add(job.queue)
-        return t.status
+        elif job.workflow is not None and t.status.is_terminal:
+            self._step_ended(self._space.flows[job.workflow], t.status, now)
+
+    def _step_ended(self, flow: _Flow, status: JobStatus, now: datetime) -> None:
+        flow.live -= 1
+        flow.failed += status is JobStatus.FAILED
+        flow.cancelled += status is JobStatus.CANCELLED
+        if flow.live == 0 and flow.state is WorkflowState.RUNNING:
+            flow.state = plan_workflow_end(
+                failed=flow.failed, cancelled=flow.cancelled, cancel_requested=flow.cancel_requested
+            )
+            flow.finished_at = now
+            self._emit(flow.id, *workflow_event(flow.id, flow.state), now)
 
     def _emit(self, job_id: str, type_: str, data: str | None, now: datetime) -> None:
         cursor = next(self._store.seq)
@@ -336,6 +430,7 @@ class MemoryBackend:
         status: JobStatus | None = None,
         limit: int = 100,
         after: str | None = None,
+        workflow: str | None = None,
     ) -> list[Job]:
         with self._store.lock:
             jobs = sorted(
@@ -343,6 +438,7 @@ class MemoryBackend:
                     r.job
                     for r in self._space.rows.values()
                     if (queue is None or r.job.queue == queue)
+                    and (workflow is None or r.job.workflow == workflow)
                     and (status is None or r.job.status is status)
                     and (after is None or r.job.id > after)
                 ),
@@ -356,11 +452,15 @@ class MemoryBackend:
             if row is None:
                 return None
             job = row.job
-            if job.status is JobStatus.QUEUED:
-                self._apply(row, plan_cancel_queued(queue=job.queue), _now(), set())
+            requeued: set[str] = set()
+            if job.status in (JobStatus.QUEUED, JobStatus.WAITING):
+                self._apply(row, plan_cancel_queued(queue=job.queue), _now(), requeued)
             elif job.status is JobStatus.RUNNING:
                 row.job = replace(job, cancel_requested=True)
-            return row.job.status
+            status = row.job.status
+        if requeued:
+            self._space.hub.notify(requeued)
+        return status
 
     def fetch_events(self, limit: int = 100) -> list[Event]:
         with self._store.lock:
@@ -380,13 +480,23 @@ class MemoryBackend:
     def purge(self, older_than: float) -> PurgeResult:
         with self._store.lock:
             cutoff = _now() - timedelta(seconds=older_than)
+            flows = self._space.flows
+            old_flows = {
+                f.id for f in flows.values() if f.finished_at is not None and f.finished_at < cutoff
+            }
             old_jobs = [
                 job_id
                 for job_id, row in self._space.rows.items()
-                if row.job.status.is_terminal
-                and row.job.finished_at is not None
-                and row.job.finished_at < cutoff
+                if (row.job.workflow in old_flows)
+                or (
+                    row.job.workflow is None
+                    and row.job.status.is_terminal
+                    and row.job.finished_at is not None
+                    and row.job.finished_at < cutoff
+                )
             ]
+            for flow_id in old_flows:
+                del flows[flow_id]
             for job_id in old_jobs:
                 del self._space.rows[job_id]
             old_events = [
@@ -395,6 +505,93 @@ class MemoryBackend:
             for c in old_events:
                 del self._space.events[c]
             return PurgeResult(jobs=len(old_jobs), events=len(old_events))
+
+    # -- workflows ---------------------------------------------------------
+
+    def get_workflow(self, workflow_id: str) -> Workflow | None:
+        with self._store.lock:
+            flow = self._space.flows.get(workflow_id)
+            return None if flow is None else self._workflow(flow)
+
+    def _workflow(self, flow: _Flow) -> Workflow:
+        counts: dict[JobStatus, int] = {}
+        for row in self._space.rows.values():
+            if row.job.workflow == flow.id:
+                counts[row.job.status] = counts.get(row.job.status, 0) + 1
+        return Workflow(
+            id=flow.id,
+            state=flow.state,
+            created_at=flow.created_at,
+            output=flow.output,
+            finished_at=flow.finished_at,
+            cancel_requested=flow.cancel_requested,
+            counts=counts,
+        )
+
+    def list_workflows(
+        self, *, state: WorkflowState | None = None, limit: int = 100, after: str | None = None
+    ) -> list[Workflow]:
+        with self._store.lock:
+            flows = sorted(
+                (
+                    f
+                    for f in self._space.flows.values()
+                    if (state is None or f.state is state) and (after is None or f.id > after)
+                ),
+                key=lambda f: f.id,
+            )[:limit]
+            return [self._workflow(f) for f in flows]
+
+    def cancel_workflow(self, workflow_id: str) -> Workflow | None:
+        with self._store.lock:
+            flow = self._space.flows.get(workflow_id)
+            if flow is None:
+                return None
+            if flow.state is WorkflowState.RUNNING:
+                flow.cancel_requested = True
+                now = _now()
+                for row in self._space.rows.values():
+                    job = row.job
+                    if job.workflow != workflow_id:
+                        continue
+                    if job.status in (JobStatus.QUEUED, JobStatus.WAITING):
+                        # Every waiting step is cancelled here: nothing is left to settle.
+                        self._write(row, plan_cancel_queued(queue=job.queue), now, set())
+                    elif job.status is JobStatus.RUNNING:
+                        row.job = replace(job, cancel_requested=True)
+            return self._workflow(flow)
+
+    def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        with self._store.lock:
+            rows = self._space.rows
+            return [row.job if (row := rows.get(i)) is not None else None for i in job_ids]
+
+
+class _Graph:
+    """The memory store's side of :func:`qw.transitions.settle`, under its lock."""
+
+    def __init__(self, backend: MemoryBackend, now: datetime, requeued: set[str]) -> None:
+        self._backend = backend
+        self._rows = backend._space.rows
+        self._now = now
+        self._requeued = requeued
+
+    def count_ended(self, parent: str, status: JobStatus) -> list[Ready]:
+        ready: list[Ready] = []
+        for child_id in self._rows[parent].job.children:
+            row = self._rows[child_id]
+            job = row.job
+            if job.status is not JobStatus.WAITING:
+                continue
+            row.pending -= 1
+            if status is not JobStatus.SUCCEEDED:
+                row.job = job = replace(job, failed_parents=(*job.failed_parents, parent))
+            if row.pending == 0:
+                ready.append(Ready(job.id, job.queue, job.on_parent_failure, job.failed_parents))
+        return ready
+
+    def apply_settled(self, step: Ready, transition: Transition) -> None:
+        self._backend._write(self._rows[step.id], transition, self._now, self._requeued)
 
 
 @hookimpl
