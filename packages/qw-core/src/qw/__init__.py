@@ -25,11 +25,15 @@ from qw.errors import (
     InvalidInput,
     InvalidName,
     InvalidPayload,
+    InvalidWorkflow,
     JobNotFound,
     LeaseLost,
     PluginError,
     QwError,
+    ResultTimeout,
     SchemaError,
+    WorkflowFailed,
+    WorkflowNotFound,
 )
 from qw.model import (
     Claim,
@@ -40,11 +44,15 @@ from qw.model import (
     JobStatus,
     Lease,
     NewJob,
+    ParentFailure,
     PurgeResult,
     WorkerInfo,
+    Workflow,
+    WorkflowState,
 )
 from qw.opening import open
 from qw.tasks import Task
+from qw.workflow import Step, StepList, WorkflowBuilder, WorkflowHandle
 
 if TYPE_CHECKING:
     from qw.worker import JobCancelled, Worker, WorkerConfig, current_job
@@ -83,6 +91,7 @@ __all__ = [
     "InvalidInput",
     "InvalidName",
     "InvalidPayload",
+    "InvalidWorkflow",
     "Job",
     "JobNotFound",
     "JobStatus",
@@ -90,13 +99,23 @@ __all__ = [
     "LeaseLost",
     "NewJob",
     "Outcome",
+    "ParentFailure",
     "PluginError",
     "PurgeResult",
     "QwError",
     "Release",
+    "ResultTimeout",
     "SchemaError",
+    "Step",
+    "StepList",
     "Switches",
     "WorkerInfo",
+    "Workflow",
+    "WorkflowBuilder",
+    "WorkflowFailed",
+    "WorkflowHandle",
+    "WorkflowNotFound",
+    "WorkflowState",
     "__version__",
     "open",
 ]

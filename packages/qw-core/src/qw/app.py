@@ -45,6 +45,7 @@ from qw.validation import (
 if TYPE_CHECKING:
     from qw.plugin.manager import QwPluginManager
     from qw.worker.runtime import Worker
+    from qw.workflow import WorkflowBuilder, WorkflowHandle
 
 __all__ = ["App", "Task", "TaskCall", "load_app", "task_payload"]
 
@@ -263,6 +264,24 @@ class App:
         ):
             answers.extend(client._enqueue_checked(chunk, payloads))
         return answers
+
+    def workflow(self, workflow_id: str | None = None) -> WorkflowBuilder:
+        """A new workflow to add steps to; ``enqueue()`` stores it (see :mod:`qw.workflow`).
+
+        ``workflow_id`` is unique in the namespace (default: a new one);
+        enqueueing a workflow whose id exists writes nothing, so a retried
+        request is safe.
+        """
+        from qw.workflow import WorkflowBuilder
+
+        return WorkflowBuilder(self, workflow_id)
+
+    def workflow_handle(self, workflow_id: str) -> WorkflowHandle:
+        """A handle on a stored workflow, by id (status, result, cancel)."""
+        from qw.validation import validate_workflow_id
+        from qw.workflow import WorkflowHandle
+
+        return WorkflowHandle(self, validate_workflow_id(workflow_id))
 
     def worker(
         self,

@@ -1,5 +1,11 @@
 """The task payload: ``{"task": NAME, "args": [...], "kwargs": {...}}``, built and read here only.
 
+A workflow step that takes its parents' results carries ``"refs"`` too: a
+list of ``[where, ids]`` pairs, ``where`` an index into ``args`` or a key of
+``kwargs`` (holding null until then), ``ids`` one step id (that step's
+result goes there) or a list of them (the list of their results). The worker
+puts the results in with :func:`resolve_refs` before it calls the task.
+
 A job enqueued through :class:`qw.App` carries this JSON object; a worker
 reads it back with :func:`decode_task_payload`. Both directions check the
 same shape, so a malformed payload is refused at enqueue and fails its job
@@ -15,7 +21,18 @@ from dataclasses import dataclass
 from qw.errors import InvalidPayload
 from qw.model import JSONValue
 
-__all__ = ["TaskInvocation", "decode_task_payload", "task_name_of", "task_payload"]
+__all__ = [
+    "Ref",
+    "TaskInvocation",
+    "decode_task_payload",
+    "resolve_refs",
+    "task_name_of",
+    "task_payload",
+]
+
+#: Where a parent's result goes (an args index or a kwargs key), and which
+#: step's result (an id) or steps' results (a list of ids, in order).
+Ref = tuple[int | str, str | list[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +42,21 @@ class TaskInvocation:
     name: str
     args: list[JSONValue]
     kwargs: dict[str, JSONValue]
+    refs: tuple[Ref, ...] = ()
+
+    def step_ids(self) -> list[str]:
+        """Every step id the refs name, in order, each once."""
+        ids: dict[str, None] = {}
+        for _, ref in self.refs:
+            ids.update(dict.fromkeys([ref] if isinstance(ref, str) else ref))
+        return list(ids)
 
 
 def task_payload(
-    name: str, args: Sequence[JSONValue] = (), kwargs: Mapping[str, JSONValue] | None = None
+    name: str,
+    args: Sequence[JSONValue] = (),
+    kwargs: Mapping[str, JSONValue] | None = None,
+    refs: Sequence[Ref] = (),
 ) -> dict[str, JSONValue]:
     """The JSON payload that asks a worker to run task ``name``.
 
@@ -52,7 +80,10 @@ def task_payload(
     else:
         # dict() would accept a list of pairs, or raise a bare ValueError.
         raise InvalidPayload(f"task kwargs must be a mapping, not {type(kwargs).__name__}")
-    return {"task": name, "args": list(args), "kwargs": kw}
+    payload: dict[str, JSONValue] = {"task": name, "args": list(args), "kwargs": kw}
+    if refs:
+        payload["refs"] = [[where, ids] for where, ids in refs]
+    return payload
 
 
 def decode_task_payload(payload: JSONValue) -> TaskInvocation:
@@ -72,7 +103,51 @@ def decode_task_payload(payload: JSONValue) -> TaskInvocation:
         raise InvalidPayload(f"task payload 'args' must be a JSON array, not {_kind(args)}")
     if not isinstance(kwargs, dict):
         raise InvalidPayload(f"task payload 'kwargs' must be a JSON object, not {_kind(kwargs)}")
-    return TaskInvocation(name, args, kwargs)
+    refs = payload.get("refs")
+    return TaskInvocation(
+        name, args, kwargs, () if refs is None else _decode_refs(refs, args, kwargs)
+    )
+
+
+def _decode_refs(
+    refs: JSONValue, args: list[JSONValue], kwargs: dict[str, JSONValue]
+) -> tuple[Ref, ...]:
+    if not isinstance(refs, list):
+        raise InvalidPayload(f"task payload 'refs' must be a JSON array, not {_kind(refs)}")
+    out: list[Ref] = []
+    for ref in refs:
+        ok = isinstance(ref, list) and len(ref) == 2
+        where, ids = (ref[0], ref[1]) if ok else (None, None)
+        ok = ok and (
+            (type(where) is int and 0 <= where < len(args))
+            or (isinstance(where, str) and where in kwargs)
+        )
+        ok = ok and (
+            isinstance(ids, str) or (isinstance(ids, list) and all(isinstance(i, str) for i in ids))
+        )
+        if not ok:
+            raise InvalidPayload(f"task payload 'refs' holds a malformed entry {ref!r}")
+        out.append((where, ids))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def resolve_refs(
+    call: TaskInvocation, results: Mapping[str, JSONValue]
+) -> tuple[list[JSONValue], dict[str, JSONValue]]:
+    """``call``'s args and kwargs with each ref replaced by its steps' results.
+
+    A step missing from ``results`` (it did not succeed) gives None.
+    """
+    args, kwargs = list(call.args), dict(call.kwargs)
+    for where, ids in call.refs:
+        value: JSONValue = (
+            results.get(ids) if isinstance(ids, str) else [results.get(i) for i in ids]
+        )
+        if isinstance(where, int):
+            args[where] = value
+        else:
+            kwargs[where] = value
+    return args, kwargs
 
 
 def task_name_of(payload: JSONValue) -> str | None:

@@ -40,6 +40,11 @@ class TaskCall(Generic[P, R]):
         self._task = task
         self._options = options
 
+    @property
+    def task(self) -> Task[P, R]:
+        """The task these options are for."""
+        return self._task
+
     def job(self, *args: P.args, **kwargs: P.kwargs) -> NewJob:
         """The :class:`~qw.model.NewJob` this call would enqueue (for ``enqueue_many``)."""
         task = self._task

@@ -173,7 +173,14 @@ def test_status_json_counts_switches_and_workers(memory_url: str) -> None:
     assert data["enabled"] is True
     assert data["queues"]["emails"] == {
         "enabled": True,
-        "counts": {"queued": 1, "running": 1, "succeeded": 1, "failed": 0, "cancelled": 0},
+        "counts": {
+            "waiting": 0,
+            "queued": 1,
+            "running": 1,
+            "succeeded": 1,
+            "failed": 0,
+            "cancelled": 0,
+        },
     }
     assert data["queues"]["sms"]["enabled"] is False
     assert data["queues"]["sms"]["counts"]["queued"] == 1
@@ -196,6 +203,7 @@ def test_status_table(memory_url: str) -> None:
     header = next(line for line in lines if line.startswith("QUEUE"))
     assert header.split() == [
         "QUEUE",
+        "WAITING",
         "QUEUED",
         "RUNNING",
         "SUCCEEDED",
@@ -206,8 +214,8 @@ def test_status_table(memory_url: str) -> None:
     rows = {
         line.split()[0]: line.split()[1:] for line in lines if line.startswith(("emails", "sms"))
     }
-    assert rows["emails"] == ["1", "1", "1", "0", "0", "ON"]
-    assert rows["sms"] == ["1", "0", "0", "0", "0", "OFF"]
+    assert rows["emails"] == ["0", "1", "1", "1", "0", "0", "ON"]
+    assert rows["sms"] == ["0", "1", "0", "0", "0", "0", "OFF"]
     worker = next(line for line in lines if line.startswith("w1"))
     assert worker.split()[:4] == ["w1", "live", "box", "42"]
 

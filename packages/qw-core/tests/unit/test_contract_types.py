@@ -57,7 +57,12 @@ def test_statuses() -> None:
         JobStatus.FAILED,
         JobStatus.CANCELLED,
     ]
-    assert [s for s in JobStatus if s.is_live] == [JobStatus.QUEUED, JobStatus.RUNNING]
+    # A waiting step holds its dedupe key: it will run.
+    assert [s for s in JobStatus if s.is_live] == [
+        JobStatus.WAITING,
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+    ]
     assert JobStatus("queued") is JobStatus.QUEUED
 
 
@@ -69,6 +74,7 @@ def test_capability_flags() -> None:
         "native_wakeup": False,
         "durable": False,
         "queue_switch": True,
+        "atomic_settle": True,
     }
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextvars import ContextVar, Token
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from qw.model import Job
+from qw.errors import InvalidWorkflow
+from qw.model import Job, JobStatus, JSONValue, Lease
 from qw.tasks import Task
+
+if TYPE_CHECKING:
+    from qw.workflow import WorkflowBuilder
 
 __all__ = ["JobCancelled", "JobState", "RunningJob", "current_job", "reset_current", "set_current"]
 
@@ -35,6 +40,12 @@ class JobState(Protocol):
     @property
     def timed_out(self) -> bool: ...
 
+    @property
+    def lease(self) -> Lease: ...
+
+    @property
+    def parents(self) -> Mapping[str, Job]: ...
+
     def elapsed(self) -> float: ...
 
 
@@ -45,10 +56,12 @@ class RunningJob:
     the task only reads it.
     """
 
-    __slots__ = ("_state",)
+    __slots__ = ("_extends", "_state")
 
     def __init__(self, state: JobState) -> None:
         self._state = state
+        # Only the task's own thread calls extend(), so it owns this count.
+        self._extends = 0
 
     @property
     def job(self) -> Job:
@@ -78,6 +91,52 @@ class RunningJob:
     def timed_out(self) -> bool:
         """Whether the job ran past its timeout and was already failed or retried."""
         return self._state.timed_out
+
+    @property
+    def workflow(self) -> str | None:
+        """The id of the workflow this job is a step of, or None."""
+        return self._state.job.workflow
+
+    @property
+    def parents(self) -> Mapping[str, Job]:
+        """A step's parents as they were stored when it was claimed, by id."""
+        return self._state.parents
+
+    @property
+    def parent_results(self) -> dict[str, JSONValue]:
+        """The results of the parents that succeeded, by id."""
+        return {
+            i: job.result
+            for i, job in self._state.parents.items()
+            if job.status is JobStatus.SUCCEEDED
+        }
+
+    @property
+    def failed_parents(self) -> tuple[str, ...]:
+        """The parents that ended failed or cancelled (a step with ``on_parent_failure="run"``)."""
+        return self._state.job.failed_parents
+
+    def extend(self) -> WorkflowBuilder:
+        """A builder for steps this running step adds to its own workflow.
+
+        ``enqueue()`` stores them, fenced by this attempt's lease. The ids are
+        the same on every attempt, so a retry that adds the same batch again
+        writes nothing (``created`` is False). Pass ``builder.parent`` in
+        ``after=`` to make a new step wait for this one.
+        """
+        from qw.workflow import WorkflowBuilder
+
+        state = self._state
+        job, task = state.job, state.task
+        if job.workflow is None or task is None:
+            raise InvalidWorkflow(f"job {job.id} is not a workflow step")
+        self._extends += 1
+        return WorkflowBuilder(
+            task.app,
+            job.workflow,
+            _adder=(state.lease, job.id),
+            _id_seed=f"{job.id}:{self._extends}",
+        )
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`JobCancelled` if the job was cancelled or timed out."""

@@ -26,8 +26,8 @@ from typing import Any
 from qw.client import Client
 from qw.contract import Abort, Complete, Fail, Outcome, Release
 from qw.errors import ConfigurationError, InvalidPayload, QwError
-from qw.model import Claim, JobStatus, JSONValue, WorkerInfo
-from qw.payload import decode_task_payload
+from qw.model import Claim, Job, JobStatus, JSONValue, WorkerInfo
+from qw.payload import TaskInvocation, decode_task_payload, resolve_refs
 from qw.plugin.manager import QwPluginManager
 from qw.validation import DEFAULT_MAX_PAYLOAD_BYTES
 from qw.worker.config import WorkerConfig
@@ -256,7 +256,10 @@ class Worker:
                     # the buffer is too small for this round trip. Grow it now
                     # rather than wait for the finishing rate to show it.
                     self._prefetch = min(MAX_PREFETCH, 2 * self._prefetch)
-                coroutines = [rec for rec in map(self._dispatch, claims) if rec is not None]
+                parents = self._parents_of(client, claims)
+                coroutines = [
+                    rec for claim in claims if (rec := self._dispatch(claim, parents)) is not None
+                ]
                 if coroutines:
                     self._async.submit_many(coroutines)
                 continue
@@ -311,7 +314,20 @@ class Worker:
         target = min(MAX_PREFETCH, max(self.config.concurrency, int(rate * PREFETCH_HORIZON_S)))
         self._prefetch = max(target, self._prefetch // 2)
 
-    def _dispatch(self, claim: Claim) -> JobSlot | None:
+    def _parents_of(self, client: Client, claims: list[Claim]) -> dict[str, Job]:
+        """The parents of the claimed workflow steps, read in one call (none for plain jobs)."""
+        ids = list(dict.fromkeys(p for claim in claims for p in claim.job.parents))
+        if not ids:
+            return {}
+        try:
+            found = client.get_many(ids)
+        except QwError as exc:
+            # Each step then fails its attempt (retried) rather than run without its inputs.
+            log.warning("could not read the parents of claimed steps (%r)", exc)
+            return {}
+        return {job.id: job for job in found if job is not None}
+
+    def _dispatch(self, claim: Claim, parents: dict[str, Job]) -> JobSlot | None:
         """Start a sync job on the pool; return an async one (started in batches)."""
         job = claim.job
         payload = job.payload
@@ -319,6 +335,7 @@ class Worker:
         args: list[JSONValue] = []
         kwargs: dict[str, JSONValue] = {}
         invalid: InvalidPayload | None = None
+        call: TaskInvocation | None = None
         try:
             call = decode_task_payload(payload)
         except InvalidPayload as exc:
@@ -326,7 +343,16 @@ class Worker:
         else:
             task = self.app.tasks.get(call.name)
             args, kwargs = call.args, call.kwargs
+        mine: dict[str, Job] = {}
+        missing: list[str] = []
+        if job.parents:
+            mine = {p: parents[p] for p in job.parents if p in parents}
+            missing = [p for p in job.parents if p not in mine]
+            if call is not None and call.refs and not missing:
+                results = {p: j.result for p, j in mine.items() if j.status is JobStatus.SUCCEEDED}
+                args, kwargs = resolve_refs(call, results)
         rec = JobSlot(job, claim.lease, task, args, kwargs, lock=self._cond)
+        rec.parents = mine
         with self._cond:
             self._inflight[job.id] = rec
             self._active += 1
@@ -344,6 +370,12 @@ class Worker:
                 else {"type": "qw.InvalidPayload", "message": f"{invalid}; payload {shown}"}
             )
             self.settle(rec, failed(rec, error, retryable=False))
+            self.returned(rec)
+        elif missing:
+            # The store could not be read (the parents of a step never go
+            # before it): retried, rather than run with inputs missing.
+            error = {"type": "qw.ParentsUnread", "message": f"could not read parents {missing}"}
+            self.settle(rec, failed(rec, error, retryable=True))
             self.returned(rec)
         elif task.is_async:
             return rec

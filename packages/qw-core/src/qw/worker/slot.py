@@ -48,6 +48,7 @@ class JobSlot:
         "async_task",
         "job",
         "kwargs",
+        "parents",
         "task",
         "view",
     )
@@ -66,6 +67,8 @@ class JobSlot:
         self.task = task
         self.args = args
         self.kwargs = kwargs
+        # A workflow step's parents as stored when it was claimed (set by dispatch).
+        self.parents: dict[str, Job] = {}
         self._lock = lock
         self._lease = lease
         # Claimed now; started (and given a deadline) by begin() when a slot runs it.

@@ -5,16 +5,32 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from qw.model import Event, Job, JobStatus, WorkerInfo
+import json
+from collections.abc import Mapping, Sequence
+
+from qw.model import Event, Job, JobStatus, ParentFailure, WorkerInfo, Workflow, WorkflowState
 from qw.validation import decode_json
 
-__all__ = ["EVENT_COLUMNS", "JOB_COLUMNS", "WORKER_COLUMNS", "event", "job", "ts", "worker"]
+__all__ = [
+    "EVENT_COLUMNS",
+    "JOB_COLUMNS",
+    "WORKER_COLUMNS",
+    "WORKFLOW_COLUMNS",
+    "event",
+    "ids",
+    "ids_text",
+    "job",
+    "ts",
+    "worker",
+    "workflow",
+]
 
 JOB_COLUMNS = (
     "id, queue, payload, priority, run_at, max_attempts, attempts, status, created_at, "
     "dedupe_key, result, error, started_at, finished_at, worker, lease_expires_at, "
-    "cancel_requested"
+    "cancel_requested, workflow, parents, children, on_parent_failure, failed_parents"
 )
+WORKFLOW_COLUMNS = "id, state, created_at, output, finished_at, cancel_requested"
 EVENT_COLUMNS = "cursor, job_id, type, data, created_at"
 WORKER_COLUMNS = "id, queues, host, pid, concurrency, started_at, last_seen"
 
@@ -28,8 +44,20 @@ def _opt_ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
+def ids(text: str | None) -> tuple[str, ...]:
+    """A stored list of step ids (a JSON array, or NULL for none) as a tuple."""
+    return () if text is None else tuple(json.loads(text))
+
+
+def ids_text(values: Sequence[str]) -> str | None:
+    """Step ids as stored: a JSON array, or NULL for none."""
+    return json.dumps(list(values), separators=(",", ":")) if values else None
+
+
 def job(row: tuple[Any, ...]) -> Job:
     """A :class:`Job` from a row selected as :data:`JOB_COLUMNS`."""
+    if row[17] is not None:
+        return _step(row)
     return Job(
         id=row[0],
         queue=row[1],
@@ -48,6 +76,46 @@ def job(row: tuple[Any, ...]) -> Job:
         worker=row[14],
         lease_expires_at=_opt_ts(row[15]),
         cancel_requested=bool(row[16]),
+    )
+
+
+def _step(row: tuple[Any, ...]) -> Job:
+    return Job(
+        id=row[0],
+        queue=row[1],
+        payload=decode_json(row[2]),
+        priority=row[3],
+        run_at=ts(row[4]),
+        max_attempts=row[5],
+        attempts=row[6],
+        status=JobStatus(row[7]),
+        created_at=ts(row[8]),
+        dedupe_key=row[9],
+        result=decode_json(row[10]),
+        error=decode_json(row[11]),
+        started_at=_opt_ts(row[12]),
+        finished_at=_opt_ts(row[13]),
+        worker=row[14],
+        lease_expires_at=_opt_ts(row[15]),
+        cancel_requested=bool(row[16]),
+        workflow=row[17],
+        parents=ids(row[18]),
+        children=ids(row[19]),
+        on_parent_failure=ParentFailure(row[20]),
+        failed_parents=ids(row[21]),
+    )
+
+
+def workflow(row: tuple[Any, ...], counts: Mapping[JobStatus, int]) -> Workflow:
+    """A :class:`Workflow` from a row selected as :data:`WORKFLOW_COLUMNS`, and its counts."""
+    return Workflow(
+        id=row[0],
+        state=WorkflowState(row[1]),
+        created_at=ts(row[2]),
+        output=row[3],
+        finished_at=_opt_ts(row[4]),
+        cancel_requested=bool(row[5]),
+        counts=dict(counts),
     )
 
 

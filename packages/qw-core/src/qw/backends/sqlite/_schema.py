@@ -11,15 +11,20 @@ import sqlite3
 
 from qw.errors import SchemaError
 
-__all__ = ["QW_TABLES", "SCHEMA_VERSION", "ensure_schema"]
+__all__ = ["LIVE_STATUSES", "QW_TABLES", "SCHEMA_VERSION", "ensure_schema"]
 
 #: The layout this code reads and writes; a file with a newer one is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Every table qw creates; any other table in a file means it is not qw's alone.
 QW_TABLES = frozenset(
-    {"qw_meta", "qw_jobs", "qw_events", "qw_workers", "qw_wakeups", "qw_switches"}
+    {"qw_meta", "qw_jobs", "qw_events", "qw_workers", "qw_wakeups", "qw_switches", "qw_workflows"}
 )
+#: The statuses in which a job's dedupe key is held (JobStatus.is_live). The
+#: dedupe index's condition and every query meant to use it spell it this way.
+LIVE_STATUSES = "('waiting', 'queued', 'running')"
 
+# Version 1 is 0.1.0's layout. A fresh file is created at version 1 and then
+# migrated like an old one, so there is one definition of every table and index.
 _DDL_V1 = """
 CREATE TABLE IF NOT EXISTS qw_meta (
     key   TEXT PRIMARY KEY,
@@ -110,6 +115,47 @@ CREATE TABLE qw_switches (
 ) WITHOUT ROWID;
 """
 
+# Version 2: workflows (0.2.0). Jobs that 0.1.0 wrote become plain jobs
+# (workflow NULL). A step's parents, children and failed_parents are JSON
+# arrays of step ids (NULL: none); pending counts its parents not yet ended.
+_DDL_V2 = f"""
+ALTER TABLE qw_jobs ADD COLUMN workflow TEXT;
+ALTER TABLE qw_jobs ADD COLUMN parents TEXT;
+ALTER TABLE qw_jobs ADD COLUMN children TEXT;
+ALTER TABLE qw_jobs ADD COLUMN on_parent_failure TEXT;
+ALTER TABLE qw_jobs ADD COLUMN failed_parents TEXT;
+ALTER TABLE qw_jobs ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+-- A waiting step holds its dedupe key too.
+DROP INDEX qw_jobs_dedupe;
+CREATE UNIQUE INDEX qw_jobs_dedupe ON qw_jobs (namespace, dedupe_key)
+    WHERE dedupe_key IS NOT NULL AND status IN {LIVE_STATUSES};
+-- A workflow's steps, by id. Plain jobs are not in it (they pay a NULL test).
+CREATE INDEX qw_jobs_workflow ON qw_jobs (namespace, workflow, id)
+    WHERE workflow IS NOT NULL;
+
+-- live counts the workflow's steps that have not ended, failed and cancelled
+-- the ended ones in those statuses (what plan_workflow_end reads).
+CREATE TABLE qw_workflows (
+    namespace        TEXT    NOT NULL,
+    id               TEXT    NOT NULL,
+    created_at       REAL    NOT NULL,
+    output           TEXT,
+    state            TEXT    NOT NULL DEFAULT 'running',
+    finished_at      REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    live             INTEGER NOT NULL,
+    failed           INTEGER NOT NULL DEFAULT 0,
+    cancelled        INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (namespace, id)
+) WITHOUT ROWID;
+CREATE INDEX qw_workflows_state ON qw_workflows (namespace, state, id);
+CREATE INDEX qw_workflows_finished ON qw_workflows (namespace, finished_at)
+    WHERE finished_at IS NOT NULL;
+"""
+
+#: The statements taking a file from version ``n - 1`` to ``n``.
+_MIGRATIONS = {2: _DDL_V2}
+
 
 def _stored_version(conn: sqlite3.Connection) -> int | None:
     exists = conn.execute(
@@ -127,7 +173,7 @@ def _stored_version(conn: sqlite3.Connection) -> int | None:
 
 
 def _check(version: int | None, path: str) -> bool:
-    """Whether the file is ready (True), needs creating (False), or is refused."""
+    """Whether the file is ready (True), needs creating or migrating (False), or is refused."""
     if version is None:
         return False
     if version > SCHEMA_VERSION:
@@ -135,28 +181,39 @@ def _check(version: int | None, path: str) -> bool:
             f"{path} has qw schema version {version}, newer than this qw "
             f"(which knows version {SCHEMA_VERSION}); upgrade qw-core"
         )
-    if version < SCHEMA_VERSION:  # pragma: no cover - no older version exists yet
+    if version < 1:
         raise SchemaError(f"{path} has qw schema version {version}, which has no migration")
-    return True
+    return version == SCHEMA_VERSION
+
+
+def _run(conn: sqlite3.Connection, ddl: str) -> None:
+    for statement in ddl.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
-    """Create the tables on a fresh file, or check the version of an existing one.
+    """Create the tables on a fresh file, migrate an older one, or check the version.
 
-    Creation runs in one ``BEGIN IMMEDIATE`` transaction after re-reading the
-    version under the write lock, so processes opening a fresh file at the
-    same time create it exactly once. ``conn`` is in autocommit mode.
+    Creation and migration run in one ``BEGIN IMMEDIATE`` transaction after
+    re-reading the version under the write lock, so processes opening a file
+    at the same time create or migrate it exactly once; a migration that
+    fails leaves the file as it was. ``conn`` is in autocommit mode.
     """
     if _check(_stored_version(conn), path):
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if not _check(_stored_version(conn), path):
-            for statement in _DDL_V1.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+        version = _stored_version(conn)
+        if not _check(version, path):
+            if version is None:
+                _run(conn, _DDL_V1)
+                conn.execute("INSERT INTO qw_meta (key, value) VALUES ('schema_version', '1')")
+                version = 1
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                _run(conn, _MIGRATIONS[step])
             conn.execute(
-                "INSERT INTO qw_meta (key, value) VALUES ('schema_version', ?)",
+                "UPDATE qw_meta SET value = ? WHERE key = 'schema_version'",
                 (str(SCHEMA_VERSION),),
             )
         conn.execute("COMMIT")
