@@ -7,6 +7,14 @@ machine are serialised: a claim is exactly-once, and a transition and its
 outbox event are one journal line, written both or neither. No status is
 decided here: :mod:`qw.transitions` decides each transition, this applies it.
 
+Workflows: a step is a job row with a few more fields (``workflow``,
+``parents``, ``children``, ``on_parent_failure``, ``failed_parents`` and
+``pending``, its count of parents not ended); a plain job's row has none of
+them. A workflow is a row of the ``workflows`` table. When a step ends, the
+same transaction counts it in its workflow (ending the workflow with its last
+step) and settles its waiting children with :func:`qw.transitions.settle`,
+so the whole cascade is one journal line.
+
 The store's clock is this machine's clock: the files are only reachable from
 here, so every process reads the same clock.
 """
@@ -37,13 +45,18 @@ from qw import (
     Switches,
     WorkerInfo,
 )
-from qw.contract import Finish, Insert
+from qw.contract import Finish, Insert, WorkflowInsert
+from qw.model import ParentFailure, Workflow, WorkflowState
 from qw.transitions import (
+    Ready,
     Transition,
     plan_cancel_queued,
     plan_enqueue,
     plan_reclaim,
+    plan_workflow_end,
     repeat_status,
+    settle,
+    workflow_event,
 )
 from qw.validation import decode_json, validate_namespace
 from qw.wakeup import WakeupHub
@@ -66,7 +79,7 @@ def _ts(value: float | None) -> datetime | None:
 
 def _job(row: State) -> Job:
     """The record for a stored job row."""
-    return Job(
+    job = Job(
         id=row["id"],
         queue=row["queue"],
         payload=_copy(row["payload"]),
@@ -84,6 +97,34 @@ def _job(row: State) -> Job:
         worker=row["worker"],
         lease_expires_at=_ts(row["lease_expires_at"]),
         cancel_requested=row["cancel_requested"],
+    )
+    if row.get("workflow") is None:
+        return job
+    return replace(
+        job,
+        workflow=row["workflow"],
+        parents=tuple(row["parents"]),
+        children=tuple(row["children"]),
+        on_parent_failure=ParentFailure(row["on_parent_failure"]),
+        failed_parents=tuple(row["failed_parents"]),
+    )
+
+
+def _workflow(space: State, flow: State) -> Workflow:
+    """The record for a stored workflow row, its steps counted by status."""
+    counts: dict[JobStatus, int] = {}
+    for row in space["jobs"].values():
+        if row.get("workflow") == flow["id"]:
+            status = JobStatus(row["status"])
+            counts[status] = counts.get(status, 0) + 1
+    return Workflow(
+        id=flow["id"],
+        state=WorkflowState(flow["state"]),
+        created_at=datetime.fromtimestamp(flow["created_at"], UTC),
+        output=flow["output"],
+        finished_at=_ts(flow["finished_at"]),
+        cancel_requested=flow["cancel_requested"],
+        counts=counts,
     )
 
 
@@ -152,8 +193,21 @@ class ToyFileBackend:
         space["seq"] += 1
         return int(space["seq"])
 
-    def _apply(self, space: State, row: State, t: Transition, now: float) -> JobStatus:
-        """Apply every field of the decided transition ``t`` to ``row``, with its event."""
+    def _apply(
+        self, space: State, row: State, t: Transition, now: float, woken: set[str]
+    ) -> JobStatus:
+        """Apply ``t`` to ``row`` (see :meth:`_write`); if a step ended, settle its children."""
+        self._write(space, row, t, now, woken)
+        if t.status.is_terminal and row.get("workflow") is not None:
+            settle(_Graph(self, space, now, woken), [(row["id"], t.status)])
+        return t.status
+
+    def _write(self, space: State, row: State, t: Transition, now: float, woken: set[str]) -> None:
+        """Apply every field of the decided transition ``t`` to ``row``, with its event.
+
+        A job that is queued afterwards adds its queue to ``woken``; a step
+        that ended is counted in its workflow.
+        """
         if t.attempts is not None:
             row["attempts"] = t.attempts
         if t.run_in is not None:
@@ -169,43 +223,94 @@ class ToyFileBackend:
             worker=None, lease_expires_at=None, cancel_requested=False, token=None,
         )  # fmt: skip
         if t.event_type is not None:
-            cursor = self._next(space)
-            space["events"][str(cursor)] = {
-                "cursor": cursor, "job_id": row["id"], "type": t.event_type,
-                "data": decode_json(t.event_data), "created_at": now, "acked": False,
-            }  # fmt: skip
-        return t.status
+            self._emit(space, row["id"], t.event_type, t.event_data, now)
+        if t.status is JobStatus.QUEUED:
+            woken.add(row["queue"])
+        elif t.status.is_terminal and row.get("workflow") is not None:
+            self._step_ended(space, space["workflows"][row["workflow"]], t.status, now)
+
+    def _step_ended(self, space: State, flow: State, status: JobStatus, now: float) -> None:
+        """Count one ended step of ``flow``; its last one ends the workflow, with its event."""
+        flow["live"] -= 1
+        flow["failed"] += status is JobStatus.FAILED
+        flow["cancelled"] += status is JobStatus.CANCELLED
+        if flow["live"] == 0 and flow["state"] == WorkflowState.RUNNING.value:
+            state = plan_workflow_end(
+                failed=flow["failed"],
+                cancelled=flow["cancelled"],
+                cancel_requested=flow["cancel_requested"],
+            )
+            flow.update(state=state.value, finished_at=now)
+            self._emit(space, flow["id"], *workflow_event(flow["id"], state), now)
+
+    def _emit(self, space: State, job_id: str, type_: str, data: str | None, now: float) -> None:
+        cursor = self._next(space)
+        space["events"][str(cursor)] = {
+            "cursor": cursor, "job_id": job_id, "type": type_,
+            "data": decode_json(data), "created_at": now, "acked": False,
+        }  # fmt: skip
 
     # -- producing and working ---------------------------------------------
 
     def enqueue(self, jobs: Sequence[Insert]) -> list[Enqueued]:
         def change(space: State) -> list[Enqueued]:
-            rows = space["jobs"]
-            if clash := next((j.id for j in jobs if j.id in rows), None):
-                raise DuplicateJob(f"job id {clash!r} already exists")
-            live = {
-                r["dedupe_key"]: r["id"]
-                for r in rows.values()
-                if r["dedupe_key"] is not None and JobStatus(r["status"]).is_live
-            }
-            answers, insert = plan_enqueue(jobs, live)
-            now = time.time()
-            for new in (jobs[i] for i in insert):
-                rows[new.id] = {
-                    "id": new.id, "queue": new.queue, "payload": decode_json(new.payload),
-                    "priority": new.priority,
-                    "run_at": new.run_at.timestamp() if new.run_at else now + (new.delay or 0.0),
-                    "max_attempts": new.max_attempts, "attempts": 0, "status": "queued",
-                    "created_at": now, "dedupe_key": new.dedupe_key, "result": None,
-                    "error": None, "started_at": None, "finished_at": None, "worker": None,
-                    "lease_expires_at": None, "cancel_requested": False,
-                    "seq": self._next(space), "token": None, "finished_by": None,
-                }  # fmt: skip
+            answers, insert = self._plan_inserts(space, jobs)
+            self._insert(space, [jobs[i] for i in insert], time.time())
             return answers
 
         answers = self._tx(change)
         self._hub.notify({j.queue for j in jobs})
         return answers
+
+    @staticmethod
+    def _plan_inserts(space: State, jobs: Sequence[Insert]) -> tuple[list[Enqueued], list[int]]:
+        """Refuse an existing id; else :func:`qw.transitions.plan_enqueue` on the live keys."""
+        rows = space["jobs"]
+        if clash := next((j.id for j in jobs if j.id in rows), None):
+            raise DuplicateJob(f"job id {clash!r} already exists")
+        live = {
+            r["dedupe_key"]: r["id"]
+            for r in rows.values()
+            if r["dedupe_key"] is not None and JobStatus(r["status"]).is_live
+        }
+        return plan_enqueue(jobs, live)
+
+    def _insert(self, space: State, jobs: Sequence[Insert], now: float) -> None:
+        """Store new rows for ``jobs``; a step gets its workflow fields and joins its parents."""
+        rows = space["jobs"]
+        for new in jobs:
+            rows[new.id] = row = {
+                "id": new.id, "queue": new.queue, "payload": decode_json(new.payload),
+                "priority": new.priority,
+                "run_at": new.run_at.timestamp() if new.run_at else now + (new.delay or 0.0),
+                "max_attempts": new.max_attempts, "attempts": 0, "status": new.status.value,
+                "created_at": now, "dedupe_key": new.dedupe_key, "result": None,
+                "error": None, "started_at": None, "finished_at": None, "worker": None,
+                "lease_expires_at": None, "cancel_requested": False,
+                "seq": self._next(space), "token": None, "finished_by": None,
+            }  # fmt: skip
+            if new.workflow is not None:
+                row.update(
+                    workflow=new.workflow, parents=list(new.parents), children=[],
+                    on_parent_failure=new.on_parent_failure.value, failed_parents=[],
+                    pending=len(new.parents),
+                )  # fmt: skip
+        # Linked once every row exists: a parent may come later in the batch.
+        for new in jobs:
+            for parent in new.parents:
+                prow = rows[parent]
+                # A new list, never append: the journal diffs rows by value
+                # against a shallow copy, which shares the old list.
+                prow["children"] = [*prow["children"], new.id]
+
+    def _insert_steps(self, space: State, steps: Sequence[Insert], now: float) -> set[str]:
+        """Insert workflow steps, all or none; return the queues of those inserted queued."""
+        answers, _ = self._plan_inserts(space, steps)
+        held = [a.id for a in answers if not a.created]
+        if held:
+            raise DuplicateJob(f"a live job already holds the dedupe key of step(s) {held}")
+        self._insert(space, steps, now)
+        return {s.queue for s in steps if s.status is JobStatus.QUEUED}
 
     def claim(
         self, queues: Sequence[str], *, worker: str, lease_s: float, limit: int
@@ -255,10 +360,12 @@ class ToyFileBackend:
         return self._tx(change)
 
     def finish(self, finishes: Sequence[Finish]) -> list[JobStatus | None]:
+        woken: set[str] = set()
+
         def one(space: State, lease: Lease, t: Transition, now: float) -> JobStatus | None:
             row = space["jobs"].get(lease.job_id)
             if _holds(row, lease):
-                return self._apply(space, row, t, now)
+                return self._apply(space, row, t, now, woken)
             if row is None:
                 return None
             return repeat_status(t, JobStatus(row["status"]), row["finished_by"])
@@ -268,12 +375,13 @@ class ToyFileBackend:
             return [one(space, f.lease, f.transition, now) for f in finishes]
 
         answers = self._tx(change)
-        if JobStatus.QUEUED in answers:
-            # A retry or release may be due at once: let local waiters look.
-            self._hub.notify_all()
+        # A retry, a release or a settled step may be due at once: let local waiters look.
+        self._hub.notify(woken)
         return answers
 
     def reclaim_expired(self) -> int:
+        woken: set[str] = set()
+
         def change(space: State) -> int:
             now = time.time()
             expired = [
@@ -285,12 +393,11 @@ class ToyFileBackend:
                 plan = plan_reclaim(
                     attempts=row["attempts"], max_attempts=row["max_attempts"], queue=row["queue"]
                 )
-                self._apply(space, row, plan, now)
+                self._apply(space, row, plan, now, woken)
             return len(expired)
 
         count = self._tx(change)
-        if count:
-            self._hub.notify_all()
+        self._hub.notify(woken)
         return count
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
@@ -369,6 +476,7 @@ class ToyFileBackend:
         status: JobStatus | None = None,
         limit: int = 100,
         after: str | None = None,
+        workflow: str | None = None,
     ) -> list[Job]:
         def read(space: State) -> list[Job]:
             rows = sorted(
@@ -376,6 +484,7 @@ class ToyFileBackend:
                     r
                     for r in space["jobs"].values()
                     if (queue is None or r["queue"] == queue)
+                    and (workflow is None or r.get("workflow") == workflow)
                     and (status is None or r["status"] == status.value)
                     and (after is None or r["id"] > after)
                 ),
@@ -386,17 +495,22 @@ class ToyFileBackend:
         return self._read(read)
 
     def cancel(self, job_id: str) -> JobStatus | None:
+        woken: set[str] = set()  # a cancelled step's children may be queued (RUN policy)
+
         def change(space: State) -> JobStatus | None:
             row = space["jobs"].get(job_id)
             if row is None:
                 return None
-            if row["status"] == "queued":
-                self._apply(space, row, plan_cancel_queued(queue=row["queue"]), time.time())
+            if row["status"] in ("queued", "waiting"):
+                cancel = plan_cancel_queued(queue=row["queue"])
+                self._apply(space, row, cancel, time.time(), woken)
             elif row["status"] == "running":
                 row["cancel_requested"] = True
             return JobStatus(row["status"])
 
-        return self._tx(change)
+        status = self._tx(change)
+        self._hub.notify(woken)
+        return status
 
     def fetch_events(self, limit: int = 100) -> list[Event]:
         def read(space: State) -> list[Event]:
@@ -431,13 +545,26 @@ class ToyFileBackend:
     def purge(self, older_than: float) -> PurgeResult:
         def change(space: State) -> PurgeResult:
             cutoff = time.time() - older_than
+            # A step goes only with its workflow, once that ended before the cutoff.
+            old_flows = {
+                flow_id
+                for flow_id, f in space["workflows"].items()
+                if f["finished_at"] is not None and f["finished_at"] < cutoff
+            }
             old = [
                 job_id
                 for job_id, r in space["jobs"].items()
-                if JobStatus(r["status"]).is_terminal and r["finished_at"] < cutoff
+                if (step := r.get("workflow")) in old_flows
+                or (
+                    step is None
+                    and JobStatus(r["status"]).is_terminal
+                    and r["finished_at"] < cutoff
+                )
             ]
             for job_id in old:
                 del space["jobs"][job_id]
+            for flow_id in old_flows:
+                del space["workflows"][flow_id]
             old_events = [
                 key for key, e in space["events"].items() if e["acked"] and e["created_at"] < cutoff
             ]
@@ -446,3 +573,125 @@ class ToyFileBackend:
             return PurgeResult(jobs=len(old), events=len(old_events))
 
         return self._tx(change)
+
+    # -- workflows ---------------------------------------------------------
+
+    def create_workflow(self, workflow: WorkflowInsert, steps: Sequence[Insert]) -> bool:
+        woken: set[str] = set()
+
+        def change(space: State) -> bool:
+            if workflow.id in space["workflows"]:
+                return False
+            now = time.time()
+            # Raising here (DuplicateJob) aborts the transaction: nothing lands.
+            woken.update(self._insert_steps(space, steps, now))
+            space["workflows"][workflow.id] = {
+                "id": workflow.id, "created_at": now, "output": workflow.output,
+                "state": WorkflowState.RUNNING.value, "finished_at": None,
+                "cancel_requested": False, "live": len(steps), "failed": 0, "cancelled": 0,
+            }  # fmt: skip
+            return True
+
+        created = self._tx(change)
+        self._hub.notify(woken)
+        return created
+
+    def add_steps(self, lease: Lease, steps: Sequence[Insert]) -> bool | None:
+        woken: set[str] = set()
+
+        def change(space: State) -> bool | None:
+            row = space["jobs"].get(lease.job_id)
+            if not _holds(row, lease) or row.get("workflow") is None:
+                return None
+            flow = space["workflows"][row["workflow"]]
+            if flow["cancel_requested"] or any(s.workflow != flow["id"] for s in steps):
+                return None
+            if steps[0].id in space["jobs"]:
+                return False  # an earlier attempt of this job added the batch
+            woken.update(self._insert_steps(space, steps, time.time()))
+            flow["live"] += len(steps)
+            return True
+
+        added = self._tx(change)
+        self._hub.notify(woken)
+        return added
+
+    def get_workflow(self, workflow_id: str) -> Workflow | None:
+        def read(space: State) -> Workflow | None:
+            flow = space["workflows"].get(workflow_id)
+            return None if flow is None else _workflow(space, flow)
+
+        return self._read(read)
+
+    def list_workflows(
+        self, *, state: WorkflowState | None = None, limit: int = 100, after: str | None = None
+    ) -> list[Workflow]:
+        def read(space: State) -> list[Workflow]:
+            flows = sorted(
+                (
+                    f
+                    for f in space["workflows"].values()
+                    if (state is None or f["state"] == state.value)
+                    and (after is None or f["id"] > after)
+                ),
+                key=lambda f: str(f["id"]),
+            )
+            return [_workflow(space, f) for f in flows[:limit]]
+
+        return self._read(read)
+
+    def cancel_workflow(self, workflow_id: str) -> Workflow | None:
+        def change(space: State) -> Workflow | None:
+            flow = space["workflows"].get(workflow_id)
+            if flow is None:
+                return None
+            if flow["state"] == WorkflowState.RUNNING.value:
+                flow["cancel_requested"] = True
+                now = time.time()
+                for row in space["jobs"].values():
+                    if row.get("workflow") != workflow_id:
+                        continue
+                    if row["status"] in ("queued", "waiting"):
+                        # Every waiting step is cancelled here: nothing is left to
+                        # settle. The last live step's end ends the workflow.
+                        self._write(space, row, plan_cancel_queued(queue=row["queue"]), now, set())
+                    elif row["status"] == "running":
+                        row["cancel_requested"] = True
+            return _workflow(space, flow)
+
+        return self._tx(change)
+
+    def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        def read(space: State) -> list[Job | None]:
+            rows = space["jobs"]
+            return [None if (row := rows.get(i)) is None else _job(row) for i in job_ids]
+
+        return self._read(read)
+
+
+class _Graph:
+    """This store's side of :func:`qw.transitions.settle`, inside the open transaction."""
+
+    def __init__(self, backend: ToyFileBackend, space: State, now: float, woken: set[str]) -> None:
+        self._backend = backend
+        self._space = space
+        self._rows: State = space["jobs"]
+        self._now = now
+        self._woken = woken
+
+    def count_ended(self, parent: str, status: JobStatus) -> list[Ready]:
+        ready: list[Ready] = []
+        for child_id in self._rows[parent]["children"]:
+            row = self._rows[child_id]
+            if row["status"] != "waiting":
+                continue
+            row["pending"] -= 1
+            if status is not JobStatus.SUCCEEDED:
+                row["failed_parents"] = [*row["failed_parents"], parent]  # a new list, see _insert
+            if row["pending"] == 0:
+                policy = ParentFailure(row["on_parent_failure"])
+                ready.append(Ready(child_id, row["queue"], policy, tuple(row["failed_parents"])))
+        return ready
+
+    def apply_settled(self, step: Ready, transition: Transition) -> None:
+        self._backend._write(self._space, self._rows[step.id], transition, self._now, self._woken)

@@ -1,13 +1,18 @@
 """One namespace's state as an append-only JSON-lines journal, under ``flock``.
 
 Each write transaction appends one line holding what it changed (rows of
-``jobs``, ``events`` and ``workers`` set or deleted, and the small scalars)
+``jobs``, ``workflows``, ``events`` and ``workers`` set or deleted, and the
+small scalars)
 and ``fsync``s it: a line is the unit of atomicity, so a transition and its
 outbox event land together or not at all. A process keeps the state it has
 replayed and, on its next transaction, reads only the lines others appended
 since. Once the journal grows long it is compacted into a single snapshot
 line (written aside, ``fsync``ed, renamed over), which other processes notice
 by the file's new inode.
+
+Journals written before workflows existed have no ``workflows`` table in
+their lines or snapshot; replay treats it as empty, and their job rows, which
+carry no workflow fields, are plain jobs. Nothing needs migrating.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ __all__ = ["Journal", "State"]
 State = dict[str, Any]
 
 #: Keyed collections, diffed row by row.
-TABLES = ("jobs", "events", "workers")
+TABLES = ("jobs", "workflows", "events", "workers")
 #: Small values, written whole in every entry.
 SCALARS = ("seq", "enabled", "queues")
 #: Entries since the last snapshot before a compaction.
@@ -34,7 +39,10 @@ COMPACT_AFTER = 5000
 
 
 def empty_state() -> State:
-    return {"seq": 0, "enabled": True, "queues": {}, "jobs": {}, "events": {}, "workers": {}}
+    return {
+        "seq": 0, "enabled": True, "queues": {},
+        "jobs": {}, "workflows": {}, "events": {}, "workers": {},
+    }  # fmt: skip
 
 
 @dataclass
@@ -154,12 +162,15 @@ def _diff(before: State, after: State) -> State:
 
 def _apply(state: State, entry: State) -> None:
     if entry.get("snapshot"):
+        # Over an empty state: an older snapshot lacks tables added since.
         state.clear()
+        state.update(empty_state())
         state.update({k: v for k, v in entry.items() if k != "snapshot"})
         return
     for table in TABLES:
         rows = state[table]
-        for key, row in entry[table].items():
+        # An older line lacks tables added since: it changed none of their rows.
+        for key, row in entry.get(table, {}).items():
             if row is None:
                 rows.pop(key, None)
             else:
