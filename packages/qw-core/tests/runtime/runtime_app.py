@@ -155,6 +155,73 @@ def register(app: qw.App) -> None:
         note(directory, "finished", f"{job.id} {job.attempt} {os.getpid()} {time.time()}")
         return f"{os.getpid()}"
 
+    # -- workflow steps ----------------------------------------------------
+
+    @app.task(name="rt.wf.echo", queue="rt", max_attempts=10)
+    def echo(directory: str, *inputs: object) -> str:
+        """Record the start (wall clock, for other processes), check the inputs, return the id.
+
+        A step passed its parents (in ``after`` order, all of them as refs)
+        must get exactly their ids, which is what each parent returned.
+        """
+        job = qw.current_job()
+        note(directory, "starts", f"{job.id} {job.attempt} {os.getpid()} {time.time()}")
+        flat = [i for x in inputs for i in (x if isinstance(x, list) else [x])]
+        if flat != list(job.parents):
+            note(directory, "mismatch", f"{job.id} {flat} {list(job.parents)}")
+        time.sleep(0.002)
+        return job.id
+
+    @app.task(name="rt.wf.fetch", queue="rt")
+    def fetch_user(user_id: int) -> dict[str, object]:
+        return {"id": user_id, "name": f"user {user_id}"}
+
+    @app.task(name="rt.wf.score", queue="rt")
+    def score(user: dict[str, int], bonus: int = 0) -> int:
+        return user["id"] * 2 + bonus
+
+    @app.task(name="rt.wf.ascore", queue="rt")
+    async def ascore(user: dict[str, int]) -> int:
+        await asyncio.sleep(0.001)
+        return user["id"] * 3
+
+    @app.task(name="rt.wf.welcome", queue="rt")
+    def welcome(directory: str, user: dict[str, object]) -> None:
+        note(directory, "welcomed", str(user["name"]))
+
+    @app.task(name="rt.wf.report", queue="rt")
+    def report(scores: list[int]) -> str:
+        return f"{len(scores)} scores, total {sum(scores)}"
+
+    @app.task(name="rt.wf.boom", queue="rt", no_retry=(KeyError,))
+    def boom() -> None:
+        raise KeyError("boom")
+
+    @app.task(name="rt.wf.survey", queue="rt")
+    def survey(value: object) -> dict[str, object]:
+        job = qw.current_job()
+        return {"value": value, "failed": list(job.failed_parents)}
+
+    @app.task(name="rt.wf.once_flaky", queue="rt", max_attempts=3, backoff=0.05)
+    def once_flaky(directory: str) -> str:
+        job = qw.current_job()
+        note(directory, "flaky", f"{job.id} {job.attempt}")
+        if job.attempt == 1:
+            raise ValueError("first attempt fails")
+        return f"attempt {job.attempt}"
+
+    @app.task(name="rt.wf.crawl", queue="rt", max_attempts=3, backoff=0.05)
+    def crawl(directory: str, pages: int, fail_first: bool = False) -> int:
+        job = qw.current_job()
+        more = job.extend()
+        found = more.map(score, [{"id": i} for i in range(pages)])
+        more.add(report, found)
+        handle = more.enqueue()
+        note(directory, "crawl", f"{job.attempt} {handle.created}")
+        if fail_first and job.attempt == 1:
+            raise ValueError("crashed after adding its steps")
+        return pages
+
 
 #: The app a subprocess worker loads (``runtime_app:app``); URL and namespace
 #: come from the command line.
