@@ -110,22 +110,25 @@ def _job(row: State) -> Job:
     )
 
 
-def _workflow(space: State, flow: State) -> Workflow:
-    """The record for a stored workflow row, its steps counted by status."""
-    counts: dict[JobStatus, int] = {}
+def _workflows(space: State, flows: Sequence[State]) -> list[Workflow]:
+    """The records for stored workflow rows, their steps counted by status (one pass)."""
+    counts: dict[str, dict[JobStatus, int]] = {f["id"]: {} for f in flows}
     for row in space["jobs"].values():
-        if row.get("workflow") == flow["id"]:
+        if (by_status := counts.get(row.get("workflow"))) is not None:
             status = JobStatus(row["status"])
-            counts[status] = counts.get(status, 0) + 1
-    return Workflow(
-        id=flow["id"],
-        state=WorkflowState(flow["state"]),
-        created_at=datetime.fromtimestamp(flow["created_at"], UTC),
-        output=flow["output"],
-        finished_at=_ts(flow["finished_at"]),
-        cancel_requested=flow["cancel_requested"],
-        counts=counts,
-    )
+            by_status[status] = by_status.get(status, 0) + 1
+    return [
+        Workflow(
+            id=f["id"],
+            state=WorkflowState(f["state"]),
+            created_at=datetime.fromtimestamp(f["created_at"], UTC),
+            output=f["output"],
+            finished_at=_ts(f["finished_at"]),
+            cancel_requested=f["cancel_requested"],
+            counts=counts[f["id"]],
+        )
+        for f in flows
+    ]
 
 
 def _holds(row: State | None, lease: Lease) -> bool:
@@ -619,7 +622,7 @@ class ToyFileBackend:
     def get_workflow(self, workflow_id: str) -> Workflow | None:
         def read(space: State) -> Workflow | None:
             flow = space["workflows"].get(workflow_id)
-            return None if flow is None else _workflow(space, flow)
+            return None if flow is None else _workflows(space, [flow])[0]
 
         return self._read(read)
 
@@ -636,7 +639,7 @@ class ToyFileBackend:
                 ),
                 key=lambda f: str(f["id"]),
             )
-            return [_workflow(space, f) for f in flows[:limit]]
+            return _workflows(space, flows[:limit])
 
         return self._read(read)
 
@@ -657,7 +660,7 @@ class ToyFileBackend:
                         self._write(space, row, plan_cancel_queued(queue=row["queue"]), now, set())
                     elif row["status"] == "running":
                         row["cancel_requested"] = True
-            return _workflow(space, flow)
+            return _workflows(space, [flow])[0]
 
         return self._tx(change)
 
