@@ -157,7 +157,7 @@ def register(app: qw.App) -> None:
 
     # -- workflow steps ----------------------------------------------------
 
-    @app.task(name="rt.wf.echo", queue="rt", max_attempts=10)
+    @app.task(name="rt.wf.echo", queue="rt", max_attempts=100, backoff=0.01)
     def echo(directory: str, *inputs: object) -> str:
         """Record the start (wall clock, for other processes), check the inputs, return the id.
 

@@ -1,0 +1,127 @@
+"""kill -9 of workers in the middle of workflows: no step stuck, none promoted twice.
+
+Worker processes (``qw worker runtime_app:app``) run many small workflows
+(a root, a fan-out of six, a fan-in, a chain of two) while the test kills one
+of them with SIGKILL every fraction of a second and starts another, ``KILLS``
+times (``QW_CRASH_KILLS``, default 100). Then fresh workers finish, and:
+
+- **no step is stuck**: every workflow ended ``succeeded``, every step too;
+- **no step was promoted twice or early**: each step first started after the
+  last start of every parent (a step promoted twice, or before its last
+  parent ended, starts before one), and each got exactly the results of its
+  parents as inputs;
+- **one event each**: exactly one ``job.succeeded`` per step and one
+  ``workflow.succeeded`` per workflow.
+
+It runs on the stores several processes share (sqlite, postgres, redis).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import events_by_job, read_lines, wait_until
+from runtime_app import register
+from test_processes import Workers
+
+import qw
+from qw.model import JobStatus, WorkflowState
+
+KILLS = int(os.environ.get("QW_CRASH_KILLS", "100"))
+WORKFLOWS = 150
+#: Each killed worker lived at least this long, so that it claimed and ran steps.
+MIN_LIFE_S = 0.35
+
+
+@pytest.fixture
+def app(process_url: str, namespace: str) -> Iterator[qw.App]:
+    application = qw.App(process_url, namespace)
+    register(application)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def workers(process_url: str, namespace: str, tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(process_url, namespace, tmp_path)
+    yield pool
+    pool.stop_all()
+
+
+def test_kill_9_mid_workflow_leaves_nothing_stuck_and_promotes_once(
+    app: qw.App, workers: Workers, notes: Path
+) -> None:
+    echo = app.tasks["rt.wf.echo"]
+    flows = []
+    for n in range(WORKFLOWS):
+        wf = app.workflow(f"crash-{n}")
+        root = wf.add(echo, str(notes))
+        fanout = [wf.add(echo, str(notes), root) for _ in range(6)]
+        fanin = wf.add(echo, str(notes), fanout)
+        wf.add(echo, str(notes), wf.add(echo, str(notes), fanin))
+        flows.append(wf.enqueue().id)
+
+    rng = random.Random(12)
+    options = ("--concurrency", "4", "--lease", "1.0", "--reclaim-interval", "0.2")
+    alive = [(workers.spawn(*options), time.monotonic()) for _ in range(2)]
+    kills = 0
+    deadline = time.monotonic() + max(120.0, KILLS * 2.0)
+    while kills < KILLS:
+        assert time.monotonic() < deadline, f"only {kills} kills in time"
+        time.sleep(rng.uniform(0.05, 0.2))
+        index = rng.randrange(len(alive))
+        proc, born = alive[index]
+        if time.monotonic() - born < MIN_LIFE_S:
+            continue
+        if _unfinished(app, flows) == 0:
+            # The work ran out before the kills did: give it more.
+            pytest.fail(f"all workflows ended after {kills} kills; raise WORKFLOWS")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        kills += 1
+        alive[index] = (workers.spawn(*options), time.monotonic())
+
+    wait_until(lambda: _unfinished(app, flows) == 0, 180, "every workflow to end")
+    for proc, _ in alive:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+    steps = [job for flow in flows for job in app.client.steps(flow)]
+    stuck = [job.id for job in steps if job.status is not JobStatus.SUCCEEDED]
+    states = Counter(app.client.get_workflow(flow).state for flow in flows)
+    starts: dict[str, list[float]] = {}
+    for line in read_lines(notes, "starts"):
+        job_id, _attempt, _pid, at = line.split()
+        starts.setdefault(job_id, []).append(float(at))
+    early = [
+        job.id
+        for job in steps
+        for parent in job.parents
+        if min(starts[job.id]) < max(starts[parent])
+    ]
+    events = events_by_job(app)
+    step_events = Counter(tuple(e.type for e in events.get(job.id, [])) for job in steps)
+    flow_events = Counter(tuple(e.type for e in events.get(flow, [])) for flow in flows)
+    reruns = sum(len(times) - 1 for times in starts.values())
+    print(
+        f"\n{app.client.backend.name}: {kills} kill -9, {len(flows)} workflows, "
+        f"{len(steps)} steps, {reruns} steps re-run after a kill, {len(stuck)} stuck, "
+        f"{len(early)} promoted early or twice"
+    )
+    assert stuck == []
+    assert states == {WorkflowState.SUCCEEDED: len(flows)}
+    assert early == []
+    assert read_lines(notes, "mismatch") == []
+    assert step_events == {("job.succeeded",): len(steps)}
+    assert flow_events == {("workflow.succeeded",): len(flows)}
+
+
+def _unfinished(app: qw.App, flows: list[str]) -> int:
+    return len(app.client.list_workflows(state=WorkflowState.RUNNING, limit=len(flows)))
