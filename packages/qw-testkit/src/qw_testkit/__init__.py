@@ -31,6 +31,7 @@ from qw_testkit.suite.state_machine import StateMachineTests
 from qw_testkit.suite.switches import SwitchTests
 from qw_testkit.suite.terminals import TerminalTests
 from qw_testkit.suite.wait import WaitTests
+from qw_testkit.suite.workflows import WorkflowTests
 
 __all__ = [
     "BackendContractTests",
@@ -49,6 +50,7 @@ __all__ = [
     "SwitchTests",
     "TerminalTests",
     "WaitTests",
+    "WorkflowTests",
     "capability_skip_reason",
     "new_namespace",
     "requires",
@@ -70,6 +72,7 @@ class BackendContractTests(
     BadInputTests,
     ConcurrencyTests,
     StateMachineTests,
+    WorkflowTests,
 ):
     """The whole storage contract. Subclass it and implement ``make_backend``.
 

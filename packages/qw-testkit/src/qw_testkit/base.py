@@ -8,6 +8,7 @@ to the backend through :class:`qw.Client`, so validation runs as users see it.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -68,6 +69,25 @@ class ContractBase:
     def backend_url(self) -> str | None:
         """A URL a child process opens with ``qw.open(url, namespace=...)``; None if none."""
         return None
+
+    def interrupt_settle(self, client: qw.Client) -> contextlib.AbstractContextManager[None]:
+        """A context inside which ``client``'s backend stops a step's end after the step's write.
+
+        Only for a backend whose capabilities say ``atomic_settle=False`` (it
+        settles a step's children, and ends its workflow, after the step's
+        own write). While the context is active, a call that ends a step
+        (``complete`` and the like) applies the step's own write, its status
+        and its event, and then stops as a crash there would: the children
+        are not settled and the workflow is not counted. The call may return
+        or raise; either is accepted. After the context exits the backend
+        works normally, and ``reclaim_expired`` must complete what was left.
+
+        Not implemented by default: such a backend's test of that recovery
+        is skipped, and the skip names this hook.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement interrupt_settle(self, client)"
+        )
 
     # -- fixtures ----------------------------------------------------------
 

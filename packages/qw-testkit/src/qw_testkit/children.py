@@ -9,7 +9,7 @@ from typing import Any
 
 import qw
 
-__all__ = ["claim_until_empty"]
+__all__ = ["claim_until_empty", "finish_steps_until_done", "finish_steps_until_killed"]
 
 
 def claim_until_empty(
@@ -49,3 +49,65 @@ def claim_until_empty(
         results.put(("ok", os.getpid(), claimed))
     except BaseException:
         results.put(("error", os.getpid(), traceback.format_exc()))
+
+
+def finish_steps_until_done(
+    url: str,
+    namespace: str,
+    workflow: str,
+    queue: str,
+    start: Any,
+    results: Any,
+    batch: int,
+    seconds: float,
+) -> None:
+    """Claim and complete steps from ``queue`` until ``workflow`` has ended.
+
+    For each step claimed, reports whether every parent of it had succeeded
+    when it was claimed: ``("ok", pid, [(job_id, parents_succeeded), ...])``
+    or ``("error", pid, traceback)`` on ``results``. Gives up after
+    ``seconds``, so that a store that loses a step fails the test instead of
+    hanging it; ``start`` is an event all children wait on, so that they race.
+    """
+    try:
+        with qw.open(url, namespace=namespace) as client:
+            claimed: list[tuple[str, bool]] = []
+            start.wait(60)
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                claims = client.claim([queue], worker=f"proc-{os.getpid()}", limit=batch)
+                if not claims:
+                    if client.get_workflow(workflow).state != "running":
+                        break
+                    time.sleep(0.01)
+                    continue
+                for claim in claims:
+                    parents = claim.job.parents
+                    ok = all(
+                        job is not None and job.status == "succeeded"
+                        for job in client.get_many(parents)
+                    )
+                    claimed.append((claim.job.id, ok))
+                    client.complete(claim.lease, os.getpid())
+        results.put(("ok", os.getpid(), claimed))
+    except BaseException:
+        results.put(("error", os.getpid(), traceback.format_exc()))
+
+
+def finish_steps_until_killed(
+    url: str, namespace: str, queue: str, lease_s: float, started: Any, done: Any
+) -> None:
+    """Claim and complete one job at a time from ``queue``, until this process is killed.
+
+    Sets ``started`` once the store is open and adds one to ``done.value``
+    after each complete, so that the test can kill it (``SIGKILL``) mid-stream.
+    """
+    with qw.open(url, namespace=namespace) as client:
+        started.set()
+        while True:
+            claims = client.claim([queue], worker=f"doomed-{os.getpid()}", lease_s=lease_s)
+            if not claims:
+                time.sleep(0.005)
+                continue
+            client.complete(claims[0].lease, os.getpid())
+            done.value += 1
