@@ -23,6 +23,7 @@ from qw.cli.purge import purge
 from qw.cli.status import status
 from qw.cli.switch import pause, resume
 from qw.cli.worker import worker
+from qw.cli.workflows import workflows
 
 __all__ = ["main"]
 
@@ -42,6 +43,7 @@ main.add_command(status)
 main.add_command(worker)
 main.add_command(enqueue)
 main.add_command(jobs)
+main.add_command(workflows)
 main.add_command(pause)
 main.add_command(resume)
 main.add_command(events)

@@ -10,7 +10,8 @@ Exit codes (documented in ``qw --help`` and the README):
     installed plugin that fails to load (:class:`~qw.errors.PluginError`)
 3   the backend: not installed, failed to load, claimed twice, its store
     unreachable, or its schema wrong (:class:`~qw.errors.BackendError`)
-4   no such job (:class:`~qw.errors.JobNotFound`)
+4   no such job or workflow (:class:`~qw.errors.JobNotFound`,
+    :class:`~qw.errors.WorkflowNotFound`)
 5   a lease that is no longer held (:class:`~qw.errors.LeaseLost`)
 ==  =====================================================================
 
@@ -41,6 +42,7 @@ from qw.errors import (
     LeaseLost,
     PluginError,
     QwError,
+    WorkflowNotFound,
 )
 from qw.opening import DEFAULT_NAMESPACE, DEFAULT_URL, resolve_url
 from qw.validation import MAX_SECONDS
@@ -79,7 +81,7 @@ EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 a check failed; 2 bad input or configuration, or a plugin "
     "failing to load; "
     "3 backend not installed, failing to load, claimed twice or unreachable; "
-    "4 no such job; 5 lease lost."
+    "4 no such job or workflow; 5 lease lost."
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,7 +93,7 @@ def exit_code_for(exc: QwError) -> int:
         return EXIT_USAGE
     if isinstance(exc, BackendError):
         return EXIT_BACKEND
-    if isinstance(exc, JobNotFound):
+    if isinstance(exc, (JobNotFound, WorkflowNotFound)):
         return EXIT_NOT_FOUND
     if isinstance(exc, LeaseLost):
         return EXIT_LEASE_LOST
@@ -219,11 +221,16 @@ def echo_text(text: str, *, err: bool = False) -> None:
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain text table: left-aligned text, right-aligned numbers; cells escaped."""
+    """A plain text table: left-aligned text, right-aligned numbers; cells escaped, None empty."""
     cells = [[escape_text(str(h)) for h in headers]] + [
         ["" if c is None else escape_text(str(c)) for c in r] for r in rows
     ]
-    numeric = [all(isinstance(r[i], int) for r in rows) and bool(rows) for i in range(len(headers))]
+    # A number column holds ints, and None where a row has no value.
+    numeric = [
+        all(isinstance(r[i], int) or r[i] is None for r in rows)
+        and any(isinstance(r[i], int) for r in rows)
+        for i in range(len(headers))
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:

@@ -10,8 +10,29 @@ import click
 from qw.cli._common import Seconds, json_option, open_client, store_options
 from qw.display import escape_json, escape_text
 from qw.model import Event
+from qw.transitions import (
+    EVENT_CANCELLED,
+    EVENT_FAILED,
+    EVENT_SUCCEEDED,
+    EVENT_WORKFLOW_CANCELLED,
+    EVENT_WORKFLOW_FAILED,
+    EVENT_WORKFLOW_SUCCEEDED,
+)
 
 __all__ = ["events"]
+
+#: The type column fits every event qw writes, ``workflow.cancelled`` the longest.
+TYPE_WIDTH = max(
+    len(t)
+    for t in (
+        EVENT_SUCCEEDED,
+        EVENT_FAILED,
+        EVENT_CANCELLED,
+        EVENT_WORKFLOW_SUCCEEDED,
+        EVENT_WORKFLOW_FAILED,
+        EVENT_WORKFLOW_CANCELLED,
+    )
+)
 
 
 def event_dict(event: Event) -> dict[str, object]:
@@ -26,7 +47,11 @@ def event_dict(event: Event) -> dict[str, object]:
 
 @click.group()
 def events() -> None:
-    """The outbox: events for every job that reached a terminal state."""
+    """The outbox: events for every job that reached a terminal state, and every workflow.
+
+    A workflow.* event (workflow.succeeded, .failed, .cancelled) is written
+    once, when a workflow's last step ends; its job column is the workflow id.
+    """
 
 
 @events.command()
@@ -84,4 +109,4 @@ def _print(event: Event, as_json: bool) -> None:
     data = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
     when = f"{event.created_at:%Y-%m-%d %H:%M:%S}"
     kind, job_id = escape_text(event.type), escape_text(event.job_id)
-    click.echo(f"{event.cursor:>8}  {when}  {kind:<14} {job_id}  {escape_json(data)}")
+    click.echo(f"{event.cursor:>8}  {when}  {kind:<{TYPE_WIDTH}} {job_id}  {escape_json(data)}")

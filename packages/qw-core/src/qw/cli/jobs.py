@@ -22,9 +22,13 @@ from qw.errors import InvalidInput
 from qw.model import Job, JobStatus, NewJob
 from qw.payload import task_name_of
 
-__all__ = ["jobs", "job_dict", "retry_job"]
+__all__ = ["WORKFLOW_FIELDS", "jobs", "job_dict", "retry_job"]
 
 RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
+#: The fields only a workflow step has; ``jobs show`` leaves them out for a plain job.
+WORKFLOW_FIELDS = ("workflow", "parents", "children", "on_parent_failure", "failed_parents")
+#: ``jobs show`` lists at most this many parents or children on its line.
+SHOW_STEP_IDS = 10
 
 
 def job_dict(job: Job) -> dict[str, Any]:
@@ -43,7 +47,14 @@ def retry_job(client: Client, job: Job) -> str:
     The new job has the old one's queue, payload, priority and attempts
     budget. Its dedupe key is the old one's, or ``retry:<old id>``, so a
     retry repeated while the first one is still live makes no second job.
+    A workflow step is refused: alone, it would run without its parents'
+    results, and its children would not run again.
     """
+    if job.workflow is not None:
+        raise InvalidInput(
+            f"job {job.id} is a step of workflow {job.workflow}; "
+            "a step is not retried alone (enqueue the workflow again)"
+        )
     if job.status not in RETRYABLE:
         raise InvalidInput(
             f"job {job.id} is {job.status.value}; only failed or cancelled jobs can be retried"
@@ -69,6 +80,7 @@ def jobs() -> None:
 @click.option("--status", "-s", type=click.Choice([s.value for s in JobStatus]))
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--after", metavar="JOB_ID", help="Page on: jobs with ids after this one.")
+@click.option("--workflow", "-w", metavar="WORKFLOW_ID", help="Only this workflow's steps.")
 @json_option
 def list_jobs(
     url: str | None,
@@ -77,11 +89,14 @@ def list_jobs(
     status: str | None,
     limit: int,
     after: str | None,
+    workflow: str | None,
     as_json: bool,
 ) -> None:
-    """Jobs by id (oldest first), optionally of one queue or status."""
+    """Jobs by id (oldest first), optionally of one queue, status or workflow."""
     with open_client(url, namespace) as client:
-        found = client.list_jobs(queue=queue, status=status, limit=limit, after=after)
+        found = client.list_jobs(
+            queue=queue, status=status, limit=limit, after=after, workflow=workflow
+        )
     if as_json:
         echo_json([job_dict(j) for j in found])
         return
@@ -100,20 +115,35 @@ def list_jobs(
 @store_options
 @json_option
 def show(job_id: str, url: str | None, namespace: str | None, as_json: bool) -> None:
-    """Every field of one job (exit 4 if there is none)."""
+    """Every field of one job (exit 4 if there is none); a step's workflow, parents, children."""
     with open_client(url, namespace) as client:
         job = client.get(job_id)
     data = job_dict(job)
     if as_json:
         echo_json(data)
         return
+    if job.workflow is None:
+        # A plain job: the workflow fields would only ever say "none".
+        for key in WORKFLOW_FIELDS:
+            del data[key]
     width = max(len(k) for k in data)
     for key, value in data.items():
-        if isinstance(value, (dict, list)):
+        if key in WORKFLOW_FIELDS and isinstance(value, tuple):
+            shown = _step_ids(value)
+        elif isinstance(value, (dict, list, tuple)):
             shown = escape_json(json.dumps(value, ensure_ascii=False))
         else:
             shown = "-" if value is None else escape_text(str(value))
         click.echo(f"{key.ljust(width)}  {shown}")
+
+
+def _step_ids(ids: tuple[str, ...]) -> str:
+    """Step ids for one line: the first SHOW_STEP_IDS, then how many more."""
+    if not ids:
+        return "-"
+    shown = escape_text(", ".join(ids[:SHOW_STEP_IDS]))
+    more = len(ids) - SHOW_STEP_IDS
+    return shown if more <= 0 else f"{shown} … and {more} more (--json lists them all)"
 
 
 @jobs.command()
@@ -133,14 +163,17 @@ def retry(
     """Enqueue failed or cancelled jobs again, as new jobs with the same payload.
 
     The old job stays as it was (the record of what happened); each line
-    printed is "OLD_ID -> NEW_ID".
+    printed is "OLD_ID -> NEW_ID". Workflow steps are not retried alone.
     """
     if bool(job_ids) == all_failed:
         raise InvalidInput("give JOB_IDs or --all-failed (not both)")
     pairs: list[tuple[str, str]] = []
+    steps = 0
     with open_client(url, namespace) as client:
         if all_failed:
-            targets = _all(client, queue, JobStatus.FAILED)
+            failed = _all(client, queue, JobStatus.FAILED)
+            targets = [job for job in failed if job.workflow is None]
+            steps = len(failed) - len(targets)
         else:
             targets = [client.get(job_id) for job_id in job_ids]
         for job in targets:
@@ -150,7 +183,9 @@ def retry(
     else:
         for old, new in pairs:
             echo_text(f"{old} -> {new}")
-        if all_failed and not pairs:
+        if steps:
+            click.echo(f"skipped {steps} failed workflow step(s): not retried alone", err=True)
+        elif all_failed and not pairs:
             click.echo("no failed jobs", err=True)
 
 
