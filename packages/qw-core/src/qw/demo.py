@@ -2,7 +2,9 @@
 
 Run it with ``qw demo``, or import :data:`app` to poke at the tasks. Jobs
 are deterministic: which ones fail, and how often, depends only on their
-arguments and attempt number.
+arguments and attempt number. Beside them runs one small workflow (see
+:func:`build_workflow`): a fetch, three steps that each take its result,
+and a report that takes all three of theirs.
 """
 
 from __future__ import annotations
@@ -16,16 +18,27 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from qw.app import App
 from qw.backoff import Backoff
-from qw.model import NewJob
+from qw.model import JSONValue, NewJob, WorkflowState
 from qw.worker.context import current_job
 
-__all__ = ["DemoSummary", "app", "build_jobs", "run_demo"]
+if TYPE_CHECKING:
+    from qw.workflow import WorkflowBuilder
+
+__all__ = ["DemoSummary", "app", "build_jobs", "build_workflow", "run_demo", "total_jobs"]
 
 NAMESPACE = "demo"
-QUEUES = ("images", "emails", "billing", "reports")
+QUEUES = ("images", "emails", "billing", "reports", "sales")
+#: Delayed jobs "an operator" cancels before they run.
+CANCELLED_LATER = 5
+#: The demo workflow's id, and the regions it tallies (one step each).
+WORKFLOW_ID = "demo-sales"
+REGIONS = ("eu", "us", "apac")
+#: The workflow's steps: the fetch, one tally per region, the report.
+WORKFLOW_STEPS = 1 + len(REGIONS) + 1
 # Quick retries, so the demo shows them without waiting.
 FAST_RETRY = Backoff(base=0.05, factor=2.0, max=0.5)
 
@@ -79,6 +92,46 @@ def build_report(report_id: int) -> int:
     return sum(range(report_id % 1000))
 
 
+@app.task(name="demo.fetch_sales", queue="sales")
+def fetch_sales(day: int) -> dict[str, list[int]]:
+    """The workflow's first step: one day's sales in cents, by region (made up, repeatable)."""
+    return {
+        region: [(day * 31 + i * 17 + k * 7) % 500 + 100 for k in range(10 + i)]
+        for i, region in enumerate(REGIONS)
+    }
+
+
+@app.task(name="demo.tally_region", queue="sales")
+def tally_region(sales: dict[str, list[int]], region: str) -> dict[str, Any]:
+    """One of three parallel steps: the fetched sales of one region, added up."""
+    amounts = sales[region]
+    return {"region": region, "orders": len(amounts), "cents": sum(amounts)}
+
+
+@app.task(name="demo.sales_report", queue="sales")
+def sales_report(tallies: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fan-in: every region's tally in one report (the workflow's result)."""
+    return {
+        "orders": sum(t["orders"] for t in tallies),
+        "cents": sum(t["cents"] for t in tallies),
+        "regions": [t["region"] for t in tallies],
+    }
+
+
+def build_workflow(day: int = 1) -> WorkflowBuilder:
+    """fetch_sales, then tally_region for each region (in parallel), then sales_report."""
+    wf = app.workflow(WORKFLOW_ID)
+    sales = wf.add(fetch_sales, day)
+    tallies = [wf.add(tally_region, sales, region) for region in REGIONS]
+    wf.add(sales_report, tallies)
+    return wf
+
+
+def total_jobs(count: int) -> int:
+    """Every job ``run_demo(jobs=count)`` makes: plain ones, the cancelled ones, the steps."""
+    return count + CANCELLED_LATER + WORKFLOW_STEPS
+
+
 def build_jobs(count: int) -> list[NewJob]:
     """``count`` jobs spread over the four task kinds."""
     makers: list[Callable[[int], NewJob]] = [
@@ -101,6 +154,11 @@ class DemoSummary:
     statuses: Counter[str] = field(default_factory=Counter)
     retries: int = 0
     events: Counter[str] = field(default_factory=Counter)
+    #: The workflow: its id, steps, the state it ended in, and its result.
+    workflow: str = WORKFLOW_ID
+    workflow_steps: int = WORKFLOW_STEPS
+    workflow_state: str = "running"
+    workflow_result: JSONValue = None
 
     @property
     def throughput(self) -> float:
@@ -124,16 +182,20 @@ def run_demo(
     """Enqueue ``jobs`` jobs at ``url``, drain them with an in-process worker, summarise.
 
     ``progress(done, total)`` is called as jobs reach a terminal state.
-    Five extra delayed jobs are cancelled by "an operator" before they run.
+    Five extra delayed jobs are cancelled by "an operator" before they run,
+    and the workflow of :func:`build_workflow` runs beside the jobs.
     """
     app.configure(url=url)
     client = app.client
     try:
+        flow = build_workflow().enqueue()
         app.enqueue_many(build_jobs(jobs))
-        later = app.enqueue_many([build_report.options(delay=3600).job(i) for i in range(5)])
+        later = app.enqueue_many(
+            [build_report.options(delay=3600).job(i) for i in range(CANCELLED_LATER)]
+        )
         for answer in later:
             client.cancel(answer.id)
-        total = jobs + len(later)
+        total = jobs + len(later) + WORKFLOW_STEPS
         worker = app.worker(list(QUEUES), concurrency=concurrency, poll_interval=0.05)
         started = time.monotonic()
         thread = worker.start()
@@ -144,6 +206,10 @@ def run_demo(
             thread.join(30)
         seconds = time.monotonic() - started
         summary = DemoSummary(url, total, len(later), seconds, retries=worker.stats.retried)
+        ended = flow.status()
+        summary.workflow_state = ended.state.value
+        if ended.state is WorkflowState.SUCCEEDED and ended.output is not None:
+            summary.workflow_result = client.get(ended.output).result
         for by_status in client.counts().values():
             for status, n in by_status.items():
                 if n:

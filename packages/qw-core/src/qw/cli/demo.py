@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from qw.display import escape_text, redact_url
+from qw.cli._common import echo_text
+from qw.display import escape_json, escape_text, redact_url
 
 if TYPE_CHECKING:
     from qw.demo import DemoSummary
@@ -25,9 +27,9 @@ __all__ = ["demo"]
 )
 @click.option("--url", help="Run against another store instead (e.g. memory://, redis://...).")
 def demo(count: int, concurrency: int, db: Path | None, url: str | None) -> None:
-    """Enqueue COUNT jobs of four kinds (some fail and retry), drain them, and summarise."""
+    """Enqueue COUNT jobs of four kinds (some fail and retry) and a workflow; drain; summarise."""
     # Imported here: the demo app should not load with every qw command.
-    from qw.demo import default_database, run_demo
+    from qw.demo import default_database, run_demo, total_jobs
 
     if url is None:
         path = db or default_database()
@@ -36,7 +38,7 @@ def demo(count: int, concurrency: int, db: Path | None, url: str | None) -> None
         url = f"sqlite:///{path.resolve()}"
     shown = escape_text(redact_url(url))
     click.echo(f"qw demo: {count} jobs on {shown}, a worker with concurrency {concurrency}")
-    with click.progressbar(length=count + 5, label="draining", show_pos=True) as bar:
+    with click.progressbar(length=total_jobs(count), label="draining", show_pos=True) as bar:
         seen = 0
 
         def progress(done: int, total: int) -> None:
@@ -53,13 +55,27 @@ def _print(s: DemoSummary) -> None:
     statuses = ", ".join(f"{n} {k}" for k, n in sorted(s.statuses.items()))
     events = ", ".join(f"{n} {k}" for k, n in sorted(s.events.items()))
     click.echo("")
-    click.echo(f"  jobs        {s.jobs} ({s.cancelled_by_operator} cancelled by an operator)")
+    click.echo(
+        f"  jobs        {s.jobs} ({s.cancelled_by_operator} cancelled by an operator, "
+        f"{s.workflow_steps} workflow steps)"
+    )
     click.echo(f"  finished    {statuses}")
     click.echo(f"  retries     {s.retries} failed attempts were retried with backoff")
     click.echo(f"  events      {events}")
+    tallies = s.workflow_steps - 2
+    echo_text(
+        f"  workflow    {s.workflow}: fetch -> {tallies} tallies in parallel -> report, "
+        f"{s.workflow_state}"
+    )
+    if s.workflow_result is not None:
+        result = json.dumps(s.workflow_result, ensure_ascii=False, separators=(",", ":"))
+        click.echo(f"  result      {escape_json(result)}")
     click.echo(f"  time        {s.seconds:.2f} s")
     click.echo(f"  throughput  {s.throughput:,.0f} jobs/s")
     click.echo("")
     url = escape_text(redact_url(s.url))
     click.echo(f"look around:  qw status --url {url} --namespace demo")
     click.echo(f"              qw jobs list --status failed --url {url} --namespace demo")
+    click.echo(
+        f"              qw workflows show {escape_text(s.workflow)} --url {url} --namespace demo"
+    )
