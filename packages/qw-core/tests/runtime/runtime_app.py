@@ -169,7 +169,7 @@ def register(app: qw.App) -> None:
         flat = [i for x in inputs for i in (x if isinstance(x, list) else [x])]
         if flat != list(job.parents):
             note(directory, "mismatch", f"{job.id} {flat} {list(job.parents)}")
-        time.sleep(0.002)
+        time.sleep(0.01)
         return job.id
 
     @app.task(name="rt.wf.fetch", queue="rt")

@@ -1,9 +1,11 @@
 """kill -9 of workers in the middle of workflows: no step stuck, none promoted twice.
 
 Worker processes (``qw worker runtime_app:app``) run many small workflows
-(a root, a fan-out of six, a fan-in, a chain of two) while the test kills one
-of them with SIGKILL every fraction of a second and starts another, ``KILLS``
-times (``QW_CRASH_KILLS``, default 100). Then fresh workers finish, and:
+(a root, a fan-out of six, a fan-in, a chain of two; steps of 10 ms) while
+the test kills one of them with SIGKILL every fraction of a second and
+starts another, ``KILLS`` times (``QW_CRASH_KILLS``, default 100), adding
+workflows so that every kill lands mid-workflow. Then the workers finish,
+and:
 
 - **no step is stuck**: every workflow ended ``succeeded``, every step too;
 - **no step was promoted twice or early**: each step first started after the
@@ -35,9 +37,11 @@ import qw
 from qw.model import JobStatus, WorkflowState
 
 KILLS = int(os.environ.get("QW_CRASH_KILLS", "100"))
-WORKFLOWS = 150
-#: Each killed worker lived at least this long, so that it claimed and ran steps.
-MIN_LIFE_S = 0.35
+#: Workflows at the start; more are added whenever a quarter of this is left.
+WORKFLOWS = 100
+#: A worker is killed this long after it started its first step (whatever
+#: its start-up took), so that it dies holding steps, mid-task or mid-write.
+LIFE_S = (0.05, 0.4)
 
 
 @pytest.fixture
@@ -58,38 +62,36 @@ def workers(process_url: str, namespace: str, tmp_path: Path) -> Iterator[Worker
 def test_kill_9_mid_workflow_leaves_nothing_stuck_and_promotes_once(
     app: qw.App, workers: Workers, notes: Path
 ) -> None:
-    echo = app.tasks["rt.wf.echo"]
-    flows = []
-    for n in range(WORKFLOWS):
-        wf = app.workflow(f"crash-{n}")
-        root = wf.add(echo, str(notes))
-        fanout = [wf.add(echo, str(notes), root) for _ in range(6)]
-        fanin = wf.add(echo, str(notes), fanout)
-        wf.add(echo, str(notes), wf.add(echo, str(notes), fanin))
-        flows.append(wf.enqueue().id)
+    flows: list[str] = []
+    _add_workflows(app, notes, flows, WORKFLOWS)
 
     rng = random.Random(12)
     options = ("--concurrency", "4", "--lease", "1.0", "--reclaim-interval", "0.2")
-    alive = [(workers.spawn(*options), time.monotonic()) for _ in range(2)]
+    alive = [workers.spawn(*options) for _ in range(3)]
+    deaths: dict[int, float] = {}
     kills = 0
     deadline = time.monotonic() + max(120.0, KILLS * 2.0)
     while kills < KILLS:
         assert time.monotonic() < deadline, f"only {kills} kills in time"
         time.sleep(rng.uniform(0.05, 0.2))
         index = rng.randrange(len(alive))
-        proc, born = alive[index]
-        if time.monotonic() - born < MIN_LIFE_S:
+        proc = alive[index]
+        if proc.pid not in deaths:
+            if str(proc.pid) in _pids_started(notes):
+                deaths[proc.pid] = time.monotonic() + rng.uniform(*LIFE_S)
             continue
-        if _unfinished(app, flows) == 0:
-            # The work ran out before the kills did: give it more.
-            pytest.fail(f"all workflows ended after {kills} kills; raise WORKFLOWS")
+        if time.monotonic() < deaths[proc.pid]:
+            continue
+        if _unfinished(app, flows) < WORKFLOWS // 4:
+            # Kill in the middle of workflows, never between them.
+            _add_workflows(app, notes, flows, WORKFLOWS // 2)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         kills += 1
-        alive[index] = (workers.spawn(*options), time.monotonic())
+        alive[index] = workers.spawn(*options)
 
     wait_until(lambda: _unfinished(app, flows) == 0, 180, "every workflow to end")
-    for proc, _ in alive:
+    for proc in alive:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
 
@@ -123,5 +125,21 @@ def test_kill_9_mid_workflow_leaves_nothing_stuck_and_promotes_once(
     assert flow_events == {("workflow.succeeded",): len(flows)}
 
 
+def _pids_started(notes: Path) -> set[str]:
+    return {line.split()[2] for line in read_lines(notes, "starts")}
+
+
+def _add_workflows(app: qw.App, notes: Path, flows: list[str], n: int) -> None:
+    """Add ``n`` workflows: a root, a fan-out of six, a fan-in, a chain of two."""
+    echo = app.tasks["rt.wf.echo"]
+    for _ in range(n):
+        wf = app.workflow(f"crash-{len(flows)}")
+        root = wf.add(echo, str(notes))
+        fanout = [wf.add(echo, str(notes), root) for _ in range(6)]
+        fanin = wf.add(echo, str(notes), fanout)
+        wf.add(echo, str(notes), wf.add(echo, str(notes), fanin))
+        flows.append(wf.enqueue().id)
+
+
 def _unfinished(app: qw.App, flows: list[str]) -> int:
-    return len(app.client.list_workflows(state=WorkflowState.RUNNING, limit=len(flows)))
+    return len(app.client.list_workflows(state=WorkflowState.RUNNING, limit=10_000))
