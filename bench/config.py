@@ -62,6 +62,12 @@ class Plan:
     wake_concurrency: int = 4
     backlog: int = 1_000_000
     backlog_samples: int = 200
+    #: Workflow phases: chain length, fan-out width, workflows of 10 steps, and
+    #: the concurrencies the workflows run at (the best one runs the fan-out).
+    wf_chain: int = 1_000
+    wf_fanout: int = 10_000
+    wf_flows: int = 1_000
+    wf_concurrencies: tuple[int, ...] = (1, 2, 4, 16)
     systems: tuple[str, ...] = field(default_factory=tuple)
 
     def phase_timeout(self, phase: str, n: int) -> float:
@@ -78,6 +84,12 @@ class Plan:
             return 60.0 + self.wake_samples * (self.wake_gap_ms[1] / 1000.0 + 0.5)
         if phase == "backlog":
             return 180.0 + self.backlog / 1000.0
+        if phase == "wf_chain":
+            # Sequential steps: a floor of 5 steps/s.
+            return 120.0 + n / 5.0
+        if phase in ("wf_fanout", "wf_flows"):
+            # n steps; wf_flows also drains as many plain jobs first (qw).
+            return 120.0 + n / 20.0
         return 60.0
 
 
@@ -91,6 +103,10 @@ def quick_plan() -> Plan:
         wake_samples=40,
         backlog=50_000,
         backlog_samples=50,
+        wf_chain=200,
+        wf_fanout=2_000,
+        wf_flows=200,
+        wf_concurrencies=(2, 4),
     )
 
 

@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import phases
+from bench import phases, workflows
 from bench.config import Plan, Stores
 from bench.drivers import load
 from bench.drivers.base import Unsupported
@@ -23,7 +23,7 @@ from bench.drivers.base import Unsupported
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     plan_fields = dict(spec["plan"])
-    for key in ("concurrencies", "bulk_sizes", "wake_gap_ms", "systems"):
+    for key in ("concurrencies", "bulk_sizes", "wake_gap_ms", "wf_concurrencies", "systems"):
         plan_fields[key] = tuple(plan_fields[key])
     plan = Plan(**plan_fields)
     stores = Stores.from_env(Path(spec["workdir"]))
@@ -31,11 +31,20 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     deadline = time.monotonic() + float(spec["timeout"]) - 10.0
     phase = spec["phase"]
     if phase == "info":
+        flows = isinstance(driver, workflows.FlowDriver)
+        plain = not flows or driver.plain_jobs  # type: ignore[attr-defined]
         return {
             "unavailable": driver.unavailable(),
             "version": driver.version(),
-            "settings": {str(c): driver.settings(c) for c in plan.concurrencies},
-            "wake_settings": driver.settings(plan.wake_concurrency),
+            "plain_jobs": plain,
+            "settings": {str(c): driver.settings(c) for c in plan.concurrencies} if plain else {},
+            "wake_settings": driver.settings(plan.wake_concurrency) if plain else {},
+            "flow_settings": {
+                str(c): driver.flow_settings(c)  # type: ignore[attr-defined]
+                for c in sorted({*plan.wf_concurrencies, plan.wake_concurrency})
+            }
+            if flows
+            else None,
             "bulk": driver.bulk,
         }
     if phase == "enqueue":
@@ -46,6 +55,20 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         return phases.wakeup(driver, plan, deadline)
     if phase == "backlog":
         return phases.backlog(driver, plan)
+    if phase.startswith("wf_"):
+        if not isinstance(driver, workflows.FlowDriver):
+            raise Unsupported(f"{driver.id} runs no workflows")
+        n, c = int(spec["n"]), int(spec["concurrency"])
+        if phase == "wf_chain":
+            return workflows.chain(driver, n, c, deadline)
+        if phase == "wf_fanout":
+            return workflows.fanout(driver, n, c, deadline)
+        if phase == "wf_flows":
+            out = workflows.flows(driver, n, c, deadline)
+            if driver.plain_jobs:
+                # A plain-job drain of as many jobs, same store, same concurrency.
+                out["plain"] = phases.drain(driver, out["steps"], c, deadline)
+            return out
     if phase == "cleanup":
         driver.cleanup()
         return {}

@@ -6,6 +6,11 @@ A no-op task calls :func:`record` with its job's index. Each process appends
 and forked children, and a few microseconds, so the probe does not weigh on
 what is measured. Timestamps are ``time.time_ns()`` so that several processes
 on one machine share one clock.
+
+Workflow steps note more than their start, each kind in files of its own
+(``<pid>.<kind>``): ``done`` when the step's body returns, ``fin`` when the
+system reports the step's terminal write committed (qw's ``qw_job_finished``
+hook, Celery's ``task_success`` signal).
 """
 
 from __future__ import annotations
@@ -15,26 +20,42 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ENV", "Counter", "Record", "count", "read", "record", "write_end"]
+__all__ = [
+    "DONE",
+    "ENV",
+    "FIN",
+    "START",
+    "Counter",
+    "Record",
+    "count",
+    "read",
+    "record",
+    "write_end",
+]
 
 ENV = "QW_BENCH_PROBE_DIR"
+#: File kinds: a task started; a step's body returned; its terminal write committed.
+START, DONE, FIN = "log", "done", "fin"
 
-_fd: int | None = None
+_fds: dict[str, int] = {}
 _pid: int | None = None
 
 
-def record(index: int) -> None:
-    """Note that job ``index`` started now (in this process)."""
-    global _fd, _pid
+def record(index: int, kind: str = START, at_ns: int | None = None) -> None:
+    """Note that job ``index`` started now (in this process), or another ``kind`` of moment."""
+    global _pid
     pid = os.getpid()
-    if _fd is None or _pid != pid:
+    if _pid != pid:
         # A forked child must not share its parent's descriptor position bookkeeping.
-        directory = os.environ[ENV]
-        _fd = os.open(
-            os.path.join(directory, f"{pid}.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
-        )
+        _fds.clear()
         _pid = pid
-    os.write(_fd, b"%d %d\n" % (index, time.time_ns()))
+    fd = _fds.get(kind)
+    if fd is None:
+        directory = os.environ[ENV]
+        fd = _fds[kind] = os.open(
+            os.path.join(directory, f"{pid}.{kind}"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+        )
+    os.write(fd, b"%d %d\n" % (index, time.time_ns() if at_ns is None else at_ns))
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +64,10 @@ class Record:
     at_ns: int
 
 
-def read(directory: Path) -> list[Record]:
-    """Every complete line written under ``directory`` so far."""
+def read(directory: Path, kind: str = START) -> list[Record]:
+    """Every complete line of ``kind`` written under ``directory`` so far."""
     out: list[Record] = []
-    for path in directory.glob("*.log"):
+    for path in directory.glob(f"*.{kind}"):
         data = path.read_bytes()
         for line in data.split(b"\n"):
             parts = line.split()

@@ -84,7 +84,19 @@ def parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     p.add_argument("--backlog", type=int, help="queued jobs for the claim-latency phase")
     p.add_argument("--wake-samples", type=int, help="jobs in the wake-up phase")
     p.add_argument("--systems", help=f"comma-separated subset of: {', '.join(ALL)} (default: all)")
-    p.add_argument("--skip", default="", help="phases to skip: enqueue,drain,wakeup,backlog")
+    p.add_argument(
+        "--skip", default="", help="phases to skip: enqueue,drain,wakeup,backlog,workflows"
+    )
+    p.add_argument("--wf-chain", type=int, help="steps in the chain (default 1,000; quick 200)")
+    p.add_argument(
+        "--wf-fanout",
+        type=int,
+        help="parallel steps before the fan-in (default 10,000; quick 2,000)",
+    )
+    p.add_argument("--wf-flows", type=int, help="workflows of 10 steps (default 1,000; quick 200)")
+    p.add_argument(
+        "--wf-concurrency", help="comma-separated concurrencies of the workflows (default 1,2,4,16)"
+    )
     p.add_argument("--name", help="results file stem (default: the plan's name)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     ns = p.parse_args(argv)
@@ -100,6 +112,11 @@ def parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         changes["wake_samples"] = ns.wake_samples
     if ns.name:
         changes["name"] = ns.name
+    for key in ("wf_chain", "wf_fanout", "wf_flows"):
+        if getattr(ns, key):
+            changes[key] = getattr(ns, key)
+    if ns.wf_concurrency:
+        changes["wf_concurrencies"] = tuple(int(c) for c in ns.wf_concurrency.split(","))
     systems = tuple(s.strip() for s in ns.systems.split(",")) if ns.systems else tuple(ALL)
     unknown = [s for s in systems if s not in ALL]
     if unknown:
@@ -119,10 +136,20 @@ def run_system(driver: str, plan: Plan, workdir: Path, skip: set[str]) -> dict[s
     details = info["result"]
     entry.update(version=details["version"], settings=details["settings"])
     entry["wake_settings"] = details["wake_settings"]
+    entry["flow_settings"] = details.get("flow_settings")
     if details["unavailable"]:
         entry["status"] = "skipped"
         entry["error"] = details["unavailable"]
         log(f"{driver}: skipped: {details['unavailable']}")
+        return entry
+    if not details.get("plain_jobs", True):
+        if "workflows" in skip:
+            entry["status"] = "skipped"
+            entry["error"] = "a workflow peer, and the workflows phase was skipped"
+            return entry
+        entry["status"] = "ran"
+        entry["workflows"] = run_workflows(driver, plan, workdir)
+        cleanup(driver, plan, workdir)
         return entry
     entry["status"] = "ran"
     if "enqueue" not in skip:
@@ -153,10 +180,65 @@ def run_system(driver: str, plan: Plan, workdir: Path, skip: set[str]) -> dict[s
         entry["backlog"] = run_phase(
             driver, "backlog", plan, workdir, plan.phase_timeout("backlog", 0)
         )
-    cleanup = run_phase(driver, "cleanup", plan, workdir, 120)
-    if not cleanup.get("ok"):
-        log(f"{driver}: cleanup failed: {cleanup.get('error')}")
+    if details.get("flow_settings") is not None and "workflows" not in skip:
+        entry["workflows"] = run_workflows(driver, plan, workdir)
+    cleanup(driver, plan, workdir)
     return entry
+
+
+def cleanup(driver: str, plan: Plan, workdir: Path) -> None:
+    done = run_phase(driver, "cleanup", plan, workdir, 120)
+    if not done.get("ok"):
+        log(f"{driver}: cleanup failed: {done.get('error')}")
+
+
+def best_concurrency(flows: dict[str, Any]) -> int | None:
+    """The concurrency of the fastest verified run of the workflows of 10 steps."""
+    ok = [
+        (r["result"]["steps_per_s"], int(c))
+        for c, r in flows.items()
+        if r.get("ok") and r["result"].get("ok")
+    ]
+    return max(ok)[1] if ok else None
+
+
+def run_workflows(driver: str, plan: Plan, workdir: Path) -> dict[str, Any]:
+    """The three workflow shapes; the fan-out runs at the workflows' best concurrency."""
+    out: dict[str, Any] = {"flows": {}}
+    steps = 10 * plan.wf_flows
+    for c in plan.wf_concurrencies:
+        log(f"{driver}: {plan.wf_flows:,} workflows of 10 steps, concurrency={c}")
+        out["flows"][str(c)] = run_phase(
+            driver,
+            "wf_flows",
+            plan,
+            workdir,
+            plan.phase_timeout("wf_flows", 2 * steps),
+            n=plan.wf_flows,
+            concurrency=c,
+        )
+    best = best_concurrency(out["flows"]) or plan.wake_concurrency
+    log(f"{driver}: fan-out of {plan.wf_fanout:,} + fan-in, concurrency={best}")
+    out["fanout"] = run_phase(
+        driver,
+        "wf_fanout",
+        plan,
+        workdir,
+        plan.phase_timeout("wf_fanout", plan.wf_fanout),
+        n=plan.wf_fanout,
+        concurrency=best,
+    )
+    log(f"{driver}: chain of {plan.wf_chain:,} steps, concurrency={plan.wake_concurrency}")
+    out["chain"] = run_phase(
+        driver,
+        "wf_chain",
+        plan,
+        workdir,
+        plan.phase_timeout("wf_chain", plan.wf_chain),
+        n=plan.wf_chain,
+        concurrency=plan.wake_concurrency,
+    )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     skip = {s.strip() for s in ns.skip.split(",") if s.strip()}
     log(
         f"plan {plan.name}: drain n={plan.drain_n:,} at concurrency {plan.concurrencies}; "
-        f"backlog {plan.backlog:,}; {plan.wake_samples} wake-up samples; logs in {workdir}"
+        f"backlog {plan.backlog:,}; {plan.wake_samples} wake-up samples; workflows: chain "
+        f"{plan.wf_chain:,}, fan-out {plan.wf_fanout:,}, {plan.wf_flows:,} x 10 steps at "
+        f"concurrency {plan.wf_concurrencies}; logs in {workdir}"
     )
     started = time.time()
     described = machine.describe(stores)

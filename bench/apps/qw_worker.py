@@ -5,25 +5,62 @@ writes with their outbox events) runs the no-op task. With ``DRAIN`` > 0 a
 plugin counts terminal writes as the worker reports them committed and stops
 the worker after the last one, noting that moment; with 0 it runs until
 SIGTERM (the wake-up phase).
+
+The workflow phases' steps (:func:`register`) run on the same worker; the
+plugin also notes when each step's terminal write committed (``fin``
+probe records), for the chain's step latency and the end of a workflow.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import qw
 from bench import probe
-from qw.model import Job, JobStatus
+from qw.model import Job, JobStatus, JSONValue
 from qw.plugin import hookimpl
 from qw.plugin.manager import QwPluginManager
 
 TASK = "bench.noop"
+STEP = "bench.wf.step"
+JOIN = "bench.wf.join"
 QUEUE = "bench"
 
 
+def register(app: qw.App) -> tuple[qw.Task[..., Any], qw.Task[..., Any]]:
+    """The workflow phases' two tasks on ``app``: a step, and a fan-in that checks its inputs.
+
+    ``step(index, parent, expect)`` returns its index; given ``expect`` it
+    fails unless its parent's result arrived and is that. ``join(index,
+    parts, first, count)`` fails unless ``parts`` are exactly ``first`` ..
+    ``first + count - 1`` (each once): a fan-in that did not see every result
+    fails its workflow.
+    """
+
+    @app.task(name=STEP, queue=QUEUE, max_attempts=3)
+    def step(index: int, parent: JSONValue = None, expect: int | None = None) -> int:
+        probe.record(index)
+        if expect is not None and parent != expect:
+            raise ValueError(f"step {index}: parent result {parent!r}, expected {expect}")
+        probe.record(index, probe.DONE)
+        return index
+
+    @app.task(name=JOIN, queue=QUEUE, max_attempts=3)
+    def join(index: int, parts: list[int], first: int, count: int) -> dict[str, int]:
+        probe.record(index)
+        if sorted(parts) != list(range(first, first + count)):
+            raise ValueError(f"fan-in {index} saw {len(parts)} results, not {first}..+{count}")
+        probe.record(index, probe.DONE)
+        return {"index": index, "count": len(parts), "sum": sum(parts)}
+
+    return step, join
+
+
 class DrainStop:
-    """Stops the worker once ``target`` jobs succeeded; notes the time of the last write."""
+    """Notes when each workflow step's terminal write committed; with a ``target``,
+    stops the worker once that many jobs succeeded and notes the time of the last write."""
 
     def __init__(self, worker_ref: list[qw.Worker], target: int) -> None:
         self._worker = worker_ref
@@ -32,9 +69,13 @@ class DrainStop:
         self.end_ns: int | None = None
 
     @hookimpl
-    def qw_job_finished(self, job: Job, status: JobStatus) -> None:
+    def qw_job_finished(self, job: Job, status: JobStatus, result: JSONValue) -> None:
         # Called from the one finisher thread, after the outcome committed.
         if status is JobStatus.SUCCEEDED:
+            if job.workflow is not None:
+                # A step returns its index; a fan-in returns {"index": ..., ...}.
+                index = result["index"] if isinstance(result, dict) else result
+                probe.record(int(index), probe.FIN)  # type: ignore[arg-type]
             self._done += 1
             if self._done == self._target:
                 self.end_ns = time.time_ns()
@@ -49,11 +90,11 @@ def main(argv: list[str]) -> int:
     def noop(index: int) -> None:
         probe.record(index)
 
+    register(app)
     plugins = QwPluginManager()
     ref: list[qw.Worker] = []
-    stopper = DrainStop(ref, drain) if drain > 0 else None
-    if stopper is not None:
-        plugins.register(stopper, name="bench.drain")
+    stopper = DrainStop(ref, drain)
+    plugins.register(stopper, name="bench.drain")
     worker = qw.Worker(
         app, qw.WorkerConfig(queues=(QUEUE,), concurrency=concurrency), plugins=plugins
     )
@@ -61,7 +102,7 @@ def main(argv: list[str]) -> int:
     stats = worker.run()
     app.close()
     print(f"qw worker stats: {stats}", flush=True)
-    if stopper is not None:
+    if drain > 0:
         if stopper.end_ns is None:
             print("stopped before the drain completed", file=sys.stderr)
             return 1

@@ -7,7 +7,7 @@ import importlib
 from bench.config import Stores
 from bench.drivers.base import Driver
 
-__all__ = ["ALL", "PEERS", "QW", "load"]
+__all__ = ["ALL", "PEERS", "QW", "WORKFLOW_PEERS", "load"]
 
 QW = ["qw-sqlite", "qw-postgres", "qw-redis", "qw-mongodb"]
 PEERS = [
@@ -19,7 +19,9 @@ PEERS = [
     "saq-redis",
     "huey-redis",
 ]
-ALL = QW + PEERS
+#: Peers of the workflow phases only.
+WORKFLOW_PEERS = ["celery-redis", "dbos-postgres"]
+ALL = QW + PEERS + WORKFLOW_PEERS
 
 _WHERE = {
     "qw-sqlite": ("bench.drivers.qw_driver", "QwSqlite"),
@@ -33,6 +35,8 @@ _WHERE = {
     "saq-redis": ("bench.drivers.saq_driver", "Saq"),
     "huey-redis": ("bench.drivers.huey_driver", "HueyRedis"),
     "huey-sqlite": ("bench.drivers.huey_driver", "HueySqlite"),
+    "celery-redis": ("bench.drivers.celery_driver", "Celery"),
+    "dbos-postgres": ("bench.drivers.dbos_driver", "Dbos"),
 }
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from bench import stores
-from bench.drivers.base import QUEUE, Driver, Workers, python_cmd, spawn
+from bench import probe, stores
+from bench.drivers.base import QUEUE, Workers, python_cmd, spawn
+from bench.workflows import FlowDriver, flow_indexes, poll_probe
 
 if TYPE_CHECKING:
     import qw
@@ -20,10 +21,11 @@ NAMESPACE = "bench"
 PG_DB = "qw_bench"
 
 
-class QwDriver(Driver):
+class QwDriver(FlowDriver):
     system = "qw"
     bulk = True
     _client_obj: qw.Client | None = None
+    _app_obj: tuple[qw.App, Any, Any] | None = None
 
     def url(self) -> str:
         raise NotImplementedError
@@ -65,6 +67,9 @@ class QwDriver(Driver):
         if self._client_obj is not None:
             self._client_obj.close()
             self._client_obj = None
+        if self._app_obj is not None:
+            self._app_obj[0].close()
+            self._app_obj = None
 
     def enqueue(self, indexes: range, batch: int) -> None:
         from qw.app import task_payload
@@ -91,6 +96,79 @@ class QwDriver(Driver):
 
         counts = self.client().counts()
         return int(counts.get(QUEUE, {}).get(JobStatus.SUCCEEDED, 0))
+
+    # -- workflows ------------------------------------------------------------
+
+    def flow_settings(self, concurrency: int) -> dict[str, str]:
+        return {
+            "worker": f"qw.Worker, 1 process, concurrency={concurrency} (thread pool), the "
+            "same worker and WorkerConfig defaults as the plain drains",
+            "workflows": "app.workflow(): wf.add(task, parent_step, ...) for chains and "
+            "diamonds, wf.map() for fan-outs, a step list as a fan-in's argument; each "
+            "workflow stored by one create_workflow call",
+            "store": self.store_note,
+        }
+
+    def _flow_app(self) -> tuple[qw.App, Any, Any]:
+        if self._app_obj is None:
+            import qw
+            from bench.apps.qw_worker import register
+
+            app = qw.App(self.url(), namespace=NAMESPACE)
+            step, join = register(app)
+            self._app_obj = (app, step, join)
+        return self._app_obj
+
+    def submit_chain(self, n: int, base: int = 0) -> Any:
+        app, step, _ = self._flow_app()
+        wf = app.workflow(f"chain{base}")
+        prev = wf.add(step, base)
+        for i in range(base + 1, base + n):
+            prev = wf.add(step, i, prev, i - 1)
+        return wf.enqueue()
+
+    def submit_fanout(self, n: int) -> Any:
+        app, step, join = self._flow_app()
+        wf = app.workflow("fanout")
+        parts = wf.map(step, range(n))
+        wf.add(join, n, parts, 0, n)
+        return wf.enqueue()
+
+    def submit_flows(self, count: int) -> list[Any]:
+        app, step, join = self._flow_app()
+        handles = []
+        for w in range(count):
+            ix = flow_indexes(w)
+            wf = app.workflow(f"w{w}")
+            a = wf.add(step, ix["a"])
+            b = wf.add(step, ix["b"], a, ix["a"])
+            c = wf.add(step, ix["c"], a, ix["a"])
+            d = wf.add(join, ix["d"], [b, c], ix["b"], 2)
+            es = wf.map(step, ix["e"], after=[d])
+            wf.add(join, ix["f"], es, ix["e"][0], len(ix["e"]))
+            handles.append(wf.enqueue())
+        return handles
+
+    def wait_done(self, handle: Any, last: int, workers: Workers, deadline: float) -> int:
+        # The worker's qw_job_finished hook notes the last step's commit.
+        return poll_probe(workers.probe_dir, probe.FIN, last, deadline, workers)
+
+    def wait_flows(self, handles: list[Any], steps: int, workers: Workers, deadline: float) -> int:
+        # The worker stops itself after the last step's terminal write, noting that moment.
+        return self.wait_exit_and_read_end(workers, steps, deadline)
+
+    def outcome(self, handle: Any) -> tuple[bool, Any]:
+        from qw.errors import WorkflowFailed
+
+        try:
+            return True, handle.result(timeout=30)
+        except WorkflowFailed as exc:
+            return False, f"{exc.state}: {exc.errors}"
+
+    def store_steps(self, handles: list[Any]) -> int | None:
+        from qw.model import JobStatus
+
+        return sum(int(h.status().counts.get(JobStatus.SUCCEEDED, 0)) for h in handles)
 
     def claim_latencies(self, samples: int) -> list[float]:
         """Seconds per ``claim(limit=1)`` call, ``samples`` times (each claim then completed)."""
