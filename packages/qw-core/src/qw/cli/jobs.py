@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import fields
 from typing import Any
 
 import click
@@ -31,9 +31,16 @@ WORKFLOW_FIELDS = ("workflow", "parents", "children", "on_parent_failure", "fail
 SHOW_STEP_IDS = 10
 
 
+_JOB_FIELDS = tuple(f.name for f in fields(Job))
+
+
 def job_dict(job: Job) -> dict[str, Any]:
-    """A job as plain data for ``--json``."""
-    return asdict(job)
+    """A job as plain data for ``--json``: its fields, by name, in order.
+
+    Not ``dataclasses.asdict``: that deep-copies every payload, result and
+    error, and a workflow of ten thousand steps is printed in one go.
+    """
+    return {name: getattr(job, name) for name in _JOB_FIELDS}
 
 
 def _task_of(job: Job) -> str:

@@ -57,9 +57,10 @@ def workflow_dict(workflow: Workflow) -> dict[str, Any]:
 
 def step_order(step_id: str) -> tuple[tuple[str | int, ...], str]:
     """A sort key putting ``wf.2`` before ``wf.10`` (ids hold numbers the builder counts up)."""
-    parts = _DIGITS.split(step_id)
+    parts: list[str | int] = list(_DIGITS.split(step_id))
     # split() alternates text and digits, so positions compare like with like.
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), step_id
+    parts[1::2] = map(int, parts[1::2])
+    return tuple(parts), step_id
 
 
 def _plural(n: int, what: str) -> str:
