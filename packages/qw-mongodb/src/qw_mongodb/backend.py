@@ -7,6 +7,33 @@ are relayed into ``events`` under a deterministic ``_id`` afterwards (see
 :mod:`qw_mongodb.documents`). Times come from :class:`~qw_mongodb.clock.ServerClock`.
 Every transition is decided by :mod:`qw.transitions`; this module only
 applies it under the right compare-and-set.
+
+Workflows (``capabilities.atomic_settle`` is False): a step's end is its own
+single-document write, as for any job; carrying it to its children and its
+workflow comes after, in idempotent writes (:meth:`MongoBackend._carry`):
+
+1. the fenced terminal write; the step's ``ended_settled`` is False (it was
+   inserted so, and only step 4 sets it);
+2. :func:`qw.transitions.settle` over :class:`_Graph`: each waiting child
+   gets the parent pushed into ``settled`` unless already there (and into
+   ``failed_parents`` unless it succeeded); a child whose ``settled`` covers
+   its ``parents`` gets :func:`~qw.transitions.plan_settled`'s transition by
+   compare-and-set from ``waiting``, and a child cancelled so is carried too;
+3. the workflow ends when no step of it is left that has not ended (counted
+   from the steps, so nothing is counted twice): compare-and-set from
+   ``running`` to :func:`~qw.transitions.plan_workflow_end`'s state, its
+   event in the same write under a deterministic key;
+4. ``ended_settled`` becomes True.
+
+A crash between these leaves ``ended_settled`` False, and
+:meth:`MongoBackend.reclaim_expired` redoes 2-4 for up to
+:data:`SETTLE_BATCH` such steps per call: a worker's next reclaim pass (one
+reclaim interval) completes what a crash left undone. Every write of 2-4 is
+a no-op when repeated, so a sweep racing a live settler is harmless.
+
+Fault injection, for tests only: :meth:`MongoBackend._interrupt_settles`
+makes the next ``n`` step ends stop after step 1, as if the process died
+there; the sweep is never interrupted.
 """
 
 from __future__ import annotations
@@ -32,7 +59,7 @@ from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.read_preferences import ReadPreference
 
 from qw.capabilities import Capabilities
-from qw.contract import Finish, Insert, Switches
+from qw.contract import Finish, Insert, Switches, WorkflowInsert
 from qw.errors import (
     BackendConflict,
     ConfigurationError,
@@ -48,13 +75,19 @@ from qw.model import (
     Lease,
     PurgeResult,
     WorkerInfo,
+    Workflow,
+    WorkflowState,
 )
 from qw.transitions import (
+    Ready,
     Transition,
     plan_cancel_queued,
     plan_enqueue,
     plan_reclaim,
+    plan_workflow_end,
     repeat_status,
+    settle,
+    workflow_event,
 )
 from qw.translate import map_exceptions
 from qw.validation import decode_json
@@ -71,6 +104,7 @@ from qw_mongodb.names import (
     SIGNALS,
     SWITCHES,
     WORKERS,
+    WORKFLOWS,
     database_name,
 )
 from qw_mongodb.wakeups import (
@@ -85,7 +119,10 @@ __all__ = ["DEFAULT_WRITE_CONCERN", "SCHEMA_VERSION", "MongoBackend", "choose_wr
 
 log = logging.getLogger("qw.mongodb")
 
-SCHEMA_VERSION = 1
+#: 2 added workflows (0.2.0). A version-1 store is upgraded on open: its
+#: jobs are all plain jobs, and nothing about them changed.
+SCHEMA_VERSION = 2
+_UPGRADABLE = (1,)
 #: Used unless the application's client sets a write concern of its own.
 DEFAULT_WRITE_CONCERN = WriteConcern(w="majority", j=True)
 # Wake-up signals and clock stamps are not data: losing one costs a poll.
@@ -97,6 +134,12 @@ STAGED_GRACE = timedelta(seconds=60)
 RECLAIM_BATCH = 1000
 LISTEN_READY_S = 5.0
 RELAY_BATCH = 100
+#: Step ends (left uncarried by a crash) the sweep carries per reclaim_expired call.
+SETTLE_BATCH = 100
+#: Workflow cancels (interrupted part-way) the sweep finishes per call.
+CANCEL_SWEEP_BATCH = 10
+#: Steps a workflow cancel may see move under it before it gives up on one.
+CANCEL_TRIES = 10
 _NAMESPACE_SWITCH = "namespace"
 _QUEUE_SWITCH = "queue:"
 
@@ -131,6 +174,7 @@ class MongoBackend:
         self._workers = self._collection(WORKERS)
         self._switches = self._collection(SWITCHES)
         self._meta = self._collection(META)
+        self._workflows = self._collection(WORKFLOWS)
         self._clock_stamps = self._collection(META, _LIGHT_WRITE_CONCERN)
         self._signals = self._collection(SIGNALS, _LIGHT_WRITE_CONCERN)
         self._clock = ServerClock(self._stamp)
@@ -141,7 +185,10 @@ class MongoBackend:
             multi_process=True,
             native_wakeup=options.wakeup != "poll",
             durable=bool(wc.get("j")) or wc.get("w") == "majority",
+            atomic_settle=False,
         )
+        # Test hook (see the module docstring): step ends to leave uncarried.
+        self._settle_interrupts = 0
         self._signals_on = False
         try:
             self._setup()
@@ -197,23 +244,34 @@ class MongoBackend:
             return_document=ReturnDocument.AFTER,
         )
         assert schema is not None  # upserted
-        if schema.get("version") != SCHEMA_VERSION:
+        version = schema.get("version")
+        if version != SCHEMA_VERSION and version not in _UPGRADABLE:
             raise SchemaError(
                 f"database {self._database_name!r} has qw-mongodb schema "
-                f"{schema.get('version')!r}; this code knows {SCHEMA_VERSION}"
+                f"{version!r}; this code knows {SCHEMA_VERSION}"
             )
         try:
             for collection, indexes in (
                 (self._jobs, d.job_indexes()),
                 (self._events, d.event_indexes()),
+                (self._workflows, d.workflow_indexes()),
             ):
+                existing = collection.index_information()
                 for index in indexes:
                     spec = dict(index.document)
+                    if _same_index(existing.get(spec["name"]), spec):
+                        continue  # made by an earlier open
                     collection.create_index(list(spec.pop("key").items()), **spec)
         except OperationFailure as exc:
             raise SchemaError(
                 f"qw's indexes in {self._database_name!r} conflict with existing ones: {exc}"
             ) from exc
+        if version != SCHEMA_VERSION:
+            # The upgrade is the new indexes (made above) and the version: the
+            # jobs of a version-1 store are plain jobs, stored as they were.
+            self._meta.update_one(
+                {"_id": "schema", "version": version}, {"$set": {"version": SCHEMA_VERSION}}
+            )
         self._clock.measure()
         mode = self._wakeup_mode()
         if mode == "tailable":
@@ -495,7 +553,7 @@ class MongoBackend:
                     now=self._clock.now(),
                     event_key=d.finish_event_key(lease.job_id, lease.token),
                 ),
-                projection={"queue": 1, "outbox": 1},
+                projection=d.ENDED_PROJECTION,
                 return_document=ReturnDocument.AFTER,
             )
             if after is None:
@@ -504,6 +562,8 @@ class MongoBackend:
             self._relay(after)
             if t.status is JobStatus.QUEUED:
                 requeued.add(after["queue"])
+            elif after.get("workflow") is not None and t.status.is_terminal:
+                self._carry(after["workflow"], [(after, t.status)])
             answers.append(t.status)
         if requeued:
             self._signal(requeued)
@@ -518,8 +578,13 @@ class MongoBackend:
 
     # -- the outbox relay ----------------------------------------------------
 
-    def _relay(self, job: Mapping[str, Any]) -> None:
-        """Copy ``job``'s outbox entries into ``events`` (idempotent), then drop them."""
+    def _relay(self, job: Mapping[str, Any], source: Collection[Any] | None = None) -> None:
+        """Copy ``job``'s outbox entries into ``events`` (idempotent), then drop them.
+
+        ``source`` is the collection the document is in: ``jobs``, or
+        ``workflows`` for a workflow's own event (its ``job_id`` is the
+        workflow's id).
+        """
         for entry in job.get("outbox") or ():
             try:
                 if self._events.find_one({"_id": entry["key"]}, {"_id": 1}) is None:
@@ -528,7 +593,9 @@ class MongoBackend:
                         self._events.insert_one(d.event_document(job["_id"], entry, cursor))
                     except DuplicateKeyError:
                         pass  # another relayer copied it first; its cursor stands
-                self._jobs.update_one(*d.outbox_done(job["_id"], entry["key"]))
+                (self._jobs if source is None else source).update_one(
+                    *d.outbox_done(job["_id"], entry["key"])
+                )
             except PyMongoError as exc:
                 # The entry stays in the job document; the next fetch or sweep relays it.
                 log.warning("qw-mongodb: event %s not relayed yet: %r", entry["key"], exc)
@@ -537,6 +604,8 @@ class MongoBackend:
     def _relay_leftovers(self) -> None:
         for job in self._jobs.find(d.PENDING_OUTBOX, {"outbox": 1}, limit=RELAY_BATCH):
             self._relay(job)
+        for flow in self._workflows.find(d.PENDING_OUTBOX, {"outbox": 1}, limit=RELAY_BATCH):
+            self._relay(flow, self._workflows)
 
     @translated
     def reclaim_expired(self) -> int:
@@ -555,7 +624,7 @@ class MongoBackend:
                 d.transition_update(
                     t, now=now, event_key=d.expired_event_key(doc["_id"], doc["token"])
                 ),
-                projection={"outbox": 1},
+                projection=d.ENDED_PROJECTION,
                 return_document=ReturnDocument.AFTER,
             )
             if after is None:
@@ -564,21 +633,55 @@ class MongoBackend:
             self._relay(after)
             if t.status is JobStatus.QUEUED:
                 requeued.add(doc["queue"])
+            elif after.get("workflow") is not None:
+                self._carry(after["workflow"], [(after, t.status)])
         self._settle_staged(now)
+        self._sweep_workflows()
         self._relay_leftovers()
         if requeued:
             self._signal(requeued)
         return count
 
     def _settle_staged(self, now: datetime) -> None:
-        """Finish or undo multi-job enqueues whose producer died part-way."""
-        stale = self._jobs.find(d.stale_staged_filter(now - STAGED_GRACE), {"batch": 1})
-        for batch in {doc["batch"] for doc in stale}:
-            if self._jobs.find_one(d.batch_committed_filter(batch), {"_id": 1}) is not None:
+        """Finish or undo multi-job enqueues (and workflow creates and adds) that died part-way."""
+        cutoff = now - STAGED_GRACE
+        stale = self._jobs.find(
+            d.stale_staged_filter(cutoff), {"batch": 1, "workflow": 1, "adder": 1}
+        )
+        batches = {doc["batch"]: doc for doc in stale}
+        for batch, doc in batches.items():
+            workflow, adder = doc.get("workflow"), doc.get("adder")
+            if workflow is not None and adder is None:
+                # A create: its commit point is the workflow document's.
+                flow = self._workflows.find_one({"_id": workflow, "batch": batch}, {"state": 1})
+                if flow is not None and flow["state"] != d.PENDING:
+                    self._reveal(batch)
+                    self._signal(None)
+                else:
+                    self._undo_create(workflow, batch)
+            elif workflow is not None:
+                # An add: its commit point is the note on the step that added it.
+                if self._jobs.find_one({"_id": adder, "adding.b": batch}, {"_id": 1}):
+                    self._finish_add(workflow, batch, adder)
+                else:
+                    self._jobs.delete_many({"batch": batch, "status": d.PENDING})
+                    self._end_workflow_if_done(workflow)
+            elif self._jobs.find_one(d.batch_committed_filter(batch), {"_id": 1}) is not None:
                 # The commit had begun, so every job of the batch was inserted.
                 self._jobs.update_many(*d.commit_batch(batch))
             else:
                 self._jobs.delete_many({"batch": batch, "status": d.PENDING})
+        # A create that died before staging any step left only its workflow document.
+        for flow in self._workflows.find(
+            {"state": d.PENDING, "created_at": {"$lt": cutoff}}, {"batch": 1}
+        ):
+            if flow["batch"] not in batches:
+                self._undo_create(flow["_id"], flow["batch"])
+
+    def _undo_create(self, workflow_id: str, batch: str) -> None:
+        # Steps first: a workflow document left behind is found and undone next time.
+        self._jobs.delete_many({"batch": batch, "status": d.PENDING})
+        self._workflows.delete_one(d.staged_workflow(workflow_id, batch))
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         return self.hub.wait(queues, timeout)
@@ -648,10 +751,13 @@ class MongoBackend:
         status: JobStatus | None = None,
         limit: int = 100,
         after: str | None = None,
+        workflow: str | None = None,
     ) -> list[Job]:
         query: dict[str, Any] = {"status": status.value} if status is not None else dict(d.VISIBLE)
         if queue is not None:
             query["queue"] = queue
+        if workflow is not None:
+            query["workflow"] = workflow
         if after is not None:
             query["_id"] = {"$gt": after}
         docs = self._jobs.find(query, sort=[("_id", 1)], limit=limit)
@@ -664,19 +770,21 @@ class MongoBackend:
             doc = self._jobs.find_one({"_id": job_id, **d.VISIBLE}, {"status": 1, "queue": 1})
             if doc is None:
                 return None
-            if doc["status"] == d.QUEUED:
+            if doc["status"] in (d.QUEUED, d.WAITING):
                 t = plan_cancel_queued(queue=doc["queue"])
                 update = d.transition_update(
                     t, now=self._clock.now(), event_key=d.cancel_event_key(job_id)
                 )
                 after = self._jobs.find_one_and_update(
-                    d.cancel_queued(job_id, doc["queue"]),
+                    d.cancel_queued(job_id, doc["queue"], doc["status"]),
                     update,
-                    projection={"outbox": 1},
+                    projection=d.ENDED_PROJECTION,
                     return_document=ReturnDocument.AFTER,
                 )
                 if after is not None:
                     self._relay(after)
+                    if after.get("workflow") is not None:
+                        self._carry(after["workflow"], [(after, t.status)])
                     return t.status
             elif doc["status"] == d.RUNNING:
                 if self._jobs.update_one(*d.cancel_running(job_id)).matched_count:
@@ -713,11 +821,486 @@ class MongoBackend:
         return result.modified_count
 
     @translated
+    def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        docs = {
+            doc["_id"]: doc for doc in self._jobs.find({"_id": {"$in": list(job_ids)}, **d.VISIBLE})
+        }
+        return [d.job_from_document(docs[i]) if i in docs else None for i in job_ids]
+
+    @translated
     def purge(self, older_than: float) -> PurgeResult:
         cutoff = self._clock.now() - timedelta(seconds=older_than)
         jobs = self._jobs.delete_many(d.purge_jobs_filter(cutoff)).deleted_count
+        for flow in self._workflows.find(d.purge_workflows_filter(cutoff), {"_id": 1}):
+            steps: dict[str, Any] = {"workflow": flow["_id"]}
+            for step in self._jobs.find({**steps, **d.PENDING_OUTBOX}, {"outbox": 1}):
+                self._relay(step)
+            if self._jobs.find_one({**steps, **d.PENDING_OUTBOX}, {"_id": 1}) is not None:
+                continue  # an event of a step is not relayed yet: next time
+            # Steps first: a workflow document left behind goes next time.
+            jobs += self._jobs.delete_many(steps).deleted_count
+            self._workflows.delete_one({"_id": flow["_id"], "state": {"$in": d.WF_ENDED}})
         events = self._events.delete_many(d.purge_events_filter(cutoff)).deleted_count
         return PurgeResult(jobs=jobs, events=events)
+
+    # -- workflows: creating and adding ---------------------------------------
+    #
+    # Without transactions, a batch of steps is inserted staged (``pending``,
+    # invisible) and committed by ONE single-document write, then revealed:
+    # a create commits by making its workflow document ``running``; an add by
+    # the fenced write that gives the running step its new children and a
+    # note of the batch. Whoever finds a committed batch still staged (the
+    # caller, the step's own end, or the sweep) reveals it; one that never
+    # committed is deleted by the sweep after STAGED_GRACE.
+
+    @translated
+    def create_workflow(self, workflow: WorkflowInsert, steps: Sequence[Insert]) -> bool:
+        for attempt in range(ENQUEUE_TRIES):
+            created = self._try_create_workflow(workflow, steps)
+            if created is not None:
+                return created
+            # Another create of this id is under way, or a dedupe key became live.
+            time.sleep(min(0.001 * 2**attempt, 0.05))
+        raise BackendConflict(
+            f"workflow {workflow.id!r} stayed contended (another create under way, "
+            "or dedupe keys taken meanwhile); try again"
+        )
+
+    def _try_create_workflow(
+        self, workflow: WorkflowInsert, steps: Sequence[Insert]
+    ) -> bool | None:
+        """One try: what create_workflow answers, or None to look again."""
+        now = self._clock.now()
+        existing = self._workflows.find_one(
+            {"_id": workflow.id}, {"state": 1, "batch": 1, "created_at": 1}
+        )
+        if existing is not None:
+            if existing["state"] != d.PENDING:
+                return False
+            if as_utc(existing["created_at"]) < now - STAGED_GRACE:
+                self._undo_create(workflow.id, existing["batch"])  # its creator died
+            return None
+        self._check_new_steps(steps)
+        batch = secrets.token_hex(12)
+        try:
+            self._workflows.insert_one(d.workflow_document(workflow, batch=batch, now=now))
+        except DuplicateKeyError:
+            return None  # another create of this id got there first
+        try:
+            staged = self._stage_steps(steps, batch=batch, now=now)
+        except (DuplicateJob, PyMongoError):
+            self._forget_workflow(workflow.id, batch)
+            raise
+        if not staged:
+            self._forget_workflow(workflow.id, batch)
+            return None
+        if not self._workflows.update_one(*d.commit_workflow(workflow.id, batch)).modified_count:
+            # The sweep took this create for abandoned (it ran past STAGED_GRACE).
+            self._roll_back(batch)
+            raise BackendConflict(f"creating workflow {workflow.id!r} took too long; try again")
+        self._reveal_steps(workflow.id, batch)
+        queues = {s.queue for s in steps if s.status is JobStatus.QUEUED}
+        if queues:
+            self._signal(queues)
+        return True
+
+    def _forget_workflow(self, workflow_id: str, batch: str) -> None:
+        try:
+            self._workflows.delete_one(d.staged_workflow(workflow_id, batch))
+        except PyMongoError as exc:
+            # Invisible while pending; the sweep removes it later.
+            log.warning("qw-mongodb: staged workflow %s not rolled back yet: %r", workflow_id, exc)
+
+    def _check_new_steps(self, steps: Sequence[Insert]) -> None:
+        """Refuse (DuplicateJob) a step id that exists, or a dedupe key a live job holds."""
+        clash = self._jobs.find_one({"_id": {"$in": [s.id for s in steps]}}, {"_id": 1})
+        if clash is not None:
+            raise DuplicateJob(f"job id {clash['_id']!r} already exists")
+        keys = {s.dedupe_key for s in steps if s.dedupe_key is not None}
+        if not keys:
+            return
+        live = {
+            doc["dedupe_live"]: doc["_id"]
+            for doc in self._jobs.find(d.live_keys_filter(keys), {"dedupe_live": 1})
+        }
+        answers, _ = plan_enqueue(steps, live)
+        held = [a.id for a in answers if not a.created]
+        if held:
+            raise DuplicateJob(f"a live job already holds the dedupe key of step(s) {held}")
+
+    def _stage_steps(
+        self,
+        steps: Sequence[Insert],
+        *,
+        batch: str,
+        now: datetime,
+        adder: tuple[str, str] | None = None,
+    ) -> bool:
+        """Insert ``steps`` staged under ``batch``; False (nothing left) if a dedupe key raced."""
+        children = d.step_children(steps)
+        first = self._reserve(d.JOB_SEQ, len(steps))
+        docs = [
+            d.job_document(
+                step,
+                seq=first + k,
+                now=now,
+                batch=batch,
+                children=children.get(step.id, ()),
+                adder=adder,
+            )
+            for k, step in enumerate(steps)
+        ]
+        try:
+            self._jobs.insert_many(docs, ordered=True)
+        except (DuplicateKeyError, BulkWriteError) as exc:
+            self._roll_back(batch)
+            if isinstance(exc, BulkWriteError) and any(
+                e.get("code") != 11000 for e in exc.details.get("writeErrors", [])
+            ):
+                raise
+            clash = self._jobs.find_one(
+                {"_id": {"$in": [doc["_id"] for doc in docs]}, "batch": {"$ne": batch}},
+                {"_id": 1},
+            )
+            if clash is not None:
+                raise DuplicateJob(f"job id {clash['_id']!r} already exists") from None
+            return False
+        except PyMongoError:
+            self._roll_back(batch)
+            raise
+        return True
+
+    def _reveal(self, batch: str) -> None:
+        for filter_, update in d.reveal_steps(batch):
+            self._jobs.update_many(filter_, update)
+
+    def _reveal_steps(self, workflow: str, batch: str) -> None:
+        """Reveal a committed batch; cancel it if its workflow's cancel came first.
+
+        The cancel sets its flag before it looks for steps, so either it
+        finds these revealed, or the read here finds its flag.
+        """
+        self._reveal(batch)
+        flow = self._workflows.find_one({"_id": workflow}, {"cancel_requested": 1})
+        if flow is not None and flow.get("cancel_requested"):
+            self._cancel_pass(workflow, batch=batch)
+
+    @translated
+    def add_steps(self, lease: Lease, steps: Sequence[Insert]) -> bool | None:
+        for attempt in range(ENQUEUE_TRIES):
+            answer = self._try_add_steps(lease, steps)
+            if not isinstance(answer, _Retry):
+                return answer
+            time.sleep(min(0.001 * 2**attempt, 0.05))
+        raise BackendConflict(
+            f"adding steps from job {lease.job_id!r} stayed contended (dedupe keys "
+            "taken meanwhile, or another add of this batch under way); try again"
+        )
+
+    def _try_add_steps(self, lease: Lease, steps: Sequence[Insert]) -> bool | _Retry | None:
+        fence = d.fence_filter(lease.job_id, lease.token, lease.attempt)
+        held = self._jobs.find_one(fence, {"workflow": 1})
+        workflow = None if held is None else held.get("workflow")
+        if workflow is None or any(s.workflow != workflow for s in steps):
+            return None
+        flow = self._workflows.find_one({"_id": workflow}, {"state": 1, "cancel_requested": 1})
+        if flow is None or flow["state"] != d.WF_RUNNING or flow.get("cancel_requested"):
+            return None
+        first = self._jobs.find_one({"_id": steps[0].id}, {"status": 1, "batch": 1, "adder": 1})
+        if first is not None:
+            if first["status"] != d.PENDING or first.get("adder") != lease.job_id:
+                return False
+            # An earlier add of this batch by this job is staged.
+            if self._jobs.find_one({"_id": lease.job_id, "adding.b": first["batch"]}, {"_id": 1}):
+                self._finish_add(workflow, first["batch"], lease.job_id)
+                return False  # it had committed: the batch was added
+            # It never committed (its call failed, or its lease was lost): undo, add afresh.
+            self._roll_back(first["batch"])
+            return _RETRY
+        self._check_new_steps(steps)
+        batch = secrets.token_hex(12)
+        adder = (lease.job_id, d.claim_token_of(lease.token, lease.job_id))
+        if not self._stage_steps(steps, batch=batch, now=self._clock.now(), adder=adder):
+            return _RETRY
+        mine = d.step_children(steps).get(lease.job_id, [])
+        if not self._jobs.update_one(fence, d.add_commit(mine, batch, len(steps))).modified_count:
+            self._roll_back(batch)
+            return None  # the lease was lost meanwhile
+        self._finish_add(
+            workflow, batch, lease.job_id, {s.queue for s in steps if s.status is JobStatus.QUEUED}
+        )
+        return True
+
+    def _finish_add(
+        self, workflow: str, batch: str, adder: str, queues: set[str] | None = None
+    ) -> None:
+        """Reveal a committed add and drop its note (idempotent); ``queues`` None wakes all."""
+        self._reveal_steps(workflow, batch)
+        self._jobs.update_one(*d.add_done(adder, batch))
+        if queues is None:
+            self._signal(None)
+        elif queues:
+            self._signal(queues)
+
+    # -- workflows: reading ----------------------------------------------------
+
+    @translated
+    def get_workflow(self, workflow_id: str) -> Workflow | None:
+        return self._get_workflow(workflow_id)
+
+    def _get_workflow(self, workflow_id: str) -> Workflow | None:
+        doc = self._workflows.find_one(
+            {"_id": workflow_id, "state": {"$ne": d.PENDING}}, {"outbox": 0}
+        )
+        if doc is None:
+            return None
+        return d.workflow_from_document(doc, self._step_counts([workflow_id]).get(workflow_id, {}))
+
+    def _step_counts(self, workflow_ids: list[str]) -> dict[str, dict[JobStatus, int]]:
+        counts: dict[str, dict[JobStatus, int]] = {}
+        for row in self._jobs.aggregate(d.step_counts_pipeline(workflow_ids)):
+            counts.setdefault(row["_id"]["w"], {})[JobStatus(row["_id"]["s"])] = row["n"]
+        return counts
+
+    @translated
+    def list_workflows(
+        self, *, state: WorkflowState | None = None, limit: int = 100, after: str | None = None
+    ) -> list[Workflow]:
+        query: dict[str, Any] = (
+            {"state": state.value} if state is not None else {"state": {"$ne": d.PENDING}}
+        )
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        docs = list(self._workflows.find(query, {"outbox": 0}, sort=[("_id", 1)], limit=limit))
+        counts = self._step_counts([doc["_id"] for doc in docs])
+        return [d.workflow_from_document(doc, counts.get(doc["_id"], {})) for doc in docs]
+
+    # -- workflows: cancelling -------------------------------------------------
+
+    @translated
+    def cancel_workflow(self, workflow_id: str) -> Workflow | None:
+        flow = self._workflows.find_one({"_id": workflow_id}, {"state": 1})
+        if flow is None or flow["state"] == d.PENDING:
+            return None
+        if flow["state"] == d.WF_RUNNING:
+            # The flag first: an add or create revealing steps afterwards sees it.
+            self._workflows.update_one(*d.request_cancel(workflow_id))
+            self._cancel_pass(workflow_id)
+        return self._get_workflow(workflow_id)
+
+    def _cancel_pass(
+        self, workflow: str, *, batch: str | None = None, interruptible: bool = True
+    ) -> None:
+        """Cancel the waiting and queued steps (of ``batch``), flag the running ones, carry.
+
+        Idempotent: a cancel interrupted part-way leaves ``cancel_done``
+        False, and the sweep runs the pass again.
+        """
+        now = self._clock.now()
+        ended: list[tuple[Mapping[str, Any], JobStatus]] = []
+        for doc in list(
+            self._jobs.find(d.cancellable_steps(workflow, batch), {"status": 1, "queue": 1})
+        ):
+            after = self._cancel_step(doc, now)
+            if after is not None:
+                ended.append((after, JobStatus.CANCELLED))
+        if ended:
+            self._carry(workflow, ended, interruptible=interruptible, in_cancel=True)
+        else:
+            self._end_workflow_if_done(workflow)
+        if batch is None:
+            self._workflows.update_one(*d.cancel_done(workflow))
+
+    def _cancel_step(self, doc: Mapping[str, Any], now: datetime) -> Mapping[str, Any] | None:
+        """Cancel one step as :meth:`cancel` does; its document if it ended so, else None."""
+        job_id = doc["_id"]
+        for _ in range(CANCEL_TRIES):
+            status = doc["status"]
+            if status in (d.WAITING, d.QUEUED):
+                t = plan_cancel_queued(queue=doc["queue"])
+                after = self._jobs.find_one_and_update(
+                    d.cancel_queued(job_id, doc["queue"], status),
+                    d.transition_update(t, now=now, event_key=d.cancel_event_key(job_id)),
+                    projection=d.ENDED_PROJECTION,
+                    return_document=ReturnDocument.AFTER,
+                )
+                if after is not None:
+                    self._relay(after)
+                    ended: Mapping[str, Any] = after
+                    return ended
+            elif status == d.RUNNING:
+                if self._jobs.update_one(*d.cancel_running(job_id)).matched_count:
+                    return None
+            else:
+                return None  # it ended meanwhile
+            found = self._jobs.find_one({"_id": job_id, **d.VISIBLE}, {"status": 1, "queue": 1})
+            if found is None:
+                return None
+            doc = found
+        raise BackendConflict(f"step {job_id!r} kept changing while its workflow was cancelled")
+
+    # -- workflows: carrying a step's end --------------------------------------
+
+    def _interrupt_settles(self, n: int = 1) -> None:
+        """Test hook: the next ``n`` step ends stop after their own write, as a crash would.
+
+        Their children and workflow are left as the crash leaves them
+        (``ended_settled`` False) for :meth:`reclaim_expired` to complete.
+        A carry of several ends at once (a workflow cancel) counts as one.
+        """
+        self._settle_interrupts = n
+
+    def _carry(
+        self,
+        workflow: str,
+        ended: Sequence[tuple[Mapping[str, Any], JobStatus]],
+        *,
+        interruptible: bool = True,
+        in_cancel: bool = False,
+    ) -> None:
+        """Steps 2-4 of the module docstring for steps of ``workflow`` that just ended.
+
+        Each ``ended`` document carries :data:`~qw_mongodb.documents.ENDED_PROJECTION`.
+        A driver error is logged, not raised: the step's own write stands,
+        and the sweep completes the rest.
+        """
+        if interruptible and self._settle_interrupts > 0:
+            self._settle_interrupts -= 1
+            return
+        try:
+            if not in_cancel:
+                flow = self._workflows.find_one(
+                    {"_id": workflow}, {"state": 1, "cancel_requested": 1, "cancel_done": 1}
+                )
+                if (
+                    flow is not None
+                    and flow["state"] == d.WF_RUNNING
+                    and flow.get("cancel_requested")
+                    and not flow.get("cancel_done")
+                ):
+                    # Finish an interrupted cancel first: no child of this
+                    # step is to be settled into running meanwhile.
+                    self._cancel_pass(workflow, interruptible=False)
+            for doc, _ in ended:
+                for note in doc.get("adding") or ():
+                    # Steps this one added, committed but not revealed: they are its children.
+                    self._finish_add(workflow, note["b"], doc["_id"])
+            graph = _Graph(self, self._clock.now())
+            for doc, _ in ended:
+                graph.children[doc["_id"]] = list(doc.get("children") or ())
+            settle(graph, [(doc["_id"], status) for doc, status in ended])
+            self._end_workflow_if_done(workflow)
+            self._jobs.update_many(*d.carried([doc["_id"] for doc, _ in ended] + graph.ended))
+            if graph.requeued:
+                self._signal(graph.requeued)
+        except PyMongoError as exc:
+            log.warning(
+                "qw-mongodb: the end of step(s) %s not carried yet (reclaim_expired will): %r",
+                [doc["_id"] for doc, _ in ended][:5],
+                exc,
+            )
+
+    def _end_workflow_if_done(self, workflow: str) -> None:
+        """End the workflow if no step of it is left that has not ended (idempotent)."""
+        for _ in range(3):
+            flow = self._workflows.find_one({"_id": workflow}, {"state": 1, "cancel_requested": 1})
+            if flow is None or flow["state"] != d.WF_RUNNING:
+                return
+            if self._jobs.find_one(d.live_steps(workflow), {"_id": 1}) is not None:
+                return
+            counts = self._step_counts([workflow]).get(workflow, {})
+            requested = bool(flow.get("cancel_requested"))
+            state = plan_workflow_end(
+                failed=counts.get(JobStatus.FAILED, 0),
+                cancelled=counts.get(JobStatus.CANCELLED, 0),
+                cancel_requested=requested,
+            )
+            after = self._workflows.find_one_and_update(
+                *d.workflow_end(
+                    workflow,
+                    state,
+                    cancel_requested=requested,
+                    event=workflow_event(workflow, state),
+                    now=self._clock.now(),
+                ),
+                projection={"outbox": 1},
+                return_document=ReturnDocument.AFTER,
+            )
+            if after is not None:
+                self._relay(after, self._workflows)
+                return
+            # Ended by another settler, or cancelled meanwhile: look again.
+
+    def _sweep_workflows(self) -> None:
+        """Complete what a crash left undone: cancels first, then uncarried step ends."""
+        for flow in list(
+            self._workflows.find(d.UNFINISHED_CANCELS, {"_id": 1}, limit=CANCEL_SWEEP_BATCH)
+        ):
+            self._cancel_pass(flow["_id"], interruptible=False)
+        by_flow: dict[str, list[tuple[Mapping[str, Any], JobStatus]]] = {}
+        for doc in self._jobs.find(d.UNSETTLED_ENDS, d.ENDED_PROJECTION, limit=SETTLE_BATCH):
+            by_flow.setdefault(doc["workflow"], []).append((doc, JobStatus(doc["status"])))
+        for workflow, ended in by_flow.items():
+            self._carry(workflow, ended, interruptible=False)
+
+
+class _Retry:
+    """An add_steps try that must be made again (a sentinel)."""
+
+
+_RETRY = _Retry()
+
+
+class _Graph:
+    """The MongoDB side of :func:`qw.transitions.settle`: idempotent one-document writes.
+
+    Not one atomic write (see the module docstring): each write is a no-op
+    when repeated, so a settle cut short is completed by running it again.
+    """
+
+    def __init__(self, backend: MongoBackend, now: datetime) -> None:
+        self._backend = backend
+        self._jobs = backend._jobs
+        self._now = now
+        #: Children of the steps being settled, as their own writes returned them.
+        self.children: dict[str, list[str]] = {}
+        #: Steps this settle ended (cancelled by plan_settled), to be marked carried.
+        self.ended: list[str] = []
+        self.requeued: set[str] = set()
+
+    def count_ended(self, parent: str, status: JobStatus) -> list[Ready]:
+        children = self.children.get(parent)
+        if children is None:
+            doc = self._jobs.find_one({"_id": parent}, {"children": 1})
+            children = list((doc or {}).get("children") or ())
+        if not children:
+            return []
+        self._jobs.update_many(*d.settle_children(children, parent, status))
+        # Ready whoever pushed the last parent (this call, or one a crash cut short).
+        order = {child: i for i, child in enumerate(children)}
+        ready = [
+            r
+            for doc in self._jobs.find(d.waiting_steps(children), d.READY_PROJECTION)
+            if (r := d.ready_of(doc)) is not None
+        ]
+        ready.sort(key=lambda r: order[r.id])
+        return ready
+
+    def apply_settled(self, step: Ready, transition: Transition) -> None:
+        after = self._jobs.find_one_and_update(
+            d.settled_cas(step.id),
+            d.transition_update(transition, now=self._now, event_key=d.settled_event_key(step.id)),
+            projection=d.ENDED_PROJECTION,
+            return_document=ReturnDocument.AFTER,
+        )
+        if after is None:
+            return  # another settler applied it first, and carries it
+        self._backend._relay(after)
+        if transition.status is JobStatus.QUEUED:
+            self.requeued.add(after["queue"])
+        else:
+            self.children[step.id] = list(after.get("children") or ())
+            self.ended.append(step.id)
 
 
 def choose_write_concern(client_wc: object) -> WriteConcern:
@@ -725,6 +1308,24 @@ def choose_write_concern(client_wc: object) -> WriteConcern:
     if isinstance(client_wc, WriteConcern) and not client_wc.is_server_default:
         return client_wc
     return DEFAULT_WRITE_CONCERN
+
+
+def _same_index(found: Mapping[str, Any] | None, spec: Mapping[str, Any]) -> bool:
+    """Whether an index listed by ``index_information`` is exactly ``spec`` (an IndexModel's).
+
+    Anything else goes to ``create_index``, which makes it or refuses a
+    conflicting one. (mongomock, rebuilding a unique index over existing
+    documents, ignores its partial filter: skipping the no-op avoids that.)
+    """
+    if found is None:
+        return False
+    keys = [(name, int(direction)) for name, direction in found.get("key", ())]
+    return (
+        keys == [(name, int(direction)) for name, direction in spec["key"].items()]
+        and bool(found.get("unique")) == bool(spec.get("unique"))
+        and bool(found.get("sparse")) == bool(spec.get("sparse"))
+        and found.get("partialFilterExpression") == spec.get("partialFilterExpression")
+    )
 
 
 def _claim(doc: Mapping[str, Any]) -> Claim:

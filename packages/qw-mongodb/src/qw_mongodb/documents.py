@@ -13,6 +13,26 @@ A job document::
      cancel_requested, [dedupe_key, dedupe_live], [result], [error],
      [started_at], [finished_at], [batch], [outbox: [{key, type, data, at}]]}
 
+A workflow step has, besides (a plain job has none of these)::
+
+    {workflow, parents, children, on_parent_failure, failed_parents,
+     settled, ended_settled, [adder, adder_token], [adding: [{b, n}]]}
+
+``settled`` lists the parents whose end has been counted (so counting is
+idempotent: a parent is pushed only if absent, and the step is ready when
+``settled`` covers ``parents``); ``ended_settled`` is False until the step's
+own end has been carried to its children and its workflow. ``adder`` (with
+its claim token) marks a step staged by :meth:`add_steps`; ``adding`` on the
+running step lists the batches it has committed and not yet revealed.
+
+A workflow document (collection ``workflows``)::
+
+    {_id, state, batch, created_at, output, finished_at, cancel_requested,
+     cancel_done, [outbox]}
+
+``state`` is ``pending`` until :meth:`create_workflow` commits it; steps
+not ended are counted from the steps themselves, never kept as a counter.
+
 Payloads, results, errors and event data are stored as JSON text: BSON cannot
 carry every JSON value (integers beyond 64 bits) and a stored ``$``-key must
 never be read as an operator, so the text is the exact value the producer
@@ -24,24 +44,28 @@ partial index enforces.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
 
-from qw.contract import Insert
-from qw.model import Job, JobStatus, WorkerInfo
-from qw.transitions import Transition
+from qw.contract import Insert, WorkflowInsert
+from qw.model import Job, JobStatus, ParentFailure, WorkerInfo, Workflow, WorkflowState
+from qw.transitions import Ready, Transition
 from qw.validation import decode_json
 from qw_mongodb.clock import as_utc, to_millis
 
 __all__ = [
     "CLAIM_SORT",
+    "ENDED_PROJECTION",
     "EVENT_CURSOR",
     "JOB_SEQ",
     "LIVE",
     "PENDING",
     "PENDING_OUTBOX",
+    "UNFINISHED_CANCELS",
+    "UNSETTLED_ENDS",
     "Doc",
 ]
 
@@ -50,11 +74,15 @@ Doc = dict[str, Any]
 #: Status of the jobs of a multi-job enqueue between their insert and their
 #: commit: invisible to claims, reads and counts.
 PENDING = "pending"
+WAITING = JobStatus.WAITING.value
 QUEUED = JobStatus.QUEUED.value
 RUNNING = JobStatus.RUNNING.value
-LIVE = [QUEUED, RUNNING]
+LIVE = [WAITING, QUEUED, RUNNING]
 TERMINAL = [s.value for s in JobStatus if s.is_terminal]
 VISIBLE: Doc = {"status": {"$ne": PENDING}}
+#: A workflow while its steps run; ``pending`` (above) before its create commits.
+WF_RUNNING = WorkflowState.RUNNING.value
+WF_ENDED = [s.value for s in WorkflowState if s is not WorkflowState.RUNNING]
 CLAIM_SORT = [("priority", ASCENDING), ("seq", ASCENDING)]
 PENDING_OUTBOX: Doc = {"outbox.key": {"$exists": True}}
 JOB_SEQ = "job_seq"
@@ -103,6 +131,36 @@ def job_indexes() -> list[IndexModel]:
         ),
         IndexModel([("outbox.key", 1)], name="outbox_pending", sparse=True),
         IndexModel([("batch", 1)], name="enqueue_batch", sparse=True),
+        # Workflow steps only (plain jobs have no ``workflow``: no upkeep for them).
+        IndexModel(
+            [("workflow", 1), ("_id", 1)],
+            name="workflow_id",
+            partialFilterExpression={"workflow": {"$type": "string"}},
+        ),
+        IndexModel(
+            [("workflow", 1), ("status", 1)],
+            name="workflow_status",
+            partialFilterExpression={"workflow": {"$type": "string"}},
+        ),
+        # The sweep: steps whose end has not been carried yet.
+        IndexModel(
+            [("status", 1)],
+            name="unsettled_ends",
+            partialFilterExpression={"ended_settled": False},
+        ),
+    ]
+
+
+def workflow_indexes() -> list[IndexModel]:
+    """The indexes of the ``workflows`` collection."""
+    return [
+        IndexModel([("state", 1), ("_id", 1)], name="state_id"),
+        IndexModel(
+            [("finished_at", 1)],
+            name="finished_at",
+            partialFilterExpression={"finished_at": {"$type": "date"}},
+        ),
+        IndexModel([("outbox.key", 1)], name="outbox_pending", sparse=True),
     ]
 
 
@@ -118,10 +176,21 @@ def event_indexes() -> list[IndexModel]:
 # -- enqueue -----------------------------------------------------------------
 
 
-def job_document(new: Insert, *, seq: int, now: datetime, batch: str | None = None) -> Doc:
+def job_document(
+    new: Insert,
+    *,
+    seq: int,
+    now: datetime,
+    batch: str | None = None,
+    children: Iterable[str] = (),
+    adder: tuple[str, str] | None = None,
+) -> Doc:
     """The document for a new job; staged (``pending``) when part of a multi-job batch.
 
-    Which jobs get one is :func:`qw.transitions.plan_enqueue`'s decision.
+    Which jobs get one is :func:`qw.transitions.plan_enqueue`'s decision. A
+    workflow step (always staged) also gets its edges: ``children`` are the
+    steps of its batch that name it as a parent, and ``adder`` the job id
+    and claim token of the running step that adds it (:meth:`add_steps`).
     """
     run_at = new.run_at if new.run_at is not None else now + timedelta(seconds=new.delay or 0)
     doc: Doc = {
@@ -143,7 +212,26 @@ def job_document(new: Insert, *, seq: int, now: datetime, batch: str | None = No
         doc["dedupe_live"] = new.dedupe_key
     if batch is not None:
         doc["batch"] = batch
+    if new.workflow is not None:
+        doc["workflow"] = new.workflow
+        doc["parents"] = list(new.parents)
+        doc["children"] = list(children)
+        doc["on_parent_failure"] = new.on_parent_failure.value
+        doc["failed_parents"] = []
+        doc["settled"] = []
+        doc["ended_settled"] = False
+        if adder is not None:
+            doc["adder"], doc["adder_token"] = adder
     return doc
+
+
+def step_children(steps: Iterable[Insert]) -> dict[str, list[str]]:
+    """Each parent's children among ``steps``, in insert order (parents outside included)."""
+    children: dict[str, list[str]] = {}
+    for step in steps:
+        for parent in step.parents:
+            children.setdefault(parent, []).append(step.id)
+    return children
 
 
 def live_keys_filter(keys: Iterable[str]) -> Doc:
@@ -154,6 +242,19 @@ def live_keys_filter(keys: Iterable[str]) -> Doc:
 def commit_batch(batch: str) -> tuple[Doc, Doc]:
     """Filter and update that make a staged batch visible (idempotent)."""
     return {"batch": batch, "status": PENDING}, {"$set": {"status": QUEUED}}
+
+
+def reveal_steps(batch: str) -> list[tuple[Doc, Doc]]:
+    """The updates, in order, that make a staged batch of steps visible (idempotent).
+
+    A step with parents becomes ``waiting``, the others ``queued``: the
+    status the client gave each Insert, told apart by whether it has parents.
+    """
+    staged: Doc = {"batch": batch, "status": PENDING}
+    return [
+        ({**staged, "parents.0": {"$exists": True}}, {"$set": {"status": WAITING}}),
+        (staged, {"$set": {"status": QUEUED}}),
+    ]
 
 
 def counter_bump(name: str, n: int) -> tuple[Doc, Doc]:
@@ -312,13 +413,13 @@ def batch_committed_filter(batch: str) -> Doc:
 # -- cancel ------------------------------------------------------------------
 
 
-def cancel_queued(job_id: str, queue: str) -> Doc:
-    """Compare-and-set for cancelling a queued job: still queued, on the queue its event names.
+def cancel_queued(job_id: str, queue: str, status: str = QUEUED) -> Doc:
+    """Compare-and-set for cancelling a queued or waiting job: still so, on its event's queue.
 
     The update is :func:`transition_update` of
     :func:`qw.transitions.plan_cancel_queued`, under :func:`cancel_event_key`.
     """
-    return {"_id": job_id, "status": QUEUED, "queue": queue}
+    return {"_id": job_id, "status": status, "queue": queue}
 
 
 def cancel_running(job_id: str) -> tuple[Doc, Doc]:
@@ -348,9 +449,22 @@ def outbox_done(job_id: str, key: str) -> tuple[Doc, Doc]:
 
 
 def purge_jobs_filter(cutoff: datetime) -> Doc:
-    """Terminal jobs finished before ``cutoff`` whose events have all been relayed."""
+    """Plain terminal jobs finished before ``cutoff`` whose events have all been relayed.
+
+    Workflow steps go only with their workflow (:func:`purge_workflows_filter`).
+    """
     return {
         "status": {"$in": TERMINAL},
+        "finished_at": {"$lt": cutoff},
+        "outbox.key": {"$exists": False},
+        "workflow": None,
+    }
+
+
+def purge_workflows_filter(cutoff: datetime) -> Doc:
+    """Workflows that ended before ``cutoff`` whose own event has been relayed."""
+    return {
+        "state": {"$in": WF_ENDED},
         "finished_at": {"$lt": cutoff},
         "outbox.key": {"$exists": False},
     }
@@ -358,6 +472,193 @@ def purge_jobs_filter(cutoff: datetime) -> Doc:
 
 def purge_events_filter(cutoff: datetime) -> Doc:
     return {"acked": True, "created_at": {"$lt": cutoff}}
+
+
+# -- workflows ---------------------------------------------------------------
+
+
+def workflow_document(workflow: WorkflowInsert, *, batch: str, now: datetime) -> Doc:
+    """A new workflow, ``pending`` until :func:`commit_workflow` (steps staged under ``batch``)."""
+    return {
+        "_id": workflow.id,
+        "state": PENDING,
+        "batch": batch,
+        "created_at": now,
+        "output": workflow.output,
+        "finished_at": None,
+        "cancel_requested": False,
+        "cancel_done": False,
+    }
+
+
+def staged_workflow(workflow_id: str, batch: str) -> Doc:
+    """The workflow while the create that staged ``batch`` has not committed it."""
+    return {"_id": workflow_id, "batch": batch, "state": PENDING}
+
+
+def commit_workflow(workflow_id: str, batch: str) -> tuple[Doc, Doc]:
+    """A create's commit point: one update makes the workflow exist (its steps follow)."""
+    return staged_workflow(workflow_id, batch), {"$set": {"state": WF_RUNNING}}
+
+
+def add_commit(children: list[str], batch: str, n: int) -> Doc:
+    """:meth:`add_steps`' commit point, sent with the lease's :func:`fence_filter`.
+
+    The running step gets its new children and a note of the batch, which
+    stays until the batch is revealed (whoever finds the note finishes it).
+    """
+    update: Doc = {"$push": {"adding": {"b": batch, "n": n}}}
+    if children:
+        update["$push"]["children"] = {"$each": children}
+    return update
+
+
+def add_done(adder: str, batch: str) -> tuple[Doc, Doc]:
+    """The batch is revealed: drop its note from the step that added it."""
+    return {"_id": adder}, {"$pull": {"adding": {"b": batch}}}
+
+
+def request_cancel(workflow_id: str) -> tuple[Doc, Doc]:
+    return {"_id": workflow_id, "state": WF_RUNNING}, {"$set": {"cancel_requested": True}}
+
+
+def cancel_done(workflow_id: str) -> tuple[Doc, Doc]:
+    """Every step the cancel found not running has been cancelled (the sweep stops redoing it)."""
+    return {"_id": workflow_id}, {"$set": {"cancel_done": True}}
+
+
+#: Workflows whose cancel was interrupted before every step was cancelled.
+UNFINISHED_CANCELS: Doc = {"state": WF_RUNNING, "cancel_requested": True, "cancel_done": False}
+
+
+def cancellable_steps(workflow_id: str, batch: str | None = None) -> Doc:
+    """Steps a workflow cancel acts on: waiting and queued ones are cancelled, running flagged."""
+    query: Doc = {"workflow": workflow_id, "status": {"$in": LIVE}}
+    if batch is not None:
+        query["batch"] = batch
+    return query
+
+
+def settle_children(children: list[str], parent: str, status: JobStatus) -> tuple[Doc, Doc]:
+    """Count ``parent`` (ended ``status``) as ended for each waiting child, once per child.
+
+    The filter's ``settled: {$ne: parent}`` makes a repeat (a crash, then
+    the sweep; or two settlers racing) change nothing.
+    """
+    push: Doc = {"settled": parent}
+    if status is not JobStatus.SUCCEEDED:
+        push["failed_parents"] = parent
+    return (
+        {"_id": {"$in": children}, "status": WAITING, "settled": {"$ne": parent}},
+        {"$push": push},
+    )
+
+
+def waiting_steps(ids: list[str]) -> Doc:
+    return {"_id": {"$in": ids}, "status": WAITING}
+
+
+READY_PROJECTION: Doc = {
+    "queue": 1,
+    "parents": 1,
+    "settled": 1,
+    "failed_parents": 1,
+    "on_parent_failure": 1,
+}
+
+
+def ready_of(doc: Mapping[str, Any]) -> Ready | None:
+    """The waiting step as :func:`qw.transitions.plan_settled` reads it, once every parent ended."""
+    if not set(doc.get("parents", ())) <= set(doc.get("settled", ())):
+        return None
+    return Ready(
+        doc["_id"],
+        doc["queue"],
+        ParentFailure(doc.get("on_parent_failure", ParentFailure.CANCEL.value)),
+        tuple(doc.get("failed_parents", ())),
+    )
+
+
+def settled_cas(step_id: str) -> Doc:
+    """Compare-and-set for applying :func:`qw.transitions.plan_settled`: still waiting."""
+    return {"_id": step_id, "status": WAITING}
+
+
+def settled_event_key(step_id: str) -> str:
+    # A step leaves ``waiting`` at most once.
+    return f"{step_id}/settled"
+
+
+def workflow_event_key(workflow_id: str) -> str:
+    # A workflow ends at most once; workflow ids have no "/", tokens no "workflow".
+    return f"{workflow_id}/workflow"
+
+
+#: What carrying a step's end needs of it (read back by the write that ends it).
+ENDED_PROJECTION: Doc = {
+    "queue": 1,
+    "status": 1,
+    "outbox": 1,
+    "workflow": 1,
+    "children": 1,
+    "adding": 1,
+}
+
+#: Steps that ended but whose end has not been carried to children and workflow.
+UNSETTLED_ENDS: Doc = {"ended_settled": False, "status": {"$in": TERMINAL}}
+
+
+def live_steps(workflow_id: str) -> Doc:
+    """Steps of the workflow not ended (staged ones included): while one exists it runs."""
+    return {"workflow": workflow_id, "status": {"$nin": TERMINAL}}
+
+
+def carried(ids: list[str]) -> tuple[Doc, Doc]:
+    return {"_id": {"$in": ids}}, {"$set": {"ended_settled": True}}
+
+
+def workflow_end(
+    workflow_id: str,
+    state: WorkflowState,
+    *,
+    cancel_requested: bool,
+    event: tuple[str, str],
+    now: datetime,
+) -> tuple[Doc, Doc]:
+    """End the workflow, with its event, if it is still running with the flag as read.
+
+    ``state`` is :func:`qw.transitions.plan_workflow_end` of what was read;
+    the filter on ``cancel_requested`` makes a cancel landing meanwhile
+    send the caller round again.
+    """
+    type_, data = event
+    return (
+        {"_id": workflow_id, "state": WF_RUNNING, "cancel_requested": cancel_requested},
+        {
+            "$set": {"state": state.value, "finished_at": now},
+            "$push": {"outbox": outbox_entry(workflow_event_key(workflow_id), type_, data, now)},
+        },
+    )
+
+
+def step_counts_pipeline(workflow_ids: list[str]) -> list[Doc]:
+    """Steps per (workflow, status), for ``Workflow.counts`` and the end decision."""
+    return [
+        {"$match": {"workflow": {"$in": workflow_ids}, **VISIBLE}},
+        {"$group": {"_id": {"w": "$workflow", "s": "$status"}, "n": {"$sum": 1}}},
+    ]
+
+
+def workflow_from_document(doc: Mapping[str, Any], counts: Mapping[JobStatus, int]) -> Workflow:
+    return Workflow(
+        id=doc["_id"],
+        state=WorkflowState(doc["state"]),
+        created_at=as_utc(doc["created_at"]),
+        output=doc.get("output"),
+        finished_at=_date(doc.get("finished_at")),
+        cancel_requested=bool(doc.get("cancel_requested", False)),
+        counts=dict(counts),
+    )
 
 
 # -- workers -----------------------------------------------------------------
@@ -385,7 +686,7 @@ def _date(value: Any) -> datetime | None:
 
 
 def job_from_document(doc: Mapping[str, Any]) -> Job:
-    return Job(
+    job = Job(
         id=doc["_id"],
         queue=doc["queue"],
         payload=decode_json(doc.get("payload")),
@@ -403,6 +704,17 @@ def job_from_document(doc: Mapping[str, Any]) -> Job:
         worker=doc.get("worker"),
         lease_expires_at=_date(doc.get("lease_expires_at")),
         cancel_requested=bool(doc.get("cancel_requested", False)),
+    )
+    workflow = doc.get("workflow")
+    if workflow is None:
+        return job  # a plain job: the step fields keep their defaults
+    return replace(
+        job,
+        workflow=workflow,
+        parents=tuple(doc.get("parents", ())),
+        children=tuple(doc.get("children", ())),
+        on_parent_failure=ParentFailure(doc.get("on_parent_failure", ParentFailure.CANCEL.value)),
+        failed_parents=tuple(doc.get("failed_parents", ())),
     )
 
 

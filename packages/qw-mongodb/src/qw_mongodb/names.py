@@ -23,6 +23,7 @@ __all__ = [
     "SIGNALS",
     "SWITCHES",
     "WORKERS",
+    "WORKFLOWS",
     "database_name",
     "validate_prefix",
 ]
@@ -38,6 +39,7 @@ WORKERS = "workers"
 SWITCHES = "switches"
 META = "meta"
 SIGNALS = "signals"
+WORKFLOWS = "workflows"
 
 
 def validate_prefix(prefix: object) -> str:
