@@ -14,6 +14,7 @@ hand: nothing in this module asks ``qw.transitions`` what should happen.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import queue as queue_mod
 import random
@@ -25,9 +26,17 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 import qw
-from qw.contract import Complete, Fail
+from qw.contract import Abort, Complete, Fail, Outcome, Release
 from qw.errors import DuplicateJob, InvalidPayload, InvalidWorkflow, LeaseLost, WorkflowNotFound
 from qw.model import (
     Claim,
@@ -43,6 +52,13 @@ from qw.validation import MAX_WORKFLOW_STEPS
 from qw_testkit.base import ContractBase, OpenClient, Snapshot, new_namespace, snapshot
 from qw_testkit.children import finish_steps_until_done, finish_steps_until_killed
 from qw_testkit.gates import requires
+from qw_testkit.suite.state_machine import machine_settings
+from qw_testkit.suite.workflow_model import (
+    SOME_PARENT,
+    StepSpec,
+    WorkflowModel,
+    same_failed_parents,
+)
 
 WAITING = JobStatus.WAITING
 QUEUED = JobStatus.QUEUED
@@ -1170,12 +1186,302 @@ class WorkflowTests(ContractBase):
             client.reclaim_expired()
         assert workflow_events(client) == [ended_event(w, "succeeded")]
 
+    # -- the model test ------------------------------------------------------------
+
+    def test_workflows_agree_with_the_model(self, open_client: OpenClient) -> None:
+        def factory() -> RuleBasedStateMachine:
+            return WorkflowMachine(open_client)
+
+        # Hypothesis accepts any zero-argument factory; its stub says "class".
+        run_state_machine_as_test(factory, settings=machine_settings())  # type: ignore[arg-type]
+
 
 #: The kill -9 test: this many parents of one child, finished by a process
 #: killed this many times, holding leases this long.
 KILLED_PARENTS = 200
 KILLS = 3
 KILLED_LEASE = 1.0
+
+
+# -- the model test --------------------------------------------------------------
+
+MACHINE_QUEUES = ("a", "b")
+KINDS = ("complete", "fail", "retry_now", "retry_later", "abort", "release")
+#: Most outcomes complete, so that graphs get deep enough to promote and join.
+OUTCOMES = st.sampled_from(("complete",) * 12 + KINDS)
+#: Most steps in one generated workflow, and most workflows in one example.
+MACHINE_STEPS = 8
+MACHINE_WORKFLOWS = 3
+
+
+def _outcome(kind: str, lease: qw.Lease) -> Outcome:
+    if kind == "complete":
+        return Complete(lease, {"ok": lease.job_id})
+    if kind == "fail":
+        return Fail(lease, "boom")
+    if kind == "retry_now":
+        return Fail(lease, "again", 0.0)
+    if kind == "retry_later":
+        return Fail(lease, "later", 3600.0)
+    if kind == "abort":
+        return Abort(lease, "stop")
+    return Release(lease)
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> list[tuple[str, tuple[int, ...], ParentFailure, int]]:
+    """A random DAG: each step's parents are among the steps before it."""
+    n = draw(st.integers(1, MACHINE_STEPS))
+    shape = []
+    for i in range(n):
+        parents = draw(st.lists(st.integers(0, i - 1), max_size=3, unique=True)) if i else []
+        shape.append(
+            (
+                draw(st.sampled_from(MACHINE_QUEUES)),
+                tuple(sorted(parents)),
+                draw(st.sampled_from([CANCEL, CANCEL, RUN])),
+                draw(st.integers(1, 2)),
+            )
+        )
+    return shape
+
+
+class WorkflowMachine(RuleBasedStateMachine):
+    """One namespace of the backend under test, running random workflows, and its model."""
+
+    def __init__(self, open_client: OpenClient) -> None:
+        super().__init__()
+        self.client = open_client(new_namespace())
+        self.model = WorkflowModel()
+        self.leases: dict[str, qw.Lease] = {}  # step id → its live, long lease
+        self.old_leases: list[qw.Lease] = []
+        self.short_leases: list[qw.Lease] = []
+        self.short_deadline = 0.0
+        self.added: list[tuple[qw.Lease, str, list[NewJob]]] = []
+        self.names = itertools.count()
+
+    def teardown(self) -> None:
+        self.client.close()
+
+    # -- rules -------------------------------------------------------------
+
+    @precondition(lambda self: len(self.model.flows) < MACHINE_WORKFLOWS)
+    @rule(shape=dags(), again=st.sampled_from([False, False, False, True]))
+    def create(
+        self, shape: list[tuple[str, tuple[int, ...], ParentFailure, int]], again: bool
+    ) -> None:
+        w = f"wf{next(self.names)}"
+        ids = [f"{w}.s{i}" for i in range(len(shape))]
+        steps = [
+            NewJob(
+                queue,
+                i,
+                id=ids[i],
+                parents=tuple(ids[p] for p in parents),
+                on_parent_failure=policy,
+                max_attempts=attempts,
+            )
+            for i, (queue, parents, policy, attempts) in enumerate(shape)
+        ]
+        assert self.model.create(w, [_spec(s) for s in steps])
+        assert self.client.create_workflow(w, steps, output=ids[-1]) == qw.Enqueued(w, True)
+        if again:
+            assert self.model.create(w, []) is False
+            retry = [NewJob("a", "again", id=f"{w}.again")]
+            assert self.client.create_workflow(w, retry) == qw.Enqueued(w, False)
+
+    @rule(limit=st.integers(1, 3), kinds=st.lists(OUTCOMES, min_size=9, max_size=9))
+    def work(self, limit: int, kinds: list[str]) -> None:
+        """Up to three rounds of claiming and finishing at once: graphs get somewhere."""
+        queues = list(MACHINE_QUEUES)
+        for round_ in range(3):
+            expected = self.model.claimable(queues, limit)
+            claims = self.client.claim(queues, worker="machine", lease_s=600.0, limit=limit)
+            assert ids_of(claims) == [s.id for s in expected]
+            outcomes = kinds[3 * round_ : 3 * round_ + 3]
+            for cl, model_step, kind in zip(claims, expected, outcomes, strict=False):
+                self.model.claimed(model_step, cl.lease.token, False)
+                outcome = _outcome(kind, cl.lease)
+                want = self.model.finish(outcome)
+                assert want is not None
+                assert self.client.finish([outcome]) == [want]
+                self.old_leases.append(cl.lease)
+
+    @rule(
+        queues=st.sampled_from([["a"], ["b"], ["a", "b"]]),
+        limit=st.integers(1, 3),
+        short=st.sampled_from([False, False, True]),
+    )
+    def claim(self, queues: list[str], limit: int, short: bool) -> None:
+        expected = self.model.claimable(queues, limit)
+        lease_s = SHORT_MACHINE_LEASE if short else 600.0
+        claims = self.client.claim(queues, worker="machine", lease_s=lease_s, limit=limit)
+        if short and claims:
+            self.short_deadline = time.monotonic() + SHORT_MACHINE_LEASE + 0.1
+        assert ids_of(claims) == [s.id for s in expected]
+        for cl, model_step in zip(claims, expected, strict=True):
+            self.model.claimed(model_step, cl.lease.token, short)
+            assert cl.job.status is RUNNING
+            assert cl.job.attempts == model_step.attempts
+            if short:
+                self.short_leases.append(cl.lease)
+            else:
+                self.leases[cl.job.id] = cl.lease
+
+    @precondition(lambda self: bool(self.leases))
+    @rule(data=st.data())
+    def renew(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from(sorted(self.leases)))
+        renewed = self.client.renew(self.leases[job_id], 600.0)
+        assert renewed.cancel_requested is self.model.steps[job_id].cancel_requested
+
+    @precondition(lambda self: bool(self.leases))
+    @rule(data=st.data(), kind=OUTCOMES)
+    def finish(self, data: st.DataObject, kind: str) -> None:
+        job_id = data.draw(st.sampled_from(sorted(self.leases)))
+        lease = self.leases.pop(job_id)
+        outcome = _outcome(kind, lease)
+        expected = self.model.finish(outcome)
+        assert expected is not None
+        assert self.client.finish([outcome]) == [expected]
+        self.old_leases.append(lease)
+
+    @precondition(lambda self: bool(self.old_leases))
+    @rule(data=st.data(), kind=st.sampled_from(KINDS))
+    def finish_with_an_old_lease(self, data: st.DataObject, kind: str) -> None:
+        lease = data.draw(st.sampled_from(self.old_leases))
+        outcome = _outcome(kind, lease)
+        events_before = list(self.model.events)
+        expected = self.model.finish(outcome)
+        assert self.model.events == events_before, "the model applied a stale outcome"
+        assert self.client.finish([outcome]) == [expected]
+
+    @precondition(lambda self: bool(self.leases))
+    @rule(data=st.data(), two=st.booleans(), policy=st.sampled_from([CANCEL, RUN]))
+    def add_steps(self, data: st.DataObject, two: bool, policy: ParentFailure) -> None:
+        job_id = data.draw(st.sampled_from(sorted(self.leases)))
+        lease = self.leases[job_id]
+        w = self.model.steps[job_id].workflow
+        first = f"{w}.d{next(self.names)}"
+        batch = [NewJob("a", "added", id=first, parents=(job_id,))]
+        if two:
+            second = f"{w}.d{next(self.names)}"
+            batch.append(
+                NewJob("b", "added", id=second, parents=(job_id, first), on_parent_failure=policy)
+            )
+        self._add(lease, w, batch)
+        self.added.append((lease, w, batch))
+
+    @precondition(lambda self: bool(self.added))
+    @rule(data=st.data())
+    def add_steps_again(self, data: st.DataObject) -> None:
+        lease, w, batch = data.draw(st.sampled_from(self.added))
+        self._add(lease, w, batch)
+
+    def _add(self, lease: qw.Lease, w: str, batch: list[NewJob]) -> None:
+        specs = [_spec(s) for s in batch]
+        expected = self.model.add_steps(lease.job_id, lease.token, lease.attempt, w, specs)
+        if expected is None:
+            with pytest.raises(LeaseLost):
+                self.client.add_steps(lease, w, batch)
+        else:
+            assert self.client.add_steps(lease, w, batch) is expected
+
+    @precondition(lambda self: bool(self.model.steps))
+    @rule(data=st.data(), whole=st.booleans())
+    def cancel(self, data: st.DataObject, whole: bool) -> None:
+        # One rule for both cancels, so that not every other workflow is cut short.
+        if not whole:
+            job_id = data.draw(st.sampled_from(sorted(self.model.steps)))
+            assert self.client.cancel(job_id) is self.model.cancel(job_id)
+            return
+        w = data.draw(st.sampled_from(sorted(self.model.flows)))
+        flow = self.model.cancel_workflow(w)
+        assert flow is not None
+        got = self.client.cancel_workflow(w)
+        assert (got.state, got.cancel_requested) == (flow.state, flow.cancel_requested)
+
+    @precondition(lambda self: bool(self.short_leases))
+    @rule()
+    def expire_and_reclaim(self) -> None:
+        if any(s.short_lease and s.status is RUNNING for s in self.model.steps.values()):
+            ContractBase.sleep_past(self.short_deadline)
+        expected = self.model.expire_short_leases()
+        assert self.client.reclaim_expired() == expected
+        self.old_leases.extend(self.short_leases)
+        self.short_leases.clear()
+
+    # -- invariants ----------------------------------------------------------
+
+    @invariant()
+    def steps_agree(self) -> None:
+        stored = {j.id: j for j in self.client.list_jobs(limit=10_000)}
+        assert sorted(stored) == sorted(self.model.steps)
+        for job_id, want in self.model.steps.items():
+            got = stored[job_id]
+            assert (got.status, got.attempts, got.queue, got.workflow) == (
+                want.status,
+                want.attempts,
+                want.queue,
+                want.workflow,
+            ), job_id
+            assert got.cancel_requested is want.cancel_requested, job_id
+            assert (got.parents, got.children) == (want.parents, tuple(want.children)), job_id
+            assert got.on_parent_failure is want.policy, job_id
+            assert same_failed_parents(got.failed_parents, want.failed_parents), (
+                job_id,
+                got.failed_parents,
+                want.failed_parents,
+            )
+            if want.cancelled_by_parent:
+                first = got.failed_parents[0]
+                assert got.error == {"reason": "parent_failed", "parent": first}, job_id
+        assert self.client.counts() == self.model.counts()
+
+    @invariant()
+    def workflows_agree(self) -> None:
+        stored = {f.id: f for f in self.client.list_workflows(limit=10_000)}
+        assert sorted(stored) == sorted(self.model.flows)
+        for w, want in self.model.flows.items():
+            got = stored[w]
+            assert (got.state, got.cancel_requested) == (want.state, want.cancel_requested), w
+            assert nonzero(got.counts) == self.model.flow_counts(w), w
+            assert (got.finished_at is None) is (want.state is WorkflowState.RUNNING), w
+
+    @invariant()
+    def events_agree(self) -> None:
+        stored = self.client.fetch_events(limit=10_000)
+        cursors = [e.cursor for e in stored]
+        assert cursors == sorted(set(cursors)), "events out of cursor order"
+        jobs = {j.id: j for j in self.client.list_jobs(limit=10_000)}
+        got = []
+        for e in stored:
+            data = e.data
+            if isinstance(data, dict) and data.get("reason") == "parent_failed":
+                # The parent an event names is the one the step's error names.
+                job = jobs[e.job_id]
+                assert isinstance(job.error, dict)
+                assert data.get("parent") == job.error.get("parent"), e
+                data = {**data, "parent": SOME_PARENT}
+            got.append((e.job_id, e.type, data))
+        want = [(m.job_id, m.type, m.data) for m in self.model.events]
+        # Within one call's group of events the store picks the order; across calls, never.
+        start = 0
+        for group in dict.fromkeys(m.group for m in self.model.events):
+            size = sum(1 for m in self.model.events if m.group == group)
+            chunk_got = sorted(got[start : start + size], key=repr)
+            chunk_want = sorted(want[start : start + size], key=repr)
+            assert chunk_got == chunk_want, (got, want)
+            start += size
+        assert len(got) == len(want), (got, want)
+
+
+def _spec(job: NewJob) -> StepSpec:
+    return StepSpec(job.id, job.queue, job.parents, job.on_parent_failure, job.max_attempts)
+
+
+#: Lease length of the steps the machine lets expire.
+SHORT_MACHINE_LEASE = 0.1
 
 
 # ``pytest -k Workflow`` selects this module's tests in a backend's subclass:
