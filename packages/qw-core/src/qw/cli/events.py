@@ -47,7 +47,7 @@ def event_dict(event: Event) -> dict[str, object]:
 
 @click.group()
 def events() -> None:
-    """The outbox: events for every job that reached a terminal state, and every workflow.
+    """The outbox: an event for every job that reached a terminal state, every workflow that ended.
 
     A workflow.* event (workflow.succeeded, .failed, .cancelled) is written
     once, when a workflow's last step ends; its job column is the workflow id.

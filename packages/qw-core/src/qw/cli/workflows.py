@@ -261,7 +261,7 @@ def list_workflows(
     "--all",
     "show_all",
     is_flag=True,
-    help=f"Draw every step (default: at most {SHOW_CHILDREN} children per step).",
+    help=f"Draw every step (default: {SHOW_CHILDREN} children per step, {SHOW_DEPTH} deep).",
 )
 @json_option
 def show(
