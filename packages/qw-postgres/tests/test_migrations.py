@@ -13,18 +13,22 @@ from psycopg import sql
 
 import qw
 import qw_postgres
-from qw_postgres import PostgresBackend
+from qw.model import JobStatus, NewJob, ParentFailure, WorkflowState
+from qw_postgres import PostgresBackend, schema
 from qw_postgres.schema import LATEST_VERSION
 
 from .conftest import with_query
 
-EXPECTED_TABLES = {"jobs", "events", "workers", "switches", "schema_version"}
+EXPECTED_TABLES = {"jobs", "events", "workers", "switches", "workflows", "schema_version"}
 EXPECTED_INDEXES = {
     "jobs_pkey",
     "jobs_claim",
     "jobs_leases",
     "jobs_dedupe",
     "jobs_finished",
+    "jobs_workflow",
+    "workflows_pkey",
+    "workflows_finished",
     "events_pkey",
     "events_pending",
     "events_acked",
@@ -163,3 +167,87 @@ def test_the_schema_name_is_chosen_by_the_url(pg_url: str, fresh_schema: str) ->
             sql.SQL("SELECT count(*) FROM {}.jobs").format(sql.Identifier(fresh_schema))
         ).fetchall()
     assert n == 1
+
+
+def _indexdef(pg_url: str, schema_name: str, index: str) -> str:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        [(indexdef,)] = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND indexname = %s",
+            (schema_name, index),
+        ).fetchall()
+    return str(indexdef)
+
+
+def test_a_0_1_0_store_is_upgraded_and_its_jobs_become_plain_jobs(
+    pg_url: str, fresh_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = with_query(pg_url, f"schema={fresh_schema}")
+    # A schema exactly as qw-postgres 0.1.0 left it: migration 1 only.
+    with monkeypatch.context() as m:
+        m.setattr(schema, "LATEST_VERSION", 1)
+        assert qw_postgres.migrate(url) == 1
+    tables, indexes, versions = _schema_objects(pg_url, fresh_schema)
+    assert "workflows" not in tables
+    assert versions == [1]
+    assert "'waiting'" not in _indexdef(pg_url, fresh_schema, "jobs_dedupe")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        # Rows written by 0.1.0: a queued job holding a key, a running one, a finished one.
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.jobs (namespace, id, queue, status, priority, run_at,"
+                " max_attempts, payload, dedupe_key, result, finished_at) VALUES"
+                " ('ns', 'old-1', 'q', 'queued', 0, now(), 3, '1', 'k', NULL, NULL),"
+                " ('ns', 'old-2', 'q', 'succeeded', 0, now(), 3, '2', NULL, '\"r\"', now())"
+            ).format(sql.Identifier(fresh_schema))
+        )
+
+    # Opening the backend migrates (auto_migrate) through the same mechanism.
+    with closing(qw.open(url, namespace="ns")) as client:
+        tables, indexes, versions = _schema_objects(pg_url, fresh_schema)
+        assert tables == EXPECTED_TABLES
+        assert indexes == EXPECTED_INDEXES
+        assert versions == list(range(1, LATEST_VERSION + 1))
+        assert "'waiting'" in _indexdef(pg_url, fresh_schema, "jobs_dedupe")
+        old = client.get("old-1")
+        assert (old.workflow, old.parents, old.children, old.failed_parents) == (None, (), (), ())
+        assert old.on_parent_failure is ParentFailure.CANCEL
+        assert client.get("old-2").result == "r"
+        # The old job keeps its key; a step cannot take it.
+        assert client.enqueue_one("q", 3, dedupe_key="k").id == "old-1"
+        with pytest.raises(qw.DuplicateJob):
+            client.create_workflow("w", [NewJob("q", 1, id="w.1", dedupe_key="k")])
+        # Workflows work on the upgraded store, beside the old jobs.
+        assert client.create_workflow(
+            "w", [NewJob("q", 1, id="w.1"), NewJob("q", 2, id="w.2", parents=("w.1",))]
+        ).created
+        assert client.get("w.2").status is JobStatus.WAITING
+        # A waiting step's key is live: the migrated jobs_dedupe index says so.
+        assert client.create_workflow(
+            "v",
+            [NewJob("q", 1, id="v.1"), NewJob("q", 2, id="v.2", parents=("v.1",), dedupe_key="d")],
+        ).created
+        assert client.enqueue_one("q", 4, dedupe_key="d").id == "v.2"
+        done = 0
+        while claims := client.claim(["q"], worker="w", limit=10):
+            for c in claims:
+                client.complete(c.lease)
+                done += 1
+        assert done == 5
+        assert client.get_workflow("w").state is WorkflowState.SUCCEEDED
+        assert client.get("old-1").status is JobStatus.SUCCEEDED
+    assert qw_postgres.migrate(url) == LATEST_VERSION
+
+
+def test_a_status_outside_the_check_is_refused_after_the_upgrade(
+    pg_url: str, fresh_schema: str
+) -> None:
+    url = with_query(pg_url, f"schema={fresh_schema}")
+    qw_postgres.migrate(url)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        insert = sql.SQL(
+            "INSERT INTO {}.jobs (namespace, id, queue, status, priority, run_at, max_attempts)"
+            " VALUES ('ns', %s, 'q', %s, 0, now(), 1)"
+        ).format(sql.Identifier(fresh_schema))
+        conn.execute(insert, ("a", "waiting"))
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(insert, ("b", "sleeping"))

@@ -1,13 +1,19 @@
 """The ``postgres`` backend: one namespace of a qw schema in PostgreSQL.
 
-Every write is a single statement run on a pooled autocommit connection, so
-it costs one round trip and commits atomically: a transition, its outbox
-event and its NOTIFY either all happen or none do. The statements decide no
-status: :mod:`qw.transitions` does, and they apply what it decided. Only
-three operations read first: an enqueue whose jobs carry dedupe keys (the
-live holders, then the insert), a reclaim (the expired leases, locked, then
-their transitions, in one transaction) and the cancel of a queued job. All
-times come from the server's ``now()``.
+Every write of a plain job is a single statement run on a pooled autocommit
+connection, so it costs one round trip and commits atomically: a
+transition, its outbox event and its NOTIFY either all happen or none do.
+The statements decide no status: :mod:`qw.transitions` does, and they apply
+what it decided. Only three operations on plain jobs read first: an enqueue
+whose jobs carry dedupe keys (the live holders, then the insert), a reclaim
+(the expired leases, locked, then their transitions, in one transaction)
+and the cancel of a queued job. All times come from the server's ``now()``.
+
+A write that ends a workflow step (finish, reclaim, cancel), adds steps or
+cancels a workflow is one transaction that locks the workflow's row first,
+then the steps' rows, and in it settles the step's children
+(:func:`qw.transitions.settle` over :class:`_StepEnds`) and counts the
+workflow's live steps; see docs/backends/postgres.md, "Workflows".
 """
 
 from __future__ import annotations
@@ -15,19 +21,20 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool
 
 from qw.capabilities import Capabilities
-from qw.contract import Finish, Insert, Switches
+from qw.contract import Finish, Insert, Switches, WorkflowInsert
 from qw.errors import (
     BackendConflict,
     BackendError,
@@ -44,20 +51,30 @@ from qw.model import (
     Lease,
     PurgeResult,
     WorkerInfo,
+    Workflow,
+    WorkflowState,
 )
 from qw.transitions import (
+    Ready,
+    Transition,
     plan_cancel_queued,
     plan_enqueue,
     plan_reclaim,
+    plan_workflow_end,
     repeat_status,
+    settle,
+    workflow_event,
 )
 from qw.validation import validate_namespace
 from qw.wakeup import Listener, WakeupHub
 from qw_postgres.batches import (
+    children_of,
     enqueue_document,
     enqueue_rows,
     finish_documents,
+    flows_document,
     renew_document,
+    step_document,
     transition_document,
 )
 from qw_postgres.errors import translate_errors
@@ -66,8 +83,16 @@ from qw_postgres.listening import (
     listener_application_name,
     make_listen,
 )
-from qw_postgres.queries import ENQUEUE_COPY_TYPES, Queries
-from qw_postgres.rows import STATUSES, to_event, to_job, to_worker
+from qw_postgres.queries import CLAIM_SEQ, CLAIM_TOKEN, ENQUEUE_COPY_TYPES, Queries
+from qw_postgres.rows import (
+    PARENT_FAILURES,
+    STATES,
+    STATUSES,
+    to_event,
+    to_job,
+    to_worker,
+    to_workflow,
+)
 from qw_postgres.schema import LATEST_VERSION, apply_migrations, installed_version
 from qw_postgres.settings import Settings, parse_url
 
@@ -87,6 +112,14 @@ COPY_MIN_JOBS = 5000
 ENQUEUE_TRIES = 5
 #: Rows a purge deletes per statement.
 PURGE_BATCH = 5000
+#: Ended workflows (each with all its steps) a purge deletes per statement.
+PURGE_WORKFLOW_BATCH = 100
+#: How many times a workflow transaction is run again after PostgreSQL broke
+#: a deadlock by aborting it (one can only form with a worker's renew batch;
+#: workflow writes lock in one order, see :class:`_StepEnds`).
+DEADLOCK_TRIES = 5
+_T = TypeVar("_T")
+_QUEUED_OR_WAITING = (JobStatus.QUEUED, JobStatus.WAITING)
 _INT8 = range(-(2**63), 2**63)
 _warned_durability: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
@@ -337,12 +370,12 @@ class PostgresBackend:
             params["queues"] = list(queues)
         rows = self._fetch("claim", query, params)
         # RETURNING order is unspecified; seq is the store's FIFO order.
-        rows.sort(key=lambda r: (r[3], r[18]))
+        rows.sort(key=lambda r: (r[3], r[CLAIM_SEQ]))
         claims = []
         for row in rows:
             job = to_job(row)
             assert job.lease_expires_at is not None
-            claims.append(Claim(job, Lease(job.id, row[17], job.lease_expires_at)))
+            claims.append(Claim(job, Lease(job.id, row[CLAIM_TOKEN], job.lease_expires_at)))
         return claims
 
     def renew(self, leases: Sequence[Lease], lease_s: float) -> list[Lease | None]:
@@ -371,6 +404,8 @@ class PostgresBackend:
         params = {"ns": self._namespace, "channel": self._channel, "batch": document}
         answers: list[JobStatus | None] = [None] * len(finishes)
         racing: list[int] = []
+        steps: list[int] = []
+        workflows: set[str] = set()
         for kind, ord_, status, finished_by in self._fetch("finish", self._q.finish, params):
             if kind == "u":
                 answers[ord_ - 1] = finishes[ord_ - 1].transition.status
@@ -379,6 +414,15 @@ class PostgresBackend:
                 answers[ord_ - 1] = repeat_status(t, STATUSES[status], finished_by)
             elif kind == "r":
                 racing.append(ord_ - 1)
+            elif kind == "w":
+                # A step this finish ends: left for FINISH_STEPS (the 4th
+                # column is its workflow).
+                steps.append(ord_ - 1)
+                workflows.add(finished_by)
+        if steps:
+            ended = self._finish_steps([finishes[i] for i in steps], workflows)
+            for index, answer in zip(steps, ended, strict=True):
+                answers[index] = answer
         if racing:
             # Another session moved the job between our snapshot and our
             # update (perhaps the same finish, sent twice): read what won.
@@ -389,19 +433,103 @@ class PostgresBackend:
                 answers[index] = repeat_status(t, STATUSES[status], finished_by)
         return answers
 
+    def _finish_steps(
+        self, finishes: Sequence[Finish], workflows: set[str]
+    ) -> list[JobStatus | None]:
+        """Finishes that end workflow steps, with their settles, in one transaction."""
+
+        def write(conn: psycopg.Connection[Any], woken: set[str]) -> list[JobStatus | None]:
+            ends = self._step_ends(conn, workflows)
+            answers: list[JobStatus | None] = [None] * len(finishes)
+            racing: list[int] = []
+            applied: list[tuple[int, str, JobStatus, str, int]] = []
+            start = 0
+            for part, document in finish_documents(finishes):
+                params = {"ns": self._namespace, "channel": self._channel, "batch": document}
+                rows = conn.execute(self._q.finish_steps, params, prepare=True).fetchall()
+                for kind, ord_, status, other, step_id, kids in rows:
+                    index = start + ord_ - 1
+                    if kind == "u":
+                        answers[index] = finishes[index].transition.status
+                        applied.append((index, step_id, STATUSES[status], other, kids))
+                    elif kind == "p":
+                        t = finishes[index].transition
+                        answers[index] = repeat_status(t, STATUSES[status], other)
+                    elif kind == "r":
+                        racing.append(index)
+                start += len(part)
+            # Settled in the order of the finishes, each with its descendants.
+            for _, step_id, status, workflow, kids in sorted(applied):
+                ends.ended(step_id, status, workflow, kids)
+            ends.flush()
+            if racing:
+                again = {"ns": self._namespace, "ids": [finishes[i].lease.job_id for i in racing]}
+                for ord_, status, finished_by in conn.execute(
+                    self._q.finished_by, again, prepare=True
+                ).fetchall():
+                    index = racing[ord_ - 1]
+                    t = finishes[index].transition
+                    answers[index] = repeat_status(t, STATUSES[status], finished_by)
+            woken |= ends.queues
+            return answers
+
+        return self._in_workflows("finish", write)
+
     def reclaim_expired(self) -> int:
         ns = {"ns": self._namespace}
+        steps: list[str] = []
+        workflows: set[str] = set()
         with self._conn("reclaim_expired") as conn, conn.transaction():
             expired = conn.execute(self._q.reclaim_expired, ns, prepare=True).fetchall()
             if not expired:
                 return 0
-            document = transition_document(
+            plans = []
+            for job_id, token, attempts, m, q, workflow in expired:
+                t = plan_reclaim(attempts=attempts, max_attempts=m, queue=q)
+                if workflow is not None and t.status.is_terminal:
+                    # Ending a step settles its children under its
+                    # workflow's lock, taken first: see _reclaim_steps.
+                    steps.append(job_id)
+                    workflows.add(workflow)
+                else:
+                    plans.append((job_id, token, attempts, t))
+            count = 0
+            if plans:
+                params = {
+                    "ns": self._namespace,
+                    "channel": self._channel,
+                    "batch": transition_document(plans),
+                }
+                row = conn.execute(self._q.reclaim, params, prepare=True).fetchone()
+                count = 0 if row is None else int(row[0])
+        if steps:
+            count += self._reclaim_steps(steps, workflows)
+        return count
+
+    def _reclaim_steps(self, step_ids: list[str], workflows: set[str]) -> int:
+        """Reclaim expired steps whose attempts are used up, settling their children."""
+
+        def write(conn: psycopg.Connection[Any], woken: set[str]) -> int:
+            ends = self._step_ends(conn, workflows)
+            params: dict[str, Any] = {"ns": self._namespace, "ids": step_ids}
+            expired = conn.execute(self._q.reclaim_steps_read, params, prepare=True).fetchall()
+            if not expired:
+                return 0
+            params["channel"] = self._channel
+            params["batch"] = transition_document(
                 (job_id, token, attempts, plan_reclaim(attempts=attempts, max_attempts=m, queue=q))
-                for job_id, token, attempts, m, q in expired
+                for job_id, token, attempts, m, q, _ in expired
             )
-            params = {"ns": self._namespace, "channel": self._channel, "batch": document}
-            row = conn.execute(self._q.reclaim, params, prepare=True).fetchone()
-        return 0 if row is None else int(row[0])
+            applied = conn.execute(self._q.reclaim_steps, params, prepare=True).fetchall()
+            for _, step_id, status, workflow, kids, _ in sorted(applied):
+                ended = STATUSES[status]
+                if ended.is_terminal:
+                    ends.ended(step_id, ended, workflow, kids)
+            ends.flush()
+            woken |= ends.queues
+            return len(applied)
+
+        return self._in_workflows("reclaim_expired", write)
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         self._ensure_listener()
@@ -491,6 +619,7 @@ class PostgresBackend:
         status: JobStatus | None = None,
         limit: int = 100,
         after: str | None = None,
+        workflow: str | None = None,
     ) -> list[Job]:
         params = {
             "ns": self._namespace,
@@ -499,7 +628,12 @@ class PostgresBackend:
             "after": after,
             "limit": limit,
         }
-        return [to_job(r) for r in self._fetch("list_jobs", self._q.list_jobs, params)]
+        if workflow is None:
+            query = self._q.list_jobs
+        else:
+            query = self._q.list_steps
+            params["workflow"] = workflow
+        return [to_job(r) for r in self._fetch("list_jobs", query, params)]
 
     def cancel(self, job_id: str) -> JobStatus | None:
         params = {"ns": self._namespace, "id": job_id}
@@ -507,11 +641,14 @@ class PostgresBackend:
             rows = self._fetch("cancel", self._q.cancel, params)
             if not rows:
                 return None
-            kind, status, queue = rows[0]
+            kind, status, queue, workflow = rows[0]
             current = STATUSES[status]
             if kind == "f" or current.is_terminal:
                 return current
-            if current is JobStatus.QUEUED:
+            if workflow is not None and current in _QUEUED_OR_WAITING:
+                if self._cancel_step(job_id, queue, workflow):
+                    return JobStatus.CANCELLED
+            elif current is JobStatus.QUEUED:
                 t = plan_cancel_queued(queue=queue)
                 apply = {
                     "ns": self._namespace,
@@ -541,7 +678,19 @@ class PostgresBackend:
         )
 
     def purge(self, older_than: float) -> PurgeResult:
-        params = {"ns": self._namespace, "older_than": float(older_than), "batch": PURGE_BATCH}
+        params = {
+            "ns": self._namespace,
+            "older_than": float(older_than),
+            "batch": PURGE_WORKFLOW_BATCH,
+        }
+        # A workflow's steps go only with it, once it ended long enough ago.
+        steps = 0
+        while True:
+            [(flows, n)] = self._fetch("purge", self._q.purge_workflows, params)
+            steps += int(n)
+            if flows < PURGE_WORKFLOW_BATCH:
+                break
+        params["batch"] = PURGE_BATCH
         totals = []
         for query in (self._q.purge_jobs, self._q.purge_events):
             total = 0
@@ -551,7 +700,376 @@ class PostgresBackend:
                 if n < PURGE_BATCH:
                     break
             totals.append(total)
+        totals[0] += steps
         return PurgeResult(jobs=totals[0], events=totals[1])
+
+    # -- workflows ---------------------------------------------------------------
+
+    def _in_workflows(
+        self, what: str, write: Callable[[psycopg.Connection[Any], set[str]], _T]
+    ) -> _T:
+        """Run ``write`` in one transaction; wake the queues it names once it committed.
+
+        ``write`` takes the rows of the workflows it touches first
+        (:meth:`_step_ends`). A deadlock PostgreSQL broke by aborting it
+        rolled everything back (its NOTIFYs too), so it is simply run again.
+        """
+        for attempt in range(1, DEADLOCK_TRIES + 1):
+            woken: set[str] = set()
+            with self._conn(what) as conn:
+                try:
+                    with conn.transaction():
+                        result = write(conn, woken)
+                except pg_errors.DeadlockDetected:
+                    if attempt == DEADLOCK_TRIES:
+                        raise
+                    log.info(
+                        "qw_postgres: %s was chosen to break a deadlock; running it again", what
+                    )
+                    continue
+            if woken:
+                self._hub.notify(woken)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _step_ends(self, conn: psycopg.Connection[Any], workflows: Iterable[str]) -> _StepEnds:
+        """Lock ``workflows``' rows (in id order) for a write that ends steps of them."""
+        params = {"ns": self._namespace, "ids": sorted(set(workflows))}
+        rows = conn.execute(self._q.lock_workflows, params, prepare=True).fetchall()
+        flows = {
+            row[0]: _Flow(row[0], STATES[row[1]], row[2], row[3], row[4], row[5]) for row in rows
+        }
+        return _StepEnds(conn, self._q, self._namespace, self._channel, flows)
+
+    def _cancel_step(self, job_id: str, queue: str, workflow: str) -> bool:
+        """Cancel a queued or waiting step; False if it moved meanwhile."""
+
+        def write(conn: psycopg.Connection[Any], woken: set[str]) -> bool:
+            ends = self._step_ends(conn, (workflow,))
+            t = plan_cancel_queued(queue=queue)
+            params = {
+                "ns": self._namespace,
+                "channel": self._channel,
+                "batch": transition_document([(job_id, None, None, t)]),
+            }
+            rows = conn.execute(self._q.cancel_step, params, prepare=True).fetchall()
+            if not rows:
+                return False
+            [(_, step_id, status, step_workflow, kids, _)] = rows
+            ends.ended(step_id, STATUSES[status], step_workflow, kids)
+            ends.flush()
+            woken |= ends.queues
+            return True
+
+        return self._in_workflows("cancel", write)
+
+    def _live_keys(self, conn: psycopg.Connection[Any] | None, keys: list[str]) -> dict[str, str]:
+        params = {"ns": self._namespace, "keys": keys}
+        if conn is None:
+            return dict(self._fetch("enqueue", self._q.live_keys, params))
+        return dict(conn.execute(self._q.live_keys, params, prepare=True).fetchall())
+
+    def create_workflow(self, workflow: WorkflowInsert, steps: Sequence[Insert]) -> bool:
+        with translate_errors("postgres: create_workflow"):
+            document = step_document(steps, children_of(steps))
+        params: dict[str, Any] = {
+            "ns": self._namespace,
+            "channel": self._channel,
+            "workflow": workflow.id,
+            "output": workflow.output,
+            "live": len(steps),
+            "batch": document,
+        }
+        keys = list({s.dedupe_key for s in steps if s.dedupe_key is not None})
+        for _ in range(ENQUEUE_TRIES):
+            if keys:
+                held = _held_keys(steps, self._live_keys(None, keys))
+                if held:
+                    # A retried create finds its own steps holding the keys.
+                    if self.get_workflow(workflow.id) is not None:
+                        return False
+                    raise DuplicateJob(
+                        f"a live job already holds the dedupe key of step(s) {held}; "
+                        "nothing was written"
+                    )
+            try:
+                # Guarded by jobs_dedupe: a key taken since the look-up fails it.
+                [(created, _)] = self._fetch("create_workflow", self._q.create_workflow, params)
+            except BackendConflict:
+                if not keys:
+                    raise
+                continue
+            if created:
+                self._hub.notify({s.queue for s in steps if s.status is JobStatus.QUEUED})
+            return bool(created)
+        raise BackendConflict(
+            "postgres: the dedupe keys of this workflow stayed contended; try again"
+        )
+
+    def add_steps(self, lease: Lease, steps: Sequence[Insert]) -> bool | None:
+        rows = self._fetch(
+            "add_steps", self._q.step_of, {"ns": self._namespace, "id": lease.job_id}
+        )
+        if not rows or rows[0][0] is None:
+            return None
+        workflow: str = rows[0][0]
+        if any(s.workflow != workflow for s in steps):
+            return None
+        children = children_of(steps)
+        with translate_errors("postgres: add_steps"):
+            document = step_document(steps, children)
+        keys = list({s.dedupe_key for s in steps if s.dedupe_key is not None})
+        params: dict[str, Any] = {
+            "ns": self._namespace,
+            "channel": self._channel,
+            "workflow": workflow,
+            "live": len(steps),
+            "batch": document,
+            "parent": lease.job_id,
+            "kids": children.get(lease.job_id, []),
+        }
+        fence = {
+            "ns": self._namespace,
+            "id": lease.job_id,
+            "token": lease.token,
+            "attempt": lease.attempt,
+        }
+
+        def write(conn: psycopg.Connection[Any], woken: set[str]) -> bool | None:
+            ends = self._step_ends(conn, (workflow,))
+            flow = ends.flows.get(workflow)
+            if flow is None or flow.cancel_requested:
+                return None
+            if conn.execute(self._q.add_steps_fence, fence, prepare=True).fetchone() is None:
+                return None
+            first = {"ns": self._namespace, "id": steps[0].id}
+            if conn.execute(self._q.job_exists, first, prepare=True).fetchone() is not None:
+                return False
+            if keys:
+                held = _held_keys(steps, self._live_keys(conn, keys))
+                if held:
+                    raise DuplicateJob(
+                        f"a live job already holds the dedupe key of step(s) {held}; "
+                        "nothing was written"
+                    )
+            conn.execute(self._q.add_steps, params, prepare=True)
+            woken.update(s.queue for s in steps if s.status is JobStatus.QUEUED)
+            return True
+
+        for _ in range(ENQUEUE_TRIES):
+            try:
+                return self._in_workflows("add_steps", write)
+            except BackendConflict:
+                if not keys:
+                    raise
+        raise BackendConflict(
+            "postgres: the dedupe keys of these steps stayed contended; try again"
+        )
+
+    def get_workflow(self, workflow_id: str) -> Workflow | None:
+        params = {"ns": self._namespace, "workflow": workflow_id}
+        rows = self._fetch("get_workflow", self._q.get_workflow, params)
+        return to_workflow(rows[0]) if rows else None
+
+    def list_workflows(
+        self, *, state: WorkflowState | None = None, limit: int = 100, after: str | None = None
+    ) -> list[Workflow]:
+        params = {
+            "ns": self._namespace,
+            "state": None if state is None else str(state),
+            "after": after,
+            "limit": limit,
+        }
+        return [
+            to_workflow(r) for r in self._fetch("list_workflows", self._q.list_workflows, params)
+        ]
+
+    def cancel_workflow(self, workflow_id: str) -> Workflow | None:
+        def write(conn: psycopg.Connection[Any], woken: set[str]) -> Workflow | None:
+            ends = self._step_ends(conn, (workflow_id,))
+            flow = ends.flows.get(workflow_id)
+            if flow is None:
+                return None
+            if flow.state is WorkflowState.RUNNING:
+                flow.cancel_requested = flow.changed = True
+                params = {"ns": self._namespace, "workflow": workflow_id}
+                rows = conn.execute(self._q.workflow_live_steps, params, prepare=True).fetchall()
+                # In the order the steps were stored, as their events are.
+                for step_id, queue, status, _ in sorted(rows, key=lambda r: r[3]):
+                    if status == "running":
+                        ends.flag.append(step_id)
+                    else:
+                        # Every waiting step is cancelled here: nothing is left to settle.
+                        ends.write(step_id, workflow_id, plan_cancel_queued(queue=queue))
+                ends.flush()
+            params = {"ns": self._namespace, "workflow": workflow_id}
+            row = conn.execute(self._q.get_workflow, params, prepare=True).fetchone()
+            return None if row is None else to_workflow(row)
+
+        return self._in_workflows("cancel_workflow", write)
+
+    def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        answers: list[Job | None] = [None] * len(job_ids)
+        params = {"ns": self._namespace, "ids": list(job_ids)}
+        for row in self._fetch("get_many", self._q.get_many, params):
+            answers[row[0] - 1] = to_job(row[1:])
+        return answers
+
+
+def _held_keys(steps: Sequence[Insert], live: dict[str, str]) -> list[str]:
+    """Steps :func:`plan_enqueue` would not insert: their dedupe key is held."""
+    answers, _ = plan_enqueue(steps, live)
+    return [a.id for a in answers if not a.created]
+
+
+class _Flow:
+    """A workflow's row, read under its lock, and what this write changes in it."""
+
+    __slots__ = ("cancel_requested", "cancelled", "changed", "failed", "id", "live", "state")
+
+    def __init__(
+        self,
+        id_: str,
+        state: WorkflowState,
+        cancel_requested: bool,
+        live: int,
+        failed: int,
+        cancelled: int,
+    ) -> None:
+        self.id = id_
+        self.state = state
+        self.cancel_requested = cancel_requested
+        self.live = live
+        self.failed = failed
+        self.cancelled = cancelled
+        self.changed = False
+
+
+class _StepEnds:
+    """One transaction's ended steps: settles their children, counts their workflows.
+
+    The PostgreSQL side of :func:`qw.transitions.settle`. It is made once the
+    rows of every workflow the write touches are locked (in id order, before
+    any job row of them): every write that ends a step, adds steps or
+    cancels a workflow does so, so such writes serialise per workflow, and
+    the children they lock (in whatever order) are never locked by another
+    at the same time: no deadlock between finishes, and a child is promoted
+    exactly once however many parents end at once.
+
+    :meth:`count_ended` is one statement per ended parent, whatever its
+    fan-out; the transitions :meth:`apply_settled` gets, and the workflows'
+    new counters and states, are written together by :meth:`flush` in one
+    statement.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        q: Queries,
+        namespace: str,
+        channel: str,
+        flows: dict[str, _Flow],
+    ) -> None:
+        self._conn = conn
+        self._q = q
+        self._ns = namespace
+        self._channel = channel
+        self.flows = flows
+        #: Running steps to flag (cancel_workflow).
+        self.flag: list[str] = []
+        #: Queues whose steps were queued by a settle.
+        self.queues: set[str] = set()
+        self._writes: list[tuple[str, None, None, Transition]] = []
+        # Steps known to have no children, whose end settles nothing.
+        self._kids: dict[str, int] = {}
+        self._flow: _Flow | None = None
+
+    def ended(self, step_id: str, status: JobStatus, workflow: str, kids: int | None) -> None:
+        """Count a step this write ended, and settle what its end settles."""
+        flow = self._flow = self.flows[workflow]
+        _count(flow, status)
+        if kids is not None:
+            self._kids[step_id] = kids
+        settle(self, [(step_id, status)])
+
+    def write(self, step_id: str, workflow: str, transition: Transition) -> None:
+        """End a queued or waiting step by ``transition`` (cancel_workflow)."""
+        self._writes.append((step_id, None, None, transition))
+        _count(self.flows[workflow], transition.status)
+
+    def count_ended(self, parent: str, status: JobStatus) -> list[Ready]:
+        if self._kids.get(parent) == 0:
+            return []
+        params = {
+            "ns": self._ns,
+            "parent": parent,
+            "failed": status is not JobStatus.SUCCEEDED,
+        }
+        ready = []
+        for step_id, queue, policy, failed_parents, kids in self._conn.execute(
+            self._q.count_ended, params, prepare=True
+        ).fetchall():
+            self._kids[step_id] = kids
+            ready.append(Ready(step_id, queue, PARENT_FAILURES[policy], tuple(failed_parents)))
+        return ready
+
+    def apply_settled(self, step: Ready, transition: Transition) -> None:
+        # Written by flush(), all at once: a settled step is counted by no
+        # later count_ended (each of its parents has ended, once).
+        self._writes.append((step.id, None, None, transition))
+        if transition.status is JobStatus.QUEUED:
+            self.queues.add(step.queue)
+        else:
+            assert self._flow is not None
+            _count(self._flow, transition.status)
+
+    def flush(self) -> None:
+        """Write the settled transitions, the flags and the workflows' rows."""
+        flows = []
+        for flow in self.flows.values():
+            if not flow.changed:
+                continue
+            finished = False
+            ev_type = ev_data = None
+            if flow.live == 0 and flow.state is WorkflowState.RUNNING:
+                flow.state = plan_workflow_end(
+                    failed=flow.failed,
+                    cancelled=flow.cancelled,
+                    cancel_requested=flow.cancel_requested,
+                )
+                finished = True
+                ev_type, ev_data = workflow_event(flow.id, flow.state)
+            flows.append(
+                (
+                    flow.id,
+                    flow.live,
+                    flow.failed,
+                    flow.cancelled,
+                    flow.state,
+                    flow.cancel_requested,
+                    finished,
+                    ev_type,
+                    ev_data,
+                )
+            )
+        if not (flows or self._writes or self.flag):
+            return
+        params = {
+            "ns": self._ns,
+            "channel": self._channel,
+            "batch": transition_document(self._writes),
+            "flag": self.flag,
+            "flows": flows_document(flows),
+        }
+        self._conn.execute(self._q.ends, params, prepare=True)
+
+
+def _count(flow: _Flow, status: JobStatus) -> None:
+    """A step of ``flow`` ended with ``status``."""
+    flow.live -= 1
+    flow.failed += status is JobStatus.FAILED
+    flow.cancelled += status is JobStatus.CANCELLED
+    flow.changed = True
 
 
 def _distinct_job_batches(finishes: Sequence[Finish]) -> Iterator[list[Finish]]:

@@ -16,7 +16,7 @@ there although it is valid JSON that the ``json`` column keeps verbatim.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from qw.contract import Finish, Insert
 from qw.model import Lease
@@ -27,7 +27,11 @@ __all__ = [
     "enqueue_document",
     "enqueue_rows",
     "finish_documents",
+    "flows_document",
     "renew_document",
+    "children_of",
+    "step_document",
+    "text_array",
     "transition_document",
 ]
 
@@ -54,6 +58,53 @@ def enqueue_document(jobs: Iterable[Insert]) -> str:
             for job in jobs
         ]
     )
+
+
+def text_array(ids: Iterable[str]) -> str:
+    """A PostgreSQL ``text[]`` literal of step ids.
+
+    Step ids match qw.validation.STEP_ID_PATTERN: no quote, backslash, comma,
+    brace or space. Each is quoted all the same, so that an id such as
+    ``NULL`` stays a string.
+    """
+    return "{" + ",".join(f'"{i}"' for i in ids) + "}"
+
+
+def step_document(steps: Iterable[Insert], children: Mapping[str, Sequence[str]]) -> str:
+    """A workflow's steps: :func:`enqueue_document`'s fields, then ``status``,
+    ``parents`` and ``children`` (array literals) and ``on_parent_failure``.
+
+    ``children`` maps a step id to the steps of the batch that name it as a
+    parent, in batch order.
+    """
+    return _dumps(
+        [
+            [
+                step.id,
+                step.queue,
+                step.priority,
+                None if step.run_at is None else step.run_at.isoformat(),
+                None if step.delay is None else float(step.delay),
+                step.max_attempts,
+                step.dedupe_key,
+                step.payload,
+                step.status,
+                text_array(step.parents),
+                text_array(children.get(step.id, ())),
+                step.on_parent_failure,
+            ]
+            for step in steps
+        ]
+    )
+
+
+def children_of(steps: Iterable[Insert]) -> dict[str, list[str]]:
+    """Each parent's children among ``steps``, in batch order."""
+    children: dict[str, list[str]] = {}
+    for step in steps:
+        for parent in step.parents:
+            children.setdefault(parent, []).append(step.id)
+    return children
 
 
 def enqueue_rows(jobs: Iterable[Insert]) -> Iterator[tuple[object, ...]]:
@@ -125,6 +176,12 @@ def finish_documents(finishes: Sequence[Finish]) -> Iterator[tuple[Sequence[Fini
         rows.append(_row(lease.job_id, lease.token, lease.attempt, t))
     if rows:
         yield finishes[start:], _dumps(rows)
+
+
+def flows_document(rows: Iterable[Sequence[object]]) -> str:
+    """Workflow rows for ``ENDS``: ``[id, live, failed, cancelled, state,
+    cancel_requested, finished, event_type, event_data]`` each."""
+    return _dumps([list(row) for row in rows])
 
 
 def renew_document(leases: Sequence[Lease]) -> str:

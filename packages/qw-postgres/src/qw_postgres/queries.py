@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 
 from psycopg import sql
 
-__all__ = ["JOB_COLUMNS", "Queries"]
+__all__ = ["CLAIM_SEQ", "CLAIM_TOKEN", "JOB_COLUMNS", "JOB_FIELDS", "Queries"]
 
 JOB_FIELDS = (
     "id",
@@ -32,10 +32,21 @@ JOB_FIELDS = (
     "worker",
     "lease_expires_at",
     "cancel_requested",
+    # Workflow steps only (NULL in a plain job's row, read as Job's defaults).
+    "workflow",
+    "parents",
+    "children",
+    "on_parent_failure",
+    "failed_parents",
 )
+#: Where the claim's RETURNING puts the lease token and the FIFO seq.
+CLAIM_TOKEN = len(JOB_FIELDS)
+CLAIM_SEQ = CLAIM_TOKEN + 1
 JOB_COLUMNS = ", ".join(JOB_FIELDS)
 _J_COLUMNS = ", ".join(f"j.{c}" for c in JOB_FIELDS)
-_LIVE = "('queued', 'running')"
+# A waiting step holds its dedupe key too (the same list as jobs_dedupe's
+# predicate, so the planner can read that index).
+_LIVE = "('waiting', 'queued', 'running')"
 _TERMINAL = "('succeeded', 'failed', 'cancelled')"
 # A queue (or, as '', the whole namespace) switched OFF.
 _OPEN = (
@@ -182,7 +193,16 @@ RETURNING i.ord, j.lease_expires_at, j.cancel_requested
 # finished_by, event_type, event_data] (qw_postgres.batches). A null field
 # leaves the column as it is; every transition takes the job off its lease.
 # The statement decides nothing: ``fence`` says which rows it may touch.
-def _apply(fence: str) -> str:
+def _apply(fence: str, *, events: bool = True) -> str:
+    ev = (
+        """, ev AS (
+    INSERT INTO {s}.events (namespace, job_id, type, data, created_at)
+    SELECT %(ns)s, u.id, u.ev_type, u.ev_data, statement_timestamp() FROM upd u
+    WHERE u.ev_type IS NOT NULL ORDER BY u.ord
+)"""
+        if events
+        else ""
+    )
     return f"""
 WITH input AS (
     SELECT v->>0 AS id, v->>1 AS token, (v->>2)::int4 AS attempt, v->>3 AS status,
@@ -194,45 +214,68 @@ WITH input AS (
     UPDATE {{s}}.jobs j SET
         status = i.status,
         attempts = coalesce(i.attempts, j.attempts),
-        run_at = coalesce(now() + i.run_in * interval '1 second', j.run_at),
+        run_at = coalesce(statement_timestamp() + i.run_in * interval '1 second', j.run_at),
         result = coalesce(i.result, j.result),
         error = coalesce(i.error, j.error),
-        finished_at = CASE WHEN i.finished THEN now() ELSE j.finished_at END,
+        finished_at = CASE WHEN i.finished THEN statement_timestamp() ELSE j.finished_at END,
         finished_by = i.finished_by,
         worker = NULL, lease_expires_at = NULL, cancel_requested = false, token = NULL
     FROM input i
     WHERE j.namespace = %(ns)s AND j.id = i.id AND {fence}
-    RETURNING i.ord, j.id, j.queue, j.status, i.ev_type, i.ev_data
-), ev AS (
-    INSERT INTO {{s}}.events (namespace, job_id, type, data, created_at)
-    SELECT %(ns)s, u.id, u.ev_type, u.ev_data, now() FROM upd u
-    WHERE u.ev_type IS NOT NULL ORDER BY u.ord
-), woke AS (
+    RETURNING i.ord, j.id, j.queue, j.status, j.workflow, cardinality(j.children) AS kids,
+              i.ev_type, i.ev_data
+){ev}, woke AS (
     SELECT count(pg_notify(%(channel)s, q.queue)) AS n
     FROM (SELECT DISTINCT queue FROM upd WHERE status = 'queued') q
 )"""
 
 
-# Fenced by the lease: its token and its attempt, while the job runs.
-FINISH = (
-    _apply("j.token = i.token AND j.status = 'running' AND j.attempts = i.attempt")
-    + """, prior AS (
-    -- Only finishes that did not apply (usually none) are looked up, each by
-    -- its primary key: OFFSET 0 keeps the planner from turning the lookups
-    -- into a scan of the whole namespace.
-    SELECT i.ord, p.status, p.finished_by,
-           (p.status = 'running' AND p.token = i.token AND p.attempts = i.attempt) AS racing
+_FENCE_LEASE = "j.token = i.token AND j.status = 'running' AND j.attempts = i.attempt"
+_ENDS = "('succeeded', 'failed', 'cancelled')"
+
+# Only finishes that did not apply (usually none) are looked up, each by its
+# primary key: OFFSET 0 keeps the planner from turning the lookups into a
+# scan of the whole namespace. ``racing``: the job was still held by that
+# lease in this statement's snapshot, so another session moved it meanwhile.
+_PRIOR = """, prior AS (
+    SELECT i.ord, p.status, p.finished_by, p.workflow,
+           (p.status = 'running' AND p.token = i.token AND p.attempts = i.attempt) AS racing,
+           (p.workflow IS NOT NULL AND i.status IN @ENDS@) AS step_end
     FROM input i
     CROSS JOIN LATERAL (
-        SELECT j.status, j.finished_by, j.token, j.attempts FROM {s}.jobs j
+        SELECT j.status, j.finished_by, j.token, j.attempts, j.workflow FROM {s}.jobs j
         WHERE j.namespace = %(ns)s AND j.id = i.id OFFSET 0
     ) p
     WHERE NOT EXISTS (SELECT 1 FROM upd u WHERE u.ord = i.ord)
-)
+)""".replace("@ENDS@", _ENDS)
+
+# Fenced by the lease: its token and its attempt, while the job runs. A
+# transition that ends a workflow step is not applied here: its settle must
+# lock the workflow's row before the step's (see backend._StepEnds), so such
+# a row comes back as 'w' and is finished by FINISH_STEPS in a transaction.
+# A plain job pays one null check for this.
+FINISH = (
+    _apply(f"{_FENCE_LEASE} AND (j.workflow IS NULL OR i.status NOT IN {_ENDS})")
+    + _PRIOR
+    + """
 SELECT 'u', ord, NULL::text, NULL::text FROM upd
 UNION ALL SELECT 'p', ord, status, finished_by FROM prior
-UNION ALL SELECT 'r', ord, status, finished_by FROM prior WHERE racing
+UNION ALL SELECT 'r', ord, status, finished_by FROM prior WHERE racing AND NOT step_end
+UNION ALL SELECT 'w', ord, status, workflow FROM prior WHERE racing AND step_end
 UNION ALL SELECT 'n', n, NULL, NULL FROM woke
+"""
+)
+
+# The steps FINISH left: the same fence, inside the transaction that holds
+# their workflows' rows. 'u' rows carry the step's status and workflow.
+FINISH_STEPS = (
+    _apply(_FENCE_LEASE)
+    + _PRIOR
+    + """
+SELECT 'u', ord, status, workflow, id, kids FROM upd
+UNION ALL SELECT 'p', ord, status, finished_by, NULL, NULL FROM prior
+UNION ALL SELECT 'r', ord, status, finished_by, NULL, NULL FROM prior WHERE racing
+UNION ALL SELECT 'n', n, NULL, NULL, NULL, NULL FROM woke
 """
 )
 
@@ -247,18 +290,37 @@ JOIN {s}.jobs j ON j.namespace = %(ns)s AND j.id = i.id
 # once split the work), plans each in Python, and applies the plans in the
 # same transaction, by compare-and-set on the token it read and the expiry.
 RECLAIM_EXPIRED = """
-SELECT id, token, attempts, max_attempts, queue FROM {s}.jobs
+SELECT id, token, attempts, max_attempts, queue, workflow FROM {s}.jobs
 WHERE namespace = %(ns)s AND status = 'running' AND lease_expires_at <= now()
 ORDER BY id
 FOR UPDATE SKIP LOCKED
 """
 
+_FENCE_EXPIRED = "j.token = i.token AND j.status = 'running' AND j.lease_expires_at <= now()"
+
 RECLAIM = (
-    _apply("j.token = i.token AND j.status = 'running' AND j.lease_expires_at <= now()")
+    _apply(_FENCE_EXPIRED)
     + """
 SELECT (SELECT count(*) FROM upd), (SELECT n FROM woke)
 """
 )
+
+# Steps whose reclaim ends them, read again (and locked) once their
+# workflows' rows are held; then applied by the same compare-and-set.
+RECLAIM_STEPS_READ = """
+SELECT id, token, attempts, max_attempts, queue, workflow FROM {s}.jobs
+WHERE namespace = %(ns)s AND id = ANY(%(ids)s::text[]) AND status = 'running'
+  AND lease_expires_at <= now()
+ORDER BY id
+FOR UPDATE SKIP LOCKED
+"""
+
+# What an apply to steps returns: each applied row, and the wake-ups sent.
+_STEPS_APPLIED = """
+SELECT ord, id, status, workflow, kids, (SELECT n FROM woke) FROM upd
+"""
+
+RECLAIM_STEPS = _apply(_FENCE_EXPIRED) + _STEPS_APPLIED
 
 # Cancel: a running job is only flagged; any other job's status and queue
 # come back ('s'), and a queued one then gets CANCEL_QUEUED.
@@ -266,10 +328,10 @@ CANCEL = """
 WITH flagged AS (
     UPDATE {s}.jobs j SET cancel_requested = true
     WHERE j.namespace = %(ns)s AND j.id = %(id)s AND j.status = 'running'
-    RETURNING j.status, j.queue
+    RETURNING j.status, j.queue, j.workflow
 )
-SELECT 'f', status, queue FROM flagged
-UNION ALL SELECT 's', status, queue FROM {s}.jobs
+SELECT 'f', status, queue, workflow FROM flagged
+UNION ALL SELECT 's', status, queue, workflow FROM {s}.jobs
 WHERE namespace = %(ns)s AND id = %(id)s AND NOT EXISTS (SELECT 1 FROM flagged)
 """
 
@@ -280,11 +342,31 @@ SELECT (SELECT count(*) FROM upd), (SELECT n FROM woke)
 """
 )
 
+# A queued or waiting step, inside the transaction holding its workflow's row.
+CANCEL_STEP = _apply("j.status IN ('waiting', 'queued')") + _STEPS_APPLIED
+
 GET = f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE namespace = %(ns)s AND id = %(id)s"
+
+GET_MANY = f"""
+SELECT k.ord, {_J_COLUMNS}
+FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS k(id, ord)
+JOIN {{s}}.jobs j ON j.namespace = %(ns)s AND j.id = k.id
+"""
 
 LIST_JOBS = f"""
 SELECT {JOB_COLUMNS} FROM {{s}}.jobs
 WHERE namespace = %(ns)s
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(after)s::text IS NULL OR id > %(after)s::text)
+ORDER BY id
+LIMIT %(limit)s
+"""
+
+# A workflow's steps, through jobs_workflow (namespace, workflow, id).
+LIST_STEPS = f"""
+SELECT {JOB_COLUMNS} FROM {{s}}.jobs
+WHERE namespace = %(ns)s AND workflow = %(workflow)s::text
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(after)s::text IS NULL OR id > %(after)s::text)
@@ -343,6 +425,7 @@ WITH victims AS (
     SELECT namespace, id FROM {{s}}.jobs
     WHERE namespace = %(ns)s AND status IN {_TERMINAL}
       AND finished_at < now() - %(older_than)s * interval '1 second'
+      AND workflow IS NULL
     LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
 )
@@ -360,6 +443,228 @@ WITH victims AS (
 )
 DELETE FROM {s}.events e USING victims v
 WHERE e.namespace = v.namespace AND e.cursor = v.cursor
+"""
+
+# -- workflows -------------------------------------------------------------------
+#
+# A workflow's row is locked before any job row of it by every write that
+# ends one of its steps, adds steps or cancels it (backend._StepEnds): those
+# writes serialise per workflow (each would wait on the row anyway, to count
+# live steps), so children locked in any order can never deadlock.
+
+# A workflow's steps as one JSON document, one array per step: [id, queue,
+# priority, run_at, delay, max_attempts, dedupe_key, payload, status,
+# parents, children, on_parent_failure]; parents and children are array
+# literals (qw_postgres.batches.step_document).
+_STEP_INPUT = """
+    SELECT v->>0 AS id, v->>1 AS queue, (v->>2)::int4 AS priority,
+           (v->>3)::timestamptz AS run_at, (v->>4)::float8 AS delay,
+           (v->>5)::int4 AS max_attempts, v->>6 AS dedupe_key, (v->>7)::json AS payload,
+           v->>8 AS status, (v->>9)::text[] AS parents, (v->>10)::text[] AS children,
+           v->>11 AS on_parent_failure, ord
+    FROM jsonb_array_elements(%(batch)s::jsonb) WITH ORDINALITY AS e(v, ord)
+"""
+
+_STEP_INSERT = """
+    INSERT INTO {s}.jobs (namespace, id, queue, status, priority, run_at, max_attempts,
+                          payload, dedupe_key, created_at, workflow, parents, children,
+                          on_parent_failure, failed_parents, pending)
+    SELECT %(ns)s, i.id, i.queue, i.status, i.priority,
+           coalesce(i.run_at, now() + coalesce(i.delay, 0) * interval '1 second'),
+           i.max_attempts, i.payload, i.dedupe_key, now(), %(workflow)s, i.parents,
+           i.children, i.on_parent_failure, '{}', cardinality(i.parents)
+    FROM input i
+"""
+
+_STEP_WOKE = """
+    SELECT count(pg_notify(%(channel)s, q.queue)) AS n
+    FROM (SELECT DISTINCT queue FROM input WHERE status = 'queued') q
+"""
+
+# One statement, so one round trip under autocommit: the workflow's row and
+# its steps, or (the id exists: ON CONFLICT) nothing. A step id that exists
+# fails the statement on jobs_pkey (DuplicateJob); a dedupe key a racing
+# producer took, on jobs_dedupe.
+CREATE_WORKFLOW = (
+    "WITH input AS ("
+    + _STEP_INPUT
+    + """), wf AS (
+    INSERT INTO {s}.workflows (namespace, id, state, output, created_at, live)
+    VALUES (%(ns)s, %(workflow)s, 'running', %(output)s, now(), %(live)s)
+    ON CONFLICT (namespace, id) DO NOTHING
+    RETURNING id
+), ins AS ("""
+    + _STEP_INSERT
+    + """    WHERE EXISTS (SELECT 1 FROM wf)
+    ORDER BY i.ord
+), woke AS ("""
+    + _STEP_WOKE
+    + """    WHERE EXISTS (SELECT 1 FROM wf)
+)
+SELECT (SELECT count(*) FROM wf), (SELECT n FROM woke)
+"""
+)
+
+# add_steps, after LOCK_WORKFLOWS and ADD_STEPS_FENCE: the steps, the leased
+# step's new children, and the workflow's live steps.
+ADD_STEPS = (
+    "WITH input AS ("
+    + _STEP_INPUT
+    + "), ins AS ("
+    + _STEP_INSERT
+    + """    ORDER BY i.ord
+), par AS (
+    UPDATE {s}.jobs SET children = coalesce(children, '{}') || %(kids)s::text[]
+    WHERE namespace = %(ns)s AND id = %(parent)s AND cardinality(%(kids)s::text[]) > 0
+    RETURNING 1
+), wf AS (
+    UPDATE {s}.workflows SET live = live + %(live)s
+    WHERE namespace = %(ns)s AND id = %(workflow)s
+    RETURNING 1
+), woke AS ("""
+    + _STEP_WOKE
+    + """)
+SELECT (SELECT count(*) FROM wf), (SELECT n FROM woke)
+"""
+)
+
+# The step a lease holds (locked), and whether the batch's first step exists.
+STEP_OF = "SELECT workflow FROM {s}.jobs WHERE namespace = %(ns)s AND id = %(id)s"
+
+ADD_STEPS_FENCE = """
+SELECT id FROM {s}.jobs
+WHERE namespace = %(ns)s AND id = %(id)s AND token = %(token)s AND status = 'running'
+  AND attempts = %(attempt)s
+FOR UPDATE
+"""
+
+JOB_EXISTS = "SELECT 1 FROM {s}.jobs WHERE namespace = %(ns)s AND id = %(id)s"
+
+# Always in id order, so writes that touch several workflows lock them alike.
+LOCK_WORKFLOWS = """
+SELECT id, state, cancel_requested, live, failed, cancelled FROM {s}.workflows
+WHERE namespace = %(ns)s AND id = ANY(%(ids)s::text[])
+ORDER BY id
+FOR UPDATE
+"""
+
+# StepGraph.count_ended: one statement per ended parent, whatever its
+# fan-out. The children's rows are found by primary key from the parent's
+# ``children`` (locked in id order by the index scan); those that reached
+# zero come back in the parent's order, with how many children they have.
+COUNT_ENDED = """
+WITH p AS (
+    SELECT children FROM {s}.jobs WHERE namespace = %(ns)s AND id = %(parent)s
+), upd AS (
+    UPDATE {s}.jobs c SET
+        pending = c.pending - 1,
+        failed_parents = CASE WHEN %(failed)s::boolean
+                              THEN c.failed_parents || %(parent)s::text
+                              ELSE c.failed_parents END
+    WHERE c.namespace = %(ns)s AND c.id = ANY((SELECT children FROM p)::text[])
+      AND c.status = 'waiting'
+    RETURNING c.id, c.queue, c.on_parent_failure, c.failed_parents, c.pending,
+              cardinality(c.children) AS kids
+)
+SELECT u.id, u.queue, u.on_parent_failure, u.failed_parents, u.kids
+FROM upd u
+JOIN unnest((SELECT children FROM p)) WITH ORDINALITY AS k(id, ord) ON k.id = u.id
+WHERE u.pending = 0
+ORDER BY k.ord
+"""
+
+# The end of one write that ended steps: the settled steps' transitions (by
+# compare-and-set on their status: queued ones become claimable, and their
+# queues are woken), running steps flagged (cancel_workflow), each touched
+# workflow's counters and state as decided in Python under its row lock, and
+# the events, step events first and workflow events last.
+ENDS = (
+    _apply("j.status IN ('waiting', 'queued')", events=False)
+    + """, flag AS (
+    UPDATE {s}.jobs SET cancel_requested = true
+    WHERE namespace = %(ns)s AND id = ANY(%(flag)s::text[]) AND status = 'running'
+    RETURNING 1
+), flows AS (
+    SELECT v->>0 AS id, (v->>1)::int4 AS live, (v->>2)::int4 AS failed,
+           (v->>3)::int4 AS cancelled, v->>4 AS state, (v->>5)::boolean AS cancel_requested,
+           (v->>6)::boolean AS finished, v->>7 AS ev_type, (v->>8)::json AS ev_data, ord
+    FROM jsonb_array_elements(%(flows)s::jsonb) WITH ORDINALITY AS e(v, ord)
+), wupd AS (
+    UPDATE {s}.workflows w SET
+        live = f.live, failed = f.failed, cancelled = f.cancelled, state = f.state,
+        cancel_requested = f.cancel_requested,
+        finished_at = CASE WHEN f.finished THEN statement_timestamp() ELSE w.finished_at END
+    FROM flows f
+    WHERE w.namespace = %(ns)s AND w.id = f.id
+    RETURNING 1
+), ev AS (
+    INSERT INTO {s}.events (namespace, job_id, type, data, created_at)
+    SELECT %(ns)s, x.id, x.ev_type, x.ev_data, statement_timestamp() FROM (
+        SELECT 1 AS part, u.ord, u.id, u.ev_type, u.ev_data FROM upd u
+        WHERE u.ev_type IS NOT NULL
+        UNION ALL
+        SELECT 2, f.ord, f.id, f.ev_type, f.ev_data FROM flows f WHERE f.ev_type IS NOT NULL
+    ) x
+    ORDER BY x.part, x.ord
+)
+SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM flag), (SELECT count(*) FROM wupd),
+       (SELECT n FROM woke)
+"""
+)
+
+# cancel_workflow: the steps not ended, locked in id order (its row is held).
+WORKFLOW_LIVE_STEPS = """
+SELECT id, queue, status, seq FROM {s}.jobs
+WHERE namespace = %(ns)s AND workflow = %(workflow)s
+  AND status IN ('waiting', 'queued', 'running')
+ORDER BY id
+FOR UPDATE
+"""
+
+_WORKFLOW_SELECT = """
+SELECT w.id, w.state, w.created_at, w.output, w.finished_at, w.cancel_requested,
+       c.statuses, c.counts
+FROM {s}.workflows w
+CROSS JOIN LATERAL (
+    SELECT array_agg(g.status) AS statuses, array_agg(g.n) AS counts FROM (
+        SELECT j.status, count(*) AS n FROM {s}.jobs j
+        WHERE j.namespace = w.namespace AND j.workflow = w.id
+        GROUP BY j.status
+    ) g
+) c
+"""
+
+GET_WORKFLOW = _WORKFLOW_SELECT + "WHERE w.namespace = %(ns)s AND w.id = %(workflow)s\n"
+
+LIST_WORKFLOWS = (
+    _WORKFLOW_SELECT
+    + """WHERE w.namespace = %(ns)s
+  AND (%(state)s::text IS NULL OR w.state = %(state)s::text)
+  AND (%(after)s::text IS NULL OR w.id > %(after)s::text)
+ORDER BY w.id
+LIMIT %(limit)s
+"""
+)
+
+# Ended workflows past retention, a bounded number per statement, each with
+# all its steps.
+PURGE_WORKFLOWS = """
+WITH victims AS (
+    SELECT namespace, id FROM {s}.workflows
+    WHERE namespace = %(ns)s AND state <> 'running'
+      AND finished_at < now() - %(older_than)s * interval '1 second'
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), steps AS (
+    DELETE FROM {s}.jobs j USING victims v
+    WHERE j.namespace = v.namespace AND j.workflow = v.id
+    RETURNING 1
+), flows AS (
+    DELETE FROM {s}.workflows w USING victims v
+    WHERE w.namespace = v.namespace AND w.id = v.id
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM flows), (SELECT count(*) FROM steps)
 """
 
 SERVER_SETTINGS = """
@@ -381,13 +686,19 @@ class Queries:
     claim_many: bytes
     renew: bytes
     finish: bytes
+    finish_steps: bytes
     finished_by: bytes
     reclaim_expired: bytes
     reclaim: bytes
+    reclaim_steps_read: bytes
+    reclaim_steps: bytes
     cancel: bytes
     cancel_queued: bytes
+    cancel_step: bytes
     get: bytes
+    get_many: bytes
     list_jobs: bytes
+    list_steps: bytes
     counts: bytes
     now: bytes
     heartbeat: bytes
@@ -399,6 +710,18 @@ class Queries:
     ack_events: bytes
     purge_jobs: bytes
     purge_events: bytes
+    create_workflow: bytes
+    add_steps: bytes
+    step_of: bytes
+    add_steps_fence: bytes
+    job_exists: bytes
+    lock_workflows: bytes
+    count_ended: bytes
+    ends: bytes
+    workflow_live_steps: bytes
+    get_workflow: bytes
+    list_workflows: bytes
+    purge_workflows: bytes
     server_settings: bytes
 
     @classmethod

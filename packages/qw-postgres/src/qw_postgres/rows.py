@@ -6,19 +6,40 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from qw.model import Event, Job, JobStatus, WorkerInfo
+from qw.model import (
+    Event,
+    Job,
+    JobStatus,
+    ParentFailure,
+    WorkerInfo,
+    Workflow,
+    WorkflowState,
+)
 
-__all__ = ["STATUSES", "to_event", "to_job", "to_worker"]
+__all__ = [
+    "PARENT_FAILURES",
+    "STATES",
+    "STATUSES",
+    "to_event",
+    "to_job",
+    "to_worker",
+    "to_workflow",
+]
 
 
 #: Each stored status text's JobStatus, by dict (cheaper than ``JobStatus(text)``).
 STATUSES = {status.value: status for status in JobStatus}
+PARENT_FAILURES = {policy.value: policy for policy in ParentFailure}
+STATES = {state.value: state for state in WorkflowState}
 
 
 def to_job(row: Sequence[Any]) -> Job:
     """A row in :data:`qw_postgres.queries.JOB_FIELDS` order (extra columns ignored)."""
     # Positional, in Job's field order (the same as JOB_FIELDS), and the
     # status by dict: a claim builds one Job per row, and this is its cost.
+    # A plain job (workflow NULL) leaves the step fields at their defaults.
+    if row[17] is not None:
+        return _step(row)
     return Job(
         row[0],
         row[1],
@@ -37,6 +58,47 @@ def to_job(row: Sequence[Any]) -> Job:
         row[14],
         row[15],
         row[16],
+    )
+
+
+def _step(row: Sequence[Any]) -> Job:
+    return Job(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        STATUSES[row[7]],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+        row[12],
+        row[13],
+        row[14],
+        row[15],
+        row[16],
+        row[17],
+        tuple(row[18]),
+        tuple(row[19]),
+        PARENT_FAILURES[row[20]],
+        tuple(row[21]),
+    )
+
+
+def to_workflow(row: Sequence[Any]) -> Workflow:
+    """A row of ``GET_WORKFLOW`` / ``LIST_WORKFLOWS``."""
+    statuses, counts = row[6] or (), row[7] or ()
+    return Workflow(
+        id=row[0],
+        state=STATES[row[1]],
+        created_at=row[2],
+        output=row[3],
+        finished_at=row[4],
+        cancel_requested=row[5],
+        counts={STATUSES[s]: int(n) for s, n in zip(statuses, counts, strict=True)},
     )
 
 

@@ -21,6 +21,10 @@ __all__ = ["LATEST_VERSION", "MIGRATIONS", "apply_migrations", "installed_versio
 log = logging.getLogger("qw_postgres")
 
 _STATUS_CHECK = "CHECK (status IN ('queued','running','succeeded','failed','cancelled'))"
+_STATUS_CHECK_2 = (
+    "CHECK (status IN ('waiting','queued','running','succeeded','failed','cancelled'))"
+)
+_STATE_CHECK = "CHECK (state IN ('running','succeeded','failed','cancelled'))"
 
 #: Migration N is MIGRATIONS[N - 1]; each is a list of statements with
 #: ``{s}`` standing for the schema identifier. Never edit a released one.
@@ -111,6 +115,54 @@ MIGRATIONS: list[list[str]] = [
             enabled   boolean NOT NULL,
             PRIMARY KEY (namespace, queue)
         )
+        """,
+    ],
+    # 2 (qw 0.2.0): workflows. Every new jobs column is nullable without a
+    # default, so adding it rewrites nothing and a plain job (workflow NULL,
+    # every one an 0.1.0 store holds) stores only null bits for them.
+    [
+        f"""
+        ALTER TABLE {{s}}.jobs
+            DROP CONSTRAINT jobs_status_check,
+            ADD CONSTRAINT jobs_status_check {_STATUS_CHECK_2},
+            ADD COLUMN workflow          text COLLATE "C",
+            ADD COLUMN parents           text[] COLLATE "C",
+            ADD COLUMN children          text[] COLLATE "C",
+            ADD COLUMN on_parent_failure text COLLATE "C",
+            ADD COLUMN failed_parents    text[] COLLATE "C",
+            ADD COLUMN pending           integer
+        """,
+        # A waiting step holds its dedupe key as a queued one does; the index
+        # keeps its name, which qw_postgres.errors maps to a dedupe race.
+        "DROP INDEX {s}.jobs_dedupe",
+        """
+        CREATE UNIQUE INDEX jobs_dedupe ON {s}.jobs (namespace, dedupe_key)
+            WHERE dedupe_key IS NOT NULL AND status IN ('waiting', 'queued', 'running')
+        """,
+        # A workflow's steps, by id: list_jobs(workflow=), get_workflow's
+        # counts, cancel_workflow and purge. Plain jobs are not in it.
+        """
+        CREATE INDEX jobs_workflow ON {s}.jobs (namespace, workflow, id)
+            WHERE workflow IS NOT NULL
+        """,
+        f"""
+        CREATE TABLE {{s}}.workflows (
+            namespace        text COLLATE "C" NOT NULL,
+            id               text COLLATE "C" NOT NULL,
+            state            text COLLATE "C" NOT NULL {_STATE_CHECK},
+            output           text COLLATE "C",
+            created_at       timestamptz NOT NULL DEFAULT now(),
+            finished_at      timestamptz,
+            cancel_requested boolean NOT NULL DEFAULT false,
+            live             integer NOT NULL,
+            failed           integer NOT NULL DEFAULT 0,
+            cancelled        integer NOT NULL DEFAULT 0,
+            PRIMARY KEY (namespace, id)
+        )
+        """,
+        """
+        CREATE INDEX workflows_finished ON {s}.workflows (namespace, finished_at)
+            WHERE state <> 'running'
         """,
     ],
 ]
