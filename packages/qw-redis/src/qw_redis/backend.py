@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Self
 
 from qw.capabilities import Capabilities
-from qw.contract import Finish, Insert, Switches
+from qw.contract import Finish, Insert, Switches, WorkflowInsert
 from qw.errors import BackendError, DuplicateJob, InvalidName
 from qw.model import (
     Claim,
@@ -26,6 +26,8 @@ from qw.model import (
     Lease,
     PurgeResult,
     WorkerInfo,
+    Workflow,
+    WorkflowState,
 )
 from qw.transitions import (
     Transition,
@@ -37,12 +39,16 @@ from qw.transitions import (
 from qw.wakeup import Listener, WakeupHub
 from qw_redis.codec import (
     ROW_WIDTH,
+    WORKFLOW_WIDTH,
+    StepFields,
     from_us,
     job_from_row,
     loads,
+    step_fields,
     to_us,
     worker_from,
     worker_info_json,
+    workflow_from_row,
 )
 from qw_redis.connect import check_persistence, open_client, subscriber_for
 from qw_redis.errors import translated
@@ -59,13 +65,17 @@ PROMOTE_MAX = 1000
 BATCH = 500
 #: Job id -> queue entries remembered from this object's claims.
 _QUEUE_CACHE_MAX = 100_000
-_CLAIM_WIDTH = 12
+_CLAIM_WIDTH = 13
 #: How long the first claim or wait waits for the subscription (then it polls).
 _FIRST_CONNECT_S = 2.0
 #: Fields per job of ``expired.lua``'s reply.
-_EXPIRED_WIDTH = 5
+_EXPIRED_WIDTH = 6
 #: Enqueue attempts when live dedupe keys keep changing under the plan.
 _ENQUEUE_TRIES = 10
+#: Calls of a script that may end a workflow step, when it keeps naming
+#: queues of the step's workflow that the call did not declare (add_steps
+#: can grow a workflow's queues between two calls).
+_QUEUE_TRIES = 10
 
 
 def _us(seconds: float) -> int:
@@ -88,6 +98,33 @@ def _transition_args(t: Transition) -> tuple[object, ...]:
         "" if t.finished_by is None else t.finished_by,
         *event,
     )
+
+
+def _needs(reply: Any) -> list[str] | None:
+    """The queues a script asked to be declared (``{'N', queue, ...}``), or None."""
+    if isinstance(reply, list) and reply and reply[0] == "N":
+        return list(reply[1:])
+    return None
+
+
+def _step_args(steps: Sequence[Insert], index: dict[str, int]) -> list[object]:
+    """``steps`` as ``lua/steps.lua`` reads them."""
+    args: list[object] = []
+    for step in steps:
+        args += (
+            step.id,
+            index[step.queue],
+            step.payload,
+            step.priority,
+            step.max_attempts,
+            step.dedupe_key or "",
+            "" if step.run_at is None else to_us(step.run_at),
+            _us(step.delay or 0),
+            JobStatus(step.status).value,
+            step.on_parent_failure.value,
+            " ".join(step.parents),
+        )
+    return args
 
 
 def _token_queue(token: str) -> str | None:
@@ -129,6 +166,9 @@ class RedisBackend:
         self._closed = False
         self._queue_keys: dict[str, list[str]] = {}
         self._queue_of: dict[str, str] = {}
+        # Workflow steps claimed here -> the queues of their workflow, which
+        # a script that may end the step declares (see lua/apply.lua's need_queues).
+        self._flow_queues_of: dict[str, tuple[str, ...]] = {}
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str) -> Self:
@@ -168,6 +208,15 @@ class RedisBackend:
         if len(self._queue_of) >= _QUEUE_CACHE_MAX:
             self._queue_of.clear()
         self._queue_of[job_id] = queue
+
+    def _remember_flow(self, job_id: str, queues: tuple[str, ...]) -> None:
+        if len(self._flow_queues_of) >= _QUEUE_CACHE_MAX:
+            self._flow_queues_of.clear()
+        self._flow_queues_of[job_id] = queues
+
+    def _forget(self, job_id: str) -> None:
+        self._queue_of.pop(job_id, None)
+        self._flow_queues_of.pop(job_id, None)
 
     def _queues_of(self, ids: Sequence[str], tokens: Sequence[str] | None = None) -> dict[str, str]:
         """Each job's queue (immutable per id): from its lease token, remembered, else read.
@@ -271,7 +320,9 @@ class RedisBackend:
                 result,
                 error,
                 token,
+                step,
             ) = reply[b : b + _CLAIM_WIDTH]
+            step_kw = step_fields(step)
             job = Job(
                 id=id_,
                 queue=queue,
@@ -288,8 +339,11 @@ class RedisBackend:
                 started_at=now,
                 worker=worker,
                 lease_expires_at=expires,
+                **step_kw,
             )
             self._remember(id_, queue)
+            if isinstance(step_kw, StepFields):
+                self._remember_flow(id_, step_kw.queues)
             claims.append(Claim(job, Lease(id_, token, expires)))
         return claims
 
@@ -333,8 +387,12 @@ class RedisBackend:
         answers: list[JobStatus | None] = [None] * len(finishes)
         if not sent:
             return answers
-        reply = self._run("finish", queues, args)
-        requeued = set()
+        flows = self._flow_queues_of
+        # Queue indexes of the jobs themselves come first; a step's workflow
+        # queues follow, where its end may queue children.
+        extra = [q for n in sent for q in flows.get(leases[n].job_id, ()) if q not in index]
+        reply = self._run_declaring("finish", queues, extra, args)
+        requeued = set(reply[2 * len(sent) :])
         for k, n in enumerate(sent):
             stored = reply[2 * k]
             if stored is None:
@@ -347,10 +405,28 @@ class RedisBackend:
                     requeued.add(queue_of[job_id])
             else:
                 answers[n] = repeat_status(transition, JobStatus(stored), reply[2 * k + 1])
-            self._queue_of.pop(job_id, None)
+            self._forget(job_id)
         if requeued:
             self._hub.notify(requeued)
         return answers
+
+    def _run_declaring(
+        self, name: str, queues: Sequence[str], extra: Sequence[str], args: Sequence[object]
+    ) -> Any:
+        """Run ``name`` with the header ``queues`` + ``extra``, adding queues it asks for.
+
+        Indexes into ``queues`` in ``args`` stay valid: asked-for queues are
+        appended after them.
+        """
+        header = list(queues)
+        header += (q for q in dict.fromkeys(extra) if q not in header)
+        for _ in range(_QUEUE_TRIES):
+            reply = self._run(name, header, args)
+            needed = _needs(reply)
+            if needed is None:
+                return reply
+            header += (q for q in needed if q not in header)
+        raise BackendError(f"the queues of a workflow keep changing; {name} gave up")
 
     def reclaim_expired(self) -> int:
         total = 0
@@ -368,14 +444,21 @@ class RedisBackend:
             index = {q: i for i, q in enumerate(queues, start=1)}
             args: list[object] = []
             requeued: set[str] = set()
-            for job_id, queue, token, attempts, max_attempts in found:
+            extra: list[str] = []
+            for job_id, queue, token, attempts, max_attempts, flow_queues in found:
                 transition = plan_reclaim(
                     attempts=int(attempts), max_attempts=int(max_attempts), queue=queue
                 )
                 if transition.status is JobStatus.QUEUED:
                     requeued.add(queue)
+                elif flow_queues:
+                    extra += flow_queues.split(" ")
                 args += (job_id, index[queue], token, *_transition_args(transition))
-            moved = int(self._run("reclaim", queues, args)) if found else 0
+            moved = 0
+            if found:
+                reply = self._run_declaring("reclaim", queues, extra, args)
+                moved = int(reply[0])
+                requeued.update(reply[1:])
             total += moved
             if requeued:
                 self._hub.notify(requeued)
@@ -443,8 +526,18 @@ class RedisBackend:
     # -- inspection and operations -------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
-        reply = self._run("get", (), (job_id,))
-        return job_from_row(reply) if reply else None
+        return self.get_many([job_id])[0]
+
+    def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        if not job_ids:
+            return []
+        reply = self._run("get", (), list(job_ids))
+        n = len(job_ids)
+        rows = iter(range(n, len(reply), ROW_WIDTH))
+        return [
+            job_from_row(reply[(b := next(rows)) : b + ROW_WIDTH]) if reply[i] else None
+            for i in range(n)
+        ]
 
     def counts(self) -> dict[str, dict[JobStatus, int]]:
         with translated("counts"):
@@ -463,13 +556,20 @@ class RedisBackend:
         status: JobStatus | None = None,
         limit: int = 100,
         after: str | None = None,
+        workflow: str | None = None,
     ) -> list[Job]:
         if queue is not None:
             self._keys.queue_keys([queue])
         reply = self._run(
             "list",
             (),
-            (queue or "", "" if status is None else JobStatus(status).value, limit, after or ""),
+            (
+                queue or "",
+                "" if status is None else JobStatus(status).value,
+                limit,
+                after or "",
+                workflow or "",
+            ),
         )
         return [job_from_row(reply[i : i + ROW_WIDTH]) for i in range(0, len(reply), ROW_WIDTH)]
 
@@ -479,12 +579,19 @@ class RedisBackend:
             if queue is None:
                 return None
             transition = plan_cancel_queued(queue=queue)
-            reply = self._run("cancel", (queue,), (job_id, *_transition_args(transition)))
+            extra = self._flow_queues_of.get(job_id, ())
+            reply = self._run_declaring(
+                "cancel", (queue,), extra, (job_id, *_transition_args(transition))
+            )
             if reply is None:
                 return None
             if isinstance(reply, list):
-                self._queue_of.pop(job_id, None)
-                continue  # purged and re-created in another queue meanwhile
+                if reply[0] == "Q":
+                    self._forget(job_id)
+                    continue  # purged and re-created in another queue meanwhile
+                if len(reply) > 1:
+                    self._hub.notify(reply[1:])
+                return JobStatus(reply[0])
             return JobStatus(reply)
         raise BackendError(f"job {job_id!r} keeps changing queue; cancel gave up")
 
@@ -517,3 +624,80 @@ class RedisBackend:
             events += int(done_events)
             if int(done_jobs) < BATCH and int(done_events) < BATCH:
                 return PurgeResult(jobs=jobs, events=events)
+
+    # -- workflows -----------------------------------------------------------
+
+    def _insert_steps(self, name: str, steps: Sequence[Insert], head: Sequence[object]) -> str:
+        """Run ``name`` (create_workflow, add_steps) for ``steps``; its answer's letter.
+
+        Raises DuplicateJob where the script found a step id that exists, or
+        a dedupe key held by a live job or by an earlier step of the call.
+        """
+        queues = list(dict.fromkeys(s.queue for s in steps))
+        index = {q: i for i, q in enumerate(queues, start=1)}
+        reply = self._run(name, queues, [*head, *_step_args(steps, index)])
+        if reply[0] == "D":
+            raise DuplicateJob(f"job id {reply[1]!r} already exists")
+        if reply[0] == "K":
+            # plan_enqueue with the live holders found: any step not created refuses the call.
+            live = {reply[i]: reply[i + 1] for i in range(1, len(reply), 2)}
+            answers, _ = plan_enqueue(steps, live)
+            held = [new.id for a, new in zip(answers, steps, strict=True) if not a.created]
+            raise DuplicateJob(
+                f"a live job, or an earlier step of the call, holds the dedupe key of {held}"
+            )
+        if reply[0] == "O":
+            self._hub.notify({s.queue for s in steps if s.status is JobStatus.QUEUED})
+        return str(reply[0])
+
+    def create_workflow(self, workflow: WorkflowInsert, steps: Sequence[Insert]) -> bool:
+        head = (workflow.id, workflow.output or "")
+        return self._insert_steps("create_workflow", steps, head) == "O"
+
+    def add_steps(self, lease: Lease, steps: Sequence[Insert]) -> bool | None:
+        flows = {s.workflow for s in steps}
+        if len(flows) != 1 or None in flows:
+            return None  # steps of several workflows: none is the leased job's
+        (flow,) = flows
+        head = (lease.job_id, lease.token, lease.attempt, flow)
+        answer = self._insert_steps("add_steps", steps, head)
+        if answer == "L":
+            return None
+        if answer == "O" and lease.job_id in self._flow_queues_of:
+            # This step's end may now queue children in the new steps' queues too.
+            known = self._flow_queues_of[lease.job_id]
+            new = [s.queue for s in steps]
+            self._flow_queues_of[lease.job_id] = tuple(dict.fromkeys([*known, *new]))
+        return answer == "O"
+
+    def get_workflow(self, workflow_id: str) -> Workflow | None:
+        reply = self._run("get_workflow", (), (workflow_id,))
+        return workflow_from_row(reply) if reply else None
+
+    def list_workflows(
+        self, *, state: WorkflowState | None = None, limit: int = 100, after: str | None = None
+    ) -> list[Workflow]:
+        value = "" if state is None else WorkflowState(state).value
+        reply = self._run("list_workflows", (), (value, limit, after or ""))
+        return [
+            workflow_from_row(reply[i : i + WORKFLOW_WIDTH])
+            for i in range(0, len(reply), WORKFLOW_WIDTH)
+        ]
+
+    def cancel_workflow(self, workflow_id: str) -> Workflow | None:
+        for _ in range(_QUEUE_TRIES):
+            with translated("cancel_workflow"):
+                known = self._client.hget(self._keys.key("wqueues"), workflow_id)
+            if known is None:
+                return None
+            queues = known.split(" ")
+            args: list[object] = [workflow_id]
+            for queue in queues:
+                args += _transition_args(plan_cancel_queued(queue=queue))
+            reply = self._run("cancel_workflow", queues, args)
+            if reply is None:
+                return None  # purged meanwhile
+            if reply[0] == "O":
+                return workflow_from_row(reply[1:])
+            # 'N': add_steps grew the workflow's queues meanwhile; read them again.
+        raise BackendError(f"the queues of workflow {workflow_id!r} keep changing; cancel gave up")

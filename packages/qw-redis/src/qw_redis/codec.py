@@ -7,22 +7,65 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from qw.model import Job, JobStatus, JSONValue, WorkerInfo
+from qw.model import (
+    Job,
+    JobStatus,
+    JSONValue,
+    ParentFailure,
+    WorkerInfo,
+    Workflow,
+    WorkflowState,
+)
 
 __all__ = [
     "ROW_WIDTH",
+    "WORKFLOW_WIDTH",
+    "StepFields",
     "from_us",
     "job_from_row",
     "loads",
+    "step_fields",
     "to_us",
     "worker_from",
     "worker_info_json",
+    "workflow_from_row",
 ]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
-#: id followed by the 16 columns read.lua returns.
-ROW_WIDTH = 17
+#: id followed by the 16 columns read.lua returns, and the step fields.
+ROW_WIDTH = 18
+#: workflow id, record, and its steps per status (common.lua's workflow_row).
+WORKFLOW_WIDTH = 2 + len(JobStatus)
+_STATUSES = tuple(JobStatus)
+_PLAIN: dict[str, Any] = {}
+
+
+class StepFields(dict[str, Any]):
+    """A step's :class:`~qw.model.Job` fields, plus the queues of its workflow."""
+
+    queues: tuple[str, ...] = ()
+
+
+def _ids(text: str) -> tuple[str, ...]:
+    return tuple(text.split(" ")) if text else ()
+
+
+def step_fields(value: object) -> dict[str, Any]:
+    """The Job keyword arguments of common.lua's ``step_info`` (none for a plain job)."""
+    if value is None:
+        return _PLAIN
+    parts = str(value).split("\n")
+    fields = StepFields(
+        workflow=parts[0],
+        parents=_ids(parts[1]),
+        children=_ids(parts[2]),
+        on_parent_failure=ParentFailure(parts[3]) if parts[3] else ParentFailure.CANCEL,
+        failed_parents=_ids(parts[4]),
+    )
+    if len(parts) > 5:
+        fields.queues = _ids(parts[5])
+    return fields
 
 
 def to_us(when: datetime) -> int:
@@ -62,6 +105,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         worker,
         lease,
         cancel,
+        step,
     ) = row
     return Job(
         id=id_,
@@ -81,6 +125,22 @@ def job_from_row(row: Sequence[Any]) -> Job:
         worker=worker,
         lease_expires_at=_opt_us(lease),
         cancel_requested=cancel == "1",
+        **step_fields(step),
+    )
+
+
+def workflow_from_row(row: Sequence[Any]) -> Workflow:
+    """A :class:`Workflow` from common.lua's ``workflow_row``."""
+    id_, rec, *counts = row
+    state, cancel, created, finished, output = str(rec).split(" ")
+    return Workflow(
+        id=id_,
+        state=WorkflowState(state),
+        created_at=from_us(created),
+        output=None if output == "-" else output,
+        finished_at=None if finished == "-" else from_us(finished),
+        cancel_requested=cancel == "1",
+        counts={s: int(n) for s, n in zip(_STATUSES, counts, strict=True) if int(n)},
     )
 
 

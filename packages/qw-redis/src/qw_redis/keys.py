@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from qw.errors import InvalidName
-from qw.model import JobStatus
+from qw.model import JobStatus, ParentFailure, WorkflowState
+from qw.transitions import EVENT_CANCELLED, REASON_PARENT_FAILED, workflow_event
 from qw.validation import validate_namespace, validate_queue
 
 __all__ = ["COLUMNS", "COMMON", "PACKED", "Keyspace", "lua_prelude", "packed_queue"]
@@ -33,11 +34,24 @@ COMMON: tuple[str, ...] = (
     "workers",  # HASH worker id -> JSON
     "wstart",  # HASH worker id -> started_at (µs)
     "wseen",  # HASH worker id -> last_seen (µs)
-    "st_queued",  # ZSET (lex) ids by status, for list_jobs
+    "st_waiting",  # ZSET (lex) ids by status, for list_jobs
+    "st_queued",
     "st_running",
     "st_succeeded",
     "st_failed",
     "st_cancelled",
+    # Workflows (absent in a 0.1.0 store: it has none, and every job is plain).
+    "wf_ids",  # ZSET (lex) every workflow id
+    "ws_running",  # ZSET (lex) workflow ids by state, for list_workflows
+    "ws_succeeded",
+    "ws_failed",
+    "ws_cancelled",
+    "wrec",  # HASH workflow id -> "<state> <cancel 0|1> <created µs> <finished µs|-> <output|->"
+    "wnum",  # HASH "<workflow>:live|failed|cancelled" -> count of its steps
+    "wqueues",  # HASH workflow id -> the queues of its steps, space-separated
+    "wsteps",  # ZSET (lex) "<workflow> <step id>", for list_jobs(workflow=) and purge
+    "wcounts",  # HASH "<workflow>:<status>" -> count of its steps
+    "wdone",  # ZSET workflow id -> finished_at (µs) of ended workflows, for purge
 )
 
 #: Job fields: one HASH per field, ``id -> value`` (times are integer µs).
@@ -57,6 +71,13 @@ COLUMNS: tuple[str, ...] = (
     "cancel",
     "token",
     "fby",
+    # Workflow steps only; a job without 'wf' is a plain job and has none of these.
+    "wf",  # the workflow id
+    "parents",  # parent ids, space-separated, in order
+    "children",  # child ids, space-separated, in the order they were added
+    "opf",  # on_parent_failure
+    "fparents",  # parents that ended failed or cancelled, in the order they ended
+    "pending",  # parents not ended yet, while waiting (absent: none)
 )
 
 #: The fields packed in the ``job`` column, in order:
@@ -123,20 +144,38 @@ def lua_prelude(publish_command: str) -> str:
     so the Python and Lua sides cannot disagree on the order of ``KEYS`` or
     on how a status is spelled: ``STATUS.RUNNING`` is ``'running'``, and
     ``TERMINAL[s]`` is true for the terminal statuses. Nothing else of the
-    state machine is in Lua: the scripts are handed decided transitions.
+    state machine is in Lua: the scripts are handed decided transitions,
+    except the settle rule of workflow steps, which must run inside the
+    write that ends a step (``lua/workflow.lua``); the words it writes
+    (workflow states, their events, the parent-failure policy, the reason
+    and event of a settle-cancel) are generated here from :mod:`qw.model`
+    and :mod:`qw.transitions` too.
     """
     statuses = ", ".join(f"{s.name} = '{s.value}'" for s in JobStatus)
+    order = ", ".join(f"'{s.value}'" for s in JobStatus)
     terminal = ", ".join(f"{s.value} = true" for s in JobStatus if s.is_terminal)
+    states = ", ".join(f"{s.name} = '{s.value}'" for s in WorkflowState)
+    events = ", ".join(f"{s.value} = '{workflow_event('', s)[0]}'" for s in WorkflowState)
+    policies = ", ".join(f"{p.name} = '{p.value}'" for p in ParentFailure)
     lines = [
         "local K = {}",
         "local F = {}",
         "local ST = {}",
+        "local WS = {}",
         f"local STATUS = {{{statuses}}}",
+        f"local STATUSES = {{{order}}}",
         f"local TERMINAL = {{{terminal}}}",
+        f"local WSTATE = {{{states}}}",
+        f"local WF_EVENT = {{{events}}}",
+        f"local PF = {{{policies}}}",
+        f"local EV_CANCELLED = '{EVENT_CANCELLED}'",
+        f"local REASON_PARENT_FAILED = '{REASON_PARENT_FAILED}'",
     ]
     for i, name in enumerate(COMMON, start=1):
         if name.startswith("st_"):
             lines.append(f"ST['{name[3:]}'] = KEYS[{i}]")
+        elif name.startswith("ws_"):
+            lines.append(f"WS['{name[3:]}'] = KEYS[{i}]")
         else:
             lines.append(f"K.{name} = KEYS[{i}]")
     for i, col in enumerate(COLUMNS, start=len(COMMON) + 1):

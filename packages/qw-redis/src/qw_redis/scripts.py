@@ -1,8 +1,10 @@
 """The Lua scripts, composed once per process and called by SHA.
 
 Each script is the generated prelude (:func:`qw_redis.keys.lua_prelude`),
-the shared helpers of ``lua/common.lua``, those of ``lua/apply.lua`` for the
-scripts that apply decided transitions, and its own body. redis-py's
+the shared helpers of ``lua/common.lua``, those of ``lua/apply.lua`` and
+``lua/workflow.lua`` for the scripts that apply decided transitions (and so
+may end workflow steps), those of ``lua/steps.lua`` for the scripts that
+insert steps, and its own body. redis-py's
 ``register_script`` sends ``EVALSHA`` and falls back to loading the source
 once when a server has not seen it (after a restart, or on a new node).
 """
@@ -29,14 +31,20 @@ WRITES = (
     "remove_worker",
     "ack",
     "purge",
+    "create_workflow",
+    "add_steps",
+    "cancel_workflow",
 )
 #: Scripts that only read (one round trip, one consistent snapshot).
-READS = ("now", "expired", "get", "list", "fetch", "workers")
+READS = ("now", "expired", "get", "list", "fetch", "workers", "get_workflow", "list_workflows")
 NAMES = WRITES + READS
 
 _NEEDS_ROW = frozenset({"get", "list"})
-#: Scripts that apply decided transitions (``lua/apply.lua``).
-_APPLIES = frozenset({"finish", "reclaim", "cancel"})
+#: Scripts that apply decided transitions (``lua/apply.lua``), and so may end
+#: workflow steps (``lua/workflow.lua``: the settle rule and workflow accounting).
+_APPLIES = frozenset({"finish", "reclaim", "cancel", "cancel_workflow"})
+#: Scripts that insert workflow steps (``lua/steps.lua``).
+_INSERTS_STEPS = frozenset({"create_workflow", "add_steps"})
 
 
 def _text(name: str) -> str:
@@ -53,5 +61,8 @@ def source(name: str, publish_command: str) -> str:
         parts.append(_text("read"))
     if name in _APPLIES:
         parts.append(_text("apply"))
+        parts.append(_text("workflow"))
+    if name in _INSERTS_STEPS:
+        parts.append(_text("steps"))
     parts.append(_text(name))
     return "\n".join(parts)

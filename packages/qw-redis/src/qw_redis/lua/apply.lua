@@ -34,9 +34,15 @@ local function place(id, qi, now)
   end
 end
 
+-- What the end of a workflow step does to its workflow and to its waiting
+-- children, in the same script (defined by lua/workflow.lua).
+local step_ended, settle
+
 -- Apply the transition whose fields start at ARGV[b + 1] to job id of queue
 -- qi, whose status is now 'from'; its event is written by the same script.
-local function apply(id, qi, from, b, now)
+-- A workflow step that ends is counted for its workflow and settles its
+-- children, unless nosettle (cancel_workflow cancels every waiting step itself).
+local function apply(id, qi, from, b, now, nosettle)
   local status = ARGV[b + 1]
   local v = ARGV[b + 2]
   if v ~= '' then put('att', id, v) end
@@ -61,21 +67,48 @@ local function apply(id, qi, from, b, now)
     redis.call('ZREM', ready_key(qi), get('seq', id) .. id)
     redis.call('ZREM', sched_key(qi), id)
   end
-  set_status(id, QN[qi], from, status)
+  local wf = get('wf', id)
+  set_status(id, QN[qi], from, status, wf)
   if status == STATUS.QUEUED then
     place(id, qi, now)
     WOKEN[qi] = true
   elseif TERMINAL[status] then
-    zadd_later(K.done, now, id)
+    -- A step is purged with its workflow, never on its own (wdone, not done).
+    if not wf then zadd_later(K.done, now, id) end
     release_dedupe(id)
   end
   v = ARGV[b + 8]
   if v ~= '' then emit(id, v, ARGV[b + 9], now) end
+  if wf and TERMINAL[status] then
+    step_ended(wf, status, now)
+    if not nosettle then settle(id, status, now) end
+  end
 end
 
--- Wake the queues that got a job back, in header order.
+-- Wake the queues that got a job back, in header order; return their names.
 local function publish_woken()
   local queues = {}
   for i = 1, NQ do if WOKEN[i] then queues[#queues + 1] = QN[i] end end
   publish(queues)
+  return queues
+end
+
+-- The queues of workflow w that the header lacks, appended to missing (a
+-- list that is also a set). A step that ends settles its children, which
+-- may be queued in any queue of its workflow; a script touches only the
+-- queue keys its caller declared, so a script that may end a step checks
+-- this before its first write and, if anything is missing, answers
+-- {'N', queue, ...} without writing, and is called again with them.
+local WQ_SEEN = {}
+local function need_queues(w, missing)
+  if WQ_SEEN[w] then return end
+  WQ_SEEN[w] = true
+  local qs = redis.call('HGET', K.wqueues, w)
+  if not qs then return end
+  for q in string.gmatch(qs, '%S+') do
+    if not QI[q] and not missing[q] then
+      missing[q] = true
+      missing[#missing + 1] = q
+    end
+  end
 end

@@ -1,5 +1,6 @@
 -- ARGV after the header: worker, lease µs, limit, token prefix, promote max.
--- Returns {now, expires, then 12 fields per job}.
+-- Returns {now, expires, then 13 fields per job}; the last is common.lua's
+-- step_info with the workflow's queues (false for a plain job).
 local worker, lease_us = ARGV[A + 1], tonumber(ARGV[A + 2])
 local limit, prefix, promote_max = tonumber(ARGV[A + 3]), ARGV[A + 4], tonumber(ARGV[A + 5])
 if redis.call('HGET', K.switch, '*') == '0' then return {} end
@@ -51,9 +52,10 @@ local out = {nows, exps}
 local ids = {}
 for j, p in ipairs(picked) do ids[j] = string.sub(p[1], 17) end
 -- No 'result': only a succeeded (terminal) job has one, never a queued one.
-for _, col in ipairs({'payload', 'prio', 'run_at', 'max', 'att', 'created', 'dedupe', 'error'}) do
+for _, col in ipairs({'payload', 'prio', 'run_at', 'max', 'att', 'created', 'dedupe', 'error', 'wf'}) do
   prefetch(col, ids)
 end
+prefetch_steps(ids)
 for j, p in ipairs(picked) do
   local id = ids[j]
   local queue = QN[p[2]]
@@ -61,7 +63,7 @@ for j, p in ipairs(picked) do
   -- knows which queue keys to declare without reading the store first.
   local token = prefix .. j .. ':' .. queue
   local att = tonumber(get('att', id)) + 1
-  set_status(id, queue, STATUS.QUEUED, STATUS.RUNNING)
+  set_status(id, queue, STATUS.QUEUED, STATUS.RUNNING, get('wf', id))
   put('att', id, fmt(att))
   put('token', id, token)
   put('worker', id, worker)
@@ -80,6 +82,7 @@ for j, p in ipairs(picked) do
   out[#out + 1] = false
   out[#out + 1] = get('error', id)
   out[#out + 1] = token
+  out[#out + 1] = step_info(id, true)
 end
 flush()
 return out

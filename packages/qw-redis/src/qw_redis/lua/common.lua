@@ -110,13 +110,15 @@ local function prefetch(col, ids)
   end
 end
 
-local function set_status(id, queue, old, new)
+-- wf is the job's workflow (nil or false for a plain job): a step's moves
+-- are counted for its workflow too (wcounts), by the same flush().
+local function set_status(id, queue, old, new, wf)
   put('status', id, new)
   local m = MOVES[id]
   if m then
     m.to = new
   else
-    MOVES[id] = {queue = queue, from = old, to = new}
+    MOVES[id] = {queue = queue, from = old, to = new, wf = wf}
     MOVE_ORDER[#MOVE_ORDER + 1] = id
   end
 end
@@ -156,6 +158,7 @@ local function flush()
     chunked('HDEL', F[col], dels, 500)
   end
   local deltas = {}
+  local wdeltas
   for _, id in ipairs(MOVE_ORDER) do
     local m = MOVES[id]
     if m.from ~= m.to then
@@ -167,6 +170,15 @@ local function flush()
       zadd_later(ST[m.to], 0, id)
       local f = m.queue .. ':' .. m.to
       deltas[f] = (deltas[f] or 0) + 1
+      if m.wf then
+        wdeltas = wdeltas or {}
+        if m.from then
+          f = m.wf .. ':' .. m.from
+          wdeltas[f] = (wdeltas[f] or 0) - 1
+        end
+        f = m.wf .. ':' .. m.to
+        wdeltas[f] = (wdeltas[f] or 0) + 1
+      end
     end
   end
   for key, members in pairs(ZREMS) do chunked('ZREM', key, members, 500) end
@@ -176,6 +188,13 @@ local function flush()
       redis.call('HDEL', K.counts, field)
     end
   end
+  if wdeltas then
+    for field, delta in pairs(wdeltas) do
+      if delta ~= 0 and redis.call('HINCRBY', K.wcounts, field, delta) == 0 then
+        redis.call('HDEL', K.wcounts, field)
+      end
+    end
+  end
   PUT, CACHE, MOVES, MOVE_ORDER, ZADDS, ZREMS, JOBS = {}, {}, {}, {}, {}, {}, {}
 end
 
@@ -183,4 +202,57 @@ local function publish(queues)
   if #queues > 0 then
     redis.call(PUBCMD, K.wake, table.concat(queues, ','))
   end
+end
+
+-- A workflow step's own fields, for the Job records Python builds: false
+-- for a plain job, else "<workflow>\n<parents>\n<children>\n<on_parent_failure>
+-- \n<failed parents>" (lists space-separated; step ids hold neither ' ' nor
+-- newlines), then "\n<the workflow's queues>" when with_queues is set.
+local function step_info(id, with_queues)
+  local w = get('wf', id)
+  if not w then return false end
+  local s = w .. '\n' .. (get('parents', id) or '') .. '\n' .. (get('children', id) or '')
+    .. '\n' .. (get('opf', id) or '') .. '\n' .. (get('fparents', id) or '')
+  if with_queues then s = s .. '\n' .. (redis.call('HGET', K.wqueues, w) or '') end
+  return s
+end
+
+-- Read the step columns of the steps among ids (wf must have been read).
+local function prefetch_steps(ids)
+  local steps = {}
+  for _, id in ipairs(ids) do
+    if get('wf', id) then steps[#steps + 1] = id end
+  end
+  if #steps > 0 then
+    for _, col in ipairs({'parents', 'children', 'opf', 'fparents'}) do prefetch(col, steps) end
+  end
+end
+
+-- A workflow record (K.wrec): "<state> <cancel 0|1> <created µs> <finished
+-- µs or -> <output step or ->"; '-' is no step id (ids start alphanumeric).
+local function wrec_read(w)
+  local v = redis.call('HGET', K.wrec, w)
+  if not v then return false end
+  local state, cancel, created, finished, output =
+    string.match(v, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+  return {state = state, cancel = cancel, created = created, finished = finished, output = output}
+end
+
+local function wrec_write(w, r)
+  redis.call('HSET', K.wrec, w,
+    table.concat({r.state, r.cancel, r.created, r.finished, r.output}, ' '))
+end
+
+-- Append workflow w to out (id, record, then its steps per status, in
+-- STATUSES order); false if there is no such workflow.
+local function workflow_row(w, out)
+  local rec = redis.call('HGET', K.wrec, w)
+  if not rec then return false end
+  out[#out + 1] = w
+  out[#out + 1] = rec
+  local fields = {}
+  for i, s in ipairs(STATUSES) do fields[i] = w .. ':' .. s end
+  local c = redis.call('HMGET', K.wcounts, unpack(fields))
+  for i = 1, #STATUSES do out[#out + 1] = c[i] or '0' end
+  return true
 end

@@ -1,4 +1,5 @@
--- Shared by the read scripts: every field of one job, in codec.job_from_row's order.
+-- Shared by the read scripts: every field of one job, in codec.job_from_row's
+-- order, then common.lua's step_info (false for a plain job).
 local COLS = {'queue', 'payload', 'prio', 'run_at', 'max', 'att', 'status', 'created',
   'dedupe', 'result', 'error', 'started', 'finished', 'worker', 'lease', 'cancel'}
 local function row(id, out)
@@ -6,4 +7,12 @@ local function row(id, out)
   for _, col in ipairs(COLS) do
     out[#out + 1] = get(col, id)
   end
+  out[#out + 1] = step_info(id, false)
+end
+
+-- Read every column of ids in as few calls as there are columns.
+local function prefetch_rows(ids)
+  for _, col in ipairs(COLS) do prefetch(col, ids) end
+  prefetch('wf', ids)
+  prefetch_steps(ids)
 end
