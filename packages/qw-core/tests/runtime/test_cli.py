@@ -12,6 +12,7 @@ from conftest import running
 import qw
 from qw.cli import main
 from qw.cli.purge import parse_duration
+from qw.demo import total_jobs
 from qw.model import JobStatus
 
 S = JobStatus
@@ -146,5 +147,6 @@ def test_demo_runs_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
     assert counts[S.QUEUED] == counts[S.RUNNING] == 0
     assert counts[S.CANCELLED] == 5
     assert counts[S.FAILED] > 0
-    assert sum(counts.values()) == 405
+    # 400 jobs, 5 cancelled ones, and the steps of the demo's workflow.
+    assert sum(counts.values()) == total_jobs(400) == 410
     assert qw_cli({}, "demo", "--db", str(db), code=2)
