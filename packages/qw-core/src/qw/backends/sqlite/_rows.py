@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 import json
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from qw.model import Event, Job, JobStatus, ParentFailure, WorkerInfo, Workflow, WorkflowState
 from qw.validation import decode_json

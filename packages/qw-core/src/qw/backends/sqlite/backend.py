@@ -6,6 +6,10 @@ fenced finish and its outbox event, or a reclaim is atomic and exactly-once
 across threads and processes on this machine. Times come from SQLite's
 clock. No status is decided here: :mod:`qw.transitions` decides every job
 transition and this module applies it whole, by compare-and-set.
+
+Workflow steps are rows of ``qw_jobs`` with a ``workflow``; a step's end is
+settled (:func:`qw.transitions.settle` over :class:`_Steps`) and counted
+against its workflow in the transaction that ends it.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from typing import Any, ClassVar, Self
 
 from qw.backends.sqlite import _rows
 from qw.backends.sqlite._db import Database
+from qw.backends.sqlite._schema import LIVE_STATUSES
 from qw.backends.sqlite._url import DEFAULT_POLL_INTERVAL, SqliteOptions, parse_url
 from qw.backends.sqlite._wakeup import ALL_QUEUES, ChangeWatch, bump, shared_hub
 from qw.capabilities import Capabilities
-from qw.contract import Finish, Insert, Switches
+from qw.contract import Finish, Insert, Switches, WorkflowInsert
 from qw.errors import DuplicateJob
 from qw.model import (
     TERMINAL,
@@ -33,15 +38,22 @@ from qw.model import (
     Job,
     JobStatus,
     Lease,
+    ParentFailure,
     PurgeResult,
     WorkerInfo,
+    Workflow,
+    WorkflowState,
 )
 from qw.transitions import (
+    Ready,
     Transition,
     plan_cancel_queued,
     plan_enqueue,
     plan_reclaim,
+    plan_workflow_end,
     repeat_status,
+    settle,
+    workflow_event,
 )
 from qw.validation import encode_json, validate_namespace
 
@@ -56,6 +68,25 @@ _TERMINAL = "(" + ", ".join(sorted(f"'{s.value}'" for s in TERMINAL)) + ")"
 _IF_HELD = "status = 'running' AND token = ? AND attempts = ?"
 _IF_EXPIRED = "status = 'running' AND token = ? AND lease_expires_at <= ?"
 _IF_QUEUED = "status = 'queued'"
+_IF_WAITING = "status = 'waiting'"
+#: What a job's status must be for cancel (and cancel_workflow) to apply
+#: plan_cancel_queued, by the status it read.
+_CANCEL_GUARDS = {JobStatus.QUEUED: _IF_QUEUED, JobStatus.WAITING: _IF_WAITING}
+#: A step's lease tokens start with this (a plain job's are lower-case hex),
+#: so finish knows that a step ended without reading the row back: a
+#: ``RETURNING`` would cost every plain finish half again as much.
+STEP_TOKEN_PREFIX = "w"
+# Appends the bound id to a JSON array of ids (NULL: empty). Step ids need no
+# escaping in JSON (qw.validation.STEP_ID_PATTERN).
+_APPEND_FAILED_PARENT = (
+    "failed_parents = CASE WHEN failed_parents IS NULL THEN '[\"' || ? || '\"]' "
+    "ELSE substr(failed_parents, 1, length(failed_parents) - 1) || ',\"' || ? || '\"]' END"
+)
+_INSERT_STEP = (
+    "INSERT INTO qw_jobs (namespace, id, queue, payload, priority, run_at, max_attempts, "
+    "status, created_at, dedupe_key, workflow, parents, children, on_parent_failure, pending) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 @functools.cache
@@ -154,6 +185,216 @@ def _apply(
     return True
 
 
+def _refuse_taken_ids(conn: sqlite3.Connection, ns: str, jobs: Sequence[Insert]) -> None:
+    for chunk in _chunks(new.id for new in jobs):
+        found = conn.execute(
+            f"SELECT id FROM qw_jobs WHERE namespace = ? AND id IN ({_marks(len(chunk))})",
+            (ns, *chunk),
+        ).fetchone()
+        if found is not None:
+            raise DuplicateJob(f"job id {found[0]!r} already exists")
+
+
+def _live_keys(conn: sqlite3.Connection, ns: str, jobs: Sequence[Insert]) -> dict[str, str]:
+    """The dedupe keys of ``jobs`` that live jobs hold, and the holders' ids."""
+    live: dict[str, str] = {}
+    keys = {new.dedupe_key for new in jobs if new.dedupe_key is not None}
+    for chunk in _chunks(keys):
+        live.update(
+            conn.execute(
+                "SELECT dedupe_key, id FROM qw_jobs WHERE namespace = ? "
+                f"AND dedupe_key IN ({_marks(len(chunk))}) AND status IN {LIVE_STATUSES}",
+                (ns, *chunk),
+            ).fetchall()
+        )
+    return live
+
+
+def _insert_steps(
+    conn: sqlite3.Connection, ns: str, now: float, steps: Sequence[Insert]
+) -> dict[str, list[str]]:
+    """Insert workflow steps, all or none; return each parent's new children, in order.
+
+    The parents are steps of the batch or (add_steps) the leased step, whose
+    ``children`` the caller extends.
+    """
+    _refuse_taken_ids(conn, ns, steps)
+    answers, _ = plan_enqueue(steps, _live_keys(conn, ns, steps))
+    held = [a.id for a in answers if not a.created]
+    if held:
+        raise DuplicateJob(f"a live job already holds the dedupe key of step(s) {held}")
+    children: dict[str, list[str]] = {}
+    for step in steps:
+        for parent in step.parents:
+            children.setdefault(parent, []).append(step.id)
+    conn.executemany(
+        _INSERT_STEP,
+        [
+            (
+                ns,
+                new.id,
+                new.queue,
+                new.payload,
+                new.priority,
+                new.run_at.timestamp() if new.run_at else now + (new.delay or 0),
+                new.max_attempts,
+                new.status.value,
+                now,
+                new.dedupe_key,
+                new.workflow,
+                _rows.ids_text(new.parents),
+                _rows.ids_text(children.get(new.id, ())),
+                new.on_parent_failure.value,
+                len(new.parents),
+            )
+            for new in steps
+        ],
+    )
+    return children
+
+
+class _Steps:
+    """:class:`qw.transitions.StepGraph` over one write transaction of one namespace.
+
+    ``ended`` collects the statuses of the steps that :func:`~qw.transitions.settle`
+    ended (cancelled), for the workflow's accounting.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, ns: str, now: float, requeued: set[str]) -> None:
+        self._conn = conn
+        self._ns = ns
+        self._now = now
+        self._requeued = requeued
+        self.ended: list[JobStatus] = []
+
+    def count_ended(self, parent: str, status: JobStatus) -> list[Ready]:
+        conn, ns = self._conn, self._ns
+        row = conn.execute(
+            "SELECT children FROM qw_jobs WHERE namespace = ? AND id = ?", (ns, parent)
+        ).fetchone()
+        children = _rows.ids(row[0]) if row is not None else ()
+        if not children:
+            return []
+        failed = status is not JobStatus.SUCCEEDED
+        sets = "pending = pending - 1" + (f", {_APPEND_FAILED_PARENT}" if failed else "")
+        appended = (parent, parent) if failed else ()
+        ready: dict[str, Ready] = {}
+        for chunk in _chunks(children):
+            rows = conn.execute(
+                f"UPDATE qw_jobs SET {sets} WHERE namespace = ? "
+                f"AND id IN ({_marks(len(chunk))}) AND status = 'waiting' "
+                "RETURNING id, queue, on_parent_failure, failed_parents, pending",
+                (*appended, ns, *chunk),
+            ).fetchall()
+            for child, queue, on_parent_failure, failed_parents, pending in rows:
+                if pending == 0:
+                    ready[child] = Ready(
+                        child, queue, ParentFailure(on_parent_failure), _rows.ids(failed_parents)
+                    )
+        # In the order the children were added, as RETURNING promises none.
+        return [ready[child] for child in children if child in ready]
+
+    def apply_settled(self, step: Ready, transition: Transition) -> None:
+        key = (self._ns, step.id)
+        applied = _apply(self._conn, _IF_WAITING, transition, self._now, key, (), self._requeued)
+        assert applied, f"step {step.id} was counted as waiting but is not"
+        if transition.status.is_terminal:
+            self.ended.append(transition.status)
+
+
+def _steps_ended(
+    conn: sqlite3.Connection,
+    ns: str,
+    now: float,
+    workflow: str,
+    ended: Sequence[tuple[str, JobStatus]],
+    requeued: set[str],
+    *,
+    settle_children: bool = True,
+) -> None:
+    """Settle the children of steps of ``workflow`` that just ended, and count every end.
+
+    ``ended`` are the ``(step id, status)`` the caller's transitions ended;
+    the steps that settling cancels are counted too. When the workflow's
+    last live step ended, its state is :func:`~qw.transitions.plan_workflow_end`
+    and its event is written, all in the caller's transaction.
+    """
+    statuses = [status for _, status in ended]
+    if settle_children:
+        graph = _Steps(conn, ns, now, requeued)
+        settle(graph, ended)
+        statuses += graph.ended
+    row = conn.execute(
+        "UPDATE qw_workflows SET live = live - ?, failed = failed + ?, cancelled = cancelled + ? "
+        "WHERE namespace = ? AND id = ? RETURNING live, state, failed, cancelled, cancel_requested",
+        (
+            len(statuses),
+            statuses.count(JobStatus.FAILED),
+            statuses.count(JobStatus.CANCELLED),
+            ns,
+            workflow,
+        ),
+    ).fetchone()
+    assert row is not None, f"step of unknown workflow {workflow}"
+    live, state, failed, cancelled, cancel_requested = row
+    if live != 0 or state != WorkflowState.RUNNING.value:
+        return
+    end = plan_workflow_end(
+        failed=failed, cancelled=cancelled, cancel_requested=bool(cancel_requested)
+    )
+    conn.execute(
+        "UPDATE qw_workflows SET state = ?, finished_at = ? WHERE namespace = ? AND id = ?",
+        (end.value, now, ns, workflow),
+    )
+    event_type, event_data = workflow_event(workflow, end)
+    conn.execute(
+        "INSERT INTO qw_events (namespace, job_id, type, data, created_at) VALUES (?, ?, ?, ?, ?)",
+        (ns, workflow, event_type, event_data, now),
+    )
+
+
+def _step_ended(
+    conn: sqlite3.Connection,
+    ns: str,
+    now: float,
+    job_id: str,
+    status: JobStatus,
+    requeued: set[str],
+) -> None:
+    """:func:`_steps_ended` for one step that a finish ended (its workflow read here)."""
+    row = conn.execute(
+        "SELECT workflow FROM qw_jobs WHERE namespace = ? AND id = ?", (ns, job_id)
+    ).fetchone()
+    if row is not None and row[0] is not None:
+        _steps_ended(conn, ns, now, row[0], [(job_id, status)], requeued)
+
+
+def _counts(
+    conn: sqlite3.Connection, ns: str, workflows: Sequence[str]
+) -> dict[str, dict[JobStatus, int]]:
+    """Each workflow's steps per status, from the steps themselves."""
+    counts: dict[str, dict[JobStatus, int]] = {w: {} for w in workflows}
+    for chunk in _chunks(workflows):
+        rows = conn.execute(
+            "SELECT workflow, status, count(*) FROM qw_jobs WHERE namespace = ? "
+            f"AND workflow IN ({_marks(len(chunk))}) GROUP BY workflow, status",
+            (ns, *chunk),
+        ).fetchall()
+        for workflow, status, n in rows:
+            counts[workflow][JobStatus(status)] = n
+    return counts
+
+
+def _workflow(conn: sqlite3.Connection, ns: str, workflow_id: str) -> Workflow | None:
+    row = conn.execute(
+        f"SELECT {_rows.WORKFLOW_COLUMNS} FROM qw_workflows WHERE namespace = ? AND id = ?",
+        (ns, workflow_id),
+    ).fetchone()
+    if row is None:
+        return None
+    return _rows.workflow(row, _counts(conn, ns, [workflow_id])[workflow_id])
+
+
 class SqliteBackend:
     """A namespace in a SQLite file; see the module docstring and docs/backends/sqlite.md."""
 
@@ -223,25 +464,8 @@ class SqliteBackend:
         woken: set[str] = set()
 
         def work(conn: sqlite3.Connection, now: float) -> list[Enqueued]:
-            for chunk in _chunks(new.id for new in jobs):
-                found = conn.execute(
-                    f"SELECT id FROM qw_jobs WHERE namespace = ? AND id IN ({_marks(len(chunk))})",
-                    (ns, *chunk),
-                ).fetchone()
-                if found is not None:
-                    raise DuplicateJob(f"job id {found[0]!r} already exists")
-            live: dict[str, str] = {}
-            keys = {new.dedupe_key for new in jobs if new.dedupe_key is not None}
-            for chunk in _chunks(keys):
-                live.update(
-                    conn.execute(
-                        "SELECT dedupe_key, id FROM qw_jobs WHERE namespace = ? "
-                        f"AND dedupe_key IN ({_marks(len(chunk))}) "
-                        "AND status IN ('queued', 'running')",
-                        (ns, *chunk),
-                    ).fetchall()
-                )
-            answers, insert = plan_enqueue(jobs, live)
+            _refuse_taken_ids(conn, ns, jobs)
+            answers, insert = plan_enqueue(jobs, _live_keys(conn, ns, jobs))
             new_jobs = [jobs[i] for i in insert]
             conn.executemany(
                 "INSERT INTO qw_jobs (namespace, id, queue, payload, priority, run_at, "
@@ -271,6 +495,76 @@ class SqliteBackend:
         self._hub.notify(woken)
         return answers
 
+    def create_workflow(self, workflow: WorkflowInsert, steps: Sequence[Insert]) -> bool:
+        ns = self._namespace
+        woken: set[str] = set()
+
+        def work(conn: sqlite3.Connection, now: float) -> bool:
+            woken.clear()
+            exists = conn.execute(
+                "SELECT 1 FROM qw_workflows WHERE namespace = ? AND id = ?", (ns, workflow.id)
+            ).fetchone()
+            if exists is not None:
+                return False
+            conn.execute(
+                "INSERT INTO qw_workflows (namespace, id, created_at, output, live) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (ns, workflow.id, now, workflow.output, len(steps)),
+            )
+            _insert_steps(conn, ns, now, steps)
+            woken.update(s.queue for s in steps if s.status is JobStatus.QUEUED)
+            bump(conn, ns, woken)
+            return True
+
+        created = self._db.write(work)
+        if woken:
+            self._hub.notify(woken)
+        return created
+
+    def add_steps(self, lease: Lease, steps: Sequence[Insert]) -> bool | None:
+        ns = self._namespace
+        woken: set[str] = set()
+
+        def work(conn: sqlite3.Connection, now: float) -> bool | None:
+            woken.clear()
+            held = conn.execute(
+                f"SELECT workflow, children FROM qw_jobs WHERE namespace = ? AND id = ? "
+                f"AND {_IF_HELD}",
+                (ns, lease.job_id, lease.token, lease.attempt),
+            ).fetchone()
+            if held is None or held[0] is None:
+                return None
+            workflow, children = held
+            flow = conn.execute(
+                "SELECT cancel_requested FROM qw_workflows WHERE namespace = ? AND id = ?",
+                (ns, workflow),
+            ).fetchone()
+            if flow is None or flow[0] or any(s.workflow != workflow for s in steps):
+                return None
+            exists = conn.execute(
+                "SELECT 1 FROM qw_jobs WHERE namespace = ? AND id = ?", (ns, steps[0].id)
+            ).fetchone()
+            if exists is not None:
+                return False
+            mine = _insert_steps(conn, ns, now, steps).get(lease.job_id)
+            if mine:
+                conn.execute(
+                    "UPDATE qw_jobs SET children = ? WHERE namespace = ? AND id = ?",
+                    (_rows.ids_text([*_rows.ids(children), *mine]), ns, lease.job_id),
+                )
+            conn.execute(
+                "UPDATE qw_workflows SET live = live + ? WHERE namespace = ? AND id = ?",
+                (len(steps), ns, workflow),
+            )
+            woken.update(s.queue for s in steps if s.status is JobStatus.QUEUED)
+            bump(conn, ns, woken)
+            return True
+
+        added = self._db.write(work)
+        if woken:
+            self._hub.notify(woken)
+        return added
+
     # -- working -----------------------------------------------------------
 
     def claim(
@@ -290,7 +584,8 @@ class SqliteBackend:
             rows = conn.execute(
                 "UPDATE qw_jobs SET status = 'running', attempts = attempts + 1, "
                 "started_at = ?, worker = ?, lease_expires_at = ?, cancel_requested = 0, "
-                "token = lower(hex(randomblob(16))) "
+                f"token = CASE WHEN workflow IS NULL THEN '' ELSE '{STEP_TOKEN_PREFIX}' END "
+                "|| lower(hex(randomblob(16))) "
                 "WHERE seq IN (SELECT seq FROM qw_jobs WHERE namespace = ? AND status = 'queued' "
                 f"AND queue IN ({_marks(len(open_queues))}) AND run_at <= ? "
                 "ORDER BY priority, seq LIMIT ?) "
@@ -338,6 +633,8 @@ class SqliteBackend:
                 key = (ns, lease.job_id)
                 if _apply(conn, _IF_HELD, t, now, key, (lease.token, lease.attempt), requeued):
                     answers.append(t.status)
+                    if t.status.is_terminal and lease.token.startswith(STEP_TOKEN_PREFIX):
+                        _step_ended(conn, ns, now, lease.job_id, t.status, requeued)
                     continue
                 row = conn.execute(
                     "SELECT status, finished_by FROM qw_jobs WHERE namespace = ? AND id = ?", key
@@ -359,15 +656,19 @@ class SqliteBackend:
         def work(conn: sqlite3.Connection, now: float) -> int:
             requeued.clear()
             expired = conn.execute(
-                "SELECT id, token, attempts, max_attempts, queue FROM qw_jobs "
+                "SELECT id, token, attempts, max_attempts, queue, workflow FROM qw_jobs "
                 "WHERE namespace = ? AND status = 'running' AND lease_expires_at <= ? "
                 "ORDER BY seq",
                 (ns, now),
             ).fetchall()
             count = 0
-            for job_id, token, attempts, max_attempts, queue in expired:
+            for job_id, token, attempts, max_attempts, queue, workflow in expired:
                 t = plan_reclaim(attempts=attempts, max_attempts=max_attempts, queue=queue)
-                count += _apply(conn, _IF_EXPIRED, t, now, (ns, job_id), (token, now), requeued)
+                if not _apply(conn, _IF_EXPIRED, t, now, (ns, job_id), (token, now), requeued):
+                    continue
+                count += 1
+                if workflow is not None and t.status.is_terminal:
+                    _steps_ended(conn, ns, now, workflow, [(job_id, t.status)], requeued)
             if requeued:
                 bump(conn, ns, requeued)
             return count
@@ -483,10 +784,16 @@ class SqliteBackend:
         status: JobStatus | None = None,
         limit: int = 100,
         after: str | None = None,
+        workflow: str | None = None,
     ) -> list[Job]:
         where = ["namespace = ?"]
         params: list[Any] = [self._namespace]
-        for clause, value in (("queue = ?", queue), ("status = ?", status), ("id > ?", after)):
+        for clause, value in (
+            ("queue = ?", queue),
+            ("workflow = ?", workflow),
+            ("status = ?", status),
+            ("id > ?", after),
+        ):
             if value is not None:
                 where.append(clause)
                 params.append(str(value))
@@ -502,17 +809,26 @@ class SqliteBackend:
 
     def cancel(self, job_id: str) -> JobStatus | None:
         ns = self._namespace
+        requeued: set[str] = set()
 
         def work(conn: sqlite3.Connection, now: float) -> JobStatus | None:
+            requeued.clear()
             row = conn.execute(
-                "SELECT status, queue FROM qw_jobs WHERE namespace = ? AND id = ?", (ns, job_id)
+                "SELECT status, queue, workflow FROM qw_jobs WHERE namespace = ? AND id = ?",
+                (ns, job_id),
             ).fetchone()
             if row is None:
                 return None
-            status, queue = JobStatus(row[0]), row[1]
-            if status is JobStatus.QUEUED:
+            status, queue, workflow = JobStatus(row[0]), row[1], row[2]
+            guard = _CANCEL_GUARDS.get(status)
+            if guard is not None:
                 t = plan_cancel_queued(queue=queue)
-                if _apply(conn, _IF_QUEUED, t, now, (ns, job_id), (), set()):
+                if _apply(conn, guard, t, now, (ns, job_id), (), requeued):
+                    if workflow is not None:
+                        # Settling may queue children whose policy is to run anyway.
+                        _steps_ended(conn, ns, now, workflow, [(job_id, t.status)], requeued)
+                        if requeued:
+                            bump(conn, ns, requeued)
                     return t.status
             elif status is JobStatus.RUNNING:
                 conn.execute(
@@ -521,7 +837,10 @@ class SqliteBackend:
                 )
             return status
 
-        return self._db.write(work)
+        status = self._db.write(work)
+        if requeued:
+            self._hub.notify(requeued)
+        return status
 
     # -- the outbox --------------------------------------------------------
 
@@ -554,17 +873,59 @@ class SqliteBackend:
 
     def purge(self, older_than: float) -> PurgeResult:
         cutoff = self._db.now() - older_than
+        # Plain jobs; a workflow's steps go only with their workflow, below.
         jobs = self._purge_batches(
             "DELETE FROM qw_jobs WHERE seq IN (SELECT seq FROM qw_jobs WHERE namespace = ? "
-            f"AND finished_at IS NOT NULL AND finished_at < ? AND status IN {_TERMINAL} LIMIT ?)",
+            f"AND finished_at IS NOT NULL AND finished_at < ? AND status IN {_TERMINAL} "
+            "AND workflow IS NULL LIMIT ?)",
             cutoff,
         )
+        jobs += self._purge_workflows(cutoff)
         events = self._purge_batches(
             "DELETE FROM qw_events WHERE cursor IN (SELECT cursor FROM qw_events "
             "WHERE namespace = ? AND acked = 1 AND created_at < ? LIMIT ?)",
             cutoff,
         )
         return PurgeResult(jobs=jobs, events=events)
+
+    def _purge_workflows(self, cutoff: float) -> int:
+        """Delete the workflows that ended before ``cutoff`` with all their steps; count the steps.
+
+        Each transaction deletes at most PURGE_BATCH steps, and a workflow's
+        record goes in the transaction that deletes its last steps.
+        """
+        ns = self._namespace
+
+        def work(conn: sqlite3.Connection, _now: float) -> tuple[int, bool]:
+            ended = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM qw_workflows WHERE namespace = ? AND finished_at IS NOT NULL "
+                    "AND finished_at < ? ORDER BY finished_at, id LIMIT ?",
+                    (ns, cutoff, _CHUNK),
+                )
+            ]
+            if not ended:
+                return 0, True
+            marks = _marks(len(ended))
+            deleted = conn.execute(
+                "DELETE FROM qw_jobs WHERE seq IN (SELECT seq FROM qw_jobs WHERE namespace = ? "
+                f"AND workflow IN ({marks}) LIMIT ?)",
+                (ns, *ended, PURGE_BATCH),
+            ).rowcount
+            if deleted == PURGE_BATCH:
+                return deleted, False
+            conn.execute(
+                f"DELETE FROM qw_workflows WHERE namespace = ? AND id IN ({marks})", (ns, *ended)
+            )
+            return deleted, len(ended) < _CHUNK
+
+        total = 0
+        while True:
+            deleted, done = self._db.write(work)
+            total += deleted
+            if done:
+                return total
 
     def _purge_batches(self, statement: str, cutoff: float) -> int:
         """Run a bounded DELETE until it deletes less than a batch; each batch commits."""
@@ -575,3 +936,82 @@ class SqliteBackend:
             total += deleted
             if deleted < PURGE_BATCH:
                 return total
+
+    # -- workflows ---------------------------------------------------------
+
+    def get_workflow(self, workflow_id: str) -> Workflow | None:
+        ns = self._namespace
+        return self._db.read(lambda conn: _workflow(conn, ns, workflow_id))
+
+    def list_workflows(
+        self, *, state: WorkflowState | None = None, limit: int = 100, after: str | None = None
+    ) -> list[Workflow]:
+        ns = self._namespace
+        where = ["namespace = ?"]
+        params: list[Any] = [ns]
+        for clause, value in (("state = ?", state), ("id > ?", after)):
+            if value is not None:
+                where.append(clause)
+                params.append(str(value))
+        params.append(limit)
+
+        def work(conn: sqlite3.Connection) -> list[Workflow]:
+            rows = conn.execute(
+                f"SELECT {_rows.WORKFLOW_COLUMNS} FROM qw_workflows WHERE {' AND '.join(where)} "
+                "ORDER BY id LIMIT ?",
+                params,
+            ).fetchall()
+            counts = _counts(conn, ns, [r[0] for r in rows])
+            return [_rows.workflow(r, counts[r[0]]) for r in rows]
+
+        return self._db.read(work)
+
+    def cancel_workflow(self, workflow_id: str) -> Workflow | None:
+        ns = self._namespace
+
+        def work(conn: sqlite3.Connection, now: float) -> Workflow | None:
+            row = conn.execute(
+                "UPDATE qw_workflows SET cancel_requested = 1 "
+                "WHERE namespace = ? AND id = ? AND state = 'running' RETURNING id",
+                (ns, workflow_id),
+            ).fetchone()
+            if row is not None:
+                steps = conn.execute(
+                    "SELECT id, queue, status FROM qw_jobs WHERE namespace = ? AND workflow = ? "
+                    "AND status IN ('waiting', 'queued') ORDER BY seq",
+                    (ns, workflow_id),
+                ).fetchall()
+                ended: list[tuple[str, JobStatus]] = []
+                for step_id, queue, status in steps:
+                    t = plan_cancel_queued(queue=queue)
+                    guard = _CANCEL_GUARDS[JobStatus(status)]
+                    if _apply(conn, guard, t, now, (ns, step_id), (), set()):
+                        ended.append((step_id, t.status))
+                conn.execute(
+                    "UPDATE qw_jobs SET cancel_requested = 1 WHERE namespace = ? AND workflow = ? "
+                    "AND status = 'running'",
+                    (ns, workflow_id),
+                )
+                if ended:
+                    # Every waiting step was cancelled here: nothing is left to settle.
+                    _steps_ended(conn, ns, now, workflow_id, ended, set(), settle_children=False)
+            return _workflow(conn, ns, workflow_id)
+
+        return self._db.write(work)
+
+    def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        ns = self._namespace
+
+        def work(conn: sqlite3.Connection) -> dict[str, Job]:
+            found: dict[str, Job] = {}
+            for chunk in _chunks(dict.fromkeys(job_ids)):
+                rows = conn.execute(
+                    f"SELECT {_rows.JOB_COLUMNS} FROM qw_jobs WHERE namespace = ? "
+                    f"AND id IN ({_marks(len(chunk))})",
+                    (ns, *chunk),
+                ).fetchall()
+                found.update((r[0], _rows.job(r)) for r in rows)
+            return found
+
+        jobs = self._db.read(work) if job_ids else {}
+        return [jobs.get(job_id) for job_id in job_ids]
