@@ -7,15 +7,27 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from qw.contract import Insert
-from qw.model import Abort, Complete, EventSpec, Fail, JobStatus, Lease, Release
+from qw.contract import Insert, WorkflowInsert
+from qw.model import (
+    Abort,
+    Complete,
+    EventSpec,
+    Fail,
+    JobStatus,
+    Lease,
+    ParentFailure,
+    Release,
+    WorkflowState,
+)
 from qw.transitions import (
     EVENT_CANCELLED,
     EVENT_FAILED,
     LEASE_EXPIRED_ERROR,
+    Ready,
     plan_cancel_queued,
     plan_finish,
     plan_reclaim,
+    workflow_event,
 )
 from qw.validation import encode_json
 from qw_mongodb import documents as d
@@ -298,3 +310,152 @@ def test_wakeup_events_name_their_queue_or_wake_everyone() -> None:
     assert queues_of_change({"operationType": "update", "ns": {"coll": "jobs"}}) is None
     assert queues_of_signal(signal_document(["a", "b"])) == ["a", "b"]
     assert queues_of_signal(signal_document(None)) is None
+
+
+# -- workflows -----------------------------------------------------------------
+
+
+def step_insert(id: str, *parents: str, workflow: str = "w") -> Insert:
+    return Insert(
+        id,
+        "q",
+        "1",
+        0,
+        None,
+        None,
+        3,
+        None,
+        JobStatus.WAITING if parents else JobStatus.QUEUED,
+        workflow,
+        tuple(parents),
+        ParentFailure.RUN,
+    )
+
+
+def test_a_plain_job_document_has_no_step_fields() -> None:
+    doc = d.job_document(insert("q", "1", id="plain"), seq=1, now=NOW)
+    assert not {"workflow", "parents", "children", "settled", "pending", "ended_settled"} & set(doc)
+    job = d.job_from_document(doc)
+    assert (job.workflow, job.parents, job.children, job.failed_parents) == (None, (), (), ())
+
+
+def test_a_step_is_staged_with_its_edges_and_an_uncarried_end() -> None:
+    steps = [step_insert("a"), step_insert("b", "a"), step_insert("c", "a", "b")]
+    children = d.step_children(steps)
+    assert children == {"a": ["b", "c"], "b": ["c"]}
+    doc = d.job_document(steps[2], seq=3, now=NOW, batch="B", children=(), adder=("x", "tok"))
+    assert doc["status"] == d.PENDING
+    assert {k: doc[k] for k in ("workflow", "parents", "children", "settled", "pending")} == {
+        "workflow": "w",
+        "parents": ["a", "b"],
+        "children": [],
+        "settled": [],
+        "pending": 2,
+    }
+    assert (doc["on_parent_failure"], doc["ended_settled"]) == ("run", False)
+    assert (doc["adder"], doc["adder_token"]) == ("x", "tok")
+    revealed = {**doc, "status": "waiting", "failed_parents": ["a"]}
+    job = d.job_from_document(revealed)
+    assert (job.status, job.parents, job.failed_parents) == (JobStatus.WAITING, ("a", "b"), ("a",))
+    assert job.on_parent_failure is ParentFailure.RUN
+
+
+def test_revealing_a_batch_makes_steps_with_parents_waiting_first() -> None:
+    (waiting, queued) = d.reveal_steps("B")
+    assert waiting == (
+        {"batch": "B", "status": d.PENDING, "parents.0": {"$exists": True}},
+        {"$set": {"status": "waiting"}},
+    )
+    assert queued == ({"batch": "B", "status": d.PENDING}, {"$set": {"status": "queued"}})
+
+
+def test_counting_a_parent_is_guarded_so_a_repeat_changes_nothing() -> None:
+    filter_, update = d.settle_children(["c1", "c2"], "p", JobStatus.SUCCEEDED)
+    assert filter_ == {"_id": {"$in": ["c1", "c2"]}, "status": "waiting", "settled": {"$ne": "p"}}
+    assert update == {"$push": {"settled": "p"}, "$inc": {"pending": -1}}
+    _, failed = d.settle_children(["c1"], "p", JobStatus.CANCELLED)
+    assert failed["$push"] == {"settled": "p", "failed_parents": "p"}
+    assert d.ready_steps(["c1"]) == {"_id": {"$in": ["c1"]}, "status": "waiting", "pending": 0}
+    doc = {"_id": "c1", "queue": "q", "failed_parents": ["p"], "on_parent_failure": "cancel"}
+    assert d.ready_of(doc) == Ready("c1", "q", ParentFailure.CANCEL, ("p",))
+
+
+def test_a_workflow_ends_once_by_compare_and_set_with_its_event() -> None:
+    filter_, update = d.workflow_end(
+        "w",
+        WorkflowState.FAILED,
+        cancel_requested=False,
+        event=workflow_event("w", WorkflowState.FAILED),
+        now=NOW,
+    )
+    assert filter_ == {"_id": "w", "state": "running", "cancel_requested": False}
+    assert update["$set"] == {"state": "failed", "finished_at": NOW}
+    assert update["$push"]["outbox"] == d.outbox_entry(
+        "w/workflow", "workflow.failed", '{"workflow":"w","state":"failed"}', NOW
+    )
+    # A step's leaving waiting, a workflow's end: keys no other event of the namespace has.
+    keys = {
+        d.settled_event_key("w"),
+        d.workflow_event_key("w"),
+        d.cancel_event_key("w"),
+        d.finish_event_key("w", d.lease_token(CLAIM, "w")),
+    }
+    assert len(keys) == 4
+
+
+def test_a_workflow_is_pending_until_its_create_commits() -> None:
+    doc = d.workflow_document(WorkflowInsert("w", "w.out"), batch="B", now=NOW)
+    assert (doc["state"], doc["batch"], doc["cancel_requested"], doc["cancel_done"]) == (
+        d.PENDING,
+        "B",
+        False,
+        False,
+    )
+    assert d.commit_workflow("w", "B") == (
+        {"_id": "w", "batch": "B", "state": d.PENDING},
+        {"$set": {"state": "running"}},
+    )
+    flow = d.workflow_from_document({**doc, "state": "running"}, {JobStatus.QUEUED: 2})
+    assert (flow.id, flow.state, flow.output, flow.steps) == (
+        "w",
+        WorkflowState.RUNNING,
+        "w.out",
+        2,
+    )
+
+
+def test_an_add_commits_by_the_fenced_write_that_gives_the_step_its_children() -> None:
+    assert d.add_commit(["n1"], "B", 2) == {
+        "$push": {"adding": {"b": "B", "n": 2}, "children": {"$each": ["n1"]}}
+    }
+    assert d.add_commit([], "B", 1) == {"$push": {"adding": {"b": "B", "n": 1}}}
+    assert d.add_done("x", "B") == ({"_id": "x"}, {"$pull": {"adding": {"b": "B"}}})
+
+
+def test_steps_are_purged_only_with_their_workflow() -> None:
+    assert d.purge_jobs_filter(NOW)["workflow"] is None  # matches plain jobs (no field) only
+    assert d.purge_workflows_filter(NOW) == {
+        "state": {"$in": ["succeeded", "failed", "cancelled"]},
+        "finished_at": {"$lt": NOW},
+        "outbox.key": {"$exists": False},
+    }
+
+
+def test_a_step_not_ended_counts_as_live_staged_or_not() -> None:
+    assert d.live_steps("w") == {
+        "workflow": "w",
+        "status": {"$nin": ["succeeded", "failed", "cancelled"]},
+    }
+    assert d.UNSETTLED_ENDS == {
+        "ended_settled": False,
+        "status": {"$in": ["succeeded", "failed", "cancelled"]},
+    }
+
+
+def test_workflow_indexes_leave_plain_jobs_out() -> None:
+    by_name = {ix.document["name"]: ix.document for ix in d.job_indexes()}
+    for name in ("workflow_id", "workflow_status"):
+        assert by_name[name]["partialFilterExpression"] == {"workflow": {"$type": "string"}}
+    assert by_name["unsettled_ends"]["partialFilterExpression"] == {"ended_settled": False}
+    names = {ix.document["name"] for ix in d.workflow_indexes()}
+    assert names == {"state_id", "finished_at", "outbox_pending", "unfinished_cancels"}

@@ -235,8 +235,9 @@ def test_the_claim_query_is_served_by_the_claim_index(store: Store) -> None:
 
 def test_jobs_written_by_0_1_0_are_moved_by_this_code_without_a_migration(store: Store) -> None:
     # Documents exactly as qw-mongodb 0.1.0 (commit 2402c38) wrote them. The
-    # stored format did not change when transitions moved to qw.transitions,
-    # so the schema stays at version 1 and no migration runs.
+    # stored format of a job did not change: schema 2 (workflows) only adds
+    # fields that steps have and plain jobs lack, and indexes, so the upgrade
+    # rewrites no job (see test_mongo_workflows for the version bump).
     client = open_client(store, "from-0-1-0")
     jobs = raw_jobs(store, client)
     old = client.now() - timedelta(minutes=1)

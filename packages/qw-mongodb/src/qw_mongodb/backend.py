@@ -1276,12 +1276,10 @@ class _Graph:
         if not children:
             return []
         self._jobs.update_many(*d.settle_children(children, parent, status))
-        # Ready whoever pushed the last parent (this call, or one a crash cut short).
+        # Ready whoever counted the last parent (this call, or one a crash cut short).
         order = {child: i for i, child in enumerate(children)}
         ready = [
-            r
-            for doc in self._jobs.find(d.waiting_steps(children), d.READY_PROJECTION)
-            if (r := d.ready_of(doc)) is not None
+            d.ready_of(doc) for doc in self._jobs.find(d.ready_steps(children), d.READY_PROJECTION)
         ]
         ready.sort(key=lambda r: order[r.id])
         return ready

@@ -16,12 +16,14 @@ A job document::
 A workflow step has, besides (a plain job has none of these)::
 
     {workflow, parents, children, on_parent_failure, failed_parents,
-     settled, ended_settled, [adder, adder_token], [adding: [{b, n}]]}
+     settled, pending, ended_settled, [adder, adder_token], [adding: [{b, n}]]}
 
-``settled`` lists the parents whose end has been counted (so counting is
-idempotent: a parent is pushed only if absent, and the step is ready when
-``settled`` covers ``parents``); ``ended_settled`` is False until the step's
-own end has been carried to its children and its workflow. ``adder`` (with
+``settled`` lists the parents whose end has been counted, and ``pending``
+counts the others: one update pushes a parent and decrements ``pending``,
+filtered on the parent not being in ``settled`` yet, so counting is
+idempotent and the step is ready when ``pending`` is 0. ``ended_settled``
+is False until the step's own end has been carried to its children and its
+workflow. ``adder`` (with
 its claim token) marks a step staged by :meth:`add_steps`; ``adding`` on the
 running step lists the batches it has committed and not yet revealed.
 
@@ -161,6 +163,12 @@ def workflow_indexes() -> list[IndexModel]:
             partialFilterExpression={"finished_at": {"$type": "date"}},
         ),
         IndexModel([("outbox.key", 1)], name="outbox_pending", sparse=True),
+        # The sweep: cancels interrupted before every step was cancelled.
+        IndexModel(
+            [("state", 1)],
+            name="unfinished_cancels",
+            partialFilterExpression={"cancel_requested": True, "cancel_done": False},
+        ),
     ]
 
 
@@ -219,6 +227,7 @@ def job_document(
         doc["on_parent_failure"] = new.on_parent_failure.value
         doc["failed_parents"] = []
         doc["settled"] = []
+        doc["pending"] = len(new.parents)
         doc["ended_settled"] = False
         if adder is not None:
             doc["adder"], doc["adder_token"] = adder
@@ -550,27 +559,20 @@ def settle_children(children: list[str], parent: str, status: JobStatus) -> tupl
         push["failed_parents"] = parent
     return (
         {"_id": {"$in": children}, "status": WAITING, "settled": {"$ne": parent}},
-        {"$push": push},
+        {"$push": push, "$inc": {"pending": -1}},
     )
 
 
-def waiting_steps(ids: list[str]) -> Doc:
-    return {"_id": {"$in": ids}, "status": WAITING}
+def ready_steps(ids: list[str]) -> Doc:
+    """Those of ``ids`` still waiting whose every parent has been counted as ended."""
+    return {"_id": {"$in": ids}, "status": WAITING, "pending": 0}
 
 
-READY_PROJECTION: Doc = {
-    "queue": 1,
-    "parents": 1,
-    "settled": 1,
-    "failed_parents": 1,
-    "on_parent_failure": 1,
-}
+READY_PROJECTION: Doc = {"queue": 1, "failed_parents": 1, "on_parent_failure": 1}
 
 
-def ready_of(doc: Mapping[str, Any]) -> Ready | None:
-    """The waiting step as :func:`qw.transitions.plan_settled` reads it, once every parent ended."""
-    if not set(doc.get("parents", ())) <= set(doc.get("settled", ())):
-        return None
+def ready_of(doc: Mapping[str, Any]) -> Ready:
+    """The ready step (:func:`ready_steps`) as :func:`qw.transitions.plan_settled` reads it."""
     return Ready(
         doc["_id"],
         doc["queue"],
