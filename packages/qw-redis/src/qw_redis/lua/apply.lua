@@ -66,6 +66,8 @@ local function apply(id, qi, from, b, now, nosettle)
   elseif from == STATUS.QUEUED then
     redis.call('ZREM', ready_key(qi), get('seq', id) .. id)
     redis.call('ZREM', sched_key(qi), id)
+  elseif from == STATUS.WAITING then
+    put('pending', id, false)  -- a waiting step cancelled: its count means nothing now
   end
   local wf = get('wf', id)
   set_status(id, QN[qi], from, status, wf)
