@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import qw
-from qw.backends.sqlite import SqliteBackend
+from qw.backends.sqlite import SqliteBackend, _schema
 from qw.backends.sqlite._schema import SCHEMA_VERSION
 from qw.errors import SchemaError
 
@@ -189,29 +189,229 @@ def test_qws_own_file_is_still_switched_to_wal(tmp_path: Path) -> None:
 
 # -- data written by 0.1.0 ----------------------------------------------------
 
+# The tables exactly as 0.1.0 (2402c38, schema version 1) created them: a copy,
+# not an import, so that a change to the migration's starting point shows here.
+_DDL_0_1_0 = """
+CREATE TABLE IF NOT EXISTS qw_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- seq is the store-side receive order (FIFO among equal priorities),
+-- AUTOINCREMENT keeps it increasing even after purges free the top rows.
+CREATE TABLE qw_jobs (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace        TEXT    NOT NULL,
+    id               TEXT    NOT NULL,
+    queue            TEXT    NOT NULL,
+    payload          TEXT    NOT NULL,
+    priority         INTEGER NOT NULL,
+    run_at           REAL    NOT NULL,
+    max_attempts     INTEGER NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    status           TEXT    NOT NULL,
+    created_at       REAL    NOT NULL,
+    dedupe_key       TEXT,
+    result           TEXT    NOT NULL DEFAULT 'null',
+    error            TEXT    NOT NULL DEFAULT 'null',
+    started_at       REAL,
+    finished_at      REAL,
+    worker           TEXT,
+    lease_expires_at REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    token            TEXT,
+    finished_by      TEXT,
+    UNIQUE (namespace, id)
+);
+-- Claim: due queued jobs of a queue in (priority, seq) order, and run_at rides
+-- along so the due test needs no table lookup.
+CREATE INDEX qw_jobs_claim ON qw_jobs (namespace, queue, priority, seq, run_at)
+    WHERE status = 'queued';
+-- A dedupe key is held by at most one live job per namespace.
+CREATE UNIQUE INDEX qw_jobs_dedupe ON qw_jobs (namespace, dedupe_key)
+    WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running');
+CREATE INDEX qw_jobs_leases ON qw_jobs (namespace, lease_expires_at)
+    WHERE status = 'running';
+CREATE INDEX qw_jobs_queue_status ON qw_jobs (namespace, queue, status);
+CREATE INDEX qw_jobs_status_id ON qw_jobs (namespace, status, id);
+CREATE INDEX qw_jobs_finished ON qw_jobs (namespace, finished_at)
+    WHERE finished_at IS NOT NULL;
+
+-- cursor increases within the file, hence within every namespace.
+CREATE TABLE qw_events (
+    cursor     INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace  TEXT    NOT NULL,
+    job_id     TEXT    NOT NULL,
+    type       TEXT    NOT NULL,
+    data       TEXT    NOT NULL,
+    created_at REAL    NOT NULL,
+    acked      INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX qw_events_pending ON qw_events (namespace, cursor) WHERE acked = 0;
+CREATE INDEX qw_events_acked ON qw_events (namespace, created_at) WHERE acked = 1;
+
+CREATE TABLE qw_workers (
+    namespace   TEXT    NOT NULL,
+    id          TEXT    NOT NULL,
+    queues      TEXT    NOT NULL,
+    host        TEXT    NOT NULL,
+    pid         INTEGER NOT NULL,
+    concurrency INTEGER NOT NULL,
+    started_at  REAL    NOT NULL,
+    last_seen   REAL    NOT NULL,
+    PRIMARY KEY (namespace, id)
+) WITHOUT ROWID;
+
+-- Bumped in the transaction that makes work claimable on a queue, so a
+-- waiter in another process can tell "new work" from any other commit.
+-- queue '' is the whole namespace (a switch turned ON).
+CREATE TABLE qw_wakeups (
+    namespace TEXT    NOT NULL,
+    queue     TEXT    NOT NULL,
+    version   INTEGER NOT NULL,
+    PRIMARY KEY (namespace, queue)
+) WITHOUT ROWID;
+
+-- queue '' is the namespace's own switch (no queue name is empty).
+CREATE TABLE qw_switches (
+    namespace TEXT    NOT NULL,
+    queue     TEXT    NOT NULL,
+    enabled   INTEGER NOT NULL,
+    PRIMARY KEY (namespace, queue)
+) WITHOUT ROWID;
+"""
+
+
+def _file_0_1_0(path: Path) -> None:
+    """A file as 0.1.0 left it: WAL, its tables, version 1."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
+        for statement in _DDL_0_1_0.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT INTO qw_meta (key, value) VALUES ('schema_version', '1')")
+    finally:
+        conn.close()
+
+
+def _layout(path: Path) -> list[tuple[str, str, str]]:
+    """Every schema object of the file, and each table's columns, comparable across files."""
+    conn = sqlite3.connect(path)
+    try:
+        objects = conn.execute(
+            "SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
+            "ORDER BY type, name"
+        ).fetchall()
+        tables = [name for kind, name, _ in objects if kind == "table"]
+        columns = [
+            ("column", f"{table}.{c[1]}", f"{c[2]} notnull={c[3]} default={c[4]} pk={c[5]}")
+            for table in tables
+            for c in conn.execute(f"PRAGMA table_info({table})")
+        ]
+        indexes = [
+            ("index-sql", name, " ".join(str(sql).split()))
+            for name, sql in conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            )
+        ]
+    finally:
+        conn.close()
+    return sorted([*objects, *columns, *indexes])
+
+
+def test_a_0_1_0_file_is_migrated_to_the_layout_of_a_fresh_one(tmp_path: Path) -> None:
+    old, fresh = tmp_path / "old.db", tmp_path / "fresh.db"
+    _file_0_1_0(old)
+    SqliteBackend(old, namespace="a").close()
+    SqliteBackend(fresh, namespace="a").close()
+    assert _meta(old) == [("schema_version", str(SCHEMA_VERSION))]
+    assert _layout(old) == _layout(fresh)
+    # The dedupe index now counts a waiting step's key as held.
+    with sqlite3.connect(old) as conn:
+        (sql,) = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'qw_jobs_dedupe'"
+        ).fetchone()
+    assert "'waiting'" in sql
+    # Reopening a migrated file changes nothing.
+    SqliteBackend(old, namespace="b").close()
+    assert _layout(old) == _layout(fresh)
+
+
+def test_a_migration_that_fails_leaves_the_file_as_0_1_0_left_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, reference = tmp_path / "old.db", tmp_path / "reference.db"
+    _file_0_1_0(path)
+    _file_0_1_0(reference)
+    broken = _schema._MIGRATIONS[2] + ";\nCREATE TABLE qw_jobs (x INTEGER)"
+    monkeypatch.setitem(_schema._MIGRATIONS, 2, broken)
+    with pytest.raises(SchemaError, match="cannot migrate .* to schema version 2"):
+        SqliteBackend(path, namespace="a")
+    assert _meta(path) == [("schema_version", "1")]
+    assert _layout(path) == _layout(reference)
+    monkeypatch.undo()
+    SqliteBackend(path, namespace="a").close()
+    assert _meta(path) == [("schema_version", str(SCHEMA_VERSION))]
+
+
+def test_two_processes_migrating_a_0_1_0_file_both_succeed(tmp_path: Path) -> None:
+    for round_ in range(2):
+        path = tmp_path / f"old-{round_}.db"
+        _file_0_1_0(path)
+        start = time.time() + 1.5
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(path), repr(start), f"child-{i}"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        for child in children:
+            out, err = child.communicate(timeout=60)
+            assert child.returncode == 0, err
+            assert out.strip() == "ok"
+        assert _meta(path) == [("schema_version", str(SCHEMA_VERSION))]
+        with qw.open(f"sqlite:///{path}", namespace="race") as client:
+            assert sorted(str(j.payload) for j in client.list_jobs()) == ["child-0", "child-1"]
+
 
 def test_jobs_as_0_1_0_stored_them_are_moved_by_transitions(tmp_path: Path) -> None:
-    """Schema version 1 is 2402c38's; the rows its code wrote need no migration."""
+    """Rows 0.1.0's code wrote become plain jobs of the migrated file."""
     path = tmp_path / "old.db"
-    SqliteBackend(path, namespace="a").close()
+    _file_0_1_0(path)
     now = time.time()
     columns = (
         "namespace, id, queue, payload, priority, run_at, max_attempts, attempts, status, "
-        "created_at, dedupe_key, started_at, worker, lease_expires_at, token"
+        "created_at, dedupe_key, started_at, finished_at, worker, lease_expires_at, token"
     )
     with sqlite3.connect(path) as conn:
         conn.executemany(
-            f"INSERT INTO qw_jobs ({columns}) VALUES ({', '.join('?' * 15)})",
-            [  # as 0.1.0's enqueue and claim left them
-                ("a", "expired", "q", '{"n":1}', 0, now, 3, 1, "running", now, None, now, "w",
-                 now - 60, "t-expired"),
-                ("a", "held", "q", "[1,2]", 0, now, 1, 1, "running", now, None, now, "w",
+            f"INSERT INTO qw_jobs ({columns}) VALUES ({', '.join('?' * 16)})",
+            [  # as 0.1.0's enqueue, claim and complete left them
+                ("a", "expired", "q", '{"n":1}', 0, now, 3, 1, "running", now, None, now, None,
+                 "w", now - 60, "t-expired"),
+                ("a", "held", "q", "[1,2]", 0, now, 1, 1, "running", now, None, now, None, "w",
                  now + 600, "t-held"),
-                ("a", "keyed", "q", "null", 0, now, 3, 0, "queued", now, "k", None, None,
+                ("a", "keyed", "q", "null", 0, now, 3, 0, "queued", now, "k", None, None, None,
                  None, None),
+                ("a", "done", "q", "null", 0, now - 90, 3, 1, "succeeded", now - 90, None,
+                 now - 90, now - 60, None, None, None),
             ],
         )  # fmt: skip
     with qw.open(f"sqlite:///{path}", namespace="a") as client:
+        jobs = client.list_jobs()
+        assert [j.id for j in jobs] == ["done", "expired", "held", "keyed"]
+        for job in jobs:
+            assert (job.workflow, job.parents, job.children, job.failed_parents) == (
+                None,
+                (),
+                (),
+                (),
+            )
+            assert job.on_parent_failure is qw.ParentFailure.CANCEL
         assert client.reclaim_expired() == 1
         assert client.get("expired").status is qw.JobStatus.QUEUED
         lease = qw.Lease("held", "t-held", client.now(), attempt=1, max_attempts=1)
@@ -229,3 +429,10 @@ def test_jobs_as_0_1_0_stored_them_are_moved_by_transitions(tmp_path: Path) -> N
         assert (answer.id, answer.created) == ("keyed", False)
         assert client.cancel("keyed") is qw.JobStatus.CANCELLED
         assert [e.type for e in client.fetch_events()] == ["job.cancelled"]
+        assert client.purge(30).jobs == 1
+        assert client.find("done") is None
+        # Workflows work in the migrated file, beside the old jobs.
+        client.create_workflow("wf", [qw.NewJob("q", 1, id="wf.a", dedupe_key="k")])
+        (claim,) = client.claim(["q"], worker="w", limit=1)
+        assert claim.job.id == "expired"
+        assert client.get("wf.a").status is qw.JobStatus.QUEUED

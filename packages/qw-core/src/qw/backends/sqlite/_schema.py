@@ -157,6 +157,9 @@ CREATE INDEX qw_workflows_finished ON qw_workflows (namespace, finished_at)
 _MIGRATIONS = {2: _DDL_V2}
 
 
+_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
 def _stored_version(conn: sqlite3.Connection) -> int | None:
     exists = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'qw_meta'"
@@ -192,6 +195,19 @@ def _run(conn: sqlite3.Connection, ddl: str) -> None:
             conn.execute(statement)
 
 
+def _migrate(conn: sqlite3.Connection, path: str, version: int) -> None:
+    """Take the file to ``version`` inside the caller's transaction."""
+    try:
+        _run(conn, _MIGRATIONS[version])
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _BUSY:
+            raise  # retried by the caller
+        raise SchemaError(
+            f"cannot migrate the qw tables in {path} to schema version {version} ({exc}); "
+            "the file is left as it was"
+        ) from exc
+
+
 def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
     """Create the tables on a fresh file, migrate an older one, or check the version.
 
@@ -211,7 +227,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
                 conn.execute("INSERT INTO qw_meta (key, value) VALUES ('schema_version', '1')")
                 version = 1
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                _run(conn, _MIGRATIONS[step])
+                _migrate(conn, path, step)
             conn.execute(
                 "UPDATE qw_meta SET value = ? WHERE key = 'schema_version'",
                 (str(SCHEMA_VERSION),),
