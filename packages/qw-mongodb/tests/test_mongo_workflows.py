@@ -234,6 +234,19 @@ def test_a_create_that_died_after_its_commit_is_revealed_by_the_sweep(store: Sto
     client.close()
 
 
+def test_a_fresh_uncommitted_create_is_left_to_its_writer(store: Store) -> None:
+    client = open_client(store, "wf-create-fresh")
+    jobs, flows = collection(store, client, "jobs"), collection(store, client, "workflows")
+    flows.insert_one(d.workflow_document(WorkflowInsert("w", None), batch="B", now=client.now()))
+    jobs.insert_many(staged(client, chain("w", 2), batch="B", ago=timedelta(0)))
+    client.reclaim_expired()
+    assert jobs.count_documents({"batch": "B", "status": d.PENDING}) == 2
+    flows.update_one(*d.commit_workflow("w", "B"))  # the writer commits after all
+    client.reclaim_expired()
+    assert status(client, "w.1", "w.2") == [QUEUED, WAITING]
+    client.close()
+
+
 def test_a_create_that_died_before_its_commit_is_undone(store: Store) -> None:
     client = open_client(store, "wf-create-early")
     jobs, flows = collection(store, client, "jobs"), collection(store, client, "workflows")
@@ -268,9 +281,7 @@ def test_a_create_that_failed_to_reveal_is_revealed_later(store: Store) -> None:
         client.create_workflow("w", chain("w", 2))
     assert client.get_workflow("w").state is WorkflowState.RUNNING  # committed
     assert client.create_workflow("w", chain("w", 2)).created is False
-    jobs = collection(store, client, "jobs")
-    jobs.update_many({}, {"$set": {"created_at": client.now() - STAGED_GRACE * 2}})
-    client.reclaim_expired()
+    client.reclaim_expired()  # committed: revealed at once, no grace
     assert status(client, "w.1", "w.2") == [QUEUED, WAITING]
     client.close()
 
@@ -356,6 +367,19 @@ def test_a_retried_add_replaces_a_batch_an_earlier_attempt_never_committed(store
     assert client.add_steps(cl.lease, "w", [NewJob("q", 2, id="w.2", parents=("w.1",))]) is True
     assert client.get("w.2").payload == 2
     assert jobs.count_documents({"batch": "OLD"}) == 0
+    client.close()
+
+
+def test_an_add_committed_but_not_revealed_is_revealed_by_the_sweep(store: Store) -> None:
+    client = open_client(store, "wf-add-sweep")
+    client.create_workflow("w", chain("w", 1))
+    (cl,) = client.claim(["q"], worker="w")
+    fail_once(backend_of(client), "_reveal_steps")
+    with pytest.raises(qw.BackendUnavailable):
+        client.add_steps(cl.lease, "w", [NewJob("q", 2, id="w.2", parents=("w.1",))])
+    client.reclaim_expired()
+    assert status(client, "w.1", "w.2") == [RUNNING, WAITING]
+    assert field(collection(store, client, "jobs"), "w.1", "adding") == []
     client.close()
 
 

@@ -643,27 +643,36 @@ class MongoBackend:
         return count
 
     def _settle_staged(self, now: datetime) -> None:
-        """Finish or undo multi-job enqueues (and workflow creates and adds) that died part-way."""
+        """Finish or undo multi-job enqueues (and workflow creates and adds) that died part-way.
+
+        A batch of steps whose commit point has passed is revealed at once,
+        whatever its age (revealing is what its writer was about to do, and
+        is idempotent); one that has not is undone only after STAGED_GRACE,
+        as its writer may still be at work.
+        """
         cutoff = now - STAGED_GRACE
-        stale = self._jobs.find(
-            d.stale_staged_filter(cutoff), {"batch": 1, "workflow": 1, "adder": 1}
-        )
-        batches = {doc["batch"]: doc for doc in stale}
-        for batch, doc in batches.items():
+        projection = {"batch": 1, "workflow": 1, "adder": 1, "created_at": 1}
+        found = {
+            doc["batch"]: doc for doc in self._jobs.find(d.stale_staged_filter(cutoff), projection)
+        }
+        for doc in self._jobs.find(d.STAGED_STEPS, projection, limit=RELAY_BATCH):
+            found.setdefault(doc["batch"], doc)
+        for batch, doc in found.items():
+            stale = as_utc(doc["created_at"]) < cutoff
             workflow, adder = doc.get("workflow"), doc.get("adder")
             if workflow is not None and adder is None:
                 # A create: its commit point is the workflow document's.
                 flow = self._workflows.find_one({"_id": workflow, "batch": batch}, {"state": 1})
                 if flow is not None and flow["state"] != d.PENDING:
-                    self._reveal(batch)
+                    self._reveal_steps(workflow, batch)
                     self._signal(None)
-                else:
+                elif stale:
                     self._undo_create(workflow, batch)
             elif workflow is not None:
                 # An add: its commit point is the note on the step that added it.
                 if self._jobs.find_one({"_id": adder, "adding.b": batch}, {"_id": 1}):
                     self._finish_add(workflow, batch, adder)
-                else:
+                elif stale:
                     self._jobs.delete_many({"batch": batch, "status": d.PENDING})
                     self._end_workflow_if_done(workflow)
             elif self._jobs.find_one(d.batch_committed_filter(batch), {"_id": 1}) is not None:
@@ -675,7 +684,7 @@ class MongoBackend:
         for flow in self._workflows.find(
             {"state": d.PENDING, "created_at": {"$lt": cutoff}}, {"batch": 1}
         ):
-            if flow["batch"] not in batches:
+            if flow["batch"] not in found:
                 self._undo_create(flow["_id"], flow["batch"])
 
     def _undo_create(self, workflow_id: str, batch: str) -> None:

@@ -414,6 +414,10 @@ def stale_staged_filter(cutoff: datetime) -> Doc:
     return {"status": PENDING, "created_at": {"$lt": cutoff}}
 
 
+#: Staged workflow steps, of any age (a plain enqueue's staged jobs have no ``workflow``).
+STAGED_STEPS: Doc = {"status": PENDING, "workflow": {"$type": "string"}}
+
+
 def batch_committed_filter(batch: str) -> Doc:
     """Any job of ``batch`` already made visible: then the whole batch was inserted."""
     return {"batch": batch, "status": {"$ne": PENDING}}
