@@ -188,6 +188,8 @@ class MemoryBackend:
                 next(self._store.seq),
                 pending=len(new.parents),
             )
+        # Only once every row exists: a parent may come after its child in the batch.
+        for new in jobs:
             for parent in new.parents:
                 prow = rows[parent]
                 prow.job = replace(prow.job, children=(*prow.job.children, new.id))

@@ -58,6 +58,7 @@ class InspectionTests(ContractBase):
         client.abort(c3.lease)
         counts = client.counts()
         assert counts["q"] == {
+            JobStatus.WAITING: 0,
             JobStatus.QUEUED: 2,
             JobStatus.RUNNING: 1,
             JobStatus.SUCCEEDED: 1,
