@@ -58,6 +58,15 @@ def record(index: int, kind: str = START, at_ns: int | None = None) -> None:
     os.write(fd, b"%d %d\n" % (index, time.time_ns() if at_ns is None else at_ns))
 
 
+def forget() -> None:
+    """Let the next :func:`record` open its files again (after ``$QW_BENCH_PROBE_DIR`` changed)."""
+    global _pid
+    for fd in _fds.values():
+        os.close(fd)
+    _fds.clear()
+    _pid = None
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     index: int
@@ -100,6 +109,30 @@ class Counter:
             self._lines += data.count(b"\n", 0, whole)
             self._offsets[path] = start + whole
         return self._lines
+
+
+class Tail:
+    """The records of one ``kind`` written since the last call (for polling)."""
+
+    def __init__(self, directory: Path, kind: str = START) -> None:
+        self._directory = directory
+        self._kind = kind
+        self._offsets: dict[Path, int] = {}
+
+    def __call__(self) -> list[Record]:
+        out: list[Record] = []
+        for path in self._directory.glob(f"*.{self._kind}"):
+            start = self._offsets.get(path, 0)
+            with path.open("rb") as f:
+                f.seek(start)
+                data = f.read()
+            whole = data.rfind(b"\n") + 1
+            self._offsets[path] = start + whole
+            for line in data[:whole].split(b"\n"):
+                parts = line.split()
+                if len(parts) == 2:
+                    out.append(Record(int(parts[0]), int(parts[1])))
+        return out
 
 
 def write_end(at_ns: int | None = None) -> None:

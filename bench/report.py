@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["best_drain", "failures", "goals", "markdown", "write"]
+__all__ = ["best_drain", "best_flows", "failures", "goals", "markdown", "write"]
 
 STORES = ("sqlite", "postgres", "redis", "mongodb")
 #: Wake-up p50 targets per store (ms); p99 target for all of them.
@@ -15,6 +15,12 @@ WAKE_P50_MS = {"postgres": 5.0, "redis": 2.0}
 WAKE_P99_MS = 20.0
 DRAIN_FACTOR = 2.0
 BACKLOG_FACTOR = 2.0
+#: Workflow goals: a step costs at most this many plain jobs (same store, same
+#: concurrency); qw's steps/s at least this many times the fastest peer's; a
+#: chain's step latency p50 at most this many plain wake-ups (p50, same store).
+STEP_OVERHEAD_FACTOR = 1.5
+FLOWS_FACTOR = 3.0
+CHAIN_FACTOR = 2.0
 
 
 def _split(driver_id: str) -> tuple[str, str]:
@@ -39,6 +45,16 @@ def best_drain(entry: dict[str, Any]) -> tuple[float, int] | None:
     return best
 
 
+def best_flows(entry: dict[str, Any]) -> tuple[float, int] | None:
+    """The highest verified steps/s of the workflows of 10 steps, and its concurrency."""
+    best: tuple[float, int] | None = None
+    for c, phase in ((entry.get("workflows") or {}).get("flows") or {}).items():
+        r = _ok(phase)
+        if r and r.get("ok") and (best is None or r["steps_per_s"] > best[0]):
+            best = (float(r["steps_per_s"]), int(c))
+    return best
+
+
 def failures(entry: dict[str, Any]) -> list[str]:
     out = []
     if entry.get("status") == "failed":
@@ -50,6 +66,14 @@ def failures(entry: dict[str, Any]) -> list[str]:
     for c, phase in (entry.get("drain") or {}).items():
         if not phase.get("ok"):
             out.append(f"drain c={c}: {phase.get('error')}")
+    flows = entry.get("workflows") or {}
+    for c, phase in (flows.get("flows") or {}).items():
+        if not phase.get("ok"):
+            out.append(f"workflows of 10 steps c={c}: {phase.get('error')}")
+    for name in ("fanout", "chain"):
+        phase = flows.get(name)
+        if phase and not phase.get("ok"):
+            out.append(f"{'fan-out' if name == 'fanout' else name}: {phase.get('error')}")
     return out
 
 
@@ -129,6 +153,86 @@ def goals(data: dict[str, Any]) -> list[dict[str, str]]:
                 "status": _verdict(r["ratio_p50"] <= BACKLOG_FACTOR),
             }
         )
+    out += workflow_goals(systems)
+    return out
+
+
+def _flow_peers(systems: dict[str, Any]) -> list[tuple[float, int, str]]:
+    return [
+        (b[0], b[1], d)
+        for d, e in systems.items()
+        if _split(d)[0] != "qw" and (b := best_flows(e)) is not None
+    ]
+
+
+def workflow_goals(systems: dict[str, Any]) -> list[dict[str, str]]:
+    """Step overhead vs plain jobs, steps/s vs the fastest peer, chain latency vs wake-up."""
+    out: list[dict[str, str]] = []
+    peers = _flow_peers(systems)
+    for store in STORES:
+        qw = systems.get(f"qw-{store}")
+        if qw is None or qw.get("status") != "ran" or "workflows" not in qw:
+            continue
+        flows = qw["workflows"]
+        mine = best_flows(qw)
+        goal = (
+            f"workflow step on {store}: ≤ {STEP_OVERHEAD_FACTOR:g}x a plain job's time "
+            "(same concurrency)"
+        )
+        r = _ok((flows.get("flows") or {}).get(str(mine[1]))) if mine else None
+        plain = r.get("plain") if r else None
+        if mine is None or not plain:
+            out.append({"goal": goal, "value": "workflows phase failed", "status": "FAIL"})
+        else:
+            ratio = plain["jobs_per_s"] / mine[0]
+            out.append(
+                {
+                    "goal": goal,
+                    "value": f"{mine[0]:,.0f} steps/s vs {plain['jobs_per_s']:,.0f} plain "
+                    f"jobs/s (c={mine[1]}): a step costs {ratio:.2f}x a job",
+                    "status": _verdict(ratio <= STEP_OVERHEAD_FACTOR),
+                }
+            )
+        if peers:
+            rate, peer_c, peer = max(peers)
+            goal = f"workflow steps/s on {store}: qw ≥ {FLOWS_FACTOR:g}x the fastest peer"
+            if mine is None:
+                out.append({"goal": goal, "value": "workflows phase failed", "status": "FAIL"})
+            else:
+                ratio = mine[0] / rate
+                out.append(
+                    {
+                        "goal": goal,
+                        "value": f"qw {mine[0]:,.0f}/s (c={mine[1]}) vs {peer} {rate:,.0f}/s "
+                        f"(c={peer_c}): {ratio:.2f}x",
+                        "status": _verdict(ratio >= FLOWS_FACTOR),
+                    }
+                )
+        goal = f"chain step latency on {store}: p50 ≤ {CHAIN_FACTOR:g}x plain wake-up p50"
+        chain = _ok(flows.get("chain"))
+        wake = _ok(qw.get("wakeup"))
+        latency = (chain or {}).get("commit_to_start")
+        if chain is None or not latency:
+            out.append({"goal": goal, "value": "chain phase failed", "status": "FAIL"})
+        elif wake is None:
+            out.append(
+                {
+                    "goal": goal,
+                    "value": f"chain p50 {latency['p50_ms']:.2f} ms; no wake-up figure "
+                    "(phase skipped or failed)",
+                    "status": "FAIL",
+                }
+            )
+        else:
+            ratio = latency["p50_ms"] / wake["p50_ms"]
+            out.append(
+                {
+                    "goal": goal,
+                    "value": f"commit to start p50 {latency['p50_ms']:.2f} ms vs wake-up p50 "
+                    f"{wake['p50_ms']:.2f} ms: {ratio:.2f}x",
+                    "status": _verdict(ratio <= CHAIN_FACTOR),
+                }
+            )
     return out
 
 
@@ -144,6 +248,8 @@ def markdown(data: dict[str, Any]) -> str:
     plan, m, systems = data["plan"], data["machine"], data["systems"]
     ids = _ordered(systems)
     ran = [d for d in ids if systems[d].get("status") == "ran"]
+    # Workflow-only peers have no rows in the plain-job tables.
+    plain = [d for d in ran if systems[d].get("plain_jobs", True)]
     lines = [f"# qw benchmark: `{plan['name']}`", ""]
     lines.append(
         f"Run {data['started']}, {data['duration_s']:,.0f} s. "
@@ -152,6 +258,13 @@ def markdown(data: dict[str, Any]) -> str:
         f"{plan['wake_samples']} jobs one at a time, gaps uniform in "
         f"{plan['wake_gap_ms'][0]:g}-{plan['wake_gap_ms'][1]:g} ms, workers at concurrency "
         f"{plan['wake_concurrency']}. Backlog: {plan['backlog']:,} queued jobs."
+        + (
+            f" Workflows: a chain of {plan['wf_chain']:,} steps, a fan-out of "
+            f"{plan['wf_fanout']:,} steps + a fan-in, {plan['wf_flows']:,} workflows of 10 "
+            f"steps at concurrency {', '.join(map(str, plan['wf_concurrencies']))}."
+            if any("workflows" in systems[d] for d in ids)
+            else ""
+        )
     )
     lines += ["", "## Machine", "", "| | |", "| --- | --- |"]
     lines.append(f"| CPU | {m['cpu_count']} x {m['cpu_model']} |")
@@ -190,7 +303,7 @@ def markdown(data: dict[str, Any]) -> str:
         "| system | store | " + " | ".join(f"c={c}" for c in cs) + " | best | exactly N once |"
     )
     lines.append("| --- | --- | " + " | ".join("---:" for _ in cs) + " | ---: | --- |")
-    for d in ran:
+    for d in plain:
         e = systems[d]
         cells, checks = [], []
         for c in cs:
@@ -247,8 +360,11 @@ def markdown(data: dict[str, Any]) -> str:
         "| system | store | single calls | bulk 100 | bulk 1,000 |",
     ]
     lines.append("| --- | --- | ---: | ---: | ---: |")
-    for d in ran:
-        r = _ok(systems[d].get("enqueue"))
+    for d in plain:
+        phase = systems[d].get("enqueue")
+        if phase is None:
+            continue  # skipped
+        r = _ok(phase)
         cells = []
         for mode in ("single", "bulk100", "bulk1000"):
             x = (r or {}).get(mode)
@@ -265,7 +381,7 @@ def markdown(data: dict[str, Any]) -> str:
         "| system | store | p50 ms | p99 ms | max ms | seen |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for d in ran:
+    for d in plain:
         phase = systems[d].get("wakeup")
         r = _ok(phase)
         system, store = _split(d)
@@ -294,6 +410,8 @@ def markdown(data: dict[str, Any]) -> str:
                 f"{r['fill_s']:.0f} s |"
             )
 
+    lines += workflow_sections(data, ran)
+
     lines += ["", "## Settings used", ""]
     for d in ids:
         e = systems[d]
@@ -304,6 +422,10 @@ def markdown(data: dict[str, Any]) -> str:
         for c, settings in (e.get("settings") or {}).items():
             text = "; ".join(f"{k}: {v}" for k, v in settings.items())
             lines.append(f"  - c={c}: {text}")
+        if e.get("workflows"):
+            for c, settings in (e.get("flow_settings") or {}).items():
+                text = "; ".join(f"{k}: {v}" for k, v in settings.items())
+                lines.append(f"  - workflows, c={c}: {text}")
 
     failed = {d: failures(systems[d]) for d in ids if failures(systems[d])}
     if failed:
@@ -329,6 +451,134 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: What each system's shapes are, stated under the workflow tables.
+SHAPES = {
+    "qw": "qw: `app.workflow()`; a chain is `wf.add(step, i, previous_step)`, the fan-out "
+    "`wf.map(step, range(n))` and a fan-in taking that step list; each workflow is stored by "
+    "one `create_workflow` call, and every step is a job the normal worker claims. Step "
+    "latency is from the parent's `qw_job_finished` hook (after its terminal write and the "
+    "settle that queues the child committed) to the child's first line.",
+    "celery": "Celery canvas: `chain(...)`, a group followed by a task in a chain (a chord), "
+    "`chord(group, callback)`. Celery publishes a chain's next task *before* it stores the "
+    "parent's result, so its commit-to-start (from the `task_success` signal, sent after the "
+    "result write) can be negative; done-to-start is the comparable figure.",
+    "dbos": "DBOS: a chain is one workflow calling its steps in turn (no queue hop between "
+    "steps: each step's output is checkpointed and the next runs in the same thread); a "
+    "fan-out enqueues each step (`DBOS.enqueue_workflow(queue, step, ...)`) and waits on "
+    "every handle; DBOS has no hook after a terminal write, so ends are polled from "
+    "`workflow_status` every 5 ms and commit-to-start is not measured.",
+}
+
+
+def _steps_cell(r: dict[str, Any] | None, phase: dict[str, Any] | None) -> str:
+    if r is None:
+        return "failed" if phase else "-"
+    cell = _fmt(r["steps_per_s"])
+    if r.get("plain"):
+        cell += f" (plain {_fmt(r['plain']['jobs_per_s'])})"
+    return cell
+
+
+def workflow_sections(data: dict[str, Any], ran: list[str]) -> list[str]:
+    """The workflow tables: 10-step workflows per concurrency, the fan-out, the chain."""
+    plan, systems = data["plan"], data["systems"]
+    rows = [d for d in ran if systems[d].get("workflows")]
+    if not rows:
+        return []
+    cs = [str(c) for c in plan["wf_concurrencies"]]
+    lines = [
+        "",
+        f"## Workflows of 10 steps (steps/s; {plan['wf_flows']:,} workflows enqueued first)",
+        "",
+        "Each workflow: `a`; `b` and `c` take `a`'s result (a diamond) and `d` joins them; a "
+        "map of five steps after `d`; `f` joins the five. From the first step's start to the "
+        "last terminal write. qw in parentheses: a drain of as many plain no-op jobs on the same "
+        "store at the same concurrency (the step-overhead goal divides the two).",
+        "",
+        "| system | store | " + " | ".join(f"c={c}" for c in cs) + " | best | exactly once |",
+        "| --- | --- | " + " | ".join("---:" for _ in cs) + " | ---: | --- |",
+    ]
+    for d in rows:
+        flows = systems[d]["workflows"].get("flows") or {}
+        cells, checks = [], []
+        for c in cs:
+            phase = flows.get(c)
+            r = _ok(phase)
+            cells.append(_steps_cell(r, phase))
+            if r:
+                checks.append(
+                    f"c={c}: {'yes' if r['ok'] else 'NO'} ({r['ran']:,} ran, {r['unique']:,} "
+                    f"unique, {r['workflows_wrong']} wrong outputs, store "
+                    f"{'-' if r['store_succeeded'] is None else r['store_succeeded']})"
+                )
+        b = best_flows(systems[d])
+        system, store = _split(d)
+        lines.append(
+            f"| {system} | {store} | "
+            + " | ".join(cells)
+            + f" | {_fmt(b[0]) if b else '-'} | {'; '.join(checks) or '-'} |"
+        )
+
+    lines += [
+        "",
+        f"## Fan-out of {plan['wf_fanout']:,} steps + one fan-in",
+        "",
+        "From just before the enqueue call to the fan-in's terminal write, idle workers at the "
+        "concurrency of the system's best 10-step run. The fan-in fails unless it got every "
+        "result, once.",
+        "",
+        "| system | store | c | total s | enqueue s | steps/s | exactly once, fan-in saw all |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for d in rows:
+        phase = systems[d]["workflows"].get("fanout")
+        r = _ok(phase)
+        system, store = _split(d)
+        if r is None:
+            lines.append(f"| {system} | {store} | | failed | | | |")
+            continue
+        lines.append(
+            f"| {system} | {store} | {r['concurrency']} | {_fmt(r['total_s'], 2)} | "
+            f"{_fmt(r['enqueue_s'], 2)} | {_fmt(r['steps_per_s'])} | "
+            f"{'yes' if r['ok'] else 'NO'} ({r['ran']:,} ran, {r['unique']:,} unique; fan-in "
+            f"{r['output']}) |"
+        )
+
+    lines += [
+        "",
+        f"## Chain of {plan['wf_chain']:,} steps (per-step latency, ms)",
+        "",
+        "Idle workers at concurrency "
+        f"{plan['wake_concurrency']} (as in the wake-up phase). Commit to start: the parent's "
+        "terminal write reported committed, to the child's first line; done to start: the "
+        "parent's last line to the child's first line. Same clock (one machine).",
+        "",
+        "| system | store | commit→start p50 / p99 | done→start p50 / p99 | plain wake-up p50 | "
+        "total s | exactly once |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for d in rows:
+        phase = systems[d]["workflows"].get("chain")
+        r = _ok(phase)
+        system, store = _split(d)
+        if r is None:
+            lines.append(f"| {system} | {store} | failed | | | | |")
+            continue
+        c2s, d2s = r.get("commit_to_start"), r["done_to_start"]
+        wake = _ok(systems[d].get("wakeup"))
+        lines.append(
+            f"| {system} | {store} | "
+            + (f"{_fmt(c2s['p50_ms'], 2)} / {_fmt(c2s['p99_ms'], 2)}" if c2s else "not measured")
+            + f" | {_fmt(d2s['p50_ms'], 2)} / {_fmt(d2s['p99_ms'], 2)} | "
+            + (_fmt(wake["p50_ms"], 2) if wake else "-")
+            + f" | {_fmt(r['total_s'], 2)} | {'yes' if r['ok'] else 'NO'} ({r['ran']:,} ran) |"
+        )
+    systems_here = dict.fromkeys(_split(d)[0] for d in rows)
+    lines += ["", "How each system's shapes are written:", ""]
+    lines += [f"- {SHAPES[s]}" for s in systems_here if s in SHAPES]
+    return lines
+
+
 def chart(data: dict[str, Any], path: Path) -> bool:
     """A PNG of best drain rates and wake-up latencies; False if matplotlib is missing."""
     try:
@@ -339,7 +589,11 @@ def chart(data: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     systems = data["systems"]
-    ids = [d for d in _ordered(systems) if systems[d].get("status") == "ran"]
+    ids = [
+        d
+        for d in _ordered(systems)
+        if systems[d].get("status") == "ran" and systems[d].get("plain_jobs", True)
+    ]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.45 * max(len(ids), 4) + 1.8))
     drains = [(d, best_drain(systems[d])) for d in ids]
     labels = [f"{d} (c={b[1]})" if b else f"{d} (failed)" for d, b in drains]

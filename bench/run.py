@@ -137,6 +137,7 @@ def run_system(driver: str, plan: Plan, workdir: Path, skip: set[str]) -> dict[s
     entry.update(version=details["version"], settings=details["settings"])
     entry["wake_settings"] = details["wake_settings"]
     entry["flow_settings"] = details.get("flow_settings")
+    entry["plain_jobs"] = details.get("plain_jobs", True)
     if details["unavailable"]:
         entry["status"] = "skipped"
         entry["error"] = details["unavailable"]

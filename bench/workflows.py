@@ -46,6 +46,8 @@ __all__ = [
     "fanout",
     "flow_indexes",
     "flows",
+    "poll_count",
+    "poll_probe",
     "tally",
 ]
 
@@ -350,22 +352,31 @@ def flows(driver: FlowDriver, count: int, concurrency: int, deadline: float) -> 
 
 def poll_probe(probe_dir: Path, kind: str, index: int, deadline: float, workers: Workers) -> int:
     """Wait until a ``kind`` record of ``index`` appears; return its time (ns)."""
-    seen: dict[Path, int] = {}
+    tail = probe.Tail(probe_dir, kind)
     found: list[int] = []
 
     def check() -> bool:
-        for path in probe_dir.glob(f"*.{kind}"):
-            start = seen.get(path, 0)
-            with path.open("rb") as f:
-                f.seek(start)
-                data = f.read()
-            whole = data.rfind(b"\n") + 1
-            seen[path] = start + whole
-            for line in data[:whole].split(b"\n"):
-                parts = line.split()
-                if len(parts) == 2 and int(parts[0]) == index:
-                    found.append(int(parts[1]))
+        found.extend(r.at_ns for r in tail() if r.index == index)
         return bool(found)
 
     poll_until(check, deadline, interval=0.002, workers=workers)
     return min(found)
+
+
+def poll_count(probe_dir: Path, kind: str, count: int, deadline: float, workers: Workers) -> int:
+    """Wait for ``count`` records of ``kind`` (warm-up excluded); return the latest one's time."""
+    tail = probe.Tail(probe_dir, kind)
+    seen: list[int] = []
+
+    def check() -> bool:
+        seen.extend(r.at_ns for r in tail() if r.index < WARMUP_BASE)
+        return len(seen) >= count
+
+    poll_until(
+        check,
+        deadline,
+        interval=0.005,
+        progress=lambda: f"{len(seen)}/{count} steps written",
+        workers=workers,
+    )
+    return max(seen)
