@@ -80,9 +80,6 @@ THREADS = 8
 PROCESSES = 4
 #: Seconds a race may take before the kit gives up on it (a failure, not a hang).
 DEADLINE = 90.0
-#: How long a backend that settles after the step's write (atomic_settle=False)
-#: may take, over repeated ``reclaim_expired`` calls, to finish what a crash left.
-RECOVERY = 10.0
 
 
 # -- helpers -------------------------------------------------------------------
@@ -169,15 +166,15 @@ def ids_of(claims: Sequence[Claim]) -> list[str]:
     return [c.job.id for c in claims]
 
 
-def recover(client: qw.Client, done: Callable[[], bool], what: str) -> None:
-    """Call ``reclaim_expired`` until ``done()`` holds; fail after RECOVERY seconds."""
-    deadline = time.monotonic() + RECOVERY
+def recover(client: qw.Client, done: Callable[[], bool], what: str, seconds: float) -> None:
+    """Call ``reclaim_expired`` until ``done()`` holds; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
     while True:
         client.reclaim_expired()
         if done():
             return
         if time.monotonic() > deadline:
-            pytest.fail(f"reclaim_expired never completed {what} within {RECOVERY} s")
+            pytest.fail(f"reclaim_expired never completed {what} within {seconds} s")
         time.sleep(0.1)
 
 
@@ -202,9 +199,9 @@ def bad_calls(client: qw.Client, lease: qw.Lease, w: str) -> dict[str, Callable[
         "self_parent": create([step(w, "a", "a")]),
         "unknown_parent": create([step(w, "a"), step(w, "b", "z")]),
         "parent_in_another_workflow": create([step(w, "a"), odd(parents=("other.x",))]),
-        "too_many_steps": create(
-            [NewJob("q", None, id=f"{w}.{i}") for i in range(2 * MAX_WORKFLOW_STEPS)]
-        ),
+        # The count is refused before any step is looked at (one object, many times:
+        # building 100,000 distinct steps would cost a second).
+        "too_many_steps": create([step(w, "a")] * (2 * MAX_WORKFLOW_STEPS)),
         "no_steps": create([]),
         "non_json_payload": create([step(w, "a"), NewJob("q", cast(Any, {1: 2}), id=f"{w}.b")]),
         "nan_payload": create([step(w, "a"), NewJob("q", float("nan"), id=f"{w}.b")]),
@@ -230,6 +227,10 @@ def bad_calls(client: qw.Client, lease: qw.Lease, w: str) -> dict[str, Callable[
 
 
 class WorkflowTests(ContractBase):
+    #: How long a backend that settles after the step's write (``atomic_settle=False``)
+    #: may take, over repeated ``reclaim_expired`` calls, to complete what a crash left.
+    settle_recovery_s: float = 10.0
+
     # -- helpers -----------------------------------------------------------
 
     def expect_counts(
@@ -331,26 +332,53 @@ class WorkflowTests(ContractBase):
         assert flow.state is WorkflowState.FAILED
         assert events(client) == [ended_event("solo", "failed")]
 
-    # -- fan-in races --------------------------------------------------------
+    def test_workflows_and_their_steps_are_listed_by_id(self, client: qw.Client) -> None:
+        plain = client.enqueue_one("q", "plain").id
+        for w in ("w3", "w1", "w2"):
+            client.create_workflow(w, [step(w, "b"), step(w, "a", "b")])
+        client.cancel_workflow("w2")
+        assert [f.id for f in client.list_workflows()] == ["w1", "w2", "w3"]
+        assert [f.id for f in client.list_workflows(limit=2)] == ["w1", "w2"]
+        assert [f.id for f in client.list_workflows(after="w1")] == ["w2", "w3"]
+        running = client.list_workflows(state=WorkflowState.RUNNING)
+        assert [f.id for f in running] == ["w1", "w3"]
+        assert [f.id for f in client.list_workflows(state="cancelled")] == ["w2"]
+        assert running[0] == client.get_workflow("w1")
+        assert nonzero(running[0].counts) == {QUEUED: 1, WAITING: 1}
+        assert [j.id for j in client.list_jobs(workflow="w1")] == ["w1.a", "w1.b"]
+        assert [j.id for j in client.list_jobs(workflow="w1", limit=1)] == ["w1.a"]
+        assert [j.id for j in client.list_jobs(workflow="w1", after="w1.a")] == ["w1.b"]
+        waiting = client.list_jobs(workflow="w3", status=WAITING)
+        assert [j.id for j in waiting] == ["w3.a"]
+        assert [j.id for j in client.steps("w3")] == ["w3.a", "w3.b"]
+        assert client.list_jobs(workflow="none") == []
+        job = client.get(plain)
+        assert (job.workflow, job.parents, job.children, job.failed_parents) == (None, (), (), ())
+        assert plain not in {j.id for w in ("w1", "w2", "w3") for j in client.steps(w)}
 
-    def _fan_in(self, client: qw.Client, w: str) -> tuple[list[str], str]:
-        parents = [f"{w}.p{i:04d}" for i in range(FAN_IN)]
-        child = f"{w}.child"
-        steps = [NewJob("q", i, id=pid) for i, pid in enumerate(parents)]
-        steps.append(NewJob("q", "child", id=child, parents=tuple(parents)))
+    # -- fan-out and fan-in races ---------------------------------------------
+
+    def _fan(self, client: qw.Client, w: str) -> list[str]:
+        """A root, FAN_IN steps after it, and a child after them all; the ids in that order."""
+        root, child = f"{w}.root", f"{w}.child"
+        middle = [f"{w}.p{i:04d}" for i in range(FAN_IN)]
+        steps = [NewJob("q", "root", id=root)]
+        steps.extend(NewJob("q", i, id=pid, parents=(root,)) for i, pid in enumerate(middle))
+        steps.append(NewJob("q", "child", id=child, parents=tuple(middle)))
         assert client.create_workflow(w, steps, output=child).created
-        self.expect_counts(client, w, {QUEUED: FAN_IN, WAITING: 1})
-        return parents, child
+        self.expect_counts(client, w, {QUEUED: 1, WAITING: FAN_IN + 1})
+        assert len(client.get(root).children) == FAN_IN
+        return [root, *middle, child]
 
-    def _check_fan_in_done(
-        self, client: qw.Client, w: str, parents: list[str], child: str, claimed: list[str]
+    def _check_fan_done(
+        self, client: qw.Client, w: str, ids: list[str], claimed: list[str]
     ) -> None:
         twice = [i for i, n in Counter(claimed).items() if n > 1]
         assert not twice, f"{len(twice)} steps were claimed more than once: {twice[:5]}"
-        assert sorted(claimed) == sorted([*parents, child]), "some steps were never claimed"
-        job = client.get(child)
-        assert (job.status, job.attempts, job.failed_parents) == (SUCCEEDED, 1, ())
-        flow = self.expect_counts(client, w, {SUCCEEDED: FAN_IN + 1})
+        assert sorted(claimed) == sorted(ids), "some steps were never claimed"
+        jobs = jobs_of(client, ids)
+        assert {(j.status, j.attempts, j.failed_parents) for j in jobs} == {(SUCCEEDED, 1, ())}
+        flow = self.expect_counts(client, w, {SUCCEEDED: FAN_IN + 2})
         assert flow.state is WorkflowState.SUCCEEDED
         assert workflow_events(client) == [ended_event(w, "succeeded")]
         assert claim_ids(client) == []
@@ -359,7 +387,7 @@ class WorkflowTests(ContractBase):
         self, client: qw.Client, open_client: OpenClient
     ) -> None:
         w = "fanin"
-        parents, child = self._fan_in(client, w)
+        ids = self._fan(client, w)
         if client.capabilities.thread_safe:
             clients = [client] * THREADS
         else:
@@ -384,7 +412,8 @@ class WorkflowTests(ContractBase):
                         continue
                     for cl in claims:
                         claimed[index].append(cl.job.id)
-                        if cl.job.id == child and set(statuses(c, parents)) != {SUCCEEDED}:
+                        parents = cl.job.parents
+                        if parents and set(statuses(c, parents)) != {SUCCEEDED}:
                             early.append(cl.job.id)
                         c.complete(cl.lease, index)
             except BaseException as exc:
@@ -396,15 +425,15 @@ class WorkflowTests(ContractBase):
         for t in threads:
             t.join(DEADLINE + 30)
         assert not errors, errors
-        assert not early, "the child was claimable before every parent had succeeded"
+        assert not early, f"claimable before every parent had succeeded: {early[:5]}"
         assert sum(1 for part in claimed if part) > 1, "only one thread ever won a claim"
-        self._check_fan_in_done(client, w, parents, child, [i for part in claimed for i in part])
+        self._check_fan_done(client, w, ids, [i for part in claimed for i in part])
 
     @requires("multi_process")
     def test_processes_finishing_a_fan_in_promote_the_child_once(self, client: qw.Client) -> None:
         url = self.url_or_skip()
         w = "fanin-mp"
-        parents, child = self._fan_in(client, w)
+        ids = self._fan(client, w)
         ctx = multiprocessing.get_context("spawn")
         start = ctx.Event()
         results = ctx.Queue()
@@ -434,9 +463,9 @@ class WorkflowTests(ContractBase):
         assert not errors, "\n".join(r[2] for r in errors)
         claimed = [job_id for _, _, part in reports for job_id, _ in part]
         early = [job_id for _, _, part in reports for job_id, ok in part if not ok]
-        assert not early, "the child was claimable before every parent had succeeded"
+        assert not early, f"claimable before every parent had succeeded: {early[:5]}"
         assert sum(1 for *_, part in reports if part) > 1, "only one process ever won a claim"
-        self._check_fan_in_done(client, w, parents, child, claimed)
+        self._check_fan_done(client, w, ids, claimed)
 
     # -- failure policies ----------------------------------------------------
 
@@ -1047,6 +1076,34 @@ class WorkflowTests(ContractBase):
         assert job_id == f"{w}.c"
         assert at - finished < PROMPT
 
+    def test_a_waiter_is_woken_by_a_new_workflow(
+        self, client: qw.Client, open_client: OpenClient
+    ) -> None:
+        producer = open_client(client.namespace)
+        assert claim_ids(client, ["roots"]) == []
+        got: list[tuple[str, float]] = []
+
+        def worker() -> None:
+            end = time.monotonic() + 10
+            while time.monotonic() < end:
+                claims = client.claim(["roots"], worker="w")
+                if claims:
+                    got.append((claims[0].job.id, time.monotonic()))
+                    return
+                client.wait(["roots"], timeout=5)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        time.sleep(0.3)
+        w = "new"
+        producer.create_workflow(w, [step(w, "r", queue="roots"), step(w, "c", "r", queue="roots")])
+        created = time.monotonic()
+        thread.join(15)
+        assert got, "the waiting worker never got the new workflow's first step"
+        job_id, at = got[0]
+        assert job_id == f"{w}.r"
+        assert at - created < PROMPT
+
     @requires("native_wakeup")
     def test_wait_returns_true_when_a_step_is_promoted(
         self, client: qw.Client, open_client: OpenClient
@@ -1125,7 +1182,7 @@ class WorkflowTests(ContractBase):
             return client.get(child).status is not WAITING
 
         if not client.capabilities.atomic_settle:
-            recover(client, promoted, "the child's promotion")
+            recover(client, promoted, "the child's promotion", self.settle_recovery_s)
         assert client.get(child).status is QUEUED, "the child is stuck"
         claims = claim_ids(client, ["kid"], limit=10)
         assert ids_of(claims) == [child], "the child must be claimable exactly once"
@@ -1163,7 +1220,12 @@ class WorkflowTests(ContractBase):
             "interrupt_settle must stop the backend after the step's own write"
         )
         assert claim_ids(client) == []
-        recover(client, lambda: client.get(c).status is not WAITING, "the child's promotion")
+        recover(
+            client,
+            lambda: client.get(c).status is not WAITING,
+            "the child's promotion",
+            self.settle_recovery_s,
+        )
         assert statuses(client, [c]) == [QUEUED]
         settled = workflow_snapshot(client)
         client.reclaim_expired()
@@ -1180,6 +1242,7 @@ class WorkflowTests(ContractBase):
             client,
             lambda: client.get_workflow(w).state is not WorkflowState.RUNNING,
             "the workflow's end",
+            self.settle_recovery_s,
         )
         assert client.get_workflow(w).state is WorkflowState.SUCCEEDED
         for _ in range(3):
