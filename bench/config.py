@@ -88,8 +88,8 @@ class Plan:
             # Sequential steps: a floor of 5 steps/s.
             return 120.0 + n / 5.0
         if phase in ("wf_fanout", "wf_flows"):
-            # n steps; wf_flows also drains as many plain jobs first (qw).
-            return 120.0 + n / 20.0
+            # n steps (wf_flows: counted twice, for qw's plain drain): a floor of 10 steps/s.
+            return 120.0 + n / 10.0
         return 60.0
 
 
@@ -103,9 +103,9 @@ def quick_plan() -> Plan:
         wake_samples=40,
         backlog=50_000,
         backlog_samples=50,
-        wf_chain=200,
-        wf_fanout=2_000,
-        wf_flows=200,
+        wf_chain=100,
+        wf_fanout=1_000,
+        wf_flows=100,
         wf_concurrencies=(2, 4),
     )
 

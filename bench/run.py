@@ -87,13 +87,13 @@ def parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     p.add_argument(
         "--skip", default="", help="phases to skip: enqueue,drain,wakeup,backlog,workflows"
     )
-    p.add_argument("--wf-chain", type=int, help="steps in the chain (default 1,000; quick 200)")
+    p.add_argument("--wf-chain", type=int, help="steps in the chain (default 1,000; quick 100)")
     p.add_argument(
         "--wf-fanout",
         type=int,
-        help="parallel steps before the fan-in (default 10,000; quick 2,000)",
+        help="parallel steps before the fan-in (default 10,000; quick 1,000)",
     )
-    p.add_argument("--wf-flows", type=int, help="workflows of 10 steps (default 1,000; quick 200)")
+    p.add_argument("--wf-flows", type=int, help="workflows of 10 steps (default 1,000; quick 100)")
     p.add_argument(
         "--wf-concurrency", help="comma-separated concurrencies of the workflows (default 1,2,4,16)"
     )
