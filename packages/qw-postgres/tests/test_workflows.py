@@ -83,7 +83,7 @@ def _flow_row(pg_url: str, namespace: str, workflow: str) -> tuple[Any, ...]:
 
 
 def _drain(client: qw.Client, queue: str = "q") -> list[str]:
-    done = []
+    done: list[str] = []
     while claims := client.claim([queue], worker="w", limit=500):
         client.finish([qw.Complete(c.lease) for c in claims])
         done.extend(c.job.id for c in claims)

@@ -1,8 +1,9 @@
 """Every statement the backend runs, rendered once per schema.
 
-Each operation is one statement (data-modifying CTEs where a transition, its
-outbox event and its wake-up must commit together), so it is one round trip
-and atomic under autocommit. Values are always bound parameters; the only
+Each operation on plain jobs is one statement (data-modifying CTEs where a
+transition, its outbox event and its wake-up must commit together), so it is
+one round trip and atomic under autocommit; the workflow statements run
+inside the one transaction of a write that ends steps (backend._StepEnds). Values are always bound parameters; the only
 thing composed into the text is the validated schema, as an identifier.
 """
 
