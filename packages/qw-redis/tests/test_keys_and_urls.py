@@ -53,12 +53,13 @@ def test_the_lua_prelude_names_keys_in_the_order_python_sends_them() -> None:
 
 def test_scripts_only_reach_keys_through_KEYS() -> None:
     # Every key argument of every redis.call is a KEYS-derived name (K.*, F.*,
-    # ST[...], WS[...], the queue header's ready_key/sched_key, or a local bound
-    # to one of those), never a string the script builds.
+    # ST[...], WS[...], the queue header's ready_key/sched_key, migrate.lua's
+    # SCHEMA and OLD.* (KEYS after the common ones), or a local bound to one of
+    # those), never a string the script builds.
     call = re.compile(r"redis\.call\((?:'(\w+)'|PUBCMD),\s*([^,)]+)")
     allowed = re.compile(
         r"(K\.\w+|F\.\w+|F\[col\]|ST\.\w+|ST\[\w+\]|WS\[[\w.]+\]|ready_key\(.+|sched_key\(.+|sched|col"
-        r"|key|index)$"
+        r"|key|index|SCHEMA|OLD\.\w+)$"
     )
     keyless = {"TIME", "INCR"}
     for name in NAMES:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Self
 
 from qw.capabilities import Capabilities
 from qw.contract import Finish, Insert, Switches, WorkflowInsert
-from qw.errors import BackendError, DuplicateJob, InvalidName
+from qw.errors import BackendError, DuplicateJob, InvalidName, SchemaError
 from qw.model import (
     Claim,
     Enqueued,
@@ -52,7 +52,7 @@ from qw_redis.codec import (
 )
 from qw_redis.connect import check_persistence, open_client, subscriber_for
 from qw_redis.errors import translated
-from qw_redis.keys import Keyspace, packed_queue
+from qw_redis.keys import SCHEMA_VERSION, Keyspace, packed_queue
 from qw_redis.listen import make_listen
 from qw_redis.scripts import NAMES, source
 from qw_redis.urls import RedisConfig, parse_url
@@ -70,6 +70,8 @@ _CLAIM_WIDTH = 13
 _FIRST_CONNECT_S = 2.0
 #: Fields per job of ``expired.lua``'s reply.
 _EXPIRED_WIDTH = 6
+#: Jobs converted per migrate script call (see lua/migrate.lua).
+MIGRATE_BATCH = 5000
 #: Enqueue attempts when live dedupe keys keep changing under the plan.
 _ENQUEUE_TRIES = 10
 #: Calls of a script that may end a workflow step, when it keeps naming
@@ -169,6 +171,11 @@ class RedisBackend:
         # Workflow steps claimed here -> the queues of their workflow, which
         # a script that may end the step declares (see lua/apply.lua's need_queues).
         self._flow_queues_of: dict[str, tuple[str, ...]] = {}
+        try:
+            self.migrate()
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str) -> Self:
@@ -243,6 +250,40 @@ class RedisBackend:
 
     def now(self) -> datetime:
         return from_us(self._run("now", (), ()))
+
+    def migrate(self) -> str:
+        """Bring this namespace's keys to :data:`~qw_redis.keys.SCHEMA_VERSION`; say what was done.
+
+        Runs when the backend opens (one script call when there is nothing
+        to do). A namespace written by qw-redis 0.1.0 (no marker) is
+        converted in batches of MIGRATE_BATCH jobs, each batch one script;
+        several processes may run it at once. One written by a newer
+        qw-redis raises :class:`~qw.errors.SchemaError`.
+        """
+        keys = [*self._keys.common, *self._keys.schema_keys]
+        converted = 0
+        cursor = "0"
+        while True:
+            with translated("migrate"):
+                reply = self._scripts["migrate"](
+                    keys=keys, args=[0, SCHEMA_VERSION, MIGRATE_BATCH, cursor]
+                )
+            if reply[0] == "M":
+                cursor = reply[1]
+                converted += 1
+                continue
+            try:
+                found = int(reply[1])
+            except ValueError:
+                found = -1
+            if found != SCHEMA_VERSION:
+                raise SchemaError(
+                    f"redis namespace {self.namespace!r} has key layout version {reply[1]!r}; "
+                    f"this qw-redis knows {SCHEMA_VERSION}: upgrade qw-redis"
+                )
+            if converted:
+                return f"namespace {self.namespace!r}: converted 0.1.0 jobs to version {found}"
+            return f"namespace {self.namespace!r}: key layout version {found}, nothing to do"
 
     # -- producing -----------------------------------------------------------
 

@@ -16,7 +16,21 @@ from qw.model import JobStatus, ParentFailure, WorkflowState
 from qw.transitions import EVENT_CANCELLED, REASON_PARENT_FAILED, workflow_event
 from qw.validation import validate_namespace, validate_queue
 
-__all__ = ["COLUMNS", "COMMON", "PACKED", "Keyspace", "lua_prelude", "packed_queue"]
+__all__ = [
+    "COLUMNS",
+    "COMMON",
+    "LEGACY_COLUMNS",
+    "PACKED",
+    "SCHEMA_VERSION",
+    "Keyspace",
+    "lua_prelude",
+    "packed_queue",
+]
+
+#: The layout version of a namespace's keys, kept in ``qw:{ns}:schema``.
+#: 1 (qw-redis 0.1.0, no marker): one hash per field, for every field.
+#: 2: the fields fixed at enqueue packed into ``f:job``; workflows.
+SCHEMA_VERSION = 2
 
 #: Namespace-wide keys every script receives first, in this order.
 COMMON: tuple[str, ...] = (
@@ -86,6 +100,9 @@ COLUMNS: tuple[str, ...] = (
 #: coming last); queue names exclude ':'.
 PACKED: tuple[str, ...] = ("prio", "max", "created", "seq", "queue", "dedupe", "payload")
 
+#: The hashes of version 1 that version 2 packs into ``f:job`` (the PACKED fields).
+LEGACY_COLUMNS: tuple[str, ...] = PACKED
+
 
 def packed_queue(value: str) -> str:
     """The queue named in a ``job`` column value."""
@@ -113,6 +130,11 @@ class Keyspace:
             self.prefix + "f:" + col for col in COLUMNS
         ]
         self.channel = self.common[COMMON.index("wake")]
+
+    @property
+    def schema_keys(self) -> list[str]:
+        """The keys ``lua/migrate.lua`` gets after the common ones: marker, legacy hashes."""
+        return [self.prefix + "schema"] + [self.prefix + "f:" + col for col in LEGACY_COLUMNS]
 
     def key(self, name: str) -> str:
         """A common key by its name in :data:`COMMON`."""

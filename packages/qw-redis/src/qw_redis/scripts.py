@@ -34,6 +34,7 @@ WRITES = (
     "create_workflow",
     "add_steps",
     "cancel_workflow",
+    "migrate",
 )
 #: Scripts that only read (one round trip, one consistent snapshot).
 READS = ("now", "expired", "get", "list", "fetch", "workers", "get_workflow", "list_workflows")
