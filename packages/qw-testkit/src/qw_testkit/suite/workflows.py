@@ -80,6 +80,11 @@ THREADS = 8
 PROCESSES = 4
 #: Seconds a race may take before the kit gives up on it (a failure, not a hang).
 DEADLINE = 90.0
+#: The kill -9 test: this many parents of one child, finished by a process
+#: killed this many times, holding leases this long.
+KILLED_PARENTS = 200
+KILLS = 3
+KILLED_LEASE = 1.0
 
 
 # -- helpers -------------------------------------------------------------------
@@ -1259,13 +1264,6 @@ class WorkflowTests(ContractBase):
         run_state_machine_as_test(factory, settings=machine_settings())  # type: ignore[arg-type]
 
 
-#: The kill -9 test: this many parents of one child, finished by a process
-#: killed this many times, holding leases this long.
-KILLED_PARENTS = 200
-KILLS = 3
-KILLED_LEASE = 1.0
-
-
 # -- the model test --------------------------------------------------------------
 
 MACHINE_QUEUES = ("a", "b")
@@ -1275,6 +1273,8 @@ OUTCOMES = st.sampled_from(("complete",) * 12 + KINDS)
 #: Most steps in one generated workflow, and most workflows in one example.
 MACHINE_STEPS = 8
 MACHINE_WORKFLOWS = 3
+#: Lease length of the steps the machine lets expire.
+SHORT_MACHINE_LEASE = 0.1
 
 
 def _outcome(kind: str, lease: qw.Lease) -> Outcome:
@@ -1541,10 +1541,6 @@ class WorkflowMachine(RuleBasedStateMachine):
 
 def _spec(job: NewJob) -> StepSpec:
     return StepSpec(job.id, job.queue, job.parents, job.on_parent_failure, job.max_attempts)
-
-
-#: Lease length of the steps the machine lets expire.
-SHORT_MACHINE_LEASE = 0.1
 
 
 # ``pytest -k Workflow`` selects this module's tests in a backend's subclass:
