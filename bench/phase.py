@@ -31,20 +31,21 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     deadline = time.monotonic() + float(spec["timeout"]) - 10.0
     phase = spec["phase"]
     if phase == "info":
-        flows = isinstance(driver, workflows.FlowDriver)
-        plain = not flows or driver.plain_jobs  # type: ignore[attr-defined]
+        plain, flow_cs, flow_settings = True, None, None
+        if isinstance(driver, workflows.FlowDriver):
+            plain = driver.plain_jobs
+            flow_cs = driver.flow_concurrencies(plan.wf_concurrencies)
+            flow_settings = {
+                str(c): driver.flow_settings(c) for c in sorted({*flow_cs, plan.wake_concurrency})
+            }
         return {
             "unavailable": driver.unavailable(),
             "version": driver.version(),
             "plain_jobs": plain,
             "settings": {str(c): driver.settings(c) for c in plan.concurrencies} if plain else {},
             "wake_settings": driver.settings(plan.wake_concurrency) if plain else {},
-            "flow_settings": {
-                str(c): driver.flow_settings(c)  # type: ignore[attr-defined]
-                for c in sorted({*plan.wf_concurrencies, plan.wake_concurrency})
-            }
-            if flows
-            else None,
+            "flow_concurrencies": flow_cs,
+            "flow_settings": flow_settings,
             "bulk": driver.bulk,
         }
     if phase == "enqueue":

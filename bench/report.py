@@ -493,7 +493,8 @@ def workflow_sections(data: dict[str, Any], ran: list[str]) -> list[str]:
         "Each workflow: `a`; `b` and `c` take `a`'s result (a diamond) and `d` joins them; a "
         "map of five steps after `d`; `f` joins the five. From the first step's start to the "
         "last terminal write. qw in parentheses: a drain of as many plain no-op jobs on the same "
-        "store at the same concurrency (the step-overhead goal divides the two).",
+        "store at the same concurrency (the step-overhead goal divides the two). The peers run "
+        "at no fewer workers than CPUs (Celery's default concurrency is the CPU count).",
         "",
         "| system | store | " + " | ".join(f"c={c}" for c in cs) + " | best | exactly once |",
         "| --- | --- | " + " | ".join("---:" for _ in cs) + " | ---: | --- |",

@@ -149,7 +149,7 @@ def run_system(driver: str, plan: Plan, workdir: Path, skip: set[str]) -> dict[s
             entry["error"] = "a workflow peer, and the workflows phase was skipped"
             return entry
         entry["status"] = "ran"
-        entry["workflows"] = run_workflows(driver, plan, workdir)
+        entry["workflows"] = run_workflows(driver, plan, workdir, details["flow_concurrencies"])
         cleanup(driver, plan, workdir)
         return entry
     entry["status"] = "ran"
@@ -182,7 +182,7 @@ def run_system(driver: str, plan: Plan, workdir: Path, skip: set[str]) -> dict[s
             driver, "backlog", plan, workdir, plan.phase_timeout("backlog", 0)
         )
     if details.get("flow_settings") is not None and "workflows" not in skip:
-        entry["workflows"] = run_workflows(driver, plan, workdir)
+        entry["workflows"] = run_workflows(driver, plan, workdir, details["flow_concurrencies"])
     cleanup(driver, plan, workdir)
     return entry
 
@@ -203,11 +203,13 @@ def best_concurrency(flows: dict[str, Any]) -> int | None:
     return max(ok)[1] if ok else None
 
 
-def run_workflows(driver: str, plan: Plan, workdir: Path) -> dict[str, Any]:
+def run_workflows(
+    driver: str, plan: Plan, workdir: Path, concurrencies: list[int]
+) -> dict[str, Any]:
     """The three workflow shapes; the fan-out runs at the workflows' best concurrency."""
     out: dict[str, Any] = {"flows": {}}
     steps = 10 * plan.wf_flows
-    for c in plan.wf_concurrencies:
+    for c in concurrencies:
         log(f"{driver}: {plan.wf_flows:,} workflows of 10 steps, concurrency={c}")
         out["flows"][str(c)] = run_phase(
             driver,

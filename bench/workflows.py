@@ -24,6 +24,7 @@ ones).
 from __future__ import annotations
 
 import abc
+import os
 import sys
 import tempfile
 import time
@@ -46,6 +47,7 @@ __all__ = [
     "fanout",
     "flow_indexes",
     "flows",
+    "peer_concurrencies",
     "poll_count",
     "poll_probe",
     "tally",
@@ -140,6 +142,17 @@ def _first(records: Iterable[probe.Record]) -> dict[int, int]:
     return out
 
 
+def peer_concurrencies(planned: Sequence[int]) -> list[int]:
+    """A peer runs at the plan's concurrencies, raised to at least the CPU count.
+
+    Celery's default concurrency is the CPU count, and neither peer is
+    faster with fewer workers than cores for these parallel shapes; this
+    also spares the slowest runs.
+    """
+    cpus = os.cpu_count() or 1
+    return sorted({max(c, cpus) for c in planned})
+
+
 # -- what a system provides ---------------------------------------------------
 
 
@@ -153,6 +166,10 @@ class FlowDriver(Driver):
 
     #: False for a peer that only takes part in the workflow phases.
     plain_jobs = True
+
+    def flow_concurrencies(self, planned: Sequence[int]) -> list[int]:
+        """The concurrencies to run the 10-step workflows at (qw: all of the plan's)."""
+        return list(planned)
 
     @abc.abstractmethod
     def flow_settings(self, concurrency: int) -> dict[str, str]:

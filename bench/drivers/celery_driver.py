@@ -8,6 +8,7 @@ worker is Celery's own CLI with the prefork pool.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,14 @@ from typing import Any
 from bench import probe
 from bench.drivers.base import Workers, python_cmd, spawn
 from bench.drivers.redis_common import RedisPeer
-from bench.workflows import WARMUP_BASE, FlowDriver, flow_indexes, poll_count, poll_probe
+from bench.workflows import (
+    WARMUP_BASE,
+    FlowDriver,
+    flow_indexes,
+    peer_concurrencies,
+    poll_count,
+    poll_probe,
+)
 
 __all__ = ["Celery"]
 
@@ -23,6 +31,9 @@ __all__ = ["Celery"]
 class Celery(RedisPeer, FlowDriver):
     system = "celery"
     plain_jobs = False
+
+    def flow_concurrencies(self, planned: Sequence[int]) -> list[int]:
+        return peer_concurrencies(planned)
 
     def version(self) -> str:
         return version("celery")
@@ -44,6 +55,20 @@ class Celery(RedisPeer, FlowDriver):
             "workflows": "chain(...) for chains, a group followed by a task in a chain "
             "(a chord) for fan-ins, chord(group, callback) for the fan-out",
         }
+
+    def close(self) -> None:
+        # Celery's client keeps the canvases' results it subscribed to until
+        # they are fetched; let them go now, while their __del__ can still
+        # unsubscribe (at interpreter exit it cannot, and says so at length).
+        import gc
+        import sys
+
+        module = sys.modules.get("bench.apps.celery_app")
+        if module is not None:
+            for mapping in getattr(module.app.backend, "_pending_results", ()):
+                mapping.clear()
+            gc.collect()
+        super().close()
 
     def submit_chain(self, n: int, base: int = 0) -> Any:
         from celery import chain  # type: ignore[import-untyped,import-not-found,unused-ignore]

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from bench import stores
 from bench.drivers.base import Workers, poll_until, python_cmd, spawn
-from bench.workflows import WARMUP_BASE, FlowDriver
+from bench.workflows import WARMUP_BASE, FlowDriver, peer_concurrencies
 
 __all__ = ["Dbos"]
 
@@ -44,6 +45,9 @@ class Dbos(FlowDriver):
     @property
     def url(self) -> str:
         return self.stores.postgres_db(DB)
+
+    def flow_concurrencies(self, planned: Sequence[int]) -> list[int]:
+        return peer_concurrencies(planned)
 
     def version(self) -> str:
         return version("dbos")

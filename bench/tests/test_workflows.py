@@ -38,6 +38,12 @@ def test_tally_exactly_once() -> None:
     assert (stray["stray"], stray["exactly_once"]) == (1, False)
 
 
+def test_peers_run_at_least_at_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workflows.os, "cpu_count", lambda: 2)
+    assert workflows.peer_concurrencies((1, 2, 4, 16)) == [2, 4, 16]
+    assert workflows.peer_concurrencies((1,)) == [2]
+
+
 def test_chain_latencies_pair_each_step_with_its_parent() -> None:
     starts = {0: 100, 1: 2_100_000, 2: 5_000_000, 3: 9_000_000}
     fins = {0: 1_100_000, 1: 4_000_000, 2: 7_000_000}
