@@ -36,6 +36,13 @@ def test_every_boolean_capability_can_be_required() -> None:
     from dataclasses import fields
 
     booleans = {f.name for f in fields(Capabilities) if f.type in ("bool", bool)}
-    assert booleans == {"thread_safe", "multi_process", "native_wakeup", "durable", "queue_switch"}
+    assert booleans == {
+        "thread_safe",
+        "multi_process",
+        "native_wakeup",
+        "durable",
+        "queue_switch",
+        "atomic_settle",
+    }
     for flag in booleans:
         requires(flag)

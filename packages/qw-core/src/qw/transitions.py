@@ -284,7 +284,8 @@ class Ready(NamedTuple):
 def plan_settled(ready: Ready) -> Transition:
     """The transition for a waiting step every parent of which has ended.
 
-    It is queued (due at once), unless a parent failed or was cancelled and
+    It is queued (its ``run_at`` kept: a step's delay is its earliest
+    start, usually long past), unless a parent failed or was cancelled and
     the step's policy is :attr:`~qw.model.ParentFailure.CANCEL`: then it
     ends ``cancelled``, its error and a ``job.cancelled`` event naming the
     first such parent.

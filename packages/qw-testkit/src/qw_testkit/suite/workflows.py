@@ -329,6 +329,24 @@ class WorkflowTests(ContractBase):
         assert client.get_workflow(w).state is WorkflowState.SUCCEEDED
         assert workflow_events(client) == [ended_event(w, "succeeded")]
 
+    def test_a_parent_may_follow_its_child_in_the_call(self, client: qw.Client) -> None:
+        w = "backwards"
+        client.create_workflow(w, [step(w, "b", "a"), step(w, "a")])
+        assert jobs_of(client, [f"{w}.a"])[0].children == (f"{w}.b",)
+        assert statuses(client, [f"{w}.a", f"{w}.b"]) == [QUEUED, WAITING]
+        client.complete(self.claim_one(client).lease)
+        assert self.claim_one(client).job.id == f"{w}.b"
+
+    def test_a_promoted_step_keeps_its_own_run_at(self, client: qw.Client) -> None:
+        # A delay on a step is its earliest start: promotion does not move it.
+        w = "later"
+        client.create_workflow(w, [step(w, "a"), step(w, "b", "a", delay=3600)])
+        before = jobs_of(client, [f"{w}.b"])[0].run_at
+        client.complete(self.claim_one(client).lease)
+        promoted = jobs_of(client, [f"{w}.b"])[0]
+        assert (promoted.status, promoted.run_at) == (QUEUED, before)
+        assert claim_ids(client) == []
+
     def test_a_workflow_of_one_step_ends_with_it(self, client: qw.Client) -> None:
         client.create_workflow("solo", [step("solo", "only")], output="solo.only")
         lease = self.claim_one(client).lease
