@@ -595,9 +595,24 @@ def chart(data: dict[str, Any], path: Path) -> bool:
         for d in _ordered(systems)
         if systems[d].get("status") == "ran" and systems[d].get("plain_jobs", True)
     ]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.45 * max(len(ids), 4) + 1.8))
+    flow_ids = [
+        d
+        for d in _ordered(systems)
+        if systems[d].get("status") == "ran" and systems[d].get("workflows")
+    ]
+    height = 0.45 * max(len(ids), 4) + 1.8
+    if flow_ids:
+        height += 0.45 * max(len(flow_ids), 4) + 1.2
+        fig, grid = plt.subplots(2, 2, figsize=(13, height), squeeze=False)
+        (ax1, ax2), (ax3, ax4) = grid
+        _flow_chart(data, flow_ids, ax3, ax4)
+    else:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, height))
     drains = [(d, best_drain(systems[d])) for d in ids]
-    labels = [f"{d} (c={b[1]})" if b else f"{d} (failed)" for d, b in drains]
+    labels = [
+        f"{d} (c={b[1]})" if b else f"{d} ({'failed' if systems[d].get('drain') else 'not run'})"
+        for d, b in drains
+    ]
     values = [b[0] if b else 0.0 for _, b in drains]
     colors = ["tab:blue" if _split(d)[0] == "qw" else "tab:gray" for d in ids]
     ax1.barh(labels, values, color=colors)
@@ -633,6 +648,41 @@ def chart(data: dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _flow_chart(data: dict[str, Any], ids: list[str], ax3: Any, ax4: Any) -> None:
+    """Steps/s of the 10-step workflows, and the chain's step latency (log scales)."""
+    systems, plan = data["systems"], data["plan"]
+    best = [(d, best_flows(systems[d])) for d in ids]
+    labels = [f"{d} (c={b[1]})" if b else f"{d} (failed)" for d, b in best]
+    values = [b[0] if b else 0.0 for _, b in best]
+    colors = ["tab:blue" if _split(d)[0] == "qw" else "tab:gray" for d in ids]
+    ax3.barh(labels, values, color=colors)
+    ax3.invert_yaxis()
+    if any(v > 0 for v in values):
+        ax3.set_xscale("log")
+    ax3.set_xlabel("steps/s (best concurrency, log scale)")
+    ax3.set_title(f"{plan['wf_flows']:,} workflows of 10 steps")
+    for y, v in enumerate(values):
+        ax3.text(v, y, f" {v:,.0f}", va="center", fontsize=8)
+    commit, done = [], []
+    for d in ids:
+        r = _ok((systems[d].get("workflows") or {}).get("chain")) or {}
+        c2s, d2s = r.get("commit_to_start"), r.get("done_to_start")
+        commit.append(c2s["p50_ms"] if c2s and c2s["p50_ms"] > 0 else 0.0)
+        done.append(d2s["p50_ms"] if d2s and d2s["p50_ms"] > 0 else 0.0)
+    ys = range(len(ids))
+    ax4.barh([y - 0.2 for y in ys], commit, height=0.4, label="commit→start", color="tab:green")
+    ax4.barh([y + 0.2 for y in ys], done, height=0.4, label="done→start", color="tab:orange")
+    ax4.set_yticks(list(ys), ids)
+    ax4.invert_yaxis()
+    positive = [v for v in commit + done if v > 0]
+    if positive:
+        ax4.set_xscale("log")
+        ax4.set_xlim(left=min(positive) / 2)
+    ax4.set_xlabel("ms, p50 (log scale)")
+    ax4.set_title(f"Chain of {plan['wf_chain']:,} steps: per-step latency")
+    ax4.legend()
 
 
 def write(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
