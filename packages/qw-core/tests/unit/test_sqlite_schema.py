@@ -346,7 +346,7 @@ def test_a_migration_that_fails_leaves_the_file_as_0_1_0_left_it(
     _file_0_1_0(reference)
     broken = _schema._MIGRATIONS[2] + ";\nCREATE TABLE qw_jobs (x INTEGER)"
     monkeypatch.setitem(_schema._MIGRATIONS, 2, broken)
-    with pytest.raises(SchemaError, match="cannot migrate .* to schema version 2"):
+    with pytest.raises(SchemaError, match=r"cannot migrate .* to schema version 2"):
         SqliteBackend(path, namespace="a")
     assert _meta(path) == [("schema_version", "1")]
     assert _layout(path) == _layout(reference)

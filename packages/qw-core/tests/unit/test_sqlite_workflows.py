@@ -48,8 +48,7 @@ def _chain(client: qw.Client, workflow: str = "wf") -> None:
 def _row(path: Path, job_id: str) -> tuple[Any, ...]:
     with sqlite3.connect(path) as conn:
         row = conn.execute(
-            "SELECT status, workflow, parents, children, on_parent_failure, failed_parents, "
-            "pending FROM qw_jobs WHERE id = ?",
+            "SELECT status, workflow, on_parent_failure, pending FROM qw_jobs WHERE id = ?",
             (job_id,),
         ).fetchone()
     assert row is not None
@@ -99,7 +98,8 @@ def test_plain_jobs_run_no_workflow_statement(path: Path, monkeypatch: pytest.Mo
             "SELECT workflow",
             "workflow =",
             "workflow IN",
-            "children =",
+            "qw_edges",
+            "qw_failed_parents",
         ):
             assert word not in statement, statement
 
@@ -261,10 +261,12 @@ def test_failed_parents_are_stored_in_the_order_they_ended(client: qw.Client, pa
     child = client.get("fan.c")
     assert child.status is QUEUED
     assert child.failed_parents == ("fan.p3", "fan.p5", "fan.p4")
-    status, workflow, stored_parents, children, policy, failed, pending = _row(path, "fan.c")
-    assert (status, workflow, policy, pending, children) == ("queued", "fan", "run", 0, None)
-    assert failed == '["fan.p3","fan.p5","fan.p4"]'
-    assert stored_parents == '["' + '","'.join(parents) + '"]'
+    assert _row(path, "fan.c") == ("queued", "fan", "run", 0)
+    with sqlite3.connect(path) as conn:
+        edges = conn.execute("SELECT parent, child FROM qw_edges ORDER BY seq").fetchall()
+        failed = conn.execute("SELECT parent FROM qw_failed_parents ORDER BY seq").fetchall()
+    assert edges == [(p, "fan.c") for p in parents]
+    assert failed == [("fan.p3",), ("fan.p5",), ("fan.p4",)]
 
 
 # -- purge ----------------------------------------------------------------------
@@ -274,28 +276,42 @@ def test_purge_takes_steps_only_with_their_ended_workflow_in_bounded_batches(
     client: qw.Client, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(backend_module, "PURGE_BATCH", 7)
-    client.create_workflow("done", [NewJob("q", i, id=f"done.{i}") for i in range(20)])
-    client.create_workflow("live", [NewJob("q", i, id=f"live.{i}") for i in range(2)])
+    # done.0 fails, which cancels its 19 children: edges and failed parents to purge.
+    client.create_workflow(
+        "done",
+        [NewJob("q", 0, id="done.00", max_attempts=1)]
+        + [NewJob("q", i, id=f"done.{i:02d}", parents=("done.00",)) for i in range(1, 20)],
+    )
+    client.create_workflow(
+        "live", [NewJob("q", 0, id="live.0"), NewJob("q", 1, id="live.1", parents=("live.0",))]
+    )
     client.enqueue_one("q", "plain", id="plain")
-    claims = client.claim(["q"], worker="w", limit=100)
-    live = [c for c in claims if c.job.id.startswith("live.")]
-    client.finish([Complete(c.lease) for c in claims if c not in live[1:]])
-    assert client.get_workflow("done").state is WorkflowState.SUCCEEDED
+    claims = {c.job.id: c for c in client.claim(["q"], worker="w", limit=100)}
+    assert set(claims) == {"done.00", "live.0", "plain"}
+    client.fail(claims["done.00"].lease, "no")
+    client.complete(claims["live.0"].lease)
+    client.complete(claims["plain"].lease)
+    assert client.get_workflow("done").state is WorkflowState.FAILED
     time.sleep(0.01)
-    result = client.purge(0)
-    assert result.jobs == 21
+
+    assert client.purge(0).jobs == 21
     assert client.find_workflow("done") is None
-    assert client.get_many(["done.0", "plain"]) == [None, None]
-    running = client.get_workflow("live")
-    assert running.counts == {SUCCEEDED: 1, RUNNING: 1}
+    assert client.get_many(["done.00", "done.19", "plain"]) == [None, None, None]
+    # An old step of a running workflow stays, with its edges.
+    assert client.get_workflow("live").counts == {SUCCEEDED: 1, QUEUED: 1}
+    assert client.get("live.0").children == ("live.1",)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT count(*) FROM qw_jobs WHERE workflow = 'done'").fetchone() == (
-            0,
-        )
-    # The other namespace's workflow of the same id is not touched.
+        for table, column in (
+            ("qw_jobs", "id"),
+            ("qw_edges", "child"),
+            ("qw_failed_parents", "child"),
+        ):
+            left = conn.execute(f"SELECT count(*) FROM {table} WHERE {column} LIKE 'done.%'")
+            assert left.fetchone() == (0,), table
+    # Another namespace's workflow of the same id is its own.
     with qw.Client(SqliteBackend(path, namespace="b")) as other:
-        other.create_workflow("done", [NewJob("q", 1, id="done.0")])
+        other.create_workflow("done", [NewJob("q", 1, id="done.00")])
         (claim,) = other.claim(["q"], worker="w")
         other.complete(claim.lease)
-        client.purge(0)
+        assert client.purge(0).jobs == 0
         assert other.get_workflow("done").state is WorkflowState.SUCCEEDED

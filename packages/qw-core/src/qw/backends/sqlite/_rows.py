@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from qw.model import Event, Job, JobStatus, ParentFailure, WorkerInfo, Workflow, WorkflowState
 from qw.validation import decode_json
@@ -15,9 +14,8 @@ __all__ = [
     "JOB_COLUMNS",
     "WORKER_COLUMNS",
     "WORKFLOW_COLUMNS",
+    "StepLists",
     "event",
-    "ids",
-    "ids_text",
     "job",
     "ts",
     "worker",
@@ -27,11 +25,19 @@ __all__ = [
 JOB_COLUMNS = (
     "id, queue, payload, priority, run_at, max_attempts, attempts, status, created_at, "
     "dedupe_key, result, error, started_at, finished_at, worker, lease_expires_at, "
-    "cancel_requested, workflow, parents, children, on_parent_failure, failed_parents"
+    "cancel_requested, workflow, on_parent_failure"
 )
-WORKFLOW_COLUMNS = "id, state, created_at, output, finished_at, cancel_requested"
 EVENT_COLUMNS = "cursor, job_id, type, data, created_at"
 WORKER_COLUMNS = "id, queues, host, pid, concurrency, started_at, last_seen"
+WORKFLOW_COLUMNS = "id, state, created_at, output, finished_at, cancel_requested"
+
+
+class StepLists(NamedTuple):
+    """Steps' parents, children and failed parents, by step id, each list in order."""
+
+    parents: Mapping[str, Sequence[str]]
+    children: Mapping[str, Sequence[str]]
+    failed_parents: Mapping[str, Sequence[str]]
 
 
 def ts(value: float) -> datetime:
@@ -43,20 +49,14 @@ def _opt_ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
-def ids(text: str | None) -> tuple[str, ...]:
-    """A stored list of step ids (a JSON array, or NULL for none) as a tuple."""
-    return () if text is None else tuple(json.loads(text))
+def job(row: tuple[Any, ...], steps: StepLists | None = None) -> Job:
+    """A :class:`Job` from a row selected as :data:`JOB_COLUMNS`.
 
-
-def ids_text(values: Sequence[str]) -> str | None:
-    """Step ids as stored: a JSON array, or NULL for none."""
-    return json.dumps(list(values), separators=(",", ":")) if values else None
-
-
-def job(row: tuple[Any, ...]) -> Job:
-    """A :class:`Job` from a row selected as :data:`JOB_COLUMNS`."""
+    ``steps`` holds the lists of the workflow steps among the rows read.
+    """
     if row[17] is not None:
-        return _step(row)
+        assert steps is not None, "a step is read with its lists"
+        return _step(row, steps)
     return Job(
         id=row[0],
         queue=row[1],
@@ -78,9 +78,10 @@ def job(row: tuple[Any, ...]) -> Job:
     )
 
 
-def _step(row: tuple[Any, ...]) -> Job:
+def _step(row: tuple[Any, ...], steps: StepLists) -> Job:
+    step_id = row[0]
     return Job(
-        id=row[0],
+        id=step_id,
         queue=row[1],
         payload=decode_json(row[2]),
         priority=row[3],
@@ -98,10 +99,10 @@ def _step(row: tuple[Any, ...]) -> Job:
         lease_expires_at=_opt_ts(row[15]),
         cancel_requested=bool(row[16]),
         workflow=row[17],
-        parents=ids(row[18]),
-        children=ids(row[19]),
-        on_parent_failure=ParentFailure(row[20]),
-        failed_parents=ids(row[21]),
+        parents=tuple(steps.parents.get(step_id, ())),
+        children=tuple(steps.children.get(step_id, ())),
+        on_parent_failure=ParentFailure(row[18]),
+        failed_parents=tuple(steps.failed_parents.get(step_id, ())),
     )
 
 

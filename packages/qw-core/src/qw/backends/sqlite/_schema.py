@@ -17,7 +17,17 @@ __all__ = ["LIVE_STATUSES", "QW_TABLES", "SCHEMA_VERSION", "ensure_schema"]
 SCHEMA_VERSION = 2
 #: Every table qw creates; any other table in a file means it is not qw's alone.
 QW_TABLES = frozenset(
-    {"qw_meta", "qw_jobs", "qw_events", "qw_workers", "qw_wakeups", "qw_switches", "qw_workflows"}
+    {
+        "qw_meta",
+        "qw_jobs",
+        "qw_events",
+        "qw_workers",
+        "qw_wakeups",
+        "qw_switches",
+        "qw_workflows",
+        "qw_edges",
+        "qw_failed_parents",
+    }
 )
 #: The statuses in which a job's dedupe key is held (JobStatus.is_live). The
 #: dedupe index's condition and every query meant to use it spell it this way.
@@ -116,14 +126,14 @@ CREATE TABLE qw_switches (
 """
 
 # Version 2: workflows (0.2.0). Jobs that 0.1.0 wrote become plain jobs
-# (workflow NULL). A step's parents, children and failed_parents are JSON
-# arrays of step ids (NULL: none); pending counts its parents not yet ended.
+# (workflow NULL). A step's own row stays small: pending (its parents not yet
+# ended) is decremented once per parent, and SQLite rewrites a whole row on
+# every UPDATE, so a list of thousands of parents on it would make a wide
+# fan-in quadratic. The edges, and the parents that ended failed or
+# cancelled, are rows of their own, in the order they were written.
 _DDL_V2 = f"""
 ALTER TABLE qw_jobs ADD COLUMN workflow TEXT;
-ALTER TABLE qw_jobs ADD COLUMN parents TEXT;
-ALTER TABLE qw_jobs ADD COLUMN children TEXT;
 ALTER TABLE qw_jobs ADD COLUMN on_parent_failure TEXT;
-ALTER TABLE qw_jobs ADD COLUMN failed_parents TEXT;
 ALTER TABLE qw_jobs ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
 -- A waiting step holds its dedupe key too.
 DROP INDEX qw_jobs_dedupe;
@@ -151,6 +161,26 @@ CREATE TABLE qw_workflows (
 CREATE INDEX qw_workflows_state ON qw_workflows (namespace, state, id);
 CREATE INDEX qw_workflows_finished ON qw_workflows (namespace, finished_at)
     WHERE finished_at IS NOT NULL;
+
+-- child has parent among its parents. seq orders a child's parents as given
+-- and a parent's children as added (an index entry ends with the rowid).
+CREATE TABLE qw_edges (
+    seq       INTEGER PRIMARY KEY,
+    namespace TEXT    NOT NULL,
+    parent    TEXT    NOT NULL,
+    child     TEXT    NOT NULL
+);
+CREATE INDEX qw_edges_parent ON qw_edges (namespace, parent);
+CREATE INDEX qw_edges_child ON qw_edges (namespace, child);
+
+-- parent ended failed or cancelled while child waited; seq is the order they ended.
+CREATE TABLE qw_failed_parents (
+    seq       INTEGER PRIMARY KEY,
+    namespace TEXT    NOT NULL,
+    child     TEXT    NOT NULL,
+    parent    TEXT    NOT NULL
+);
+CREATE INDEX qw_failed_parents_child ON qw_failed_parents (namespace, child);
 """
 
 #: The statements taking a file from version ``n - 1`` to ``n``.
@@ -190,7 +220,10 @@ def _check(version: int | None, path: str) -> bool:
 
 
 def _run(conn: sqlite3.Connection, ddl: str) -> None:
-    for statement in ddl.split(";"):
+    # Comments go first, so that a ';' in one does not split a statement (no
+    # literal in qw's DDL holds "--").
+    code = "\n".join(line.partition("--")[0] for line in ddl.splitlines())
+    for statement in code.split(";"):
         if statement.strip():
             conn.execute(statement)
 

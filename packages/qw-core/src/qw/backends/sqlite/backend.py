@@ -76,16 +76,17 @@ _CANCEL_GUARDS = {JobStatus.QUEUED: _IF_QUEUED, JobStatus.WAITING: _IF_WAITING}
 #: so finish knows that a step ended without reading the row back: a
 #: ``RETURNING`` would cost every plain finish half again as much.
 STEP_TOKEN_PREFIX = "w"
-# Appends the bound id to a JSON array of ids (NULL: empty). Step ids need no
-# escaping in JSON (qw.validation.STEP_ID_PATTERN).
-_APPEND_FAILED_PARENT = (
-    "failed_parents = CASE WHEN failed_parents IS NULL THEN '[\"' || ? || '\"]' "
-    "ELSE substr(failed_parents, 1, length(failed_parents) - 1) || ',\"' || ? || '\"]' END"
-)
 _INSERT_STEP = (
     "INSERT INTO qw_jobs (namespace, id, queue, payload, priority, run_at, max_attempts, "
-    "status, created_at, dedupe_key, workflow, parents, children, on_parent_failure, pending) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "status, created_at, dedupe_key, workflow, on_parent_failure, pending) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The waiting children of a parent, counted as having one parent fewer to wait for.
+_COUNT_ENDED = (
+    "UPDATE qw_jobs SET pending = pending - 1 WHERE seq IN (SELECT j.seq FROM qw_edges e "
+    "JOIN qw_jobs j ON j.namespace = e.namespace AND j.id = e.child "
+    "WHERE e.namespace = ? AND e.parent = ? AND j.status = 'waiting') "
+    "RETURNING seq, id, queue, on_parent_failure, pending"
 )
 
 
@@ -210,23 +211,17 @@ def _live_keys(conn: sqlite3.Connection, ns: str, jobs: Sequence[Insert]) -> dic
     return live
 
 
-def _insert_steps(
-    conn: sqlite3.Connection, ns: str, now: float, steps: Sequence[Insert]
-) -> dict[str, list[str]]:
-    """Insert workflow steps, all or none; return each parent's new children, in order.
+def _insert_steps(conn: sqlite3.Connection, ns: str, now: float, steps: Sequence[Insert]) -> None:
+    """Insert workflow steps and their edges, all or none.
 
-    The parents are steps of the batch or (add_steps) the leased step, whose
-    ``children`` the caller extends.
+    The parents are steps of the batch or (add_steps) the leased step. Edges
+    are written in step order, each step's in the order of its parents.
     """
     _refuse_taken_ids(conn, ns, steps)
     answers, _ = plan_enqueue(steps, _live_keys(conn, ns, steps))
     held = [a.id for a in answers if not a.created]
     if held:
         raise DuplicateJob(f"a live job already holds the dedupe key of step(s) {held}")
-    children: dict[str, list[str]] = {}
-    for step in steps:
-        for parent in step.parents:
-            children.setdefault(parent, []).append(step.id)
     conn.executemany(
         _INSERT_STEP,
         [
@@ -242,15 +237,49 @@ def _insert_steps(
                 now,
                 new.dedupe_key,
                 new.workflow,
-                _rows.ids_text(new.parents),
-                _rows.ids_text(children.get(new.id, ())),
                 new.on_parent_failure.value,
                 len(new.parents),
             )
             for new in steps
         ],
     )
-    return children
+    conn.executemany(
+        "INSERT INTO qw_edges (namespace, parent, child) VALUES (?, ?, ?)",
+        [(ns, parent, new.id) for new in steps for parent in new.parents],
+    )
+
+
+def _lists(
+    conn: sqlite3.Connection, ns: str, table: str, key: str, value: str, ids: Sequence[str]
+) -> dict[str, list[str]]:
+    """``value`` of ``table``'s rows, per ``key`` among ``ids``, each list in seq order."""
+    lists: dict[str, list[str]] = {}
+    for chunk in _chunks(ids):
+        rows = conn.execute(
+            f"SELECT {key}, {value} FROM {table} WHERE namespace = ? "
+            f"AND {key} IN ({_marks(len(chunk))}) ORDER BY seq",
+            (ns, *chunk),
+        )
+        for k, v in rows:
+            lists.setdefault(k, []).append(v)
+    return lists
+
+
+def _failed_parents(conn: sqlite3.Connection, ns: str, ids: Sequence[str]) -> dict[str, list[str]]:
+    return _lists(conn, ns, "qw_failed_parents", "child", "parent", ids)
+
+
+def _jobs(conn: sqlite3.Connection, ns: str, rows: Sequence[tuple[Any, ...]]) -> list[Job]:
+    """Jobs from rows selected as :data:`_rows.JOB_COLUMNS`; steps get their lists read here."""
+    steps = [r[0] for r in rows if r[17] is not None]
+    if not steps:
+        return [_rows.job(r) for r in rows]
+    lists = _rows.StepLists(
+        _lists(conn, ns, "qw_edges", "child", "parent", steps),
+        _lists(conn, ns, "qw_edges", "parent", "child", steps),
+        _failed_parents(conn, ns, steps),
+    )
+    return [_rows.job(r, lists) for r in rows]
 
 
 class _Steps:
@@ -269,30 +298,23 @@ class _Steps:
 
     def count_ended(self, parent: str, status: JobStatus) -> list[Ready]:
         conn, ns = self._conn, self._ns
-        row = conn.execute(
-            "SELECT children FROM qw_jobs WHERE namespace = ? AND id = ?", (ns, parent)
-        ).fetchone()
-        children = _rows.ids(row[0]) if row is not None else ()
-        if not children:
+        rows = conn.execute(_COUNT_ENDED, (ns, parent)).fetchall()
+        if not rows:
             return []
-        failed = status is not JobStatus.SUCCEEDED
-        sets = "pending = pending - 1" + (f", {_APPEND_FAILED_PARENT}" if failed else "")
-        appended = (parent, parent) if failed else ()
-        ready: dict[str, Ready] = {}
-        for chunk in _chunks(children):
-            rows = conn.execute(
-                f"UPDATE qw_jobs SET {sets} WHERE namespace = ? "
-                f"AND id IN ({_marks(len(chunk))}) AND status = 'waiting' "
-                "RETURNING id, queue, on_parent_failure, failed_parents, pending",
-                (*appended, ns, *chunk),
-            ).fetchall()
-            for child, queue, on_parent_failure, failed_parents, pending in rows:
-                if pending == 0:
-                    ready[child] = Ready(
-                        child, queue, ParentFailure(on_parent_failure), _rows.ids(failed_parents)
-                    )
-        # In the order the children were added, as RETURNING promises none.
-        return [ready[child] for child in children if child in ready]
+        # RETURNING comes in no promised order; a parent's children were
+        # inserted in the order they were added, so seq is that order.
+        rows.sort()
+        if status is not JobStatus.SUCCEEDED:
+            conn.executemany(
+                "INSERT INTO qw_failed_parents (namespace, child, parent) VALUES (?, ?, ?)",
+                [(ns, r[1], parent) for r in rows],
+            )
+        ready = [r for r in rows if r[4] == 0]
+        failed = _failed_parents(conn, ns, [r[1] for r in ready]) if ready else {}
+        return [
+            Ready(child, queue, ParentFailure(policy), tuple(failed.get(child, ())))
+            for _, child, queue, policy, _ in ready
+        ]
 
     def apply_settled(self, step: Ready, transition: Transition) -> None:
         key = (self._ns, step.id)
@@ -528,13 +550,12 @@ class SqliteBackend:
         def work(conn: sqlite3.Connection, now: float) -> bool | None:
             woken.clear()
             held = conn.execute(
-                f"SELECT workflow, children FROM qw_jobs WHERE namespace = ? AND id = ? "
-                f"AND {_IF_HELD}",
+                f"SELECT workflow FROM qw_jobs WHERE namespace = ? AND id = ? AND {_IF_HELD}",
                 (ns, lease.job_id, lease.token, lease.attempt),
             ).fetchone()
             if held is None or held[0] is None:
                 return None
-            workflow, children = held
+            workflow = held[0]
             flow = conn.execute(
                 "SELECT cancel_requested FROM qw_workflows WHERE namespace = ? AND id = ?",
                 (ns, workflow),
@@ -546,12 +567,7 @@ class SqliteBackend:
             ).fetchone()
             if exists is not None:
                 return False
-            mine = _insert_steps(conn, ns, now, steps).get(lease.job_id)
-            if mine:
-                conn.execute(
-                    "UPDATE qw_jobs SET children = ? WHERE namespace = ? AND id = ?",
-                    (_rows.ids_text([*_rows.ids(children), *mine]), ns, lease.job_id),
-                )
+            _insert_steps(conn, ns, now, steps)
             conn.execute(
                 "UPDATE qw_workflows SET live = live + ? WHERE namespace = ? AND id = ?",
                 (len(steps), ns, workflow),
@@ -595,7 +611,8 @@ class SqliteBackend:
             # RETURNING comes in no promised order.
             rows.sort(key=lambda r: (r[0], r[1]))
             lease_end = _rows.ts(expires)
-            return [Claim(_rows.job(r[3:]), Lease(r[3], r[2], lease_end)) for r in rows]
+            jobs = _jobs(conn, ns, [r[3:] for r in rows])
+            return [Claim(j, Lease(j.id, r[2], lease_end)) for j, r in zip(jobs, rows, strict=True)]
 
         return self._db.write(work)
 
@@ -756,13 +773,18 @@ class SqliteBackend:
     # -- inspection and operations -----------------------------------------
 
     def get(self, job_id: str) -> Job | None:
-        row = self._db.read(
-            lambda conn: conn.execute(
-                f"SELECT {_rows.JOB_COLUMNS} FROM qw_jobs WHERE namespace = ? AND id = ?",
-                (self._namespace, job_id),
-            ).fetchone()
+        ns = self._namespace
+        jobs = self._db.read(
+            lambda conn: _jobs(
+                conn,
+                ns,
+                conn.execute(
+                    f"SELECT {_rows.JOB_COLUMNS} FROM qw_jobs WHERE namespace = ? AND id = ?",
+                    (ns, job_id),
+                ).fetchall(),
+            )
         )
-        return None if row is None else _rows.job(row)
+        return jobs[0] if jobs else None
 
     def counts(self) -> dict[str, dict[JobStatus, int]]:
         rows = self._db.read(
@@ -798,14 +820,18 @@ class SqliteBackend:
                 where.append(clause)
                 params.append(str(value))
         params.append(limit)
-        rows = self._db.read(
-            lambda conn: conn.execute(
-                f"SELECT {_rows.JOB_COLUMNS} FROM qw_jobs WHERE {' AND '.join(where)} "
-                "ORDER BY id LIMIT ?",
-                params,
-            ).fetchall()
+        ns = self._namespace
+        return self._db.read(
+            lambda conn: _jobs(
+                conn,
+                ns,
+                conn.execute(
+                    f"SELECT {_rows.JOB_COLUMNS} FROM qw_jobs WHERE {' AND '.join(where)} "
+                    "ORDER BY id LIMIT ?",
+                    params,
+                ).fetchall(),
+            )
         )
-        return [_rows.job(r) for r in rows]
 
     def cancel(self, job_id: str) -> JobStatus | None:
         ns = self._namespace
@@ -908,11 +934,23 @@ class SqliteBackend:
             if not ended:
                 return 0, True
             marks = _marks(len(ended))
-            deleted = conn.execute(
-                "DELETE FROM qw_jobs WHERE seq IN (SELECT seq FROM qw_jobs WHERE namespace = ? "
-                f"AND workflow IN ({marks}) LIMIT ?)",
-                (ns, *ended, PURGE_BATCH),
-            ).rowcount
+            steps = [
+                r[0]
+                for r in conn.execute(
+                    "DELETE FROM qw_jobs WHERE seq IN (SELECT seq FROM qw_jobs WHERE namespace = ? "
+                    f"AND workflow IN ({marks}) LIMIT ?) RETURNING id",
+                    (ns, *ended, PURGE_BATCH),
+                )
+            ]
+            # Every edge and failed parent is a step's (as child): they go with it.
+            for chunk in _chunks(steps):
+                for table in ("qw_edges", "qw_failed_parents"):
+                    conn.execute(
+                        f"DELETE FROM {table} WHERE namespace = ? "
+                        f"AND child IN ({_marks(len(chunk))})",
+                        (ns, *chunk),
+                    )
+            deleted = len(steps)
             if deleted == PURGE_BATCH:
                 return deleted, False
             conn.execute(
@@ -1003,15 +1041,14 @@ class SqliteBackend:
         ns = self._namespace
 
         def work(conn: sqlite3.Connection) -> dict[str, Job]:
-            found: dict[str, Job] = {}
+            rows: list[tuple[Any, ...]] = []
             for chunk in _chunks(dict.fromkeys(job_ids)):
-                rows = conn.execute(
+                rows += conn.execute(
                     f"SELECT {_rows.JOB_COLUMNS} FROM qw_jobs WHERE namespace = ? "
                     f"AND id IN ({_marks(len(chunk))})",
                     (ns, *chunk),
                 ).fetchall()
-                found.update((r[0], _rows.job(r)) for r in rows)
-            return found
+            return {job.id: job for job in _jobs(conn, ns, rows)}
 
         jobs = self._db.read(work) if job_ids else {}
         return [jobs.get(job_id) for job_id in job_ids]
