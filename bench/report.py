@@ -195,7 +195,10 @@ def workflow_goals(systems: dict[str, Any]) -> list[dict[str, str]]:
             )
         if peers:
             rate, peer_c, peer = max(peers)
-            goal = f"workflow steps/s on {store}: qw ≥ {FLOWS_FACTOR:g}x the fastest peer"
+            goal = (
+                f"workflow steps/s on {store}: qw ≥ {FLOWS_FACTOR:g}x the fastest workflow peer "
+                "(any store)"
+            )
             if mine is None:
                 out.append({"goal": goal, "value": "workflows phase failed", "status": "FAIL"})
             else:
@@ -445,7 +448,9 @@ def markdown(data: dict[str, Any]) -> str:
         "exactly N records with N distinct indexes exist and the store agrees (where it keeps a "
         "record of successes). Throughput runs from the first task start to the last terminal "
         "write (qw: the worker's commit hook; drain-mode peers: their exit after flushing; others: "
-        "the store polled every 5 ms). See bench/README.md.",
+        "the store polled every 5 ms). Workflow phases: every step notes its start the same way; "
+        "a phase passes when every expected step ran exactly once and every fan-in got every "
+        "result (the fan-in step checks its inputs, the harness its output). See bench/README.md.",
         "",
     ]
     return "\n".join(lines)
