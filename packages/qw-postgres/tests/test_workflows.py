@@ -363,3 +363,26 @@ def test_settled_steps_notify_their_queue(client: qw.Client, pg_url: str) -> Non
         client.complete(claim.lease)
         payloads = [n.payload for n in conn.notifies(timeout=5, stop_after=1)]
     assert payloads == ["later"]
+
+
+def test_a_workflow_write_chosen_to_break_a_deadlock_is_run_again(client: qw.Client) -> None:
+    backend = client.backend
+    assert isinstance(backend, PostgresBackend)
+    tries: list[int] = []
+
+    def write(conn: psycopg.Connection[Any], woken: set[str]) -> str:
+        tries.append(1)
+        conn.execute("SELECT 1").fetchall()
+        if len(tries) == 1:
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        woken.add("q")
+        return "done"
+
+    assert backend._in_workflows("test", write) == "done"
+    assert len(tries) == 2
+
+    def always(conn: psycopg.Connection[Any], woken: set[str]) -> str:
+        raise psycopg.errors.DeadlockDetected("deadlock detected")
+
+    with pytest.raises(qw.BackendError, match="deadlock"):
+        backend._in_workflows("test", always)

@@ -718,7 +718,12 @@ class PostgresBackend:
             woken: set[str] = set()
             with self._conn(what) as conn:
                 try:
-                    with conn.transaction():
+                    # Pipelined: BEGIN, the workflows' lock and the first
+                    # statement go in one round trip, and so do the last
+                    # statement and COMMIT (a result is waited for only
+                    # where the write reads it), so the workflow's row is
+                    # held for as few round trips as can be.
+                    with conn.pipeline(), conn.transaction():
                         result = write(conn, woken)
                 except pg_errors.DeadlockDetected:
                     if attempt == DEADLOCK_TRIES:
@@ -733,13 +738,14 @@ class PostgresBackend:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _step_ends(self, conn: psycopg.Connection[Any], workflows: Iterable[str]) -> _StepEnds:
-        """Lock ``workflows``' rows (in id order) for a write that ends steps of them."""
+        """Lock ``workflows``' rows (in id order) for a write that ends steps of them.
+
+        The rows are read when first needed: the statements sent meanwhile
+        ride in the same round trip as the lock (and run after it).
+        """
         params = {"ns": self._namespace, "ids": sorted(set(workflows))}
-        rows = conn.execute(self._q.lock_workflows, params, prepare=True).fetchall()
-        flows = {
-            row[0]: _Flow(row[0], STATES[row[1]], row[2], row[3], row[4], row[5]) for row in rows
-        }
-        return _StepEnds(conn, self._q, self._namespace, self._channel, flows)
+        locked = conn.execute(self._q.lock_workflows, params, prepare=True)
+        return _StepEnds(conn, self._q, self._namespace, self._channel, locked)
 
     def _cancel_step(self, job_id: str, queue: str, workflow: str) -> bool:
         """Cancel a queued or waiting step; False if it moved meanwhile."""
@@ -968,13 +974,14 @@ class _StepEnds:
         q: Queries,
         namespace: str,
         channel: str,
-        flows: dict[str, _Flow],
+        locked: psycopg.Cursor[Any],
     ) -> None:
         self._conn = conn
         self._q = q
         self._ns = namespace
         self._channel = channel
-        self.flows = flows
+        self._locked: psycopg.Cursor[Any] | None = locked
+        self._flows: dict[str, _Flow] = {}
         #: Running steps to flag (cancel_workflow).
         self.flag: list[str] = []
         #: Queues whose steps were queued by a settle.
@@ -983,6 +990,15 @@ class _StepEnds:
         # Steps known to have no children, whose end settles nothing.
         self._kids: dict[str, int] = {}
         self._flow: _Flow | None = None
+
+    @property
+    def flows(self) -> dict[str, _Flow]:
+        """The locked workflows' rows, by id."""
+        if self._locked is not None:
+            for row in self._locked.fetchall():
+                self._flows[row[0]] = _Flow(row[0], STATES[row[1]], row[2], row[3], row[4], row[5])
+            self._locked = None
+        return self._flows
 
     def ended(self, step_id: str, status: JobStatus, workflow: str, kids: int | None) -> None:
         """Count a step this write ended, and settle what its end settles."""
@@ -1054,6 +1070,7 @@ class _StepEnds:
             )
         if not (flows or self._writes or self.flag):
             return
+        # Nothing is read back: in a pipeline this rides with the COMMIT.
         params = {
             "ns": self._ns,
             "channel": self._channel,

@@ -3,8 +3,9 @@
 Each operation on plain jobs is one statement (data-modifying CTEs where a
 transition, its outbox event and its wake-up must commit together), so it is
 one round trip and atomic under autocommit; the workflow statements run
-inside the one transaction of a write that ends steps (backend._StepEnds). Values are always bound parameters; the only
-thing composed into the text is the validated schema, as an identifier.
+inside the one transaction of a write that ends steps (backend._StepEnds).
+Values are always bound parameters; the only thing composed into the text is
+the validated schema, as an identifier.
 """
 
 from __future__ import annotations
