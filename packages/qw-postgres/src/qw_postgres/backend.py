@@ -115,8 +115,9 @@ PURGE_BATCH = 5000
 #: Ended workflows (each with all its steps) a purge deletes per statement.
 PURGE_WORKFLOW_BATCH = 100
 #: How many times a workflow transaction is run again after PostgreSQL broke
-#: a deadlock by aborting it (one can only form with a worker's renew batch;
-#: workflow writes lock in one order, see :class:`_StepEnds`).
+#: a deadlock by aborting it (workflow writes lock in one order, see
+#: :class:`_StepEnds`; one can only form between cancel_workflow and a
+#: worker's renew or finish batch holding two running steps of it).
 DEADLOCK_TRIES = 5
 _T = TypeVar("_T")
 _QUEUED_OR_WAITING = (JobStatus.QUEUED, JobStatus.WAITING)
