@@ -315,3 +315,37 @@ def test_purge_takes_steps_only_with_their_ended_workflow_in_bounded_batches(
         other.complete(claim.lease)
         assert client.purge(0).jobs == 0
         assert other.get_workflow("done").state is WorkflowState.SUCCEEDED
+
+
+def test_workflow_statements_read_only_the_workflows_steps(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every statement selecting steps by workflow is planned on qw_jobs_workflow."""
+    statements: list[str] = []
+    connect = Database.connect
+
+    def traced(self: Database) -> sqlite3.Connection:
+        conn = connect(self)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(Database, "connect", traced)
+    with qw.Client(SqliteBackend(path, namespace="a")) as client:
+        client.enqueue([NewJob("q", i) for i in range(50)])
+        _chain(client)
+        _chain(client, "w2")
+        statements.clear()
+        client.get_workflow("wf")
+        client.list_workflows()
+        client.list_jobs(workflow="wf", status="waiting")
+        client.steps("wf")
+        client.cancel_workflow("w2")
+        for claim in client.claim(["q"], worker="w", limit=100):
+            client.complete(claim.lease)
+        client.purge(0)
+    chosen = [s for s in statements if "workflow = " in s or "workflow IN" in s]
+    assert chosen
+    with sqlite3.connect(path) as conn:
+        for statement in chosen:
+            plan = " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {statement}"))
+            assert "qw_jobs_workflow" in plan, (statement, plan)

@@ -397,8 +397,11 @@ def _counts(
     """Each workflow's steps per status, from the steps themselves."""
     counts: dict[str, dict[JobStatus, int]] = {w: {} for w in workflows}
     for chunk in _chunks(workflows):
+        # Without the hint SQLite groups by walking the namespace's whole
+        # (namespace, status, id) index, which spares it a sort.
         rows = conn.execute(
-            "SELECT workflow, status, count(*) FROM qw_jobs WHERE namespace = ? "
+            "SELECT workflow, status, count(*) FROM qw_jobs INDEXED BY qw_jobs_workflow "
+            "WHERE namespace = ? AND workflow IS NOT NULL "
             f"AND workflow IN ({_marks(len(chunk))}) GROUP BY workflow, status",
             (ns, *chunk),
         ).fetchall()
