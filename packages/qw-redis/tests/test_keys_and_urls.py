@@ -9,8 +9,8 @@ from redis.crc import key_slot
 
 from qw.errors import ConfigurationError, InvalidName
 from qw.registry import backend_name_for
-from qw_redis.keys import COLUMNS, COMMON, PACKED, Keyspace, lua_prelude
-from qw_redis.scripts import NAMES, source
+from qw_redis.keys import COLUMNS, COMMON, FLOW_COLUMNS, FLOW_COMMON, PACKED, Keyspace, lua_prelude
+from qw_redis.scripts import FLOWS, NAMES, source
 from qw_redis.urls import parse_url
 
 
@@ -31,7 +31,7 @@ def test_a_queue_that_could_change_the_key_layout_is_refused(queue: str) -> None
 
 def test_every_key_of_a_namespace_shares_one_hash_tag_and_slot() -> None:
     keys = Keyspace("acme")
-    all_keys = keys.common + keys.queue_keys(["emails", "a.b-c_d", "Q9"])
+    all_keys = keys.flow_common + keys.schema_keys + keys.queue_keys(["emails", "a.b-c_d", "Q9"])
     assert all(k.startswith("qw:{acme}:") for k in all_keys)
     assert {key_slot(k.encode()) for k in all_keys} == {key_slot(b"acme")}
     assert len(set(all_keys)) == len(all_keys)
@@ -39,7 +39,7 @@ def test_every_key_of_a_namespace_shares_one_hash_tag_and_slot() -> None:
 
 def test_two_namespaces_never_share_a_key() -> None:
     a, b = Keyspace("acme"), Keyspace("acme2")
-    assert not set(a.common + a.queue_keys(["q"])) & set(b.common + b.queue_keys(["q"]))
+    assert not set(a.flow_common + a.queue_keys(["q"])) & set(b.flow_common + b.queue_keys(["q"]))
 
 
 def test_the_lua_prelude_names_keys_in_the_order_python_sends_them() -> None:
@@ -47,6 +47,12 @@ def test_the_lua_prelude_names_keys_in_the_order_python_sends_them() -> None:
     assert "K.seq = KEYS[1]" in prelude
     assert f"F.{COLUMNS[0]} = KEYS[{len(COMMON) + 1}]" in prelude
     assert f"local NC = {len(COMMON) + len(COLUMNS)}" in prelude
+    flows = lua_prelude("PUBLISH", flows=True)
+    assert f"K.{FLOW_COMMON[0]} = KEYS[{len(COMMON) + len(COLUMNS) + 1}]" in flows
+    every = len(COMMON) + len(COLUMNS) + len(FLOW_COMMON) + len(FLOW_COLUMNS)
+    assert f"F.{FLOW_COLUMNS[-1]} = KEYS[{every}]" in flows
+    assert f"local NC = {len(Keyspace('acme').flow_common)}" in flows
+    assert "F.wf" not in prelude
     for name in NAMES:
         assert source(name, "SPUBLISH").count("local PUBCMD = 'SPUBLISH'") == 1
 
@@ -73,8 +79,14 @@ def test_scripts_only_reach_keys_through_KEYS() -> None:
         listed = re.findall(
             r"'(\w+)'", " ".join(re.findall(r"ipairs\(\{([^}]*)\}", source(name, "PUBLISH")))
         )
-        # A packed field (get('queue', ...)) is read through the 'job' column.
-        assert set(used) | set(listed) <= set(COLUMNS) | set(PACKED), name
+        # A packed field (get('queue', ...)) is read through the 'job' column;
+        # only the scripts that get the workflow keys touch a step column.
+        known = set(COLUMNS) | set(PACKED) | (set(FLOW_COLUMNS) if name in FLOWS else set())
+        assert set(used) | set(listed) <= known, name
+        if name not in FLOWS:
+            assert not re.search(
+                r"\b(K\.(" + "|".join(FLOW_COMMON) + r")|WS\[)", source(name, "PUBLISH")
+            ), name
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from qw.errors import DuplicateJob, LeaseLost
 from qw.model import JobStatus, NewJob, ParentFailure, WorkflowState
 from qw.transitions import Ready, plan_settled, workflow_event
 from qw_redis import RedisBackend
-from qw_redis.keys import COMMON, Keyspace, lua_prelude
+from qw_redis.keys import COMMON, FLOW_COMMON, Keyspace, lua_prelude
 from qw_testkit.base import new_namespace
 
 from .servers import drop_namespaces
@@ -48,7 +48,8 @@ def test_the_prelude_spells_every_status_from_the_model() -> None:
         s.value for s in JobStatus if s.is_terminal
     }
     assert {n[3:] for n in COMMON if n.startswith("st_")} == {s.value for s in JobStatus}
-    assert {n[3:] for n in COMMON if n.startswith("ws_")} == {s.value for s in WorkflowState}
+    assert {n[3:] for n in FLOW_COMMON if n.startswith("ws_")} == {s.value for s in WorkflowState}
+    prelude = lua_prelude("PUBLISH", flows=True)
     for state in WorkflowState:
         assert f"{state.name} = '{state.value}'" in prelude
         assert f"{state.value} = '{workflow_event('w', state)[0]}'" in prelude

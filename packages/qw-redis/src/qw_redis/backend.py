@@ -54,7 +54,7 @@ from qw_redis.connect import check_persistence, open_client, subscriber_for
 from qw_redis.errors import translated
 from qw_redis.keys import SCHEMA_VERSION, Keyspace, packed_queue
 from qw_redis.listen import make_listen
-from qw_redis.scripts import NAMES, source
+from qw_redis.scripts import FLOWS, NAMES, source
 from qw_redis.urls import RedisConfig, parse_url
 
 __all__ = ["RedisBackend"]
@@ -202,7 +202,7 @@ class RedisBackend:
     # -- plumbing ------------------------------------------------------------
 
     def _run(self, name: str, queues: Sequence[str], args: Sequence[object]) -> Any:
-        keys = list(self._keys.common)
+        keys = list(self._keys.flow_common if name in FLOWS else self._keys.common)
         for queue in queues:
             qk = self._queue_keys.get(queue)
             if qk is None:

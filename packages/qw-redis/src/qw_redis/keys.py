@@ -19,6 +19,8 @@ from qw.validation import validate_namespace, validate_queue
 __all__ = [
     "COLUMNS",
     "COMMON",
+    "FLOW_COLUMNS",
+    "FLOW_COMMON",
     "LEGACY_COLUMNS",
     "PACKED",
     "SCHEMA_VERSION",
@@ -54,7 +56,14 @@ COMMON: tuple[str, ...] = (
     "st_succeeded",
     "st_failed",
     "st_cancelled",
-    # Workflows (absent in a 0.1.0 store: it has none, and every job is plain).
+)
+
+#: Namespace-wide keys of workflows, received after :data:`COLUMNS` by the
+#: scripts that may touch a workflow step (see ``scripts.FLOWS``); the others
+#: (enqueue, renew, the outbox, workers, switches) do without, so a plain
+#: job's enqueue declares no more keys than before workflows. A 0.1.0
+#: namespace has none of them, and every job in it is plain.
+FLOW_COMMON: tuple[str, ...] = (
     "wf_ids",  # ZSET (lex) every workflow id
     "ws_running",  # ZSET (lex) workflow ids by state, for list_workflows
     "ws_succeeded",
@@ -85,7 +94,11 @@ COLUMNS: tuple[str, ...] = (
     "cancel",
     "token",
     "fby",
-    # Workflow steps only; a job without 'wf' is a plain job and has none of these.
+)
+
+#: Job fields of workflow steps, received after :data:`FLOW_COMMON`; a job
+#: without ``wf`` is a plain job and has none of them.
+FLOW_COLUMNS: tuple[str, ...] = (
     "wf",  # the workflow id
     "parents",  # parent ids, space-separated, in order
     "children",  # child ids, space-separated, in the order they were added
@@ -126,10 +139,18 @@ class Keyspace:
     def __init__(self, namespace: str) -> None:
         self.namespace = _check_safe(validate_namespace(namespace), "namespace")
         self.prefix = f"qw:{{{self.namespace}}}:"
-        self.common: list[str] = [self.prefix + name for name in COMMON] + [
-            self.prefix + "f:" + col for col in COLUMNS
+        self._named = {name: self.prefix + name for name in (*COMMON, *FLOW_COMMON)}
+        self._columns = {col: self.prefix + "f:" + col for col in (*COLUMNS, *FLOW_COLUMNS)}
+        #: KEYS of the scripts that touch no workflow, then of those that may.
+        self.common: list[str] = [self._named[n] for n in COMMON] + [
+            self._columns[c] for c in COLUMNS
         ]
-        self.channel = self.common[COMMON.index("wake")]
+        self.flow_common: list[str] = (
+            self.common
+            + [self._named[n] for n in FLOW_COMMON]
+            + [self._columns[c] for c in FLOW_COLUMNS]
+        )
+        self.channel = self._named["wake"]
 
     @property
     def schema_keys(self) -> list[str]:
@@ -137,12 +158,12 @@ class Keyspace:
         return [self.prefix + "schema"] + [self.prefix + "f:" + col for col in LEGACY_COLUMNS]
 
     def key(self, name: str) -> str:
-        """A common key by its name in :data:`COMMON`."""
-        return self.common[COMMON.index(name)]
+        """A namespace-wide key by its name in :data:`COMMON` or :data:`FLOW_COMMON`."""
+        return self._named[name]
 
     def column(self, name: str) -> str:
-        """The hash holding job field ``name`` (one of :data:`COLUMNS`)."""
-        return self.common[len(COMMON) + COLUMNS.index(name)]
+        """The hash holding job field ``name`` (of :data:`COLUMNS` or :data:`FLOW_COLUMNS`)."""
+        return self._columns[name]
 
     @staticmethod
     def check_queue(queue: str) -> str:
@@ -159,7 +180,7 @@ class Keyspace:
         return keys
 
 
-def lua_prelude(publish_command: str) -> str:
+def lua_prelude(publish_command: str, flows: bool = False) -> str:
     """Lua that names the common keys (``K.*``, ``F.*``, ``ST.*``) and the job statuses.
 
     Generated from :data:`COMMON`, :data:`COLUMNS` and :class:`~qw.model.JobStatus`,
@@ -171,7 +192,8 @@ def lua_prelude(publish_command: str) -> str:
     write that ends a step (``lua/workflow.lua``); the words it writes
     (workflow states, their events, the parent-failure policy, the reason
     and event of a settle-cancel) are generated here from :mod:`qw.model`
-    and :mod:`qw.transitions` too.
+    and :mod:`qw.transitions` too. ``flows`` names the workflow keys too
+    (for the scripts of ``scripts.FLOWS``), after the common ones.
     """
     statuses = ", ".join(f"{s.name} = '{s.value}'" for s in JobStatus)
     order = ", ".join(f"'{s.value}'" for s in JobStatus)
@@ -183,27 +205,35 @@ def lua_prelude(publish_command: str) -> str:
         "local K = {}",
         "local F = {}",
         "local ST = {}",
-        "local WS = {}",
         f"local STATUS = {{{statuses}}}",
-        f"local STATUSES = {{{order}}}",
         f"local TERMINAL = {{{terminal}}}",
-        f"local WSTATE = {{{states}}}",
-        f"local WF_EVENT = {{{events}}}",
-        f"local PF = {{{policies}}}",
-        f"local EV_CANCELLED = '{EVENT_CANCELLED}'",
-        f"local REASON_PARENT_FAILED = '{REASON_PARENT_FAILED}'",
     ]
-    for i, name in enumerate(COMMON, start=1):
-        if name.startswith("st_"):
-            lines.append(f"ST['{name[3:]}'] = KEYS[{i}]")
-        elif name.startswith("ws_"):
-            lines.append(f"WS['{name[3:]}'] = KEYS[{i}]")
-        else:
-            lines.append(f"K.{name} = KEYS[{i}]")
-    for i, col in enumerate(COLUMNS, start=len(COMMON) + 1):
-        lines.append(f"F.{col} = KEYS[{i}]")
+    if flows:
+        lines += [
+            "local WS = {}",
+            f"local STATUSES = {{{order}}}",
+            f"local WSTATE = {{{states}}}",
+            f"local WF_EVENT = {{{events}}}",
+            f"local PF = {{{policies}}}",
+            f"local EV_CANCELLED = '{EVENT_CANCELLED}'",
+            f"local REASON_PARENT_FAILED = '{REASON_PARENT_FAILED}'",
+        ]
+    i = 0
+    for group, is_column in ((COMMON, False), (COLUMNS, True)) + (
+        ((FLOW_COMMON, False), (FLOW_COLUMNS, True)) if flows else ()
+    ):
+        for name in group:
+            i += 1
+            if is_column:
+                lines.append(f"F.{name} = KEYS[{i}]")
+            elif name.startswith("st_"):
+                lines.append(f"ST['{name[3:]}'] = KEYS[{i}]")
+            elif name.startswith("ws_"):
+                lines.append(f"WS['{name[3:]}'] = KEYS[{i}]")
+            else:
+                lines.append(f"K.{name} = KEYS[{i}]")
     fields = ", ".join(f"{name} = {i}" for i, name in enumerate(PACKED, start=1))
     lines.append(f"local PACKED = {{{fields}}}")
-    lines.append(f"local NC = {len(COMMON) + len(COLUMNS)}")
+    lines.append(f"local NC = {i}")
     lines.append(f"local PUBCMD = '{publish_command}'")
     return "\n".join(lines) + "\n"

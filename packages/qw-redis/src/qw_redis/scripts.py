@@ -16,7 +16,7 @@ from importlib.resources import files
 
 from qw_redis.keys import lua_prelude
 
-__all__ = ["NAMES", "READS", "source"]
+__all__ = ["FLOWS", "NAMES", "READS", "source"]
 
 #: Scripts that change state.
 WRITES = (
@@ -40,6 +40,25 @@ WRITES = (
 READS = ("now", "expired", "get", "list", "fetch", "workers", "get_workflow", "list_workflows")
 NAMES = WRITES + READS
 
+#: Scripts that may touch a workflow step or record: they get the workflow
+#: keys too (keys.FLOW_COMMON, keys.FLOW_COLUMNS) and ``lua/flows.lua``.
+FLOWS = frozenset(
+    {
+        "claim",
+        "finish",
+        "reclaim",
+        "cancel",
+        "expired",
+        "get",
+        "list",
+        "purge",
+        "create_workflow",
+        "add_steps",
+        "cancel_workflow",
+        "get_workflow",
+        "list_workflows",
+    }
+)
 _NEEDS_ROW = frozenset({"get", "list"})
 #: Scripts that apply decided transitions (``lua/apply.lua``), and so may end
 #: workflow steps (``lua/workflow.lua``: the settle rule and workflow accounting).
@@ -57,7 +76,10 @@ def source(name: str, publish_command: str) -> str:
     """The full Lua source of script ``name`` for a server using ``publish_command``."""
     if name not in NAMES:
         raise KeyError(name)
-    parts = [lua_prelude(publish_command), _text("common")]
+    flows = name in FLOWS
+    parts = [lua_prelude(publish_command, flows), _text("common")]
+    if flows:
+        parts.append(_text("flows"))
     if name in _NEEDS_ROW:
         parts.append(_text("read"))
     if name in _APPLIES:

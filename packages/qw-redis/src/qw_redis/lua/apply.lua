@@ -17,20 +17,19 @@ local function release_dedupe(id)
   end
 end
 
+-- An outbox event, written by flush() in the order emitted.
 local function emit(id, etype, data, now)
-  local cursor = redis.call('INCR', K.seq)
-  redis.call('XADD', K.events, fmt(cursor) .. '-0',
-    'job', id, 'type', etype, 'data', data, 'at', fmt(now))
-  redis.call('ZADD', K.ev_unacked, cursor, cursor)
+  EVENTS[#EVENTS + 1] = {id, etype, data, now}
 end
 
--- Put a queued job where claim finds it: ready if due, else scheduled.
+-- Put a queued job where claim finds it: ready if due, else scheduled (by
+-- flush(), which removes index entries before it adds them).
 local function place(id, qi, now)
   local run_at = tonumber(get('run_at', id))
   if run_at <= now then
-    redis.call('ZADD', ready_key(qi), get('prio', id), get('seq', id) .. id)
+    zadd_later(ready_key(qi), get('prio', id), get('seq', id) .. id)
   else
-    redis.call('ZADD', sched_key(qi), run_at, id)
+    zadd_later(sched_key(qi), run_at, id)
   end
 end
 
@@ -64,8 +63,8 @@ local function apply(id, qi, from, b, now, nosettle)
   if from == STATUS.RUNNING then
     zrem_later(K.running, id)
   elseif from == STATUS.QUEUED then
-    redis.call('ZREM', ready_key(qi), get('seq', id) .. id)
-    redis.call('ZREM', sched_key(qi), id)
+    zrem_later(ready_key(qi), get('seq', id) .. id)
+    zrem_later(sched_key(qi), id)
   elseif from == STATUS.WAITING then
     put('pending', id, false)  -- a waiting step cancelled: its count means nothing now
   end

@@ -35,6 +35,9 @@ local ZADDS = {}
 local ZREMS = {}
 
 local JOBS = {}
+-- Set by flows.lua, in the scripts that may touch workflows: what flush()
+-- also writes there (the workflow counts of steps that moved, and more).
+local flush_flows
 
 -- The fields of a packed 'job' value (see keys.PACKED), or false.
 local function job_fields(id, v)
@@ -188,13 +191,7 @@ local function flush()
       redis.call('HDEL', K.counts, field)
     end
   end
-  if wdeltas then
-    for field, delta in pairs(wdeltas) do
-      if delta ~= 0 and redis.call('HINCRBY', K.wcounts, field, delta) == 0 then
-        redis.call('HDEL', K.wcounts, field)
-      end
-    end
-  end
+  if flush_flows then flush_flows(wdeltas) end
   PUT, CACHE, MOVES, MOVE_ORDER, ZADDS, ZREMS, JOBS = {}, {}, {}, {}, {}, {}, {}
 end
 
@@ -204,55 +201,3 @@ local function publish(queues)
   end
 end
 
--- A workflow step's own fields, for the Job records Python builds: false
--- for a plain job, else "<workflow>\n<parents>\n<children>\n<on_parent_failure>
--- \n<failed parents>" (lists space-separated; step ids hold neither ' ' nor
--- newlines), then "\n<the workflow's queues>" when with_queues is set.
-local function step_info(id, with_queues)
-  local w = get('wf', id)
-  if not w then return false end
-  local s = w .. '\n' .. (get('parents', id) or '') .. '\n' .. (get('children', id) or '')
-    .. '\n' .. (get('opf', id) or '') .. '\n' .. (get('fparents', id) or '')
-  if with_queues then s = s .. '\n' .. (redis.call('HGET', K.wqueues, w) or '') end
-  return s
-end
-
--- Read the step columns of the steps among ids (wf must have been read).
-local function prefetch_steps(ids)
-  local steps = {}
-  for _, id in ipairs(ids) do
-    if get('wf', id) then steps[#steps + 1] = id end
-  end
-  if #steps > 0 then
-    for _, col in ipairs({'parents', 'children', 'opf', 'fparents'}) do prefetch(col, steps) end
-  end
-end
-
--- A workflow record (K.wrec): "<state> <cancel 0|1> <created µs> <finished
--- µs or -> <output step or ->"; '-' is no step id (ids start alphanumeric).
-local function wrec_read(w)
-  local v = redis.call('HGET', K.wrec, w)
-  if not v then return false end
-  local state, cancel, created, finished, output =
-    string.match(v, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
-  return {state = state, cancel = cancel, created = created, finished = finished, output = output}
-end
-
-local function wrec_write(w, r)
-  redis.call('HSET', K.wrec, w,
-    table.concat({r.state, r.cancel, r.created, r.finished, r.output}, ' '))
-end
-
--- Append workflow w to out (id, record, then its steps per status, in
--- STATUSES order); false if there is no such workflow.
-local function workflow_row(w, out)
-  local rec = redis.call('HGET', K.wrec, w)
-  if not rec then return false end
-  out[#out + 1] = w
-  out[#out + 1] = rec
-  local fields = {}
-  for i, s in ipairs(STATUSES) do fields[i] = w .. ':' .. s end
-  local c = redis.call('HMGET', K.wcounts, unpack(fields))
-  for i = 1, #STATUSES do out[#out + 1] = c[i] or '0' end
-  return true
-end

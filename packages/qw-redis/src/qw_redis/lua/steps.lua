@@ -61,7 +61,8 @@ local function insert_steps(w, sb, now)
     put('run_at', id, fmt(run_at))
     put('att', id, '0')
     put('wf', id, w)
-    put('opf', id, ARGV[b + 9])
+    -- Absent means ParentFailure.CANCEL, the default.
+    if ARGV[b + 9] ~= PF.CANCEL then put('opf', id, ARGV[b + 9]) end
     if dkey ~= '' then redis.call('HSET', K.dedupe, dkey, id) end
     set_status(id, queue, nil, status, w)
     zadd_later(K.ids, 0, id)

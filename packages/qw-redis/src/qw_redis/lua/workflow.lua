@@ -22,17 +22,22 @@ end
 -- A step of workflow w ended with status: one live step fewer; the last one
 -- ends the workflow (its state, finished_at, and the workflow event).
 step_ended = function(w, status, now)
-  local live = redis.call('HINCRBY', K.wnum, w .. ':live', -1)
-  if status == STATUS.FAILED then
-    redis.call('HINCRBY', K.wnum, w .. ':failed', 1)
-  elseif status == STATUS.CANCELLED then
-    redis.call('HINCRBY', K.wnum, w .. ':cancelled', 1)
+  local n = WNUM[w]
+  if not n then
+    local v = redis.call('HMGET', K.wnum, w .. ':live', w .. ':failed', w .. ':cancelled')
+    n = {live = tonumber(v[1]) or 0, failed = tonumber(v[2]) or 0, cancelled = tonumber(v[3]) or 0}
+    WNUM[w] = n
   end
-  if live ~= 0 then return end
+  n.live = n.live - 1
+  if status == STATUS.FAILED then
+    n.failed = n.failed + 1
+  elseif status == STATUS.CANCELLED then
+    n.cancelled = n.cancelled + 1
+  end
+  if n.live ~= 0 then return end
   local r = wrec_read(w)
   if not r or r.state ~= WSTATE.RUNNING then return end
-  local n = redis.call('HMGET', K.wnum, w .. ':failed', w .. ':cancelled')
-  local state = plan_workflow_end(tonumber(n[1]) or 0, tonumber(n[2]) or 0, r.cancel == '1')
+  local state = plan_workflow_end(n.failed, n.cancelled, r.cancel == '1')
   r.state = state
   r.finished = fmt(now)
   wrec_write(w, r)
@@ -52,7 +57,7 @@ local function count_ended(parent, status)
   local ids = {}
   for c in string.gmatch(kids, '%S+') do ids[#ids + 1] = c end
   if #ids > 1 then
-    for _, col in ipairs({'status', 'pending', 'fparents'}) do prefetch(col, ids) end
+    for _, col in ipairs({'status', 'pending', 'fparents', 'opf'}) do prefetch(col, ids) end
   end
   for _, c in ipairs(ids) do
     if get('status', c) == STATUS.WAITING then
@@ -97,12 +102,39 @@ local function apply_settled(id, status, parent, now)
   step_ended(w, status, now)
 end
 
+-- Steps a settle reached before it reads a whole workflow at once: a long
+-- cascade (a chain cancelled step by step) would otherwise read each step's
+-- columns one HGET at a time.
+local CASCADE = 64
+local WHOLE = {}
+
+local function prefetch_workflow(w)
+  WHOLE[w] = true
+  local members = redis.call('ZRANGEBYLEX', K.wsteps, '[' .. w .. ' ', '(' .. w .. '!')
+  local ids = {}
+  for i, m in ipairs(members) do ids[i] = string.sub(m, #w + 2) end
+  for _, col in ipairs({'status', 'pending', 'fparents', 'opf', 'children', 'job', 'run_at',
+    'wf'}) do
+    prefetch(col, ids)
+  end
+end
+
 -- qw.transitions.settle: carry the end of step id through its descendants.
 settle = function(id, status, now)
   local work = {{id, status}}
+  local reached = 0
   while #work > 0 do
     local item = table.remove(work)
-    for _, c in ipairs(count_ended(item[1], item[2])) do
+    reached = reached + 1
+    if reached == CASCADE then
+      local w = get('wf', id)
+      if not WHOLE[w] then prefetch_workflow(w) end
+    end
+    local ready = count_ended(item[1], item[2])
+    if #ready > 1 then
+      for _, col in ipairs({'job', 'run_at', 'wf'}) do prefetch(col, ready) end
+    end
+    for _, c in ipairs(ready) do
       local s, parent = plan_settled(c)
       apply_settled(c, s, parent, now)
       if s ~= STATUS.QUEUED then work[#work + 1] = {c, s} end
