@@ -42,12 +42,20 @@ end
 -- for a plain job, else "<workflow>\n<parents>\n<children>\n<on_parent_failure>
 -- \n<failed parents>" (lists space-separated; step ids hold neither ' ' nor
 -- newlines), then "\n<the workflow's queues>" when with_queues is set.
+local WQUEUES = {}
 local function step_info(id, with_queues)
   local w = get('wf', id)
   if not w then return false end
   local s = w .. '\n' .. (get('parents', id) or '') .. '\n' .. (get('children', id) or '')
     .. '\n' .. (get('opf', id) or '') .. '\n' .. (get('fparents', id) or '')
-  if with_queues then s = s .. '\n' .. (redis.call('HGET', K.wqueues, w) or '') end
+  if with_queues then
+    local qs = WQUEUES[w]
+    if not qs then
+      qs = redis.call('HGET', K.wqueues, w) or ''
+      WQUEUES[w] = qs
+    end
+    s = s .. '\n' .. qs
+  end
   return s
 end
 
