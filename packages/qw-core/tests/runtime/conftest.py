@@ -7,7 +7,9 @@ otherwise (failing instead when ``QW_REQUIRE_BACKENDS`` names them).
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +26,8 @@ from qw.registry import load_backend
 sys.path.insert(0, str(Path(__file__).parent))
 
 from runtime_app import register
+
+HERE = Path(__file__).parent
 
 ALL_BACKENDS = ["memory", "sqlite", "postgres", "redis"]
 PROCESS_BACKENDS = ["sqlite", "postgres", "redis"]
@@ -136,3 +140,53 @@ def events_by_job(app: qw.App) -> dict[str, list[qw.Event]]:
             by_job.setdefault(event.job_id, []).append(event)
         app.client.ack_events([e.cursor for e in batch])
     return by_job
+
+
+class Workers:
+    """Starts ``qw worker runtime_app:app`` subprocesses and cleans up after them."""
+
+    def __init__(self, url: str, namespace: str, logs: Path) -> None:
+        self.url, self.namespace, self.logs = url, namespace, logs
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, *options: str) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        }
+        log = (self.logs / f"worker-{len(self.procs)}.log").open("wb")
+        cmd = [
+            sys.executable, "-c", "from qw.cli import main; main(prog_name='qw')",
+            "worker", "runtime_app:app", "--url", self.url, "--namespace", self.namespace,
+            "--queues", "rt", "--lease", "1.5", "--poll-interval", "0.05",
+            "--reclaim-interval", "0.3", "--log-level", "info", *options,
+        ]  # fmt: skip
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def log_of(self, proc: subprocess.Popen[bytes]) -> str:
+        return (self.logs / f"worker-{self.procs.index(proc)}.log").read_text()
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture
+def process_app(process_url: str, namespace: str) -> Iterator[qw.App]:
+    """An app on a store that worker processes share."""
+    application = qw.App(process_url, namespace)
+    register(application)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def workers(process_url: str, namespace: str, tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(process_url, namespace, tmp_path)
+    yield pool
+    pool.stop_all()

@@ -9,68 +9,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import events_by_job, read_lines, wait_until
-from runtime_app import register
+from conftest import Workers, events_by_job, read_lines, wait_until
 
 import qw
 from qw.model import JobStatus
 
 S = JobStatus
-HERE = Path(__file__).parent
-
-
-class Workers:
-    """Starts ``qw worker runtime_app:app`` subprocesses and cleans up after them."""
-
-    def __init__(self, url: str, namespace: str, logs: Path) -> None:
-        self.url, self.namespace, self.logs = url, namespace, logs
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def spawn(self, *options: str) -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-        }
-        log = (self.logs / f"worker-{len(self.procs)}.log").open("wb")
-        cmd = [
-            sys.executable, "-c", "from qw.cli import main; main(prog_name='qw')",
-            "worker", "runtime_app:app", "--url", self.url, "--namespace", self.namespace,
-            "--queues", "rt", "--lease", "1.5", "--poll-interval", "0.05",
-            "--reclaim-interval", "0.3", "--log-level", "info", *options,
-        ]  # fmt: skip
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self.procs.append(proc)
-        return proc
-
-    def log_of(self, proc: subprocess.Popen[bytes]) -> str:
-        return (self.logs / f"worker-{self.procs.index(proc)}.log").read_text()
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
 
 
 @pytest.fixture
-def app(process_url: str, namespace: str) -> Iterator[qw.App]:
-    application = qw.App(process_url, namespace)
-    register(application)
-    yield application
-    application.close()
-
-
-@pytest.fixture
-def workers(process_url: str, namespace: str, tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(process_url, namespace, tmp_path)
-    yield pool
-    pool.stop_all()
+def app(process_app: qw.App) -> qw.App:
+    return process_app
 
 
 def exit_code(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:

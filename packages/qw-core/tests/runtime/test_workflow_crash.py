@@ -25,13 +25,9 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from conftest import events_by_job, read_lines, wait_until
-from runtime_app import register
-from test_processes import Workers
+from conftest import Workers, events_by_job, read_lines, wait_until
 
 import qw
 from qw.model import JobStatus, WorkflowState
@@ -44,24 +40,10 @@ WORKFLOWS = 100
 LIFE_S = (0.05, 0.4)
 
 
-@pytest.fixture
-def app(process_url: str, namespace: str) -> Iterator[qw.App]:
-    application = qw.App(process_url, namespace)
-    register(application)
-    yield application
-    application.close()
-
-
-@pytest.fixture
-def workers(process_url: str, namespace: str, tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(process_url, namespace, tmp_path)
-    yield pool
-    pool.stop_all()
-
-
 def test_kill_9_mid_workflow_leaves_nothing_stuck_and_promotes_once(
-    app: qw.App, workers: Workers, notes: Path
+    process_app: qw.App, workers: Workers, notes: Path
 ) -> None:
+    app = process_app
     flows: list[str] = []
     _add_workflows(app, notes, flows, WORKFLOWS)
 
