@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from conftest import Workers, events_by_job, read_lines, wait_until
 
 import qw
@@ -41,7 +42,7 @@ LIFE_S = (0.05, 0.4)
 
 
 def test_kill_9_mid_workflow_leaves_nothing_stuck_and_promotes_once(
-    process_app: qw.App, workers: Workers, notes: Path
+    process_app: qw.App, workers: Workers, notes: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     app = process_app
     flows: list[str] = []
@@ -94,11 +95,12 @@ def test_kill_9_mid_workflow_leaves_nothing_stuck_and_promotes_once(
     step_events = Counter(tuple(e.type for e in events.get(job.id, [])) for job in steps)
     flow_events = Counter(tuple(e.type for e in events.get(flow, [])) for flow in flows)
     reruns = sum(len(times) - 1 for times in starts.values())
-    print(
-        f"\n{app.client.backend.name}: {kills} kill -9, {len(flows)} workflows, "
-        f"{len(steps)} steps, {reruns} steps re-run after a kill, {len(stuck)} stuck, "
-        f"{len(early)} promoted early or twice"
-    )
+    with capsys.disabled():  # the figures belong in the run's log, pass or fail
+        print(
+            f"\n{app.client.backend.name}: {kills} kill -9, {len(flows)} workflows, "
+            f"{len(steps)} steps, {reruns} steps re-run after a kill, {len(stuck)} stuck, "
+            f"{len(early)} promoted early or twice"
+        )
     assert stuck == []
     assert states == {WorkflowState.SUCCEEDED: len(flows)}
     assert early == []
