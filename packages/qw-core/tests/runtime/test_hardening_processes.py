@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import events_by_job, read_lines, wait_until
-from test_processes import Workers, app, exit_code, workers
+from conftest import Workers, events_by_job, read_lines, wait_until
+from test_processes import app, exit_code
 
 import qw
 from qw.model import JobStatus
 
-__all__ = ["app", "workers"]  # fixtures, imported for pytest
+__all__ = ["app"]  # a fixture, imported for pytest (``workers`` is conftest's)
 
 S = JobStatus
 
