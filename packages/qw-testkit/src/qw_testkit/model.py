@@ -95,7 +95,7 @@ class NamespaceModel:
             return None
         if job.token != token or job.status is not JobStatus.RUNNING:
             # A repeat: the token that moved the job, to the status this outcome gives.
-            if job.finished_by == token and job.status is _status_after(outcome):
+            if job.finished_by == token and job.status is status_after(outcome):
                 return job.status
             return None
         event = None
@@ -170,7 +170,7 @@ class NamespaceModel:
         return dict(sorted(out.items()))
 
 
-def _status_after(outcome: Outcome) -> JobStatus:
+def status_after(outcome: Outcome) -> JobStatus:
     """The status ``outcome`` leaves its job in, judged by the attempt its lease holds."""
     if isinstance(outcome, Complete):
         return JobStatus.SUCCEEDED

@@ -45,6 +45,7 @@ from qw.model import (
     Release,
     WorkflowState,
 )
+from qw_testkit.model import status_after
 
 __all__ = [
     "ModelFlow",
@@ -205,7 +206,7 @@ class WorkflowModel:
             return None
         if not self._held(step, lease.token, lease.attempt):
             # Answered, not applied, when this token already moved the step there.
-            if step.finished_by == lease.token and step.status is _status_after(outcome):
+            if step.finished_by == lease.token and step.status is status_after(outcome):
                 return step.status
             return None
         if isinstance(outcome, Complete):
@@ -356,16 +357,3 @@ class WorkflowModel:
         for step in self.steps.values():
             out.setdefault(step.queue, dict.fromkeys(JobStatus, 0))[step.status] += 1
         return dict(sorted(out.items()))
-
-
-def _status_after(outcome: Outcome) -> JobStatus:
-    """The status ``outcome`` leaves its step in, judged by the attempt its lease holds."""
-    if isinstance(outcome, Complete):
-        return JobStatus.SUCCEEDED
-    if isinstance(outcome, Abort):
-        return JobStatus.CANCELLED
-    if isinstance(outcome, Fail):
-        lease = outcome.lease
-        retried = outcome.retry_in is not None and lease.attempt < lease.max_attempts
-        return JobStatus.QUEUED if retried else JobStatus.FAILED
-    return JobStatus.QUEUED

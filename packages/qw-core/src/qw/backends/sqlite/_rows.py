@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -54,10 +55,7 @@ def job(row: tuple[Any, ...], steps: StepLists | None = None) -> Job:
 
     ``steps`` holds the lists of the workflow steps among the rows read.
     """
-    if row[17] is not None:
-        assert steps is not None, "a step is read with its lists"
-        return _step(row, steps)
-    return Job(
+    job = Job(
         id=row[0],
         queue=row[1],
         payload=decode_json(row[2]),
@@ -76,28 +74,12 @@ def job(row: tuple[Any, ...], steps: StepLists | None = None) -> Job:
         lease_expires_at=_opt_ts(row[15]),
         cancel_requested=bool(row[16]),
     )
-
-
-def _step(row: tuple[Any, ...], steps: StepLists) -> Job:
+    if row[17] is None:
+        return job
+    assert steps is not None, "a step is read with its lists"
     step_id = row[0]
-    return Job(
-        id=step_id,
-        queue=row[1],
-        payload=decode_json(row[2]),
-        priority=row[3],
-        run_at=ts(row[4]),
-        max_attempts=row[5],
-        attempts=row[6],
-        status=JobStatus(row[7]),
-        created_at=ts(row[8]),
-        dedupe_key=row[9],
-        result=decode_json(row[10]),
-        error=decode_json(row[11]),
-        started_at=_opt_ts(row[12]),
-        finished_at=_opt_ts(row[13]),
-        worker=row[14],
-        lease_expires_at=_opt_ts(row[15]),
-        cancel_requested=bool(row[16]),
+    return replace(
+        job,
         workflow=row[17],
         parents=tuple(steps.parents.get(step_id, ())),
         children=tuple(steps.children.get(step_id, ())),
