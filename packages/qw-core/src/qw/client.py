@@ -159,15 +159,9 @@ class Client:
         workflow with that id exists, nothing is written and the answer has
         ``created=False``: a retried request is safe.
         """
-        validate_workflow_id(workflow_id)
-        batch = list(steps) if not isinstance(steps, NewJob) else steps
-        payloads = validate_workflow_steps(batch, limit=self._limit)
-        if output is not None and output not in {step.id for step in batch}:
+        inserts = self._step_inserts(workflow_id, steps, frozenset())
+        if output is not None and output not in {step.id for step in inserts}:
             raise InvalidWorkflow(f"output {output!r} is not a step of the workflow")
-        inserts = [
-            _insert(step, text, workflow_id)
-            for step, text in zip(cast("list[NewJob]", batch), payloads, strict=True)
-        ]
         created = self._backend.create_workflow(WorkflowInsert(workflow_id, output), inserts)
         return Enqueued(workflow_id, created=created)
 
@@ -180,15 +174,7 @@ class Client:
         not current, or the workflow was cancelled.
         """
         _check_lease(lease)
-        validate_workflow_id(workflow_id)
-        batch = list(steps) if not isinstance(steps, NewJob) else steps
-        payloads = validate_workflow_steps(
-            batch, limit=self._limit, outside=frozenset({lease.job_id})
-        )
-        inserts = [
-            _insert(step, text, workflow_id)
-            for step, text in zip(cast("list[NewJob]", batch), payloads, strict=True)
-        ]
+        inserts = self._step_inserts(workflow_id, steps, frozenset({lease.job_id}))
         added = self._backend.add_steps(lease, inserts)
         if added is None:
             raise LeaseLost(
@@ -197,6 +183,19 @@ class Client:
                 "or its workflow was cancelled",
             )
         return added
+
+    def _step_inserts(
+        self, workflow_id: str, steps: Sequence[NewJob], outside: frozenset[str]
+    ) -> list[Insert]:
+        """The checked steps of one create or add call, as ``Insert``s of ``workflow_id``."""
+        validate_workflow_id(workflow_id)
+        batch = list(steps) if not isinstance(steps, NewJob) else steps
+        payloads = validate_workflow_steps(batch, limit=self._limit, outside=outside)
+        # A bare NewJob was refused above.
+        return [
+            _insert(step, text, workflow_id)
+            for step, text in zip(cast("list[NewJob]", batch), payloads, strict=True)
+        ]
 
     def get_workflow(self, workflow_id: str) -> Workflow:
         """The workflow; raise :class:`~qw.errors.WorkflowNotFound` if there is none."""
