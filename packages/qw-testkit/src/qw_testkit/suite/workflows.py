@@ -382,12 +382,16 @@ class WorkflowTests(ContractBase):
     # -- fan-out and fan-in races ---------------------------------------------
 
     def _fan(self, client: qw.Client, w: str) -> list[str]:
-        """A root, FAN_IN steps after it, and a child after them all; the ids in that order."""
+        """A root, FAN_IN steps after it, and a child after them all; the ids in that order.
+
+        The child outranks its parents, so a store that promotes it early hands
+        it to the very next claim, while most parents are still unfinished.
+        """
         root, child = f"{w}.root", f"{w}.child"
         middle = [f"{w}.p{i:04d}" for i in range(FAN_IN)]
         steps = [NewJob("q", "root", id=root)]
         steps.extend(NewJob("q", i, id=pid, parents=(root,)) for i, pid in enumerate(middle))
-        steps.append(NewJob("q", "child", id=child, parents=tuple(middle)))
+        steps.append(NewJob("q", "child", id=child, parents=tuple(middle), priority=-1))
         assert client.create_workflow(w, steps, output=child).created
         self.expect_counts(client, w, {QUEUED: 1, WAITING: FAN_IN + 1})
         assert len(client.get(root).children) == FAN_IN
