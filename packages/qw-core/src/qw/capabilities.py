@@ -32,6 +32,11 @@ class Capabilities:
             workflow, in the same atomic write (see the contract's
             workflows section); False for a store that does it after, by an
             idempotent path that ``reclaim_expired`` completes after a crash.
+        limits: concurrency and rate limits per limit key, and fair
+            claiming, enforced at claim (see :meth:`~qw.contract.Backend.claim`);
+            with False the client refuses jobs that ask for either.
+        schedules: the schedule records periodic jobs need
+            (:meth:`~qw.contract.Backend.advance_schedule`).
         max_payload_bytes: the largest payload (as UTF-8 JSON) accepted.
         stand_in: the name of a stand-in for the real store (for example
             ``"mongomock"``), when the backend talks to one; None for a real
@@ -44,6 +49,8 @@ class Capabilities:
     durable: bool = False
     queue_switch: bool = True
     atomic_settle: bool = True
+    limits: bool = False
+    schedules: bool = False
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     stand_in: str | None = None
 

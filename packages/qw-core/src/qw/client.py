@@ -19,6 +19,7 @@ from qw.errors import (
     InvalidWorkflow,
     JobNotFound,
     LeaseLost,
+    Unsupported,
     WorkflowNotFound,
 )
 from qw.model import (
@@ -32,11 +33,14 @@ from qw.model import (
     Job,
     JobStatus,
     JSONValue,
+    KeyState,
     Lease,
+    Limit,
     NewJob,
     Outcome,
     PurgeResult,
     Release,
+    Schedule,
     WorkerInfo,
     Workflow,
     WorkflowState,
@@ -51,6 +55,11 @@ from qw.validation import (
     MAX_SECONDS,
     check_job_id,
     check_lease_token,
+    check_limit,
+    check_limit_key,
+    check_run_at,
+    check_schedule,
+    check_schedule_name,
     check_worker,
     check_worker_id,
     encode_event,
@@ -138,9 +147,17 @@ class Client:
         """
         if not jobs:
             return []
+        self._require_limits(jobs)
         return self._backend.enqueue(
             [_insert(job, payload) for job, payload in zip(jobs, payloads, strict=True)]
         )
+
+    def _require_limits(self, jobs: Sequence[NewJob]) -> None:
+        if not self.capabilities.limits and any(j.limit_key is not None for j in jobs):
+            raise Unsupported(
+                f"backend {self._backend.name!r} does not declare capability 'limits': "
+                "jobs with a limit_key cannot be enqueued on it"
+            )
 
     def enqueue_one(self, queue: str, payload: JSONValue = None, **options: object) -> Enqueued:
         """Enqueue one job; ``options`` are :class:`~qw.model.NewJob` fields."""
@@ -191,6 +208,7 @@ class Client:
         validate_workflow_id(workflow_id)
         batch = list(steps) if not isinstance(steps, NewJob) else steps
         payloads = validate_workflow_steps(batch, limit=self._limit, outside=outside)
+        self._require_limits(cast("list[NewJob]", batch))
         # A bare NewJob was refused above.
         return [
             _insert(step, text, workflow_id)
@@ -459,11 +477,15 @@ class Client:
         limit: int = 100,
         after: str | None = None,
         workflow: str | None = None,
+        key: str | None = None,
     ) -> list[Job]:
+        """Jobs by ascending id, optionally of one queue, status, workflow or limit key."""
         if queue is not None:
             validate_queue(queue)
         if workflow is not None:
             validate_workflow_id(workflow)
+        if key is not None:
+            check_limit_key(key)
         if status is not None:
             try:
                 status = JobStatus(status)
@@ -473,10 +495,15 @@ class Client:
             raise InvalidInput(f"limit must be an int in [1, {MAX_LIST_LIMIT}], not {limit!r}")
         if after is not None:
             check_job_id(after)
-        if workflow is None:
-            return self._backend.list_jobs(queue=queue, status=status, limit=limit, after=after)
+        filters: dict[str, str] = {}
+        # Passed only when given, so that a backend written before a filter
+        # existed still serves the calls that do not use it.
+        if workflow is not None:
+            filters["workflow"] = workflow
+        if key is not None:
+            filters["key"] = key
         return self._backend.list_jobs(
-            queue=queue, status=status, limit=limit, after=after, workflow=workflow
+            queue=queue, status=status, limit=limit, after=after, **filters
         )
 
     def cancel(self, job_id: str) -> JobStatus:
@@ -504,6 +531,63 @@ class Client:
         return self._backend.purge(float(older_than))
 
 
+    # -- limits --------------------------------------------------------------
+
+    def set_limit(self, key: str, limit: Limit | None) -> None:
+        """Set the operators' limit for ``key`` (None removes it); it overrides what jobs declare."""
+        check_limit_key(key)
+        if limit is not None:
+            check_limit(limit)
+        self._require("limits")
+        self._backend.set_limit(key, limit)
+
+    def limits(self) -> dict[str, Limit]:
+        """The operators' limits, by key."""
+        self._require("limits")
+        return self._backend.limits()
+
+    def keys(self, *, limit: int = 100, after: str | None = None) -> list[KeyState]:
+        """Limit keys with live jobs or an operators' limit, by key; ``after`` pages."""
+        if not is_int_in(limit, 1, MAX_LIST_LIMIT):
+            raise InvalidInput(f"limit must be an int in [1, {MAX_LIST_LIMIT}], not {limit!r}")
+        if after is not None:
+            check_limit_key(after)
+        self._require("limits")
+        return self._backend.keys(limit=limit, after=after)
+
+    # -- schedules -------------------------------------------------------------
+
+    def save_schedule(self, schedule: Schedule) -> None:
+        """Record a periodic schedule's definition (its stored tick is kept)."""
+        check_schedule(schedule)
+        self._require("schedules")
+        self._backend.save_schedule(schedule)
+
+    def advance_schedule(self, name: str, tick: datetime) -> bool:
+        """Move ``name``'s last tick forward to ``tick``; True for exactly one racer."""
+        check_schedule_name(name)
+        tick = check_run_at(tick, what="tick")
+        self._require("schedules")
+        return self._backend.advance_schedule(name, tick)
+
+    def schedules(self) -> list[Schedule]:
+        """Every recorded schedule, by name."""
+        self._require("schedules")
+        return self._backend.schedules()
+
+    def remove_schedule(self, name: str) -> bool:
+        """Forget a schedule; say whether it existed."""
+        check_schedule_name(name)
+        self._require("schedules")
+        return self._backend.remove_schedule(name)
+
+    def _require(self, capability: str) -> None:
+        if not getattr(self.capabilities, capability):
+            raise Unsupported(
+                f"backend {self._backend.name!r} does not declare capability {capability!r}"
+            )
+
+
 def _check_lease(lease: object) -> None:
     if not isinstance(lease, Lease):
         raise InvalidInput(f"expected a Lease, got {type(lease).__name__}")
@@ -524,6 +608,17 @@ def _insert(job: NewJob, payload: str, workflow: str | None = None) -> Insert:
     if workflow is None:
         if job.parents:
             raise InvalidWorkflow(f"job {job.id!r} has parents: parents are for workflow steps")
+        if job.limit_key is None:
+            return Insert(
+                job.id,
+                job.queue,
+                payload,
+                job.priority,
+                run_at,
+                job.delay,
+                job.max_attempts,
+                job.dedupe_key,
+            )
         return Insert(
             job.id,
             job.queue,
@@ -533,6 +628,9 @@ def _insert(job: NewJob, payload: str, workflow: str | None = None) -> Insert:
             job.delay,
             job.max_attempts,
             job.dedupe_key,
+            limit_key=job.limit_key,
+            limit=job.limit,
+            fair=job.fair,
         )
     return Insert(
         job.id,
@@ -547,6 +645,9 @@ def _insert(job: NewJob, payload: str, workflow: str | None = None) -> Insert:
         workflow,
         job.parents,
         job.on_parent_failure,
+        job.limit_key,
+        job.limit,
+        job.fair,
     )
 
 

@@ -33,11 +33,14 @@ from qw.model import (
     Fail,
     Job,
     JobStatus,
+    KeyState,
     Lease,
+    Limit,
     Outcome,
     ParentFailure,
     PurgeResult,
     Release,
+    Schedule,
     WorkerInfo,
     Workflow,
     WorkflowState,
@@ -94,6 +97,12 @@ class Insert(NamedTuple):
     #: the step's count of pending parents starts at ``len(parents)``.
     parents: tuple[str, ...] = ()
     on_parent_failure: ParentFailure = ParentFailure.CANCEL
+    #: The key the job's ``limit`` (and fairness) counts it under.
+    limit_key: str | None = None
+    #: The job's own limit for ``limit_key``; see :meth:`Backend.claim`.
+    limit: Limit | None = None
+    #: Claim it round-robin across the limit keys of its queue.
+    fair: bool = False
 
 
 class WorkflowInsert(NamedTuple):
@@ -198,6 +207,20 @@ class Backend(Protocol):
         thread or process, return the same job unless the first lease
         expired and the job was reclaimed. Returns ``[]`` while the
         namespace, or a queue, is switched OFF (for the queues that are).
+
+        **Limits** (backends declaring ``limits``): which of the due jobs,
+        taken in claim order, a claim returns is
+        :func:`qw.limits.plan_claim` given, per limit key, the jobs
+        ``running`` with it, its starts (claims) inside the rate window,
+        and the operators' limits (:meth:`set_limit`) at the moment of the
+        write, atomically with respect to every other claim: no claim from
+        any thread or process ever makes a key exceed its limit. A job held
+        back stays ``queued``, untouched; the claim goes on past it to other
+        keys. Claim order is then ``(priority, fair rank, FIFO)``: a job's
+        fair rank is 0 unless it is ``fair``, in which case it is fixed at
+        insert as ``max(next rank of its (queue, key), the queue's fair
+        clock)``, the key's next rank becoming one more; each claim of a
+        fair job moves the queue's fair clock up to its rank (never down).
         """
         ...
 
@@ -289,10 +312,12 @@ class Backend(Protocol):
         limit: int = 100,
         after: str | None = None,
         workflow: str | None = None,
+        key: str | None = None,
     ) -> list[Job]:
         """Jobs by ascending id, optionally filtered; ``after`` pages by id.
 
-        ``workflow`` keeps the steps of that workflow.
+        ``workflow`` keeps the steps of that workflow, ``key`` the jobs of
+        that limit key.
         """
         ...
 
@@ -386,4 +411,47 @@ class Backend(Protocol):
 
     def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
         """The jobs with these ids (at most MAX_BATCH), in order; None for an unknown id."""
+        ...
+
+    # -- limits (capability ``limits``) ------------------------------------
+
+    def set_limit(self, key: str, limit: Limit | None) -> None:
+        """Set the operators' limit for ``key``, persistently; None removes it.
+
+        It replaces the limit every job of the key declares, from the next
+        claim on; it never touches a job.
+        """
+        ...
+
+    def limits(self) -> dict[str, Limit]:
+        """The operators' limits, by key."""
+        ...
+
+    def keys(self, *, limit: int = 100, after: str | None = None) -> list[KeyState]:
+        """Limit keys with live jobs or an operators' limit, by ascending key; ``after`` pages."""
+        ...
+
+    # -- schedules (capability ``schedules``) ------------------------------
+
+    def save_schedule(self, schedule: Schedule) -> None:
+        """Record ``schedule``'s definition, creating it or replacing it.
+
+        ``schedule.last_tick`` is ignored: a stored tick is kept as it is.
+        """
+        ...
+
+    def advance_schedule(self, name: str, tick: datetime) -> bool:
+        """Move the schedule's ``last_tick`` to ``tick`` if that is later; say whether it moved.
+
+        One atomic compare-and-set: of any number of callers racing with
+        the same tick, exactly one gets True. False for an unknown name.
+        """
+        ...
+
+    def schedules(self) -> list[Schedule]:
+        """Every recorded schedule, by name."""
+        ...
+
+    def remove_schedule(self, name: str) -> bool:
+        """Forget a schedule; say whether it existed."""
         ...

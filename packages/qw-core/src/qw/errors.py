@@ -17,7 +17,8 @@ Every error qw raises on purpose is a :class:`QwError`::
     │   ├── BackendNotFound     no installed distribution provides that backend name
     │   ├── BackendUnavailable  the backend cannot load, or its store cannot be reached
     │   ├── BackendConflict     two distributions claim one name or scheme; a lost write race
-    │   └── SchemaError         the store's schema is missing, newer than this code, or broken
+    │   ├── SchemaError         the store's schema is missing, newer than this code, or broken
+    │   └── Unsupported         the backend does not declare the capability a call needs
     ├── PluginError             an installed ``qw.plugins`` entry point failed to load
     └── ConfigurationError      a URL or option qw cannot make sense of
 
@@ -44,6 +45,7 @@ __all__ = [
     "QwError",
     "ResultTimeout",
     "SchemaError",
+    "Unsupported",
     "WorkflowFailed",
     "WorkflowNotFound",
 ]
@@ -137,6 +139,13 @@ class BackendConflict(BackendError):
 
 class SchemaError(BackendError):
     """The store's schema is missing, broken, or newer than this code."""
+
+
+class Unsupported(BackendError):
+    """The backend does not declare the capability a call needs (``limits``, ``schedules``).
+
+    Raised by the client before any I/O: nothing was written.
+    """
 
 
 class PluginError(QwError):

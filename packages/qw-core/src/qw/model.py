@@ -21,12 +21,15 @@ __all__ = [
     "Job",
     "JobStatus",
     "JSONValue",
+    "KeyState",
     "Lease",
+    "Limit",
     "NewJob",
     "Outcome",
     "ParentFailure",
     "PurgeResult",
     "Release",
+    "Schedule",
     "WorkerInfo",
     "Workflow",
     "WorkflowState",
@@ -95,6 +98,21 @@ class EventSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Limit:
+    """Flow control on one limit key, enforced by the store at claim.
+
+    At most ``concurrency`` jobs with the key are ``running`` at once, and at
+    most ``rate`` of them start in any ``per`` seconds (a sliding window on
+    the store's clock). None means no such limit; ``concurrency=0`` holds
+    every job of the key back (a pause). ``rate`` and ``per`` go together.
+    """
+
+    concurrency: int | None = None
+    rate: int | None = None
+    per: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class NewJob:
     """What a producer asks to enqueue.
 
@@ -113,6 +131,15 @@ class NewJob:
     #: Workflow steps only: the steps that must end first (ids in the same workflow).
     parents: tuple[str, ...] = ()
     on_parent_failure: ParentFailure = ParentFailure.CANCEL
+    #: The key ``limit`` counts this job under (``"user:42"``); also the
+    #: fairness key when ``fair`` is set.
+    limit_key: str | None = None
+    #: The key's limit as this job declares it; an operator's limit for the
+    #: key (:meth:`qw.Client.set_limit`) overrides it.
+    limit: Limit | None = None
+    #: Claim round-robin across the limit keys of the queue: a key with a
+    #: long backlog cannot starve one that has a few jobs.
+    fair: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +185,53 @@ class Job:
     on_parent_failure: ParentFailure = ParentFailure.CANCEL
     #: Parents that ended ``failed`` or ``cancelled``, in the order they ended.
     failed_parents: tuple[str, ...] = ()
+    limit_key: str | None = None
+    limit: Limit | None = None
+    fair: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    """One limit key as the store sees it now (derived from live jobs).
+
+    ``limit`` is the operator's limit for the key when one is set
+    (``overridden``), else the limit of one of its live jobs. ``started``
+    counts the starts inside the current rate window (0 without a rate).
+    """
+
+    key: str
+    queued: int
+    running: int
+    limit: Limit | None
+    overridden: bool = False
+    started: int = 0
+
+    @property
+    def throttled(self) -> bool:
+        """Whether queued jobs of the key are held back by its limit now."""
+        if not self.queued or self.limit is None:
+            return False
+        lim = self.limit
+        full = lim.concurrency is not None and self.running >= lim.concurrency
+        return full or (lim.rate is not None and self.started >= lim.rate)
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A periodic schedule as the store records it.
+
+    ``spec`` is the schedule's definition (a cron expression, or
+    ``"every 30s"``), ``tz`` its IANA time zone. ``last_tick`` is the latest
+    tick a job was enqueued for, on the store's clock; only
+    :meth:`~qw.contract.Backend.advance_schedule` moves it, and only forward.
+    """
+
+    name: str
+    spec: str
+    tz: str
+    queue: str
+    task: str
+    last_tick: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from qw.errors import DuplicateJob, InvalidInput, InvalidName, InvalidPayload, InvalidWorkflow
-from qw.model import EventSpec, JSONValue, NewJob, ParentFailure, WorkerInfo
+from qw.model import EventSpec, JSONValue, Limit, NewJob, ParentFailure, Schedule, WorkerInfo
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
@@ -35,6 +35,8 @@ __all__ = [
     "MAX_HOST_CHARS",
     "MAX_JOB_ID_CHARS",
     "MAX_JSON_DEPTH",
+    "MAX_LIMIT_KEY_CHARS",
+    "MAX_CONCURRENCY_LIMIT",
     "MAX_LEASE_S",
     "MAX_LEASE_TOKEN_CHARS",
     "MAX_LIST_LIMIT",
@@ -43,11 +45,16 @@ __all__ = [
     "MAX_WORKFLOW_ID_CHARS",
     "MAX_WORKFLOW_STEPS",
     "STEP_ID_PATTERN",
+    "SCHEDULE_NAME_PATTERN",
     "MIN_RUN_AT",
     "NAMESPACE_PATTERN",
     "PRIORITY_RANGE",
     "QUEUE_PATTERN",
     "check_job_id",
+    "check_schedule",
+    "check_schedule_name",
+    "check_limit",
+    "check_limit_key",
     "check_lease_token",
     "check_run_at",
     "check_worker",
@@ -80,6 +87,9 @@ QUEUE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 STEP_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 #: A workflow id leaves room for the step suffixes derived from it.
 MAX_WORKFLOW_ID_CHARS = 40
+#: A schedule's jobs have ids ``NAME@TICK``; 40 characters leave room for the tick.
+SCHEDULE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,39}")
+MAX_SCHEDULE_SPEC_CHARS = 200
 #: Steps in one workflow-creating (or step-adding) call: stored in one
 #: atomic write, so bounded as a call is (MAX_CALL_BYTES applies too).
 MAX_WORKFLOW_STEPS = 50_000
@@ -114,6 +124,9 @@ PRIORITY_RANGE = INT32_RANGE
 EVENT_CURSOR_RANGE = range(1, 2**63)
 MAX_JOB_ID_CHARS = 64
 MAX_DEDUPE_KEY_CHARS = 512
+#: Limit keys are short labels (``"user:42"``), stored and indexed per job.
+MAX_LIMIT_KEY_CHARS = 200
+MAX_CONCURRENCY_LIMIT = 1_000_000
 MAX_WORKER_ID_CHARS = 200
 #: A host name is at most 253 characters; a little room for decoration.
 MAX_HOST_CHARS = 255
@@ -436,6 +449,7 @@ def _check_new_jobs(
             raise InvalidInput(
                 f"dedupe_key must be a string of 1 to {MAX_DEDUPE_KEY_CHARS} characters"
             )
+        _check_flow(job)
         text, size = encode_json_sized(job.payload, "payload", limit)
         total += size
         if max_bytes is not None and total > max_bytes:
@@ -446,6 +460,74 @@ def _check_new_jobs(
         encoded.append(text)
         sizes.append(size)
     return encoded, sizes
+
+
+def check_schedule_name(name: object) -> str:
+    """Return ``name`` if it matches SCHEDULE_NAME_PATTERN."""
+    if not (isinstance(name, str) and SCHEDULE_NAME_PATTERN.fullmatch(name)):
+        raise InvalidName(
+            f"invalid schedule name {name!r}: up to 40 of A-Z a-z 0-9 _ . : -, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def check_schedule(schedule: object) -> Schedule:
+    """Return ``schedule`` if its name, spec, zone, queue and task are well-formed text."""
+    if not isinstance(schedule, Schedule):
+        raise InvalidInput(f"expected a qw.Schedule, got {type(schedule).__name__}")
+    check_schedule_name(schedule.name)
+    for what in ("spec", "tz", "task"):
+        value = getattr(schedule, what)
+        if not (_is_text(value, MAX_SCHEDULE_SPEC_CHARS) and value.isprintable()):
+            raise InvalidInput(
+                f"schedule {what} must be printable text of 1 to "
+                f"{MAX_SCHEDULE_SPEC_CHARS} characters, not {value!r}"
+            )
+    validate_queue(schedule.queue)
+    if schedule.last_tick is not None:
+        check_run_at(schedule.last_tick, what="last_tick")
+    return schedule
+
+
+def check_limit_key(key: object) -> str:
+    """Return ``key`` if it is printable text of 1 to MAX_LIMIT_KEY_CHARS characters."""
+    if not (_is_text(key, MAX_LIMIT_KEY_CHARS) and str(key).isprintable()):
+        raise InvalidInput(
+            f"a limit key must be printable text of 1 to {MAX_LIMIT_KEY_CHARS} characters,"
+            f" not {key!r}"
+        )
+    return str(key)
+
+
+def check_limit(limit: object) -> Limit:
+    """Return ``limit`` if its fields are in range: counts are ints, ``rate`` and ``per`` together."""
+    if not isinstance(limit, Limit):
+        raise InvalidInput(f"expected a qw.Limit, got {type(limit).__name__}")
+    c, rate, per = limit.concurrency, limit.rate, limit.per
+    if c is not None and not is_int_in(c, 0, MAX_CONCURRENCY_LIMIT):
+        raise InvalidInput(
+            f"concurrency must be an int in [0, {MAX_CONCURRENCY_LIMIT}], not {c!r}"
+        )
+    if (rate is None) != (per is None):
+        raise InvalidInput("a rate limit needs both rate (starts) and per (seconds)")
+    if rate is not None and not is_int_in(rate, 1, MAX_CONCURRENCY_LIMIT):
+        raise InvalidInput(f"rate must be an int in [1, {MAX_CONCURRENCY_LIMIT}], not {rate!r}")
+    if per is not None and not (is_seconds(per) and per > 0):
+        raise InvalidInput(f"per must be seconds in (0, {MAX_SECONDS}], not {per!r}")
+    return limit
+
+
+def _check_flow(job: NewJob) -> None:
+    if job.limit_key is None:
+        if job.limit is not None or job.fair:
+            raise InvalidInput(f"job {job.id!r}: a limit or fair claiming needs a limit_key")
+        return
+    check_limit_key(job.limit_key)
+    if job.limit is not None:
+        check_limit(job.limit)
+    if not isinstance(job.fair, bool):
+        raise InvalidInput(f"fair must be a bool, not {job.fair!r}")
 
 
 def validate_workflow_id(workflow_id: object) -> str:
