@@ -530,11 +530,10 @@ class Client:
             )
         return self._backend.purge(float(older_than))
 
-
     # -- limits --------------------------------------------------------------
 
     def set_limit(self, key: str, limit: Limit | None) -> None:
-        """Set the operators' limit for ``key`` (None removes it); it overrides what jobs declare."""
+        """Set the operators' limit for ``key`` (None removes it), overriding what jobs declare."""
         check_limit_key(key)
         if limit is not None:
             check_limit(limit)

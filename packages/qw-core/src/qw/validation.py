@@ -501,14 +501,12 @@ def check_limit_key(key: object) -> str:
 
 
 def check_limit(limit: object) -> Limit:
-    """Return ``limit`` if its fields are in range: counts are ints, ``rate`` and ``per`` together."""
+    """Return ``limit`` if its fields are in range, with ``rate`` and ``per`` together."""
     if not isinstance(limit, Limit):
         raise InvalidInput(f"expected a qw.Limit, got {type(limit).__name__}")
     c, rate, per = limit.concurrency, limit.rate, limit.per
     if c is not None and not is_int_in(c, 0, MAX_CONCURRENCY_LIMIT):
-        raise InvalidInput(
-            f"concurrency must be an int in [0, {MAX_CONCURRENCY_LIMIT}], not {c!r}"
-        )
+        raise InvalidInput(f"concurrency must be an int in [0, {MAX_CONCURRENCY_LIMIT}], not {c!r}")
     if (rate is None) != (per is None):
         raise InvalidInput("a rate limit needs both rate (starts) and per (seconds)")
     if rate is not None and not is_int_in(rate, 1, MAX_CONCURRENCY_LIMIT):

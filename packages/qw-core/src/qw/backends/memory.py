@@ -21,14 +21,18 @@ from urllib.parse import urlsplit
 from qw.capabilities import Capabilities
 from qw.contract import Finish, Insert, Switches, WorkflowInsert
 from qw.errors import ConfigurationError, DuplicateJob
+from qw.limits import Candidate, effective_limit, fair_rank, key_state, plan_claim
 from qw.model import (
     Claim,
     Enqueued,
     Event,
     Job,
     JobStatus,
+    KeyState,
     Lease,
+    Limit,
     PurgeResult,
+    Schedule,
     WorkerInfo,
     Workflow,
     WorkflowState,
@@ -61,6 +65,8 @@ class _Row:
     finished_by: str | None = None
     # A waiting step's parents that have not ended yet.
     pending: int = 0
+    # Claim order among equal priorities (0 unless the job is fair).
+    rank: int = 0
 
 
 @dataclass
@@ -88,6 +94,13 @@ class _Space:
     workers: dict[str, WorkerInfo] = field(default_factory=dict)
     enabled: bool = True
     queue_switches: dict[str, bool] = field(default_factory=dict)
+    limits: dict[str, Limit] = field(default_factory=dict)
+    # Per limit key, the claim times of its recent rate-limited starts.
+    starts: dict[str, list[datetime]] = field(default_factory=dict)
+    # Fair claiming: the next rank per (queue, key), and each queue's fair clock.
+    fair_next: dict[tuple[str, str], int] = field(default_factory=dict)
+    fair_clock: dict[str, int] = field(default_factory=dict)
+    schedules: dict[str, Schedule] = field(default_factory=dict)
     hub: WakeupHub = field(default_factory=lambda: WakeupHub(connected=True))
 
 
@@ -117,7 +130,12 @@ class MemoryBackend:
 
     name: ClassVar[str] = "memory"
     capabilities = Capabilities(
-        thread_safe=True, multi_process=False, native_wakeup=True, durable=False
+        thread_safe=True,
+        multi_process=False,
+        native_wakeup=True,
+        durable=False,
+        limits=True,
+        schedules=True,
     )
 
     def __init__(self, store_name: str = "default", *, namespace: str) -> None:
@@ -184,9 +202,13 @@ class MemoryBackend:
                     workflow=new.workflow,
                     parents=new.parents,
                     on_parent_failure=new.on_parent_failure,
+                    limit_key=new.limit_key,
+                    limit=new.limit,
+                    fair=new.fair,
                 ),
                 next(self._store.seq),
                 pending=len(new.parents),
+                rank=self._rank(new),
             )
         # Only once every row exists: a parent may come after its child in the batch.
         for new in jobs:
@@ -195,6 +217,14 @@ class MemoryBackend:
                 prow.job = replace(prow.job, children=(*prow.job.children, new.id))
         if jobs and jobs[0].workflow is not None:
             self._space.flows[jobs[0].workflow].live += len(jobs)
+
+    def _rank(self, new: Insert) -> int:
+        if not new.fair or new.limit_key is None:
+            return 0
+        space, slot = self._space, (new.queue, new.limit_key)
+        rank = fair_rank(space.fair_next.get(slot, 0), space.fair_clock.get(new.queue, 0))
+        space.fair_next[slot] = rank + 1
+        return rank
 
     def _insert_steps(self, steps: Sequence[Insert]) -> set[str]:
         """Insert workflow steps (their workflow exists); return the queues to wake."""
@@ -249,8 +279,9 @@ class MemoryBackend:
                     and r.job.queue in open_queues
                     and r.job.run_at <= now
                 ),
-                key=lambda r: (r.job.priority, r.seq),
-            )[:limit]
+                key=lambda r: (r.job.priority, r.rank, r.seq),
+            )
+            due = self._within_limits(due, now, limit)
             claims = []
             expires = now + timedelta(seconds=lease_s)
             for row in due:
@@ -266,6 +297,38 @@ class MemoryBackend:
                 )
                 claims.append(Claim(row.job, Lease(row.job.id, row.token, expires)))
             return claims
+
+    def _within_limits(self, due: list[_Row], now: datetime, limit: int) -> list[_Row]:
+        """The rows of ``due`` this claim may take under their keys' limits; counts their starts."""
+        space = self._space
+        keys = {r.job.limit_key for r in due if r.job.limit_key is not None}
+        if not keys:
+            return due[:limit]
+        running: dict[str, int] = {}
+        for r in space.rows.values():
+            key = r.job.limit_key
+            if key in keys and r.job.status is JobStatus.RUNNING:
+                running[key] = running.get(key, 0) + 1
+        chosen = [
+            due[i]
+            for i in plan_claim(
+                [Candidate(r.job.limit_key, r.job.limit) for r in due],
+                running=running,
+                starts=space.starts,
+                overrides=space.limits,
+                now=now,
+                limit=limit,
+            )
+        ]
+        for r in chosen:
+            key = r.job.limit_key
+            lim = effective_limit(key, r.job.limit, space.limits)
+            if key is not None and lim is not None and lim.per is not None:
+                since = now - timedelta(seconds=lim.per)
+                space.starts[key] = [t for t in space.starts.get(key, ()) if t > since] + [now]
+            if r.job.fair:
+                space.fair_clock[r.job.queue] = max(space.fair_clock.get(r.job.queue, 0), r.rank)
+        return chosen
 
     def renew(self, leases: Sequence[Lease], lease_s: float) -> list[Lease | None]:
         with self._store.lock:
@@ -433,6 +496,7 @@ class MemoryBackend:
         limit: int = 100,
         after: str | None = None,
         workflow: str | None = None,
+        key: str | None = None,
     ) -> list[Job]:
         with self._store.lock:
             jobs = sorted(
@@ -441,6 +505,7 @@ class MemoryBackend:
                     for r in self._space.rows.values()
                     if (queue is None or r.job.queue == queue)
                     and (workflow is None or r.job.workflow == workflow)
+                    and (key is None or r.job.limit_key == key)
                     and (status is None or r.job.status is status)
                     and (after is None or r.job.id > after)
                 ),
@@ -567,6 +632,77 @@ class MemoryBackend:
         with self._store.lock:
             rows = self._space.rows
             return [row.job if (row := rows.get(i)) is not None else None for i in job_ids]
+
+    # -- limits ------------------------------------------------------------
+
+    def set_limit(self, key: str, limit: Limit | None) -> None:
+        with self._store.lock:
+            if limit is None:
+                self._space.limits.pop(key, None)
+            else:
+                self._space.limits[key] = limit
+        # A raised limit may free held-back jobs: idle workers claim again.
+        self._space.hub.notify_all()
+
+    def limits(self) -> dict[str, Limit]:
+        with self._store.lock:
+            return dict(sorted(self._space.limits.items()))
+
+    def keys(self, *, limit: int = 100, after: str | None = None) -> list[KeyState]:
+        with self._store.lock:
+            space, now = self._space, _now()
+            live: dict[str, tuple[int, int, Limit | None]] = {}
+            for r in space.rows.values():
+                key, job = r.job.limit_key, r.job
+                if key is None or job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+                    continue
+                queued, running, own = live.get(key, (0, 0, None))
+                live[key] = (
+                    queued + (job.status is JobStatus.QUEUED),
+                    running + (job.status is JobStatus.RUNNING),
+                    own or job.limit,
+                )
+            known = live.keys() | space.limits.keys()
+            names = sorted(k for k in known if after is None or k > after)
+            states = []
+            for key in names[:limit]:
+                queued, running, own = live.get(key, (0, 0, None))
+                states.append(
+                    key_state(
+                        key,
+                        queued=queued,
+                        running=running,
+                        own=own,
+                        overrides=space.limits,
+                        starts=space.starts.get(key, ()),
+                        now=now,
+                    )
+                )
+            return states
+
+    # -- schedules -----------------------------------------------------------
+
+    def save_schedule(self, schedule: Schedule) -> None:
+        with self._store.lock:
+            known = self._space.schedules.get(schedule.name)
+            tick = None if known is None else known.last_tick
+            self._space.schedules[schedule.name] = replace(schedule, last_tick=tick)
+
+    def advance_schedule(self, name: str, tick: datetime) -> bool:
+        with self._store.lock:
+            known = self._space.schedules.get(name)
+            if known is None or (known.last_tick is not None and tick <= known.last_tick):
+                return False
+            self._space.schedules[name] = replace(known, last_tick=tick)
+            return True
+
+    def schedules(self) -> list[Schedule]:
+        with self._store.lock:
+            return [self._space.schedules[n] for n in sorted(self._space.schedules)]
+
+    def remove_schedule(self, name: str) -> bool:
+        with self._store.lock:
+            return self._space.schedules.pop(name, None) is not None
 
 
 class _Graph:
