@@ -30,6 +30,7 @@ from qw.model import Enqueued, NewJob
 from qw.opening import open as open_client
 from qw.opening import resolve_url
 from qw.payload import task_payload
+from qw.taskflow import KeySource, RateSpec, TaskFlow
 from qw.tasks import Task, TaskCall
 from qw.validation import (
     MAX_ATTEMPTS,
@@ -180,6 +181,10 @@ class App:
         timeout: float | None = None,
         no_retry: Iterable[type[BaseException]] = (),
         priority: int = 0,
+        limit_key: KeySource | None = None,
+        concurrency: int | None = None,
+        rate: RateSpec | None = None,
+        fair: bool = False,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -193,6 +198,10 @@ class App:
         timeout: float | None = None,
         no_retry: Iterable[type[BaseException]] = (),
         priority: int = 0,
+        limit_key: KeySource | None = None,
+        concurrency: int | None = None,
+        rate: RateSpec | None = None,
+        fair: bool = False,
     ) -> Any:
         """Register a function (plain or ``async def``) as a task.
 
@@ -201,6 +210,12 @@ class App:
         (default: exponential from 1 s, doubling, capped at 300 s, with
         jitter). ``timeout`` is seconds per attempt. Exceptions that are
         instances of ``no_retry`` fail the job without retrying.
+
+        ``limit_key`` is a template filled from each call's arguments
+        (``"user:{user_id}"``) or a function of them; the store then holds
+        the key to at most ``concurrency`` running jobs and ``rate`` starts
+        (``"10/min"`` or ``(10, 60.0)``), across every worker. ``fair``
+        claims round-robin across the keys of the queue.
         """
         # The defaults every job of the task gets: refused now, not at its first enqueue.
         validate_queue(queue)
@@ -226,6 +241,9 @@ class App:
                 raise InvalidInput(f"no_retry takes exception types, not {exc_type!r}")
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            flow = TaskFlow.declare(
+                func, limit_key=limit_key, concurrency=concurrency, rate=rate, fair=fair
+            )
             task_name = name or f"{func.__module__}.{func.__qualname__}"
             if task_name in self._tasks and self._tasks[task_name].fn is not func:
                 raise ConfigurationError(f"task {task_name!r} is already registered")
@@ -239,6 +257,7 @@ class App:
                 timeout=timeout,
                 no_retry=skip,
                 priority=priority,
+                flow=flow,
             )
             self._tasks[task_name] = task
             return task

@@ -15,8 +15,9 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
 from qw.backoff import Backoff
 from qw.client import Client
-from qw.model import Enqueued, JSONValue, NewJob
+from qw.model import Enqueued, JSONValue, Limit, NewJob
 from qw.payload import task_payload
+from qw.taskflow import TaskFlow
 
 __all__ = ["Task", "TaskCall", "TaskOwner"]
 
@@ -60,6 +61,14 @@ class TaskCall(Generic[P, R]):
         for key in ("delay", "run_at", "dedupe_key", "id"):
             if opts.get(key) is not None:
                 new[key] = opts[key]
+        flow = task.flow
+        if "limit_key" in opts:
+            new["limit_key"] = opts["limit_key"]
+        elif flow is not None:
+            new["limit_key"] = flow.key_for(task.fn, args, kwargs)
+        if "limit_key" in new:
+            new["limit"] = opts.get("limit", flow.limit if flow else None)
+            new["fair"] = opts.get("fair", flow.fair if flow else False)
         return NewJob(**new)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Enqueued:
@@ -76,7 +85,8 @@ class Task(Generic[P, R]):
     ``max_attempts``, ``priority``; and how a worker runs it: ``backoff``
     between retries, ``timeout`` seconds per attempt (None: no limit),
     ``no_retry`` exception types that fail the job at once. ``app`` is
-    the owner it was registered on.
+    the owner it was registered on. ``flow`` is its limit key, limit and
+    fairness (:mod:`qw.taskflow`), or None.
     """
 
     def __init__(
@@ -91,6 +101,7 @@ class Task(Generic[P, R]):
         timeout: float | None,
         no_retry: tuple[type[BaseException], ...],
         priority: int,
+        flow: TaskFlow | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -101,6 +112,7 @@ class Task(Generic[P, R]):
         self.timeout = timeout
         self.no_retry = no_retry
         self.priority = priority
+        self.flow = flow
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -121,8 +133,15 @@ class Task(Generic[P, R]):
         dedupe_key: str | None = None,
         max_attempts: int | None = None,
         job_id: str | None = None,
+        limit_key: str | None = None,
+        limit: Limit | None = None,
+        fair: bool | None = None,
     ) -> TaskCall[P, R]:
-        """Per-call options: ``task.options(delay=60, dedupe_key="k").enqueue(...)``."""
+        """Per-call options: ``task.options(delay=60, dedupe_key="k").enqueue(...)``.
+
+        ``limit_key``, ``limit`` and ``fair`` replace what the task declares
+        for this call.
+        """
         given = {
             "queue": queue,
             "delay": delay,
@@ -131,6 +150,9 @@ class Task(Generic[P, R]):
             "dedupe_key": dedupe_key,
             "max_attempts": max_attempts,
             "id": job_id,
+            "limit_key": limit_key,
+            "limit": limit,
+            "fair": fair,
         }
         return TaskCall(self, {k: v for k, v in given.items() if v is not None})
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from qw.errors import InvalidWorkflow, ResultTimeout, WorkflowFailed
@@ -159,14 +159,9 @@ class WorkflowBuilder:
         job = call.job(*plain_args, **plain_kwargs)
         payload = task_payload(call.task.name, plain_args, plain_kwargs, refs)
         self._steps.append(
-            NewJob(
-                job.queue,
-                payload,
-                priority=job.priority,
-                run_at=job.run_at,
-                delay=job.delay,
-                max_attempts=job.max_attempts,
-                dedupe_key=job.dedupe_key,
+            replace(
+                job,
+                payload=payload,
                 id=step_id,
                 parents=tuple(parents),
                 on_parent_failure=policy,
