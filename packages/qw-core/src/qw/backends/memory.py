@@ -403,9 +403,10 @@ class MemoryBackend:
         row.finished_by = t.finished_by
         if t.event_type is not None:
             self._emit(job.id, t.event_type, t.event_data, now)
-        if t.status is JobStatus.QUEUED:
+        # A key's slot freed may let its held-back jobs be claimed.
+        if t.status is JobStatus.QUEUED or job.limit_key is not None:
             requeued.add(job.queue)
-        elif job.workflow is not None and t.status.is_terminal:
+        if job.workflow is not None and t.status.is_terminal:
             self._step_ended(self._space.flows[job.workflow], t.status, now)
 
     def _step_ended(self, flow: _Flow, status: JobStatus, now: datetime) -> None:
