@@ -18,24 +18,27 @@ import importlib
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from qw.backoff import Backoff
 from qw.client import Client
 from qw.display import redact_url
-from qw.errors import ConfigurationError, InvalidInput
-from qw.model import Enqueued, NewJob
+from qw.errors import ConfigurationError, InvalidInput, InvalidName
+from qw.model import Enqueued, JSONValue, NewJob
 from qw.opening import open as open_client
 from qw.opening import resolve_url
 from qw.payload import task_payload
+from qw.schedule import Missed, Periodic, every_spec
 from qw.taskflow import KeySource, RateSpec, TaskFlow
 from qw.tasks import Task, TaskCall
 from qw.validation import (
     MAX_ATTEMPTS,
     MAX_SECONDS,
     PRIORITY_RANGE,
+    SCHEDULE_NAME_PATTERN,
     is_int_in,
     is_seconds,
     split_new_jobs,
@@ -78,6 +81,7 @@ class App:
         self._owns_client = client is None
         self._lock = threading.Lock()
         self._tasks: dict[str, Task[Any, Any]] = {}
+        self._schedules: dict[str, Periodic] = {}
 
     def __repr__(self) -> str:
         url = None if self._url is None else redact_url(self._url)
@@ -162,6 +166,11 @@ class App:
     def tasks(self) -> Mapping[str, Task[Any, Any]]:
         """Registered tasks by name."""
         return self._tasks
+
+    @property
+    def schedules(self) -> Mapping[str, Periodic]:
+        """Periodic schedules (:meth:`periodic`) by name."""
+        return self._schedules
 
     def queues(self) -> list[str]:
         """The queues of the registered tasks, in registration order."""
@@ -263,6 +272,107 @@ class App:
             return task
 
         return register(fn) if fn is not None else register
+
+    # -- periodic jobs -----------------------------------------------------
+
+    @overload
+    def periodic(
+        self,
+        spec: str | None = None,
+        *,
+        every: timedelta | float | str | None = None,
+        tz: str = "UTC",
+        task: Task[Any, Any],
+        args: Sequence[JSONValue] = (),
+        kwargs: Mapping[str, JSONValue] | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        missed: Missed = "latest",
+    ) -> Periodic: ...
+
+    @overload
+    def periodic(
+        self,
+        spec: str | None = None,
+        *,
+        every: timedelta | float | str | None = None,
+        tz: str = "UTC",
+        task: None = None,
+        args: Sequence[JSONValue] = (),
+        kwargs: Mapping[str, JSONValue] | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        missed: Missed = "latest",
+    ) -> Callable[[Task[P, R]], Task[P, R]]: ...
+
+    def periodic(
+        self,
+        spec: str | None = None,
+        *,
+        every: timedelta | float | str | None = None,
+        tz: str = "UTC",
+        task: Task[Any, Any] | None = None,
+        args: Sequence[JSONValue] = (),
+        kwargs: Mapping[str, JSONValue] | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        missed: Missed = "latest",
+    ) -> Any:
+        """Run a task periodically: on a cron ``spec`` in zone ``tz``, or ``every`` interval.
+
+        ``@app.periodic("*/5 * * * *", tz="Europe/Paris")`` above
+        ``@app.task`` (it returns the task), or ``app.periodic(spec,
+        task=t, args=[...])`` (it returns the :class:`~qw.schedule.Periodic`).
+        ``every`` is a timedelta, seconds, or ``"30s"``/``"1h30m"``, counted
+        from the Unix epoch. Each tick enqueues one job ``task(*args,
+        **kwargs)`` with id ``NAME@TICK``; ``name`` defaults to the task's
+        name, and must be unique in the app. ``missed``: ``"latest"`` runs
+        the latest of the ticks missed while no worker ran, once;
+        ``"skip"`` runs none of them. Workers run the schedules (see
+        ``docs/periodic.md``).
+        """
+        if spec is not None and every is None:
+            text = spec
+        elif every is not None and spec is None:
+            text = every_spec(every)
+        else:
+            raise InvalidInput("give a cron spec or every=, one of them")
+
+        def register(target: Task[Any, Any]) -> Periodic:
+            if not isinstance(target, Task) or target.app is not self:
+                raise ConfigurationError(
+                    f"periodic() takes a task of this app, not {target!r}: "
+                    "put @app.periodic(...) above @app.task"
+                )
+            schedule_name = name or target.name
+            if name is None and not SCHEDULE_NAME_PATTERN.fullmatch(schedule_name):
+                raise InvalidName(
+                    f"task name {schedule_name!r} cannot name a schedule (up to 40 of "
+                    "A-Z a-z 0-9 _ . : -); give the schedule a name="
+                )
+            if schedule_name in self._schedules:
+                raise ConfigurationError(f"schedule {schedule_name!r} is already defined")
+            periodic = Periodic(
+                name=schedule_name,
+                spec=text,
+                tz=tz,
+                task=target,
+                args=tuple(args),
+                kwargs=dict(kwargs or {}),
+                queue=queue,
+                missed=missed,
+            )
+            self._schedules[schedule_name] = periodic
+            return periodic
+
+        if task is not None:
+            return register(task)
+
+        def decorate(target: Task[P, R]) -> Task[P, R]:
+            register(target)
+            return target
+
+        return decorate
 
     # -- producing and working ---------------------------------------------
 

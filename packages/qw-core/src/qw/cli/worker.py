@@ -90,6 +90,12 @@ def parse_queues(value: str | None) -> list[str] | None:
     metavar="N",
     help="Jobs claimed ahead of free slots (default: adaptive, about 50 ms of work).",
 )
+@click.option(
+    "--scheduler/--no-scheduler",
+    default=True,
+    show_default=True,
+    help="Enqueue the ticks of the app's periodic schedules (any number of workers may).",
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 def worker(
     app_spec: str,
@@ -102,6 +108,7 @@ def worker(
     poll_interval: float,
     reclaim_s: float,
     prefetch: int | None,
+    scheduler: bool,
     log_level: str,
 ) -> None:
     """Run the tasks of APP ("package.module:app") until SIGTERM or SIGINT.
@@ -122,6 +129,7 @@ def worker(
         poll_interval=poll_interval,
         reclaim_s=reclaim_s,
         prefetch=prefetch,
+        scheduler=scheduler,
     )
     try:
         stats = runner.run()

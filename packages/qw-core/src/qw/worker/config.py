@@ -53,6 +53,9 @@ class WorkerConfig:
             generation every 10,000 allocations instead of 700 (a fifth of
             a short job's Python time went to collections); undone when the
             last worker of the process stops. See :mod:`qw.worker.gctuning`.
+        scheduler: run a scheduler thread for the app's periodic schedules
+            (:meth:`qw.App.periodic`); any number of workers may, each tick
+            is enqueued once. False leaves them to other workers.
     """
 
     queues: tuple[str, ...] = ("default",)
@@ -66,6 +69,7 @@ class WorkerConfig:
     finish_batch: int = 500
     prefetch: int | None = None
     tune_gc: bool = True
+    scheduler: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "queues", validate_queues(self.queues))
@@ -94,6 +98,8 @@ class WorkerConfig:
             )
         if not isinstance(self.tune_gc, bool):
             raise InvalidInput(f"tune_gc must be a bool, not {self.tune_gc!r}")
+        if not isinstance(self.scheduler, bool):
+            raise InvalidInput(f"scheduler must be a bool, not {self.scheduler!r}")
 
     @property
     def renew_s(self) -> float:

@@ -4,7 +4,8 @@ Threads: the caller of :meth:`Worker.run` claims; ``concurrency`` pool
 threads run sync tasks; one event loop thread runs async tasks; one
 finisher thread writes outcomes in batches; one heartbeat thread renews
 leases, enforces timeouts, keeps the registry entry fresh and sweeps
-expired leases. Nothing is started per job. Only the contract
+expired leases; one scheduler thread, when the app has periodic schedules,
+enqueues their ticks (:mod:`qw.schedule`). Nothing is started per job. Only the contract
 (:class:`qw.Client`) is used, so the worker runs unchanged on every backend.
 
 One lock, ``Worker._cond``, guards the worker's bookkeeping and every
@@ -29,6 +30,7 @@ from qw.errors import ConfigurationError, InvalidPayload, QwError
 from qw.model import Claim, Job, JobStatus, JSONValue, WorkerInfo
 from qw.payload import TaskInvocation, decode_task_payload, resolve_refs
 from qw.plugin.manager import QwPluginManager
+from qw.schedule import FakeClock, Scheduler
 from qw.validation import DEFAULT_MAX_PAYLOAD_BYTES
 from qw.worker.config import WorkerConfig
 from qw.worker.executor import AsyncRunner, ThreadPool, timeout_error
@@ -166,22 +168,28 @@ class Worker:
             client = self.app.client
             shared = client.capabilities.thread_safe
             self.result_limit = client.capabilities.max_payload_bytes
+            periodic = self._runs_schedules(client)
+            threads = ["finisher", "heartbeat"] + (["scheduler"] if periodic else [])
             # A backend that is not thread-safe gets one client per worker thread.
             if not shared:
-                opened = [self._thread_client(client) for _ in ("finisher", "heartbeat")]
+                opened = [self._thread_client(client) for _ in threads]
         except BaseException:
             for extra in opened:
                 extra.close()
             self._running.set()
             self._done.set()
             raise
-        finisher_client, heartbeat_client = opened or (client, client)
+        mine = opened or [client] * len(threads)
+        finisher_client, heartbeat_client = mine[0], mine[1]
         self._finisher = Finisher(finisher_client, self._committed, batch=self.config.finish_batch)
         heartbeat = Heartbeat(self, heartbeat_client, self.config)
+        scheduler = self._scheduler(mine[2]) if periodic else None
         try:
             client.heartbeat(self.info)
             self._finisher.start()
             heartbeat.start()
+            if scheduler is not None:
+                scheduler.start(lambda: self._stop_requested)
             self.plugins.worker_started(self.info)
             log.debug("worker %s started on %s", self.id, ",".join(self.config.queues))
             self._running.set()
@@ -195,6 +203,8 @@ class Worker:
                     self._drain()
         finally:
             self._running.set()
+            if scheduler is not None:
+                scheduler.stop()
             heartbeat.stop()
             self._finisher.stop(_RELEASE_WRITE_S)
             try:
@@ -205,12 +215,35 @@ class Worker:
             self._pool.stop(_THREADS_EXIT_S)
             self._async.stop(max(until - time.monotonic(), 0.0))
             self.plugins.worker_stopped(self.info)
-            if not shared:
-                finisher_client.close()
-                heartbeat_client.close()
+            for extra in opened:
+                extra.close()
             log.info("worker %s stopped: %s", self.id, self.stats)
             self._done.set()
         return self.stats
+
+    def _runs_schedules(self, client: Client) -> bool:
+        """Whether this worker runs a scheduler; refuses a store without schedule records."""
+        if not (self.config.scheduler and self.app.schedules):
+            return False
+        if not client.capabilities.schedules:
+            raise ConfigurationError(
+                f"the app has periodic schedules, but the {client.backend.name} backend does "
+                "not declare capability 'schedules'; run this worker with scheduler=False "
+                "(qw worker --no-scheduler) and the scheduler on another store"
+            )
+        return True
+
+    def _scheduler(self, client: Client) -> Scheduler:
+        """The scheduler of the app's schedules, on the store's clock (or $QW_FAKE_CLOCK's)."""
+        schedules = list(self.app.schedules.values())
+        fake = os.environ.get("QW_FAKE_CLOCK")
+        if not fake:
+            return Scheduler(client, schedules)
+        clock = FakeClock.parse(fake)
+        log.warning("worker %s: schedules run on a FAKE clock (QW_FAKE_CLOCK=%s)", self.id, fake)
+        return Scheduler(
+            client, schedules, clock=lambda: clock.at(client.now()), speedup=clock.speedup
+        )
 
     def _thread_client(self, client: Client) -> Client:
         """A client of the worker thread's own, for a backend that is not thread-safe."""

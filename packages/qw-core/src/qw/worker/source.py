@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from qw.client import Client
+from qw.schedule import Periodic
 from qw.tasks import Task
 
 __all__ = ["TaskSource"]
@@ -17,6 +18,11 @@ class TaskSource(Protocol):
     @property
     def tasks(self) -> Mapping[str, Task[Any, Any]]:
         """Registered tasks by name (a payload's ``task``)."""
+        ...
+
+    @property
+    def schedules(self) -> Mapping[str, Periodic]:
+        """Periodic schedules by name, which the worker's scheduler runs."""
         ...
 
     @property
