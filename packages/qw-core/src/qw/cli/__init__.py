@@ -20,6 +20,7 @@ from qw.cli.events import events
 from qw.cli.jobs import jobs
 from qw.cli.migrate import migrate
 from qw.cli.purge import purge
+from qw.cli.schedules import schedules
 from qw.cli.status import status
 from qw.cli.switch import pause, resume
 from qw.cli.worker import worker
@@ -48,5 +49,6 @@ main.add_command(pause)
 main.add_command(resume)
 main.add_command(events)
 main.add_command(purge)
+main.add_command(schedules)
 main.add_command(migrate)
 main.add_command(demo)
