@@ -4,20 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from qw.model import Event, Job, JobStatus, ParentFailure, WorkerInfo, Workflow, WorkflowState
+from qw.model import (
+    Event,
+    Job,
+    JobStatus,
+    Limit,
+    ParentFailure,
+    Schedule,
+    WorkerInfo,
+    Workflow,
+    WorkflowState,
+)
 from qw.validation import decode_json
 
 __all__ = [
     "EVENT_COLUMNS",
     "JOB_COLUMNS",
+    "SCHEDULE_COLUMNS",
     "WORKER_COLUMNS",
     "WORKFLOW_COLUMNS",
     "StepLists",
     "event",
     "job",
+    "limit",
+    "limit_values",
+    "schedule",
+    "tick",
     "ts",
     "worker",
     "workflow",
@@ -26,11 +41,15 @@ __all__ = [
 JOB_COLUMNS = (
     "id, queue, payload, priority, run_at, max_attempts, attempts, status, created_at, "
     "dedupe_key, result, error, started_at, finished_at, worker, lease_expires_at, "
-    "cancel_requested, workflow, on_parent_failure"
+    "cancel_requested, workflow, on_parent_failure, limit_key, concurrency, rate, rate_per, "
+    "has_limit, fair"
 )
 EVENT_COLUMNS = "cursor, job_id, type, data, created_at"
 WORKER_COLUMNS = "id, queues, host, pid, concurrency, started_at, last_seen"
 WORKFLOW_COLUMNS = "id, state, created_at, output, finished_at, cancel_requested"
+SCHEDULE_COLUMNS = "name, spec, tz, queue, task, last_tick"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class StepLists(NamedTuple):
@@ -48,6 +67,20 @@ def ts(value: float) -> datetime:
 
 def _opt_ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def limit(
+    concurrency: int | None, rate: int | None, per: float | None, declared: int
+) -> Limit | None:
+    """A job's own limit from its columns (``declared`` is ``has_limit``)."""
+    return Limit(concurrency, rate, per) if declared else None
+
+
+def limit_values(lim: Limit | None) -> tuple[int | None, int | None, float | None, int]:
+    """The columns ``concurrency, rate, rate_per, has_limit`` storing ``lim``."""
+    if lim is None:
+        return None, None, None, 0
+    return lim.concurrency, lim.rate, lim.per, 1
 
 
 def job(row: tuple[Any, ...], steps: StepLists | None = None) -> Job:
@@ -74,6 +107,8 @@ def job(row: tuple[Any, ...], steps: StepLists | None = None) -> Job:
         lease_expires_at=_opt_ts(row[15]),
         cancel_requested=bool(row[16]),
     )
+    if row[19] is not None:
+        job = replace(job, limit_key=row[19], limit=limit(*row[20:24]), fair=bool(row[24]))
     if row[17] is None:
         return job
     assert steps is not None, "a step is read with its lists"
@@ -99,6 +134,17 @@ def workflow(row: tuple[Any, ...], counts: Mapping[JobStatus, int]) -> Workflow:
         cancel_requested=bool(row[5]),
         counts=dict(counts),
     )
+
+
+def tick(value: datetime) -> int:
+    """A schedule tick as stored: whole microseconds since the epoch (exact)."""
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def schedule(row: tuple[Any, ...]) -> Schedule:
+    """A :class:`Schedule` from a row selected as :data:`SCHEDULE_COLUMNS`."""
+    last = None if row[5] is None else _EPOCH + row[5] * _MICROSECOND
+    return Schedule(row[0], row[1], row[2], row[3], row[4], last)
 
 
 def event(row: tuple[Any, ...]) -> Event:

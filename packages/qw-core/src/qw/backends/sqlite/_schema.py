@@ -14,7 +14,7 @@ from qw.errors import SchemaError
 __all__ = ["LIVE_STATUSES", "QW_TABLES", "SCHEMA_VERSION", "ensure_schema"]
 
 #: The layout this code reads and writes; a file with a newer one is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Every table qw creates; any other table in a file means it is not qw's alone.
 QW_TABLES = frozenset(
     {
@@ -27,6 +27,11 @@ QW_TABLES = frozenset(
         "qw_workflows",
         "qw_edges",
         "qw_failed_parents",
+        "qw_limits",
+        "qw_starts",
+        "qw_fair_ranks",
+        "qw_fair_clocks",
+        "qw_schedules",
     }
 )
 #: The statuses in which a job's dedupe key is held (JobStatus.is_live). The
@@ -183,8 +188,82 @@ CREATE TABLE qw_failed_parents (
 CREATE INDEX qw_failed_parents_child ON qw_failed_parents (namespace, child);
 """
 
+# Version 3: flow control and schedules (0.3.0). Jobs written before it have no
+# limit key (NULL), are not fair, and rank 0: they read back as unlimited.
+_DDL_V3 = """
+-- The job's own limit is its three fields; has_limit tells a declared Limit()
+-- (every field NULL) from no limit at all. fair_rank orders fair jobs among
+-- equal priorities (0 for every other job).
+ALTER TABLE qw_jobs ADD COLUMN limit_key TEXT;
+ALTER TABLE qw_jobs ADD COLUMN concurrency INTEGER;
+ALTER TABLE qw_jobs ADD COLUMN rate INTEGER;
+ALTER TABLE qw_jobs ADD COLUMN rate_per REAL;
+ALTER TABLE qw_jobs ADD COLUMN has_limit INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE qw_jobs ADD COLUMN fair INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE qw_jobs ADD COLUMN fair_rank INTEGER NOT NULL DEFAULT 0;
+-- Claim order is (priority, fair_rank, seq).
+DROP INDEX qw_jobs_claim;
+CREATE INDEX qw_jobs_claim ON qw_jobs (namespace, queue, priority, fair_rank, seq, run_at)
+    WHERE status = 'queued';
+-- A key's running and queued jobs (the claim counts them, keys() lists them).
+CREATE INDEX qw_jobs_key ON qw_jobs (namespace, limit_key, status)
+    WHERE limit_key IS NOT NULL;
+
+-- The operators' limits (set_limit), by key.
+CREATE TABLE qw_limits (
+    namespace   TEXT    NOT NULL,
+    key         TEXT    NOT NULL,
+    concurrency INTEGER,
+    rate        INTEGER,
+    rate_per    REAL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+
+-- The claim times of a key's recent starts under a rate limit; a claim that
+-- adds one deletes those that left the window.
+CREATE TABLE qw_starts (
+    seq       INTEGER PRIMARY KEY,
+    namespace TEXT    NOT NULL,
+    key       TEXT    NOT NULL,
+    at        REAL    NOT NULL
+);
+CREATE INDEX qw_starts_key ON qw_starts (namespace, key, at);
+
+-- Fair claiming: the next rank of each (queue, key), and each queue's clock.
+-- A rank row at or below its queue's clock says nothing the clock does not
+-- (a new rank is the larger of the two), so the claim moving the clock
+-- deletes them: the table holds the keys with fair jobs ahead of the clock.
+CREATE TABLE qw_fair_ranks (
+    namespace TEXT    NOT NULL,
+    queue     TEXT    NOT NULL,
+    key       TEXT    NOT NULL,
+    next      INTEGER NOT NULL,
+    PRIMARY KEY (namespace, queue, key)
+) WITHOUT ROWID;
+CREATE INDEX qw_fair_ranks_next ON qw_fair_ranks (namespace, queue, next);
+CREATE TABLE qw_fair_clocks (
+    namespace TEXT    NOT NULL,
+    queue     TEXT    NOT NULL,
+    clock     INTEGER NOT NULL,
+    PRIMARY KEY (namespace, queue)
+) WITHOUT ROWID;
+
+-- Periodic schedules; last_tick is whole microseconds since the epoch (UTC),
+-- exact where a REAL would round.
+CREATE TABLE qw_schedules (
+    namespace TEXT    NOT NULL,
+    name      TEXT    NOT NULL,
+    spec      TEXT    NOT NULL,
+    tz        TEXT    NOT NULL,
+    queue     TEXT    NOT NULL,
+    task      TEXT    NOT NULL,
+    last_tick INTEGER,
+    PRIMARY KEY (namespace, name)
+) WITHOUT ROWID;
+"""
+
 #: The statements taking a file from version ``n - 1`` to ``n``.
-_MIGRATIONS = {2: _DDL_V2}
+_MIGRATIONS = {2: _DDL_V2, 3: _DDL_V3}
 
 
 _BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})

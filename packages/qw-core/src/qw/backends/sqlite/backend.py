@@ -23,13 +23,14 @@ from datetime import datetime
 from typing import Any, ClassVar, Self
 
 from qw.backends.sqlite import _rows
-from qw.backends.sqlite._db import Database
+from qw.backends.sqlite._db import NOW_SQL, Database
 from qw.backends.sqlite._schema import LIVE_STATUSES
 from qw.backends.sqlite._url import DEFAULT_POLL_INTERVAL, SqliteOptions, parse_url
 from qw.backends.sqlite._wakeup import ALL_QUEUES, ChangeWatch, bump, shared_hub
 from qw.capabilities import Capabilities
 from qw.contract import Finish, Insert, Switches, WorkflowInsert
 from qw.errors import DuplicateJob
+from qw.limits import Candidate, effective_limit, fair_rank, key_state, plan_claim
 from qw.model import (
     TERMINAL,
     Claim,
@@ -37,9 +38,12 @@ from qw.model import (
     Event,
     Job,
     JobStatus,
+    KeyState,
     Lease,
+    Limit,
     ParentFailure,
     PurgeResult,
+    Schedule,
     WorkerInfo,
     Workflow,
     WorkflowState,
@@ -76,11 +80,12 @@ _CANCEL_GUARDS = {JobStatus.QUEUED: _IF_QUEUED, JobStatus.WAITING: _IF_WAITING}
 #: so finish knows that a step ended without reading the row back: a
 #: ``RETURNING`` would cost every plain finish half again as much.
 STEP_TOKEN_PREFIX = "w"
-_INSERT_STEP = (
-    "INSERT INTO qw_jobs (namespace, id, queue, payload, priority, run_at, max_attempts, "
-    "status, created_at, dedupe_key, workflow, on_parent_failure, pending) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_JOB_FIELDS = (
+    "namespace, id, queue, payload, priority, run_at, max_attempts, status, created_at, dedupe_key"
 )
+_STEP_FIELDS = ", workflow, on_parent_failure, pending"
+# Only a batch with a keyed job names these: the others leave them to their defaults.
+_KEY_FIELDS = ", limit_key, concurrency, rate, rate_per, has_limit, fair, fair_rank"
 # The waiting children of a parent, counted as having one parent fewer to wait for.
 _COUNT_ENDED = (
     "UPDATE qw_jobs SET pending = pending - 1 WHERE seq IN (SELECT j.seq FROM qw_edges e "
@@ -98,15 +103,15 @@ def _apply_statement(
     result: bool,
     error: bool,
     finished: bool,
-    requeues: bool,
+    returning: bool,
 ) -> str:
     """The UPDATE applying a transition with these fields set, under ``guard``.
 
     Only the columns a transition changes are SET: SQLite maintains every
     index over a SET column, changed or not, and ``run_at`` is in the claim
     index (a finish that set every column cost half again as much). Only a
-    transition that ``requeues`` returns the job's queue (to wake it):
-    ``RETURNING`` costs an UPDATE here about as much again as the UPDATE.
+    transition ``returning`` the job's queue (to wake it) has a ``RETURNING``,
+    which costs an UPDATE here about as much again as the UPDATE.
     """
     sets = ["status = ?"]
     for on, column in (
@@ -121,7 +126,7 @@ def _apply_statement(
     sets.append("finished_by = ?")
     sets.append("worker = NULL, lease_expires_at = NULL, cancel_requested = 0, token = NULL")
     return f"UPDATE qw_jobs SET {', '.join(sets)} WHERE namespace = ? AND id = ? AND {guard}" + (
-        " RETURNING queue" if requeues else ""
+        " RETURNING queue" if returning else ""
     )
 
 
@@ -143,12 +148,16 @@ def _apply(
     key: tuple[str, str],
     values: tuple[Any, ...],
     requeued: set[str],
+    *,
+    keyed: bool = False,
 ) -> bool:
     """Apply ``t`` and its event to job ``key`` (namespace, id) if ``guard`` holds for ``values``.
 
-    Whether it applied; a job that went back to ``queued`` adds its queue to ``requeued``.
+    Whether it applied; a job that went back to ``queued``, or a ``keyed``
+    one (its key's slot freed may let held-back jobs go), adds its queue to
+    ``requeued``.
     """
-    requeues = t.status is JobStatus.QUEUED
+    requeues = t.status is JobStatus.QUEUED or keyed
     statement = _apply_statement(
         guard,
         t.attempts is not None,
@@ -211,6 +220,80 @@ def _live_keys(conn: sqlite3.Connection, ns: str, jobs: Sequence[Insert]) -> dic
     return live
 
 
+@functools.cache
+def _insert_statement(steps: bool, keyed: bool) -> str:
+    fields = _JOB_FIELDS + (_STEP_FIELDS if steps else "") + (_KEY_FIELDS if keyed else "")
+    return f"INSERT INTO qw_jobs ({fields}) VALUES ({_marks(fields.count(',') + 1)})"
+
+
+def _insert_jobs(
+    conn: sqlite3.Connection, ns: str, now: float, jobs: Sequence[Insert], *, steps: bool
+) -> None:
+    """Insert the rows of ``jobs`` (checked already), in order; fair jobs get their ranks."""
+    keyed = any(new.limit_key is not None for new in jobs)
+    ranks = _fair_ranks(conn, ns, jobs) if keyed else None
+    rows = []
+    for i, new in enumerate(jobs):
+        row: tuple[Any, ...] = (
+            ns,
+            new.id,
+            new.queue,
+            new.payload,
+            new.priority,
+            new.run_at.timestamp() if new.run_at else now + (new.delay or 0),
+            new.max_attempts,
+            new.status.value,
+            now,
+            new.dedupe_key,
+        )
+        if steps:
+            row += (new.workflow, new.on_parent_failure.value, len(new.parents))
+        if ranks is not None:
+            row += (new.limit_key, *_rows.limit_values(new.limit), int(new.fair), ranks[i])
+        rows.append(row)
+    conn.executemany(_insert_statement(steps, keyed), rows)
+
+
+def _fair_ranks(conn: sqlite3.Connection, ns: str, jobs: Sequence[Insert]) -> list[int]:
+    """Each job's fair rank (0 unless it is fair); moves its (queue, key)'s next rank past it."""
+    slots = {(new.queue, new.limit_key) for new in jobs if new.fair and new.limit_key is not None}
+    if not slots:
+        return [0] * len(jobs)
+    queues = sorted({queue for queue, _ in slots})
+    clocks: dict[str, int] = dict(
+        conn.execute(
+            f"SELECT queue, clock FROM qw_fair_clocks WHERE namespace = ? "
+            f"AND queue IN ({_marks(len(queues))})",
+            (ns, *queues),
+        ).fetchall()
+    )
+    nexts: dict[tuple[str, str], int] = {}
+    for queue in queues:
+        keys = [key for q, key in slots if q == queue]
+        for chunk in _chunks(keys):
+            for key, rank in conn.execute(
+                "SELECT key, next FROM qw_fair_ranks WHERE namespace = ? AND queue = ? "
+                f"AND key IN ({_marks(len(chunk))})",
+                (ns, queue, *chunk),
+            ):
+                nexts[queue, key] = rank
+    ranks = []
+    for new in jobs:
+        if not new.fair or new.limit_key is None:
+            ranks.append(0)
+            continue
+        slot = (new.queue, new.limit_key)
+        rank = fair_rank(nexts.get(slot, 0), clocks.get(new.queue, 0))
+        nexts[slot] = rank + 1
+        ranks.append(rank)
+    conn.executemany(
+        "INSERT INTO qw_fair_ranks (namespace, queue, key, next) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (namespace, queue, key) DO UPDATE SET next = excluded.next",
+        [(ns, queue, key, nexts[queue, key]) for queue, key in sorted(slots)],
+    )
+    return ranks
+
+
 def _insert_steps(conn: sqlite3.Connection, ns: str, now: float, steps: Sequence[Insert]) -> None:
     """Insert workflow steps and their edges, all or none.
 
@@ -222,27 +305,7 @@ def _insert_steps(conn: sqlite3.Connection, ns: str, now: float, steps: Sequence
     held = [a.id for a in answers if not a.created]
     if held:
         raise DuplicateJob(f"a live job already holds the dedupe key of step(s) {held}")
-    conn.executemany(
-        _INSERT_STEP,
-        [
-            (
-                ns,
-                new.id,
-                new.queue,
-                new.payload,
-                new.priority,
-                new.run_at.timestamp() if new.run_at else now + (new.delay or 0),
-                new.max_attempts,
-                new.status.value,
-                now,
-                new.dedupe_key,
-                new.workflow,
-                new.on_parent_failure.value,
-                len(new.parents),
-            )
-            for new in steps
-        ],
-    )
+    _insert_jobs(conn, ns, now, steps, steps=True)
     conn.executemany(
         "INSERT INTO qw_edges (namespace, parent, child) VALUES (?, ?, ?)",
         [(ns, parent, new.id) for new in steps for parent in new.parents],
@@ -420,12 +483,180 @@ def _workflow(conn: sqlite3.Connection, ns: str, workflow_id: str) -> Workflow |
     return _rows.workflow(row, _counts(conn, ns, [workflow_id])[workflow_id])
 
 
+#: What the claim reads of a candidate, in claim order.
+_CANDIDATE = (
+    "SELECT seq, priority, fair_rank, queue, limit_key, concurrency, rate, rate_per, has_limit, "
+    "fair FROM qw_jobs WHERE namespace = ? AND status = 'queued' AND queue IN ({marks}) "
+    "AND run_at <= ? {after}ORDER BY priority, fair_rank, seq LIMIT ?"
+)
+_AFTER = "AND (priority, fair_rank, seq) > (?, ?, ?) "
+#: A lease token marks a step (``w``) and a job with a limit key (``k``), so
+#: that finish knows what more to do without reading the row.
+_TOKEN = (
+    f"CASE WHEN workflow IS NULL THEN '' ELSE '{STEP_TOKEN_PREFIX}' END "
+    "|| CASE WHEN limit_key IS NULL THEN '' ELSE 'k' END || lower(hex(randomblob(16)))"
+)
+_CLAIM_UPDATE = (
+    "UPDATE qw_jobs SET status = 'running', attempts = attempts + 1, started_at = ?, "
+    f"worker = ?, lease_expires_at = ?, cancel_requested = 0, token = {_TOKEN} "
+    # seq alone: the candidates were read from this namespace, and with a
+    # namespace test SQLite walks the namespace's (namespace, id) index instead.
+    "WHERE seq IN ({marks}) "
+    f"RETURNING priority, fair_rank, seq, token, {_rows.JOB_COLUMNS}"
+)
+#: Candidates the claim reads past held-back ones, once it has taken a job:
+#: it returns fewer than asked rather than read on without bound. With
+#: nothing taken yet it reads on until it takes one or runs out.
+SCAN_BUDGET = 5000
+#: The most candidates one read takes (the first reads ``limit``).
+_SCAN_CHUNK = 1000
+
+
+def _keyed_token(token: str) -> bool:
+    return "k" in token[:2]
+
+
+class _Keys:
+    """The limit keys of one claim, read in its transaction as :func:`qw.limits.plan_claim` needs.
+
+    ``running`` and ``starts`` count what the claim took so far, so that the
+    next chunk of candidates is planned after the ones taken before it.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, ns: str, now: float) -> None:
+        self._conn = conn
+        self._ns = ns
+        self._now = now
+        self.running: dict[str, int] = {}
+        self.starts: dict[str, list[datetime]] = {}
+        self.overrides: dict[str, Limit] = {}
+        self._known: set[str] = set()
+
+    def load(self, keys: Iterable[str]) -> None:
+        """Read the running count, starts and operators' limit of keys not read yet."""
+        conn, ns = self._conn, self._ns
+        new = sorted(set(keys) - self._known)
+        for chunk in _chunks(new):
+            marks = _marks(len(chunk))
+            self.running.update(
+                conn.execute(
+                    "SELECT limit_key, count(*) FROM qw_jobs WHERE namespace = ? "
+                    f"AND limit_key IN ({marks}) AND status = 'running' GROUP BY limit_key",
+                    (ns, *chunk),
+                ).fetchall()
+            )
+            for key, c, rate, per in conn.execute(
+                "SELECT key, concurrency, rate, rate_per FROM qw_limits WHERE namespace = ? "
+                f"AND key IN ({marks})",
+                (ns, *chunk),
+            ):
+                self.overrides[key] = Limit(c, rate, per)
+            for key, at in conn.execute(
+                f"SELECT key, at FROM qw_starts WHERE namespace = ? AND key IN ({marks})",
+                (ns, *chunk),
+            ):
+                self.starts.setdefault(key, []).append(_rows.ts(at))
+        self._known.update(new)
+
+    def took(self, key: str, now: datetime) -> None:
+        """Count a job of ``key`` this claim takes, for the chunks planned after it."""
+        self.running[key] = self.running.get(key, 0) + 1
+        self.starts.setdefault(key, []).append(now)
+
+    def started(self, chosen: Sequence[tuple[Any, ...]], now: float) -> None:
+        """Record the starts of the claimed candidates under a rate; move fair clocks.
+
+        A key's starts older than its window are deleted as one is added.
+        """
+        conn, ns = self._conn, self._ns
+        windows: dict[str, float] = {}
+        clocks: dict[str, int] = {}
+        for c in chosen:
+            key = c[4]
+            lim = effective_limit(key, _rows.limit(*c[5:9]), self.overrides)
+            if lim is not None and lim.per is not None:
+                conn.execute(
+                    "INSERT INTO qw_starts (namespace, key, at) VALUES (?, ?, ?)", (ns, key, now)
+                )
+                windows[key] = max(windows.get(key, 0.0), lim.per)
+            if c[9]:
+                clocks[c[3]] = max(clocks.get(c[3], 0), c[2])
+        for key, per in windows.items():
+            conn.execute(
+                "DELETE FROM qw_starts WHERE namespace = ? AND key = ? AND at <= ?",
+                (ns, key, now - per),
+            )
+        for queue, rank in clocks.items():
+            clock = conn.execute(
+                "INSERT INTO qw_fair_clocks (namespace, queue, clock) VALUES (?, ?, ?) "
+                "ON CONFLICT (namespace, queue) DO UPDATE SET clock = max(clock, excluded.clock) "
+                "RETURNING clock",
+                (ns, queue, rank),
+            ).fetchone()[0]
+            conn.execute(
+                "DELETE FROM qw_fair_ranks WHERE namespace = ? AND queue = ? AND next <= ?",
+                (ns, queue, clock),
+            )
+
+
+def _choose(
+    conn: sqlite3.Connection, ns: str, queues: Sequence[str], now: float, limit: int
+) -> tuple[list[tuple[Any, ...]], _Keys | None]:
+    """The candidates a claim takes, in claim order, and its keys (None if it met none).
+
+    Reads due queued jobs in claim order, a chunk at a time, and lets
+    :func:`qw.limits.plan_claim` choose among each chunk; a held-back job is
+    passed over, so a throttled key never stops the jobs behind it.
+    """
+    chosen: list[tuple[Any, ...]] = []
+    keys: _Keys | None = None
+    when = _rows.ts(now)
+    size, scanned = limit, 0
+    after: tuple[Any, ...] = ()
+    while True:
+        rows = conn.execute(
+            _CANDIDATE.format(marks=_marks(len(queues)), after=_AFTER if after else ""),
+            (ns, *queues, now, *after, size),
+        ).fetchall()
+        wanted = limit - len(chosen)
+        keyed = {r[4] for r in rows if r[4] is not None}
+        if not keyed:
+            chosen += rows[:wanted]
+        else:
+            if keys is None:
+                keys = _Keys(conn, ns, now)
+            keys.load(keyed)
+            picks = plan_claim(
+                [Candidate(r[4], _rows.limit(*r[5:9])) for r in rows],
+                running=keys.running,
+                starts=keys.starts,
+                overrides=keys.overrides,
+                now=when,
+                limit=wanted,
+            )
+            for i in picks:
+                chosen.append(rows[i])
+                if rows[i][4] is not None:
+                    keys.took(rows[i][4], when)
+        scanned += len(rows)
+        if len(chosen) >= limit or len(rows) < size or (chosen and scanned >= SCAN_BUDGET):
+            return chosen, keys
+        last = rows[-1]
+        after = (last[1], last[2], last[0])
+        size = min(size * 4, _SCAN_CHUNK)
+
+
 class SqliteBackend:
     """A namespace in a SQLite file; see the module docstring and docs/backends/sqlite.md."""
 
     name: ClassVar[str] = "sqlite"
     capabilities = Capabilities(
-        thread_safe=True, multi_process=True, native_wakeup=False, durable=True
+        thread_safe=True,
+        multi_process=True,
+        native_wakeup=False,
+        durable=True,
+        limits=True,
+        schedules=True,
     )
 
     def __init__(
@@ -492,25 +723,7 @@ class SqliteBackend:
             _refuse_taken_ids(conn, ns, jobs)
             answers, insert = plan_enqueue(jobs, _live_keys(conn, ns, jobs))
             new_jobs = [jobs[i] for i in insert]
-            conn.executemany(
-                "INSERT INTO qw_jobs (namespace, id, queue, payload, priority, run_at, "
-                "max_attempts, status, created_at, dedupe_key) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-                [
-                    (
-                        ns,
-                        new.id,
-                        new.queue,
-                        new.payload,
-                        new.priority,
-                        new.run_at.timestamp() if new.run_at else now + (new.delay or 0),
-                        new.max_attempts,
-                        now,
-                        new.dedupe_key,
-                    )
-                    for new in new_jobs
-                ],
-            )
+            _insert_jobs(conn, ns, now, new_jobs, steps=False)
             woken.clear()
             woken.update(new.queue for new in new_jobs)
             bump(conn, ns, woken)
@@ -599,23 +812,23 @@ class SqliteBackend:
             open_queues = [q for q in queues if switches.queue_enabled(q)]
             if not open_queues:
                 return []
+            chosen, keys = _choose(conn, ns, open_queues, now, limit)
+            if not chosen:
+                return []
             expires = now + lease_s
-            rows = conn.execute(
-                "UPDATE qw_jobs SET status = 'running', attempts = attempts + 1, "
-                "started_at = ?, worker = ?, lease_expires_at = ?, cancel_requested = 0, "
-                f"token = CASE WHEN workflow IS NULL THEN '' ELSE '{STEP_TOKEN_PREFIX}' END "
-                "|| lower(hex(randomblob(16))) "
-                "WHERE seq IN (SELECT seq FROM qw_jobs WHERE namespace = ? AND status = 'queued' "
-                f"AND queue IN ({_marks(len(open_queues))}) AND run_at <= ? "
-                "ORDER BY priority, seq LIMIT ?) "
-                f"RETURNING priority, seq, token, {_rows.JOB_COLUMNS}",
-                (now, worker, expires, ns, *open_queues, now, limit),
-            ).fetchall()
+            rows: list[tuple[Any, ...]] = []
+            for chunk in _chunks([c[0] for c in chosen]):
+                rows += conn.execute(
+                    _CLAIM_UPDATE.format(marks=_marks(len(chunk))),
+                    (now, worker, expires, *chunk),
+                ).fetchall()
+            if keys is not None:
+                keys.started([c for c in chosen if c[4] is not None], now)
             # RETURNING comes in no promised order.
-            rows.sort(key=lambda r: (r[0], r[1]))
+            rows.sort(key=lambda r: (r[0], r[1], r[2]))
             lease_end = _rows.ts(expires)
-            jobs = _jobs(conn, ns, [r[3:] for r in rows])
-            return [Claim(j, Lease(j.id, r[2], lease_end)) for j, r in zip(jobs, rows, strict=True)]
+            jobs = _jobs(conn, ns, [r[4:] for r in rows])
+            return [Claim(j, Lease(j.id, r[3], lease_end)) for j, r in zip(jobs, rows, strict=True)]
 
         return self._db.write(work)
 
@@ -651,7 +864,9 @@ class SqliteBackend:
             for finish in finishes:
                 lease, t = finish.lease, finish.transition
                 key = (ns, lease.job_id)
-                if _apply(conn, _IF_HELD, t, now, key, (lease.token, lease.attempt), requeued):
+                held = (lease.token, lease.attempt)
+                keyed = _keyed_token(lease.token)
+                if _apply(conn, _IF_HELD, t, now, key, held, requeued, keyed=keyed):
                     answers.append(t.status)
                     if t.status.is_terminal and lease.token.startswith(STEP_TOKEN_PREFIX):
                         _step_ended(conn, ns, now, lease.job_id, t.status, requeued)
@@ -676,15 +891,17 @@ class SqliteBackend:
         def work(conn: sqlite3.Connection, now: float) -> int:
             requeued.clear()
             expired = conn.execute(
-                "SELECT id, token, attempts, max_attempts, queue, workflow FROM qw_jobs "
+                "SELECT id, token, attempts, max_attempts, queue, workflow, limit_key FROM qw_jobs "
                 "WHERE namespace = ? AND status = 'running' AND lease_expires_at <= ? "
                 "ORDER BY seq",
                 (ns, now),
             ).fetchall()
             count = 0
-            for job_id, token, attempts, max_attempts, queue, workflow in expired:
+            for job_id, token, attempts, max_attempts, queue, workflow, key in expired:
                 t = plan_reclaim(attempts=attempts, max_attempts=max_attempts, queue=queue)
-                if not _apply(conn, _IF_EXPIRED, t, now, (ns, job_id), (token, now), requeued):
+                held = (token, now)
+                keyed = key is not None
+                if not _apply(conn, _IF_EXPIRED, t, now, (ns, job_id), held, requeued, keyed=keyed):
                     continue
                 count += 1
                 if workflow is not None and t.status.is_terminal:
@@ -810,12 +1027,14 @@ class SqliteBackend:
         limit: int = 100,
         after: str | None = None,
         workflow: str | None = None,
+        key: str | None = None,
     ) -> list[Job]:
         where = ["namespace = ?"]
         params: list[Any] = [self._namespace]
         for clause, value in (
             ("queue = ?", queue),
             ("workflow = ?", workflow),
+            ("limit_key = ?", key),
             ("status = ?", status),
             ("id > ?", after),
         ):
@@ -1055,3 +1274,136 @@ class SqliteBackend:
 
         jobs = self._db.read(work) if job_ids else {}
         return [jobs.get(job_id) for job_id in job_ids]
+
+    # -- limits ------------------------------------------------------------
+
+    def set_limit(self, key: str, limit: Limit | None) -> None:
+        ns = self._namespace
+
+        def work(conn: sqlite3.Connection, _now: float) -> None:
+            if limit is None:
+                conn.execute("DELETE FROM qw_limits WHERE namespace = ? AND key = ?", (ns, key))
+                return
+            conn.execute(
+                "INSERT INTO qw_limits (namespace, key, concurrency, rate, rate_per) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace, key) DO UPDATE SET "
+                "concurrency = excluded.concurrency, rate = excluded.rate, "
+                "rate_per = excluded.rate_per",
+                (ns, key, limit.concurrency, limit.rate, limit.per),
+            )
+            # A raised limit may let held-back jobs go: waiters claim again.
+            bump(conn, ns, [ALL_QUEUES])
+
+        self._db.write(work)
+        self._hub.notify_all()
+
+    def limits(self) -> dict[str, Limit]:
+        rows = self._db.read(
+            lambda conn: conn.execute(
+                "SELECT key, concurrency, rate, rate_per FROM qw_limits WHERE namespace = ? "
+                "ORDER BY key",
+                (self._namespace,),
+            ).fetchall()
+        )
+        return {key: Limit(c, rate, per) for key, c, rate, per in rows}
+
+    def keys(self, *, limit: int = 100, after: str | None = None) -> list[KeyState]:
+        ns = self._namespace
+        since = "" if after is None else "AND limit_key > ? "
+        params: tuple[Any, ...] = (ns,) if after is None else (ns, after)
+
+        def work(conn: sqlite3.Connection) -> list[KeyState]:
+            now = float(conn.execute(f"SELECT {NOW_SQL}").fetchone()[0])
+            names = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT limit_key FROM qw_jobs WHERE namespace = ? AND limit_key IS NOT NULL "
+                    f"{since}AND status IN ('queued', 'running') "
+                    "UNION SELECT key FROM qw_limits WHERE namespace = ? "
+                    f"{since.replace('limit_key', 'key')}ORDER BY 1 LIMIT ?",
+                    (*params, *params, limit),
+                )
+            ]
+            counts: dict[tuple[str, str], int] = {}
+            own: dict[str, Limit | None] = {}
+            keys = _Keys(conn, ns, now)
+            keys.load(names)
+            marks = _marks(len(names))
+            for key, status, n in conn.execute(
+                "SELECT limit_key, status, count(*) FROM qw_jobs WHERE namespace = ? "
+                f"AND limit_key IN ({marks}) AND status IN ('queued', 'running') "
+                "GROUP BY limit_key, status",
+                (ns, *names),
+            ):
+                counts[key, status] = n
+            # max() picks the row of a job that declares a limit, when one does.
+            for key, declared, c, rate, per in conn.execute(
+                "SELECT limit_key, max(has_limit), concurrency, rate, rate_per FROM qw_jobs "
+                f"WHERE namespace = ? AND limit_key IN ({marks}) "
+                "AND status IN ('queued', 'running') GROUP BY limit_key",
+                (ns, *names),
+            ):
+                own[key] = _rows.limit(c, rate, per, declared)
+            when = _rows.ts(now)
+            return [
+                key_state(
+                    key,
+                    queued=counts.get((key, "queued"), 0),
+                    running=counts.get((key, "running"), 0),
+                    own=own.get(key),
+                    overrides=keys.overrides,
+                    starts=keys.starts.get(key, ()),
+                    now=when,
+                )
+                for key in names
+            ]
+
+        return self._db.read(work)
+
+    # -- schedules ---------------------------------------------------------
+
+    def save_schedule(self, schedule: Schedule) -> None:
+        s = schedule
+        self._db.write(
+            lambda conn, _now: conn.execute(
+                "INSERT INTO qw_schedules (namespace, name, spec, tz, queue, task) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, name) DO UPDATE SET "
+                "spec = excluded.spec, tz = excluded.tz, queue = excluded.queue, "
+                "task = excluded.task",
+                (self._namespace, s.name, s.spec, s.tz, s.queue, s.task),
+            )
+        )
+
+    def advance_schedule(self, name: str, tick: datetime) -> bool:
+        at = _rows.tick(tick)
+        moved: int = self._db.write(
+            lambda conn, _now: (
+                conn.execute(
+                    "UPDATE qw_schedules SET last_tick = ? WHERE namespace = ? AND name = ? "
+                    "AND (last_tick IS NULL OR last_tick < ?)",
+                    (at, self._namespace, name, at),
+                ).rowcount
+            )
+        )
+        return moved == 1
+
+    def schedules(self) -> list[Schedule]:
+        rows = self._db.read(
+            lambda conn: conn.execute(
+                f"SELECT {_rows.SCHEDULE_COLUMNS} FROM qw_schedules WHERE namespace = ? "
+                "ORDER BY name",
+                (self._namespace,),
+            ).fetchall()
+        )
+        return [_rows.schedule(r) for r in rows]
+
+    def remove_schedule(self, name: str) -> bool:
+        removed: int = self._db.write(
+            lambda conn, _now: (
+                conn.execute(
+                    "DELETE FROM qw_schedules WHERE namespace = ? AND name = ?",
+                    (self._namespace, name),
+                ).rowcount
+            )
+        )
+        return removed == 1
