@@ -18,6 +18,7 @@ from qw.cli.demo import demo
 from qw.cli.enqueue import enqueue
 from qw.cli.events import events
 from qw.cli.jobs import jobs
+from qw.cli.limits import limits
 from qw.cli.migrate import migrate
 from qw.cli.purge import purge
 from qw.cli.schedules import schedules
@@ -47,6 +48,7 @@ main.add_command(jobs)
 main.add_command(workflows)
 main.add_command(pause)
 main.add_command(resume)
+main.add_command(limits)
 main.add_command(events)
 main.add_command(purge)
 main.add_command(schedules)
