@@ -16,6 +16,7 @@ from qw.cli._common import (
     render_table,
     store_options,
 )
+from qw.cli.limits import limit_dict, limit_text
 from qw.client import Client
 from qw.display import escape_json, escape_text
 from qw.errors import InvalidInput
@@ -40,7 +41,9 @@ def job_dict(job: Job) -> dict[str, Any]:
     Not ``dataclasses.asdict``: that deep-copies every payload, result and
     error, and a workflow of ten thousand steps is printed in one go.
     """
-    return {name: getattr(job, name) for name in _JOB_FIELDS}
+    data = {name: getattr(job, name) for name in _JOB_FIELDS}
+    data["limit"] = limit_dict(job.limit)
+    return data
 
 
 def _task_of(job: Job) -> str:
@@ -88,6 +91,7 @@ def jobs() -> None:
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--after", metavar="JOB_ID", help="Page on: jobs with ids after this one.")
 @click.option("--workflow", "-w", metavar="WORKFLOW_ID", help="Only this workflow's steps.")
+@click.option("--key", "-k", metavar="KEY", help="Only jobs with this limit key.")
 @json_option
 def list_jobs(
     url: str | None,
@@ -97,12 +101,13 @@ def list_jobs(
     limit: int,
     after: str | None,
     workflow: str | None,
+    key: str | None,
     as_json: bool,
 ) -> None:
-    """Jobs by id (oldest first), optionally of one queue, status or workflow."""
+    """Jobs by id (oldest first), optionally of one queue, status, workflow or limit key."""
     with open_client(url, namespace) as client:
         found = client.list_jobs(
-            queue=queue, status=status, limit=limit, after=after, workflow=workflow
+            queue=queue, status=status, limit=limit, after=after, workflow=workflow, key=key
         )
     if as_json:
         echo_json([job_dict(j) for j in found])
@@ -110,11 +115,17 @@ def list_jobs(
     if not found:
         click.echo("no jobs")
         return
-    rows = [
+    headers = ["ID", "QUEUE", "STATUS", "ATT", "MAX", "TASK", "CREATED"]
+    rows: list[list[object]] = [
         [j.id, j.queue, j.status.value, j.attempts, j.max_attempts, _task_of(j), j.created_at]
         for j in found
     ]
-    click.echo(render_table(["ID", "QUEUE", "STATUS", "ATT", "MAX", "TASK", "CREATED"], rows))
+    # The KEY column only when a job has one: most namespaces use no limits.
+    if any(j.limit_key is not None for j in found):
+        headers.append("KEY")
+        for row, j in zip(rows, found, strict=True):
+            row.append("-" if j.limit_key is None else j.limit_key)
+    click.echo(render_table(headers, rows))
 
 
 @jobs.command()
@@ -137,6 +148,8 @@ def show(job_id: str, url: str | None, namespace: str | None, as_json: bool) -> 
     for key, value in data.items():
         if key in WORKFLOW_FIELDS and isinstance(value, tuple):
             shown = _step_ids(value)
+        elif key == "limit" and job.limit is not None:
+            shown = escape_text(limit_text(job.limit))
         elif isinstance(value, (dict, list, tuple)):
             shown = escape_json(json.dumps(value, ensure_ascii=False))
         else:
