@@ -1,4 +1,4 @@
-"""``qw status``: jobs per queue and status, the switches, and the workers."""
+"""``qw status``: jobs per queue and status, the switches, limit keys, and the workers."""
 
 from __future__ import annotations
 
@@ -16,14 +16,21 @@ from qw.cli._common import (
     render_table,
     store_options,
 )
+from qw.cli.limits import KEY_HEADERS, OK, PAUSED, key_dict, key_row, key_state_name
 from qw.client import Client
 from qw.display import escape_text
-from qw.model import JobStatus, WorkerInfo
+from qw.model import JobStatus, KeyState, WorkerInfo
+from qw.validation import MAX_LIST_LIMIT
 
-__all__ = ["Status", "read_status", "status"]
+__all__ = ["Status", "read_status", "shown_keys", "status"]
 
 #: A worker not seen for this long is shown as ``stale`` (probably gone).
 DEFAULT_STALE_AFTER = 60.0
+#: ``qw status`` shows at most this many limit keys (``--keys``); ``qw limits keys`` lists all.
+DEFAULT_SHOWN_KEYS = 20
+#: ... picked from at most this many keys, read in one call, so that a
+#: namespace with a million keys still has a quick status.
+KEYS_READ = MAX_LIST_LIMIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +45,13 @@ class Status:
     counts: dict[str, dict[JobStatus, int]]
     queue_enabled: dict[str, bool]
     workers: list[WorkerInfo]
+    #: The limit keys read (at most KEYS_READ), or None: the backend has no limits.
+    keys: list[KeyState] | None = None
+
+    @property
+    def keys_complete(self) -> bool:
+        """Whether ``keys`` holds every key (the read stopped short of KEYS_READ)."""
+        return self.keys is None or len(self.keys) < KEYS_READ
 
     def worker_age(self, worker: WorkerInfo) -> float | None:
         """Seconds since ``worker`` was last seen, on the store's clock."""
@@ -47,7 +61,7 @@ class Status:
 
 
 def read_status(client: Client, url: str) -> Status:
-    """Read counts, switches and workers from ``client``."""
+    """Read counts, switches, limit keys (where the backend has limits) and workers."""
     counts = client.counts()
     switches = client.switches()
     queues = sorted(set(counts) | set(switches.queues))
@@ -60,7 +74,21 @@ def read_status(client: Client, url: str) -> Status:
         counts={q: counts.get(q, dict.fromkeys(JobStatus, 0)) for q in queues},
         queue_enabled={q: switches.queues.get(q, True) for q in queues},
         workers=client.workers(),
+        keys=client.keys(limit=KEYS_READ) if client.capabilities.limits else None,
     )
+
+
+_STATE_ORDER = {PAUSED: 0, OK: 2}
+
+
+def shown_keys(keys: list[KeyState], most: int) -> list[KeyState]:
+    """The ``most`` keys an operator looks at first: paused, then throttled, then the busiest."""
+
+    def order(state: KeyState) -> tuple[int, int, str]:
+        rank = _STATE_ORDER.get(key_state_name(state), 1)
+        return rank, -(state.queued + state.running), state.key
+
+    return sorted(keys, key=order)[:most]
 
 
 def _on_off(value: bool) -> str:
@@ -71,7 +99,12 @@ def _worker_state(age: float | None, stale_after: float) -> str:
     return "live" if age is not None and age <= stale_after else "stale"
 
 
-def _as_dict(snapshot: Status, stale_after: float) -> dict[str, object]:
+def _more_keys(snapshot: Status, shown: int) -> int:
+    return 0 if snapshot.keys is None else len(snapshot.keys) - shown
+
+
+def _as_dict(snapshot: Status, stale_after: float, most_keys: int) -> dict[str, object]:
+    keys = None if snapshot.keys is None else shown_keys(snapshot.keys, most_keys)
     return {
         "url": snapshot.url,
         "backend": snapshot.backend,
@@ -85,6 +118,11 @@ def _as_dict(snapshot: Status, stale_after: float) -> dict[str, object]:
             }
             for queue, by_status in snapshot.counts.items()
         },
+        # None: the backend has no limits (an empty list: it has, but no keys).
+        "keys": None if keys is None else [key_dict(k) for k in keys],
+        # Keys left out of "keys"; with keys_more_exact false, at least this many.
+        "keys_more": _more_keys(snapshot, len(keys or ())),
+        "keys_more_exact": snapshot.keys_complete,
         "workers": [
             {
                 "id": w.id,
@@ -102,7 +140,20 @@ def _as_dict(snapshot: Status, stale_after: float) -> dict[str, object]:
     }
 
 
-def _render(snapshot: Status, stale_after: float) -> str:
+def _render_keys(snapshot: Status, most: int) -> list[str]:
+    """The limit keys' table and a line for those left out; nothing without keys."""
+    if not snapshot.keys:
+        return []
+    keys = shown_keys(snapshot.keys, most)
+    lines = [render_table(KEY_HEADERS, [key_row(k) for k in keys])] if keys else []
+    more = _more_keys(snapshot, len(keys))
+    if more:
+        count = f"{more}" if snapshot.keys_complete else f"at least {more}"
+        lines.append(f"… and {count} more limit keys, see `qw limits keys`")
+    return [*lines, ""]
+
+
+def _render(snapshot: Status, stale_after: float, most_keys: int) -> str:
     lines = [
         escape_text(
             f"namespace {snapshot.namespace} on {snapshot.url} ({snapshot.backend}): "
@@ -120,6 +171,7 @@ def _render(snapshot: Status, stale_after: float) -> str:
     else:
         lines.append("no jobs")
     lines.append("")
+    lines.extend(_render_keys(snapshot, most_keys))
     if snapshot.workers:
         rows = []
         for w in snapshot.workers:
@@ -153,11 +205,26 @@ def _render(snapshot: Status, stale_after: float) -> str:
     metavar="SECONDS",
     help="Show a worker as stale when not seen for this long.",
 )
-def status(url: str | None, namespace: str | None, as_json: bool, stale_after: float) -> None:
-    """Jobs per queue and status, the ON/OFF switches, and registered workers."""
+@click.option(
+    "--keys",
+    "most_keys",
+    type=click.IntRange(0, KEYS_READ),
+    default=DEFAULT_SHOWN_KEYS,
+    show_default=True,
+    metavar="N",
+    help="Show at most N limit keys: paused, then throttled, then the busiest.",
+)
+def status(
+    url: str | None, namespace: str | None, as_json: bool, stale_after: float, most_keys: int
+) -> None:
+    """Jobs per queue and status, the ON/OFF switches, limit keys, and registered workers.
+
+    Limit keys show where the backend has limits ('qw backends' lists
+    them) and some key has queued or running jobs or an operators' limit.
+    """
     with open_client(url, namespace) as client:
         snapshot = read_status(client, redact_url(url))
     if as_json:
-        echo_json(_as_dict(snapshot, stale_after))
+        echo_json(_as_dict(snapshot, stale_after, most_keys))
     else:
-        click.echo(_render(snapshot, stale_after))
+        click.echo(_render(snapshot, stale_after, most_keys))
