@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import phases, workflows
+from bench import limits, phases, workflows
 from bench.config import Plan, Stores
 from bench.drivers import load
 from bench.drivers.base import Unsupported
@@ -56,6 +56,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         return phases.wakeup(driver, plan, deadline)
     if phase == "backlog":
         return phases.backlog(driver, plan)
+    if phase.startswith("limits_"):
+        return limits.run(driver, phase, spec, deadline)
     if phase.startswith("wf_"):
         if not isinstance(driver, workflows.FlowDriver):
             raise Unsupported(f"{driver.id} runs no workflows")

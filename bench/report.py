@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench import limits
+
 __all__ = ["best_drain", "best_flows", "failures", "goals", "markdown", "write"]
 
 STORES = ("sqlite", "postgres", "redis", "mongodb")
@@ -74,6 +76,7 @@ def failures(entry: dict[str, Any]) -> list[str]:
         phase = flows.get(name)
         if phase and not phase.get("ok"):
             out.append(f"{'fan-out' if name == 'fanout' else name}: {phase.get('error')}")
+    out += limits.failures(entry)
     return out
 
 
@@ -154,6 +157,7 @@ def goals(data: dict[str, Any]) -> list[dict[str, str]]:
             }
         )
     out += workflow_goals(systems)
+    out += limits.goals(systems, STORES)
     return out
 
 
@@ -414,6 +418,7 @@ def markdown(data: dict[str, Any]) -> str:
             )
 
     lines += workflow_sections(data, ran)
+    lines += limits.sections(data, ran)
 
     lines += ["", "## Settings used", ""]
     for d in ids:

@@ -2,9 +2,10 @@
 
 For every system (qw on each of its stores, and the peers), in one run on
 one machine: enqueue rates, drains at each concurrency, wake-up latency and,
-for qw, claim latency under a large backlog. Every phase runs in a process
-of its own with a deadline, so a broken peer is reported failed and the run
-goes on. Results go to ``bench/results/<plan>.json``, ``.md`` and ``.png``.
+for qw, claim latency under a large backlog and what limits per key cost.
+Every phase runs in a process of its own with a deadline, so a broken peer
+is reported failed and the run goes on. Results go to
+``bench/results/<plan>.json``, ``.md`` and ``.png``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench import machine, report
+from bench import limits, machine, report
 from bench.config import ROOT, Plan, Stores, full_plan, quick_plan
 from bench.drivers import ALL, QW
 
@@ -85,7 +86,9 @@ def parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     p.add_argument("--wake-samples", type=int, help="jobs in the wake-up phase")
     p.add_argument("--systems", help=f"comma-separated subset of: {', '.join(ALL)} (default: all)")
     p.add_argument(
-        "--skip", default="", help="phases to skip: enqueue,drain,wakeup,backlog,workflows"
+        "--skip",
+        default="",
+        help="phases to skip: enqueue,drain,wakeup,backlog,workflows,limits",
     )
     p.add_argument("--wf-chain", type=int, help="steps in the chain (default 1,000; quick 100)")
     p.add_argument(
@@ -96,6 +99,20 @@ def parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     p.add_argument("--wf-flows", type=int, help="workflows of 10 steps (default 1,000; quick 100)")
     p.add_argument(
         "--wf-concurrency", help="comma-separated concurrencies of the workflows (default 1,2,4,16)"
+    )
+    p.add_argument(
+        "--limits-n", type=int, help="jobs per drain of the limits phase (default: --n's)"
+    )
+    p.add_argument(
+        "--limits-concurrency",
+        help=f"comma-separated concurrencies of the limits drains (default: --concurrency's "
+        f"and {limits.GOAL_CONCURRENCY})",
+    )
+    p.add_argument(
+        "--limits-throttled",
+        type=int,
+        help="throttled jobs queued ahead in the limits claim latency (default 100,000; "
+        "quick 10,000)",
     )
     p.add_argument("--name", help="results file stem (default: the plan's name)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
@@ -125,7 +142,25 @@ def parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     return replace(plan, **changes), ns
 
 
-def run_system(driver: str, plan: Plan, workdir: Path, skip: set[str]) -> dict[str, Any]:
+def limits_sizes(plan: Plan, ns: argparse.Namespace) -> limits.Sizes:
+    """The limits phase's sizes from the plan and the ``--limits-*`` options."""
+    cs = getattr(ns, "limits_concurrency", None)
+    return limits.Sizes.of(
+        plan,
+        quick=bool(getattr(ns, "quick", False)),
+        n=getattr(ns, "limits_n", None),
+        throttled=getattr(ns, "limits_throttled", None),
+        concurrencies=tuple(int(c) for c in cs.split(",")) if cs else None,
+    )
+
+
+def run_system(
+    driver: str,
+    plan: Plan,
+    workdir: Path,
+    skip: set[str],
+    sizes: limits.Sizes | None = None,
+) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": driver}
     info = run_phase(driver, "info", plan, workdir, 60)
     if not info.get("ok"):
@@ -183,8 +218,58 @@ def run_system(driver: str, plan: Plan, workdir: Path, skip: set[str]) -> dict[s
         )
     if details.get("flow_settings") is not None and "workflows" not in skip:
         entry["workflows"] = run_workflows(driver, plan, workdir, details["flow_concurrencies"])
+    if driver in QW and "limits" not in skip:
+        entry["limits"] = run_limits(
+            driver, plan, workdir, sizes or limits.Sizes.of(plan, quick=False)
+        )
     cleanup(driver, plan, workdir)
     return entry
+
+
+def run_limits(driver: str, plan: Plan, workdir: Path, sizes: limits.Sizes) -> dict[str, Any]:
+    """The limits phase: paired drains (no limit, then a limit per key) and claim latency.
+
+    Skipped, with the reason, when the store's backend does not declare ``limits``.
+    """
+    caps = run_phase(driver, "limits_check", plan, workdir, 60)
+    if not caps.get("ok"):
+        log(f"{driver}: limits: cannot tell the capability: {caps.get('error')}")
+        return {"skipped": f"capability check failed: {caps.get('error')}"}
+    if not caps["result"]["limits"]:
+        log(f"{driver}: limits skipped: {caps['result']['reason']}")
+        return {"skipped": caps["result"]["reason"]}
+    out: dict[str, Any] = {"drains": {}}
+    timeout = sizes.timeout("limits_drain")
+    for c in sizes.concurrencies:
+        pair = out["drains"][str(c)] = {}
+        for kind, limit in (("unlimited", None), ("limited", limits.LIMIT)):
+            log(
+                f"{driver}: limits drain n={sizes.n:,} over {sizes.keys:,} keys, "
+                f"{'limit ' + str(limit) + '/key' if limit else 'no limit'}, concurrency={c}"
+            )
+            pair[kind] = run_phase(
+                driver,
+                "limits_drain",
+                plan,
+                workdir,
+                timeout,
+                n=sizes.n,
+                concurrency=c,
+                keys=sizes.keys,
+                limit=limit,
+            )
+    log(f"{driver}: limits claim latency, empty vs {sizes.throttled:,} throttled ahead")
+    out["claim"] = run_phase(
+        driver,
+        "limits_claim",
+        plan,
+        workdir,
+        sizes.timeout("limits_claim"),
+        throttled=sizes.throttled,
+        samples=sizes.samples,
+        hot_keys=sizes.hot_keys,
+    )
+    return out
 
 
 def cleanup(driver: str, plan: Plan, workdir: Path) -> None:
@@ -251,11 +336,14 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     stores = Stores.from_env(workdir)
     skip = {s.strip() for s in ns.skip.split(",") if s.strip()}
+    sizes = limits_sizes(plan, ns)
     log(
         f"plan {plan.name}: drain n={plan.drain_n:,} at concurrency {plan.concurrencies}; "
         f"backlog {plan.backlog:,}; {plan.wake_samples} wake-up samples; workflows: chain "
         f"{plan.wf_chain:,}, fan-out {plan.wf_fanout:,}, {plan.wf_flows:,} x 10 steps at "
-        f"concurrency {plan.wf_concurrencies}; logs in {workdir}"
+        f"concurrency {plan.wf_concurrencies}; limits: drains of {sizes.n:,} over "
+        f"{sizes.keys:,} keys at concurrency {sizes.concurrencies}, {sizes.throttled:,} "
+        f"throttled; logs in {workdir}"
     )
     started = time.time()
     described = machine.describe(stores)
@@ -265,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     systems: dict[str, Any] = {}
     for driver in plan.systems:
-        systems[driver] = run_system(driver, plan, workdir, skip)
+        systems[driver] = run_system(driver, plan, workdir, skip, sizes)
     described["load_at_end"] = machine.load()
     data = {
         "plan": asdict(plan),
@@ -274,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": round(time.time() - started, 1),
         "systems": systems,
     }
+    if "limits" not in skip:
+        data["limits_plan"] = asdict(sizes)
     data["goals"] = report.goals(data)
     paths = report.write(data, out_dir, plan.name)
     for path in paths:

@@ -9,6 +9,9 @@ SIGTERM (the wake-up phase).
 The workflow phases' steps (:func:`register`) run on the same worker; the
 plugin also notes when each step's terminal write committed (``fin``
 probe records), for the chain's step latency and the end of a workflow.
+
+The limits phase's two tasks (:func:`register_limits`) run here too: the
+same no-op with and without a concurrency limit per key.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import qw
 from bench import probe
+from bench.limits import LIMIT
 from qw.model import Job, JobStatus, JSONValue
 from qw.plugin import hookimpl
 from qw.plugin.manager import QwPluginManager
@@ -27,6 +31,9 @@ TASK = "bench.noop"
 STEP = "bench.wf.step"
 JOIN = "bench.wf.join"
 QUEUE = "bench"
+#: The limits phase's tasks: one with a concurrency limit per key, one without.
+LIMITED = "bench.limits.limited"
+UNLIMITED = "bench.limits.unlimited"
 
 
 def register(app: qw.App) -> tuple[qw.Task[..., Any], qw.Task[..., Any]]:
@@ -56,6 +63,36 @@ def register(app: qw.App) -> tuple[qw.Task[..., Any], qw.Task[..., Any]]:
         return {"index": index, "count": len(parts), "sum": sum(parts)}
 
     return step, join
+
+
+def _limits_body(index: int, hold_ms: float) -> None:
+    # Start and end of the body: two bodies of a key overlapping means two
+    # of its jobs were running in the store at once (a body lies inside
+    # its job's claim-to-terminal-write span).
+    probe.record(index)
+    if hold_ms:
+        time.sleep(hold_ms / 1000.0)
+    probe.record(index, probe.DONE)
+
+
+def register_limits(app: qw.App) -> tuple[qw.Task[..., None], qw.Task[..., None]]:
+    """The limits phase's tasks on ``app``: ``(unlimited, limited)``, the same no-op.
+
+    ``limited(index, key)`` declares ``limit_key="k:{key}"`` with
+    ``concurrency=LIMIT``; ``unlimited(index, key)`` declares nothing, so
+    the two drains differ only by the limit. ``hold_ms`` keeps the body
+    busy that long (tests of the checks only).
+    """
+
+    @app.task(name=UNLIMITED, queue=QUEUE, max_attempts=3)
+    def unlimited(index: int, key: int | str, hold_ms: float = 0.0) -> None:
+        _limits_body(index, hold_ms)
+
+    @app.task(name=LIMITED, queue=QUEUE, max_attempts=3, limit_key="k:{key}", concurrency=LIMIT)
+    def limited(index: int, key: int | str, hold_ms: float = 0.0) -> None:
+        _limits_body(index, hold_ms)
+
+    return unlimited, limited
 
 
 class DrainStop:
@@ -91,6 +128,7 @@ def main(argv: list[str]) -> int:
         probe.record(index)
 
     register(app)
+    register_limits(app)
     plugins = QwPluginManager()
     ref: list[qw.Worker] = []
     stopper = DrainStop(ref, drain)
