@@ -290,6 +290,21 @@ def test_jobs_list_filters_by_key_with_the_other_filters(
     assert fields["limit"] == "1 running"
 
 
+def test_a_retried_job_keeps_its_key_and_limit(url: str, ns: str, client: qw.Client) -> None:
+    (first,) = client.enqueue([NewJob("q", 1, limit_key="user:3", limit=Limit(1), fair=True)])
+    (claim,) = client.claim(["q"], worker="w")
+    client.fail(claim.lease, {"type": "Boom"}, retry_in=None)
+    client.enqueue([job("user:3", Limit(1))])
+    (busy,) = client.claim(["q"], worker="w")
+    new_id = qw_cli(url, ns, "jobs", "retry", first.id).output.split(" -> ")[1].strip()
+    retried = client.get(new_id)
+    assert (retried.limit_key, retried.limit, retried.fair) == ("user:3", Limit(1), True)
+    # Held to the key's limit like the first run: the key's slot is taken.
+    assert client.claim(["q"], worker="w") == []
+    client.complete(busy.lease, None)
+    assert [c.job.id for c in client.claim(["q"], worker="w")] == [new_id]
+
+
 def test_jobs_list_without_keys_keeps_its_columns(url: str, ns: str, client: qw.Client) -> None:
     client.enqueue([job(None)])
     header = qw_cli(url, ns, "jobs", "list").output.splitlines()[0]

@@ -54,8 +54,9 @@ def _task_of(job: Job) -> str:
 def retry_job(client: Client, job: Job) -> str:
     """Enqueue a failed or cancelled job again as a new job; return the new id.
 
-    The new job has the old one's queue, payload, priority and attempts
-    budget. Its dedupe key is the old one's, or ``retry:<old id>``, so a
+    The new job has the old one's queue, payload, priority, attempts
+    budget, and limit key, limit and fairness (a retry is held to its
+    key's limit like the first run). Its dedupe key is the old one's, or ``retry:<old id>``, so a
     retry repeated while the first one is still live makes no second job.
     A workflow step is refused: alone, it would run without its parents'
     results, and its children would not run again.
@@ -75,6 +76,9 @@ def retry_job(client: Client, job: Job) -> str:
         priority=job.priority,
         max_attempts=job.max_attempts,
         dedupe_key=job.dedupe_key or f"retry:{job.id}",
+        limit_key=job.limit_key,
+        limit=job.limit,
+        fair=job.fair,
     )
     return client.enqueue([new])[0].id
 
