@@ -156,6 +156,7 @@ def list_limits(url: str | None, namespace: str | None, as_json: bool) -> None:
     "--limit",
     type=click.IntRange(1, None),
     default=None,
+    metavar="N",
     help="Show at most this many keys. Default: all of them.",
 )
 @click.option("--throttled", is_flag=True, help="Only keys whose queued jobs are held back now.")
