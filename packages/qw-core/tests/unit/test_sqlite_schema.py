@@ -436,3 +436,82 @@ def test_jobs_as_0_1_0_stored_them_are_moved_by_transitions(tmp_path: Path) -> N
         (claim,) = client.claim(["q"], worker="w", limit=1)
         assert claim.job.id == "expired"
         assert client.get("wf.a").status is qw.JobStatus.QUEUED
+
+
+# -- data written by 0.2.0 ----------------------------------------------------
+
+
+def _file_0_2_0(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file as 0.2.0 left it (schema version 2): 0.1.0's, migrated by the released step."""
+    _file_0_1_0(path)
+    with monkeypatch.context() as patch:
+        patch.setattr(_schema, "SCHEMA_VERSION", 2)
+        SqliteBackend(path, namespace="a").close()
+    assert _meta(path) == [("schema_version", "2")]
+
+
+def test_a_0_2_0_file_is_migrated_to_the_layout_of_a_fresh_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, fresh = tmp_path / "old.db", tmp_path / "fresh.db"
+    _file_0_2_0(old, monkeypatch)
+    with sqlite3.connect(old) as conn:
+        assert "limit_key" not in [c[1] for c in conn.execute("PRAGMA table_info(qw_jobs)")]
+    SqliteBackend(old, namespace="a").close()
+    SqliteBackend(fresh, namespace="a").close()
+    assert _meta(old) == [("schema_version", str(SCHEMA_VERSION))]
+    assert _layout(old) == _layout(fresh)
+    # The claim index orders fair jobs among equal priorities.
+    with sqlite3.connect(old) as conn:
+        (sql,) = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'qw_jobs_claim'"
+        ).fetchone()
+    assert "priority, fair_rank, seq" in sql
+
+
+def test_jobs_as_0_2_0_stored_them_read_back_unlimited_and_are_claimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "old.db"
+    _file_0_2_0(path, monkeypatch)
+    now = time.time()
+    columns = (
+        "namespace, id, queue, payload, priority, run_at, max_attempts, attempts, status, "
+        "created_at, worker, lease_expires_at, token, workflow, on_parent_failure, pending"
+    )
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            f"INSERT INTO qw_jobs ({columns}) VALUES ({', '.join('?' * 16)})",
+            [  # as 0.2.0's enqueue, create_workflow and claim left them
+                ("a", "late", "q", "1", 5, now, 3, 0, "queued", now, None, None, None, None,
+                 None, 0),
+                ("a", "first", "q", "2", 0, now, 3, 0, "queued", now, None, None, None, None,
+                 None, 0),
+                ("a", "step", "q", "3", 0, now, 3, 0, "queued", now, None, None, None, "wf",
+                 "cancel", 0),
+                ("a", "held", "q", "4", 0, now, 3, 1, "running", now, "w", now + 600,
+                 "t-held", None, None, 0),
+            ],
+        )  # fmt: skip
+        conn.execute(
+            "INSERT INTO qw_workflows (namespace, id, created_at, live) VALUES ('a', 'wf', ?, 1)",
+            (now,),
+        )
+    with qw.open(f"sqlite:///{path}", namespace="a") as client:
+        jobs = client.list_jobs()
+        assert [j.id for j in jobs] == ["first", "held", "late", "step"]
+        for job in jobs:
+            assert (job.limit_key, job.limit, job.fair) == (None, None, False)
+        assert client.keys() == []
+        assert client.list_jobs(key="k") == []
+        with sqlite3.connect(path) as conn:
+            assert {r[0] for r in conn.execute("SELECT fair_rank FROM qw_jobs")} == {0}
+        # New keyed jobs sit beside the old ones; claim order is (priority, rank, seq).
+        client.enqueue_one("q", 5, id="keyed", limit_key="k", limit=qw.Limit(concurrency=0))
+        claims = client.claim(["q"], worker="w", limit=10)
+        assert [c.job.id for c in claims] == ["first", "step", "late"]
+        assert client.get("keyed").status is qw.JobStatus.QUEUED
+        (state,) = client.keys()
+        assert (state.key, state.queued, state.throttled) == ("k", 1, True)
+        assert client.complete(claims[1].lease) is qw.JobStatus.SUCCEEDED
+        assert client.get_workflow("wf").state is qw.WorkflowState.SUCCEEDED
