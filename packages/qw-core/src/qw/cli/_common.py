@@ -80,7 +80,8 @@ EXIT_LEASE_LOST = 5
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 a check failed; 2 bad input or configuration, or a plugin "
     "failing to load; "
-    "3 backend not installed, failing to load, claimed twice or unreachable; "
+    "3 backend not installed, failing to load, claimed twice or unreachable, or "
+    "without the capability a command needs; "
     "4 no such job or workflow; 5 lease lost."
 )
 
