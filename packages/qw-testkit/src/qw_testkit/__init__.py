@@ -26,7 +26,9 @@ from qw_testkit.suite.enqueue import EnqueueTests
 from qw_testkit.suite.inspection import InspectionTests
 from qw_testkit.suite.isolation import IsolationTests
 from qw_testkit.suite.leases import LeaseTests
+from qw_testkit.suite.limits import LimitTests
 from qw_testkit.suite.outbox import OutboxTests
+from qw_testkit.suite.schedules import ScheduleTests
 from qw_testkit.suite.state_machine import StateMachineTests
 from qw_testkit.suite.switches import SwitchTests
 from qw_testkit.suite.terminals import TerminalTests
@@ -43,8 +45,10 @@ __all__ = [
     "InspectionTests",
     "IsolationTests",
     "LeaseTests",
+    "LimitTests",
     "OpenClient",
     "OutboxTests",
+    "ScheduleTests",
     "Snapshot",
     "StateMachineTests",
     "SwitchTests",
@@ -73,6 +77,8 @@ class BackendContractTests(
     ConcurrencyTests,
     StateMachineTests,
     WorkflowTests,
+    LimitTests,
+    ScheduleTests,
 ):
     """The whole storage contract. Subclass it and implement ``make_backend``.
 
