@@ -15,6 +15,12 @@ same transaction counts it in its workflow (ending the workflow with its last
 step) and settles its waiting children with :func:`qw.transitions.settle`,
 so the whole cascade is one journal line.
 
+Flow control: a job with a limit key gets ``limit_key``, ``limit`` (its own,
+or None), ``fair`` and ``rank`` fields. The claim sorts due jobs by
+``(priority, rank, seq)`` and lets :func:`qw.limits.plan_claim` choose,
+counting running jobs per key from the rows themselves; the operators'
+limits, recent starts and fair ranks are small tables of their own.
+
 The store's clock is this machine's clock: the files are only reachable from
 here, so every process reads the same clock.
 """
@@ -25,7 +31,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
@@ -46,7 +52,8 @@ from qw import (
     WorkerInfo,
 )
 from qw.contract import Finish, Insert, WorkflowInsert
-from qw.model import ParentFailure, Workflow, WorkflowState
+from qw.limits import Candidate, effective_limit, fair_rank, key_state, plan_claim
+from qw.model import KeyState, Limit, ParentFailure, Schedule, Workflow, WorkflowState
 from qw.transitions import (
     Ready,
     Transition,
@@ -77,6 +84,16 @@ def _ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
+def _utc(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _own(row: State) -> Limit | None:
+    """The limit a stored job declares (None for a row without one)."""
+    own = row.get("limit")
+    return None if own is None else Limit(**own)
+
+
 def _job(row: State) -> Job:
     """The record for a stored job row."""
     job = Job(
@@ -98,6 +115,8 @@ def _job(row: State) -> Job:
         lease_expires_at=_ts(row["lease_expires_at"]),
         cancel_requested=row["cancel_requested"],
     )
+    if row.get("limit_key") is not None:
+        job = replace(job, limit_key=row["limit_key"], limit=_own(row), fair=row["fair"])
     if row.get("workflow") is None:
         return job
     return replace(
@@ -148,6 +167,8 @@ class ToyFileBackend:
         multi_process=True,
         native_wakeup=False,
         durable=True,
+        limits=True,
+        schedules=True,
         max_payload_bytes=64 * 1024,
     )
 
@@ -227,9 +248,10 @@ class ToyFileBackend:
         )  # fmt: skip
         if t.event_type is not None:
             self._emit(space, row["id"], t.event_type, t.event_data, now)
-        if t.status is JobStatus.QUEUED:
+        if t.status is JobStatus.QUEUED or row.get("limit_key") is not None:
+            # Queued again, or its key's slot freed: held-back jobs may go.
             woken.add(row["queue"])
-        elif t.status.is_terminal and row.get("workflow") is not None:
+        if t.status.is_terminal and row.get("workflow") is not None:
             self._step_ended(space, space["workflows"][row["workflow"]], t.status, now)
 
     def _step_ended(self, space: State, flow: State, status: JobStatus, now: float) -> None:
@@ -298,6 +320,11 @@ class ToyFileBackend:
                     on_parent_failure=new.on_parent_failure.value, failed_parents=[],
                     pending=len(new.parents),
                 )  # fmt: skip
+            if new.limit_key is not None:
+                row.update(
+                    limit_key=new.limit_key, fair=new.fair, rank=self._rank(space, new),
+                    limit=None if new.limit is None else asdict(new.limit),
+                )  # fmt: skip
         # Linked once every row exists: a parent may come later in the batch.
         for new in jobs:
             for parent in new.parents:
@@ -305,6 +332,17 @@ class ToyFileBackend:
                 # A new list, never append: the journal diffs rows by value
                 # against a shallow copy, which shares the old list.
                 prow["children"] = [*prow["children"], new.id]
+
+    @staticmethod
+    def _rank(space: State, new: Insert) -> int:
+        """A new job's fair rank (0 unless fair); its (queue, key)'s next rank moves past it."""
+        if not new.fair:
+            return 0
+        slot = f"{new.queue} {new.limit_key}"  # a queue name has no space
+        clock = space["clocks"].get(new.queue, {"clock": 0})["clock"]
+        rank = fair_rank(space["ranks"].get(slot, {"next": 0})["next"], clock)
+        space["ranks"][slot] = {"next": rank + 1}
+        return rank
 
     def _insert_steps(self, space: State, steps: Sequence[Insert], now: float) -> set[str]:
         """Insert workflow steps, all or none; return the queues of those inserted queued."""
@@ -332,8 +370,9 @@ class ToyFileBackend:
                     and r["queue"] in queues
                     and switches.queue_enabled(r["queue"])
                 ),
-                key=lambda r: (r["priority"], r["seq"]),
-            )[:limit]
+                key=lambda r: (r["priority"], r.get("rank", 0), r["seq"]),
+            )
+            due = self._within_limits(space, due, now, limit)
             for row in due:
                 row.update(
                     status="running", attempts=row["attempts"] + 1, started_at=now,
@@ -344,6 +383,42 @@ class ToyFileBackend:
             return [Claim(_job(r), Lease(r["id"], r["token"], expires)) for r in due]
 
         return self._tx(change)
+
+    @staticmethod
+    def _within_limits(space: State, due: list[State], now: float, limit: int) -> list[State]:
+        """The rows of ``due`` a claim takes: :func:`qw.limits.plan_claim` decides.
+
+        Records the starts of the jobs taken under a rate (dropping those
+        that left the window) and moves the fair clocks of their queues.
+        """
+        if not any(r.get("limit_key") is not None for r in due):
+            return due[:limit]
+        running: dict[str, int] = {}
+        for r in space["jobs"].values():
+            if r["status"] == "running" and (key := r.get("limit_key")) is not None:
+                running[key] = running.get(key, 0) + 1
+        overrides = {key: Limit(**lim) for key, lim in space["limits"].items()}
+        starts = {key: [_utc(t) for t in s["at"]] for key, s in space["starts"].items()}
+        picks = plan_claim(
+            [Candidate(r.get("limit_key"), _own(r)) for r in due],
+            running=running,
+            starts=starts,
+            overrides=overrides,
+            now=_utc(now),
+            limit=limit,
+        )
+        chosen = [due[i] for i in picks]
+        for r in chosen:
+            key = r.get("limit_key")
+            lim = effective_limit(key, _own(r), overrides)
+            if key is not None and lim is not None and lim.per is not None:
+                since = now - lim.per
+                kept = [t for t in space["starts"].get(key, {"at": []})["at"] if t > since]
+                space["starts"][key] = {"at": [*kept, now]}  # a new list, see _insert
+            if r.get("fair"):
+                clock = space["clocks"].get(r["queue"], {"clock": 0})["clock"]
+                space["clocks"][r["queue"]] = {"clock": max(clock, r["rank"])}
+        return chosen
 
     def renew(self, leases: Sequence[Lease], lease_s: float) -> list[Lease | None]:
         def change(space: State) -> list[Lease | None]:
@@ -480,6 +555,7 @@ class ToyFileBackend:
         limit: int = 100,
         after: str | None = None,
         workflow: str | None = None,
+        key: str | None = None,
     ) -> list[Job]:
         def read(space: State) -> list[Job]:
             rows = sorted(
@@ -488,6 +564,7 @@ class ToyFileBackend:
                     for r in space["jobs"].values()
                     if (queue is None or r["queue"] == queue)
                     and (workflow is None or r.get("workflow") == workflow)
+                    and (key is None or r.get("limit_key") == key)
                     and (status is None or r["status"] == status.value)
                     and (after is None or r["id"] > after)
                 ),
@@ -670,6 +747,99 @@ class ToyFileBackend:
             return [None if (row := rows.get(i)) is None else _job(row) for i in job_ids]
 
         return self._read(read)
+
+    # -- limits ------------------------------------------------------------
+
+    def set_limit(self, key: str, limit: Limit | None) -> None:
+        def change(space: State) -> None:
+            if limit is None:
+                space["limits"].pop(key, None)
+            else:
+                space["limits"][key] = asdict(limit)
+
+        self._tx(change)
+        self._hub.notify_all()  # a raised limit may let held-back jobs go
+
+    def limits(self) -> dict[str, Limit]:
+        def read(space: State) -> dict[str, Limit]:
+            return {key: Limit(**lim) for key, lim in sorted(space["limits"].items())}
+
+        return self._read(read)
+
+    def keys(self, *, limit: int = 100, after: str | None = None) -> list[KeyState]:
+        def read(space: State) -> list[KeyState]:
+            live: dict[str, State] = {}
+            for r in space["jobs"].values():
+                key = r.get("limit_key")
+                if key is None or r["status"] not in ("queued", "running"):
+                    continue
+                seen = live.setdefault(key, {"queued": 0, "running": 0, "own": None})
+                seen[r["status"]] += 1
+                seen["own"] = seen["own"] or _own(r)
+            overrides = {key: Limit(**lim) for key, lim in space["limits"].items()}
+            names = sorted(k for k in live.keys() | overrides.keys() if after is None or k > after)
+            now = _utc(time.time())
+            states = []
+            for key in names[:limit]:
+                seen = live.get(key, {"queued": 0, "running": 0, "own": None})
+                starts = space["starts"].get(key, {"at": []})["at"]
+                states.append(
+                    key_state(
+                        key,
+                        queued=seen["queued"],
+                        running=seen["running"],
+                        own=seen["own"],
+                        overrides=overrides,
+                        starts=[_utc(t) for t in starts],
+                        now=now,
+                    )
+                )
+            return states
+
+        return self._read(read)
+
+    # -- schedules -----------------------------------------------------------
+    # A tick is stored as ISO 8601 text: exact to the microsecond.
+
+    def save_schedule(self, schedule: Schedule) -> None:
+        def change(space: State) -> None:
+            known = space["schedules"].get(schedule.name, {})
+            space["schedules"][schedule.name] = {
+                "name": schedule.name, "spec": schedule.spec, "tz": schedule.tz,
+                "queue": schedule.queue, "task": schedule.task,
+                "last_tick": known.get("last_tick"),
+            }  # fmt: skip
+
+        self._tx(change)
+
+    def advance_schedule(self, name: str, tick: datetime) -> bool:
+        def change(space: State) -> bool:
+            row = space["schedules"].get(name)
+            if row is None:
+                return False
+            if row["last_tick"] is not None and tick <= datetime.fromisoformat(row["last_tick"]):
+                return False
+            row["last_tick"] = tick.astimezone(UTC).isoformat()
+            return True
+
+        return self._tx(change)
+
+    def schedules(self) -> list[Schedule]:
+        def read(space: State) -> list[Schedule]:
+            return [
+                Schedule(
+                    **{k: v for k, v in row.items() if k != "last_tick"},
+                    last_tick=None
+                    if row["last_tick"] is None
+                    else datetime.fromisoformat(row["last_tick"]),
+                )
+                for _, row in sorted(space["schedules"].items())
+            ]
+
+        return self._read(read)
+
+    def remove_schedule(self, name: str) -> bool:
+        return self._tx(lambda space: space["schedules"].pop(name, None) is not None)
 
 
 class _Graph:

@@ -1,18 +1,19 @@
 """One namespace's state as an append-only JSON-lines journal, under ``flock``.
 
 Each write transaction appends one line holding what it changed (rows of
-``jobs``, ``workflows``, ``events`` and ``workers`` set or deleted, and the
-small scalars)
-and ``fsync``s it: a line is the unit of atomicity, so a transition and its
-outbox event land together or not at all. A process keeps the state it has
+the :data:`TABLES` set or deleted, and the small scalars) and ``fsync``s it:
+a line is the unit of atomicity, so a transition and its outbox event land
+together or not at all. A process keeps the state it has
 replayed and, on its next transaction, reads only the lines others appended
 since. Once the journal grows long it is compacted into a single snapshot
 line (written aside, ``fsync``ed, renamed over), which other processes notice
 by the file's new inode.
 
-Journals written before workflows existed have no ``workflows`` table in
-their lines or snapshot; replay treats it as empty, and their job rows, which
-carry no workflow fields, are plain jobs. Nothing needs migrating.
+Journals written before workflows, or before flow control, lack the tables
+added since (``workflows``; ``limits``, ``starts``, ``ranks``, ``clocks``,
+``schedules``) in their lines and snapshot; replay treats them as empty. Their
+job rows carry no workflow or limit fields: plain jobs, without a limit key.
+Nothing needs migrating.
 """
 
 from __future__ import annotations
@@ -30,8 +31,13 @@ __all__ = ["Journal", "State"]
 
 State = dict[str, Any]
 
-#: Keyed collections, diffed row by row.
-TABLES = ("jobs", "workflows", "events", "workers")
+#: Keyed collections, diffed row by row. ``limits``: the operators' limit per
+#: key; ``starts``: a key's recent rate-limited claim times; ``ranks``: the
+#: next fair rank per ``"<queue> <key>"``; ``clocks``: each queue's fair clock.
+TABLES = (
+    "jobs", "workflows", "events", "workers",
+    "limits", "starts", "ranks", "clocks", "schedules",
+)  # fmt: skip
 #: Small values, written whole in every entry.
 SCALARS = ("seq", "enabled", "queues")
 #: Entries since the last snapshot before a compaction.
@@ -41,7 +47,7 @@ COMPACT_AFTER = 5000
 def empty_state() -> State:
     return {
         "seq": 0, "enabled": True, "queues": {},
-        "jobs": {}, "workflows": {}, "events": {}, "workers": {},
+        **{table: {} for table in TABLES},
     }  # fmt: skip
 
 
