@@ -17,14 +17,18 @@ from typing import Any, ClassVar, Self
 from qw.capabilities import Capabilities
 from qw.contract import Finish, Insert, Switches, WorkflowInsert
 from qw.errors import BackendError, DuplicateJob, InvalidName, SchemaError
+from qw.limits import key_state
 from qw.model import (
     Claim,
     Enqueued,
     Event,
     Job,
     JobStatus,
+    KeyState,
     Lease,
+    Limit,
     PurgeResult,
+    Schedule,
     WorkerInfo,
     Workflow,
     WorkflowState,
@@ -38,9 +42,13 @@ from qw.transitions import (
 )
 from qw.wakeup import Listener, WakeupHub
 from qw_redis.codec import (
+    CLAIM_WIDTH,
     ROW_WIDTH,
     WORKFLOW_WIDTH,
     StepFields,
+    decode_limit,
+    encode_limit,
+    flow_fields,
     from_us,
     job_from_row,
     loads,
@@ -54,7 +62,7 @@ from qw_redis.connect import check_persistence, open_client, subscriber_for
 from qw_redis.errors import translated
 from qw_redis.keys import SCHEMA_VERSION, Keyspace, packed_queue
 from qw_redis.listen import make_listen
-from qw_redis.scripts import FLOWS, NAMES, source
+from qw_redis.scripts import FLOWS, NAMES, STANDALONE, source
 from qw_redis.urls import RedisConfig, parse_url
 
 __all__ = ["RedisBackend"]
@@ -65,7 +73,10 @@ PROMOTE_MAX = 1000
 BATCH = 500
 #: Job id -> queue entries remembered from this object's claims.
 _QUEUE_CACHE_MAX = 100_000
-_CLAIM_WIDTH = 13
+#: Candidates a claim looks at once it has taken one (see lua/claim.lua):
+#: bounds a claim's run time behind a long run of held-back jobs, which it
+#: parks on the way (never answering nothing while one is claimable).
+SCAN_MAX = 20_000
 #: How long the first claim or wait waits for the subscription (then it polls).
 _FIRST_CONNECT_S = 2.0
 #: Fields per job of ``expired.lua``'s reply.
@@ -109,6 +120,13 @@ def _needs(reply: Any) -> list[str] | None:
     return None
 
 
+def _flow_args(job: Insert) -> tuple[object, ...]:
+    """The flow-control fields of ``job`` as common.lua's insert_lim reads them."""
+    if job.limit_key is None:
+        return ("", "", "")
+    return (job.limit_key, encode_limit(job.limit), "1" if job.fair else "")
+
+
 def _step_args(steps: Sequence[Insert], index: dict[str, int]) -> list[object]:
     """``steps`` as ``lua/steps.lua`` reads them."""
     args: list[object] = []
@@ -125,6 +143,7 @@ def _step_args(steps: Sequence[Insert], index: dict[str, int]) -> list[object]:
             JobStatus(step.status).value,
             step.on_parent_failure.value,
             " ".join(step.parents),
+            *_flow_args(step),
         )
     return args
 
@@ -151,6 +170,8 @@ class RedisBackend:
         native_wakeup=True,
         durable=False,
         queue_switch=True,
+        limits=True,
+        schedules=True,
     )
 
     def __init__(self, config: RedisConfig, *, namespace: str) -> None:
@@ -161,7 +182,9 @@ class RedisBackend:
             self._client: Any = open_client(config)
             check_persistence(config, self._client)
         publish = "SPUBLISH" if config.cluster else "PUBLISH"
-        self._scripts = {n: self._client.register_script(source(n, publish)) for n in NAMES}
+        self._scripts = {
+            n: self._client.register_script(source(n, publish)) for n in (*NAMES, *STANDALONE)
+        }
         self._hub = WakeupHub(poll_interval=config.poll_interval)
         self._lock = threading.Lock()
         self._listener: Listener | None = None
@@ -317,6 +340,7 @@ class RedisBackend:
                     job.dedupe_key or "",
                     "" if job.run_at is None else to_us(job.run_at),
                     _us(job.delay or 0),
+                    *_flow_args(job),
                 )
             if len(insert) < len(jobs):
                 inserted = set(insert)
@@ -342,12 +366,14 @@ class RedisBackend:
         self._ensure_listener()
         self._hub.arm(queues)
         prefix = secrets.token_hex(12) + ":"
-        reply = self._run("claim", queues, (worker, _us(lease_s), limit, prefix, PROMOTE_MAX))
+        reply = self._run(
+            "claim", queues, (worker, _us(lease_s), limit, prefix, PROMOTE_MAX, SCAN_MAX)
+        )
         if not reply:
             return []
         now, expires = from_us(reply[0]), from_us(reply[1])
         claims = []
-        for b in range(2, len(reply), _CLAIM_WIDTH):
+        for b in range(2, len(reply), CLAIM_WIDTH):
             (
                 id_,
                 queue,
@@ -362,7 +388,8 @@ class RedisBackend:
                 error,
                 token,
                 step,
-            ) = reply[b : b + _CLAIM_WIDTH]
+                lim,
+            ) = reply[b : b + CLAIM_WIDTH]
             step_kw = step_fields(step)
             job = Job(
                 id=id_,
@@ -381,6 +408,7 @@ class RedisBackend:
                 worker=worker,
                 lease_expires_at=expires,
                 **step_kw,
+                **flow_fields(lim),
             )
             self._remember(id_, queue)
             if isinstance(step_kw, StepFields):
@@ -598,6 +626,7 @@ class RedisBackend:
         limit: int = 100,
         after: str | None = None,
         workflow: str | None = None,
+        key: str | None = None,
     ) -> list[Job]:
         if queue is not None:
             self._keys.queue_keys([queue])
@@ -610,6 +639,7 @@ class RedisBackend:
                 limit,
                 after or "",
                 workflow or "",
+                key or "",
             ),
         )
         return [job_from_row(reply[i : i + ROW_WIDTH]) for i in range(0, len(reply), ROW_WIDTH)]
@@ -742,3 +772,81 @@ class RedisBackend:
                 return workflow_from_row(reply[1:])
             # 'N': add_steps grew the workflow's queues meanwhile; read them again.
         raise BackendError(f"the queues of workflow {workflow_id!r} keep changing; cancel gave up")
+
+    # -- limits --------------------------------------------------------------
+
+    def set_limit(self, key: str, limit: Limit | None) -> None:
+        self._run("set_limit", (), (key, "" if limit is None else encode_limit(limit)))
+        self._hub.notify_all()
+
+    def limits(self) -> dict[str, Limit]:
+        with translated("limits"):
+            raw = self._client.hgetall(self._keys.key("limits"))
+        found = {k: decode_limit(v) for k, v in raw.items()}
+        return {k: v for k, v in sorted(found.items()) if v is not None}
+
+    def keys(self, *, limit: int = 100, after: str | None = None) -> list[KeyState]:
+        reply = self._run("limit_keys", (), (limit, after or ""))
+        now = from_us(reply[0])
+        found: list[tuple[str, int, int, Limit | None, Limit | None, list[datetime]]] = []
+        i = 1
+        while i < len(reply):
+            key, queued, running, own, override, n = reply[i : i + 6]
+            starts = [from_us(t) for t in reply[i + 6 : i + 6 + int(n)]]
+            i += 6 + int(n)
+            found.append(
+                (
+                    key,
+                    int(queued),
+                    int(running),
+                    None if own is None else decode_limit(own),
+                    None if override is None else decode_limit(override),
+                    starts,
+                )
+            )
+        found.sort(key=lambda f: f[0])
+        states = []
+        for key, queued, running, own, override, starts in found[:limit]:
+            overrides = {} if override is None else {key: override}
+            states.append(
+                key_state(
+                    key,
+                    queued=queued,
+                    running=running,
+                    own=own,
+                    overrides=overrides,
+                    starts=starts,
+                    now=now,
+                )
+            )
+        return states
+
+    # -- schedules -----------------------------------------------------------
+
+    def _schedule_script(self, name: str, args: Sequence[object]) -> Any:
+        with translated(name):
+            return self._scripts[name](keys=self._keys.schedule_keys, args=list(args))
+
+    def save_schedule(self, schedule: Schedule) -> None:
+        record = "\n".join((schedule.spec, schedule.tz, schedule.queue, schedule.task))
+        with translated("save_schedule"):
+            self._client.hset(self._keys.schedule_keys[0], schedule.name, record)
+
+    def advance_schedule(self, name: str, tick: datetime) -> bool:
+        return bool(self._schedule_script("schedule_advance", (name, to_us(tick))))
+
+    def schedules(self) -> list[Schedule]:
+        records, ticks = self._schedule_script("schedule_list", ())
+        tick_of = {ticks[i]: ticks[i + 1] for i in range(0, len(ticks), 2)}
+        found = []
+        for i in range(0, len(records), 2):
+            name = records[i]
+            spec, tz, queue, task = records[i + 1].split("\n")
+            tick = tick_of.get(name)
+            found.append(
+                Schedule(name, spec, tz, queue, task, None if tick is None else from_us(tick))
+            )
+        return sorted(found, key=lambda s: s.name)
+
+    def remove_schedule(self, name: str) -> bool:
+        return bool(self._schedule_script("schedule_remove", (name,)))

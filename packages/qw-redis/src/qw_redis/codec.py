@@ -11,6 +11,7 @@ from qw.model import (
     Job,
     JobStatus,
     JSONValue,
+    Limit,
     ParentFailure,
     WorkerInfo,
     Workflow,
@@ -18,9 +19,13 @@ from qw.model import (
 )
 
 __all__ = [
+    "CLAIM_WIDTH",
     "ROW_WIDTH",
     "WORKFLOW_WIDTH",
     "StepFields",
+    "decode_limit",
+    "encode_limit",
+    "flow_fields",
     "from_us",
     "job_from_row",
     "loads",
@@ -33,8 +38,10 @@ __all__ = [
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
-#: id followed by the 16 columns read.lua returns, and the step fields.
-ROW_WIDTH = 18
+#: id followed by the 16 columns read.lua returns, the step fields and 'lim'.
+ROW_WIDTH = 19
+#: Fields per job of claim.lua's reply.
+CLAIM_WIDTH = 14
 #: workflow id, record, and its steps per status (common.lua's workflow_row).
 WORKFLOW_WIDTH = 2 + len(JobStatus)
 _STATUSES = tuple(JobStatus)
@@ -68,6 +75,39 @@ def step_fields(value: object) -> dict[str, Any]:
     return fields
 
 
+def encode_limit(limit: Limit | None) -> str:
+    """``limit`` as the Lua reads it (common.lua's parse_limit): ``c,rate,per``, ``-`` for None.
+
+    ``per`` is kept as the float's repr, so it reads back exactly.
+    """
+    if limit is None:
+        return "-"
+    c, rate, per = limit.concurrency, limit.rate, limit.per
+    return ",".join(
+        (
+            "" if c is None else str(c),
+            "" if rate is None else str(rate),
+            "" if per is None else repr(float(per)),
+        )
+    )
+
+
+def decode_limit(text: str) -> Limit | None:
+    """The :class:`Limit` :func:`encode_limit` wrote."""
+    if text == "-":
+        return None
+    c, rate, per = text.split(",")
+    return Limit(int(c) if c else None, int(rate) if rate else None, float(per) if per else None)
+
+
+def flow_fields(value: object) -> dict[str, Any]:
+    """The Job keyword arguments of a ``lim`` column (none for a job without a limit key)."""
+    if value is None:
+        return _PLAIN
+    fair, _rank, limit, key = str(value).split(" ", 3)
+    return {"limit_key": key, "limit": decode_limit(limit), "fair": fair == "1"}
+
+
 def to_us(when: datetime) -> int:
     """A timezone-aware datetime as integer µs since the epoch (exact)."""
     return (when - EPOCH) // _US
@@ -86,7 +126,7 @@ def loads(text: object) -> JSONValue:
 
 
 def job_from_row(row: Sequence[Any]) -> Job:
-    """A :class:`Job` from ``read.lua``'s row (id + 16 columns)."""
+    """A :class:`Job` from ``read.lua``'s row (id + 16 columns, step fields, ``lim``)."""
     (
         id_,
         queue,
@@ -106,6 +146,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         lease,
         cancel,
         step,
+        lim,
     ) = row
     return Job(
         id=id_,
@@ -126,6 +167,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         lease_expires_at=_opt_us(lease),
         cancel_requested=cancel == "1",
         **step_fields(step),
+        **flow_fields(lim),
     )
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "FLOW_COMMON",
     "LEGACY_COLUMNS",
     "PACKED",
+    "SCHEDULE_KEYS",
     "SCHEMA_VERSION",
     "Keyspace",
     "lua_prelude",
@@ -32,7 +33,11 @@ __all__ = [
 #: The layout version of a namespace's keys, kept in ``qw:{ns}:schema``.
 #: 1 (qw-redis 0.1.0, no marker): one hash per field, for every field.
 #: 2: the fields fixed at enqueue packed into ``f:job``; workflows.
-SCHEMA_VERSION = 2
+#: 3: flow control (limit keys, fair ranks, parking); version-2 data is
+#: version 3's as it is (a job without ``f:lim`` has no key and rank 0), the
+#: marker only moved so that a qw-redis knowing 2 refuses a namespace whose
+#: ready sets may hold ranked members (see ``lua/common.lua``'s ready_member).
+SCHEMA_VERSION = 3
 
 #: Namespace-wide keys every script receives first, in this order.
 COMMON: tuple[str, ...] = (
@@ -56,6 +61,21 @@ COMMON: tuple[str, ...] = (
     "st_succeeded",
     "st_failed",
     "st_cancelled",
+    # Flow control (see lua/limits.lua). Members "<key>\n..." of the lex
+    # sorted sets (score 0) group by limit key: keys are printable text, so
+    # '\n' never occurs in one and every byte of a key sorts above it.
+    "limits",  # HASH limit key -> the operators' limit ("<c>,<rate>,<per>")
+    "lkeys",  # ZSET (lex) the keys of 'limits', for keys() paging
+    "kjobs",  # ZSET (lex) "<key>\n<id>" of every job with a key, for list_jobs(key=)
+    "lq",  # ZSET (lex) "<key>\n<id>" of its queued jobs (parked ones included)
+    "lrun",  # ZSET (lex) "<key>\n<id>" of its running jobs: the concurrency count
+    "lstart",  # ZSET (lex) "<key>\n<start µs, 16 digits>\n<id>": recent rate-limited starts
+    "fnext",  # HASH "<queue>\n<key>" -> the next fair rank of the pair
+    "fclock",  # HASH queue -> its fair clock
+    "parked",  # ZSET (lex) held-back due jobs out of their ready set (see claim.lua)
+    "pkq",  # ZSET (lex) "<key>\n<queue>" where the key has parked jobs
+    "pwake",  # ZSET (lex) "<queue>\n<µs, 16 digits>\n<key>": when to look at them again
+    "pwt",  # HASH "<queue>\n<key>" -> its pwake time (16 digits)
 )
 
 #: Namespace-wide keys of workflows, received after :data:`COLUMNS` by the
@@ -94,6 +114,7 @@ COLUMNS: tuple[str, ...] = (
     "cancel",
     "token",
     "fby",
+    "lim",  # flow control: "<fair 0|1> <rank> <limit or -> <key>" (absent: no limit key)
 )
 
 #: Job fields of workflow steps, received after :data:`FLOW_COMMON`; a job
@@ -115,6 +136,11 @@ PACKED: tuple[str, ...] = ("prio", "max", "created", "seq", "queue", "dedupe", "
 
 #: The hashes of version 1 that version 2 packs into ``f:job`` (the PACKED fields).
 LEGACY_COLUMNS: tuple[str, ...] = PACKED
+
+
+#: The schedule records (lua/schedules.lua), kept apart from the job keys:
+#: name -> "<spec>\n<tz>\n<queue>\n<task>" and name -> last tick (µs).
+SCHEDULE_KEYS: tuple[str, ...] = ("sched", "stick")
 
 
 def packed_queue(value: str) -> str:
@@ -156,6 +182,11 @@ class Keyspace:
     def schema_keys(self) -> list[str]:
         """The keys ``lua/migrate.lua`` gets after the common ones: marker, legacy hashes."""
         return [self.prefix + "schema"] + [self.prefix + "f:" + col for col in LEGACY_COLUMNS]
+
+    @property
+    def schedule_keys(self) -> list[str]:
+        """The keys of ``lua/schedules.lua``: definitions, then ticks."""
+        return [self.prefix + name for name in SCHEDULE_KEYS]
 
     def key(self, name: str) -> str:
         """A namespace-wide key by its name in :data:`COMMON` or :data:`FLOW_COMMON`."""

@@ -16,7 +16,7 @@ from importlib.resources import files
 
 from qw_redis.keys import lua_prelude
 
-__all__ = ["FLOWS", "NAMES", "READS", "source"]
+__all__ = ["FLOWS", "NAMES", "READS", "STANDALONE", "source"]
 
 #: Scripts that change state.
 WRITES = (
@@ -35,10 +35,24 @@ WRITES = (
     "add_steps",
     "cancel_workflow",
     "migrate",
+    "set_limit",
 )
 #: Scripts that only read (one round trip, one consistent snapshot).
-READS = ("now", "expired", "get", "list", "fetch", "workers", "get_workflow", "list_workflows")
+READS = (
+    "now",
+    "expired",
+    "get",
+    "list",
+    "fetch",
+    "workers",
+    "get_workflow",
+    "list_workflows",
+    "limit_keys",
+)
 NAMES = WRITES + READS
+#: Scripts with KEYS of their own (the schedule records, keys.SCHEDULE_KEYS)
+#: and no prelude: they touch no job.
+STANDALONE = ("schedule_advance", "schedule_remove", "schedule_list")
 
 #: Scripts that may touch a workflow step or record: they get the workflow
 #: keys too (keys.FLOW_COMMON, keys.FLOW_COLUMNS) and ``lua/flows.lua``.
@@ -74,6 +88,8 @@ def _text(name: str) -> str:
 @cache
 def source(name: str, publish_command: str) -> str:
     """The full Lua source of script ``name`` for a server using ``publish_command``."""
+    if name in STANDALONE:
+        return _text(name)
     if name not in NAMES:
         raise KeyError(name)
     flows = name in FLOWS

@@ -27,7 +27,7 @@ end
 local function place(id, qi, now)
   local run_at = tonumber(get('run_at', id))
   if run_at <= now then
-    zadd_later(ready_key(qi), get('prio', id), get('seq', id) .. id)
+    zadd_later(ready_key(qi), get('prio', id), ready_member(id))
   else
     zadd_later(sched_key(qi), run_at, id)
   end
@@ -63,8 +63,9 @@ local function apply(id, qi, from, b, now, nosettle)
   if from == STATUS.RUNNING then
     zrem_later(K.running, id)
   elseif from == STATUS.QUEUED then
-    zrem_later(ready_key(qi), get('seq', id) .. id)
+    zrem_later(ready_key(qi), ready_member(id))
     zrem_later(sched_key(qi), id)
+    unpark_later(id, qi)
   elseif from == STATUS.WAITING then
     put('pending', id, false)  -- a waiting step cancelled: its count means nothing now
   end

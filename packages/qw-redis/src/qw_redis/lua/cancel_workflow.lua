@@ -21,7 +21,7 @@ if r.state == WSTATE.RUNNING then
   local members = redis.call('ZRANGEBYLEX', K.wsteps, '[' .. w .. ' ', '(' .. w .. '!')
   local ids = {}
   for i, m in ipairs(members) do ids[i] = string.sub(m, #w + 2) end
-  for _, col in ipairs({'status', 'job', 'wf'}) do prefetch(col, ids) end
+  for _, col in ipairs({'status', 'job', 'wf', 'lim'}) do prefetch(col, ids) end
   local seq = {}
   for _, id in ipairs(ids) do seq[id] = get('seq', id) end
   table.sort(ids, function(a, b) return seq[a] < seq[b] end)

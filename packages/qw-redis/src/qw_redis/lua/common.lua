@@ -65,6 +65,62 @@ end
 
 local get_column
 
+-- Flow control. A job with a limit key has a 'lim' column:
+-- "<fair 0|1> <rank> <limit> <key>", limit "-" (the job declared none) or
+-- "<concurrency>,<rate>,<per seconds>" (empty where None); the key comes
+-- last and may hold spaces. A job without it (all of an older namespace)
+-- has no key, no limit and fair rank 0. lim_of() reads it once per script
+-- (it never changes after insert).
+local LIMS = {}
+local function lim_of(id)
+  local l = LIMS[id]
+  if l ~= nil then return l end
+  local v = get_column('lim', id)
+  if not v then
+    LIMS[id] = false
+    return false
+  end
+  local fair, rank, lim, key = string.match(v, '^(%d) (%d+) (%S+) (.*)$')
+  l = {key = key, fair = fair == '1', rank = tonumber(rank), lim = lim}
+  LIMS[id] = l
+  return l
+end
+
+-- A limit as the Lua reads it: {c, rate, per_us} (nil where None), false for '-'.
+local LIMITS = {}
+local function parse_limit(enc)
+  if not enc or enc == '-' then return false end
+  local l = LIMITS[enc]
+  if l then return l end
+  local c, rate, per = string.match(enc, '^([^,]*),([^,]*),([^,]*)$')
+  l = {c = tonumber(c), rate = tonumber(rate)}
+  -- qw.limits.rate_window_start: now - timedelta(seconds=per), in µs.
+  if per ~= '' then l.per_us = math.floor(tonumber(per) * 1000000 + 0.5) end
+  LIMITS[enc] = l
+  return l
+end
+
+-- Members of lex sorted sets grouped by limit key k: the range of k's
+-- members is [k\n, (k\11 (a key's bytes are all above \n and \11).
+local function klo(k) return '[' .. k .. '\n' end
+local function khi(k) return '(' .. k .. '\11' end
+local function pad16(n) return string.format('%016d', math.max(n, 0)) end
+
+-- The member of a due job in its queue's ready set (score = priority):
+-- "<seq, 16 digits><id>" for fair rank 0 (every job of an older namespace),
+-- ":<rank, 16 digits><seq><id>" above it. ':' sorts above every digit, so
+-- the order of equal priorities is (fair rank, seq), and rank-0 members are
+-- exactly what they were before ranks existed. member_id() takes the id back.
+local function ready_member_of(rank, seq, id)
+  if rank > 0 then return ':' .. string.format('%016d', rank) .. seq .. id end
+  return seq .. id
+end
+
+local function member_id(m)
+  if string.byte(m, 1) == 58 then return string.sub(m, 34) end
+  return string.sub(m, 17)
+end
+
 -- get() of a packed field reads the 'job' column once and splits it.
 local function get(col, id)
   local k = PACKED[col]
@@ -113,6 +169,34 @@ local function prefetch(col, ids)
   end
 end
 
+-- The member of job id in its queue's ready set (see ready_member_of).
+local function ready_member(id)
+  local l = lim_of(id)
+  return ready_member_of(l and l.rank or 0, get('seq', id), id)
+end
+
+-- The flow-control fields of a job being inserted into queue q (ARGV
+-- fields: key '' = none, limit, fair '1'/''): its 'lim' column, and its
+-- fair rank, returned. qw.limits.fair_rank: a fair job's rank is the
+-- (queue, key)'s next rank or the queue's fair clock, whichever is later,
+-- and the pair's next rank becomes one more (at once, so that the next job
+-- of the same call sees it).
+local function insert_lim(id, q, key, limit, fair)
+  if key == '' then
+    LIMS[id] = false
+    return 0
+  end
+  local rank = 0
+  if fair == '1' then
+    local f = q .. '\n' .. key
+    rank = math.max(tonumber(redis.call('HGET', K.fnext, f) or '0'),
+      tonumber(redis.call('HGET', K.fclock, q) or '0'))
+    redis.call('HSET', K.fnext, f, fmt(rank + 1))
+  end
+  put('lim', id, (fair == '1' and '1 ' or '0 ') .. fmt(rank) .. ' ' .. limit .. ' ' .. key)
+  return rank
+end
+
 -- wf is the job's workflow (nil or false for a plain job): a step's moves
 -- are counted for its workflow too (wcounts), by the same flush().
 local function set_status(id, queue, old, new, wf)
@@ -146,6 +230,49 @@ local function chunked(command, key, args, step)
   end
 end
 
+-- Parking (see claim.lua): a due job held back by its key's limit may be
+-- moved out of its ready set into K.parked, member
+-- "<queue>\n<key>\n<own limit>\n<priority + 2^31, 10 digits><ready member>":
+-- grouped by queue, key and the limit the job declares, each group in
+-- claim order. Its status stays queued; nothing of the job changes.
+local function parked_member(id, q)
+  local l = lim_of(id)
+  return q .. '\n' .. l.key .. '\n' .. l.lim .. '\n'
+    .. string.format('%010d', tonumber(get('prio', id)) + 2147483648) .. ready_member(id)
+end
+
+-- A queued job of queue qi leaves: out of K.parked too, if it is there.
+local function unpark_later(id, qi)
+  if lim_of(id) then zrem_later(K.parked, parked_member(id, QN[qi])) end
+end
+
+-- Limit keys whose parked jobs must be looked at again (see wake_parked).
+local WAKE_KEYS = {}
+local wake_parked
+
+-- The key indexes follow the status of a job with key k, in flush(): every
+-- job (kjobs), the queued ones (lq) and the running ones (lrun, which is
+-- what a claim counts: the running jobs themselves, so nothing can drift).
+-- A job of k that stops running, or stops being queued other than by a
+-- claim, may let a parked job of k run: wake_parked looks at them.
+local function key_moved(id, k, from, to)
+  local mem = k .. '\n' .. id
+  if not from then zadd_later(K.kjobs, 0, mem) end
+  if from == STATUS.QUEUED then
+    zrem_later(K.lq, mem)
+  elseif from == STATUS.RUNNING then
+    zrem_later(K.lrun, mem)
+  end
+  if to == STATUS.QUEUED then
+    zadd_later(K.lq, 0, mem)
+  elseif to == STATUS.RUNNING then
+    zadd_later(K.lrun, 0, mem)
+  end
+  if from == STATUS.RUNNING or (from == STATUS.QUEUED and to ~= STATUS.RUNNING) then
+    WAKE_KEYS[k] = true
+  end
+end
+
 local function flush()
   for col, p in pairs(PUT) do
     local sets, dels = {}, {}
@@ -162,9 +289,16 @@ local function flush()
   end
   local deltas = {}
   local wdeltas
+  local unknown = {}
+  for _, id in ipairs(MOVE_ORDER) do
+    if LIMS[id] == nil and MOVES[id].from ~= MOVES[id].to then unknown[#unknown + 1] = id end
+  end
+  prefetch('lim', unknown)
   for _, id in ipairs(MOVE_ORDER) do
     local m = MOVES[id]
     if m.from ~= m.to then
+      local l = lim_of(id)
+      if l then key_moved(id, l.key, m.from, m.to) end
       if m.from then
         zrem_later(ST[m.from], id)
         local f = m.queue .. ':' .. m.from
@@ -192,6 +326,8 @@ local function flush()
     end
   end
   if flush_flows then flush_flows(wdeltas) end
+  if wake_parked and next(WAKE_KEYS) then wake_parked(WAKE_KEYS) end
+  WAKE_KEYS = {}
   PUT, CACHE, MOVES, MOVE_ORDER, ZADDS, ZREMS, JOBS = {}, {}, {}, {}, {}, {}, {}
 end
 

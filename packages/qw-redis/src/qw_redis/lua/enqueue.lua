@@ -1,19 +1,21 @@
 -- ARGV after the header: NK, then NK (dedupe key, holder) pairs: the batch's
 -- dedupe keys and the live job Python planned each with ('' = none; see
--- qw.transitions.plan_enqueue); then NI, then 8 fields per job to insert: id,
+-- qw.transitions.plan_enqueue); then NI, then JW fields per job to insert: id,
 -- queue index, payload, priority, max_attempts, dedupe ('' = none), run_at µs
--- ('' = none), delay µs; then the ids of the batch's other jobs.
+-- ('' = none), delay µs, limit key ('' = none), limit, fair ('1' or ''; see
+-- common.lua's insert_lim); then the ids of the batch's other jobs.
 -- Returns {'D', id} for an id that exists, {'K', key, holder, ...} (every
 -- key of the batch a live job holds now) if that is not what the plan
 -- assumed, so nothing was written and Python plans again; else {'O'}.
 local now = now_us()
+local JW = 11
 local nk = tonumber(ARGV[A + 1])
 local ki = A + 2
 local ni = tonumber(ARGV[ki + 2 * nk])
 local jb = ki + 2 * nk + 1
 local ids = {}
-for j = 0, ni - 1 do ids[#ids + 1] = ARGV[jb + 8 * j] end
-for b = jb + 8 * ni, #ARGV do ids[#ids + 1] = ARGV[b] end
+for j = 0, ni - 1 do ids[#ids + 1] = ARGV[jb + JW * j] end
+for b = jb + JW * ni, #ARGV do ids[#ids + 1] = ARGV[b] end
 prefetch('status', ids)
 for _, id in ipairs(ids) do
   if get('status', id) then return {'D', id} end
@@ -47,7 +49,7 @@ local base = redis.call('INCRBY', K.seq, ni) - ni
 local readies = {}
 local touched = {}
 for j = 0, ni - 1 do
-  local b = jb + 8 * j
+  local b = jb + JW * j
   local id, qi, payload, prio = ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2], ARGV[b + 3]
   local maxa, dkey, run_at_s, delay_s = ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
   local queue = QN[qi]
@@ -56,6 +58,7 @@ for j = 0, ni - 1 do
   local run_at
   if run_at_s ~= '' then run_at = tonumber(run_at_s) else run_at = now + tonumber(delay_s) end
   put('job', id, pack_job(prio, maxa, fmt(now), seqs, queue, dkey ~= '' and dkey, payload))
+  local rank = insert_lim(id, queue, ARGV[b + 8], ARGV[b + 9], ARGV[b + 10])
   put('run_at', id, fmt(run_at))
   put('att', id, '0')
   if dkey ~= '' then
@@ -67,7 +70,7 @@ for j = 0, ni - 1 do
     local l = readies[qi]
     if not l then l = {}; readies[qi] = l end
     l[#l + 1] = prio
-    l[#l + 1] = seqs .. id
+    l[#l + 1] = ready_member_of(rank, seqs, id)
   else
     redis.call('ZADD', sched_key(qi), run_at, id)
   end

@@ -10,7 +10,7 @@ local W = 4 + TW
 local out = {}
 local ids = {}
 for b = A, #ARGV - 1, W do ids[#ids + 1] = ARGV[b + 1] end
-for _, col in ipairs({'status', 'queue', 'token', 'att', 'dedupe', 'wf'}) do
+for _, col in ipairs({'status', 'queue', 'token', 'att', 'dedupe', 'wf', 'lim'}) do
   prefetch(col, ids)
 end
 local function held(b)

@@ -1,16 +1,25 @@
 -- ARGV after the header: queue ('' = any), status ('' = any), limit, after
--- ('' = start), workflow ('' = any: then the id or status index is scanned,
--- else that workflow's steps in wsteps, members "<workflow> <id>").
+-- ('' = start), workflow ('' = any), limit key ('' = any). The index scanned:
+-- that workflow's steps in wsteps (members "<workflow> <id>"), else that
+-- key's jobs in kjobs (members "<key>\n<id>"), else the status index, else
+-- every id; the other filters are checked per job.
 local queue, status, limit, after = ARGV[A + 1], ARGV[A + 2], tonumber(ARGV[A + 3]), ARGV[A + 4]
-local workflow = ARGV[A + 5]
+local workflow, key = ARGV[A + 5], ARGV[A + 6]
 local index = K.ids
 if status ~= '' then index = ST[status] end
 local lo, hi, cut = '-', '+', 0
+local by_status = status ~= ''
 if workflow ~= '' then
   -- Every member of w's range starts "<w> ": ' ' sorts below every id character.
   index = K.wsteps
   lo, hi, cut = '[' .. workflow .. ' ', '(' .. workflow .. '!', #workflow + 1
   if after ~= '' then lo = '(' .. workflow .. ' ' .. after end
+  by_status = false
+elseif key ~= '' then
+  index = K.kjobs
+  lo, hi, cut = klo(key), khi(key), #key + 1
+  if after ~= '' then lo = '(' .. key .. '\n' .. after end
+  by_status = false
 elseif after ~= '' then
   lo = '(' .. after
 end
@@ -21,8 +30,10 @@ while found < limit do
   local members = redis.call('ZRANGEBYLEX', index, lo, hi, 'LIMIT', 0, chunk)
   for _, m in ipairs(members) do
     local id = cut > 0 and string.sub(m, cut + 1) or m
+    local l = key ~= '' and lim_of(id)
     if (queue == '' or get('queue', id) == queue)
-      and (cut == 0 or status == '' or get('status', id) == status) then
+      and (by_status or status == '' or get('status', id) == status)
+      and (key == '' or (l and l.key == key)) then
       row(id, out)
       found = found + 1
       if found >= limit then break end

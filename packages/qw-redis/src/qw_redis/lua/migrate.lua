@@ -1,4 +1,4 @@
--- Bring the namespace's keys to layout version ARGV[A + 1] (keys.SCHEMA_VERSION).
+-- Bring the namespace's keys to layout version ARGV[A + 1] (keys.SCHEMA_VERSION, 3).
 -- Header: no queues. KEYS after the common ones: the marker (qw:{ns}:schema),
 -- then version 1's hashes of the fields version 2 packs into f:job, in
 -- keys.LEGACY_COLUMNS order. ARGV after the header: version, batch, HSCAN
@@ -8,7 +8,8 @@
 -- Version 1 (qw-redis 0.1.0) has no marker; its jobs keep each field in
 -- its own hash. Converting a job packs them into f:job (as enqueue.lua
 -- would have written it) and deletes them; every other key of version 1
--- is version 2's as it is, and a job without step columns is a plain job.
+-- is version 2's as it is, and a job without step columns is a plain job,
+-- as one without a 'lim' column has no limit key (version 3).
 local SCHEMA = KEYS[NC + 1]
 local OLD = {}
 for i, col in ipairs({'prio', 'max', 'created', 'seq', 'queue', 'dedupe', 'payload'}) do
@@ -16,6 +17,14 @@ for i, col in ipairs({'prio', 'max', 'created', 'seq', 'queue', 'dedupe', 'paylo
 end
 local version, batch, cursor = ARGV[A + 1], tonumber(ARGV[A + 2]), ARGV[A + 3]
 local have = redis.call('GET', SCHEMA)
+if have == '2' and version == '3' then
+  -- Version 2 is version 3 as it is: none of its jobs has a limit key (no
+  -- 'lim' column: no limit, fair rank 0, ready members unchanged), and the
+  -- flow-control keys start empty. Only the marker moves, so that a
+  -- qw-redis knowing version 2 refuses the namespace from now on.
+  redis.call('SET', SCHEMA, version)
+  return {'V', version}
+end
 if have then return {'V', have} end
 if redis.call('EXISTS', OLD.queue) == 0 then
   redis.call('SET', SCHEMA, version)

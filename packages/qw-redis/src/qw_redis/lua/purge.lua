@@ -11,9 +11,12 @@ local function delete_jobs(ids, w)
   if #ids == 0 then return end
   prefetch('status', ids)
   prefetch('job', ids)
-  local deltas, wdeltas, by_status = {}, {}, {}
+  prefetch('lim', ids)
+  local deltas, wdeltas, by_status, keyed = {}, {}, {}, {}
   for _, id in ipairs(ids) do
     local status = get('status', id)
+    local l = lim_of(id)
+    if l then keyed[#keyed + 1] = l.key .. '\n' .. id end
     if status then
       local field = get('queue', id) .. ':' .. status
       deltas[field] = (deltas[field] or 0) - 1
@@ -35,6 +38,7 @@ local function delete_jobs(ids, w)
   for status, l in pairs(by_status) do chunked('ZREM', ST[status], l, 500) end
   for _, key in pairs(F) do chunked('HDEL', key, ids, 500) end
   chunked('ZREM', K.ids, ids, 500)
+  chunked('ZREM', K.kjobs, keyed, 500)
   if w then
     local members = {}
     for i, id in ipairs(ids) do members[i] = w .. ' ' .. id end

@@ -8,7 +8,7 @@ local W = 3 + TW
 local n = 0
 local ids = {}
 for b = A, #ARGV - 1, W do ids[#ids + 1] = ARGV[b + 1] end
-for _, col in ipairs({'status', 'queue', 'token', 'lease', 'dedupe', 'wf'}) do
+for _, col in ipairs({'status', 'queue', 'token', 'lease', 'dedupe', 'wf', 'lim'}) do
   prefetch(col, ids)
 end
 local function expired(b)

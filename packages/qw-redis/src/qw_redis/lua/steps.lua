@@ -2,9 +2,10 @@
 -- SW consecutive ARGV fields: id, queue index, payload, priority,
 -- max_attempts, dedupe ('' = none), run_at µs ('' = none), delay µs, status
 -- (waiting if it has parents, else queued: the caller's Insert.status),
--- on_parent_failure, parents (space-separated, '' = none). The header holds
--- every queue of the batch's steps.
-local SW = 11
+-- on_parent_failure, parents (space-separated, '' = none), limit key ('' =
+-- none), limit, fair (see common.lua's insert_lim). The header holds every
+-- queue of the batch's steps.
+local SW = 14
 
 -- Everything insert_steps() must refuse, before anything is written: an id
 -- that exists ({'D', id}), or a dedupe key held by a live job or by an
@@ -58,6 +59,7 @@ local function insert_steps(w, sb, now)
     local run_at
     if run_at_s ~= '' then run_at = tonumber(run_at_s) else run_at = now + tonumber(delay_s) end
     put('job', id, pack_job(prio, maxa, fmt(now), seqs, queue, dkey ~= '' and dkey, payload))
+    local rank = insert_lim(id, queue, ARGV[b + 11], ARGV[b + 12], ARGV[b + 13])
     put('run_at', id, fmt(run_at))
     put('att', id, '0')
     put('wf', id, w)
@@ -89,7 +91,7 @@ local function insert_steps(w, sb, now)
         local l = readies[qi]
         if not l then l = {}; readies[qi] = l end
         l[#l + 1] = prio
-        l[#l + 1] = seqs .. id
+        l[#l + 1] = ready_member_of(rank, seqs, id)
       else
         redis.call('ZADD', sched_key(qi), run_at, id)
       end

@@ -114,7 +114,7 @@ local function prefetch_workflow(w)
   local ids = {}
   for i, m in ipairs(members) do ids[i] = string.sub(m, #w + 2) end
   for _, col in ipairs({'status', 'pending', 'fparents', 'opf', 'children', 'job', 'run_at',
-    'wf'}) do
+    'wf', 'lim'}) do
     prefetch(col, ids)
   end
 end
@@ -132,7 +132,7 @@ settle = function(id, status, now)
     end
     local ready = count_ended(item[1], item[2])
     if #ready > 1 then
-      for _, col in ipairs({'job', 'run_at', 'wf'}) do prefetch(col, ready) end
+      for _, col in ipairs({'job', 'run_at', 'wf', 'lim'}) do prefetch(col, ready) end
     end
     for _, c in ipairs(ready) do
       local s, parent = plan_settled(c)
