@@ -16,11 +16,14 @@ from qw_testkit.pytest_plugin import PROFILE_ENV
 BACKENDS = textwrap.dedent(
     '''
     import contextlib
+    import time
     import uuid
+    from collections import Counter
     from dataclasses import replace
     from datetime import UTC, datetime
 
     import qw
+    import qw.backends.memory as memory_module
     from qw.backends.memory import MemoryBackend, _Graph
     from qw.capabilities import Capabilities
     from qw.model import WorkflowState
@@ -236,6 +239,193 @@ BACKENDS = textwrap.dedent(
             pass
 
 
+    # -- flow control: each defect is one wrong turn in an otherwise right store --
+
+
+    @contextlib.contextmanager
+    def swapped(name, wrap):
+        """Memory's ``name`` (a rule it imports from qw.limits) replaced by ``wrap(real)``."""
+        real = getattr(memory_module, name)
+        setattr(memory_module, name, wrap(real))
+        try:
+            yield
+        finally:
+            setattr(memory_module, name, real)
+
+
+    class _PlanWrapped(MemoryBackend):
+        """Decides each claim with ``plan`` (given the real plan_claim) instead of plan_claim."""
+
+        def plan(self, real, candidates, **state):
+            return real(candidates, **state)
+
+        def _within_limits(self, due, now, limit):
+            wrap = lambda real: lambda candidates, **state: self.plan(real, candidates, **state)
+            with swapped("plan_claim", wrap):
+                return super()._within_limits(due, now, limit)
+
+
+    class IgnoresConcurrency(_PlanWrapped):
+        """Decides claims as if no job of any key were running."""
+
+        def plan(self, real, candidates, **state):
+            return real(candidates, **{**state, "running": {}})
+
+
+    class ReclaimKeepsTheSlot(_PlanWrapped):
+        """Keeps counting a reclaimed job as running: a counter reclaim forgets to lower."""
+
+        def reclaim_expired(self):
+            with self._store.lock:
+                rows = self._space.rows.values()
+                held = [r for r in rows if r.job.status is qw.JobStatus.RUNNING and r.job.limit_key]
+                count = super().reclaim_expired()
+                ghosts = self._space.__dict__.setdefault("ghosts", Counter())
+                for row in held:
+                    if row.job.status is not qw.JobStatus.RUNNING:
+                        ghosts[row.job.limit_key] += 1
+            return count
+
+        def plan(self, real, candidates, **state):
+            ghosts = self._space.__dict__.get("ghosts", Counter())
+            running = Counter(state["running"]) + ghosts
+            return real(candidates, **{**state, "running": dict(running)})
+
+
+    class IgnoresRate(_PlanWrapped):
+        """Never counts a start, so a rate never holds a job back."""
+
+        def plan(self, real, candidates, **state):
+            return real(candidates, **{**state, "starts": {}})
+
+
+    class WindowNeverSlides(_PlanWrapped):
+        """Counts every start a key ever had: its window's bound is compared the wrong way."""
+
+        def plan(self, real, candidates, **state):
+            now = state["now"]
+            starts = {k: [now] * len(v) for k, v in state["starts"].items()}
+            return real(candidates, **{**state, "starts": starts})
+
+
+    class IgnoresOverrides(_PlanWrapped):
+        """Holds jobs to the limit they declare, never to the operators' limit."""
+
+        def plan(self, real, candidates, **state):
+            return real(candidates, **{**state, "overrides": {}})
+
+
+    class StopsAtHeldBack(_PlanWrapped):
+        """Ends a claim at the first job held back instead of going on past it."""
+
+        def plan(self, real, candidates, **state):
+            taken = real(candidates, **state)
+            prefix = []
+            for expected, index in enumerate(taken):
+                if index != expected:
+                    break
+                prefix.append(index)
+            return prefix
+
+
+    class TouchesHeldBack(MemoryBackend):
+        """Counts an attempt on every due job a claim passes over."""
+
+        def _within_limits(self, due, now, limit):
+            chosen = super()._within_limits(due, now, limit)
+            for row in due:
+                if row not in chosen:
+                    row.job = replace(row.job, attempts=row.job.attempts + 1)
+            return chosen
+
+
+    class UnfairRanks(MemoryBackend):
+        """Ignores fairness: every job gets rank 0, so claims stay FIFO across keys."""
+
+        def _rank(self, new):
+            return 0
+
+
+    class FairClockIgnored(MemoryBackend):
+        """Ranks a fair job by its key's own count alone, never by the queue's fair clock."""
+
+        def _rank(self, new):
+            with swapped("fair_rank", lambda real: lambda next_rank, clock: next_rank):
+                return super()._rank(new)
+
+
+    class RequeueResetsRank(MemoryBackend):
+        """Sets a job's fair rank back to 0 when it returns to queued (retry, release, reclaim)."""
+
+        def _write(self, row, transition, now, requeued):
+            super()._write(row, transition, now, requeued)
+            if transition.status is qw.JobStatus.QUEUED:
+                row.rank = 0
+
+
+    class ListIgnoresKey(MemoryBackend):
+        """Drops the key filter of list_jobs."""
+
+        def list_jobs(self, *, key=None, **filters):
+            return super().list_jobs(**filters)
+
+
+    class ForgetsLimit(MemoryBackend):
+        """Reads jobs back without the limit they declared (it still enforces it)."""
+
+        def _strip(self, job):
+            return None if job is None else replace(job, limit=None)
+
+        def get(self, job_id):
+            return self._strip(super().get(job_id))
+
+        def get_many(self, job_ids):
+            return [self._strip(j) for j in super().get_many(job_ids)]
+
+        def list_jobs(self, **filters):
+            return [self._strip(j) for j in super().list_jobs(**filters)]
+
+
+    class AdvanceNotAtomic(MemoryBackend):
+        """Reads the tick and writes it in two steps: racers with one tick both win."""
+
+        def advance_schedule(self, name, tick):
+            with self._store.lock:
+                known = self._space.schedules.get(name)
+            if known is None or (known.last_tick is not None and tick <= known.last_tick):
+                return False
+            time.sleep(0.001)
+            with self._store.lock:
+                self._space.schedules[name] = replace(known, last_tick=tick)
+            return True
+
+
+    class AdvanceOnEqualTick(MemoryBackend):
+        """Moves the tick on an equal tick too (>= for >): one tick wins twice."""
+
+        def advance_schedule(self, name, tick):
+            with self._store.lock:
+                known = self._space.schedules.get(name)
+                if known is None or (known.last_tick is not None and tick < known.last_tick):
+                    return False
+                self._space.schedules[name] = replace(known, last_tick=tick)
+                return True
+
+
+    class SaveResetsTick(MemoryBackend):
+        """Saves a schedule whole, its last_tick included, instead of keeping the stored tick."""
+
+        def save_schedule(self, schedule):
+            with self._store.lock:
+                self._space.schedules[schedule.name] = schedule
+
+
+    class NoFlowControl(MemoryBackend):
+        """Declares neither limits nor schedules."""
+
+        capabilities = replace(MemoryBackend.capabilities, limits=False, schedules=False)
+
+
     class StandIn(MemoryBackend):
         capabilities = Capabilities(thread_safe=False, stand_in="fakestore")
 
@@ -293,6 +483,8 @@ CASES = {
         "test_events_are_per_namespace",
         "test_switches_are_per_namespace",
         "test_workers_are_per_namespace",
+        "test_limits_and_keys_are_per_namespace",
+        "test_schedules_are_per_namespace",
     ],
     "IgnoresAttempt": ["test_a_lease_for_another_attempt_is_stale"],
     "PromotesOnFirstParent": [
@@ -328,6 +520,58 @@ CASES = {
         "test_expired_lease_is_reclaimed_to_queued",
         "test_reclaim_from_many_threads_counts_each_job_once",
     ],
+    "IgnoresConcurrency": [
+        "test_a_concurrency_limit_is_never_exceeded_by_racing_threads",
+        "test_a_claim_takes_only_the_free_slots",
+        "test_a_key_counts_its_jobs_in_every_queue",
+        "test_every_exit_from_running_frees_the_slot[complete]",
+        "test_claims_agree_with_the_limit_model",
+    ],
+    "ReclaimKeepsTheSlot": [
+        "test_every_exit_from_running_frees_the_slot[reclaim]",
+        "test_every_exit_from_running_frees_the_slot[reclaim_final]",
+    ],
+    "IgnoresRate": [
+        "test_a_rate_limit_holds_starts_to_a_window_on_the_stores_clock",
+        "test_an_operators_rate_replaces_the_jobs_concurrency",
+        "test_claims_agree_with_the_limit_model",
+    ],
+    "WindowNeverSlides": ["test_a_rate_limit_holds_starts_to_a_window_on_the_stores_clock"],
+    "IgnoresOverrides": [
+        "test_concurrency_zero_pauses_a_key_and_removing_it_resumes",
+        "test_an_operators_limit_replaces_the_jobs_own_at_claim",
+        "test_an_operators_rate_replaces_the_jobs_concurrency",
+        "test_claims_agree_with_the_limit_model",
+    ],
+    "StopsAtHeldBack": [
+        "test_a_throttled_key_never_blocks_other_keys",
+        "test_a_held_back_job_stays_queued_untouched",
+        "test_claims_agree_with_the_limit_model",
+    ],
+    "TouchesHeldBack": ["test_a_held_back_job_stays_queued_untouched"],
+    "UnfairRanks": [
+        "test_a_long_backlog_does_not_starve_a_key_with_a_few_jobs",
+        "test_claim_order_is_priority_then_fair_rank_then_fifo",
+        "test_fair_ranks_are_per_queue",
+        "test_claims_agree_with_the_limit_model",
+    ],
+    "FairClockIgnored": ["test_a_key_arriving_late_starts_at_the_queues_fair_clock"],
+    "RequeueResetsRank": [
+        "test_fair_ranks_are_kept_by_a_retry_a_release_and_a_reclaim[release]",
+        "test_fair_ranks_are_kept_by_a_retry_a_release_and_a_reclaim[reclaim]",
+    ],
+    "ListIgnoresKey": ["test_list_jobs_filters_by_key"],
+    "ForgetsLimit": [
+        "test_jobs_read_back_their_key_limit_and_fairness",
+        "test_claims_agree_with_the_limit_model",
+    ],
+    "AdvanceNotAtomic": ["test_racing_threads_advance_each_tick_exactly_once"],
+    "AdvanceOnEqualTick": [
+        "test_advance_moves_the_tick_only_forward",
+        "test_a_tick_in_another_zone_is_the_same_instant",
+        "test_racing_threads_advance_each_tick_exactly_once",
+    ],
+    "SaveResetsTick": ["test_save_keeps_the_stored_tick"],
 }
 
 
@@ -373,3 +617,21 @@ def test_a_stand_in_is_reported_loudly_and_gates_name_it(pytester: pytest.Pytest
     assert "STAND-IN STORE" in out
     result.stdout.fnmatch_lines(["*does not declare capability thread_safe*stand-in 'fakestore'*"])
     result.stdout.fnmatch_lines(["*backend 'memory': thread_safe=False*"])
+
+
+def test_a_store_without_flow_control_is_skipped_naming_the_flags(
+    pytester: pytest.Pytester,
+) -> None:
+    result = _run(
+        pytester,
+        "NoFlowControl",
+        [
+            "test_a_claim_takes_only_the_free_slots",
+            "test_save_keeps_the_stored_tick",
+            "test_a_store_without_limits_refuses_them",
+            "test_a_store_without_schedules_refuses_them",
+        ],
+    )
+    result.assert_outcomes(passed=2, skipped=2)
+    result.stdout.fnmatch_lines(["*backend 'memory' does not declare capability limits*"])
+    result.stdout.fnmatch_lines(["*backend 'memory' does not declare capability schedules*"])

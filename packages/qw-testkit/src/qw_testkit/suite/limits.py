@@ -845,7 +845,7 @@ class LimitTests(ContractBase):
         # Ranks: A 0,1,2; N (not fair) 0; C 0; B 0,1,2. Priority first; within a
         # rank, FIFO: non-fair jobs have rank 0, so they come with the first round.
         want = [*p, a[0], *n, b[0], a[1], b[1], a[2], b[2]]
-        assert ids_of(claim(client, limit=100)) == want
+        assert ids_of(claim(client, limit=100)) == want, "claim order: priority, fair rank, FIFO"
 
     @requires("limits")
     def test_fair_ranks_are_per_queue(self, client: qw.Client) -> None:
@@ -853,7 +853,8 @@ class LimitTests(ContractBase):
         a2 = enqueue(client, [kjob("A", i, fair=True, queue="q2") for i in range(2)])
         b2 = enqueue(client, [kjob("B", i, fair=True, queue="q2") for i in range(2)])
         # Key A's ranks in q2 start at 0 whatever it has in q1.
-        assert ids_of(claim(client, queues=["q2"])) == [a2[0], b2[0], a2[1], b2[1]]
+        got = ids_of(claim(client, queues=["q2"]))
+        assert got == [a2[0], b2[0], a2[1], b2[1]], "fair ranks count per (queue, key)"
         assert ids_of(claim(client, queues=["q1"])) == a1
 
     @requires("limits")
@@ -863,7 +864,8 @@ class LimitTests(ContractBase):
         # The queue's fair clock is now 9: B's first job gets rank 9, not 0, so it
         # takes its turn among A's remaining jobs instead of jumping all of them.
         b = enqueue(client, [kjob("B", i, fair=True) for i in range(3)])
-        assert ids_of(claim(client, limit=6)) == [b[0], a[10], b[1], a[11], b[2], a[12]]
+        got = ids_of(claim(client, limit=6))
+        assert got == [b[0], a[10], b[1], a[11], b[2], a[12]], "a new key ranks from the clock"
 
     @pytest.mark.parametrize("back", ["release", "reclaim"])
     @requires("limits")
@@ -885,7 +887,8 @@ class LimitTests(ContractBase):
             sleep_until_store(client, first[1].lease.expires_at)
             assert client.reclaim_expired() == 1
         # b0 keeps rank 0 and a1 rank 1: b0, then a1 before b1 (same rank, FIFO).
-        assert ids_of(claim(client, limit=100)) == [b[0], a[1], b[1], a[2], b[2], a[3], b[3]]
+        got = ids_of(claim(client, limit=100))
+        assert got == [b[0], a[1], b[1], a[2], b[2], a[3], b[3]], f"{back} or retry moved a rank"
 
     # -- the model ---------------------------------------------------------
 
@@ -1045,7 +1048,8 @@ class LimitTests(ContractBase):
         assert s1.job.id == f"{w}.s1"
         client.complete(s1.lease)
         # s2 was ranked 1 when it was inserted (waiting): promoted, it keeps it.
-        assert ids_of(claim(client, limit=10)) == [b[0], f"{w}.s2", b[1], b[2], b[3]]
+        got = ids_of(claim(client, limit=10))
+        assert got == [b[0], f"{w}.s2", b[1], b[2], b[3]], "promotion moved the step's rank"
 
     # -- bad input, a store without the capability, namespaces -----------------
 
