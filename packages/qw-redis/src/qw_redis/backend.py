@@ -77,6 +77,9 @@ _QUEUE_CACHE_MAX = 100_000
 #: bounds a claim's run time behind a long run of held-back jobs, which it
 #: parks on the way (never answering nothing while one is claimable).
 SCAN_MAX = 20_000
+#: Parked jobs of one (queue, key, declared limit) a claim moves back at most
+#: (more only where the limit has room for more; see lua/claim.lua).
+UNPARK_MAX = 1000
 #: How long the first claim or wait waits for the subscription (then it polls).
 _FIRST_CONNECT_S = 2.0
 #: Fields per job of ``expired.lua``'s reply.
@@ -367,7 +370,9 @@ class RedisBackend:
         self._hub.arm(queues)
         prefix = secrets.token_hex(12) + ":"
         reply = self._run(
-            "claim", queues, (worker, _us(lease_s), limit, prefix, PROMOTE_MAX, SCAN_MAX)
+            "claim",
+            queues,
+            (worker, _us(lease_s), limit, prefix, PROMOTE_MAX, SCAN_MAX, UNPARK_MAX),
         )
         if not reply:
             return []

@@ -1,5 +1,6 @@
 -- ARGV after the header: worker, lease µs, limit, token prefix, promote max,
--- scan max (candidates looked at once one is taken).
+-- scan max (candidates looked at once one is taken), unpark max (parked jobs
+-- of one group moved back at most, where the limit has room for more).
 -- Returns {now, expires, then 14 fields per job}; the 13th is common.lua's
 -- step_info with the workflow's queues (false for a plain job), the 14th
 -- its 'lim' column (false without a limit key).
@@ -14,9 +15,24 @@
 -- starts later than now - per (K.lstart) at rate. A held-back job stays
 -- queued, untouched; the scan goes on past it. A job without a key is never
 -- held back.
+--
+-- Parking, so that a long run of held-back jobs is not scanned by every
+-- claim: the scan moves each job it holds back from its ready set to
+-- K.parked (common.lua's parked_member: grouped by queue, key and declared
+-- limit), and marks when that (queue, key) must be looked at again
+-- (K.pwake): at once, at the time the rate window makes room (the start
+-- whose exit makes room, plus per), or never unless woken (concurrency
+-- full: common.lua's wake_parked marks it 'at once' when a job of the key
+-- stops running or leaves queued otherwise, or its operators' limit
+-- changes). A claim first takes the due marks of its queues and moves back
+-- to the ready set, per group, as many jobs as the limit has room for now
+-- (the first in claim order: no more of the group could be taken, by
+-- plan_claim, than that room); the scan then decides them like any other.
+-- So plan_claim sees, of each key, every job it could take: the rule is
+-- the same, parking only spares the scan the jobs it would hold back.
 local worker, lease_us = ARGV[A + 1], tonumber(ARGV[A + 2])
 local limit, prefix, promote_max = tonumber(ARGV[A + 3]), ARGV[A + 4], tonumber(ARGV[A + 5])
-local SCAN_MAX = tonumber(ARGV[A + 6])
+local SCAN_MAX, UNPARK_MAX = tonumber(ARGV[A + 6]), tonumber(ARGV[A + 7])
 if redis.call('HGET', K.switch, '*') == '0' then return {} end
 local now = now_us()
 local open = {}
@@ -77,16 +93,102 @@ local function in_window(k, per_us)
 end
 
 -- plan_claim's test for one candidate with lim_of() l: the limit that holds
--- it back, or false.
+-- it back and whether by concurrency, or false.
 local function held(l)
   local lim = effective(l)
   if not lim then return false end
   local more = EXTRA[l.key] or 0
-  if lim.c and running(l.key) + more >= lim.c then return lim end
+  if lim.c and running(l.key) + more >= lim.c then return lim, true end
   if lim.rate and lim.per_us and in_window(l.key, lim.per_us) + more >= lim.rate then
-    return lim
+    return lim, false
   end
   return false
+end
+
+-- The starts this claim records per key (claims of jobs whose effective
+-- limit has a rate), as the scan goes.
+local RATED = {}
+
+-- When a job of key k held to lim by its rate may start: when the start
+-- whose exit leaves room (of the window's, oldest first, followed by
+-- 'rated' more at now) leaves the window.
+local function rate_room_at(k, lim, rated)
+  local n = in_window(k, lim.per_us)
+  local i = n + rated - lim.rate
+  if i < 0 then return now end
+  if i >= n then return now + lim.per_us end
+  local m = redis.call('ZRANGEBYLEX', K.lstart, '[' .. k .. '\n' .. pad16(now - lim.per_us + 1),
+    khi(k), 'LIMIT', i, 1)[1]
+  return tonumber(string.sub(m, #k + 2, #k + 17)) + lim.per_us
+end
+
+-- The marks this claim leaves: "<queue>\n<key>" -> earliest time.
+local MARKS = {}
+local function want_mark(q, k, t)
+  local f = q .. '\n' .. k
+  if not MARKS[f] or t < MARKS[f] then MARKS[f] = t end
+end
+
+-- Move back from K.parked the jobs of queue qi and key k the limit has room
+-- for, group by group (each declared limit); mark when to look again.
+local function unpark(qi, k)
+  local q = QN[qi]
+  local base = q .. '\n' .. k .. '\n'
+  local lo, hi = '[' .. base, '(' .. q .. '\n' .. k .. '\11'
+  local left = false
+  while true do
+    local first = redis.call('ZRANGEBYLEX', K.parked, lo, hi, 'LIMIT', 0, 1)[1]
+    if not first then break end
+    local own = string.match(first, '^([^\n]*)\n', #base + 1)
+    local group = base .. own .. '\n'
+    local ghi = '(' .. base .. own .. '\11'
+    local lim = effective({key = k, lim = own})
+    local room = UNPARK_MAX
+    if lim and lim.c then room = math.min(room, lim.c - running(k)) end
+    if lim and lim.rate and lim.per_us then
+      room = math.min(room, lim.rate - in_window(k, lim.per_us))
+    end
+    local moved = 0
+    if room > 0 then
+      local ms = redis.call('ZRANGEBYLEX', K.parked, '[' .. group, ghi, 'LIMIT', 0, room)
+      local adds = {}
+      for _, m in ipairs(ms) do
+        adds[#adds + 1] = tonumber(string.sub(m, #group + 1, #group + 10)) - 2147483648
+        adds[#adds + 1] = string.sub(m, #group + 11)
+      end
+      chunked('ZREM', K.parked, ms, 500)
+      chunked('ZADD', ready_key(qi), adds, 1000)
+      moved = #ms
+    end
+    if room <= 0 or moved == room then
+      if redis.call('ZRANGEBYLEX', K.parked, '[' .. group, ghi, 'LIMIT', 0, 1)[1] then
+        -- Jobs are left: held back once the moved ones have started.
+        left = true
+        local t = now
+        if lim and lim.c and running(k) + moved >= lim.c then
+          t = PARK_NEVER
+        elseif lim and lim.rate and lim.per_us and in_window(k, lim.per_us) + moved >= lim.rate then
+          t = rate_room_at(k, lim, moved)
+        end
+        want_mark(q, k, t)
+      end
+    end
+    lo = '[' .. base .. own .. '\11'
+  end
+  if not left then redis.call('ZREM', K.pkq, k .. '\n' .. q) end
+end
+
+-- The due marks of the open queues, before the scan, so that the jobs
+-- moved back compete in claim order.
+for _, i in ipairs(open) do
+  local q = QN[i]
+  local due = redis.call('ZRANGEBYLEX', K.pwake, '[' .. q .. '\n', '(' .. q .. '\n' .. pad16(now + 1))
+  for _, mark in ipairs(due) do
+    local k = string.sub(mark, #q + 19)
+    redis.call('ZREM', K.pwake, mark)
+    redis.call('HDEL', K.pwt, q .. '\n' .. k)
+    unpark(i, k)
+  end
 end
 
 -- The candidates: a merge of the open queues' ready sets in claim order,
@@ -128,7 +230,7 @@ for _, i in ipairs(open) do
   OFF[i], CHUNK[i] = 0, limit
   refill(i)
 end
-local picked = {}
+local picked, parks = {}, {}
 local examined = 0
 while #picked < limit do
   local best
@@ -141,8 +243,21 @@ while #picked < limit do
   POS[best.qi] = POS[best.qi] + 1
   examined = examined + 1
   local l = lim_of(best.id)
-  if not (l and held(l)) then
-    if l then EXTRA[l.key] = (EXTRA[l.key] or 0) + 1 end
+  local lim, by_concurrency
+  if l then lim, by_concurrency = held(l) end
+  if lim then
+    -- Held back: parked, with the time its (queue, key) is looked at again.
+    local q = QN[best.qi]
+    local t = PARK_NEVER
+    if not by_concurrency then t = rate_room_at(l.key, lim, RATED[l.key] or 0) end
+    want_mark(q, l.key, t)
+    parks[#parks + 1] = best
+  else
+    if l then
+      EXTRA[l.key] = (EXTRA[l.key] or 0) + 1
+      local e = effective(l)
+      if e and e.rate and e.per_us then RATED[l.key] = (RATED[l.key] or 0) + 1 end
+    end
     picked[#picked + 1] = best
   end
   -- Bounded once something was found: a claim never answers nothing while
@@ -150,13 +265,29 @@ while #picked < limit do
   if examined >= SCAN_MAX and #picked > 0 then break end
 end
 
-local taken = {}
-for _, c in ipairs(picked) do
-  local l = taken[c.qi]
-  if not l then l = {}; taken[c.qi] = l end
-  l[#l + 1] = c.m
+-- Out of the ready sets: the jobs taken, and those parked (into K.parked).
+local gone, parked, pkq = {}, {}, {}
+for _, list in ipairs({picked, parks}) do
+  for _, c in ipairs(list) do
+    local l = gone[c.qi]
+    if not l then l = {}; gone[c.qi] = l end
+    l[#l + 1] = c.m
+  end
 end
-for qi, l in pairs(taken) do chunked('ZREM', ready_key(qi), l, 500) end
+for qi, l in pairs(gone) do chunked('ZREM', ready_key(qi), l, 500) end
+for _, c in ipairs(parks) do
+  local q, k = QN[c.qi], lim_of(c.id).key
+  parked[#parked + 1] = 0
+  parked[#parked + 1] = q .. '\n' .. k .. '\n' .. lim_of(c.id).lim .. '\n'
+    .. string.format('%010d', c.prio + 2147483648) .. c.m
+  pkq[k .. '\n' .. q] = true
+end
+chunked('ZADD', K.parked, parked, 1000)
+for m in pairs(pkq) do redis.call('ZADD', K.pkq, 0, m) end
+for f, t in pairs(MARKS) do
+  local q, k = string.match(f, '^([^\n]*)\n(.*)$')
+  mark_parked(q, k, t)
+end
 
 local expires = now + lease_us
 local nows, exps = fmt(now), fmt(expires)

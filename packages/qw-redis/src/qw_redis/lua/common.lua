@@ -337,3 +337,35 @@ local function publish(queues)
   end
 end
 
+
+-- Parking's marks (K.pwake, K.pwt): when a claim of queue q must look at
+-- the parked jobs of key k again, a time in µs (16 digits): 0 = at once,
+-- PARK_NEVER = only when woken (a slot freed, the operators' limit changed).
+local PARK_NEVER = 9000000000000000
+
+-- Make (q, k)'s mark t unless it already says a time no later.
+local function mark_parked(q, k, t)
+  local f = q .. '\n' .. k
+  local cur = redis.call('HGET', K.pwt, f)
+  if cur and tonumber(cur) <= t then return end
+  local t16 = pad16(t)
+  if cur then redis.call('ZREM', K.pwake, q .. '\n' .. cur .. '\n' .. k) end
+  redis.call('ZADD', K.pwake, 0, q .. '\n' .. t16 .. '\n' .. k)
+  redis.call('HSET', K.pwt, f, t16)
+end
+
+-- flush()'s part for keys: each key whose running job stopped, whose
+-- queued job left otherwise than by a claim, or whose operators' limit
+-- changed, may have room for a parked job now: every queue holding parked
+-- jobs of it looks at them on its next claim, and is woken for it.
+wake_parked = function(keys)
+  local woken = {}
+  for k in pairs(keys) do
+    for _, m in ipairs(redis.call('ZRANGEBYLEX', K.pkq, klo(k), khi(k))) do
+      local q = string.sub(m, #k + 2)
+      mark_parked(q, k, 0)
+      woken[#woken + 1] = q
+    end
+  end
+  publish(woken)
+end
