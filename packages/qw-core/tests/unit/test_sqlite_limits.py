@@ -4,11 +4,13 @@ nothing, and the bookkeeping tables staying small."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -285,3 +287,76 @@ def test_a_keyed_finish_wakes_a_waiter_held_back_by_its_key(client: qw.Client, p
             ).fetchone()
         assert after == before + 1
         assert len(waiter.claim(["q"], worker="w2")) == 1
+
+
+# -- the same claims as the reference -------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_operations_claim_what_the_memory_backend_claims(path: Path, seed: int) -> None:
+    """Enqueues, claims, finishes, cancels and operators' limits, in lockstep on both stores.
+
+    Time plays no part (rate windows of an hour, jobs due at once or next
+    year), so the two must hand out the very same jobs in the same order.
+    """
+    rng = random.Random(seed)
+    memory = qw.open(f"memory://limits-{seed}-{uuid.uuid4().hex}", namespace="a")
+    sqlite = qw.Client(SqliteBackend(path, namespace="a"))
+    limits = [None, Limit(), Limit(concurrency=0), Limit(concurrency=1), Limit(concurrency=3),
+              Limit(rate=2, per=3600), Limit(concurrency=2, rate=4, per=3600)]  # fmt: skip
+    held: dict[str, tuple[qw.Lease, qw.Lease]] = {}
+    with memory, sqlite:
+        for step in range(400):
+            op = rng.random()
+            if op < 0.35:
+                jobs = []
+                for i in range(rng.randint(1, 30)):
+                    key = rng.choice([None, "a", "b", "c", "d"])
+                    jobs.append(
+                        NewJob(
+                            rng.choice(["q", "r"]),
+                            i,
+                            id=f"{step}-{i}",
+                            priority=rng.choice([0, 0, 0, 1, -1]),
+                            delay=rng.choice([None, None, None, 3e7]),
+                            limit_key=key,
+                            limit=None if key is None else rng.choice(limits),
+                            fair=key is not None and rng.random() < 0.5,
+                        )
+                    )
+                memory.enqueue(jobs)
+                sqlite.enqueue(jobs)
+            elif op < 0.7:
+                queues = rng.choice([["q"], ["r"], ["q", "r"]])
+                n = rng.choice([1, 2, 5, 20])
+                got_m = memory.claim(queues, worker="w", limit=n)
+                got_s = sqlite.claim(queues, worker="w", limit=n)
+                assert [c.job.id for c in got_s] == [c.job.id for c in got_m], step
+                for m, s in zip(got_m, got_s, strict=True):
+                    held[m.job.id] = (m.lease, s.lease)
+            elif op < 0.85 and held:
+                job_id = rng.choice(sorted(held))
+                m_lease, s_lease = held.pop(job_id)
+                if rng.random() < 0.5:
+                    memory.complete(m_lease)
+                    sqlite.complete(s_lease)
+                else:
+                    memory.release(m_lease)
+                    sqlite.release(s_lease)
+            elif op < 0.9:
+                queued = [j.id for j in memory.list_jobs(status="queued", limit=1000)]
+                if queued:
+                    job_id = rng.choice(queued)
+                    assert memory.cancel(job_id) is sqlite.cancel(job_id)
+            else:
+                key, lim = rng.choice("abcd"), rng.choice([None, *limits[1:]])
+                memory.set_limit(key, lim)
+                sqlite.set_limit(key, lim)
+            if step % 50 == 0:
+                assert _states(sqlite) == _states(memory), step
+        assert _states(sqlite) == _states(memory)
+
+
+def _states(client: qw.Client) -> list[tuple[object, ...]]:
+    states = client.keys(limit=1000)
+    return [(s.key, s.queued, s.running, s.limit, s.overridden, s.started) for s in states]

@@ -1336,14 +1336,14 @@ class SqliteBackend:
                 (ns, *names),
             ):
                 counts[key, status] = n
-            # max() picks the row of a job that declares a limit, when one does.
-            for key, declared, c, rate, per in conn.execute(
-                "SELECT limit_key, max(has_limit), concurrency, rate, rate_per FROM qw_jobs "
+            # The limit of the oldest live job that declares one (min() picks its row).
+            for key, _, c, rate, per in conn.execute(
+                "SELECT limit_key, min(seq), concurrency, rate, rate_per FROM qw_jobs "
                 f"WHERE namespace = ? AND limit_key IN ({marks}) "
-                "AND status IN ('queued', 'running') GROUP BY limit_key",
+                "AND status IN ('queued', 'running') AND has_limit = 1 GROUP BY limit_key",
                 (ns, *names),
             ):
-                own[key] = _rows.limit(c, rate, per, declared)
+                own[key] = Limit(c, rate, per)
             when = _rows.ts(now)
             return [
                 key_state(
