@@ -445,8 +445,9 @@ class Scheduler:
         self._saved = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        #: How many jobs this scheduler enqueued (ticks it won), for logs and tests.
+        #: How many jobs this scheduler enqueued (ticks it won), and passes it made.
         self.enqueued = 0
+        self.passes = 0
 
     @property
     def schedules(self) -> list[Periodic]:
@@ -468,6 +469,10 @@ class Scheduler:
             now = self._clock()
             if self._pass(stored, now, read_at):
                 break
+        if not self.passes:
+            names = ", ".join(p.name for p in self._schedules)
+            log.info("scheduler: first pass at %s, for %s", _shown(now), names)
+        self.passes += 1
         return self._sleep_for(self._clock())
 
     def _pass(self, stored: dict[str, Schedule], now: datetime, read_at: float) -> bool:

@@ -122,6 +122,8 @@ class Worker:
         # Tasks returned so far, and (when, how many) at the last rate measurement.
         self._returned = 0
         self._rate_mark = (time.monotonic(), 0)
+        #: The scheduler of the app's periodic schedules, once run() started one.
+        self.scheduler: Scheduler | None = None
 
     def __repr__(self) -> str:
         return f"<qw.Worker {self.id} queues={list(self.config.queues)}>"
@@ -184,6 +186,7 @@ class Worker:
         self._finisher = Finisher(finisher_client, self._committed, batch=self.config.finish_batch)
         heartbeat = Heartbeat(self, heartbeat_client, self.config)
         scheduler = self._scheduler(mine[2]) if periodic else None
+        self.scheduler = scheduler
         try:
             client.heartbeat(self.info)
             self._finisher.start()
