@@ -19,7 +19,20 @@ from qw_postgres.schema import LATEST_VERSION
 
 from .conftest import with_query
 
-EXPECTED_TABLES = {"jobs", "events", "workers", "switches", "workflows", "schema_version"}
+EXPECTED_TABLES = {
+    "jobs",
+    "events",
+    "workers",
+    "switches",
+    "workflows",
+    "limits",
+    "limit_starts",
+    "fair_ranks",
+    "fair_clocks",
+    "parked_keys",
+    "schedules",
+    "schema_version",
+}
 EXPECTED_INDEXES = {
     "jobs_pkey",
     "jobs_claim",
@@ -27,6 +40,15 @@ EXPECTED_INDEXES = {
     "jobs_dedupe",
     "jobs_finished",
     "jobs_workflow",
+    "jobs_key",
+    "jobs_parked",
+    "limits_pkey",
+    "limit_starts_pkey",
+    "fair_ranks_pkey",
+    "fair_clocks_pkey",
+    "parked_keys_pkey",
+    "parked_keys_due",
+    "schedules_pkey",
     "workflows_pkey",
     "workflows_finished",
     "events_pkey",

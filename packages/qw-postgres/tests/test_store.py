@@ -64,7 +64,7 @@ def test_claim_reads_the_partial_index_of_queued_jobs(pg_url: str, fresh_schema:
         ).fetchall()
     assert "jobs_claim" in plan
     assert "Sort" not in plan  # the index already yields priority, then FIFO
-    assert "WHERE (status = 'queued'::text)" in indexdef
+    assert "WHERE ((status = 'queued'::text) AND (NOT parked))" in indexdef
 
 
 def test_purge_deletes_in_bounded_batches(

@@ -23,9 +23,9 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, NamedTuple, Self, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -42,14 +42,18 @@ from qw.errors import (
     DuplicateJob,
     SchemaError,
 )
+from qw.limits import Candidate, effective_limit, key_state, plan_claim
 from qw.model import (
     Claim,
     Enqueued,
     Event,
     Job,
     JobStatus,
+    KeyState,
     Lease,
+    Limit,
     PurgeResult,
+    Schedule,
     WorkerInfo,
     Workflow,
     WorkflowState,
@@ -83,13 +87,15 @@ from qw_postgres.listening import (
     listener_application_name,
     make_listen,
 )
-from qw_postgres.queries import CLAIM_SEQ, CLAIM_TOKEN, ENQUEUE_COPY_TYPES, Queries
+from qw_postgres.queries import CLAIM_RANK, CLAIM_SEQ, CLAIM_TOKEN, ENQUEUE_COPY_TYPES, Queries
 from qw_postgres.rows import (
     PARENT_FAILURES,
     STATES,
     STATUSES,
     to_event,
     to_job,
+    to_limit,
+    to_schedule,
     to_worker,
     to_workflow,
 )
@@ -119,7 +125,23 @@ PURGE_WORKFLOW_BATCH = 100
 #: :class:`_StepEnds`; one can only form between cancel_workflow and a
 #: worker's renew or finish batch holding two running steps of it).
 DEADLOCK_TRIES = 5
+#: Rounds a keyed claim runs at most: a round that held jobs back and read
+#: a full batch of candidates is followed by one reading on from there, so
+#: a throttled key's backlog does not hide other keys' jobs.
+CLAIM_ROUNDS = 5
+#: Candidates a keyed claim's first round locks beyond ``limit``; each
+#: further round reads twice as many, up to CLAIM_FETCH_MAX.
+CLAIM_FETCH_EXTRA = 32
+CLAIM_FETCH_MAX = 2000
+#: Parked (key, queue) rows due a look that one round reads at most.
+PROBE_KEYS = 32
+#: When parked jobs of a key full by concurrency are looked at again if no
+#: wake came (a job of the key leaving running wakes them at once; this
+#: bounds the wait should a wake be missed, see docs "Parking").
+PARK_RECHECK_S = 1.0
 _T = TypeVar("_T")
+#: Before every job in claim order: (priority, fair_rank, seq).
+_CLAIM_START = (-(2**31), -1, 0)
 _QUEUED_OR_WAITING = (JobStatus.QUEUED, JobStatus.WAITING)
 _INT8 = range(-(2**63), 2**63)
 _warned_durability: set[tuple[str, str]] = set()
@@ -167,6 +189,8 @@ class PostgresBackend:
         native_wakeup=True,
         durable=True,
         queue_switch=True,
+        limits=True,
+        schedules=True,
     )
 
     def __init__(self, settings: Settings, *, namespace: str) -> None:
@@ -180,6 +204,9 @@ class PostgresBackend:
         self._lock = threading.Lock()
         self._listener: Listener | None = None
         self._closed = False
+        # Queue lists whose last claim met limit keys: the next claim goes
+        # straight to the keyed path instead of trying the plain statement.
+        self._keyed: set[tuple[str, ...]] = set()
         with translate_errors("postgres: opening the store"):
             self._check_store()
             self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
@@ -334,18 +361,29 @@ class PostgresBackend:
             "channel": self._channel,
             "skipped_ids": skipped_ids,
         }
+        keyed = any(j.limit_key is not None for j in jobs)
+        fair = keyed and any(j.fair for j in jobs)
+        q = self._q
         if len(jobs) < COPY_MIN_JOBS:
             with translate_errors("postgres: enqueue"):
-                params["batch"] = enqueue_document(jobs)
-            rows = self._fetch("enqueue", self._q.enqueue, params)
+                params["batch"] = enqueue_document(jobs, keyed=keyed)
+            query = q.enqueue_fair if fair else q.enqueue_keyed if keyed else q.enqueue
+            rows = self._fetch("enqueue", query, params)
         else:
+            staged = (
+                q.enqueue_staged_fair
+                if fair
+                else q.enqueue_staged_keyed
+                if keyed
+                else q.enqueue_staged
+            )
             with self._conn("enqueue") as conn, conn.transaction():
-                conn.execute(self._q.enqueue_stage)
-                with conn.cursor().copy(self._q.enqueue_copy) as copy:
+                conn.execute(q.enqueue_stage)
+                with conn.cursor().copy(q.enqueue_copy) as copy:
                     copy.set_types(ENQUEUE_COPY_TYPES)
                     for row in enqueue_rows(jobs):
                         copy.write_row(row)
-                rows = conn.execute(self._q.enqueue_staged, params, prepare=True).fetchall()
+                rows = conn.execute(staged, params, prepare=True).fetchall()
         dups = sorted(value for kind, value in rows if kind == "d")
         if dups:
             raise DuplicateJob(f"job id {dups[0]!r} already exists; nothing was enqueued")
@@ -364,20 +402,92 @@ class PostgresBackend:
             "limit": limit,
         }
         if len(queues) == 1:
-            query = self._q.claim_one
             params["queue"] = queues[0]
-        else:
-            query = self._q.claim_many
-            params["queues"] = list(queues)
-        rows = self._fetch("claim", query, params)
-        # RETURNING order is unspecified; seq is the store's FIFO order.
-        rows.sort(key=lambda r: (r[3], r[CLAIM_SEQ]))
+        params["queues"] = list(queues)
+        hint = tuple(queues)
+        rows: list[tuple[Any, ...]] = []
+        if hint not in self._keyed:
+            query = self._q.claim_one if len(queues) == 1 else self._q.claim_many
+            rows = self._fetch("claim", query, params)
+            if rows and rows[0][0] is None:
+                # The plain statement met a limit key and took nothing.
+                self._keyed.add(hint)
+        if hint in self._keyed:
+            rows, keyed = self._claim_keyed(params)
+            if not keyed:
+                self._keyed.discard(hint)
+        # RETURNING order is unspecified; this is claim order.
+        rows.sort(key=lambda r: (r[3], r[CLAIM_RANK], r[CLAIM_SEQ]))
         claims = []
         for row in rows:
             job = to_job(row)
             assert job.lease_expires_at is not None
             claims.append(Claim(job, Lease(job.id, row[CLAIM_TOKEN], job.lease_expires_at)))
         return claims
+
+    def _claim_keyed(self, params: dict[str, Any]) -> tuple[list[tuple[Any, ...]], bool]:
+        """Claim under limits, in rounds; return the claimed rows and whether keys were met.
+
+        Each round is one transaction (see queries.py, "the keyed claim").
+        A round that held jobs back and read a full batch is followed by one
+        reading on from where it stopped, at most CLAIM_ROUNDS in all.
+        """
+        limit: int = params["limit"]
+        claimed: list[tuple[Any, ...]] = []
+        keyed = False
+        after = _CLAIM_START
+        fetch = min(limit + CLAIM_FETCH_EXTRA, CLAIM_FETCH_MAX)
+        for _ in range(CLAIM_ROUNDS):
+            rows, met, more = self._claim_round(params, limit - len(claimed), after, fetch)
+            claimed += rows
+            keyed |= met
+            if more is None or len(claimed) >= limit:
+                break
+            after = more
+            fetch = min(fetch * 2, CLAIM_FETCH_MAX)
+        return claimed, keyed
+
+    def _claim_round(
+        self, params: dict[str, Any], want: int, after: tuple[int, int, int], fetch: int
+    ) -> tuple[list[tuple[Any, ...]], bool, tuple[int, int, int] | None]:
+        """One keyed round: (claimed rows, keys met, where a next round starts or None)."""
+        ns = self._namespace
+        read = dict(params)
+        read.update(ap=after[0], ar=after[1], fetch=fetch, probe=PROBE_KEYS)
+        read["as"] = after[2]
+        one = "queue" in params
+        q = self._q
+        for attempt in range(1, DEADLOCK_TRIES + 1):
+            with self._conn("claim") as conn:
+                try:
+                    # Pipelined: BEGIN rides with the first statement, and
+                    # the writes with the COMMIT (their result is read after).
+                    with conn.pipeline(), conn.transaction():
+                        query = q.claim_candidates_one if one else q.claim_candidates_many
+                        rows = conn.execute(query, read, prepare=True).fetchall()
+                        round_ = _Round(rows, fetch, want)
+                        if round_.keys:
+                            keys = sorted(round_.keys)
+                            state = {
+                                "ns": ns,
+                                "keys": keys,
+                                "pers": [round_.pers.get(k) for k in keys],
+                                "rk": [k for k, _ in round_.ready],
+                                "rq": [qu for _, qu in round_.ready],
+                                "mine": round_.parked_ids,
+                            }
+                            round_.plan(conn.execute(q.claim_state, state, prepare=True).fetchall())
+                        else:
+                            round_.take_first()
+                        cur = round_.apply(conn, q, params)
+                    claimed = cur.fetchall() if cur is not None else []
+                except pg_errors.DeadlockDetected:
+                    if attempt == DEADLOCK_TRIES:
+                        raise
+                    log.info("qw_postgres: a claim was chosen to break a deadlock; trying again")
+                    continue
+            return claimed, round_.met, round_.next_after
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def renew(self, leases: Sequence[Lease], lease_s: float) -> list[Lease | None]:
         params = {
@@ -621,6 +731,7 @@ class PostgresBackend:
         limit: int = 100,
         after: str | None = None,
         workflow: str | None = None,
+        key: str | None = None,
     ) -> list[Job]:
         params = {
             "ns": self._namespace,
@@ -628,12 +739,15 @@ class PostgresBackend:
             "status": None if status is None else str(status),
             "after": after,
             "limit": limit,
+            "key": key,
         }
-        if workflow is None:
-            query = self._q.list_jobs
-        else:
+        if workflow is not None:
             query = self._q.list_steps
             params["workflow"] = workflow
+        elif key is not None:
+            query = self._q.list_key_jobs
+        else:
+            query = self._q.list_jobs
         return [to_job(r) for r in self._fetch("list_jobs", query, params)]
 
     def cancel(self, job_id: str) -> JobStatus | None:
@@ -661,6 +775,76 @@ class PostgresBackend:
                     return t.status
             # The job changed under us (claimed, or finished): look again.
         raise BackendError(f"postgres: cancel of {job_id!r} kept racing other writers")
+
+    # -- limits ------------------------------------------------------------------
+
+    def set_limit(self, key: str, limit: Limit | None) -> None:
+        params = {
+            "ns": self._namespace,
+            "key": key,
+            "remove": limit is None,
+            "concurrency": None if limit is None else limit.concurrency,
+            "rate": None if limit is None else limit.rate,
+            "per": None if limit is None or limit.per is None else float(limit.per),
+            "channel": self._channel,
+        }
+        self._fetch("set_limit", self._q.set_limit, params)
+        self._hub.notify_all()
+
+    def limits(self) -> dict[str, Limit]:
+        rows = self._fetch("limits", self._q.limits, {"ns": self._namespace})
+        return {key: Limit(c, r, per) for key, c, r, per in rows}
+
+    def keys(self, *, limit: int = 100, after: str | None = None) -> list[KeyState]:
+        params = {"ns": self._namespace, "after": after, "limit": limit}
+        with self._conn("keys") as conn:
+            rows = conn.execute(self._q.keys, params, prepare=True).fetchall()
+            if not rows:
+                return []
+            found = {"ns": self._namespace, "keys": [r[0] for r in rows]}
+            starts: dict[str, list[datetime]] = {}
+            for key, at, n in conn.execute(self._q.key_starts, found, prepare=True).fetchall():
+                starts.setdefault(key, []).extend([at] * n)
+        states = []
+        for key, queued, running, own, overridden, c, r, per, now in rows:
+            overrides = {key: Limit(c, r, per)} if overridden else {}
+            states.append(
+                key_state(
+                    key,
+                    queued=int(queued),
+                    running=int(running),
+                    own=None if own is None else to_limit(json.loads(own)),
+                    overrides=overrides,
+                    starts=starts.get(key, []),
+                    now=now,
+                )
+            )
+        return states
+
+    # -- schedules ---------------------------------------------------------------
+
+    def save_schedule(self, schedule: Schedule) -> None:
+        params = {
+            "ns": self._namespace,
+            "name": schedule.name,
+            "spec": schedule.spec,
+            "tz": schedule.tz,
+            "queue": schedule.queue,
+            "task": schedule.task,
+        }
+        self._count("save_schedule", self._q.save_schedule, params)
+
+    def advance_schedule(self, name: str, tick: datetime) -> bool:
+        params = {"ns": self._namespace, "name": name, "tick": tick}
+        return self._count("advance_schedule", self._q.advance_schedule, params) == 1
+
+    def schedules(self) -> list[Schedule]:
+        rows = self._fetch("schedules", self._q.schedules, {"ns": self._namespace})
+        return [to_schedule(r) for r in rows]
+
+    def remove_schedule(self, name: str) -> bool:
+        params = {"ns": self._namespace, "name": name}
+        return self._count("remove_schedule", self._q.remove_schedule, params) == 1
 
     # -- the outbox --------------------------------------------------------------
 
@@ -801,7 +985,12 @@ class PostgresBackend:
                     )
             try:
                 # Guarded by jobs_dedupe: a key taken since the look-up fails it.
-                [(created, _)] = self._fetch("create_workflow", self._q.create_workflow, params)
+                query = (
+                    self._q.create_workflow_fair
+                    if any(s.fair for s in steps)
+                    else self._q.create_workflow
+                )
+                [(created, _)] = self._fetch("create_workflow", query, params)
             except BackendConflict:
                 if not keys:
                     raise
@@ -859,7 +1048,8 @@ class PostgresBackend:
                         f"a live job already holds the dedupe key of step(s) {held}; "
                         "nothing was written"
                     )
-            conn.execute(self._q.add_steps, params, prepare=True)
+            query = self._q.add_steps_fair if any(s.fair for s in steps) else self._q.add_steps
+            conn.execute(query, params, prepare=True)
             woken.update(s.queue for s in steps if s.status is JobStatus.QUEUED)
             return True
 
@@ -921,6 +1111,227 @@ class PostgresBackend:
         for row in self._fetch("get_many", self._q.get_many, params):
             answers[row[0] - 1] = to_job(row[1:])
         return answers
+
+
+class _Cand(NamedTuple):
+    """A candidate a keyed round locked: 'c' (in the claim index) or parked."""
+
+    id: str
+    queue: str
+    priority: int
+    rank: int
+    seq: int
+    key: str | None
+    limit: Limit | None
+    fair: bool
+    parked: bool
+
+    @property
+    def position(self) -> tuple[int, int, int]:
+        return (self.priority, self.rank, self.seq)
+
+
+class _Round:
+    """One keyed claim round: its candidates, what plan_claim took, and what to write.
+
+    Built from CLAIM_CANDIDATES' rows. The candidates are the unparked ones
+    and, per parked (key, queue) due a look, its first parked ones, merged in
+    claim order and cut where the first list that may go on ends (a job
+    after that point might come after one not read yet).
+    """
+
+    def __init__(self, rows: Sequence[tuple[Any, ...]], fetch: int, want: int) -> None:
+        self.want = want
+        plain: list[_Cand] = []
+        parked: dict[tuple[str, str], list[_Cand]] = {}
+        self.ready: list[tuple[str, str]] = []
+        for row in rows:
+            kind = row[0]
+            if kind == "c" or kind == "p":
+                has_limit = row[10]
+                lim = Limit(row[7], row[8], row[9]) if has_limit else None
+                c = _Cand(row[1], row[2], row[3], row[4], row[5], row[6], lim, row[11], kind == "p")
+                if kind == "c":
+                    plain.append(c)
+                else:
+                    parked.setdefault((c.key or "", c.queue), []).append(c)
+            elif kind == "r":
+                self.ready.append((row[6], row[2]))
+        ends = [plain[-1].position] if len(plain) >= fetch else []
+        ends += [p[-1].position for p in parked.values() if len(p) >= fetch]
+        #: Where a next round starts (the cut), when some list may go on.
+        self.next_after: tuple[int, int, int] | None = min(ends) if ends else None
+        every = plain + [c for p in parked.values() for c in p]
+        every.sort(key=lambda c: c.position)
+        cut = self.next_after
+        self.cands = every if cut is None else [c for c in every if c.position <= cut]
+        self.parked_ids = [c.id for p in parked.values() for c in p]
+        self._parked = parked
+        self.keys = {c.key for c in every if c.key is not None} | {k for k, _ in self.ready}
+        #: Whether the round met limit keys (so the next claim goes keyed too).
+        self.met = bool(self.keys)
+        #: The longest rate window each key's candidates declare.
+        self.pers: dict[str, float] = {}
+        for c in every:
+            if c.key is not None and c.limit is not None and c.limit.per is not None:
+                self.pers[c.key] = max(self.pers.get(c.key, 0.0), c.limit.per)
+        self.taken: list[_Cand] = []
+        self.park: list[str] = []
+        self.starts: dict[str, int] = {}
+        self.start_pers: dict[str, float] = {}
+        self.now: datetime | None = None
+        self.park_rows: dict[tuple[str, str], tuple[datetime, int]] = {}
+        self.drop: list[tuple[str, str]] = []
+        self.clocks: dict[str, int] = {}
+
+    def take_first(self) -> None:
+        """No key among the candidates: claim order alone decides."""
+        self.taken = self.cands[: self.want]
+        self._fair_clocks()
+
+    def plan(self, state: Sequence[tuple[Any, ...]]) -> None:
+        """Decide by qw.limits.plan_claim from CLAIM_STATE's rows."""
+        running: dict[str, int] = {}
+        overrides: dict[str, Limit] = {}
+        starts: dict[str, list[datetime]] = {}
+        wakes: dict[tuple[str, str], int] = {}
+        left: set[tuple[str, str]] = set()
+        now: datetime | None = None
+        for kind, key, queue, n, c, r, per, at in state:
+            if kind == "n":
+                now = at
+            elif kind == "r":
+                running[key] = int(n)
+            elif kind == "o":
+                overrides[key] = Limit(c, r, per)
+            elif kind == "s":
+                starts.setdefault(key, []).extend([at] * int(n))
+            elif kind == "w":
+                wakes[(key, queue)] = int(n)
+            elif kind == "e":
+                left.add((key, queue))
+        assert now is not None
+        self.now = now
+        chosen = plan_claim(
+            [Candidate(c.key, c.limit) for c in self.cands],
+            running=running,
+            starts=starts,
+            overrides=overrides,
+            now=now,
+            limit=self.want,
+        )
+        self.taken = [self.cands[i] for i in chosen]
+        taken_ids = {c.id for c in self.taken}
+        per_key: dict[str, int] = {}
+        for c in self.taken:
+            if c.key is None:
+                continue
+            per_key[c.key] = per_key.get(c.key, 0) + 1
+            lim = effective_limit(c.key, c.limit, overrides)
+            if lim is not None and lim.rate is not None and lim.per is not None:
+                self.starts[c.key] = self.starts.get(c.key, 0) + 1
+                self.start_pers[c.key] = max(self.start_pers.get(c.key, 0.0), lim.per)
+        # Skipped before the claim was full: held back by a full key.
+        stop = chosen[-1] if len(chosen) >= self.want else len(self.cands)
+        for c in self.cands[:stop]:
+            if c.id in taken_ids or c.key is None:
+                continue
+            if not c.parked:
+                self.park.append(c.id)
+            lim = effective_limit(c.key, c.limit, overrides)
+            after = running.get(c.key, 0) + per_key.get(c.key, 0)
+            at = self._next_look(lim, after, starts.get(c.key, []), self.starts.get(c.key, 0))
+            pair = (c.key, c.queue)
+            seen = self.park_rows.get(pair)
+            if seen is None or at < seen[0]:
+                self.park_rows[pair] = (at, wakes.get(pair, 0))
+        for pair in self.ready:
+            if pair in self.park_rows or pair in left:
+                continue
+            if any(c.id not in taken_ids for c in self._parked.get(pair, ())):
+                continue
+            # Nothing of the pair is parked any more (its key's lock is held,
+            # so nothing can be parked meanwhile).
+            self.drop.append(pair)
+        self._fair_clocks()
+
+    def _next_look(
+        self, lim: Limit | None, running: int, starts: list[datetime], started: int
+    ) -> datetime:
+        """When a key held back now may have room: its rate window reopening, else a recheck."""
+        assert self.now is not None
+        now = self.now
+        recheck = now + timedelta(seconds=PARK_RECHECK_S)
+        if lim is None or (lim.concurrency is not None and running >= lim.concurrency):
+            return recheck
+        if lim.rate is not None and lim.per is not None:
+            since = now - timedelta(seconds=lim.per)
+            window = sorted([t for t in starts if t > since] + [now] * started, reverse=True)
+            if len(window) >= lim.rate:
+                # The rate-th latest start leaving the window frees one start.
+                return window[lim.rate - 1] + timedelta(seconds=lim.per)
+        return recheck
+
+    def _fair_clocks(self) -> None:
+        for c in self.taken:
+            if c.fair and c.rank > self.clocks.get(c.queue, -1):
+                self.clocks[c.queue] = c.rank
+
+    def apply(
+        self, conn: psycopg.Connection[Any], q: Queries, params: dict[str, Any]
+    ) -> psycopg.Cursor[Any] | None:
+        """Send the round's writes (the caller's COMMIT follows them in the pipeline)."""
+        ns = params["ns"]
+        cur = None
+        if self.taken or self.park:
+            keys = sorted(self.starts)
+            write = {
+                "ns": ns,
+                "worker": params["worker"],
+                "lease_s": params["lease_s"],
+                "ids": [c.id for c in self.taken],
+                "park": self.park,
+                "now": self.now,
+                "sk": keys,
+                "sn": [self.starts[k] for k in keys],
+                "sp": [self.start_pers[k] for k in keys],
+            }
+            cur = conn.execute(q.claim_apply, write, prepare=True)
+        if self.park_rows or self.drop:
+            pairs = sorted(set(self.park_rows) | set(self.drop))
+            conn.execute(
+                q.park_lock,
+                {"ns": ns, "k": [k for k, _ in pairs], "q": [qu for _, qu in pairs]},
+                prepare=True,
+            )
+            if self.park_rows:
+                rows = sorted(self.park_rows.items())
+                conn.execute(
+                    q.park_set,
+                    {
+                        "ns": ns,
+                        "k": [k for (k, _), _ in rows],
+                        "q": [qu for (_, qu), _ in rows],
+                        "t": [t for _, (t, _) in rows],
+                        "w": [w for _, (_, w) in rows],
+                    },
+                    prepare=True,
+                )
+            if self.drop:
+                drop = sorted(self.drop)
+                conn.execute(
+                    q.park_drop,
+                    {"ns": ns, "k": [k for k, _ in drop], "q": [qu for _, qu in drop]},
+                    prepare=True,
+                )
+        if self.clocks:
+            queues = sorted(self.clocks)
+            conn.execute(
+                q.fair_clock,
+                {"ns": ns, "q": queues, "r": [self.clocks[qu] for qu in queues]},
+                prepare=True,
+            )
+        return cur
 
 
 def _held_keys(steps: Sequence[Insert], live: dict[str, str]) -> list[str]:

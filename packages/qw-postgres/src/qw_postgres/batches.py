@@ -28,6 +28,7 @@ __all__ = [
     "enqueue_rows",
     "finish_documents",
     "flows_document",
+    "limit_fields",
     "renew_document",
     "children_of",
     "step_document",
@@ -38,10 +39,24 @@ __all__ = [
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
-def enqueue_document(jobs: Iterable[Insert]) -> str:
+def limit_fields(job: Insert) -> tuple[int | None, int | None, float | None, bool]:
+    """The columns ``concurrency, rate, rate_per, has_limit`` that store ``job.limit``."""
+    lim = job.limit
+    if lim is None:
+        return None, None, None, False
+    return lim.concurrency, lim.rate, None if lim.per is None else float(lim.per), True
+
+
+def _flow(job: Insert) -> list[object]:
+    """``[limit_key, concurrency, rate, rate_per, has_limit, fair]``."""
+    return [job.limit_key, *limit_fields(job), job.fair]
+
+
+def enqueue_document(jobs: Iterable[Insert], *, keyed: bool = False) -> str:
     """``[id, queue, priority, run_at, delay, max_attempts, dedupe_key, payload]`` per job.
 
-    The payload is the client's JSON text, written as it is.
+    The payload is the client's JSON text, written as it is. With ``keyed``,
+    each row goes on with :func:`_flow`'s six fields (``ENQUEUE_KEYED``).
     """
     return _dumps(
         [
@@ -54,6 +69,7 @@ def enqueue_document(jobs: Iterable[Insert]) -> str:
                 job.max_attempts,
                 job.dedupe_key,
                 job.payload,
+                *(_flow(job) if keyed else ()),
             ]
             for job in jobs
         ]
@@ -72,7 +88,8 @@ def text_array(ids: Iterable[str]) -> str:
 
 def step_document(steps: Iterable[Insert], children: Mapping[str, Sequence[str]]) -> str:
     """A workflow's steps: :func:`enqueue_document`'s fields, then ``status``,
-    ``parents`` and ``children`` (array literals) and ``on_parent_failure``.
+    ``parents`` and ``children`` (array literals), ``on_parent_failure``
+    and :func:`_flow`'s six fields.
 
     ``children`` maps a step id to the steps of the batch that name it as a
     parent, in batch order.
@@ -92,6 +109,7 @@ def step_document(steps: Iterable[Insert], children: Mapping[str, Sequence[str]]
                 text_array(step.parents),
                 text_array(children.get(step.id, ())),
                 step.on_parent_failure,
+                *_flow(step),
             ]
             for step in steps
         ]
@@ -120,6 +138,9 @@ def enqueue_rows(jobs: Iterable[Insert]) -> Iterator[tuple[object, ...]]:
             job.dedupe_key,
             job.payload,
             ord_,
+            job.limit_key,
+            *limit_fields(job),
+            job.fair,
         )
 
 

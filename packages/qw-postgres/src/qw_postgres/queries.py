@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 
 from psycopg import sql
 
-__all__ = ["CLAIM_SEQ", "CLAIM_TOKEN", "JOB_COLUMNS", "JOB_FIELDS", "Queries"]
+__all__ = ["CLAIM_RANK", "CLAIM_SEQ", "CLAIM_TOKEN", "JOB_COLUMNS", "JOB_FIELDS", "Queries"]
 
 JOB_FIELDS = (
     "id",
@@ -40,12 +40,30 @@ JOB_FIELDS = (
     "children",
     "on_parent_failure",
     "failed_parents",
+    # Flow control (NULL / false for a job without a key).
+    "limit_key",
+    "limit",
+    "fair",
 )
-#: Where the claim's RETURNING puts the lease token and the FIFO seq.
+#: Where the claim's RETURNING puts the lease token, the fair rank and the FIFO seq.
 CLAIM_TOKEN = len(JOB_FIELDS)
-CLAIM_SEQ = CLAIM_TOKEN + 1
-JOB_COLUMNS = ", ".join(JOB_FIELDS)
-_J_COLUMNS = ", ".join(f"j.{c}" for c in JOB_FIELDS)
+CLAIM_RANK = CLAIM_TOKEN + 1
+CLAIM_SEQ = CLAIM_TOKEN + 2
+# A job's own limit is three columns, and has_limit tells a declared Limit()
+# (every field NULL) from none; it is read as one float8[] (or NULL).
+_LIMIT = (
+    "CASE WHEN {p}has_limit THEN ARRAY[{p}concurrency::float8, {p}rate::float8, {p}rate_per] END"
+)
+
+
+def _columns(prefix: str) -> str:
+    return ", ".join(
+        _LIMIT.format(p=prefix) if c == "limit" else f"{prefix}{c}" for c in JOB_FIELDS
+    )
+
+
+JOB_COLUMNS = _columns("")
+_J_COLUMNS = _columns("j.")
 # A waiting step holds its dedupe key too (the same list as jobs_dedupe's
 # predicate, so the planner can read that index).
 _LIVE = "('waiting', 'queued', 'running')"
@@ -70,13 +88,13 @@ WITH input AS (
     CROSS JOIN LATERAL (
         SELECT j.id FROM {s}.jobs j WHERE j.namespace = %(ns)s AND j.id = k.id OFFSET 0
     ) p
-), ins AS (
+)@FAIR@, ins AS (
     INSERT INTO {s}.jobs AS j (namespace, id, queue, status, priority, run_at,
-                               max_attempts, payload, dedupe_key, created_at)
+                               max_attempts, payload, dedupe_key, created_at@COLS@)
     SELECT %(ns)s, i.id, i.queue, 'queued', i.priority,
            coalesce(i.run_at, now() + coalesce(i.delay, 0) * interval '1 second'),
-           i.max_attempts, i.payload, i.dedupe_key, now()
-    FROM input i
+           i.max_attempts, i.payload, i.dedupe_key, now()@VALS@
+    FROM input i@JOIN@
     WHERE NOT EXISTS (SELECT 1 FROM dup)
     ORDER BY i.ord
 ), woke AS (
@@ -88,27 +106,94 @@ SELECT 'd', id FROM dup
 UNION ALL SELECT 'n', n::text FROM woke
 """
 
-# Small batches: one JSON document, one round trip.
-ENQUEUE = _ENQUEUE.replace(
-    "@INPUT@",
-    """SELECT v->>0 AS id, v->>1 AS queue, (v->>2)::int4 AS priority,
+# The flow-control columns an insert writes, from ``input`` (i) and, for
+# fair jobs, ``ranked`` (rk).
+_FLOW_COLS = ", limit_key, concurrency, rate, rate_per, has_limit, fair, fair_rank"
+_FLOW_VALS = ", i.limit_key, i.concurrency, i.rate, i.rate_per, i.has_limit, i.fair, @RANK@"
+
+
+def _fair_ranks(guard: str) -> str:
+    """CTEs giving each fair job of ``input`` its rank (``ranked``), all at once.
+
+    Per (queue, key) with n fair jobs in the batch, the upsert moves the
+    stored next rank to ``max(next, clock) + n`` (under its row lock, so
+    racing producers get disjoint ranks; rows in (queue, key) order, so
+    they never deadlock) and returns it; the batch's jobs of that pair take
+    the n ranks below it in batch order: qw.limits.fair_rank applied n
+    times. ``guard`` is the condition the jobs are inserted under.
+    """
+    return f""", fin AS (
+    SELECT queue, limit_key, count(*) AS n FROM input WHERE fair GROUP BY queue, limit_key
+), ranks AS (
+    INSERT INTO {{s}}.fair_ranks AS r (namespace, queue, key, next)
+    SELECT %(ns)s, f.queue, f.limit_key,
+           coalesce((SELECT c.clock FROM {{s}}.fair_clocks c
+                     WHERE c.namespace = %(ns)s AND c.queue = f.queue), 0) + f.n
+    FROM fin f
+    WHERE {guard}
+    ORDER BY f.queue, f.limit_key
+    ON CONFLICT (namespace, queue, key) DO UPDATE SET next = greatest(
+        r.next + (SELECT f.n FROM fin f
+                  WHERE f.queue = EXCLUDED.queue AND f.limit_key = EXCLUDED.key),
+        EXCLUDED.next)
+    RETURNING r.queue, r.key, r.next
+), ranked AS (
+    SELECT i.id, k.next - f.n - 1
+           + row_number() OVER (PARTITION BY i.queue, i.limit_key ORDER BY i.ord) AS rank
+    FROM input i
+    JOIN fin f ON f.queue = i.queue AND f.limit_key = i.limit_key
+    JOIN ranks k ON k.queue = i.queue AND k.key = i.limit_key
+    WHERE i.fair
+)"""
+
+
+def _enqueue(source: str, *, keyed: bool, fair: bool) -> str:
+    """The insert reading ``source``; with ``keyed``, its flow-control columns too."""
+    text = _ENQUEUE.replace("@INPUT@", source)
+    if not keyed:
+        return (
+            text.replace("@FAIR@", "")
+            .replace("@COLS@", "")
+            .replace("@VALS@", "")
+            .replace("@JOIN@", "")
+        )
+    rank = "coalesce(rk.rank, 0)" if fair else "0"
+    return (
+        text.replace("@FAIR@", _fair_ranks("NOT EXISTS (SELECT 1 FROM dup)") if fair else "")
+        .replace("@COLS@", _FLOW_COLS)
+        .replace("@VALS@", _FLOW_VALS.replace("@RANK@", rank))
+        .replace("@JOIN@", " LEFT JOIN ranked rk ON rk.id = i.id" if fair else "")
+    )
+
+
+# Small batches: one JSON document, one round trip. A batch without limit
+# keys keeps the 0.2 document and statement; one with keys carries six more
+# fields per job (qw_postgres.batches.enqueue_document).
+_DOC = """SELECT v->>0 AS id, v->>1 AS queue, (v->>2)::int4 AS priority,
            (v->>3)::timestamptz AS run_at, (v->>4)::float8 AS delay,
            (v->>5)::int4 AS max_attempts, v->>6 AS dedupe_key, (v->>7)::json AS payload,
-           ord
-    FROM jsonb_array_elements(%(batch)s::jsonb) WITH ORDINALITY AS e(v, ord)""",
-)
+           @FLOW@ord
+    FROM jsonb_array_elements(%(batch)s::jsonb) WITH ORDINALITY AS e(v, ord)"""
+_DOC_FLOW = """v->>8 AS limit_key, (v->>9)::int4 AS concurrency, (v->>10)::int4 AS rate,
+           (v->>11)::float8 AS rate_per, (v->>12)::boolean AS has_limit,
+           (v->>13)::boolean AS fair, """
+ENQUEUE = _enqueue(_DOC.replace("@FLOW@", ""), keyed=False, fair=False)
+ENQUEUE_KEYED = _enqueue(_DOC.replace("@FLOW@", _DOC_FLOW), keyed=True, fair=False)
+ENQUEUE_FAIR = _enqueue(_DOC.replace("@FLOW@", _DOC_FLOW), keyed=True, fair=True)
 
 # Large batches: rows arrive first by binary COPY into a session-local table
 # (emptied at commit), then the same statement reads them from there.
 ENQUEUE_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS qw_enqueue_in (
     id text, queue text, priority int4, run_at timestamptz, delay float8,
-    max_attempts int4, dedupe_key text, payload text, ord int8
+    max_attempts int4, dedupe_key text, payload text, ord int8,
+    limit_key text, concurrency int4, rate int4, rate_per float8, has_limit bool, fair bool
 ) ON COMMIT DELETE ROWS
 """
 ENQUEUE_COPY = (
     "COPY pg_temp.qw_enqueue_in (id, queue, priority, run_at, delay, max_attempts,"
-    " dedupe_key, payload, ord) FROM STDIN (FORMAT BINARY)"
+    " dedupe_key, payload, ord, limit_key, concurrency, rate, rate_per, has_limit, fair)"
+    " FROM STDIN (FORMAT BINARY)"
 )
 ENQUEUE_COPY_TYPES = (
     "text",
@@ -120,13 +205,20 @@ ENQUEUE_COPY_TYPES = (
     "text",
     "text",
     "int8",
+    "text",
+    "int4",
+    "int4",
+    "float8",
+    "bool",
+    "bool",
 )
-ENQUEUE_STAGED = _ENQUEUE.replace(
-    "@INPUT@",
-    """SELECT id, queue, priority, run_at, delay, max_attempts, dedupe_key,
-           payload::json AS payload, ord
-    FROM pg_temp.qw_enqueue_in""",
-)
+_STAGED = """SELECT id, queue, priority, run_at, delay, max_attempts, dedupe_key,
+           payload::json AS payload, ord, limit_key, concurrency, rate, rate_per,
+           has_limit, fair
+    FROM pg_temp.qw_enqueue_in"""
+ENQUEUE_STAGED = _enqueue(_STAGED, keyed=False, fair=False)
+ENQUEUE_STAGED_KEYED = _enqueue(_STAGED, keyed=True, fair=False)
+ENQUEUE_STAGED_FAIR = _enqueue(_STAGED, keyed=True, fair=True)
 
 # The live holders of a batch's dedupe keys (at most one each: jobs_dedupe),
 # read before the batch is planned. Batches without keys skip this.
@@ -135,48 +227,225 @@ SELECT dedupe_key, id FROM {{s}}.jobs
 WHERE namespace = %(ns)s AND dedupe_key = ANY(%(keys)s::text[]) AND status IN {_LIVE}
 """
 
-_CLAIM_SET = f"""
-UPDATE {{s}}.jobs j SET
+_CLAIM_SET = """
+UPDATE {s}.jobs j SET
     status = 'running', attempts = j.attempts + 1, started_at = now(),
     worker = %(worker)s, lease_expires_at = now() + %(lease_s)s * interval '1 second',
-    cancel_requested = false, token = gen_random_uuid()::text
+    cancel_requested = false, token = gen_random_uuid()::text, parked = false
 FROM picked
-WHERE j.namespace = picked.namespace AND j.id = picked.id
-RETURNING {_J_COLUMNS}, j.token, j.seq
+WHERE j.namespace = picked.namespace AND j.id = picked.id"""
+_CLAIM_RETURNING = f"""
+RETURNING {_J_COLUMNS}, j.token, j.fair_rank, j.seq"""
+#: Columns of a claimed row: the job's, then token, fair_rank and seq.
+_CLAIM_WIDTH = len(JOB_FIELDS) + 3
+
+# The claim of jobs without limit keys, one statement: it takes the first N
+# due jobs in claim order unless one of them has a key or a parked key of
+# these queues is due a look (``flow``). Then it takes none, and answers one
+# row of NULLs: the caller claims by the keyed path instead (backend.py,
+# _claim_keyed). So a namespace without keys pays an EXISTS over the rows
+# it read and one probe of an empty index for flow control.
+_CLAIM_FAST = (
+    """
+WITH picked AS (
+    SELECT namespace, id, limit_key FROM {s}.jobs
+    WHERE namespace = %(ns)s AND @QUEUE@ AND status = 'queued' AND NOT parked
+      AND run_at <= now()
+    ORDER BY priority, fair_rank, seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), flow AS (
+    SELECT EXISTS (SELECT 1 FROM picked WHERE limit_key IS NOT NULL)
+        OR EXISTS (SELECT 1 FROM {s}.parked_keys p
+                   WHERE p.namespace = %(ns)s AND @PQUEUE@ AND p.check_at <= now()) AS keyed
+), upd AS ("""
+    + _CLAIM_SET
+    + """ AND NOT (SELECT keyed FROM flow)"""
+    + _CLAIM_RETURNING
+    + """
+)
+SELECT * FROM upd
+UNION ALL SELECT """
+    + ", ".join(["NULL"] * _CLAIM_WIDTH)
+    + """ FROM flow WHERE keyed
+"""
+)
+_ONE_OPEN = "queue = %(queue)s AND " + _OPEN.replace("{q}", "%(queue)s")
+_MANY_OPEN = (
+    "queue = ANY(ARRAY(SELECT q FROM unnest(%(queues)s::text[]) AS q WHERE "
+    + _OPEN.replace("{q}", "q")
+    + "))"
+)
+
+# One queue: the partial index yields rows already in (priority, fair_rank,
+# seq) order, so LIMIT stops after N index entries.
+CLAIM_ONE = _CLAIM_FAST.replace("@QUEUE@", _ONE_OPEN).replace("@PQUEUE@", "p." + _ONE_OPEN)
+CLAIM_MANY = _CLAIM_FAST.replace("@QUEUE@", _MANY_OPEN).replace("@PQUEUE@", "p." + _MANY_OPEN)
+
+# -- the keyed claim (backend._claim_keyed): one transaction per round ---------
+#
+# 1. CLAIM_CANDIDATES locks the first ``fetch`` due, unparked jobs after the
+#    position ``after`` (p, r, s) in claim order ('c' rows), the parked
+#    keys of these queues due a look ('r') and the first ``fetch`` parked
+#    jobs of each ('p'), all FOR UPDATE SKIP LOCKED, and then takes the
+#    advisory lock of every key among them, in hash order ('l', last:
+#    UNION ALL runs its branches in order, so the rows are locked first).
+# 2. CLAIM_STATE, a new statement and so a snapshot taken once those locks
+#    are held, reads each key's running count, operators' limit, starts in
+#    its window and parked rows; qw.limits.plan_claim decides in Python.
+# 3. CLAIM_APPLY leases the chosen jobs, parks the held-back ones, records
+#    the starts; PARK_LOCK / PARK_SET / PARK_DROP keep parked_keys, and
+#    FAIR_CLOCK moves the fair clocks; all sent with the COMMIT.
+_CANDIDATE = """j.id, j.queue, j.priority, j.fair_rank, j.seq, j.limit_key, j.concurrency,
+           j.rate, j.rate_per, j.has_limit, j.fair"""
+_AFTER = "(j.priority, j.fair_rank, j.seq) > (%(ap)s::int4, %(ar)s::int8, %(as)s::int8)"
+_CLAIM_CANDIDATES = f"""
+WITH open AS (
+    SELECT q FROM unnest(%(queues)s::text[]) AS q WHERE {_OPEN.replace("{q}", "q")}
+), cand AS (
+    SELECT 'c'::text AS kind, {_CANDIDATE}
+    FROM {{s}}.jobs j
+    WHERE j.namespace = %(ns)s AND @QUEUE@ AND j.status = 'queued' AND NOT j.parked
+      AND j.run_at <= now() AND {_AFTER}
+    ORDER BY j.priority, j.fair_rank, j.seq
+    LIMIT %(fetch)s
+    FOR UPDATE SKIP LOCKED
+), ready AS (
+    SELECT p.key, p.queue FROM {{s}}.parked_keys p
+    WHERE p.namespace = %(ns)s AND p.queue IN (SELECT q FROM open) AND p.check_at <= now()
+    ORDER BY p.check_at
+    LIMIT %(probe)s
+), pcand AS (
+    SELECT x.* FROM ready r CROSS JOIN LATERAL (
+        SELECT 'p'::text AS kind, {_CANDIDATE}
+        FROM {{s}}.jobs j
+        WHERE j.namespace = %(ns)s AND j.limit_key = r.key AND j.queue = r.queue
+          AND j.status = 'queued' AND j.parked AND {_AFTER}
+        ORDER BY j.priority, j.fair_rank, j.seq
+        LIMIT %(fetch)s
+        FOR UPDATE SKIP LOCKED
+    ) x
+), locks AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock(h)::text AS done FROM (
+        SELECT DISTINCT hashtextextended(%(ns)s || chr(31) || k, 0) AS h FROM (
+            SELECT limit_key FROM cand
+            UNION ALL SELECT limit_key FROM pcand
+            UNION ALL SELECT key FROM ready
+        ) ks(k)
+        WHERE k IS NOT NULL
+        ORDER BY h
+    ) x
+)
+SELECT * FROM cand
+UNION ALL SELECT * FROM pcand
+UNION ALL SELECT 'r', NULL, r.queue, NULL, NULL, NULL, r.key, NULL, NULL, NULL, NULL, NULL
+FROM ready r
+UNION ALL SELECT 'l', NULL, NULL, NULL, NULL, count(*), NULL, NULL, NULL, NULL, NULL, NULL
+FROM locks
+"""
+CLAIM_CANDIDATES_ONE = _CLAIM_CANDIDATES.replace("@QUEUE@", "j.queue = %(queue)s")
+CLAIM_CANDIDATES_MANY = _CLAIM_CANDIDATES.replace(
+    "@QUEUE@", "j.queue = ANY(ARRAY(SELECT q FROM open))"
+)
+
+# ``keys`` are the locked keys, ``pers`` the longest rate window their
+# candidates declare (an operators' limit replaces it), ``rk``/``rq`` the
+# probed (key, queue) pairs and ``mine`` the parked jobs this claim locked:
+# 'e' says a pair has other parked jobs left.
+CLAIM_STATE = """
+SELECT 'n'::text AS kind, NULL::text AS key, NULL::text AS queue, NULL::int8 AS n,
+       NULL::int4 AS c, NULL::int4 AS r, NULL::float8 AS per, statement_timestamp() AS at
+UNION ALL
+SELECT 'r', limit_key, NULL, count(*), NULL, NULL, NULL, NULL FROM {s}.jobs
+WHERE namespace = %(ns)s AND limit_key = ANY(%(keys)s::text[]) AND status = 'running'
+GROUP BY limit_key
+UNION ALL
+SELECT 'o', key, NULL, NULL, concurrency, rate, per, NULL FROM {s}.limits
+WHERE namespace = %(ns)s AND key = ANY(%(keys)s::text[])
+UNION ALL
+SELECT 's', s.key, NULL, s.n, NULL, NULL, NULL, s.at
+FROM unnest(%(keys)s::text[], %(pers)s::float8[]) AS k(key, per)
+LEFT JOIN {s}.limits o ON o.namespace = %(ns)s AND o.key = k.key
+JOIN {s}.limit_starts s ON s.namespace = %(ns)s AND s.key = k.key
+WHERE s.at > statement_timestamp()
+             - CASE WHEN o.key IS NULL THEN k.per ELSE o.per END * interval '1 second'
+UNION ALL
+SELECT 'w', key, queue, wakes, NULL, NULL, NULL, NULL FROM {s}.parked_keys
+WHERE namespace = %(ns)s AND key = ANY(%(keys)s::text[])
+UNION ALL
+SELECT 'e', x.key, x.queue, NULL, NULL, NULL, NULL, NULL
+FROM unnest(%(rk)s::text[], %(rq)s::text[]) AS x(key, queue)
+WHERE EXISTS (
+    SELECT 1 FROM {s}.jobs j
+    WHERE j.namespace = %(ns)s AND j.limit_key = x.key AND j.queue = x.queue
+      AND j.status = 'queued' AND j.parked AND j.id <> ALL(%(mine)s::text[])
+)
 """
 
-# One queue: the partial index yields rows already in (priority, seq) order,
-# so LIMIT stops after N index entries.
-CLAIM_ONE = (
+# The chosen jobs (``ids``), the held-back ones to park (``park``), and the
+# starts: ``sn[i]`` starts of key ``sk[i]`` at ``now``, whose window is
+# ``sp[i]`` seconds (older starts of the key are deleted).
+CLAIM_APPLY = (
     """
 WITH picked AS (
-    SELECT namespace, id FROM {s}.jobs
-    WHERE namespace = %(ns)s AND queue = %(queue)s AND status = 'queued'
-      AND run_at <= now() AND """
-    + _OPEN.replace("{q}", "%(queue)s")
-    + """
-    ORDER BY priority, seq
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)"""
+    SELECT %(ns)s::text AS namespace, i.id FROM unnest(%(ids)s::text[]) AS i(id)
+), park AS (
+    UPDATE {s}.jobs SET parked = true
+    WHERE namespace = %(ns)s AND id = ANY(%(park)s::text[]) AND status = 'queued'
+), st AS (
+    INSERT INTO {s}.limit_starts AS s (namespace, key, at, n)
+    SELECT %(ns)s, x.k, %(now)s::timestamptz, x.n
+    FROM unnest(%(sk)s::text[], %(sn)s::int4[]) AS x(k, n)
+    ON CONFLICT (namespace, key, at) DO UPDATE SET n = s.n + EXCLUDED.n
+), prune AS (
+    DELETE FROM {s}.limit_starts s USING unnest(%(sk)s::text[], %(sp)s::float8[]) AS x(k, per)
+    WHERE s.namespace = %(ns)s AND s.key = x.k
+      AND s.at <= %(now)s::timestamptz - x.per * interval '1 second'
+), upd AS ("""
     + _CLAIM_SET
+    + _CLAIM_RETURNING
+    + """
+)
+SELECT * FROM upd
+"""
 )
 
-CLAIM_MANY = (
-    """
-WITH picked AS (
-    SELECT namespace, id FROM {s}.jobs
-    WHERE namespace = %(ns)s AND status = 'queued' AND run_at <= now()
-      AND queue = ANY(ARRAY(
-          SELECT q FROM unnest(%(queues)s::text[]) AS q WHERE """
-    + _OPEN.replace("{q}", "q")
-    + """))
-    ORDER BY priority, seq
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)"""
-    + _CLAIM_SET
-)
+# parked_keys rows are written in (key, queue) order, as the finishes that
+# wake them lock them, so the two never deadlock: PARK_LOCK locks the
+# existing ones, then PARK_SET upserts and PARK_DROP deletes. PARK_SET only
+# moves check_at while ``wakes`` is what CLAIM_STATE read: a job of the key
+# that left running since keeps its wake.
+PARK_LOCK = """
+SELECT 1 FROM {s}.parked_keys p
+JOIN unnest(%(k)s::text[], %(q)s::text[]) AS x(k, q) ON p.key = x.k AND p.queue = x.q
+WHERE p.namespace = %(ns)s
+ORDER BY p.key, p.queue
+FOR UPDATE OF p
+"""
+
+PARK_SET = """
+INSERT INTO {s}.parked_keys AS p (namespace, key, queue, check_at, wakes)
+SELECT %(ns)s, x.k, x.q, x.t, x.w
+FROM unnest(%(k)s::text[], %(q)s::text[], %(t)s::timestamptz[], %(w)s::int8[]) AS x(k, q, t, w)
+ORDER BY x.k, x.q
+ON CONFLICT (namespace, key, queue) DO UPDATE SET check_at = EXCLUDED.check_at
+WHERE p.wakes = EXCLUDED.wakes
+"""
+
+PARK_DROP = """
+DELETE FROM {s}.parked_keys p USING unnest(%(k)s::text[], %(q)s::text[]) AS x(k, q)
+WHERE p.namespace = %(ns)s AND p.key = x.k AND p.queue = x.q
+"""
+
+# The fair clock of each queue moves up to the highest rank claimed in it;
+# last in the transaction, so the row is held only until the COMMIT.
+FAIR_CLOCK = """
+INSERT INTO {s}.fair_clocks AS c (namespace, queue, clock)
+SELECT %(ns)s, x.q, x.r FROM unnest(%(q)s::text[], %(r)s::int8[]) AS x(q, r)
+ORDER BY x.q
+ON CONFLICT (namespace, queue) DO UPDATE SET clock = EXCLUDED.clock
+WHERE c.clock < EXCLUDED.clock
+"""
 
 RENEW = """
 UPDATE {s}.jobs j SET lease_expires_at = now() + %(lease_s)s * interval '1 second'
@@ -195,7 +464,33 @@ RETURNING i.ord, j.lease_expires_at, j.cancel_requested
 # finished_by, event_type, event_data] (qw_postgres.batches). A null field
 # leaves the column as it is; every transition takes the job off its lease.
 # The statement decides nothing: ``fence`` says which rows it may touch.
-def _apply(fence: str, *, events: bool = True) -> str:
+def _apply(fence: str, *, events: bool = True, wake: bool = False) -> str:
+    # ``wake``: the fence holds only running jobs, so every row it moves
+    # leaves running and frees a slot of its key: the key's parked rows are
+    # due a look (locked in (key, queue) order, as claims write them), and
+    # their queues and the job's own are woken.
+    wk = (
+        """, wk AS (
+    SELECT p.namespace, p.key, p.queue FROM {s}.parked_keys p
+    WHERE p.namespace = %(ns)s
+      AND p.key = ANY(ARRAY(SELECT DISTINCT u.limit_key FROM upd u
+                            WHERE u.limit_key IS NOT NULL))
+    ORDER BY p.key, p.queue
+    FOR UPDATE
+), wup AS (
+    UPDATE {s}.parked_keys p SET check_at = '-infinity', wakes = p.wakes + 1
+    FROM wk WHERE p.namespace = wk.namespace AND p.key = wk.key AND p.queue = wk.queue
+    RETURNING p.queue
+)"""
+        if wake
+        else ""
+    )
+    woken = (
+        "SELECT queue FROM upd WHERE status = 'queued' OR limit_key IS NOT NULL"
+        " UNION SELECT queue FROM wup"
+        if wake
+        else "SELECT DISTINCT queue FROM upd WHERE status = 'queued'"
+    )
     ev = (
         """, ev AS (
     INSERT INTO {s}.events (namespace, job_id, type, data, created_at)
@@ -225,10 +520,10 @@ WITH input AS (
     FROM input i
     WHERE j.namespace = %(ns)s AND j.id = i.id AND {fence}
     RETURNING i.ord, j.id, j.queue, j.status, j.workflow, cardinality(j.children) AS kids,
-              i.ev_type, i.ev_data
-){ev}, woke AS (
+              i.ev_type, i.ev_data, j.limit_key
+){ev}{wk}, woke AS (
     SELECT count(pg_notify(%(channel)s, q.queue)) AS n
-    FROM (SELECT DISTINCT queue FROM upd WHERE status = 'queued') q
+    FROM ({woken}) q
 )"""
 
 
@@ -257,7 +552,7 @@ _PRIOR = """, prior AS (
 # a row comes back as 'w' and is finished by FINISH_STEPS in a transaction.
 # A plain job pays one null check for this.
 FINISH = (
-    _apply(f"{_FENCE_LEASE} AND (j.workflow IS NULL OR i.status NOT IN {_ENDS})")
+    _apply(f"{_FENCE_LEASE} AND (j.workflow IS NULL OR i.status NOT IN {_ENDS})", wake=True)
     + _PRIOR
     + """
 SELECT 'u', ord, NULL::text, NULL::text FROM upd
@@ -271,7 +566,7 @@ UNION ALL SELECT 'n', n, NULL, NULL FROM woke
 # The steps FINISH left: the same fence, inside the transaction that holds
 # their workflows' rows. 'u' rows carry the step's status and workflow.
 FINISH_STEPS = (
-    _apply(_FENCE_LEASE)
+    _apply(_FENCE_LEASE, wake=True)
     + _PRIOR
     + """
 SELECT 'u', ord, status, workflow, id, kids FROM upd
@@ -301,7 +596,7 @@ FOR UPDATE SKIP LOCKED
 _FENCE_EXPIRED = "j.token = i.token AND j.status = 'running' AND j.lease_expires_at <= now()"
 
 RECLAIM = (
-    _apply(_FENCE_EXPIRED)
+    _apply(_FENCE_EXPIRED, wake=True)
     + """
 SELECT (SELECT count(*) FROM upd), (SELECT n FROM woke)
 """
@@ -322,7 +617,7 @@ _STEPS_APPLIED = """
 SELECT ord, id, status, workflow, kids, (SELECT n FROM woke) FROM upd
 """
 
-RECLAIM_STEPS = _apply(_FENCE_EXPIRED) + _STEPS_APPLIED
+RECLAIM_STEPS = _apply(_FENCE_EXPIRED, wake=True) + _STEPS_APPLIED
 
 # Cancel: a running job is only flagged; any other job's status and queue
 # come back ('s'), and a queued one then gets CANCEL_QUEUED.
@@ -371,10 +666,112 @@ SELECT {JOB_COLUMNS} FROM {{s}}.jobs
 WHERE namespace = %(ns)s AND workflow = %(workflow)s::text
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(key)s::text IS NULL OR limit_key = %(key)s::text)
   AND (%(after)s::text IS NULL OR id > %(after)s::text)
 ORDER BY id
 LIMIT %(limit)s
 """
+
+# A key's jobs, through jobs_key (namespace, limit_key, status).
+LIST_KEY_JOBS = f"""
+SELECT {JOB_COLUMNS} FROM {{s}}.jobs
+WHERE namespace = %(ns)s AND limit_key = %(key)s::text
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(after)s::text IS NULL OR id > %(after)s::text)
+ORDER BY id
+LIMIT %(limit)s
+"""
+
+# -- limits ----------------------------------------------------------------------
+
+# set_limit: the row (or its removal, ``remove``), and every parked row of
+# the key is due a look (in (key, queue) order, as everywhere); wakes the
+# namespace's waiters, as switching a queue ON does.
+SET_LIMIT = """
+WITH up AS (
+    INSERT INTO {s}.limits AS l (namespace, key, concurrency, rate, per)
+    SELECT %(ns)s, %(key)s, %(concurrency)s, %(rate)s, %(per)s WHERE NOT %(remove)s
+    ON CONFLICT (namespace, key) DO UPDATE
+        SET concurrency = EXCLUDED.concurrency, rate = EXCLUDED.rate, per = EXCLUDED.per
+), gone AS (
+    DELETE FROM {s}.limits WHERE namespace = %(ns)s AND key = %(key)s AND %(remove)s
+), wk AS (
+    SELECT namespace, key, queue FROM {s}.parked_keys
+    WHERE namespace = %(ns)s AND key = %(key)s
+    ORDER BY key, queue
+    FOR UPDATE
+), wup AS (
+    UPDATE {s}.parked_keys p SET check_at = '-infinity', wakes = p.wakes + 1
+    FROM wk WHERE p.namespace = wk.namespace AND p.key = wk.key AND p.queue = wk.queue
+)
+SELECT pg_notify(%(channel)s, '*')
+"""
+
+LIMITS = """
+SELECT key, concurrency, rate, per FROM {s}.limits WHERE namespace = %(ns)s ORDER BY key
+"""
+
+# keys(): the first ``limit`` keys after ``after`` that have queued or
+# running jobs or an operators' limit, with their counts, the limit of one
+# of their live jobs that declares one (``own``, as JSON), the operators'
+# limit, and the store's clock. Counts are grouped from the jobs (jobs_key).
+KEYS = """
+WITH live AS (
+    SELECT limit_key AS key,
+           count(*) FILTER (WHERE status = 'queued') AS queued,
+           count(*) FILTER (WHERE status = 'running') AS running,
+           (array_agg(json_build_array(concurrency, rate, rate_per)::text)
+                FILTER (WHERE has_limit))[1] AS own
+    FROM {s}.jobs
+    WHERE namespace = %(ns)s AND limit_key IS NOT NULL AND status IN ('queued', 'running')
+      AND (%(after)s::text IS NULL OR limit_key > %(after)s::text)
+    GROUP BY limit_key
+), names AS (
+    SELECT key FROM live
+    UNION
+    SELECT key FROM {s}.limits
+    WHERE namespace = %(ns)s AND (%(after)s::text IS NULL OR key > %(after)s::text)
+)
+SELECT n.key, coalesce(l.queued, 0), coalesce(l.running, 0), l.own,
+       o.key IS NOT NULL, o.concurrency, o.rate, o.per, now()
+FROM names n
+LEFT JOIN live l ON l.key = n.key
+LEFT JOIN {s}.limits o ON o.namespace = %(ns)s AND o.key = n.key
+ORDER BY n.key
+LIMIT %(limit)s
+"""
+
+KEY_STARTS = """
+SELECT key, at, n FROM {s}.limit_starts
+WHERE namespace = %(ns)s AND key = ANY(%(keys)s::text[])
+"""
+
+# -- schedules -------------------------------------------------------------------
+
+# The definition replaces the stored one; the stored last_tick stays.
+SAVE_SCHEDULE = """
+INSERT INTO {s}.schedules AS c (namespace, name, spec, tz, queue, task, last_tick)
+VALUES (%(ns)s, %(name)s, %(spec)s, %(tz)s, %(queue)s, %(task)s, NULL)
+ON CONFLICT (namespace, name) DO UPDATE
+    SET spec = EXCLUDED.spec, tz = EXCLUDED.tz, queue = EXCLUDED.queue, task = EXCLUDED.task
+"""
+
+# One compare-and-set: racers with the same tick wait on the row, and each
+# one after the first sees its last_tick already there (READ COMMITTED
+# re-checks the WHERE on the row it waited for).
+ADVANCE_SCHEDULE = """
+UPDATE {s}.schedules SET last_tick = %(tick)s
+WHERE namespace = %(ns)s AND name = %(name)s
+  AND (last_tick IS NULL OR last_tick < %(tick)s::timestamptz)
+"""
+
+SCHEDULES = """
+SELECT name, spec, tz, queue, task, last_tick FROM {s}.schedules
+WHERE namespace = %(ns)s ORDER BY name
+"""
+
+REMOVE_SCHEDULE = "DELETE FROM {s}.schedules WHERE namespace = %(ns)s AND name = %(name)s"
 
 COUNTS = """
 SELECT queue, status, count(*) FROM {s}.jobs WHERE namespace = %(ns)s GROUP BY queue, status
@@ -456,65 +853,91 @@ WHERE e.namespace = v.namespace AND e.cursor = v.cursor
 
 # A workflow's steps as one JSON document, one array per step: [id, queue,
 # priority, run_at, delay, max_attempts, dedupe_key, payload, status,
-# parents, children, on_parent_failure]; parents and children are array
-# literals (qw_postgres.batches.step_document).
+# parents, children, on_parent_failure, limit_key, concurrency, rate,
+# rate_per, has_limit, fair]; parents and children are array literals
+# (qw_postgres.batches.step_document).
 _STEP_INPUT = """
     SELECT v->>0 AS id, v->>1 AS queue, (v->>2)::int4 AS priority,
            (v->>3)::timestamptz AS run_at, (v->>4)::float8 AS delay,
            (v->>5)::int4 AS max_attempts, v->>6 AS dedupe_key, (v->>7)::json AS payload,
            v->>8 AS status, (v->>9)::text[] AS parents, (v->>10)::text[] AS children,
-           v->>11 AS on_parent_failure, ord
+           v->>11 AS on_parent_failure, v->>12 AS limit_key, (v->>13)::int4 AS concurrency,
+           (v->>14)::int4 AS rate, (v->>15)::float8 AS rate_per,
+           (v->>16)::boolean AS has_limit, (v->>17)::boolean AS fair, ord
     FROM jsonb_array_elements(%(batch)s::jsonb) WITH ORDINALITY AS e(v, ord)
 """
 
 _STEP_INSERT = """
     INSERT INTO {s}.jobs (namespace, id, queue, status, priority, run_at, max_attempts,
                           payload, dedupe_key, created_at, workflow, parents, children,
-                          on_parent_failure, failed_parents, pending)
+                          on_parent_failure, failed_parents, pending, limit_key,
+                          concurrency, rate, rate_per, has_limit, fair, fair_rank)
     SELECT %(ns)s, i.id, i.queue, i.status, i.priority,
            coalesce(i.run_at, now() + coalesce(i.delay, 0) * interval '1 second'),
            i.max_attempts, i.payload, i.dedupe_key, now(), %(workflow)s, i.parents,
-           i.children, i.on_parent_failure, '{}', cardinality(i.parents)
-    FROM input i
+           i.children, i.on_parent_failure, '{}', cardinality(i.parents), i.limit_key,
+           i.concurrency, i.rate, i.rate_per, i.has_limit, i.fair, @RANK@
+    FROM input i@JOIN@
 """
+
+
+def _step_insert(fair: bool) -> str:
+    if not fair:
+        return _STEP_INSERT.replace("@RANK@", "0").replace("@JOIN@", "")
+    return _STEP_INSERT.replace("@RANK@", "coalesce(rk.rank, 0)").replace(
+        "@JOIN@", " LEFT JOIN ranked rk ON rk.id = i.id"
+    )
+
 
 _STEP_WOKE = """
     SELECT count(pg_notify(%(channel)s, q.queue)) AS n
     FROM (SELECT DISTINCT queue FROM input WHERE status = 'queued') q
 """
 
+
 # One statement, so one round trip under autocommit: the workflow's row and
 # its steps, or (the id exists: ON CONFLICT) nothing. A step id that exists
 # fails the statement on jobs_pkey (DuplicateJob); a dedupe key a racing
-# producer took, on jobs_dedupe.
-CREATE_WORKFLOW = (
-    "WITH input AS ("
-    + _STEP_INPUT
-    + """), wf AS (
+# producer took, on jobs_dedupe. Fair steps get their ranks in it too.
+def _create_workflow(fair: bool) -> str:
+    return (
+        "WITH input AS ("
+        + _STEP_INPUT
+        + """), wf AS (
     INSERT INTO {s}.workflows (namespace, id, state, output, created_at, live)
     VALUES (%(ns)s, %(workflow)s, 'running', %(output)s, now(), %(live)s)
     ON CONFLICT (namespace, id) DO NOTHING
     RETURNING id
-), ins AS ("""
-    + _STEP_INSERT
-    + """    WHERE EXISTS (SELECT 1 FROM wf)
+)"""
+        + (_fair_ranks("EXISTS (SELECT 1 FROM wf)") if fair else "")
+        + """, ins AS ("""
+        + _step_insert(fair)
+        + """    WHERE EXISTS (SELECT 1 FROM wf)
     ORDER BY i.ord
 ), woke AS ("""
-    + _STEP_WOKE
-    + """    WHERE EXISTS (SELECT 1 FROM wf)
+        + _STEP_WOKE
+        + """    WHERE EXISTS (SELECT 1 FROM wf)
 )
 SELECT (SELECT count(*) FROM wf), (SELECT n FROM woke)
 """
-)
+    )
+
+
+CREATE_WORKFLOW = _create_workflow(fair=False)
+CREATE_WORKFLOW_FAIR = _create_workflow(fair=True)
+
 
 # add_steps, after LOCK_WORKFLOWS and ADD_STEPS_FENCE: the steps, the leased
 # step's new children, and the workflow's live steps.
-ADD_STEPS = (
-    "WITH input AS ("
-    + _STEP_INPUT
-    + "), ins AS ("
-    + _STEP_INSERT
-    + """    ORDER BY i.ord
+def _add_steps(fair: bool) -> str:
+    return (
+        "WITH input AS ("
+        + _STEP_INPUT
+        + ")"
+        + (_fair_ranks("true") if fair else "")
+        + ", ins AS ("
+        + _step_insert(fair)
+        + """    ORDER BY i.ord
 ), par AS (
     UPDATE {s}.jobs SET children = coalesce(children, '{}') || %(kids)s::text[]
     WHERE namespace = %(ns)s AND id = %(parent)s AND cardinality(%(kids)s::text[]) > 0
@@ -524,11 +947,15 @@ ADD_STEPS = (
     WHERE namespace = %(ns)s AND id = %(workflow)s
     RETURNING 1
 ), woke AS ("""
-    + _STEP_WOKE
-    + """)
+        + _STEP_WOKE
+        + """)
 SELECT (SELECT count(*) FROM wf), (SELECT n FROM woke)
 """
-)
+    )
+
+
+ADD_STEPS = _add_steps(fair=False)
+ADD_STEPS_FAIR = _add_steps(fair=True)
 
 # The step a lease holds (locked), and whether the batch's first step exists.
 STEP_OF = "SELECT workflow FROM {s}.jobs WHERE namespace = %(ns)s AND id = %(id)s"
@@ -683,9 +1110,21 @@ class Queries:
     enqueue_stage: bytes
     enqueue_copy: bytes
     enqueue_staged: bytes
+    enqueue_keyed: bytes
+    enqueue_fair: bytes
+    enqueue_staged_keyed: bytes
+    enqueue_staged_fair: bytes
     live_keys: bytes
     claim_one: bytes
     claim_many: bytes
+    claim_candidates_one: bytes
+    claim_candidates_many: bytes
+    claim_state: bytes
+    claim_apply: bytes
+    park_lock: bytes
+    park_set: bytes
+    park_drop: bytes
+    fair_clock: bytes
     renew: bytes
     finish: bytes
     finish_steps: bytes
@@ -701,6 +1140,15 @@ class Queries:
     get_many: bytes
     list_jobs: bytes
     list_steps: bytes
+    list_key_jobs: bytes
+    set_limit: bytes
+    limits: bytes
+    keys: bytes
+    key_starts: bytes
+    save_schedule: bytes
+    advance_schedule: bytes
+    schedules: bytes
+    remove_schedule: bytes
     counts: bytes
     now: bytes
     heartbeat: bytes
@@ -713,7 +1161,9 @@ class Queries:
     purge_jobs: bytes
     purge_events: bytes
     create_workflow: bytes
+    create_workflow_fair: bytes
     add_steps: bytes
+    add_steps_fair: bytes
     step_of: bytes
     add_steps_fence: bytes
     job_exists: bytes

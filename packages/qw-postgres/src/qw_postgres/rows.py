@@ -10,7 +10,9 @@ from qw.model import (
     Event,
     Job,
     JobStatus,
+    Limit,
     ParentFailure,
+    Schedule,
     WorkerInfo,
     Workflow,
     WorkflowState,
@@ -22,6 +24,8 @@ __all__ = [
     "STATUSES",
     "to_event",
     "to_job",
+    "to_limit",
+    "to_schedule",
     "to_worker",
     "to_workflow",
 ]
@@ -37,8 +41,9 @@ def to_job(row: Sequence[Any]) -> Job:
     """A row in :data:`qw_postgres.queries.JOB_FIELDS` order (extra columns ignored)."""
     # Positional, in Job's field order (the same as JOB_FIELDS), and the
     # status by dict: a claim builds one Job per row, and this is its cost.
-    # A plain job (workflow NULL) leaves the step fields at their defaults.
-    if row[17] is not None:
+    # A plain job (workflow NULL, no limit key) leaves the step and flow
+    # fields at their defaults.
+    if row[17] is not None or row[22] is not None:
         return _step(row)
     return Job(
         row[0],
@@ -61,7 +66,16 @@ def to_job(row: Sequence[Any]) -> Job:
     )
 
 
+def to_limit(fields: Sequence[float | None] | None) -> Limit | None:
+    """A job's own limit from its ``float8[]`` (NULL: it declared none)."""
+    if fields is None:
+        return None
+    c, r, per = fields
+    return Limit(None if c is None else int(c), None if r is None else int(r), per)
+
+
 def _step(row: Sequence[Any]) -> Job:
+    workflow = row[17]
     return Job(
         row[0],
         row[1],
@@ -80,12 +94,20 @@ def _step(row: Sequence[Any]) -> Job:
         row[14],
         row[15],
         row[16],
-        row[17],
-        tuple(row[18]),
-        tuple(row[19]),
-        PARENT_FAILURES[row[20]],
-        tuple(row[21]),
+        workflow,
+        () if workflow is None else tuple(row[18]),
+        () if workflow is None else tuple(row[19]),
+        ParentFailure.CANCEL if workflow is None else PARENT_FAILURES[row[20]],
+        () if workflow is None else tuple(row[21]),
+        row[22],
+        to_limit(row[23]),
+        row[24],
     )
+
+
+def to_schedule(row: Sequence[Any]) -> Schedule:
+    """A row of ``SCHEDULES``."""
+    return Schedule(row[0], row[1], row[2], row[3], row[4], row[5])
 
 
 def to_workflow(row: Sequence[Any]) -> Workflow:

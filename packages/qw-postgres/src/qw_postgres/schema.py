@@ -165,6 +165,112 @@ MIGRATIONS: list[list[str]] = [
             WHERE state <> 'running'
         """,
     ],
+    # 3 (qw 0.3.0): flow control and schedules. The nullable columns rewrite
+    # nothing; the NOT NULL ones have constant defaults, which PostgreSQL 11+
+    # keeps in the catalog instead of rewriting rows: an 0.2.0 row reads as
+    # no key, no limit, not fair, rank 0, not parked. Every new index is
+    # partial on a key or on parked, so a job without a key is in none of
+    # them and its claims and finishes maintain no more index entries.
+    [
+        """
+        ALTER TABLE {s}.jobs
+            ADD COLUMN limit_key   text COLLATE "C",
+            ADD COLUMN concurrency integer,
+            ADD COLUMN rate        integer,
+            ADD COLUMN rate_per    float8,
+            ADD COLUMN has_limit   boolean NOT NULL DEFAULT false,
+            ADD COLUMN fair        boolean NOT NULL DEFAULT false,
+            ADD COLUMN fair_rank   bigint NOT NULL DEFAULT 0,
+            ADD COLUMN parked      boolean NOT NULL DEFAULT false
+        """,
+        # Claim order is (priority, fair_rank, seq). A parked job (held back
+        # by a full key, see docs/backends/postgres.md "Parking") is not in
+        # it, so claims do not walk past a throttled key's backlog.
+        "DROP INDEX {s}.jobs_claim",
+        """
+        CREATE INDEX jobs_claim ON {s}.jobs (namespace, queue, priority, fair_rank, seq)
+            INCLUDE (run_at) WHERE status = 'queued' AND NOT parked
+        """,
+        # A key's jobs by status: its running count at every keyed claim, its
+        # queued count for keys(), list_jobs(key=).
+        """
+        CREATE INDEX jobs_key ON {s}.jobs (namespace, limit_key, status)
+            WHERE limit_key IS NOT NULL
+        """,
+        # Parked jobs in claim order per (key, queue), claimed from here once
+        # the key has room again.
+        """
+        CREATE INDEX jobs_parked ON {s}.jobs
+            (namespace, limit_key, queue, priority, fair_rank, seq)
+            WHERE status = 'queued' AND parked
+        """,
+        # The operators' limits (set_limit); NULL fields are "no such limit".
+        """
+        CREATE TABLE {s}.limits (
+            namespace   text COLLATE "C" NOT NULL,
+            key         text COLLATE "C" NOT NULL,
+            concurrency integer,
+            rate        integer,
+            per         float8,
+            PRIMARY KEY (namespace, key)
+        )
+        """,
+        # A key's recent starts under a rate: n claims at the store time at,
+        # one row per claim statement; a claim deletes those out of the window.
+        """
+        CREATE TABLE {s}.limit_starts (
+            namespace text COLLATE "C" NOT NULL,
+            key       text COLLATE "C" NOT NULL,
+            at        timestamptz NOT NULL,
+            n         integer NOT NULL,
+            PRIMARY KEY (namespace, key, at)
+        )
+        """,
+        """
+        CREATE TABLE {s}.fair_ranks (
+            namespace text COLLATE "C" NOT NULL,
+            queue     text COLLATE "C" NOT NULL,
+            key       text COLLATE "C" NOT NULL,
+            next      bigint NOT NULL,
+            PRIMARY KEY (namespace, queue, key)
+        )
+        """,
+        """
+        CREATE TABLE {s}.fair_clocks (
+            namespace text COLLATE "C" NOT NULL,
+            queue     text COLLATE "C" NOT NULL,
+            clock     bigint NOT NULL,
+            PRIMARY KEY (namespace, queue)
+        )
+        """,
+        # One row per (key, queue) that has parked jobs: when a claim should
+        # look at them again. A job of the key leaving running sets check_at
+        # to -infinity and counts up wakes (which a claim parking them
+        # compares, so that it never overwrites a wake it did not see).
+        """
+        CREATE TABLE {s}.parked_keys (
+            namespace text COLLATE "C" NOT NULL,
+            key       text COLLATE "C" NOT NULL,
+            queue     text COLLATE "C" NOT NULL,
+            check_at  timestamptz NOT NULL,
+            wakes     bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (namespace, key, queue)
+        )
+        """,
+        "CREATE INDEX parked_keys_due ON {s}.parked_keys (namespace, queue, check_at)",
+        """
+        CREATE TABLE {s}.schedules (
+            namespace text COLLATE "C" NOT NULL,
+            name      text COLLATE "C" NOT NULL,
+            spec      text NOT NULL,
+            tz        text NOT NULL,
+            queue     text COLLATE "C" NOT NULL,
+            task      text NOT NULL,
+            last_tick timestamptz,
+            PRIMARY KEY (namespace, name)
+        )
+        """,
+    ],
 ]
 
 LATEST_VERSION = len(MIGRATIONS)
