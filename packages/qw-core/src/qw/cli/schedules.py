@@ -1,7 +1,9 @@
-"""``qw schedules``: the periodic schedules recorded in the store, with their last and next run.
+"""``qw schedules``: the periodic schedules recorded in the store, with their last and next tick.
 
-Read from the store's records alone (no app needed): the next run is
-computed from each record's spec and time zone, on the store's clock.
+Read from the store's records alone (no app needed): the next tick is
+computed from each record's spec and time zone, on the store's clock. The
+last tick is the latest one a scheduler handled: enqueued its job, or
+passed over (a new schedule starts from its next tick; ``missed="skip"``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from qw.schedule import Timing, timing, zone_of
 
 __all__ = ["schedule_dict", "schedules"]
 
-_HEADERS = ["NAME", "SPEC", "TZ", "TASK", "QUEUE", "LAST RUN", "NEXT RUN"]
+_HEADERS = ["NAME", "SPEC", "TZ", "TASK", "QUEUE", "LAST TICK", "NEXT TICK"]
 
 
 def _timing(schedule: Schedule) -> Timing | None:
@@ -38,11 +40,11 @@ def _timing(schedule: Schedule) -> Timing | None:
 
 
 def schedule_dict(schedule: Schedule, now: datetime) -> dict[str, Any]:
-    """A record as plain data for ``--json``: times in UTC, ``next_run`` after ``now``.
+    """A record as plain data for ``--json``: times in UTC, ``next_tick`` after ``now``.
 
-    ``pending`` is True when a tick later than the last run is already due:
-    no scheduler has enqueued it yet (no worker runs the schedule, or one is
-    about to).
+    ``pending`` is True when a tick later than the last one is already due:
+    no scheduler has handled it yet (no worker runs the schedule, or one is
+    about to). ``valid`` is False for a spec this qw cannot read.
     """
     ticks = _timing(schedule)
     upcoming = None if ticks is None else ticks.next_after(now)
@@ -54,8 +56,8 @@ def schedule_dict(schedule: Schedule, now: datetime) -> dict[str, Any]:
         "tz": schedule.tz,
         "task": schedule.task,
         "queue": schedule.queue,
-        "last_run": None if last is None else last.astimezone(UTC),
-        "next_run": upcoming,
+        "last_tick": None if last is None else last.astimezone(UTC),
+        "next_tick": upcoming,
         "pending": last is not None and due is not None and due > last,
         "valid": ticks is not None,
     }
@@ -73,11 +75,11 @@ def _rows(records: list[Schedule], now: datetime) -> list[list[object]]:
     for record in records:
         data = schedule_dict(record, now)
         zone_ok = data["valid"]
-        last = _local(data["last_run"], record.tz) if zone_ok else str(data["last_run"] or "-")
+        last = _local(data["last_tick"], record.tz) if zone_ok else str(data["last_tick"] or "-")
         if not zone_ok:
             upcoming = "? (spec not understood)"
         else:
-            upcoming = _local(data["next_run"], record.tz)
+            upcoming = _local(data["next_tick"], record.tz)
             if data["pending"]:
                 upcoming += " (a tick is due)"
         rows.append(
@@ -98,10 +100,12 @@ class _Store:
 @json_option
 @click.pass_context
 def schedules(ctx: click.Context, url: str | None, namespace: str | None, as_json: bool) -> None:
-    """List the periodic schedules: spec, zone, task, queue, last and next run.
+    """List the periodic schedules: spec, zone, task, queue, last and next tick.
 
-    Times are shown in each schedule's own zone; ``--json`` gives them in UTC.
-    Workers record the schedules of their app when they start.
+    Times are shown in each schedule's own zone; --json gives them in UTC.
+    Workers record the schedules of their app when they start. The last
+    tick is the latest one handled: its job enqueued, or passed over (a new
+    schedule starts at its next tick).
     """
     ctx.obj = _Store(url, namespace)
     if ctx.invoked_subcommand is None:
@@ -138,7 +142,7 @@ def _list(url: str | None, namespace: str | None, as_json: bool) -> None:
 @store_options
 @click.pass_obj
 def remove(store: _Store | None, name: str, url: str | None, namespace: str | None) -> None:
-    """Forget schedule NAME and its last run; exit 4 if there is none.
+    """Forget schedule NAME and its last tick; exit 4 if there is none.
 
     A worker whose app defines NAME records it again when it starts, and
     its first tick is then the next one: remove a schedule from the app's
