@@ -87,6 +87,8 @@ MIN_SLEEP_S = 0.005
 #: could insert a tick whose job another scheduler enqueued, ran, and had
 #: purged in the meantime.
 STALE_READ_S = 2.0
+# Reads of the records in one pass, at most (see STALE_READ_S).
+_READS = 3
 #: After a store error, the scheduler retries after this, doubling up to MAX_SLEEP_S.
 _RETRY_S = 0.5
 # How often a sleeping scheduler looks at its stop condition.
@@ -463,11 +465,13 @@ class Scheduler:
         """One pass: enqueue every tick that is due; return real seconds until the next one."""
         if not self._saved:
             self.save()
-        while True:
+        for attempt in range(_READS):
             read_at = time.monotonic()
             stored = {s.name: s for s in self._client.schedules()}
             now = self._clock()
-            if self._pass(stored, now, read_at):
+            # A store slower than STALE_READ_S per call would never get past
+            # the check: the last read is acted on however old it is.
+            if self._pass(stored, now, read_at if attempt < _READS - 1 else None):
                 break
         if not self.passes:
             names = ", ".join(p.name for p in self._schedules)
@@ -475,8 +479,11 @@ class Scheduler:
         self.passes += 1
         return self._sleep_for(self._clock())
 
-    def _pass(self, stored: dict[str, Schedule], now: datetime, read_at: float) -> bool:
-        """Act on one read of the records; False if it went stale and must be read again."""
+    def _pass(self, stored: dict[str, Schedule], now: datetime, read_at: float | None) -> bool:
+        """Act on one read of the records; False if it went stale and must be read again.
+
+        ``read_at`` is when the read began (monotonic); None: never stale.
+        """
         client = self._client
         for periodic in self._schedules:
             record = stored.get(periodic.name)
@@ -498,7 +505,7 @@ class Scheduler:
                 if client.advance_schedule(name, tick):
                     log.info("schedule %s: skipped tick %s (%.0f s late)", name, _shown(tick), late)
                 continue
-            if time.monotonic() - read_at > STALE_READ_S:
+            if read_at is not None and time.monotonic() - read_at > STALE_READ_S:
                 return False
             job = periodic.job(tick)
             try:

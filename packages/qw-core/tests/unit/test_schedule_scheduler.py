@@ -266,3 +266,45 @@ def test_the_scheduler_thread_survives_store_errors(
         app.close()
     assert sched.enqueued >= 2
     assert any("scheduler pass failed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stale_read_is_read_again_before_inserting(
+    app: qw.App, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler stalls after reading; meanwhile the tick is enqueued, run and purged.
+
+    Acting on its old read it would insert the tick again (the id is free
+    once purged); it reads again instead, and sees the tick taken.
+    """
+    monkeypatch.setattr(qw.schedule, "STALE_READ_S", 0.05)
+    scheduler(app, clock).run_once()
+    clock.move(MINUTE)
+    other = scheduler(app, clock)
+    stalled = {"done": False}
+
+    def stalling_clock() -> datetime:
+        if not stalled["done"]:
+            stalled["done"] = True
+            other.run_once()
+            (claim,) = app.client.claim(["sch"], worker="w", limit=1)
+            app.client.finish([Complete(claim.lease, result="m")])
+            time.sleep(0.1)
+            assert app.client.purge(0).jobs == 1
+        return clock()
+
+    late = Scheduler(app.client, list(app.schedules.values()), clock=stalling_clock)
+    late.save()
+    late.run_once()
+    assert (other.enqueued, late.enqueued) == (1, 0)
+    assert job_ids(app) == []
+
+
+def test_a_store_slower_than_the_staleness_bound_still_gets_its_ticks(
+    app: qw.App, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(qw.schedule, "STALE_READ_S", 0.0)
+    sched = scheduler(app, clock)
+    sched.run_once()
+    clock.move(MINUTE)
+    sched.run_once()
+    assert job_ids(app) == ["minutely@20260601T120100Z"]
