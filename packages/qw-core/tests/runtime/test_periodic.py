@@ -27,6 +27,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -359,3 +360,39 @@ def test_four_worker_processes_share_the_schedules_across_a_kill(
                 proc.kill()
                 proc.wait(10)
         client.close()
+
+
+def test_a_worker_without_the_scheduler_leaves_the_schedules_alone(tmp_path: Path) -> None:
+    module = app_module(tmp_path)
+    app = qw.App(store_url("memory", tmp_path) + "-off", namespace=f"off{os.getpid()}")
+    module.define(app, os.devnull)
+    worker = app.worker(["pt"], **FAST, scheduler=False)
+    worker.start()
+    try:
+        time.sleep(0.3)
+        assert worker.scheduler is None
+        assert app.client.schedules() == []
+    finally:
+        worker.stop(timeout=30)
+        app.close()
+
+
+def test_the_scheduler_thread_starts_and_stops_with_the_worker(tmp_path: Path) -> None:
+    module = app_module(tmp_path)
+    app = qw.App(store_url("memory", tmp_path) + "-on", namespace=f"on{os.getpid()}")
+    module.define(app, os.devnull)
+    worker = app.worker(["pt"], **FAST)
+    thread = worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(app.client.schedules()) < 2:
+            assert time.monotonic() < deadline, "the worker did not record its schedules"
+            time.sleep(0.02)
+        assert worker.scheduler is not None
+        assert any(t.name == "qw-scheduler" for t in threading.enumerate())
+    finally:
+        worker.stop(timeout=30)
+    thread.join(30)
+    assert not any(t.name == "qw-scheduler" for t in threading.enumerate())
+    assert sorted(s.name for s in app.client.schedules()) == ["fast", "minutely"]
+    app.close()
