@@ -119,7 +119,7 @@ def schedules(ctx: click.Context, url: str | None, namespace: str | None, as_jso
 def list_schedules(
     store: _Store | None, url: str | None, namespace: str | None, as_json: bool
 ) -> None:
-    """List the periodic schedules (what ``qw schedules`` alone does)."""
+    """List the periodic schedules (what qw schedules alone does)."""
     given = store or _Store(None, None)
     _list(url or given.url, namespace or given.namespace, as_json)
 
