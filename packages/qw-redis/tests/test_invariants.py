@@ -54,14 +54,17 @@ def check_invariants(r: Any, keys: Keyspace, queues: list[str]) -> None:
         indexed = set(r.zrange(keys.key(f"st_{s.value}"), 0, -1))
         assert indexed == {i for i, v in status.items() if v == s.value}, s
     placed: set[str] = set()
+    parked = parked_jobs(r, keys)
     for q in queues:
         ready_key, sched_key = keys.queue_keys([q])
-        ready = {m[16:] for m in r.zrange(ready_key, 0, -1)}
+        ready = {member_id(m) for m in r.zrange(ready_key, 0, -1)}
         sched = set(r.zrange(sched_key, 0, -1))
+        here = {i for i, (pq, _k) in parked.items() if pq == q}
         assert not ready & sched
+        assert not (ready | sched) & here
         assert all(queue[i] == q for i in ready | sched)
-        placed |= ready | sched
-    # Only queued jobs are where claim looks: never a waiting step.
+        placed |= ready | sched | here
+    # Only queued jobs are where claim looks (or parked): never a waiting step.
     assert placed == {i for i, v in status.items() if v == "queued"}
     assert set(r.zrange(keys.key("running"), 0, -1)) == {
         i for i, v in status.items() if v == "running"
@@ -73,6 +76,51 @@ def check_invariants(r: Any, keys: Keyspace, queues: list[str]) -> None:
     for dkey, holder in r.hgetall(keys.key("dedupe")).items():
         assert status.get(holder) in LIVE, dkey
     check_workflows(r, keys, status, queue, flow)
+    check_flow_control(r, keys, status, queue, parked)
+
+
+def member_id(member: str) -> str:
+    """The job id of a ready-set member (common.lua's ready_member_of)."""
+    return member[33:] if member.startswith(":") else member[16:]
+
+
+def parked_jobs(r: Any, keys: Keyspace) -> dict[str, tuple[str, str]]:
+    """Parked job id -> (queue, key), from K.parked's members."""
+    found: dict[str, tuple[str, str]] = {}
+    for m in r.zrange(keys.key("parked"), 0, -1):
+        q, k, _own, rest = m.split("\n", 3)
+        found[member_id(rest[10:])] = (q, k)
+    return found
+
+
+def check_flow_control(
+    r: Any,
+    keys: Keyspace,
+    status: dict[str, str],
+    queue: dict[str, str],
+    parked: dict[str, tuple[str, str]],
+) -> None:
+    """The key indexes follow the statuses; parked jobs are queued, of their key, marked."""
+    lim = r.hgetall(keys.column("lim"))
+    assert set(lim) <= set(status)
+    key_of = {i: v.split(" ", 3)[3] for i, v in lim.items()}
+
+    def members(name: str) -> set[str]:
+        return set(r.zrange(keys.key(name), 0, -1))
+
+    assert members("kjobs") == {f"{k}\n{i}" for i, k in key_of.items()}
+    for name, wanted in (("lq", "queued"), ("lrun", "running")):
+        assert members(name) == {f"{k}\n{i}" for i, k in key_of.items() if status[i] == wanted}
+    for i, (q, k) in parked.items():
+        assert (status[i], queue[i], key_of[i]) == ("queued", q, k), i
+    pkq = members("pkq")
+    assert {f"{k}\n{q}" for q, k in parked.values()} <= pkq
+    marks = {
+        m.split("\n")[0] + "\n" + m.split("\n", 2)[2]: m.split("\n")[1] for m in members("pwake")
+    }
+    assert marks == r.hgetall(keys.key("pwt"))
+    for q, k in set(parked.values()):
+        assert f"{q}\n{k}" in marks, (q, k)
 
 
 def check_workflows(

@@ -1,9 +1,12 @@
-"""A namespace written by qw-redis 0.1.0 opens, converted, and reads as plain jobs.
+"""Namespaces written by older qw-redis open, converted, and read as jobs without limits.
 
 Version 1 of the key layout (0.1.0, no marker) kept every job field in its
 own hash; version 2 packs the fields fixed at enqueue into ``f:job`` and
-adds workflows, whose keys a 0.1.0 namespace has none of. The version-1 data
-below is written field by field as 0.1.0's scripts wrote it.
+adds workflows, whose keys a 0.1.0 namespace has none of; version 3 adds
+flow control (a ``lim`` field per job with a limit key, ranked ready
+members, the key indexes), none of which a version-2 namespace has. The
+older data below is written field by field as those versions' scripts
+wrote it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import pytest
 
 import qw
 from qw.errors import SchemaError
-from qw.model import Complete, JobStatus, Lease, NewJob
+from qw.model import Complete, JobStatus, KeyState, Lease, Limit, NewJob
 from qw_redis import RedisBackend
 from qw_redis.keys import LEGACY_COLUMNS, SCHEMA_VERSION, Keyspace
 from qw_testkit.base import new_namespace
@@ -174,3 +177,74 @@ def test_a_large_0_1_0_namespace_converts_in_batches(redis_url: str) -> None:
     finally:
         r.close()
         drop_namespaces(redis_url, {namespace})
+
+
+def _v2_job(r: Any, keys: Keyspace, id_: str, queue: str, seq: int, **fields: object) -> None:
+    """One job as version 2's enqueue.lua wrote it (the packed job field), and its indexes."""
+    p = keys.prefix
+    status = str(fields.pop("status", "queued"))
+    payload = json.dumps(fields.pop("payload", None))
+    prio = fields.pop("prio", 0)
+    columns: dict[str, object] = {
+        "job": f"{prio}:3:{NOW}:{seq:016d}:{queue}:-1:{payload}",
+        "run_at": fields.pop("run_at", NOW),
+        "att": 0,
+        "status": status,
+        **fields,
+    }
+    for column, value in columns.items():
+        r.hset(f"{p}f:{column}", id_, str(value))
+    r.zadd(f"{p}ids", {id_: 0})
+    r.zadd(f"{p}st_{status}", {id_: 0})
+    r.hincrby(f"{p}counts", f"{queue}:{status}", 1)
+    if status == "queued":
+        r.zadd(f"{p}q:{queue}:ready", {f"{seq:016d}{id_}": prio})
+
+
+def test_a_version_2_namespace_reads_as_jobs_without_limits_and_takes_keyed_jobs(
+    url: str,
+) -> None:
+    namespace = new_namespace()
+    keys = Keyspace(namespace)
+    r = _raw(url)
+    p = keys.prefix
+    r.set(p + "schema", 2)
+    _v2_job(r, keys, "old1", "q", 1, payload="first")
+    _v2_job(r, keys, "old2", "q", 2, payload="second")
+    _v2_job(r, keys, "run", "q", 3, status="running", att=1, token="t:1:q", worker="w", lease=LATER)
+    r.zadd(p + "running", {"run": LATER})
+    r.set(p + "seq", 3)
+    client = qw.open(url, namespace=namespace)
+    try:
+        assert r.get(p + "schema") == "3"
+        assert isinstance(client.backend, RedisBackend)
+        assert "nothing to do" in client.backend.migrate()
+        check_invariants(r, keys, ["q"])
+        old = client.get_many(["old1", "old2", "run"])
+        assert [(j.limit_key, j.limit, j.fair) for j in old if j] == [(None, None, False)] * 3
+        assert client.keys() == []
+        assert [j.id for j in client.list_jobs(key="k")] == []
+        # New keyed jobs join them: old jobs are rank 0, FIFO first, never held back.
+        one = Limit(concurrency=1)
+        new = [
+            a.id
+            for a in client.enqueue(
+                [NewJob("q", i, limit_key="k", limit=one, fair=True) for i in range(3)]
+            )
+        ]
+        claims = client.claim(["q"], worker="w2", limit=10)
+        assert [c.job.id for c in claims] == ["old1", "old2", new[0]]
+        assert client.keys() == [KeyState("k", 2, 1, one)]
+        check_invariants(r, keys, ["q"])
+        # The version-2 lease finishes as before.
+        lease = Lease("run", "t:1:q", claims[0].lease.expires_at, attempt=1, max_attempts=3)
+        assert client.finish([Complete(lease, "done")]) == [JobStatus.SUCCEEDED]
+        for c in claims:
+            client.complete(c.lease)
+        assert [c.job.id for c in client.claim(["q"], worker="w2", limit=10)] == [new[1]]
+        check_invariants(r, keys, ["q"])
+    finally:
+        client.close()
+        r.close()
+        if not url.startswith("redis+cluster://"):
+            drop_namespaces(url, {namespace})

@@ -299,7 +299,7 @@ for _, col in ipairs({'payload', 'prio', 'run_at', 'max', 'att', 'created', 'ded
   prefetch(col, ids)
 end
 prefetch_steps(ids)
-local clocks = {}
+local clocks, pruned = {}, {}
 for j, c in ipairs(picked) do
   local id = c.id
   local queue = QN[c.qi]
@@ -309,8 +309,12 @@ for j, c in ipairs(picked) do
     -- key's starts older than its window go first (pruned on write).
     local lim = effective(l)
     if lim and lim.rate and lim.per_us then
-      redis.call('ZREMRANGEBYLEX', K.lstart, klo(l.key),
-        '(' .. l.key .. '\n' .. pad16(now - lim.per_us + 1))
+      if redis.call('ZREMRANGEBYLEX', K.lstart, klo(l.key),
+        '(' .. l.key .. '\n' .. pad16(now - lim.per_us + 1)) > 0 then
+        -- Jobs of the key declaring a longer window counted those starts:
+        -- its parked jobs are looked at again (no wake-up: a claim is near).
+        pruned[l.key] = true
+      end
       redis.call('ZADD', K.lstart, 0, l.key .. '\n' .. nows .. '\n' .. id)
     end
     -- The queue's fair clock moves up to the rank of each fair job claimed.
@@ -347,5 +351,6 @@ for queue, rank in pairs(clocks) do
     redis.call('HSET', K.fclock, queue, fmt(rank))
   end
 end
+for k in pairs(pruned) do look_again(k, {}) end
 flush()
 return out

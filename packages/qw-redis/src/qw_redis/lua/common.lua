@@ -358,14 +358,16 @@ end
 -- queued job left otherwise than by a claim, or whose operators' limit
 -- changed, may have room for a parked job now: every queue holding parked
 -- jobs of it looks at them on its next claim, and is woken for it.
+local function look_again(k, woken)
+  for _, m in ipairs(redis.call('ZRANGEBYLEX', K.pkq, klo(k), khi(k))) do
+    local q = string.sub(m, #k + 2)
+    mark_parked(q, k, 0)
+    woken[#woken + 1] = q
+  end
+end
+
 wake_parked = function(keys)
   local woken = {}
-  for k in pairs(keys) do
-    for _, m in ipairs(redis.call('ZRANGEBYLEX', K.pkq, klo(k), khi(k))) do
-      local q = string.sub(m, #k + 2)
-      mark_parked(q, k, 0)
-      woken[#woken + 1] = q
-    end
-  end
+  for k in pairs(keys) do look_again(k, woken) end
   publish(woken)
 end
