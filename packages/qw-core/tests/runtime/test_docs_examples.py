@@ -22,6 +22,7 @@ PROGRAM = re.compile(
 CHAPTERS = {
     "workflows.md": ["onboarding.py", "cleanup.py"],
     "flow-control.md": ["limits.py", "fair.py"],
+    "periodic.md": ["nightly.py"],
 }
 
 
