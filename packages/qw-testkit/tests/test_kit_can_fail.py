@@ -467,6 +467,9 @@ def _run(pytester: pytest.Pytester, cls: str, tests: list[str]) -> pytest.RunRes
     return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q", "-rs", *ids)
 
 
+#: The limit model test is named only where it fails every run in the quick
+#: profile; it also finds IgnoresRate, IgnoresOverrides and UnfairRanks in most
+#: runs, which the deterministic tests named for them always do.
 CASES = {
     "DoubleClaim": [
         "test_a_leased_job_is_not_claimed_again",
@@ -534,14 +537,12 @@ CASES = {
     "IgnoresRate": [
         "test_a_rate_limit_holds_starts_to_a_window_on_the_stores_clock",
         "test_an_operators_rate_replaces_the_jobs_concurrency",
-        "test_claims_agree_with_the_limit_model",
     ],
     "WindowNeverSlides": ["test_a_rate_limit_holds_starts_to_a_window_on_the_stores_clock"],
     "IgnoresOverrides": [
         "test_concurrency_zero_pauses_a_key_and_removing_it_resumes",
         "test_an_operators_limit_replaces_the_jobs_own_at_claim",
         "test_an_operators_rate_replaces_the_jobs_concurrency",
-        "test_claims_agree_with_the_limit_model",
     ],
     "StopsAtHeldBack": [
         "test_a_throttled_key_never_blocks_other_keys",
@@ -553,7 +554,6 @@ CASES = {
         "test_a_long_backlog_does_not_starve_a_key_with_a_few_jobs",
         "test_claim_order_is_priority_then_fair_rank_then_fifo",
         "test_fair_ranks_are_per_queue",
-        "test_claims_agree_with_the_limit_model",
     ],
     "FairClockIgnored": ["test_a_key_arriving_late_starts_at_the_queues_fair_clock"],
     "RequeueResetsRank": [

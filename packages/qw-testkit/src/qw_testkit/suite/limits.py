@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -316,14 +317,13 @@ MODEL_KEYS = ("k1", "k2", "k3")
 #: Declared limits and operators' limits the machine draws. Every rate has a
 #: window of an hour: within an example, a start never leaves it.
 HOUR = 3600.0
-OWN_LIMITS = [
-    None,
-    Limit(concurrency=1),
-    Limit(concurrency=2),
-    Limit(concurrency=0),
-    Limit(rate=2, per=HOUR),
-    Limit(concurrency=1, rate=3, per=HOUR),
-]
+#: The limits each key's jobs may declare: one key with a concurrency, one
+#: with a rate, one with neither or a pause, so that every example has each.
+OWN_LIMITS: dict[str, list[Limit | None]] = {
+    "k1": [Limit(concurrency=1), Limit(concurrency=2)],
+    "k2": [Limit(rate=2, per=HOUR), Limit(concurrency=1, rate=3, per=HOUR)],
+    "k3": [None, Limit(concurrency=0), Limit(concurrency=3)],
+}
 OPERATOR_LIMITS = [
     None,
     Limit(concurrency=0),
@@ -333,6 +333,12 @@ OPERATOR_LIMITS = [
     Limit(rate=1, per=HOUR),
 ]
 KINDS = ("complete", "fail", "retry", "release", "abort")
+
+
+def limit_machine_settings() -> settings:
+    """The profile's effort, with longer runs: a limit shows only after a few claims."""
+    base = machine_settings()
+    return settings(base, stateful_step_count=max(base.stateful_step_count, 50))
 
 
 class LimitMachine(RuleBasedStateMachine):
@@ -353,16 +359,17 @@ class LimitMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.client.close()
 
-    @initialize(limits=st.tuples(*(st.sampled_from(OWN_LIMITS) for _ in MODEL_KEYS)))
+    @initialize(limits=st.tuples(*(st.sampled_from(OWN_LIMITS[k]) for k in MODEL_KEYS)))
     def declare(self, limits: tuple[Limit | None, ...]) -> None:
         self.own = dict(zip(MODEL_KEYS, limits, strict=True))
 
     @rule(
         batch=st.lists(
             st.tuples(
-                st.sampled_from(MODEL_QUEUES),
-                st.integers(-1, 1),
-                st.sampled_from((None, *MODEL_KEYS)),
+                # Mostly one queue and one priority, so that keys and ranks decide.
+                st.sampled_from(("a", "a", "a", "b")),
+                st.sampled_from((0, 0, 0, -1, 1)),
+                st.sampled_from((None, *MODEL_KEYS, *MODEL_KEYS)),
                 st.booleans(),
                 st.sampled_from([True, True, True, True, False]),
             ),
@@ -898,7 +905,7 @@ class LimitTests(ContractBase):
             return LimitMachine(open_client)
 
         # Hypothesis accepts any zero-argument factory; its stub says "class".
-        run_state_machine_as_test(factory, settings=machine_settings())  # type: ignore[arg-type]
+        run_state_machine_as_test(factory, settings=limit_machine_settings())  # type: ignore[arg-type]
 
     # -- what the store reports ------------------------------------------------
 
