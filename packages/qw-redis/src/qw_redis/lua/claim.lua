@@ -60,12 +60,15 @@ end
 -- (overrides), the running count, the starts inside a window; and what this
 -- claim took of each key so far (plan_claim's 'extra').
 local OVR, RUNS, INW, EXTRA = {}, {}, {}, {}
+-- Whether any operators' limit is set (one call, not one per key, when none is).
+local overrides
 
 -- qw.limits.effective_limit for a job whose lim_of() is l.
 local function effective(l)
   local o = OVR[l.key]
   if o == nil then
-    o = parse_limit(redis.call('HGET', K.limits, l.key))
+    if overrides == nil then overrides = redis.call('EXISTS', K.limits) == 1 end
+    o = overrides and parse_limit(redis.call('HGET', K.limits, l.key))
     OVR[l.key] = o
   end
   if o then return o end

@@ -367,6 +367,8 @@ local function look_again(k, woken)
 end
 
 wake_parked = function(keys)
+  -- One call when nothing is parked anywhere (the common case), not one per key.
+  if redis.call('ZCARD', K.pkq) == 0 then return end
   local woken = {}
   for k in pairs(keys) do look_again(k, woken) end
   publish(woken)
