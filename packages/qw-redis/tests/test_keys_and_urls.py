@@ -31,7 +31,12 @@ def test_a_queue_that_could_change_the_key_layout_is_refused(queue: str) -> None
 
 def test_every_key_of_a_namespace_shares_one_hash_tag_and_slot() -> None:
     keys = Keyspace("acme")
-    all_keys = keys.flow_common + keys.schema_keys + keys.queue_keys(["emails", "a.b-c_d", "Q9"])
+    all_keys = (
+        keys.flow_common
+        + keys.schema_keys
+        + keys.schedule_keys
+        + keys.queue_keys(["emails", "a.b-c_d", "Q9"])
+    )
     assert all(k.startswith("qw:{acme}:") for k in all_keys)
     assert {key_slot(k.encode()) for k in all_keys} == {key_slot(b"acme")}
     assert len(set(all_keys)) == len(all_keys)
