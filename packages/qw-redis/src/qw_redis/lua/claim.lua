@@ -125,11 +125,12 @@ local function rate_room_at(k, lim, rated)
   return tonumber(string.sub(m, #k + 2, #k + 17)) + lim.per_us
 end
 
--- The marks this claim leaves: "<queue>\n<key>" -> earliest time.
+-- The marks this claim leaves: queue index -> key -> earliest time.
 local MARKS = {}
-local function want_mark(q, k, t)
-  local f = q .. '\n' .. k
-  if not MARKS[f] or t < MARKS[f] then MARKS[f] = t end
+local function want_mark(i, k, t)
+  local m = MARKS[i]
+  if not m then m = {}; MARKS[i] = m end
+  if not m[k] or t < m[k] then m[k] = t end
 end
 
 -- Move back from K.parked the jobs of queue qi and key k the limit has room
@@ -173,7 +174,7 @@ local function unpark(qi, k)
         elseif lim and lim.rate and lim.per_us and in_window(k, lim.per_us) + moved >= lim.rate then
           t = rate_room_at(k, lim, moved)
         end
-        want_mark(q, k, t)
+        want_mark(qi, k, t)
       end
     end
     lo = '[' .. base .. own .. '\11'
@@ -195,117 +196,148 @@ for _, i in ipairs(open) do
 end
 
 -- The candidates: a merge of the open queues' ready sets in claim order,
--- read in chunks (the first of 'limit' members, the next ones larger).
--- Nothing leaves a ready set before the scan ends, so offsets stay valid.
-local BUF, POS, OFF, DONE, CHUNK = {}, {}, {}, {}, {}
+-- read in chunks (the first of 'limit' members, the next ones larger) and
+-- kept in plain arrays (members, scores, ids), so that a long scan makes no
+-- table per job. Nothing leaves a ready set before the scan ends, so the
+-- offsets stay valid.
+local BM, BS, BI, POS, OFF, DONE, CHUNK = {}, {}, {}, {}, {}, {}, {}
+-- The (priority, rank, seq) of each queue's next candidate, and its position.
+local HP, HR, HS, HAT = {}, {}, {}, {}
 local function refill(i)
   local n = CHUNK[i]
   local r = redis.call('ZRANGE', ready_key(i), OFF[i], OFF[i] + n - 1, 'WITHSCORES')
-  local buf, ids = {}, {}
+  local ms, ss, ids = {}, {}, {}
   for j = 1, #r, 2 do
     local m = r[j]
-    local c = {m = m, prio = tonumber(r[j + 1]), qi = i}
-    if string.byte(m, 1) == 58 then
-      c.rank, c.seq = tonumber(string.sub(m, 2, 17)), tonumber(string.sub(m, 18, 33))
-      c.id = string.sub(m, 34)
-    else
-      c.rank, c.seq, c.id = 0, tonumber(string.sub(m, 1, 16)), string.sub(m, 17)
-    end
-    buf[#buf + 1] = c
-    ids[#ids + 1] = c.id
+    ms[#ms + 1] = m
+    ss[#ss + 1] = r[j + 1]
+    ids[#ids + 1] = member_id(m)
   end
-  OFF[i] = OFF[i] + #buf
-  DONE[i] = #buf < n
+  OFF[i] = OFF[i] + #ms
+  DONE[i] = #ms < n
   CHUNK[i] = math.min(2 * n + 64, 4096)
   prefetch('lim', ids)
-  BUF[i], POS[i] = buf, 1
+  BM[i], BS[i], BI[i], POS[i] = ms, ss, ids, 1
+  HAT[i] = nil
 end
 
--- (priority, fair rank, seq), compared as numbers: Lua compares strings by
--- the server's locale, which need not be byte order.
-local function before(a, b)
-  if a.prio ~= b.prio then return a.prio < b.prio end
-  if a.rank ~= b.rank then return a.rank < b.rank end
-  return a.seq < b.seq
+-- (priority, fair rank, seq) of member m with score s, as numbers: Lua
+-- compares strings by the server's locale, which need not be byte order.
+local function order_of(m, s)
+  if string.byte(m, 1) == 58 then
+    return tonumber(s), tonumber(string.sub(m, 2, 17)), tonumber(string.sub(m, 18, 33))
+  end
+  return tonumber(s), 0, tonumber(string.sub(m, 1, 16))
+end
+
+-- The open queue whose next candidate comes first, or nil when all are
+-- exhausted (a ready set alone is in claim order already).
+local function next_queue()
+  local best
+  for _, i in ipairs(open) do
+    if POS[i] > #BM[i] and not DONE[i] then refill(i) end
+    local pos = POS[i]
+    if BM[i][pos] then
+      if #open == 1 then return i end
+      if HAT[i] ~= pos then
+        HP[i], HR[i], HS[i] = order_of(BM[i][pos], BS[i][pos])
+        HAT[i] = pos
+      end
+      if not best or HP[i] < HP[best] or (HP[i] == HP[best] and (HR[i] < HR[best]
+        or (HR[i] == HR[best] and HS[i] < HS[best]))) then
+        best = i
+      end
+    end
+  end
+  return best
 end
 
 for _, i in ipairs(open) do
   OFF[i], CHUNK[i] = 0, limit
   refill(i)
 end
-local picked, parks = {}, {}
+-- Taken: queue index, member, id. Parked: queue index, member, score, lim_of().
+local pq, pm, pid = {}, {}, {}
+local kq, km, ks, kl = {}, {}, {}, {}
 local examined = 0
-while #picked < limit do
-  local best
-  for _, i in ipairs(open) do
-    if POS[i] > #BUF[i] and not DONE[i] then refill(i) end
-    local c = BUF[i][POS[i]]
-    if c and (not best or before(c, best)) then best = c end
-  end
-  if not best then break end
-  POS[best.qi] = POS[best.qi] + 1
+while #pid < limit do
+  local i = next_queue()
+  if not i then break end
+  local pos = POS[i]
+  POS[i] = pos + 1
   examined = examined + 1
-  local l = lim_of(best.id)
+  local id = BI[i][pos]
+  local l = lim_of(id)
   local lim, by_concurrency
   if l then lim, by_concurrency = held(l) end
   if lim then
     -- Held back: parked, with the time its (queue, key) is looked at again.
-    local q = QN[best.qi]
     local t = PARK_NEVER
     if not by_concurrency then t = rate_room_at(l.key, lim, RATED[l.key] or 0) end
-    want_mark(q, l.key, t)
-    parks[#parks + 1] = best
+    want_mark(i, l.key, t)
+    local n = #km + 1
+    kq[n], km[n], ks[n], kl[n] = i, BM[i][pos], BS[i][pos], l
   else
     if l then
       EXTRA[l.key] = (EXTRA[l.key] or 0) + 1
       local e = effective(l)
       if e and e.rate and e.per_us then RATED[l.key] = (RATED[l.key] or 0) + 1 end
     end
-    picked[#picked + 1] = best
+    local n = #pid + 1
+    pq[n], pm[n], pid[n] = i, BM[i][pos], id
   end
   -- Bounded once something was found: a claim never answers nothing while
   -- a claimable job lies past a run of held-back ones.
-  if examined >= SCAN_MAX and #picked > 0 then break end
+  if examined >= SCAN_MAX and #pid > 0 then break end
 end
 
 -- Out of the ready sets: the jobs taken, and those parked (into K.parked).
-local gone, parked, pkq = {}, {}, {}
-for _, list in ipairs({picked, parks}) do
-  for _, c in ipairs(list) do
-    local l = gone[c.qi]
-    if not l then l = {}; gone[c.qi] = l end
-    l[#l + 1] = c.m
-  end
+local gone = {}
+local function leave(i, m)
+  local g = gone[i]
+  if not g then g = {}; gone[i] = g end
+  g[#g + 1] = m
 end
-for qi, l in pairs(gone) do chunked('ZREM', ready_key(qi), l, 500) end
-for _, c in ipairs(parks) do
-  local q, k = QN[c.qi], lim_of(c.id).key
+for n = 1, #pm do leave(pq[n], pm[n]) end
+for n = 1, #km do leave(kq[n], km[n]) end
+for i, g in pairs(gone) do chunked('ZREM', ready_key(i), g, 500) end
+local parked, pkq, P10 = {}, {}, {}
+for n = 1, #km do
+  -- common.lua's parked_member, its parts made once per (queue, lim) and score.
+  local i, l, s = kq[n], kl[n], ks[n]
+  if not l.pre then l.pre = {} end
+  local pre = l.pre[i]
+  if not pre then
+    pre = QN[i] .. '\n' .. l.key .. '\n' .. l.lim .. '\n'
+    l.pre[i] = pre
+    pkq[l.key .. '\n' .. QN[i]] = true
+  end
+  local p10 = P10[s]
+  if not p10 then
+    p10 = string.format('%010d', tonumber(s) + 2147483648)
+    P10[s] = p10
+  end
   parked[#parked + 1] = 0
-  parked[#parked + 1] = q .. '\n' .. k .. '\n' .. lim_of(c.id).lim .. '\n'
-    .. string.format('%010d', c.prio + 2147483648) .. c.m
-  pkq[k .. '\n' .. q] = true
+  parked[#parked + 1] = pre .. p10 .. km[n]
 end
 chunked('ZADD', K.parked, parked, 1000)
 for m in pairs(pkq) do redis.call('ZADD', K.pkq, 0, m) end
-for f, t in pairs(MARKS) do
-  local q, k = string.match(f, '^([^\n]*)\n(.*)$')
-  mark_parked(q, k, t)
+for i, marks in pairs(MARKS) do
+  for k, t in pairs(marks) do mark_parked(QN[i], k, t) end
 end
 
 local expires = now + lease_us
 local nows, exps = fmt(now), fmt(expires)
 local out = {nows, exps}
-local ids = {}
-for j, c in ipairs(picked) do ids[j] = c.id end
+local ids = pid
 -- No 'result': only a succeeded (terminal) job has one, never a queued one.
 for _, col in ipairs({'payload', 'prio', 'run_at', 'max', 'att', 'created', 'dedupe', 'error', 'wf'}) do
   prefetch(col, ids)
 end
 prefetch_steps(ids)
 local clocks, pruned = {}, {}
-for j, c in ipairs(picked) do
-  local id = c.id
-  local queue = QN[c.qi]
+for j, id in ipairs(pid) do
+  local queue = QN[pq[j]]
   local l = lim_of(id)
   if l then
     -- A start: the claim of a job whose effective limit has a rate. The

@@ -70,8 +70,8 @@ local get_column
 -- "<concurrency>,<rate>,<per seconds>" (empty where None); the key comes
 -- last and may hold spaces. A job without it (all of an older namespace)
 -- has no key, no limit and fair rank 0. lim_of() reads it once per script
--- (it never changes after insert).
-local LIMS = {}
+-- (it never changes after insert), and the jobs of one value share one table.
+local LIMS, LIMV = {}, {}
 local function lim_of(id)
   local l = LIMS[id]
   if l ~= nil then return l end
@@ -80,8 +80,12 @@ local function lim_of(id)
     LIMS[id] = false
     return false
   end
-  local fair, rank, lim, key = string.match(v, '^(%d) (%d+) (%S+) (.*)$')
-  l = {key = key, fair = fair == '1', rank = tonumber(rank), lim = lim}
+  l = LIMV[v]
+  if not l then
+    local fair, rank, lim, key = string.match(v, '^(%d) (%d+) (%S+) (.*)$')
+    l = {key = key, fair = fair == '1', rank = tonumber(rank), lim = lim}
+    LIMV[v] = l
+  end
   LIMS[id] = l
   return l
 end
