@@ -50,23 +50,26 @@ def test_claim_filter_takes_due_queued_jobs_of_the_queues_only() -> None:
         "queue": {"$in": ["a", "b"]},
         "run_at": {"$lte": NOW},
     }
-    assert d.CLAIM_SORT == [("priority", 1), ("seq", 1)]
+    # Priority, then fair rank, then FIFO.
+    assert d.CLAIM_SORT == [("priority", 1), ("rank", 1), ("seq", 1)]
 
 
 def test_the_claim_index_serves_the_claim_query() -> None:
-    (claim,) = [ix.document for ix in d.job_indexes() if ix.document["name"] == "claim_order"]
+    (claim,) = [ix.document for ix in d.job_indexes() if ix.document["name"] == d.CLAIM_INDEX]
     # Partial on exactly the status equality the claim filter carries.
     assert claim["partialFilterExpression"] == {"status": "queued"}
     keys = list(claim["key"])
     assert keys[0] == "queue"  # the $in
-    assert keys[1:3] == [k for k, _ in d.CLAIM_SORT]  # the sort, merged across queues
+    assert keys[1:4] == [k for k, _ in d.CLAIM_SORT]  # the sort, merged across queues
     assert "run_at" in keys  # filtered from the index, no fetch for future jobs
 
 
 def test_a_batch_claim_stamps_only_candidates_that_are_still_claimable() -> None:
-    assert d.stamp_filter(["x", "y"], ["a"], NOW) == {
+    assert d.stamp_filter(["x", "y"], ["a"], NOW, CLAIM) == {
         "_id": {"$in": ["x", "y"]},
         **d.claim_filter(["a"], NOW),
+        # A claim token the gate sweep voided on a job never claims it.
+        "voided": {"$ne": CLAIM},
     }
 
 
@@ -282,7 +285,7 @@ def test_no_state_machine_is_left_in_the_documents_module() -> None:
         assert not hasattr(d, name), name
 
 
-@pytest.mark.parametrize("name", ["claim_order", "lease_expiry", "dedupe_live", "outbox_pending"])
+@pytest.mark.parametrize("name", [d.CLAIM_INDEX, "lease_expiry", "dedupe_live", "outbox_pending"])
 def test_every_index_the_backend_relies_on_exists(name: str) -> None:
     assert name in {ix.document["name"] for ix in d.job_indexes()}
 

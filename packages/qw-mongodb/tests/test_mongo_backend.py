@@ -228,7 +228,7 @@ def test_the_claim_query_is_served_by_the_claim_index(store: Store) -> None:
     jobs = raw_jobs(store, client)
     plan = jobs.find(d.claim_filter(["a", "b"], client.now())).sort(d.CLAIM_SORT).limit(5).explain()
     winning = str(plan["queryPlanner"]["winningPlan"])
-    assert "claim_order" in winning
+    assert d.CLAIM_INDEX in winning
     assert "'SORT'" not in winning  # merged from the index, not sorted in memory
     client.close()
 

@@ -475,7 +475,7 @@ def test_a_version_1_store_is_upgraded_on_open_and_its_jobs_are_plain_jobs(store
         }
     )
     client = open_client(store, "wf-upgrade")
-    assert field(meta, "schema", "version") == SCHEMA_VERSION == 2
+    assert field(meta, "schema", "version") == SCHEMA_VERSION == 3
     job = client.get("old")
     assert (job.workflow, job.parents, job.children) == (None, (), ())
     assert client.create_workflow("w", chain("w", 2)).created

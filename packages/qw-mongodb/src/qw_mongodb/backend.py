@@ -66,14 +66,18 @@ from qw.errors import (
     DuplicateJob,
     SchemaError,
 )
+from qw.limits import key_state
 from qw.model import (
     Claim,
     Enqueued,
     Event,
     Job,
     JobStatus,
+    KeyState,
     Lease,
+    Limit,
     PurgeResult,
+    Schedule,
     WorkerInfo,
     Workflow,
     WorkflowState,
@@ -93,14 +97,20 @@ from qw.translate import map_exceptions
 from qw.validation import decode_json
 from qw.wakeup import Listener, WakeupHub
 from qw_mongodb import documents as d
+from qw_mongodb import flow as f
+from qw_mongodb.claiming import Claimer
 from qw_mongodb.clock import ServerClock, as_utc
 from qw_mongodb.config import MongoOptions, WakeupMode, parse_url
 from qw_mongodb.errors import ERRORS, translated
 from qw_mongodb.names import (
     COUNTERS,
     EVENTS,
+    FAIR,
+    GATES,
     JOBS,
+    LIMITS,
     META,
+    SCHEDULES,
     SIGNALS,
     SWITCHES,
     WORKERS,
@@ -119,10 +129,12 @@ __all__ = ["DEFAULT_WRITE_CONCERN", "SCHEMA_VERSION", "MongoBackend", "choose_wr
 
 log = logging.getLogger("qw.mongodb")
 
-#: 2 added workflows (0.2.0). A version-1 store is upgraded on open: its
-#: jobs are all plain jobs, and nothing about them changed.
-SCHEMA_VERSION = 2
-_UPGRADABLE = (1,)
+#: 2 added workflows (0.2.0); 3 flow control: limit keys, fair ranks, gates,
+#: operators' limits and schedules. An older store is upgraded on open: its
+#: jobs read as jobs without a key, limit or rank (rank 0), and the claim
+#: index is remade with the fair rank in it.
+SCHEMA_VERSION = 3
+_UPGRADABLE = (1, 2)
 #: Used unless the application's client sets a write concern of its own.
 DEFAULT_WRITE_CONCERN = WriteConcern(w="majority", j=True)
 # Wake-up signals and clock stamps are not data: losing one costs a poll.
@@ -140,6 +152,8 @@ SETTLE_BATCH = 100
 CANCEL_SWEEP_BATCH = 10
 #: Steps a workflow cancel may see move under it before it gives up on one.
 CANCEL_TRIES = 10
+#: Gates (with slots older than flow.GATE_GRACE) the sweep looks at per call.
+GATE_SWEEP_BATCH = 100
 _NAMESPACE_SWITCH = "namespace"
 _QUEUE_SWITCH = "queue:"
 
@@ -175,6 +189,10 @@ class MongoBackend:
         self._switches = self._collection(SWITCHES)
         self._meta = self._collection(META)
         self._workflows = self._collection(WORKFLOWS)
+        self._gates = self._collection(GATES)
+        self._limits = self._collection(LIMITS)
+        self._fair = self._collection(FAIR)
+        self._schedules = self._collection(SCHEDULES)
         self._clock_stamps = self._collection(META, _LIGHT_WRITE_CONCERN)
         self._signals = self._collection(SIGNALS, _LIGHT_WRITE_CONCERN)
         self._clock = ServerClock(self._stamp)
@@ -186,6 +204,8 @@ class MongoBackend:
             native_wakeup=options.wakeup != "poll",
             durable=bool(wc.get("j")) or wc.get("w") == "majority",
             atomic_settle=False,
+            limits=True,
+            schedules=True,
         )
         # Test hook (see the module docstring): step ends to leave uncarried.
         self._settle_interrupts = 0
@@ -255,6 +275,7 @@ class MongoBackend:
                 (self._jobs, d.job_indexes()),
                 (self._events, d.event_indexes()),
                 (self._workflows, d.workflow_indexes()),
+                (self._gates, f.gate_indexes()),
             ):
                 existing = collection.index_information()
                 for index in indexes:
@@ -268,7 +289,11 @@ class MongoBackend:
             ) from exc
         if version != SCHEMA_VERSION:
             # The upgrade is the new indexes (made above) and the version: the
-            # jobs of a version-1 store are plain jobs, stored as they were.
+            # jobs of an older store are plain jobs without a key, stored as
+            # they were (a missing rank sorts as 0 would: see documents). The
+            # claim index without the rank is dropped once its successor exists.
+            if d.OLD_CLAIM_INDEX in self._jobs.index_information():
+                self._jobs.drop_index(d.OLD_CLAIM_INDEX)
             self._meta.update_one(
                 {"_id": "schema", "version": version}, {"$set": {"version": SCHEMA_VERSION}}
             )
@@ -419,8 +444,9 @@ class MongoBackend:
         # that a failure part-way can be rolled back and nobody claims a job
         # of a batch that is then undone.
         batch = None if len(insert) == 1 else secrets.token_hex(12)
+        ranks = self._fair_ranks([jobs[i] for i in insert])
         docs = [
-            d.job_document(jobs[i], seq=first + k, now=now, batch=batch)
+            d.job_document(jobs[i], seq=first + k, now=now, batch=batch, rank=ranks[k])
             for k, i in enumerate(insert)
         ]
         try:
@@ -470,6 +496,45 @@ class MongoBackend:
             # Staged jobs stay invisible; the sweeper removes them later.
             log.warning("qw-mongodb: staged batch %s not rolled back yet: %r", batch, exc)
 
+    def _fair_ranks(self, jobs: Sequence[Insert]) -> list[int]:
+        """Each job's fair rank, fixed now: 0 unless fair (see :meth:`claim`).
+
+        ``qw.limits.fair_rank`` (the later of the key's next rank and the
+        queue's fair clock) done by the store: ``$max`` raises the (queue,
+        key) counter to the clock read here, then ``$inc`` hands out one
+        rank per job. Two writers racing get distinct ranks, each at least
+        the clock. A rank handed out to an insert that then fails is not
+        reused (a gap, as in ``seq``).
+        """
+        ranks = [0] * len(jobs)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, job in enumerate(jobs):
+            if job.fair and job.limit_key is not None:
+                groups.setdefault((job.queue, job.limit_key), []).append(i)
+        if not groups:
+            return ranks
+        clock_ids = sorted({f.fair_clock_id(queue) for queue, _ in groups})
+        clocks = {doc["_id"]: int(doc["n"]) for doc in self._fair.find({"_id": {"$in": clock_ids}})}
+        for (queue, key), places in groups.items():
+            counter = {"_id": f.fair_next_id(queue, key)}
+            clock = clocks.get(f.fair_clock_id(queue), 0)
+            self._upsert(self._fair, counter, {"$max": {"n": clock}})
+            doc = self._fair.find_one_and_update(
+                counter, {"$inc": {"n": len(places)}}, return_document=ReturnDocument.AFTER
+            )
+            assert doc is not None  # upserted just before; never deleted
+            first = int(doc["n"]) - len(places)
+            for k, i in enumerate(places):
+                ranks[i] = first + k
+        return ranks
+
+    def _upsert(self, collection: Collection[Any], query: Mapping[str, Any], update: Any) -> None:
+        try:
+            collection.update_one(query, update, upsert=True)
+        except DuplicateKeyError:
+            # Two first upserts raced; the document exists now.
+            collection.update_one(query, update, upsert=True)
+
     # -- working -----------------------------------------------------------
 
     @translated
@@ -483,37 +548,24 @@ class MongoBackend:
             return []
         now = self._clock.now()
         token = secrets.token_hex(16)
-        update = d.claim_update(token, worker, now, lease_s)
-        if limit == 1:
-            doc = self._jobs.find_one_and_update(
-                d.claim_filter(open_queues, now),
-                update,
-                sort=d.CLAIM_SORT,
-                return_document=ReturnDocument.AFTER,
-            )
-            return [] if doc is None else [_claim(doc)]
-        candidates: list[str] = []
-        stamped = 0
-        for _ in range(3):
-            ids = [
-                doc["_id"]
-                for doc in self._jobs.find(
-                    d.claim_filter(open_queues, now),
-                    {"_id": 1},
-                    sort=d.CLAIM_SORT,
-                    limit=limit - stamped,
-                )
-            ]
-            if not ids:
-                break
-            candidates.extend(ids)
-            won = self._jobs.update_many(d.stamp_filter(ids, open_queues, now), update)
-            stamped += won.modified_count
-            if won.modified_count == len(ids) or stamped >= limit:
-                break
-        if not stamped:
-            return []
-        docs = self._jobs.find({"_id": {"$in": candidates}, "token": token}, sort=d.CLAIM_SORT)
+        # Plan under limits, hold the keys' gates, claim the jobs: qw_mongodb.claiming.
+        docs = Claimer(
+            jobs=self._jobs,
+            gates=self._gates,
+            limits=self._limits,
+            queues=open_queues,
+            now=now,
+            token=token,
+            update=d.claim_update(token, worker, now, lease_s),
+        ).run(limit)
+        clocks: dict[str, int] = {}
+        for doc in docs:
+            if doc.get("fair"):
+                rank = int(doc.get("rank") or 0)
+                clocks[doc["queue"]] = max(clocks.get(doc["queue"], rank), rank)
+        for queue, rank in clocks.items():
+            # The queue's fair clock moves up to the claimed rank, never down.
+            self._upsert(self._fair, {"_id": f.fair_clock_id(queue)}, {"$max": {"n": rank}})
         return [_claim(doc) for doc in docs]
 
     @translated
@@ -559,6 +611,10 @@ class MongoBackend:
             if after is None:
                 answers.append(self._repeat(lease.job_id, t))
                 continue
+            if after.get("limit_key") is not None:
+                self._free_slot(
+                    after["limit_key"], lease.job_id, d.claim_token_of(lease.token, lease.job_id)
+                )
             self._relay(after)
             if t.status is JobStatus.QUEUED:
                 requeued.add(after["queue"])
@@ -568,6 +624,22 @@ class MongoBackend:
         if requeued:
             self._signal(requeued)
         return answers
+
+    def _free_slot(self, key: str, job_id: str, claim_token: str) -> None:
+        """Give back the slot a job that just left ``running`` held in its key's gate.
+
+        After the job's own write (a crash between the two is healed by the
+        gate sweep). A driver error is logged, not raised: the job's write stands.
+        """
+        try:
+            self._gates.update_one(*f.gate_give_back(key, job_id, claim_token))
+        except PyMongoError as exc:
+            log.warning(
+                "qw-mongodb: slot of job %s (key %r) not freed yet (reclaim_expired will): %r",
+                job_id,
+                key,
+                exc,
+            )
 
     def _repeat(self, job_id: str, t: Transition) -> JobStatus | None:
         """The answer to a finish that did not apply: a repeat's status, else None."""
@@ -630,17 +702,54 @@ class MongoBackend:
             if after is None:
                 continue  # finished, renewed or reclaimed by someone else meanwhile
             count += 1
+            if after.get("limit_key") is not None:
+                self._free_slot(after["limit_key"], doc["_id"], doc["token"])
             self._relay(after)
             if t.status is JobStatus.QUEUED:
                 requeued.add(doc["queue"])
             elif after.get("workflow") is not None:
                 self._carry(after["workflow"], [(after, t.status)])
+        self._sweep_gates(now)
         self._settle_staged(now)
         self._sweep_workflows()
         self._relay_leftovers()
         if requeued:
             self._signal(requeued)
         return count
+
+    def _sweep_gates(self, now: datetime) -> None:
+        """Free slots held with no job running under them (a crash between two writes).
+
+        See :mod:`qw_mongodb.flow`: a holder older than the grace whose job
+        runs under its token is live (its age is refreshed); any other is
+        voided on its job first, so that a claimer only slow cannot claim
+        under it afterwards, and then freed.
+        """
+        cutoff = now - f.GATE_GRACE
+        for gate in list(
+            self._gates.find(f.aged_gates(cutoff), {"held": 1}, limit=GATE_SWEEP_BATCH)
+        ):
+            aged = [h for h in gate.get("held") or () if as_utc(h["a"]) < cutoff]
+            if not aged:
+                continue
+            jobs = {
+                doc["_id"]: doc
+                for doc in self._jobs.find(
+                    {"_id": {"$in": [h["j"] for h in aged]}}, {"status": 1, "token": 1}
+                )
+            }
+            for h in aged:
+                job = jobs.get(h["j"])
+                if job is not None and job["status"] == d.RUNNING and job.get("token") == h["t"]:
+                    self._gates.update_one(*f.gate_refresh(gate["_id"], h["j"], h["t"], now))
+                    continue
+                if (
+                    job is not None
+                    and not self._jobs.update_one(*f.void_claim(h["j"], h["t"])).matched_count
+                ):
+                    continue  # it came to run under that token meanwhile: live
+                self._gates.update_one(*f.gate_give_back(gate["_id"], h["j"], h["t"]))
+                log.info("qw-mongodb: freed a slot of key %r left by a crash", gate["_id"])
 
     def _settle_staged(self, now: datetime) -> None:
         """Finish or undo multi-job enqueues (and workflow creates and adds) that died part-way.
@@ -761,12 +870,15 @@ class MongoBackend:
         limit: int = 100,
         after: str | None = None,
         workflow: str | None = None,
+        key: str | None = None,
     ) -> list[Job]:
         query: dict[str, Any] = {"status": status.value} if status is not None else dict(d.VISIBLE)
         if queue is not None:
             query["queue"] = queue
         if workflow is not None:
             query["workflow"] = workflow
+        if key is not None:
+            query["limit_key"] = key
         if after is not None:
             query["_id"] = {"$gt": after}
         docs = self._jobs.find(query, sort=[("_id", 1)], limit=limit)
@@ -850,7 +962,95 @@ class MongoBackend:
             jobs += self._jobs.delete_many(steps).deleted_count
             self._workflows.delete_one({"_id": flow["_id"], "state": {"$in": d.WF_ENDED}})
         events = self._events.delete_many(d.purge_events_filter(cutoff)).deleted_count
+        # A gate holding nothing is the same as none (claims make it again).
+        self._gates.delete_many(f.IDLE_GATES)
         return PurgeResult(jobs=jobs, events=events)
+
+    # -- limits ----------------------------------------------------------------
+
+    @translated
+    def set_limit(self, key: str, limit: Limit | None) -> None:
+        if limit is None:
+            self._limits.delete_one({"_id": key})
+        else:
+            try:
+                self._limits.replace_one({"_id": key}, f.override_document(key, limit), upsert=True)
+            except DuplicateKeyError:  # two first upserts raced
+                self._limits.replace_one({"_id": key}, f.override_document(key, limit), upsert=True)
+        # A limit raised or removed may free held-back jobs on any queue.
+        self._signal(None)
+
+    @translated
+    def limits(self) -> dict[str, Limit]:
+        out: dict[str, Limit] = {}
+        for doc in self._limits.find(sort=[("_id", 1)]):
+            limit = d.limit_of(doc.get("limit"))
+            if limit is not None:
+                out[doc["_id"]] = limit
+        return out
+
+    @translated
+    def keys(self, *, limit: int = 100, after: str | None = None) -> list[KeyState]:
+        now = self._clock.now()
+        live = {
+            row["_id"]: row for row in self._jobs.aggregate(d.key_counts_pipeline(limit, after))
+        }
+        overrides: dict[str, Limit] = {}
+        for doc in self._limits.find(
+            {} if after is None else {"_id": {"$gt": after}}, sort=[("_id", 1)], limit=limit
+        ):
+            found = d.limit_of(doc.get("limit"))
+            if found is not None:
+                overrides[doc["_id"]] = found
+        # The first `limit` of either list include the first `limit` of both.
+        names = sorted(set(live) | set(overrides))[:limit]
+        with_live = [name for name in names if name in live]
+        own = (
+            {
+                row["_id"]: d.limit_of(row["own"])
+                for row in self._jobs.aggregate(d.key_limits_pipeline(with_live))
+            }
+            if with_live
+            else {}
+        )
+        gates = {
+            doc["_id"]: f.gate_of(doc)
+            for doc in self._gates.find({"_id": {"$in": names}}, {"starts": 1})
+        }
+        states = []
+        for name in names:
+            row = live.get(name, {})
+            states.append(
+                key_state(
+                    name,
+                    queued=int(row.get("queued", 0)),
+                    running=int(row.get("running", 0)),
+                    own=own.get(name),
+                    overrides=overrides,
+                    starts=(gates.get(name) or f.Gate()).times(),
+                    now=now,
+                )
+            )
+        return states
+
+    # -- schedules -------------------------------------------------------------
+
+    @translated
+    def save_schedule(self, schedule: Schedule) -> None:
+        self._upsert(self._schedules, *f.schedule_save(schedule))
+
+    @translated
+    def advance_schedule(self, name: str, tick: datetime) -> bool:
+        # One compare-and-set on one document: of racing callers, one matches.
+        return self._schedules.update_one(*f.schedule_advance(name, tick)).modified_count == 1
+
+    @translated
+    def schedules(self) -> list[Schedule]:
+        return [f.schedule_of(doc) for doc in self._schedules.find(sort=[("_id", 1)])]
+
+    @translated
+    def remove_schedule(self, name: str) -> bool:
+        return self._schedules.delete_one({"_id": name}).deleted_count == 1
 
     # -- workflows: creating and adding ---------------------------------------
     #
@@ -948,6 +1148,7 @@ class MongoBackend:
         """Insert ``steps`` staged under ``batch``; False (nothing left) if a dedupe key raced."""
         children = d.step_children(steps)
         first = self._reserve(d.JOB_SEQ, len(steps))
+        ranks = self._fair_ranks(steps)
         docs = [
             d.job_document(
                 step,
@@ -956,6 +1157,7 @@ class MongoBackend:
                 batch=batch,
                 children=children.get(step.id, ()),
                 adder=adder,
+                rank=ranks[k],
             )
             for k, step in enumerate(steps)
         ]

@@ -10,8 +10,15 @@ A job document::
 
     {_id, queue, payload, priority, run_at, max_attempts, attempts, status,
      created_at, seq, token, finished_by, worker, lease_expires_at,
-     cancel_requested, [dedupe_key, dedupe_live], [result], [error],
-     [started_at], [finished_at], [batch], [outbox: [{key, type, data, at}]]}
+     cancel_requested, rank, [dedupe_key, dedupe_live], [result], [error],
+     [started_at], [finished_at], [batch], [outbox: [{key, type, data, at}]],
+     [limit_key, [limit: {concurrency, rate, per}], [fair]], [voided]}
+
+``rank`` is the fair rank (0 unless ``fair``; a document written before
+schema 3 has none, which sorts like 0 before every job inserted after it).
+``limit`` holds exactly the fields the job declared. ``voided`` lists claim
+tokens under which the job may no longer be claimed (see
+:mod:`qw_mongodb.flow`, the gate sweep).
 
 A workflow step has, besides (a plain job has none of these)::
 
@@ -53,12 +60,14 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 
 from qw.contract import Insert, WorkflowInsert
-from qw.model import Job, JobStatus, ParentFailure, WorkerInfo, Workflow, WorkflowState
+from qw.model import Job, JobStatus, Limit, ParentFailure, WorkerInfo, Workflow, WorkflowState
 from qw.transitions import Ready, Transition
 from qw.validation import decode_json
 from qw_mongodb.clock import as_utc, to_millis
 
 __all__ = [
+    "CANDIDATE_PROJECTION",
+    "CLAIM_INDEX",
     "CLAIM_SORT",
     "ENDED_PROJECTION",
     "EVENT_CURSOR",
@@ -85,7 +94,11 @@ VISIBLE: Doc = {"status": {"$ne": PENDING}}
 #: A workflow while its steps run; ``pending`` (above) before its create commits.
 WF_RUNNING = WorkflowState.RUNNING.value
 WF_ENDED = [s.value for s in WorkflowState if s is not WorkflowState.RUNNING]
-CLAIM_SORT = [("priority", ASCENDING), ("seq", ASCENDING)]
+#: Claim order: priority, fair rank, FIFO.
+CLAIM_SORT = [("priority", ASCENDING), ("rank", ASCENDING), ("seq", ASCENDING)]
+#: The index that serves it; schema 2 had ``claim_order`` without ``rank``.
+CLAIM_INDEX = "claim_fair_order"
+OLD_CLAIM_INDEX = "claim_order"
 PENDING_OUTBOX: Doc = {"outbox.key": {"$exists": True}}
 JOB_SEQ = "job_seq"
 EVENT_CURSOR = "event_cursor"
@@ -105,10 +118,10 @@ def job_indexes() -> list[IndexModel]:
     """The indexes of the ``jobs`` collection."""
     return [
         # claim: equality on status (the partial filter), $in on queue, then a
-        # merge sort on (priority, seq); run_at filtered from the index.
+        # merge sort on (priority, rank, seq); run_at filtered from the index.
         IndexModel(
-            [("queue", 1), ("priority", 1), ("seq", 1), ("run_at", 1)],
-            name="claim_order",
+            [("queue", 1), ("priority", 1), ("rank", 1), ("seq", 1), ("run_at", 1)],
+            name=CLAIM_INDEX,
             partialFilterExpression={"status": QUEUED},
         ),
         # reclaim: running jobs by lease expiry.
@@ -149,6 +162,17 @@ def job_indexes() -> list[IndexModel]:
             [("status", 1)],
             name="unsettled_ends",
             partialFilterExpression={"ended_settled": False},
+        ),
+        # Keyed jobs only: list_jobs(key=), and keys() counting by key and status.
+        IndexModel(
+            [("limit_key", 1), ("_id", 1)],
+            name="limit_key_id",
+            partialFilterExpression={"limit_key": {"$type": "string"}},
+        ),
+        IndexModel(
+            [("limit_key", 1), ("status", 1)],
+            name="limit_key_status",
+            partialFilterExpression={"limit_key": {"$type": "string"}},
         ),
     ]
 
@@ -192,6 +216,7 @@ def job_document(
     batch: str | None = None,
     children: Iterable[str] = (),
     adder: tuple[str, str] | None = None,
+    rank: int = 0,
 ) -> Doc:
     """The document for a new job; staged (``pending``) when part of a multi-job batch.
 
@@ -199,6 +224,7 @@ def job_document(
     workflow step (always staged) also gets its edges: ``children`` are the
     steps of its batch that name it as a parent, and ``adder`` the job id
     and claim token of the running step that adds it (:meth:`add_steps`).
+    ``rank`` is its fair rank, fixed here (0 unless the job is ``fair``).
     """
     run_at = new.run_at if new.run_at is not None else now + timedelta(seconds=new.delay or 0)
     doc: Doc = {
@@ -212,9 +238,16 @@ def job_document(
         "status": QUEUED if batch is None else PENDING,
         "created_at": now,
         "seq": seq,
+        "rank": rank,
         **OFF_LEASE,
         "finished_by": None,
     }
+    if new.limit_key is not None:
+        doc["limit_key"] = new.limit_key
+        if new.limit is not None:
+            doc["limit"] = limit_document(new.limit)
+        if new.fair:
+            doc["fair"] = True
     if new.dedupe_key is not None:
         doc["dedupe_key"] = new.dedupe_key
         doc["dedupe_live"] = new.dedupe_key
@@ -279,9 +312,30 @@ def claim_filter(queues: Iterable[str], now: datetime) -> Doc:
     return {"status": QUEUED, "queue": {"$in": list(queues)}, "run_at": {"$lte": now}}
 
 
-def stamp_filter(ids: Iterable[str], queues: Iterable[str], now: datetime) -> Doc:
-    """The candidates of a batch claim that are still claimable (losers skip)."""
-    return {"_id": {"$in": list(ids)}, **claim_filter(queues, now)}
+def stamp_filter(ids: Iterable[str], queues: Iterable[str], now: datetime, token: str) -> Doc:
+    """The chosen candidates still claimable, under a claim token not voided on them.
+
+    Losers of a race skip; so does a job on which the gate sweep voided
+    ``token`` (its slot was taken for a crash's leftover and freed).
+    """
+    return {"_id": {"$in": list(ids)}, **claim_filter(queues, now), "voided": {"$ne": token}}
+
+
+#: What a claim reads of each candidate to plan under limits.
+CANDIDATE_PROJECTION: Doc = {
+    "queue": 1,
+    "priority": 1,
+    "rank": 1,
+    "seq": 1,
+    "limit_key": 1,
+    "limit": 1,
+    "fair": 1,
+}
+
+
+def claim_order(doc: Mapping[str, Any]) -> tuple[int, int, int]:
+    """A job document's place in claim order (a missing rank, schema 2's, is 0)."""
+    return (doc["priority"], doc.get("rank") or 0, doc["seq"])
 
 
 def claim_update(token: str, worker: str, now: datetime, lease_s: float) -> Doc:
@@ -396,7 +450,13 @@ def expired_filter(now: datetime) -> Doc:
     return {"status": RUNNING, "lease_expires_at": {"$lte": now}}
 
 
-EXPIRED_PROJECTION: Doc = {"token": 1, "attempts": 1, "max_attempts": 1, "queue": 1}
+EXPIRED_PROJECTION: Doc = {
+    "token": 1,
+    "attempts": 1,
+    "max_attempts": 1,
+    "queue": 1,
+    "limit_key": 1,
+}
 
 
 def reclaim_filter(doc: Mapping[str, Any], now: datetime) -> Doc:
@@ -608,6 +668,7 @@ ENDED_PROJECTION: Doc = {
     "workflow": 1,
     "children": 1,
     "adding": 1,
+    "limit_key": 1,
 }
 
 #: Steps that ended but whose end has not been carried to children and workflow.
@@ -684,6 +745,66 @@ def heartbeat_update(worker: WorkerInfo, now: datetime) -> Doc:
     }
 
 
+# -- limits ------------------------------------------------------------------
+
+_LIMIT_FIELDS = ("concurrency", "rate", "per")
+
+
+def limit_document(limit: Limit) -> Doc:
+    """A limit as stored: exactly its fields that are set (``Limit()`` is ``{}``)."""
+    fields = {name: getattr(limit, name) for name in _LIMIT_FIELDS}
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def key_counts_pipeline(limit: int, after: str | None) -> list[Doc]:
+    """The first ``limit`` keys (after ``after``) with queued or running jobs, with counts.
+
+    Each row: ``_id`` the key, ``queued``, ``running``. Served by
+    ``limit_key_status``.
+    """
+    key: Doc = {"$type": "string"}
+    if after is not None:
+        key["$gt"] = after
+    return [
+        {"$match": {"limit_key": key, "status": {"$in": [QUEUED, RUNNING]}}},
+        {
+            "$group": {
+                "_id": "$limit_key",
+                "queued": {"$sum": {"$cond": [{"$eq": ["$status", QUEUED]}, 1, 0]}},
+                "running": {"$sum": {"$cond": [{"$eq": ["$status", RUNNING]}, 1, 0]}},
+            }
+        },
+        {"$sort": {"_id": 1}},
+        {"$limit": limit},
+    ]
+
+
+def key_limits_pipeline(keys: list[str]) -> list[Doc]:
+    """The limit one live job of each of ``keys`` declares (keys none declares: no row).
+
+    A separate pass over the jobs that declare one, so that a key's jobs
+    without a limit never hide the limit of those with one. (``$max`` over
+    the limits in one pass would do on a server, not on the stand-in.)
+    """
+    return [
+        {
+            "$match": {
+                "limit_key": {"$in": keys},
+                "status": {"$in": [QUEUED, RUNNING]},
+                "limit": {"$type": "object"},
+            }
+        },
+        {"$group": {"_id": "$limit_key", "own": {"$first": "$limit"}}},
+    ]
+
+
+def limit_of(doc: Mapping[str, Any] | None) -> Limit | None:
+    """The limit :func:`limit_document` stored, or None for none."""
+    if doc is None:
+        return None
+    return Limit(**{name: doc[name] for name in _LIMIT_FIELDS if doc.get(name) is not None})
+
+
 # -- reading back ------------------------------------------------------------
 
 
@@ -711,6 +832,12 @@ def job_from_document(doc: Mapping[str, Any]) -> Job:
         lease_expires_at=_date(doc.get("lease_expires_at")),
         cancel_requested=bool(doc.get("cancel_requested", False)),
     )
+    key = doc.get("limit_key")
+    if key is not None:
+        # Written before schema 3, a job has no key: the defaults say no limit.
+        job = replace(
+            job, limit_key=key, limit=limit_of(doc.get("limit")), fair=bool(doc.get("fair"))
+        )
     workflow = doc.get("workflow")
     if workflow is None:
         return job  # a plain job: the step fields keep their defaults

@@ -17,9 +17,13 @@ __all__ = [
     "COUNTERS",
     "DEFAULT_PREFIX",
     "EVENTS",
+    "FAIR",
+    "GATES",
     "JOBS",
+    "LIMITS",
     "MAX_DATABASE_NAME",
     "META",
+    "SCHEDULES",
     "SIGNALS",
     "SWITCHES",
     "WORKERS",
@@ -40,6 +44,12 @@ SWITCHES = "switches"
 META = "meta"
 SIGNALS = "signals"
 WORKFLOWS = "workflows"
+#: Flow control (schema 3): a gate per limit key, the operators' limits, fair
+#: ranks (next rank per queue and key, fair clock per queue), schedules.
+GATES = "gates"
+LIMITS = "limits"
+FAIR = "fair_ranks"
+SCHEDULES = "schedules"
 
 
 def validate_prefix(prefix: object) -> str:
