@@ -98,7 +98,7 @@ from qw.validation import decode_json
 from qw.wakeup import Listener, WakeupHub
 from qw_mongodb import documents as d
 from qw_mongodb import flow as f
-from qw_mongodb.claiming import Claimer
+from qw_mongodb.claiming import Claimer, claim_unkeyed
 from qw_mongodb.clock import ServerClock, as_utc
 from qw_mongodb.config import MongoOptions, WakeupMode, parse_url
 from qw_mongodb.errors import ERRORS, translated
@@ -156,6 +156,9 @@ CANCEL_TRIES = 10
 GATE_SWEEP_BATCH = 100
 _NAMESPACE_SWITCH = "namespace"
 _QUEUE_SWITCH = "queue:"
+# In ``switches`` (read by every claim anyway): the namespace has had a keyed
+# job, so claims plan under limits. Written before the first keyed job, never removed.
+_KEYED_MARK = "flow:keyed"
 
 
 class MongoBackend:
@@ -209,6 +212,8 @@ class MongoBackend:
         )
         # Test hook (see the module docstring): step ends to leave uncarried.
         self._settle_interrupts = 0
+        # Whether this object saw or wrote the keyed mark (it is never removed).
+        self._keyed = False
         self._signals_on = False
         try:
             self._setup()
@@ -444,6 +449,7 @@ class MongoBackend:
         # that a failure part-way can be rolled back and nobody claims a job
         # of a batch that is then undone.
         batch = None if len(insert) == 1 else secrets.token_hex(12)
+        self._mark_keyed([jobs[i] for i in insert])
         ranks = self._fair_ranks([jobs[i] for i in insert])
         docs = [
             d.job_document(jobs[i], seq=first + k, now=now, batch=batch, rank=ranks[k])
@@ -542,12 +548,19 @@ class MongoBackend:
         self, queues: Sequence[str], *, worker: str, lease_s: float, limit: int
     ) -> list[Claim]:
         self.hub.arm(queues)
-        switches = self.switches()
+        switches, keyed = self._read_switches()
         open_queues = [q for q in queues if switches.queue_enabled(q)]
         if not open_queues:
             return []
         now = self._clock.now()
         token = secrets.token_hex(16)
+        update = d.claim_update(token, worker, now, lease_s)
+        if not keyed:
+            # No keyed job ever: the claim of before flow control, one write for one job.
+            docs = claim_unkeyed(
+                self._jobs, queues=open_queues, now=now, token=token, update=update, limit=limit
+            )
+            return [_claim(doc) for doc in docs]
         # Plan under limits, hold the keys' gates, claim the jobs: qw_mongodb.claiming.
         docs = Claimer(
             jobs=self._jobs,
@@ -556,7 +569,7 @@ class MongoBackend:
             queues=open_queues,
             now=now,
             token=token,
-            update=d.claim_update(token, worker, now, lease_s),
+            update=update,
         ).run(limit)
         clocks: dict[str, int] = {}
         for doc in docs:
@@ -834,6 +847,10 @@ class MongoBackend:
 
     @translated
     def switches(self) -> Switches:
+        return self._read_switches()[0]
+
+    def _read_switches(self) -> tuple[Switches, bool]:
+        """The switches, and whether the namespace has had a keyed job (one read)."""
         enabled = True
         queues: dict[str, bool] = {}
         for doc in self._switches.find():
@@ -841,7 +858,20 @@ class MongoBackend:
                 enabled = bool(doc["enabled"])
             elif doc["_id"].startswith(_QUEUE_SWITCH):
                 queues[doc["_id"][len(_QUEUE_SWITCH) :]] = bool(doc["enabled"])
-        return Switches(enabled, queues)
+            elif doc["_id"] == _KEYED_MARK:
+                self._keyed = True
+        return Switches(enabled, queues), self._keyed
+
+    def _mark_keyed(self, jobs: Sequence[Insert]) -> None:
+        """Before the first keyed job is written: mark the namespace as planning claims.
+
+        A claim reads the mark with the switches; written first, it is seen
+        by every claim that starts after the job can be seen.
+        """
+        if self._keyed or all(job.limit_key is None for job in jobs):
+            return
+        self._upsert(self._switches, {"_id": _KEYED_MARK}, {"$set": {"keyed": True}})
+        self._keyed = True
 
     # -- inspection and operations -----------------------------------------
 
@@ -1148,6 +1178,7 @@ class MongoBackend:
         """Insert ``steps`` staged under ``batch``; False (nothing left) if a dedupe key raced."""
         children = d.step_children(steps)
         first = self._reserve(d.JOB_SEQ, len(steps))
+        self._mark_keyed(steps)
         ranks = self._fair_ranks(steps)
         docs = [
             d.job_document(

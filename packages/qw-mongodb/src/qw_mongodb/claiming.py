@@ -12,6 +12,9 @@ It plans a few more jobs than it needs (:data:`SPARE`), tried in claim
 order when earlier ones are lost to other claimers, so that racing workers
 do not come back empty while due jobs remain; and it plans again, from a
 fresh read, up to :data:`CLAIM_ROUNDS` times.
+
+A namespace that never had a keyed job claims as before flow control, by
+:func:`claim_unkeyed`: no plan, one write for a claim of one.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from qw_mongodb import documents as d
 from qw_mongodb import flow as f
 from qw_mongodb.clock import as_utc
 
-__all__ = ["CLAIM_ROUNDS", "PAGE", "SPARE", "Claimer"]
+__all__ = ["CLAIM_ROUNDS", "PAGE", "SPARE", "Claimer", "claim_unkeyed"]
 
 log = logging.getLogger("qw.mongodb")
 
@@ -44,6 +47,49 @@ SPARE = 4
 #: A gate write the server refused for the document's size: the key's gate
 #: holds as many slots and starts as 16 MiB allows; it takes no more.
 _TOO_LARGE = frozenset({10334, 17419, 17420})
+
+
+def claim_unkeyed(
+    jobs: Collection[Any],
+    *,
+    queues: Sequence[str],
+    now: datetime,
+    token: str,
+    update: Mapping[str, Any],
+    limit: int,
+) -> list[Mapping[str, Any]]:
+    """Claim up to ``limit`` jobs without a key, in claim order (no gate, no plan).
+
+    For a namespace with no keyed job: the filter's ``limit_key: None``
+    leaves out a keyed job that an enqueue racing the first keyed job's
+    marker (see the backend's ``claim``) made visible meanwhile; it is
+    claimed, under its gate, by the next claim.
+    """
+    unkeyed = {**d.claim_filter(queues, now), "limit_key": None}
+    if limit == 1:
+        doc = jobs.find_one_and_update(
+            unkeyed, update, sort=d.CLAIM_SORT, return_document=ReturnDocument.AFTER
+        )
+        return [] if doc is None else [doc]
+    candidates: list[str] = []
+    stamped = 0
+    for _ in range(CLAIM_ROUNDS):
+        ids = [
+            doc["_id"]
+            for doc in jobs.find(unkeyed, {"_id": 1}, sort=d.CLAIM_SORT, limit=limit - stamped)
+        ]
+        if not ids:
+            break
+        candidates.extend(ids)
+        won = jobs.update_many(
+            {**d.stamp_filter(ids, queues, now, token), "limit_key": None}, update
+        )
+        stamped += won.modified_count
+        if won.modified_count == len(ids) or stamped >= limit:
+            break
+    if not stamped:
+        return []
+    return list(jobs.find({"_id": {"$in": candidates}, "token": token}, sort=d.CLAIM_SORT))
 
 
 class Pick(NamedTuple):
