@@ -28,6 +28,7 @@ from qw_testkit.suite.isolation import IsolationTests
 from qw_testkit.suite.leases import LeaseTests
 from qw_testkit.suite.limits import LimitTests
 from qw_testkit.suite.outbox import OutboxTests
+from qw_testkit.suite.periodic import PeriodicTests
 from qw_testkit.suite.schedules import ScheduleTests
 from qw_testkit.suite.state_machine import StateMachineTests
 from qw_testkit.suite.switches import SwitchTests
@@ -48,6 +49,7 @@ __all__ = [
     "LimitTests",
     "OpenClient",
     "OutboxTests",
+    "PeriodicTests",
     "ScheduleTests",
     "Snapshot",
     "StateMachineTests",
@@ -79,6 +81,7 @@ class BackendContractTests(
     WorkflowTests,
     LimitTests,
     ScheduleTests,
+    PeriodicTests,
 ):
     """The whole storage contract. Subclass it and implement ``make_backend``.
 
