@@ -87,7 +87,14 @@ from qw_postgres.listening import (
     listener_application_name,
     make_listen,
 )
-from qw_postgres.queries import CLAIM_RANK, CLAIM_SEQ, CLAIM_TOKEN, ENQUEUE_COPY_TYPES, Queries
+from qw_postgres.queries import (
+    CLAIM_RANK,
+    CLAIM_SEQ,
+    CLAIM_TOKEN,
+    ENQUEUE_COPY_TYPES,
+    KEYED_JOB,
+    Queries,
+)
 from qw_postgres.rows import (
     PARENT_FAILURES,
     STATES,
@@ -129,12 +136,18 @@ DEADLOCK_TRIES = 5
 #: a full batch of candidates is followed by one reading on from there, so
 #: a throttled key's backlog does not hide other keys' jobs.
 CLAIM_ROUNDS = 5
-#: Candidates a keyed claim's first round locks beyond ``limit``; each
-#: further round reads twice as many, up to CLAIM_FETCH_MAX.
-CLAIM_FETCH_EXTRA = 32
+#: A keyed claim's first round leases ``limit`` candidates (every lease it
+#: does not keep costs an update to give back); each further round reads
+#: twice as many, up to CLAIM_FETCH_MAX.
 CLAIM_FETCH_MAX = 2000
-#: Parked (key, queue) rows due a look that one round reads at most.
+#: Parked (key, queue) rows due a look that one round reads at most, and
+#: the parked jobs it locks of each.
 PROBE_KEYS = 32
+PROBE_FETCH = 64
+#: Jobs of a (key, queue) found full that a round parks beyond those it
+#: read (see queries.CLAIM_APPLY): a long throttled backlog leaves the claim
+#: index in a few claims.
+PARK_AHEAD = 10_000
 #: When parked jobs of a key full by concurrency are looked at again if no
 #: wake came (a job of the key leaving running wakes them at once; this
 #: bounds the wait should a wake be missed, see docs "Parking").
@@ -436,7 +449,7 @@ class PostgresBackend:
         claimed: list[tuple[Any, ...]] = []
         keyed = False
         after = _CLAIM_START
-        fetch = min(limit + CLAIM_FETCH_EXTRA, CLAIM_FETCH_MAX)
+        fetch = min(limit, CLAIM_FETCH_MAX)
         for _ in range(CLAIM_ROUNDS):
             rows, met, more = self._claim_round(params, limit - len(claimed), after, fetch)
             claimed += rows
@@ -451,38 +464,36 @@ class PostgresBackend:
         self, params: dict[str, Any], want: int, after: tuple[int, int, int], fetch: int
     ) -> tuple[list[tuple[Any, ...]], bool, tuple[int, int, int] | None]:
         """One keyed round: (claimed rows, keys met, where a next round starts or None)."""
-        ns = self._namespace
         read = dict(params)
-        read.update(ap=after[0], ar=after[1], fetch=fetch, probe=PROBE_KEYS)
+        pfetch = min(fetch, PROBE_FETCH)
+        read.update(ap=after[0], ar=after[1], fetch=fetch, pfetch=pfetch, probe=PROBE_KEYS)
         read["as"] = after[2]
         one = "queue" in params
         q = self._q
         for attempt in range(1, DEADLOCK_TRIES + 1):
             with self._conn("claim") as conn:
                 try:
-                    # Pipelined: BEGIN rides with the first statement, and
-                    # the writes with the COMMIT (their result is read after).
-                    with conn.pipeline(), conn.transaction():
+                    # Two round trips: BEGIN with the first statement, and
+                    # the writes with the COMMIT (their result read after).
+                    # BEGIN and COMMIT are sent as statements of the
+                    # pipeline (conn.transaction() would sync once more).
+                    with conn.pipeline():
+                        conn.execute(b"BEGIN")
                         query = q.claim_candidates_one if one else q.claim_candidates_many
                         rows = conn.execute(query, read, prepare=True).fetchall()
-                        round_ = _Round(rows, fetch, want)
+                        round_ = _Round(rows, fetch, pfetch, want)
                         if round_.keys:
-                            keys = sorted(round_.keys)
-                            state = {
-                                "ns": ns,
-                                "keys": keys,
-                                "pers": [round_.pers.get(k) for k in keys],
-                                "rk": [k for k, _ in round_.ready],
-                                "rq": [qu for _, qu in round_.ready],
-                                "mine": round_.parked_ids,
-                            }
-                            round_.plan(conn.execute(q.claim_state, state, prepare=True).fetchall())
+                            round_.plan()
                         else:
                             round_.take_first()
                         cur = round_.apply(conn, q, params)
-                    claimed = cur.fetchall() if cur is not None else []
-                except pg_errors.DeadlockDetected:
-                    if attempt == DEADLOCK_TRIES:
+                        conn.execute(b"COMMIT")
+                    claimed = round_.claimed()
+                    if cur is not None:
+                        claimed += cur.fetchall()
+                except BaseException as exc:
+                    _roll_back(conn)
+                    if not isinstance(exc, pg_errors.DeadlockDetected) or attempt == DEADLOCK_TRIES:
                         raise
                     log.info("qw_postgres: a claim was chosen to break a deadlock; trying again")
                     continue
@@ -1114,7 +1125,7 @@ class PostgresBackend:
 
 
 class _Cand(NamedTuple):
-    """A candidate a keyed round locked: 'c' (in the claim index) or parked."""
+    """A candidate a keyed round holds: leased speculatively ('c'), or parked and locked."""
 
     id: str
     queue: str
@@ -1125,6 +1136,12 @@ class _Cand(NamedTuple):
     limit: Limit | None
     fair: bool
     parked: bool
+    #: Where its row is in this transaction (its lease, or the locked row).
+    tid: str
+    #: started_at before the speculative lease (given back if not taken).
+    old_started: datetime | None
+    #: The claim's RETURNING columns (for a 'c' row: the lease, if taken).
+    row: tuple[Any, ...]
 
     @property
     def position(self) -> tuple[int, int, int]:
@@ -1134,70 +1151,94 @@ class _Cand(NamedTuple):
 class _Round:
     """One keyed claim round: its candidates, what plan_claim took, and what to write.
 
-    Built from CLAIM_CANDIDATES' rows. The candidates are the unparked ones
-    and, per parked (key, queue) due a look, its first parked ones, merged in
-    claim order and cut where the first list that may go on ends (a job
-    after that point might come after one not read yet).
+    Built from CLAIM_CANDIDATES' rows (the state rows, read under the keys'
+    locks, are kept for :meth:`plan`). The candidates are the leased ones
+    and, per parked (key, queue) due a look, its first parked ones, merged
+    in claim order. A list read in full (as many rows as asked) may go on
+    past what was read, so the round stops where it ends: at the last
+    leased one, or at the last of a parked list that the plan took all of
+    (one it held a job of back is of a full key, whose next ones would be
+    held back too). Jobs after that point are for the next round.
     """
 
-    def __init__(self, rows: Sequence[tuple[Any, ...]], fetch: int, want: int) -> None:
+    def __init__(self, rows: Sequence[tuple[Any, ...]], fetch: int, pfetch: int, want: int) -> None:
         self.want = want
-        plain: list[_Cand] = []
+        self._fetch = fetch
+        self._pfetch = pfetch
+        self._state: list[tuple[Any, ...]] = []
+        self._plain: list[_Cand] = []
         parked: dict[tuple[str, str], list[_Cand]] = {}
         self.ready: list[tuple[str, str]] = []
+        j = KEYED_JOB
         for row in rows:
             kind = row[0]
             if kind == "c" or kind == "p":
-                has_limit = row[10]
-                lim = Limit(row[7], row[8], row[9]) if has_limit else None
-                c = _Cand(row[1], row[2], row[3], row[4], row[5], row[6], lim, row[11], kind == "p")
+                lim = Limit(row[4], row[5], row[6]) if row[3] else None
+                job = row[j:]
+                c = _Cand(
+                    job[0],
+                    job[1],
+                    job[3],
+                    job[CLAIM_RANK],
+                    job[CLAIM_SEQ],
+                    job[22],
+                    lim,
+                    job[24],
+                    kind == "p",
+                    row[2],
+                    row[1],
+                    job,
+                )
                 if kind == "c":
-                    plain.append(c)
+                    self._plain.append(c)
                 else:
                     parked.setdefault((c.key or "", c.queue), []).append(c)
-            elif kind == "r":
-                self.ready.append((row[6], row[2]))
-        ends = [plain[-1].position] if len(plain) >= fetch else []
-        ends += [p[-1].position for p in parked.values() if len(p) >= fetch]
-        #: Where a next round starts (the cut), when some list may go on.
-        self.next_after: tuple[int, int, int] | None = min(ends) if ends else None
-        every = plain + [c for p in parked.values() for c in p]
-        every.sort(key=lambda c: c.position)
-        cut = self.next_after
-        self.cands = every if cut is None else [c for c in every if c.position <= cut]
-        self.parked_ids = [c.id for p in parked.values() for c in p]
+            elif kind == "q":
+                self.ready.append((row[j + 22], row[j + 1]))
+            elif kind != "l":
+                # claim_state: kind, key, queue, n, c, r, per, at.
+                self._state.append(
+                    (kind, row[j + 22], row[j + 1], row[-1], row[4], row[5], row[6], row[1])
+                )
         self._parked = parked
+        every = self._plain + [c for p in parked.values() for c in p]
+        every.sort(key=lambda c: c.position)
+        self.cands = every
+        self.parked_ids = [c.id for p in parked.values() for c in p]
         self.keys = {c.key for c in every if c.key is not None} | {k for k, _ in self.ready}
         #: Whether the round met limit keys (so the next claim goes keyed too).
         self.met = bool(self.keys)
-        #: The longest rate window each key's candidates declare.
-        self.pers: dict[str, float] = {}
-        for c in every:
-            if c.key is not None and c.limit is not None and c.limit.per is not None:
-                self.pers[c.key] = max(self.pers.get(c.key, 0.0), c.limit.per)
+        #: Where a next round starts, when a list read in full may go on.
+        self.next_after: tuple[int, int, int] | None = None
         self.taken: list[_Cand] = []
-        self.park: list[str] = []
+        self.held: list[_Cand] = []
         self.starts: dict[str, int] = {}
         self.start_pers: dict[str, float] = {}
         self.now: datetime | None = None
-        self.park_rows: dict[tuple[str, str], tuple[datetime, int]] = {}
+        #: (key, queue) → (when to look again, None: never by time; wakes read).
+        self.park_rows: dict[tuple[str, str], tuple[datetime | None, int]] = {}
+        #: Per (key, queue) found full: the limit its parked-ahead jobs share
+        #: (None: the operators', which every job of the key is held to).
+        self.ahead: dict[tuple[str, str], Limit | None] = {}
         self.drop: list[tuple[str, str]] = []
         self.clocks: dict[str, int] = {}
 
     def take_first(self) -> None:
-        """No key among the candidates: claim order alone decides."""
+        """No key among the candidates: claim order alone decides (every lease is kept)."""
         self.taken = self.cands[: self.want]
+        if len(self._plain) >= self._fetch and self._plain:
+            self.next_after = self._plain[-1].position
         self._fair_clocks()
 
-    def plan(self, state: Sequence[tuple[Any, ...]]) -> None:
-        """Decide by qw.limits.plan_claim from CLAIM_STATE's rows."""
+    def plan(self) -> None:
+        """Decide by qw.limits.plan_claim from what claim_state read."""
         running: dict[str, int] = {}
         overrides: dict[str, Limit] = {}
         starts: dict[str, list[datetime]] = {}
         wakes: dict[tuple[str, str], int] = {}
         left: set[tuple[str, str]] = set()
         now: datetime | None = None
-        for kind, key, queue, n, c, r, per, at in state:
+        for kind, key, queue, n, c, r, per, at in self._state:
             if kind == "n":
                 now = at
             elif kind == "r":
@@ -1220,7 +1261,23 @@ class _Round:
             now=now,
             limit=self.want,
         )
-        self.taken = [self.cands[i] for i in chosen]
+        taken_ids = {self.cands[i].id for i in chosen}
+        # Skipped before the claim was full: held back by a full key.
+        stop = chosen[-1] if len(chosen) >= self.want else len(self.cands)
+        held = [c for c in self.cands[:stop] if c.id not in taken_ids and c.key is not None]
+        held_ids = {c.id for c in held}
+        ends = []
+        if self._plain and len(self._plain) >= self._fetch:
+            ends.append(self._plain[-1].position)
+        for pair_list in self._parked.values():
+            if len(pair_list) >= self._pfetch and not any(c.id in held_ids for c in pair_list):
+                ends.append(pair_list[-1].position)
+        cut = min(ends) if ends else None
+        self.next_after = cut
+        # plan_claim decides in order, so its choice up to the cut is what
+        # it would choose from the candidates up to the cut alone.
+        self.taken = [self.cands[i] for i in chosen if cut is None or self.cands[i].position <= cut]
+        self.held = [c for c in held if cut is None or c.position <= cut]
         taken_ids = {c.id for c in self.taken}
         per_key: dict[str, int] = {}
         for c in self.taken:
@@ -1231,19 +1288,16 @@ class _Round:
             if lim is not None and lim.rate is not None and lim.per is not None:
                 self.starts[c.key] = self.starts.get(c.key, 0) + 1
                 self.start_pers[c.key] = max(self.start_pers.get(c.key, 0.0), lim.per)
-        # Skipped before the claim was full: held back by a full key.
-        stop = chosen[-1] if len(chosen) >= self.want else len(self.cands)
-        for c in self.cands[:stop]:
-            if c.id in taken_ids or c.key is None:
-                continue
-            if not c.parked:
-                self.park.append(c.id)
+        for c in self.held:
+            assert c.key is not None
             lim = effective_limit(c.key, c.limit, overrides)
             after = running.get(c.key, 0) + per_key.get(c.key, 0)
             at = self._next_look(lim, after, starts.get(c.key, []), self.starts.get(c.key, 0))
             pair = (c.key, c.queue)
+            if pair not in self.ahead:
+                self.ahead[pair] = None if c.key in overrides else c.limit
             seen = self.park_rows.get(pair)
-            if seen is None or at < seen[0]:
+            if seen is None or _earlier(at, seen[0]):
                 self.park_rows[pair] = (at, wakes.get(pair, 0))
         for pair in self.ready:
             if pair in self.park_rows or pair in left:
@@ -1257,10 +1311,17 @@ class _Round:
 
     def _next_look(
         self, lim: Limit | None, running: int, starts: list[datetime], started: int
-    ) -> datetime:
-        """When a key held back now may have room: its rate window reopening, else a recheck."""
+    ) -> datetime | None:
+        """When a key held back now may have room: its rate window reopening, else a recheck.
+
+        None: not by time at all (a pause).
+        """
         assert self.now is not None
         now = self.now
+        if lim is not None and lim.concurrency == 0:
+            # Paused: only set_limit (or a job of the key leaving running)
+            # changes that, and both wake the key's parked rows.
+            return None
         recheck = now + timedelta(seconds=PARK_RECHECK_S)
         if lim is None or (lim.concurrency is not None and running >= lim.concurrency):
             return recheck
@@ -1277,24 +1338,46 @@ class _Round:
             if c.fair and c.rank > self.clocks.get(c.queue, -1):
                 self.clocks[c.queue] = c.rank
 
+    def claimed(self) -> list[tuple[Any, ...]]:
+        """The leased rows the round keeps (those of parked jobs come from CLAIM_APPLY)."""
+        return [c.row for c in self.taken if not c.parked]
+
     def apply(
         self, conn: psycopg.Connection[Any], q: Queries, params: dict[str, Any]
     ) -> psycopg.Cursor[Any] | None:
-        """Send the round's writes (the caller's COMMIT follows them in the pipeline)."""
+        """Send the round's writes, if any (the caller's COMMIT follows them in the pipeline)."""
         ns = params["ns"]
+        kept = {c.id for c in self.taken}
+        back = [c for c in self._plain if c.id not in kept]
+        held = {c.id for c in self.held}
+        lease = [c for c in self.taken if c.parked]
         cur = None
-        if self.taken or self.park:
+        if back or lease or self.starts or self.ahead:
             keys = sorted(self.starts)
+            ahead = sorted(self.ahead.items())
+            own = [lim or Limit() for _, lim in ahead]
             write = {
                 "ns": ns,
                 "worker": params["worker"],
                 "lease_s": params["lease_s"],
-                "ids": [c.id for c in self.taken],
-                "park": self.park,
+                "bids": [c.id for c in back],
+                "btids": [c.tid for c in back],
+                "bstarted": [c.old_started for c in back],
+                "bpark": [c.id in held for c in back],
+                "ids": [c.id for c in lease],
+                "tids": [c.tid for c in lease],
                 "now": self.now,
                 "sk": keys,
                 "sn": [self.starts[k] for k in keys],
                 "sp": [self.start_pers[k] for k in keys],
+                "ak": [k for (k, _), _ in ahead],
+                "aq": [qu for (_, qu), _ in ahead],
+                "ao": [lim is None for _, lim in ahead],
+                "ah": [lim is not None for _, lim in ahead],
+                "ac": [lim.concurrency for lim in own],
+                "ar": [lim.rate for lim in own],
+                "ap": [lim.per for lim in own],
+                "ahead": PARK_AHEAD,
             }
             cur = conn.execute(q.claim_apply, write, prepare=True)
         if self.park_rows or self.drop:
@@ -1332,6 +1415,22 @@ class _Round:
                 prepare=True,
             )
         return cur
+
+
+def _earlier(a: datetime | None, b: datetime | None) -> bool:
+    """Whether look-again time ``a`` comes before ``b`` (None is never)."""
+    return a is not None and (b is None or a < b)
+
+
+def _roll_back(conn: psycopg.Connection[Any]) -> None:
+    """End a transaction opened by hand that failed, so the pool gets the connection clean."""
+    if conn.closed or conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return
+    try:
+        conn.execute(b"ROLLBACK")
+    except psycopg.Error:
+        # Broken meanwhile: the pool checks it and replaces it.
+        log.debug("qw_postgres: ROLLBACK after a failed claim failed", exc_info=True)
 
 
 def _held_keys(steps: Sequence[Insert], live: dict[str, str]) -> list[str]:

@@ -14,7 +14,15 @@ from dataclasses import dataclass, fields
 
 from psycopg import sql
 
-__all__ = ["CLAIM_RANK", "CLAIM_SEQ", "CLAIM_TOKEN", "JOB_COLUMNS", "JOB_FIELDS", "Queries"]
+__all__ = [
+    "CLAIM_RANK",
+    "CLAIM_SEQ",
+    "CLAIM_TOKEN",
+    "JOB_COLUMNS",
+    "JOB_FIELDS",
+    "KEYED_JOB",
+    "Queries",
+]
 
 JOB_FIELDS = (
     "id",
@@ -227,13 +235,17 @@ SELECT dedupe_key, id FROM {{s}}.jobs
 WHERE namespace = %(ns)s AND dedupe_key = ANY(%(keys)s::text[]) AND status IN {_LIVE}
 """
 
-_CLAIM_SET = """
+_CLAIM_LEASE = """
 UPDATE {s}.jobs j SET
     status = 'running', attempts = j.attempts + 1, started_at = now(),
     worker = %(worker)s, lease_expires_at = now() + %(lease_s)s * interval '1 second',
-    cancel_requested = false, token = gen_random_uuid()::text, parked = false
+    cancel_requested = false, token = gen_random_uuid()::text, parked = false"""
+_CLAIM_SET = (
+    _CLAIM_LEASE
+    + """
 FROM picked
 WHERE j.namespace = picked.namespace AND j.id = picked.id"""
+)
 _CLAIM_RETURNING = f"""
 RETURNING {_J_COLUMNS}, j.token, j.fair_rank, j.seq"""
 #: Columns of a claimed row: the job's, then token, fair_rank and seq.
@@ -284,32 +296,67 @@ CLAIM_MANY = _CLAIM_FAST.replace("@QUEUE@", _MANY_OPEN).replace("@PQUEUE@", "p."
 
 # -- the keyed claim (backend._claim_keyed): one transaction per round ---------
 #
-# 1. CLAIM_CANDIDATES locks the first ``fetch`` due, unparked jobs after the
-#    position ``after`` (p, r, s) in claim order ('c' rows), the parked
-#    keys of these queues due a look ('r') and the first ``fetch`` parked
-#    jobs of each ('p'), all FOR UPDATE SKIP LOCKED, and then takes the
-#    advisory lock of every key among them, in hash order ('l', last:
-#    UNION ALL runs its branches in order, so the rows are locked first).
-# 2. CLAIM_STATE, a new statement and so a snapshot taken once those locks
-#    are held, reads each key's running count, operators' limit, starts in
-#    its window and parked rows; qw.limits.plan_claim decides in Python.
-# 3. CLAIM_APPLY leases the chosen jobs, parks the held-back ones, records
-#    the starts; PARK_LOCK / PARK_SET / PARK_DROP keep parked_keys, and
-#    FAIR_CLOCK moves the fair clocks; all sent with the COMMIT.
-_CANDIDATE = """j.id, j.queue, j.priority, j.fair_rank, j.seq, j.limit_key, j.concurrency,
-           j.rate, j.rate_per, j.has_limit, j.fair"""
+# 1. CLAIM_CANDIDATES takes the first ``fetch`` due, unparked jobs after the
+#    position ``after`` (p, r, s) in claim order, FOR UPDATE SKIP LOCKED,
+#    and leases them all at once ('c' rows: the lease as a claim writes it),
+#    speculatively: a lock and an update in one pass, as the plain claim
+#    does. It locks the parked keys of these queues due a look ('q') and
+#    the first ``pfetch`` parked jobs of each ('p', locked only); then it
+#    takes the advisory lock of every key among them, in hash order ('l');
+#    and last, it calls claim_state (schema.py, migration 3), whose own
+#    snapshot, taken with those locks held, reads each key's running count
+#    (leaving out this transaction's own leases), operators' limit, starts
+#    and parked rows ('n', 'r', 'o', 's', 'w', 'e'). UNION ALL runs its
+#    parts in order, so each comes after the one before.
+# 2. qw.limits.plan_claim decides in Python. When it takes every 'c' row and
+#    nothing else is to be written (most rounds), the COMMIT alone follows.
+# 3. Else CLAIM_APPLY gives the 'c' rows not taken back their exact former
+#    state (queued, the attempt not counted, started_at as it was; parked
+#    if held back), leases the 'p' rows taken, parks more of each full key
+#    and records the starts; PARK_LOCK / PARK_SET / PARK_DROP keep
+#    parked_keys and FAIR_CLOCK moves the fair clocks; all sent with the
+#    COMMIT. Nothing outside the transaction ever sees a lease given back.
+#
+# A row: kind, old_started, tid, has_limit, concurrency, rate, rate_per,
+# then the claim's RETURNING (JOB_FIELDS, token, fair_rank, seq). State rows
+# put their key in limit_key, their queue in queue, a count in seq, a limit
+# in concurrency/rate/rate_per and a time in old_started.
+_FLOW = "j.has_limit, j.concurrency, j.rate, j.rate_per"
+#: Where a keyed round's row has the claim's RETURNING columns.
+KEYED_JOB = 7
+_KEYED_WIDTH = KEYED_JOB + _CLAIM_WIDTH
+_KEY_AT = KEYED_JOB + JOB_FIELDS.index("limit_key")
+_QUEUE_AT = KEYED_JOB + JOB_FIELDS.index("queue")
+
+
+def _row(kind: str, values: dict[int, str]) -> str:
+    """A keyed round's row of NULLs but for ``values`` (position: expression)."""
+    cells = [kind] + ["NULL"] * (_KEYED_WIDTH - 1)
+    for at, expr in values.items():
+        cells[at] = expr
+    return ", ".join(cells)
+
+
 _AFTER = "(j.priority, j.fair_rank, j.seq) > (%(ap)s::int4, %(ar)s::int8, %(as)s::int8)"
-_CLAIM_CANDIDATES = f"""
+_SEQ_AT = _KEYED_WIDTH - 1
+_CLAIM_CANDIDATES = (
+    f"""
 WITH open AS (
     SELECT q FROM unnest(%(queues)s::text[]) AS q WHERE {_OPEN.replace("{q}", "q")}
 ), cand AS (
-    SELECT 'c'::text AS kind, {_CANDIDATE}
+    SELECT j.namespace, j.id, j.started_at AS old_started
     FROM {{s}}.jobs j
     WHERE j.namespace = %(ns)s AND @QUEUE@ AND j.status = 'queued' AND NOT j.parked
       AND j.run_at <= now() AND {_AFTER}
     ORDER BY j.priority, j.fair_rank, j.seq
     LIMIT %(fetch)s
     FOR UPDATE SKIP LOCKED
+), took AS ("""
+    + _CLAIM_LEASE
+    + f"""
+    FROM cand WHERE j.namespace = cand.namespace AND j.id = cand.id
+    RETURNING 'c'::text AS kind, cand.old_started, j.ctid::text AS tid, {_FLOW},
+              {_J_COLUMNS}, j.token, j.fair_rank, j.seq
 ), ready AS (
     SELECT p.key, p.queue FROM {{s}}.parked_keys p
     WHERE p.namespace = %(ns)s AND p.queue IN (SELECT q FROM open) AND p.check_at <= now()
@@ -317,81 +364,106 @@ WITH open AS (
     LIMIT %(probe)s
 ), pcand AS (
     SELECT x.* FROM ready r CROSS JOIN LATERAL (
-        SELECT 'p'::text AS kind, {_CANDIDATE}
+        SELECT 'p'::text AS kind, NULL::timestamptz AS old_started, j.ctid::text AS tid,
+               {_FLOW}, {_J_COLUMNS}, NULL::text AS token, j.fair_rank, j.seq
         FROM {{s}}.jobs j
         WHERE j.namespace = %(ns)s AND j.limit_key = r.key AND j.queue = r.queue
           AND j.status = 'queued' AND j.parked AND {_AFTER}
         ORDER BY j.priority, j.fair_rank, j.seq
-        LIMIT %(fetch)s
+        LIMIT %(pfetch)s
         FOR UPDATE SKIP LOCKED
     ) x
+), kp AS (
+    -- Each key met, with the longest rate window its candidates declare.
+    SELECT k AS key, max(per) AS per FROM (
+        SELECT limit_key, CASE WHEN has_limit AND rate IS NOT NULL THEN rate_per END FROM took
+        UNION ALL
+        SELECT limit_key, CASE WHEN has_limit AND rate IS NOT NULL THEN rate_per END FROM pcand
+        UNION ALL
+        SELECT key, NULL FROM ready
+    ) ks(k, per)
+    WHERE k IS NOT NULL
+    GROUP BY k
 ), locks AS MATERIALIZED (
     SELECT pg_advisory_xact_lock(h)::text AS done FROM (
-        SELECT DISTINCT hashtextextended(%(ns)s || chr(31) || k, 0) AS h FROM (
-            SELECT limit_key FROM cand
-            UNION ALL SELECT limit_key FROM pcand
-            UNION ALL SELECT key FROM ready
-        ) ks(k)
-        WHERE k IS NOT NULL
-        ORDER BY h
+        SELECT DISTINCT hashtextextended(%(ns)s || chr(31) || key, 0) AS h FROM kp ORDER BY h
     ) x
 )
-SELECT * FROM cand
+SELECT * FROM took
 UNION ALL SELECT * FROM pcand
-UNION ALL SELECT 'r', NULL, r.queue, NULL, NULL, NULL, r.key, NULL, NULL, NULL, NULL, NULL
-FROM ready r
-UNION ALL SELECT 'l', NULL, NULL, NULL, NULL, count(*), NULL, NULL, NULL, NULL, NULL, NULL
-FROM locks
+UNION ALL SELECT {_row("'q'", {_QUEUE_AT: "r.queue", _KEY_AT: "r.key"})} FROM ready r
+UNION ALL SELECT {_row("'l'", {_SEQ_AT: "count(*)"})} FROM locks
+UNION ALL SELECT {
+        _row(
+            "st.kind",
+            {
+                1: "st.at",
+                4: "st.c",
+                5: "st.r",
+                6: "st.per",
+                _QUEUE_AT: "st.queue",
+                _KEY_AT: "st.key",
+                _SEQ_AT: "st.n",
+            },
+        )
+    }
+FROM {{s}}.claim_state(
+    %(ns)s,
+    ARRAY(SELECT key FROM kp ORDER BY key), ARRAY(SELECT per FROM kp ORDER BY key),
+    ARRAY(SELECT key FROM ready ORDER BY key, queue),
+    ARRAY(SELECT queue FROM ready ORDER BY key, queue),
+    ARRAY(SELECT id FROM pcand)
+) st
+WHERE EXISTS (SELECT 1 FROM kp)
 """
+)
 CLAIM_CANDIDATES_ONE = _CLAIM_CANDIDATES.replace("@QUEUE@", "j.queue = %(queue)s")
 CLAIM_CANDIDATES_MANY = _CLAIM_CANDIDATES.replace(
     "@QUEUE@", "j.queue = ANY(ARRAY(SELECT q FROM open))"
 )
 
-# ``keys`` are the locked keys, ``pers`` the longest rate window their
-# candidates declare (an operators' limit replaces it), ``rk``/``rq`` the
-# probed (key, queue) pairs and ``mine`` the parked jobs this claim locked:
-# 'e' says a pair has other parked jobs left.
-CLAIM_STATE = """
-SELECT 'n'::text AS kind, NULL::text AS key, NULL::text AS queue, NULL::int8 AS n,
-       NULL::int4 AS c, NULL::int4 AS r, NULL::float8 AS per, statement_timestamp() AS at
-UNION ALL
-SELECT 'r', limit_key, NULL, count(*), NULL, NULL, NULL, NULL FROM {s}.jobs
-WHERE namespace = %(ns)s AND limit_key = ANY(%(keys)s::text[]) AND status = 'running'
-GROUP BY limit_key
-UNION ALL
-SELECT 'o', key, NULL, NULL, concurrency, rate, per, NULL FROM {s}.limits
-WHERE namespace = %(ns)s AND key = ANY(%(keys)s::text[])
-UNION ALL
-SELECT 's', s.key, NULL, s.n, NULL, NULL, NULL, s.at
-FROM unnest(%(keys)s::text[], %(pers)s::float8[]) AS k(key, per)
-LEFT JOIN {s}.limits o ON o.namespace = %(ns)s AND o.key = k.key
-JOIN {s}.limit_starts s ON s.namespace = %(ns)s AND s.key = k.key
-WHERE s.at > statement_timestamp()
-             - CASE WHEN o.key IS NULL THEN k.per ELSE o.per END * interval '1 second'
-UNION ALL
-SELECT 'w', key, queue, wakes, NULL, NULL, NULL, NULL FROM {s}.parked_keys
-WHERE namespace = %(ns)s AND key = ANY(%(keys)s::text[])
-UNION ALL
-SELECT 'e', x.key, x.queue, NULL, NULL, NULL, NULL, NULL
-FROM unnest(%(rk)s::text[], %(rq)s::text[]) AS x(key, queue)
-WHERE EXISTS (
-    SELECT 1 FROM {s}.jobs j
-    WHERE j.namespace = %(ns)s AND j.limit_key = x.key AND j.queue = x.queue
-      AND j.status = 'queued' AND j.parked AND j.id <> ALL(%(mine)s::text[])
-)
-"""
-
-# The chosen jobs (``ids``), the held-back ones to park (``park``), and the
-# starts: ``sn[i]`` starts of key ``sk[i]`` at ``now``, whose window is
+# Rows are found by the ctid they have in this transaction (``*tids``):
+# they are locked by it (or its own new versions), so nothing moves them,
+# and a TID scan is the plan whatever the table's statistics say (a scan of
+# the namespace, chosen on a table not analyzed yet, cost more than the
+# rest of the claim). Their ids and namespace are checked too, as filters
+# no index can take. ``back``: the leased rows not taken (``bids``), given
+# back their former state; ``bpark`` parks those held back. ``ids``: the
+# parked rows taken, leased. ``ahead``: per (key ``ak``, queue ``aq``)
+# found full, up to ``ahead`` more of its due queued jobs are parked,
+# through jobs_key, if held to the same limit as the job held back (``ao``:
+# the key has an operators' limit, so all are; else the same own limit
+# ``ah``/``ac``/``ar``/``ap``): they would be held back too, and parked
+# they leave the claim index now rather than being read past, a batch per
+# claim. The starts: ``sn[i]`` of key ``sk[i]`` at ``now``, whose window is
 # ``sp[i]`` seconds (older starts of the key are deleted).
 CLAIM_APPLY = (
     """
-WITH picked AS (
-    SELECT %(ns)s::text AS namespace, i.id FROM unnest(%(ids)s::text[]) AS i(id)
-), park AS (
-    UPDATE {s}.jobs SET parked = true
-    WHERE namespace = %(ns)s AND id = ANY(%(park)s::text[]) AND status = 'queued'
+WITH back AS (
+    UPDATE {s}.jobs j SET
+        status = 'queued', attempts = j.attempts - 1, started_at = x.started, worker = NULL,
+        lease_expires_at = NULL, cancel_requested = false, token = NULL, parked = x.park
+    FROM unnest(%(bids)s::text[], %(bstarted)s::timestamptz[], %(bpark)s::boolean[])
+         AS x(id, started, park)
+    WHERE j.ctid = ANY(%(btids)s::tid[]) AND j.id = x.id
+      AND (j.namespace = %(ns)s) IS TRUE AND j.status = 'running'
+), ahead AS (
+    UPDATE {s}.jobs j SET parked = true
+    FROM unnest(%(ak)s::text[], %(aq)s::text[], %(ao)s::boolean[], %(ah)s::boolean[],
+                %(ac)s::int4[], %(ar)s::int4[], %(ap)s::float8[])
+         AS x(k, q, anyone, has_limit, c, r, per)
+    CROSS JOIN LATERAL (
+        SELECT i.id FROM {s}.jobs i
+        WHERE i.namespace = %(ns)s AND i.limit_key = x.k AND i.status = 'queued'
+          AND NOT i.parked AND i.queue = x.q AND i.run_at <= now()
+          AND (x.anyone OR (i.has_limit = x.has_limit
+                            AND i.concurrency IS NOT DISTINCT FROM x.c
+                            AND i.rate IS NOT DISTINCT FROM x.r
+                            AND i.rate_per IS NOT DISTINCT FROM x.per))
+        LIMIT %(ahead)s
+        FOR UPDATE SKIP LOCKED
+    ) a
+    WHERE j.namespace = %(ns)s AND j.id = a.id
 ), st AS (
     INSERT INTO {s}.limit_starts AS s (namespace, key, at, n)
     SELECT %(ns)s, x.k, %(now)s::timestamptz, x.n
@@ -402,7 +474,10 @@ WITH picked AS (
     WHERE s.namespace = %(ns)s AND s.key = x.k
       AND s.at <= %(now)s::timestamptz - x.per * interval '1 second'
 ), upd AS ("""
-    + _CLAIM_SET
+    + _CLAIM_LEASE
+    + """
+    WHERE j.ctid = ANY(%(tids)s::tid[]) AND j.id = ANY(%(ids)s::text[])
+      AND (j.namespace = %(ns)s) IS TRUE AND j.status = 'queued'"""
     + _CLAIM_RETURNING
     + """
 )
@@ -413,8 +488,8 @@ SELECT * FROM upd
 # parked_keys rows are written in (key, queue) order, as the finishes that
 # wake them lock them, so the two never deadlock: PARK_LOCK locks the
 # existing ones, then PARK_SET upserts and PARK_DROP deletes. PARK_SET only
-# moves check_at while ``wakes`` is what CLAIM_STATE read: a job of the key
-# that left running since keeps its wake.
+# moves check_at while ``wakes`` is what claim_state read: a job of the key
+# that left running since keeps its wake. A NULL time is never (a pause).
 PARK_LOCK = """
 SELECT 1 FROM {s}.parked_keys p
 JOIN unnest(%(k)s::text[], %(q)s::text[]) AS x(k, q) ON p.key = x.k AND p.queue = x.q
@@ -425,7 +500,7 @@ FOR UPDATE OF p
 
 PARK_SET = """
 INSERT INTO {s}.parked_keys AS p (namespace, key, queue, check_at, wakes)
-SELECT %(ns)s, x.k, x.q, x.t, x.w
+SELECT %(ns)s, x.k, x.q, coalesce(x.t, 'infinity'), x.w
 FROM unnest(%(k)s::text[], %(q)s::text[], %(t)s::timestamptz[], %(w)s::int8[]) AS x(k, q, t, w)
 ORDER BY x.k, x.q
 ON CONFLICT (namespace, key, queue) DO UPDATE SET check_at = EXCLUDED.check_at
@@ -468,7 +543,9 @@ def _apply(fence: str, *, events: bool = True, wake: bool = False) -> str:
     # ``wake``: the fence holds only running jobs, so every row it moves
     # leaves running and frees a slot of its key: the key's parked rows are
     # due a look (locked in (key, queue) order, as claims write them), and
-    # their queues and the job's own are woken.
+    # their queues are woken: there wait the jobs the key held back (every
+    # one is parked). A key with none held back wakes nobody: a NOTIFY
+    # serialises its transaction's commit with every other notifying one.
     wk = (
         """, wk AS (
     SELECT p.namespace, p.key, p.queue FROM {s}.parked_keys p
@@ -486,8 +563,7 @@ def _apply(fence: str, *, events: bool = True, wake: bool = False) -> str:
         else ""
     )
     woken = (
-        "SELECT queue FROM upd WHERE status = 'queued' OR limit_key IS NOT NULL"
-        " UNION SELECT queue FROM wup"
+        "SELECT queue FROM upd WHERE status = 'queued' UNION SELECT queue FROM wup"
         if wake
         else "SELECT DISTINCT queue FROM upd WHERE status = 'queued'"
     )
@@ -1119,7 +1195,6 @@ class Queries:
     claim_many: bytes
     claim_candidates_one: bytes
     claim_candidates_many: bytes
-    claim_state: bytes
     claim_apply: bytes
     park_lock: bytes
     park_set: bytes
