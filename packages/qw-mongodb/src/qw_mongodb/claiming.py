@@ -357,9 +357,13 @@ class Claimer:
         start = d.lease_token(self._token, p.id) if p.rated else None
         try:
             self._gates_coll.update_one(*f.gate_give_back(p.key, p.id, self._token, start=start))
+            if p.rated:
+                # Read the gate again, so that a spare pick of the key can still
+                # be decided on it in this plan (the give-back changed its version).
+                self._gates[p.key] = f.gate_of(
+                    self._gates_coll.find_one({"_id": p.key}, f.GATE_PROJECTION)
+                )
         except PyMongoError as exc:
             # The sweep frees it: the job does not run under this token.
             log.warning("qw-mongodb: slot of key %r not given back yet: %r", p.key, exc)
-        gate = self._gates.get(p.key)
-        if gate is not None:
-            gate.known = False
+            self._gates.setdefault(p.key, f.Gate()).known = False
