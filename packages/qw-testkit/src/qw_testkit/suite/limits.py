@@ -73,7 +73,7 @@ MARGIN = 0.05
 BACKLOG = 100_000
 FEW = 10
 #: Jobs held back ahead of a claimable one (a claim must look past all of them).
-HELD_AHEAD = 1000
+HELD_AHEAD = 300
 
 
 # -- helpers -------------------------------------------------------------------
