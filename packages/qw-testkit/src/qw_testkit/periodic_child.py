@@ -1,6 +1,6 @@
 """One scheduler process of the kit's periodic test (:mod:`qw_testkit.suite.periodic`).
 
-The test runs this file by path (``python periodic_child.py REPORT SECONDS``),
+The test runs this file by path (``python periodic_child.py REPORT SECONDS GO``),
 not as ``-m qw_testkit...``: it imports qw and the standard library only, never
 the kit, pytest or Hypothesis, so four of them start in a fraction of a
 second. The environment says what to open and on which clock:
@@ -10,12 +10,15 @@ second. The environment says what to open and on which clock:
   the same for every process, which computes it from its own reads of the
   store's clock.
 
-It runs a :class:`qw.schedule.Scheduler` for :func:`schedules` until SIGTERM
-(the pass under way finishes; exit 0), SIGKILL, or SECONDS of real time (a
-safety net should the test die first; exit 3). REPORT gets one JSON object a
-line, each written by a single ``write`` call so that a kill leaves only whole
-lines:
+It opens the store, notes that it is ready, and waits for the file GO to
+exist, so that the test starts four processes' schedulers together, however
+long the processes took to start. Then it runs a :class:`qw.schedule.Scheduler`
+for :func:`schedules` until SIGTERM (the pass under way finishes; exit 0),
+SIGKILL, or SECONDS of real time from its start (a safety net should the test
+die first; exit 3). REPORT gets one JSON object a line, each written by a
+single ``write`` call so that a kill leaves only whole lines:
 
+* ``{"event": "ready", "pid"}`` once the store is open;
 * ``{"event": "up", "pid", "began", "ended"}`` after the first pass: the fake
   time of its first clock reading, and after it;
 * ``{"event": "enqueue", "id", "created"}`` per job the scheduler inserted
@@ -107,8 +110,11 @@ class _Errors(logging.Handler):
 
 
 def main(argv: Sequence[str]) -> int:
-    """Run the scheduler, noting to ``argv[0]``, for at most ``argv[1]`` real seconds."""
-    report, seconds = argv[0], float(argv[1])
+    """Run the scheduler from when file ``argv[2]`` exists, noting to ``argv[0]``.
+
+    For at most ``argv[1]`` real seconds from now.
+    """
+    report, seconds, go = argv[0], float(argv[1]), argv[2]
     fd = os.open(report, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def note(**fields: Any) -> None:
@@ -137,6 +143,13 @@ def main(argv: Sequence[str]) -> int:
                 clock=fake_now,
                 speedup=clock.speedup,
             )
+            client.now()
+            note(event="ready", pid=os.getpid())
+            while not os.path.exists(go):
+                if stop.wait(0.005):
+                    return 0
+                if time.monotonic() > deadline:
+                    return 3
             # The first pass outside run(), whose retries would hide a store
             # that fails from the start: the test wants that traceback.
             scheduler.run_once()

@@ -5,9 +5,11 @@ each run a :class:`qw.schedule.Scheduler` for the same two schedules, a
 per-minute cron and ``every 5s``, on one fake clock running 60 times as fast
 as the store's, so they race for every tick. After five fake minutes with all
 four up they are killed (``SIGKILL``, wherever they are: between a job's
-insert and its compare-and-set too); after 90 fake seconds with none, four
-new processes start, run five more minutes, and are stopped (``SIGTERM``).
-Per schedule:
+insert and its compare-and-set too); after 150 fake seconds with none, four
+new processes run five more minutes and are stopped (``SIGTERM``). Each
+group of processes is started (interpreter, imports, store opened) before its
+schedulers begin, so a slow start on a loaded machine lengthens the run, not
+the fake time it covers. Per schedule:
 
 * one job per tick (id ``NAME@TICK``), only for ticks of the schedule, each
   with the schedule's queue and payload;
@@ -58,12 +60,14 @@ SPEEDUP = 60.0
 FAKE_START = datetime(2030, 1, 1, 11, 59, 30, tzinfo=UTC)
 #: How long all the processes of a group run (fake time, from all of them up).
 PHASE = timedelta(minutes=5)
-#: How long none runs between the kill and the restart (fake time).
-DOWN = timedelta(seconds=90)
+#: How long none runs between the kill and the restart (fake time): long
+#: enough for the per-minute cron to miss a tick besides the latest.
+DOWN = timedelta(seconds=150)
 #: Real seconds within which some process must have enqueued a tick: the ticks
 #: required at the end of each phase are those at least this old when it ended.
 LATE_S = 1.0
-#: Real seconds four processes may take to start before the test fails.
+#: Real seconds four processes may take to start, or to make their first pass,
+#: before the test fails.
 STARTUP_S = 60.0
 #: Real seconds a process runs at most, should this test die without ending it.
 CHILD_SECONDS = 300.0
@@ -117,6 +121,54 @@ class _Run:
     real_s: float = 0.0
 
 
+class _Children:
+    """The scheduler processes of one run, started in groups of four."""
+
+    def __init__(self, env: dict[str, str], where: Path) -> None:
+        self.env = env
+        self.where = where
+        self.all: list[_Child] = []
+
+    def spawn(self, go: Path) -> list[_Child]:
+        """Start four processes; their schedulers wait for the file ``go``."""
+        group = []
+        for _ in range(PROCESSES):
+            index = len(self.all)
+            report = self.where / f"scheduler-{index}.jsonl"
+            log = self.where / f"scheduler-{index}.log"
+            cmd = [sys.executable, "-c", _RUN_FILE, periodic_child.__file__]
+            cmd += [str(report), str(CHILD_SECONDS), str(go)]
+            with log.open("wb") as out:
+                proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            self.all.append(_Child(index, proc, report, log))
+            group.append(self.all[-1])
+        return group
+
+    @staticmethod
+    def wait_for(group: list[_Child], event: str) -> None:
+        """Wait until every process of ``group`` noted ``event`` (``ready``, ``up``)."""
+        deadline = time.monotonic() + STARTUP_S
+
+        def noted(c: _Child) -> bool:
+            return any(n["event"] == event for n in c.notes())
+
+        while not all(noted(c) for c in group):
+            for c in group:
+                if c.proc.poll() is not None and not noted(c):
+                    pytest.fail(f"a scheduler process ended before {event!r}\n{c.describe()}")
+            if time.monotonic() > deadline:
+                late = "\n".join(c.describe() for c in group if not noted(c))
+                pytest.fail(f"scheduler processes not {event!r} after {STARTUP_S:.0f} s\n{late}")
+            time.sleep(0.01)
+
+    def end(self) -> None:
+        """Kill whatever still runs (after a failure)."""
+        for c in self.all:
+            if c.proc.poll() is None:
+                c.proc.kill()
+                c.proc.wait(30)
+
+
 class PeriodicTests(ContractBase):
     def _child_url(self) -> str:
         url = self.backend_url()
@@ -134,51 +186,23 @@ class PeriodicTests(ContractBase):
         url = self._child_url()
         started = time.monotonic()
         run = _Run(FakeClock(client.now(), FAKE_START, SPEEDUP))
-        env = _child_env(url, client.namespace, run.clock)
-        children: list[_Child] = []
+        children = _Children(_child_env(url, client.namespace, run.clock), tmp_path)
 
         def fake_now() -> datetime:
             return run.clock.at(client.now())
 
         def wait_fake(until: datetime) -> None:
             while fake_now() < until:
-                time.sleep(0.02)
-
-        def spawn() -> list[_Child]:
-            group = []
-            for _ in range(PROCESSES):
-                index = len(children)
-                report, log = (
-                    tmp_path / f"scheduler-{index}.jsonl",
-                    tmp_path / f"scheduler-{index}.log",
-                )
-                with log.open("wb") as out:
-                    cmd = [sys.executable, "-c", _RUN_FILE, periodic_child.__file__]
-                    cmd += [str(report), str(CHILD_SECONDS)]
-                    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-                children.append(_Child(index, proc, report, log))
-                group.append(children[-1])
-            return group
-
-        def all_up(group: list[_Child]) -> datetime:
-            deadline = time.monotonic() + STARTUP_S
-            while not all(c.up() for c in group):
-                for c in group:
-                    if c.proc.poll() is not None and not c.up():
-                        pytest.fail(
-                            f"a scheduler process ended before its first pass\n{c.describe()}"
-                        )
-                if time.monotonic() > deadline:
-                    late = [c.describe() for c in group if not c.up()]
-                    pytest.fail(
-                        f"scheduler processes not up after {STARTUP_S:.0f} s\n" + "\n".join(late)
-                    )
-                time.sleep(0.02)
-            return fake_now()
+                time.sleep(0.01)
 
         try:
-            first = spawn()
-            run.began.append(all_up(first))
+            # The processes start (import, open the store) before their
+            # schedulers do, so that a slow start shortens no phase.
+            first = children.spawn(tmp_path / "go-1")
+            children.wait_for(first, "ready")
+            (tmp_path / "go-1").touch()
+            children.wait_for(first, "up")
+            run.began.append(fake_now())
             wait_fake(run.began[0] + PHASE)
             run.killing = fake_now()
             for c in first:
@@ -186,10 +210,15 @@ class PeriodicTests(ContractBase):
             for c in first:
                 c.proc.wait(30)
             run.killed = fake_now()
+            # Four new processes: they start while none runs, and their
+            # schedulers once the down time is over.
+            second = children.spawn(tmp_path / "go-2")
+            children.wait_for(second, "ready")
             wait_fake(run.killed + DOWN)
             run.restarting = fake_now()
-            second = spawn()
-            run.began.append(all_up(second))
+            (tmp_path / "go-2").touch()
+            children.wait_for(second, "up")
+            run.began.append(fake_now())
             wait_fake(run.began[1] + PHASE)
             run.stopping = fake_now()
             for c in second:
@@ -202,15 +231,12 @@ class PeriodicTests(ContractBase):
             run.stopped = fake_now()
             run.real_s = time.monotonic() - started
         finally:
-            for c in children:
-                if c.proc.poll() is None:
-                    c.proc.kill()
-                    c.proc.wait(30)
+            children.end()
 
-        noted = [c for c in children if any(n["event"] == "error" for n in c.notes())]
-        assert not noted, "scheduler processes failed:\n" + "\n".join(c.describe() for c in noted)
-        stopped_badly = [c for c in second if c.proc.returncode != 0]
-        assert not stopped_badly, "\n".join(c.describe() for c in stopped_badly)
+        failed = [c for c in children.all if any(n["event"] == "error" for n in c.notes())]
+        assert not failed, "scheduler processes failed:\n" + "\n".join(c.describe() for c in failed)
+        unclean = [c for c in second if c.proc.returncode != 0]
+        assert not unclean, "\n".join(c.describe() for c in unclean)
         print(_check(client, run, first, second))
 
 
@@ -263,6 +289,7 @@ def _check(client: qw.Client, run: _Run, first: list[_Child], second: list[_Chil
     assert run.killed is not None
     assert run.stopping is not None
     assert run.stopped is not None
+    assert run.restarting is not None
     late = timedelta(seconds=LATE_S * SPEEDUP)
     jobs: dict[str, Job] = {}
     after_id: str | None = None
@@ -328,8 +355,8 @@ def _check(client: qw.Client, run: _Run, first: list[_Child], second: list[_Chil
         by_first_pass = t.latest(_firsts(second, "ended"))
         assert latest_missed is not None
         assert by_first_pass is not None
-        assert latest_missed > before[-1], "the test needs ticks due while no scheduler ran"
         missed = list(_ticks(t, before[-1], latest_missed))[:-1]
+        assert missed, f"{name}: the test needs ticks missed while no scheduler ran"
         assert latest_missed <= after[0] <= by_first_pass, (
             f"{name}: after the restart the first job is for {_shown(after[0])}, not the latest "
             f"tick due while none ran ({_shown(latest_missed)}); ticks between the last job "
@@ -360,7 +387,8 @@ def _check(client: qw.Client, run: _Run, first: list[_Child], second: list[_Chil
         f"{len(first) + len(second)} processes ({len(first)} killed, then {len(second)}), "
         f"1 restart; {'; '.join(parts)}; advance_schedule {calls} calls, "
         f"{sum(moves.values())} moved, at most one per tick; jobs inserted per process "
-        f"{inserted}; fake {_shown(run.clock.start)} to {_shown(run.stopped)}, "
+        f"{inserted}; none ran for {(run.restarting - run.killed).total_seconds():.0f} fake s; "
+        f"fake {_shown(run.clock.start)} to {_shown(run.stopped)}, "
         f"{run.real_s:.1f} s real"
     )
 
