@@ -635,3 +635,103 @@ def test_a_store_without_flow_control_is_skipped_naming_the_flags(
     result.assert_outcomes(passed=2, skipped=2)
     result.stdout.fnmatch_lines(["*backend 'memory' does not declare capability limits*"])
     result.stdout.fnmatch_lines(["*backend 'memory' does not declare capability schedules*"])
+
+
+# -- periodic jobs: scheduler processes on a broken store -----------------------
+
+#: SQLite under other names (memory is not multi_process), registered as qw
+#: backends by a distribution the test writes, so that the scheduler processes
+#: of the periodic test open them by URL as a user's would.
+PERIODIC_BACKENDS = textwrap.dedent(
+    '''
+    from qw.backends.sqlite import _rows
+    from qw.backends.sqlite.backend import SqliteBackend
+    from qw.plugin import hookimpl
+
+
+    class _Renamed(SqliteBackend):
+        @classmethod
+        def from_url(cls, url, *, namespace):
+            return super().from_url("sqlite" + url[url.index(":") :], namespace=namespace)
+
+
+    class PlainSqlite(_Renamed):
+        """SQLite as it is."""
+
+        name = "plainsqlite"
+
+
+    class AdvanceAlwaysMoves(_Renamed):
+        """Writes any tick over the stored one and says it moved: no compare-and-set."""
+
+        name = "alwaysmoves"
+
+        def advance_schedule(self, name, tick):
+            self._db.write(
+                lambda conn, _now: conn.execute(
+                    "UPDATE qw_schedules SET last_tick = ? WHERE namespace = ? AND name = ?",
+                    (_rows.tick(tick), self._namespace, name),
+                )
+            )
+            return True
+
+
+    @hookimpl
+    def qw_register_backends():
+        return [PlainSqlite, AdvanceAlwaysMoves]
+    '''
+)
+
+PERIODIC_TEST = textwrap.dedent(
+    """
+    from pathlib import Path
+
+    from periodic_backends import {cls}
+    from qw_testkit import BackendContractTests
+
+    DB = Path(__file__).resolve().with_name("qw.db")
+
+
+    class TestContract(BackendContractTests):
+        def make_backend(self, namespace):
+            return {cls}.from_url(self.backend_url(), namespace=namespace)
+
+        def backend_url(self):
+            return f"{{{cls}.name}}:///{{DB}}"
+    """
+)
+
+PERIODIC = "test_periodic_schedules_enqueue_one_job_per_tick_across_processes_and_a_restart"
+
+
+def _periodic_run(pytester: pytest.Pytester, cls: str) -> pytest.RunResult:
+    pytester.makepyfile(
+        periodic_backends=PERIODIC_BACKENDS, test_contract=PERIODIC_TEST.format(cls=cls)
+    )
+    # A distribution's metadata on sys.path (the children's too) announces the backends.
+    info = pytester.mkdir("qw_periodic_selftest-0.dist-info")
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: qw-periodic-selftest\nVersion: 0\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[qw.backends]\nplainsqlite = periodic_backends\nalwaysmoves = periodic_backends\n"
+    )
+    pytester.syspathinsert()
+    node = f"test_contract.py::TestContract::{PERIODIC}"
+    return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q", "-s", node)
+
+
+def test_the_periodic_test_fails_a_store_whose_advance_is_no_compare_and_set(
+    pytester: pytest.Pytester,
+) -> None:
+    result = _periodic_run(pytester, "AdvanceAlwaysMoves")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*advance_schedule answered True to more than one scheduler*"])
+
+
+def test_the_periodic_test_passes_on_sqlite_registered_the_same_way(
+    pytester: pytest.Pytester,
+) -> None:
+    result = _periodic_run(pytester, "PlainSqlite")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["periodic plainsqlite: * ticks, * jobs, 8 processes*1 restart*"])
