@@ -34,14 +34,16 @@ from qw_mongodb import documents as d
 from qw_mongodb import flow as f
 from qw_mongodb.clock import as_utc
 
-__all__ = ["CLAIM_ROUNDS", "PAGE", "SPARE", "Claimer", "claim_unkeyed"]
+__all__ = ["CLAIM_ROUNDS", "PAGE", "PROBE", "SPARE", "Claimer", "claim_unkeyed"]
 
 log = logging.getLogger("qw.mongodb")
 
 #: Fresh plans a claim makes at most when jobs it chose were taken by others.
 CLAIM_ROUNDS = 3
-#: Candidates read per page while planning.
+#: Candidates read per page while planning, past the short first read.
 PAGE = 200
+#: The short first read: this many candidates per job the plan looks for.
+PROBE = 2
 #: Jobs planned beyond those needed, to try when chosen ones are lost.
 SPARE = 4
 #: A gate write the server refused for the document's size: the key's gate
@@ -151,21 +153,31 @@ class Claimer:
     # -- planning --------------------------------------------------------------
 
     def _plan(self, need: int) -> tuple[list[Pick], bool]:
-        """The picks of a fresh plan, and whether candidates were left unread."""
+        """The picks of a fresh plan, and whether candidates were left unread.
+
+        A short read first (``PROBE`` times the goal): it is enough unless
+        held-back jobs lie ahead. Then the rest, a page at a time, past
+        the jobs the short read saw.
+        """
         goal = need + min(need, SPARE)
         self._gates = {}  # each plan reads the gates afresh
         picks: list[Pick] = []
         running: dict[str, int] = {}
         starts: dict[str, list[datetime]] = {}
-        page: list[Mapping[str, Any]] = []
-        cursor = self._jobs.find(
-            d.claim_filter(self._queues, self._now),
-            d.CANDIDATE_PROJECTION,
-            sort=d.CLAIM_SORT,
-            batch_size=PAGE,
+        query = d.claim_filter(self._queues, self._now)
+        probe = list(
+            self._jobs.find(query, d.CANDIDATE_PROJECTION, sort=d.CLAIM_SORT, limit=PROBE * goal)
         )
+        self._plan_page(probe, picks, goal, running, starts)
+        if len(picks) >= goal or len(probe) < PROBE * goal:
+            return picks, len(picks) >= goal
+        seen = {doc["_id"] for doc in probe}
+        page: list[Mapping[str, Any]] = []
+        cursor = self._jobs.find(query, d.CANDIDATE_PROJECTION, sort=d.CLAIM_SORT, batch_size=PAGE)
         try:
             for doc in cursor:
+                if doc["_id"] in seen:
+                    continue  # planned from the short read
                 page.append(doc)
                 if len(page) == PAGE:
                     self._plan_page(page, picks, goal, running, starts)
