@@ -13,7 +13,7 @@ from psycopg import sql
 
 import qw
 import qw_postgres
-from qw.model import JobStatus, NewJob, ParentFailure, WorkflowState
+from qw.model import JobStatus, Limit, NewJob, ParentFailure, WorkflowState
 from qw_postgres import PostgresBackend, schema
 from qw_postgres.schema import LATEST_VERSION
 
@@ -273,3 +273,73 @@ def test_a_status_outside_the_check_is_refused_after_the_upgrade(
         conn.execute(insert, ("a", "waiting"))
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute(insert, ("b", "sleeping"))
+
+
+def test_an_0_2_store_is_upgraded_and_its_jobs_read_as_unlimited(
+    pg_url: str, fresh_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = with_query(pg_url, f"schema={fresh_schema}")
+    # A schema exactly as qw-postgres 0.2.0 left it: migrations 1 and 2.
+    with monkeypatch.context() as m:
+        m.setattr(schema, "LATEST_VERSION", 2)
+        assert qw_postgres.migrate(url) == 2
+    tables, _, versions = _schema_objects(pg_url, fresh_schema)
+    assert "limits" not in tables
+    assert versions == [1, 2]
+    ident = sql.Identifier(fresh_schema)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        # Rows as qw-postgres 0.2.0 wrote them: two plain jobs, and a
+        # workflow with a queued step and a waiting one.
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.jobs (namespace, id, queue, status, priority, run_at,"
+                " max_attempts, payload) VALUES"
+                " ('ns', 'old-1', 'q', 'queued', 0, now(), 3, '1'),"
+                " ('ns', 'old-2', 'q', 'queued', 0, now(), 3, '2')"
+            ).format(ident)
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.workflows (namespace, id, state, live)"
+                " VALUES ('ns', 'w', 'running', 2)"
+            ).format(ident)
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.jobs (namespace, id, queue, status, priority, run_at,"
+                " max_attempts, payload, workflow, parents, children, on_parent_failure,"
+                " failed_parents, pending) VALUES"
+                " ('ns', 'w.a', 'q', 'queued', 0, now(), 3, '3', 'w', '{{}}', '{{w.b}}', 'cancel',"
+                "  '{{}}', 0),"
+                " ('ns', 'w.b', 'q', 'waiting', 0, now(), 3, '4', 'w', '{{w.a}}', '{{}}', 'cancel',"
+                "  '{{}}', 1)"
+            ).format(ident)
+        )
+    with closing(qw.open(url, namespace="ns")) as client:
+        [(version,)] = _schema_rows(
+            pg_url, fresh_schema, "SELECT max(version) FROM {}.schema_version"
+        )
+        assert version == schema.LATEST_VERSION == 3
+        for job in client.get_many(["old-1", "w.a", "w.b"]):
+            assert job is not None
+            assert (job.limit_key, job.limit, job.fair) == (None, None, False)
+        assert _schema_rows(
+            pg_url,
+            fresh_schema,
+            "SELECT DISTINCT fair_rank, parked, has_limit FROM {}.jobs",
+        ) == [(0, False, False)]
+        # Keyed jobs beside the old ones, held to their limits.
+        keyed = [NewJob("q", i, limit_key="k", limit=Limit(concurrency=1)) for i in range(3)]
+        new = [a.id for a in client.enqueue(keyed)]
+        claims = client.claim(["q"], worker="w", limit=10)
+        assert [c.job.id for c in claims] == ["old-1", "old-2", "w.a", new[0]]
+        for c in claims:
+            client.complete(c.lease)
+        [step] = client.claim(["q"], worker="w", limit=10)[:1]
+        assert step.job.id in ("w.b", new[1])
+        assert client.keys()[0].key == "k"
+
+
+def _schema_rows(pg_url: str, schema_name: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        return conn.execute(sql.SQL(query).format(sql.Identifier(schema_name))).fetchall()

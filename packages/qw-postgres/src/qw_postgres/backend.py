@@ -439,11 +439,13 @@ class PostgresBackend:
         return claims
 
     def _claim_keyed(self, params: dict[str, Any]) -> tuple[list[tuple[Any, ...]], bool]:
-        """Claim under limits, in rounds; return the claimed rows and whether keys were met.
+        """Claim under limits, in rounds; return the claimed rows and whether keys are still met.
 
         Each round is one transaction (see queries.py, "the keyed claim").
         A round that held jobs back and read a full batch is followed by one
-        reading on from where it stopped, at most CLAIM_ROUNDS in all.
+        reading on from where it stopped, at most CLAIM_ROUNDS in all. The
+        last round says whether the next claim should go keyed straight
+        away (an earlier one may have parked every keyed job it met).
         """
         limit: int = params["limit"]
         claimed: list[tuple[Any, ...]] = []
@@ -453,7 +455,7 @@ class PostgresBackend:
         for _ in range(CLAIM_ROUNDS):
             rows, met, more = self._claim_round(params, limit - len(claimed), after, fetch)
             claimed += rows
-            keyed |= met
+            keyed = met
             if more is None or len(claimed) >= limit:
                 break
             after = more
