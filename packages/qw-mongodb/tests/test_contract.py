@@ -13,6 +13,7 @@ import qw
 from qw_mongodb import MongoBackend
 from qw_testkit import BackendContractTests
 from qw_testkit.base import OpenClient
+from qw_testkit.gates import requires
 
 
 class TestMongoContract(BackendContractTests):
@@ -61,6 +62,7 @@ class TestMongoContract(BackendContractTests):
             )
         super().test_threads_finishing_a_fan_in_promote_the_child_once(client, open_client)
 
+    @requires("limits")
     def test_a_long_backlog_does_not_starve_a_key_with_a_few_jobs(self, client: qw.Client) -> None:
         if URL is None:
             # Not a limit of the backend: mongomock checks a unique index by
@@ -73,3 +75,8 @@ class TestMongoContract(BackendContractTests):
                 "enqueues in quadratic time (unique indexes checked by a full scan per write)"
             )
         super().test_a_long_backlog_does_not_starve_a_key_with_a_few_jobs(client)
+
+
+# Overridden here, still selected as the kit's own (`-k LimitTests`, `-k WorkflowTests`).
+TestMongoContract.test_a_long_backlog_does_not_starve_a_key_with_a_few_jobs.LimitTests = True  # type: ignore[attr-defined]
+TestMongoContract.test_threads_finishing_a_fan_in_promote_the_child_once.WorkflowTests = True  # type: ignore[attr-defined]
