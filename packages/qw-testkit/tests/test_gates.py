@@ -43,6 +43,8 @@ def test_every_boolean_capability_can_be_required() -> None:
         "durable",
         "queue_switch",
         "atomic_settle",
+        "limits",
+        "schedules",
     }
     for flag in booleans:
         requires(flag)
