@@ -14,6 +14,13 @@ cancels a workflow is one transaction that locks the workflow's row first,
 then the steps' rows, and in it settles the step's children
 (:func:`qw.transitions.settle` over :class:`_StepEnds`) and counts the
 workflow's live steps; see docs/backends/postgres.md, "Workflows".
+
+A claim that meets limit keys runs in rounds of one transaction each
+(:meth:`PostgresBackend._claim_keyed`, :class:`_Round`): candidates leased
+speculatively, the keys' advisory locks, their state read under them,
+:func:`qw.limits.plan_claim` deciding, and the leases not kept given back;
+held-back jobs are parked out of the claim index until their key may have
+room. See docs/backends/postgres.md, "Flow control".
 """
 
 from __future__ import annotations
@@ -138,8 +145,10 @@ DEADLOCK_TRIES = 5
 CLAIM_ROUNDS = 5
 #: A keyed claim's first round leases ``limit`` candidates (every lease it
 #: does not keep costs an update to give back); each further round reads
-#: twice as many, up to CLAIM_FETCH_MAX.
-CLAIM_FETCH_MAX = 2000
+#: twice as many, up to CLAIM_FETCH_MAX: a round takes one advisory lock per
+#: key among its candidates, and PostgreSQL's lock table is shared (see
+#: docs/backends/postgres.md, "Limits").
+CLAIM_FETCH_MAX = 1000
 #: Parked (key, queue) rows due a look that one round reads at most, and
 #: the parked jobs it locks of each.
 PROBE_KEYS = 32
