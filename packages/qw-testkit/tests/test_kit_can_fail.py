@@ -467,9 +467,11 @@ def _run(pytester: pytest.Pytester, cls: str, tests: list[str]) -> pytest.RunRes
     return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q", "-rs", *ids)
 
 
-#: The limit model test is named only where it fails every run in the quick
-#: profile; it also finds IgnoresRate, IgnoresOverrides and UnfairRanks in most
-#: runs, which the deterministic tests named for them always do.
+#: The limit model test is named only where it cannot miss (ForgetsLimit: any
+#: job with a limit shows it). It also finds the other limit defects in most
+#: quick-profile runs (measured: IgnoresConcurrency and StopsAtHeldBack about
+#: 1 run in 60 to 100 missed, IgnoresRate, IgnoresOverrides and UnfairRanks
+#: about 1 in 8 to 13), and the deterministic tests named for them always do.
 CASES = {
     "DoubleClaim": [
         "test_a_leased_job_is_not_claimed_again",
@@ -528,7 +530,6 @@ CASES = {
         "test_a_claim_takes_only_the_free_slots",
         "test_a_key_counts_its_jobs_in_every_queue",
         "test_every_exit_from_running_frees_the_slot[complete]",
-        "test_claims_agree_with_the_limit_model",
     ],
     "ReclaimKeepsTheSlot": [
         "test_every_exit_from_running_frees_the_slot[reclaim]",
@@ -547,7 +548,6 @@ CASES = {
     "StopsAtHeldBack": [
         "test_a_throttled_key_never_blocks_other_keys",
         "test_a_held_back_job_stays_queued_untouched",
-        "test_claims_agree_with_the_limit_model",
     ],
     "TouchesHeldBack": ["test_a_held_back_job_stays_queued_untouched"],
     "UnfairRanks": [
