@@ -12,12 +12,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import qw
-from qw.backends.sqlite import SqliteBackend
+from qw.backends import memory as memory_module
+from qw.backends.sqlite import SqliteBackend, _db, _flow, _rows
 from qw.backends.sqlite import backend as backend_module
 from qw.backends.sqlite._db import Database
 from qw.contract import Complete, Fail
@@ -138,7 +140,7 @@ def _most_at_once(jobs: list[qw.Job]) -> int:
 def test_a_throttled_backlog_longer_than_the_scan_budget_does_not_hide_free_jobs(
     client: qw.Client,
 ) -> None:
-    backlog, one = backend_module.SCAN_BUDGET + 1500, Limit(concurrency=1)
+    backlog, one = _flow.SCAN_BUDGET + 1500, Limit(concurrency=1)
     client.enqueue([NewJob("q", i, limit_key="full", limit=one) for i in range(2)])
     (first,) = client.claim(["q"], worker="w", limit=1)
     for start in range(0, backlog, 5000):
@@ -158,15 +160,16 @@ def test_a_throttled_backlog_longer_than_the_scan_budget_does_not_hide_free_jobs
 def test_a_claim_that_took_a_job_stops_reading_at_the_budget(
     client: qw.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backend_module, "SCAN_BUDGET", 50)
-    client.enqueue_one("q", "running", limit_key="full")
-    client.claim(["q"], worker="w", limit=1)
+    monkeypatch.setattr(_flow, "SCAN_BUDGET", 50)
     client.enqueue_one("q", "first", id="first")
-    client.set_limit("full", Limit(concurrency=1))
-    client.enqueue([NewJob("q", i, limit_key="full") for i in range(200)])
+    # 200 keys, each paused by its one job's own limit: 200 groups to park.
+    paused = Limit(concurrency=0)
+    client.enqueue([NewJob("q", i, limit_key=f"k{i}", limit=paused) for i in range(200)])
     client.enqueue_one("q", "far", id="far")
     assert [c.job.id for c in client.claim(["q"], worker="w", limit=5)] == ["first"]
+    # Nothing taken yet: this claim reads on past the budget.
     assert [c.job.id for c in client.claim(["q"], worker="w", limit=5)] == ["far"]
+    assert client.claim(["q"], worker="w", limit=5) == []
 
 
 # -- plain jobs pay nothing ---------------------------------------------------------
@@ -193,6 +196,10 @@ def test_plain_jobs_run_no_flow_control_statement(
         time.sleep(0.1)
         assert client.reclaim_expired() == 2
     assert statements
+    # A claim looks for parked jobs of its queues to bring back: one indexed read.
+    parked = [s for s in statements if "qw_parked" in s]
+    assert len(parked) == 1
+    assert parked[0].startswith("SELECT queue, key, kind")
     for statement in statements:
         for word in (
             "qw_limits",
@@ -292,23 +299,43 @@ def test_a_keyed_finish_wakes_a_waiter_held_back_by_its_key(client: qw.Client, p
 # -- the same claims as the reference -------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_random_operations_claim_what_the_memory_backend_claims(path: Path, seed: int) -> None:
-    """Enqueues, claims, finishes, cancels and operators' limits, in lockstep on both stores.
+class _Clock:
+    """One simulated store clock for the memory and sqlite stores, in whole milliseconds."""
 
-    Time plays no part (rate windows of an hour, jobs due at once or next
-    year), so the two must hand out the very same jobs in the same order.
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._patch = monkeypatch
+        self.ms = 1_800_000_000_000
+        monkeypatch.setattr(memory_module, "_now", lambda: _rows.ts(self.ms / 1000))
+        self.advance(0)
+
+    def advance(self, ms: int) -> None:
+        self.ms += ms
+        for module in (_db, backend_module):
+            self._patch.setattr(module, "NOW_SQL", repr(self.ms / 1000))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_operations_claim_what_the_memory_backend_claims(
+    path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Enqueues, workflows, claims, finishes, reclaims, cancels, operators' limits, in lockstep.
+
+    Both stores read one simulated clock that only the test moves, so rate
+    windows reopen, delayed jobs fall due and leases expire at the same
+    instants in both: they must hand out the very same jobs in the same
+    order, and report the same keys.
     """
     rng = random.Random(seed)
-    memory = qw.open(f"memory://limits-{seed}-{uuid.uuid4().hex}", namespace="a")
+    clock = _Clock(monkeypatch)
+    memory = qw.open(f"memory://limits-{uuid.uuid4().hex}", namespace="a")
     sqlite = qw.Client(SqliteBackend(path, namespace="a"))
     limits = [None, Limit(), Limit(concurrency=0), Limit(concurrency=1), Limit(concurrency=3),
-              Limit(rate=2, per=3600), Limit(concurrency=2, rate=4, per=3600)]  # fmt: skip
+              Limit(rate=2, per=1.0), Limit(concurrency=2, rate=4, per=2.5)]  # fmt: skip
     held: dict[str, tuple[qw.Lease, qw.Lease]] = {}
     with memory, sqlite:
-        for step in range(400):
+        for step in range(500):
             op = rng.random()
-            if op < 0.35:
+            if op < 0.25:
                 jobs = []
                 for i in range(rng.randint(1, 30)):
                     key = rng.choice([None, "a", "b", "c", "d"])
@@ -318,7 +345,8 @@ def test_random_operations_claim_what_the_memory_backend_claims(path: Path, seed
                             i,
                             id=f"{step}-{i}",
                             priority=rng.choice([0, 0, 0, 1, -1]),
-                            delay=rng.choice([None, None, None, 3e7]),
+                            delay=rng.choice([None, None, None, 0.5, 2.0]),
+                            max_attempts=2,
                             limit_key=key,
                             limit=None if key is None else rng.choice(limits),
                             fair=key is not None and rng.random() < 0.5,
@@ -326,24 +354,44 @@ def test_random_operations_claim_what_the_memory_backend_claims(path: Path, seed
                     )
                 memory.enqueue(jobs)
                 sqlite.enqueue(jobs)
-            elif op < 0.7:
+            elif op < 0.55:
                 queues = rng.choice([["q"], ["r"], ["q", "r"]])
-                n = rng.choice([1, 2, 5, 20])
-                got_m = memory.claim(queues, worker="w", limit=n)
-                got_s = sqlite.claim(queues, worker="w", limit=n)
+                n, lease_s = rng.choice([1, 2, 5, 20]), rng.choice([1.0, 3.0])
+                got_m = memory.claim(queues, worker="w", limit=n, lease_s=lease_s)
+                got_s = sqlite.claim(queues, worker="w", limit=n, lease_s=lease_s)
                 assert [c.job.id for c in got_s] == [c.job.id for c in got_m], step
                 for m, s in zip(got_m, got_s, strict=True):
                     held[m.job.id] = (m.lease, s.lease)
-            elif op < 0.85 and held:
-                job_id = rng.choice(sorted(held))
-                m_lease, s_lease = held.pop(job_id)
-                if rng.random() < 0.5:
-                    memory.complete(m_lease)
-                    sqlite.complete(s_lease)
-                else:
-                    memory.release(m_lease)
-                    sqlite.release(s_lease)
-            elif op < 0.9:
+            elif op < 0.7 and held:
+                m_lease, s_lease = held.pop(rng.choice(sorted(held)))
+                how = rng.choice(["complete", "release", "fail", "retry"])
+                assert _finish(memory, m_lease, how) == _finish(sqlite, s_lease, how), step
+            elif op < 0.8:
+                clock.advance(rng.choice([1, 10, 100, 400, 1200]))
+            elif op < 0.83:
+                assert memory.reclaim_expired() == sqlite.reclaim_expired(), step
+            elif op < 0.87:
+                # A chain of steps with keys: settling queues each after its parent.
+                steps = [
+                    NewJob(
+                        "q",
+                        i,
+                        id=f"wf{step}.{i}",
+                        parents=(f"wf{step}.{i - 1}",) if i else (),
+                        limit_key=rng.choice(["a", "b", None]),
+                        limit=rng.choice(limits[1:]),
+                    )
+                    for i in range(3)
+                ]
+                steps = [s if s.limit_key else replace(s, limit=None) for s in steps]
+                memory.create_workflow(f"wf{step}", steps)
+                sqlite.create_workflow(f"wf{step}", steps)
+            elif op < 0.88:
+                flows = [f.id for f in memory.list_workflows(state="running")]
+                if flows:
+                    flow = rng.choice(flows)
+                    assert memory.cancel_workflow(flow).state is sqlite.cancel_workflow(flow).state
+            elif op < 0.92:
                 queued = [j.id for j in memory.list_jobs(status="queued", limit=1000)]
                 if queued:
                     job_id = rng.choice(queued)
@@ -352,9 +400,21 @@ def test_random_operations_claim_what_the_memory_backend_claims(path: Path, seed
                 key, lim = rng.choice("abcd"), rng.choice([None, *limits[1:]])
                 memory.set_limit(key, lim)
                 sqlite.set_limit(key, lim)
-            if step % 50 == 0:
+            if step % 25 == 0:
                 assert _states(sqlite) == _states(memory), step
         assert _states(sqlite) == _states(memory)
+
+
+def _finish(client: qw.Client, lease: qw.Lease, how: str) -> object:
+    """Finish the job ``how``; its status after, or the error's name for a lost lease."""
+    try:
+        if how == "complete":
+            return client.complete(lease)
+        if how == "release":
+            return client.release(lease)
+        return client.fail(lease, "no", retry_in=0.5 if how == "retry" else None)
+    except qw.LeaseLost as exc:
+        return type(exc).__name__
 
 
 def _states(client: qw.Client) -> list[tuple[object, ...]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -69,10 +70,15 @@ def _opt_ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
+@functools.lru_cache(maxsize=4096)
 def limit(
     concurrency: int | None, rate: int | None, per: float | None, declared: int
 ) -> Limit | None:
-    """A job's own limit from its columns (``declared`` is ``has_limit``)."""
+    """A job's own limit from its columns (``declared`` is ``has_limit``).
+
+    Cached: a claim builds one per candidate, and the jobs of a key mostly
+    declare the same one (a Limit is frozen: sharing it is safe).
+    """
     return Limit(concurrency, rate, per) if declared else None
 
 
@@ -106,9 +112,11 @@ def job(row: tuple[Any, ...], steps: StepLists | None = None) -> Job:
         worker=row[14],
         lease_expires_at=_opt_ts(row[15]),
         cancel_requested=bool(row[16]),
+        # In the constructor, not by replace(): that costs as much again as the job.
+        limit_key=row[19],
+        limit=None if row[19] is None else limit(*row[20:24]),
+        fair=bool(row[24]),
     )
-    if row[19] is not None:
-        job = replace(job, limit_key=row[19], limit=limit(*row[20:24]), fair=bool(row[24]))
     if row[17] is None:
         return job
     assert steps is not None, "a step is read with its lists"

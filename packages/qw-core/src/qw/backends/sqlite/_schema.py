@@ -32,6 +32,7 @@ QW_TABLES = frozenset(
         "qw_fair_ranks",
         "qw_fair_clocks",
         "qw_schedules",
+        "qw_parked",
     }
 )
 #: The statuses in which a job's dedupe key is held (JobStatus.is_live). The
@@ -201,13 +202,40 @@ ALTER TABLE qw_jobs ADD COLUMN rate_per REAL;
 ALTER TABLE qw_jobs ADD COLUMN has_limit INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE qw_jobs ADD COLUMN fair INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE qw_jobs ADD COLUMN fair_rank INTEGER NOT NULL DEFAULT 0;
--- Claim order is (priority, fair_rank, seq).
+-- parked = 1: a queued job of a key that was full for its limit, kept out of
+-- the claim index until the key may have room (see qw_parked). It means
+-- nothing in any other status.
+ALTER TABLE qw_jobs ADD COLUMN parked INTEGER NOT NULL DEFAULT 0;
+-- Claim order is (priority, fair_rank, seq); parked jobs are not candidates.
 DROP INDEX qw_jobs_claim;
 CREATE INDEX qw_jobs_claim ON qw_jobs (namespace, queue, priority, fair_rank, seq, run_at)
-    WHERE status = 'queued';
+    WHERE status = 'queued' AND parked = 0;
 -- A key's running and queued jobs (the claim counts them, keys() lists them).
 CREATE INDEX qw_jobs_key ON qw_jobs (namespace, limit_key, status)
     WHERE limit_key IS NOT NULL;
+-- A key's parked jobs of a queue in claim order: the first come back first.
+CREATE INDEX qw_jobs_parked ON qw_jobs (namespace, limit_key, queue, priority, fair_rank, seq)
+    WHERE status = 'queued' AND parked = 1;
+
+-- A (queue, key) with parked jobs, and when the claim must look at it again:
+-- wake is a store time (a rate window may reopen), 0 when a job of the key
+-- left running or a queued one was cancelled, NULL for nothing but those.
+-- kind 'own': the jobs parked are held to their own limit, the one stored
+-- here; 'override': to the operators' limit; 'mixed': to several limits
+-- (they all come back at once).
+CREATE TABLE qw_parked (
+    namespace   TEXT    NOT NULL,
+    queue       TEXT    NOT NULL,
+    key         TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    concurrency INTEGER,
+    rate        INTEGER,
+    rate_per    REAL,
+    wake        REAL,
+    PRIMARY KEY (namespace, queue, key)
+) WITHOUT ROWID;
+CREATE INDEX qw_parked_key ON qw_parked (namespace, key);
+CREATE INDEX qw_parked_wake ON qw_parked (namespace, queue, wake) WHERE wake IS NOT NULL;
 
 -- The operators' limits (set_limit), by key.
 CREATE TABLE qw_limits (

@@ -22,7 +22,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
-from qw.backends.sqlite import _rows
+from qw.backends.sqlite import _flow, _rows
 from qw.backends.sqlite._db import NOW_SQL, Database
 from qw.backends.sqlite._schema import LIVE_STATUSES
 from qw.backends.sqlite._url import DEFAULT_POLL_INTERVAL, SqliteOptions, parse_url
@@ -30,7 +30,7 @@ from qw.backends.sqlite._wakeup import ALL_QUEUES, ChangeWatch, bump, shared_hub
 from qw.capabilities import Capabilities
 from qw.contract import Finish, Insert, Switches, WorkflowInsert
 from qw.errors import DuplicateJob
-from qw.limits import Candidate, effective_limit, fair_rank, key_state, plan_claim
+from qw.limits import fair_rank, key_state
 from qw.model import (
     TERMINAL,
     Claim,
@@ -148,16 +148,12 @@ def _apply(
     key: tuple[str, str],
     values: tuple[Any, ...],
     requeued: set[str],
-    *,
-    keyed: bool = False,
 ) -> bool:
     """Apply ``t`` and its event to job ``key`` (namespace, id) if ``guard`` holds for ``values``.
 
-    Whether it applied; a job that went back to ``queued``, or a ``keyed``
-    one (its key's slot freed may let held-back jobs go), adds its queue to
-    ``requeued``.
+    Whether it applied; a job that went back to ``queued`` adds its queue to ``requeued``.
     """
-    requeues = t.status is JobStatus.QUEUED or keyed
+    requeues = t.status is JobStatus.QUEUED
     statement = _apply_statement(
         guard,
         t.attempts is not None,
@@ -483,13 +479,6 @@ def _workflow(conn: sqlite3.Connection, ns: str, workflow_id: str) -> Workflow |
     return _rows.workflow(row, _counts(conn, ns, [workflow_id])[workflow_id])
 
 
-#: What the claim reads of a candidate, in claim order.
-_CANDIDATE = (
-    "SELECT seq, priority, fair_rank, queue, limit_key, concurrency, rate, rate_per, has_limit, "
-    "fair FROM qw_jobs WHERE namespace = ? AND status = 'queued' AND queue IN ({marks}) "
-    "AND run_at <= ? {after}ORDER BY priority, fair_rank, seq LIMIT ?"
-)
-_AFTER = "AND (priority, fair_rank, seq) > (?, ?, ?) "
 #: A lease token marks a step (``w``) and a job with a limit key (``k``), so
 #: that finish knows what more to do without reading the row.
 _TOKEN = (
@@ -504,146 +493,10 @@ _CLAIM_UPDATE = (
     "WHERE seq IN ({marks}) "
     f"RETURNING priority, fair_rank, seq, token, {_rows.JOB_COLUMNS}"
 )
-#: Candidates the claim reads past held-back ones, once it has taken a job:
-#: it returns fewer than asked rather than read on without bound. With
-#: nothing taken yet it reads on until it takes one or runs out.
-SCAN_BUDGET = 5000
-#: The most candidates one read takes (the first reads ``limit``).
-_SCAN_CHUNK = 1000
 
 
 def _keyed_token(token: str) -> bool:
     return "k" in token[:2]
-
-
-class _Keys:
-    """The limit keys of one claim, read in its transaction as :func:`qw.limits.plan_claim` needs.
-
-    ``running`` and ``starts`` count what the claim took so far, so that the
-    next chunk of candidates is planned after the ones taken before it.
-    """
-
-    def __init__(self, conn: sqlite3.Connection, ns: str, now: float) -> None:
-        self._conn = conn
-        self._ns = ns
-        self._now = now
-        self.running: dict[str, int] = {}
-        self.starts: dict[str, list[datetime]] = {}
-        self.overrides: dict[str, Limit] = {}
-        self._known: set[str] = set()
-
-    def load(self, keys: Iterable[str]) -> None:
-        """Read the running count, starts and operators' limit of keys not read yet."""
-        conn, ns = self._conn, self._ns
-        new = sorted(set(keys) - self._known)
-        for chunk in _chunks(new):
-            marks = _marks(len(chunk))
-            self.running.update(
-                conn.execute(
-                    "SELECT limit_key, count(*) FROM qw_jobs WHERE namespace = ? "
-                    f"AND limit_key IN ({marks}) AND status = 'running' GROUP BY limit_key",
-                    (ns, *chunk),
-                ).fetchall()
-            )
-            for key, c, rate, per in conn.execute(
-                "SELECT key, concurrency, rate, rate_per FROM qw_limits WHERE namespace = ? "
-                f"AND key IN ({marks})",
-                (ns, *chunk),
-            ):
-                self.overrides[key] = Limit(c, rate, per)
-            for key, at in conn.execute(
-                f"SELECT key, at FROM qw_starts WHERE namespace = ? AND key IN ({marks})",
-                (ns, *chunk),
-            ):
-                self.starts.setdefault(key, []).append(_rows.ts(at))
-        self._known.update(new)
-
-    def took(self, key: str, now: datetime) -> None:
-        """Count a job of ``key`` this claim takes, for the chunks planned after it."""
-        self.running[key] = self.running.get(key, 0) + 1
-        self.starts.setdefault(key, []).append(now)
-
-    def started(self, chosen: Sequence[tuple[Any, ...]], now: float) -> None:
-        """Record the starts of the claimed candidates under a rate; move fair clocks.
-
-        A key's starts older than its window are deleted as one is added.
-        """
-        conn, ns = self._conn, self._ns
-        windows: dict[str, float] = {}
-        clocks: dict[str, int] = {}
-        for c in chosen:
-            key = c[4]
-            lim = effective_limit(key, _rows.limit(*c[5:9]), self.overrides)
-            if lim is not None and lim.per is not None:
-                conn.execute(
-                    "INSERT INTO qw_starts (namespace, key, at) VALUES (?, ?, ?)", (ns, key, now)
-                )
-                windows[key] = max(windows.get(key, 0.0), lim.per)
-            if c[9]:
-                clocks[c[3]] = max(clocks.get(c[3], 0), c[2])
-        for key, per in windows.items():
-            conn.execute(
-                "DELETE FROM qw_starts WHERE namespace = ? AND key = ? AND at <= ?",
-                (ns, key, now - per),
-            )
-        for queue, rank in clocks.items():
-            clock = conn.execute(
-                "INSERT INTO qw_fair_clocks (namespace, queue, clock) VALUES (?, ?, ?) "
-                "ON CONFLICT (namespace, queue) DO UPDATE SET clock = max(clock, excluded.clock) "
-                "RETURNING clock",
-                (ns, queue, rank),
-            ).fetchone()[0]
-            conn.execute(
-                "DELETE FROM qw_fair_ranks WHERE namespace = ? AND queue = ? AND next <= ?",
-                (ns, queue, clock),
-            )
-
-
-def _choose(
-    conn: sqlite3.Connection, ns: str, queues: Sequence[str], now: float, limit: int
-) -> tuple[list[tuple[Any, ...]], _Keys | None]:
-    """The candidates a claim takes, in claim order, and its keys (None if it met none).
-
-    Reads due queued jobs in claim order, a chunk at a time, and lets
-    :func:`qw.limits.plan_claim` choose among each chunk; a held-back job is
-    passed over, so a throttled key never stops the jobs behind it.
-    """
-    chosen: list[tuple[Any, ...]] = []
-    keys: _Keys | None = None
-    when = _rows.ts(now)
-    size, scanned = limit, 0
-    after: tuple[Any, ...] = ()
-    while True:
-        rows = conn.execute(
-            _CANDIDATE.format(marks=_marks(len(queues)), after=_AFTER if after else ""),
-            (ns, *queues, now, *after, size),
-        ).fetchall()
-        wanted = limit - len(chosen)
-        keyed = {r[4] for r in rows if r[4] is not None}
-        if not keyed:
-            chosen += rows[:wanted]
-        else:
-            if keys is None:
-                keys = _Keys(conn, ns, now)
-            keys.load(keyed)
-            picks = plan_claim(
-                [Candidate(r[4], _rows.limit(*r[5:9])) for r in rows],
-                running=keys.running,
-                starts=keys.starts,
-                overrides=keys.overrides,
-                now=when,
-                limit=wanted,
-            )
-            for i in picks:
-                chosen.append(rows[i])
-                if rows[i][4] is not None:
-                    keys.took(rows[i][4], when)
-        scanned += len(rows)
-        if len(chosen) >= limit or len(rows) < size or (chosen and scanned >= SCAN_BUDGET):
-            return chosen, keys
-        last = rows[-1]
-        after = (last[1], last[2], last[0])
-        size = min(size * 4, _SCAN_CHUNK)
 
 
 class SqliteBackend:
@@ -812,18 +665,21 @@ class SqliteBackend:
             open_queues = [q for q in queues if switches.queue_enabled(q)]
             if not open_queues:
                 return []
-            chosen, keys = _choose(conn, ns, open_queues, now, limit)
-            if not chosen:
-                return []
             expires = now + lease_s
-            rows: list[tuple[Any, ...]] = []
-            for chunk in _chunks([c[0] for c in chosen]):
-                rows += conn.execute(
-                    _CLAIM_UPDATE.format(marks=_marks(len(chunk))),
-                    (now, worker, expires, *chunk),
-                ).fetchall()
-            if keys is not None:
-                keys.started([c for c in chosen if c[4] is not None], now)
+
+            def take(seqs: list[int]) -> list[tuple[Any, ...]]:
+                rows: list[tuple[Any, ...]] = []
+                for start in range(0, len(seqs), _CHUNK):
+                    chunk = seqs[start : start + _CHUNK]
+                    rows += conn.execute(
+                        _CLAIM_UPDATE.format(marks=_marks(len(chunk))),
+                        (now, worker, expires, *chunk),
+                    ).fetchall()
+                return rows
+
+            rows = _flow.claim(conn, ns, open_queues, now, limit, take)
+            if not rows:
+                return []
             # RETURNING comes in no promised order.
             rows.sort(key=lambda r: (r[0], r[1], r[2]))
             lease_end = _rows.ts(expires)
@@ -860,14 +716,16 @@ class SqliteBackend:
 
         def work(conn: sqlite3.Connection, now: float) -> list[JobStatus | None]:
             requeued.clear()
+            keyed: list[str] = []
             answers: list[JobStatus | None] = []
             for finish in finishes:
                 lease, t = finish.lease, finish.transition
                 key = (ns, lease.job_id)
                 held = (lease.token, lease.attempt)
-                keyed = _keyed_token(lease.token)
-                if _apply(conn, _IF_HELD, t, now, key, held, requeued, keyed=keyed):
+                if _apply(conn, _IF_HELD, t, now, key, held, requeued):
                     answers.append(t.status)
+                    if _keyed_token(lease.token):
+                        keyed.append(lease.job_id)
                     if t.status.is_terminal and lease.token.startswith(STEP_TOKEN_PREFIX):
                         _step_ended(conn, ns, now, lease.job_id, t.status, requeued)
                     continue
@@ -875,6 +733,9 @@ class SqliteBackend:
                     "SELECT status, finished_by FROM qw_jobs WHERE namespace = ? AND id = ?", key
                 ).fetchone()
                 answers.append(None if row is None else repeat_status(t, JobStatus(row[0]), row[1]))
+            if keyed:
+                # Their keys' slots freed: parked jobs of those keys may go.
+                requeued.update(_flow.free_jobs(conn, ns, keyed))
             if requeued:
                 bump(conn, ns, requeued)
             return answers
@@ -890,6 +751,7 @@ class SqliteBackend:
 
         def work(conn: sqlite3.Connection, now: float) -> int:
             requeued.clear()
+            freed: list[str] = []
             expired = conn.execute(
                 "SELECT id, token, attempts, max_attempts, queue, workflow, limit_key FROM qw_jobs "
                 "WHERE namespace = ? AND status = 'running' AND lease_expires_at <= ? "
@@ -899,13 +761,15 @@ class SqliteBackend:
             count = 0
             for job_id, token, attempts, max_attempts, queue, workflow, key in expired:
                 t = plan_reclaim(attempts=attempts, max_attempts=max_attempts, queue=queue)
-                held = (token, now)
-                keyed = key is not None
-                if not _apply(conn, _IF_EXPIRED, t, now, (ns, job_id), held, requeued, keyed=keyed):
+                if not _apply(conn, _IF_EXPIRED, t, now, (ns, job_id), (token, now), requeued):
                     continue
+                if key is not None:
+                    freed.append(key)
                 count += 1
                 if workflow is not None and t.status.is_terminal:
                     _steps_ended(conn, ns, now, workflow, [(job_id, t.status)], requeued)
+            if freed:
+                requeued.update(_flow.free(conn, ns, freed))
             if requeued:
                 bump(conn, ns, requeued)
             return count
@@ -1062,12 +926,13 @@ class SqliteBackend:
         def work(conn: sqlite3.Connection, now: float) -> JobStatus | None:
             requeued.clear()
             row = conn.execute(
-                "SELECT status, queue, workflow FROM qw_jobs WHERE namespace = ? AND id = ?",
+                "SELECT status, queue, workflow, limit_key FROM qw_jobs "
+                "WHERE namespace = ? AND id = ?",
                 (ns, job_id),
             ).fetchone()
             if row is None:
                 return None
-            status, queue, workflow = JobStatus(row[0]), row[1], row[2]
+            status, queue, workflow, key = JobStatus(row[0]), row[1], row[2], row[3]
             guard = _CANCEL_GUARDS.get(status)
             if guard is not None:
                 t = plan_cancel_queued(queue=queue)
@@ -1075,8 +940,11 @@ class SqliteBackend:
                     if workflow is not None:
                         # Settling may queue children whose policy is to run anyway.
                         _steps_ended(conn, ns, now, workflow, [(job_id, t.status)], requeued)
-                        if requeued:
-                            bump(conn, ns, requeued)
+                    if key is not None and status is JobStatus.QUEUED:
+                        # A job its key's room was kept for is gone: parked ones may go.
+                        requeued.update(_flow.free(conn, ns, [key]))
+                    if requeued:
+                        bump(conn, ns, requeued)
                     return t.status
             elif status is JobStatus.RUNNING:
                 conn.execute(
@@ -1228,6 +1096,7 @@ class SqliteBackend:
 
     def cancel_workflow(self, workflow_id: str) -> Workflow | None:
         ns = self._namespace
+        woken: set[str] = set()
 
         def work(conn: sqlite3.Connection, now: float) -> Workflow | None:
             row = conn.execute(
@@ -1237,16 +1106,24 @@ class SqliteBackend:
             ).fetchone()
             if row is not None:
                 steps = conn.execute(
-                    "SELECT id, queue, status FROM qw_jobs WHERE namespace = ? AND workflow = ? "
-                    "AND status IN ('waiting', 'queued') ORDER BY seq",
+                    "SELECT id, queue, status, limit_key FROM qw_jobs WHERE namespace = ? "
+                    "AND workflow = ? AND status IN ('waiting', 'queued') ORDER BY seq",
                     (ns, workflow_id),
                 ).fetchall()
                 ended: list[tuple[str, JobStatus]] = []
-                for step_id, queue, status in steps:
+                freed: set[str] = set()
+                for step_id, queue, status, key in steps:
                     t = plan_cancel_queued(queue=queue)
                     guard = _CANCEL_GUARDS[JobStatus(status)]
                     if _apply(conn, guard, t, now, (ns, step_id), (), set()):
                         ended.append((step_id, t.status))
+                        if key is not None and status == JobStatus.QUEUED.value:
+                            freed.add(key)
+                # Jobs their keys' room was kept for are gone: parked ones may go.
+                woken.clear()
+                woken.update(_flow.free(conn, ns, freed))
+                if woken:
+                    bump(conn, ns, woken)
                 conn.execute(
                     "UPDATE qw_jobs SET cancel_requested = 1 WHERE namespace = ? AND workflow = ? "
                     "AND status = 'running'",
@@ -1257,7 +1134,10 @@ class SqliteBackend:
                     _steps_ended(conn, ns, now, workflow_id, ended, set(), settle_children=False)
             return _workflow(conn, ns, workflow_id)
 
-        return self._db.write(work)
+        flow = self._db.write(work)
+        if woken:
+            self._hub.notify(woken)
+        return flow
 
     def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
         ns = self._namespace
@@ -1281,8 +1161,11 @@ class SqliteBackend:
         ns = self._namespace
 
         def work(conn: sqlite3.Connection, _now: float) -> None:
+            # The parked jobs were held to the limit that changes: they all come back.
+            _flow.unpark(conn, ns, key)
             if limit is None:
                 conn.execute("DELETE FROM qw_limits WHERE namespace = ? AND key = ?", (ns, key))
+                bump(conn, ns, [ALL_QUEUES])
                 return
             conn.execute(
                 "INSERT INTO qw_limits (namespace, key, concurrency, rate, rate_per) "
@@ -1326,7 +1209,7 @@ class SqliteBackend:
             ]
             counts: dict[tuple[str, str], int] = {}
             own: dict[str, Limit | None] = {}
-            keys = _Keys(conn, ns, now)
+            keys = _flow.Keys(conn, ns, now)
             keys.load(names)
             marks = _marks(len(names))
             for key, status, n in conn.execute(
