@@ -565,7 +565,7 @@ class Client:
     def advance_schedule(self, name: str, tick: datetime) -> bool:
         """Move ``name``'s last tick forward to ``tick``; True for exactly one racer."""
         check_schedule_name(name)
-        tick = check_run_at(tick, what="tick")
+        tick = check_run_at(tick, what="tick").astimezone(UTC)
         self._require("schedules")
         return self._backend.advance_schedule(name, tick)
 
