@@ -172,6 +172,100 @@ def test_a_claim_that_took_a_job_stops_reading_at_the_budget(
     assert client.claim(["q"], worker="w", limit=5) == []
 
 
+# -- parking ----------------------------------------------------------------------
+
+
+def _parked(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM qw_jobs WHERE status = 'queued' AND parked = 1 ORDER BY seq"
+            )
+        ]
+
+
+def test_a_full_keys_backlog_is_parked_and_comes_back_a_slot_at_a_time(
+    client: qw.Client, path: Path
+) -> None:
+    two = Limit(concurrency=2)
+    client.enqueue([NewJob("q", i, id=f"k{i}", limit_key="k", limit=two) for i in range(6)])
+    assert [c.job.id for c in client.claim(["q"], worker="w", limit=1)] == ["k0"]
+    assert _parked(path) == []  # nothing held back yet
+    held = client.claim(["q"], worker="w", limit=5)
+    assert [c.job.id for c in held] == ["k1"]
+    assert _parked(path) == ["k2", "k3", "k4", "k5"]
+    # The claim does not read them any more: free jobs behind them come at once.
+    client.enqueue_one("q", id="free")
+    assert [c.job.id for c in client.claim(["q"], worker="w", limit=5)] == ["free"]
+    # A slot frees: the first parked job comes back, and only it.
+    client.complete(held[0].lease)
+    assert [c.job.id for c in client.claim(["q"], worker="w", limit=5)] == ["k2"]
+    assert _parked(path) == ["k3", "k4", "k5"]
+
+
+def test_a_later_job_with_a_higher_priority_comes_back_first(client: qw.Client, path: Path) -> None:
+    one = Limit(concurrency=1)
+    client.enqueue([NewJob("q", i, id=f"k{i}", limit_key="k", limit=one) for i in range(3)])
+    (first,) = client.claim(["q"], worker="w", limit=3)
+    client.enqueue_one("q", id="urgent", priority=-5, limit_key="k", limit=one)
+    assert client.claim(["q"], worker="w", limit=3) == []
+    assert _parked(path) == ["k1", "k2", "urgent"]
+    client.complete(first.lease)
+    assert [c.job.id for c in client.claim(["q"], worker="w", limit=3)] == ["urgent"]
+
+
+def test_set_limit_and_cancel_bring_parked_jobs_back(client: qw.Client, path: Path) -> None:
+    client.set_limit("k", Limit(concurrency=0))
+    client.enqueue([NewJob("q", i, id=f"k{i}", limit_key="k") for i in range(3)])
+    assert client.claim(["q"], worker="w", limit=3) == []
+    assert _parked(path) == ["k0", "k1", "k2"]
+    client.set_limit("k", Limit(concurrency=1))
+    assert _parked(path) == []
+    (running,) = client.claim(["q"], worker="w", limit=3)
+    assert client.claim(["q"], worker="w", limit=3) == []
+    assert _parked(path) == ["k1", "k2"]
+    # Cancelling a parked job takes it out; the others stay parked until a slot frees.
+    client.cancel("k1")
+    assert client.claim(["q"], worker="w", limit=3) == []
+    client.release(running.lease)
+    assert [c.job.id for c in client.claim(["q"], worker="w", limit=3)] == ["k0"]
+
+
+def test_a_rate_limited_backlog_comes_back_when_its_window_reopens(
+    client: qw.Client, path: Path
+) -> None:
+    rate = Limit(rate=1, per=0.3)
+    client.enqueue([NewJob("q", i, id=f"r{i}", limit_key="r", limit=rate) for i in range(3)])
+    assert [c.job.id for c in client.claim(["q"], worker="w", limit=3)] == ["r0"]
+    assert _parked(path) == ["r1", "r2"]
+    assert client.claim(["q"], worker="w", limit=3) == []  # nothing ran or left: still parked
+    time.sleep(0.35)
+    assert [c.job.id for c in client.claim(["q"], worker="w", limit=3)] == ["r1"]
+
+
+def test_another_process_finishing_a_job_brings_a_parked_one_back(path: Path) -> None:
+    one = Limit(concurrency=1)
+    with qw.Client(SqliteBackend(path, namespace="a")) as client:
+        client.enqueue([NewJob("q", i, id=f"k{i}", limit_key="k", limit=one) for i in range(2)])
+        (running,) = client.claim(["q"], worker="w", limit=2)
+        assert _parked(path) == ["k1"]
+        script = (
+            "import sys, qw\n"
+            "c = qw.open(sys.argv[1], namespace='a')\n"
+            "lease = qw.Lease('k0', sys.argv[2], c.now(), attempt=1, max_attempts=3)\n"
+            "print(c.complete(lease))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script, f"sqlite:///{path}", running.lease.token],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert out.strip() == "succeeded"
+        assert [c.job.id for c in client.claim(["q"], worker="w", limit=2)] == ["k1"]
+
+
 # -- plain jobs pay nothing ---------------------------------------------------------
 
 
