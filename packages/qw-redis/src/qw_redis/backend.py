@@ -80,6 +80,11 @@ SCAN_MAX = 20_000
 #: Parked jobs of one (queue, key, declared limit) a claim moves back at most
 #: (more only where the limit has room for more; see lua/claim.lua).
 UNPARK_MAX = 1000
+#: Held-back jobs a claim only passes over before it parks the next ones,
+#: of one key and in all (see lua/claim.lua): parking a job and moving it
+#: back costs about what a few claims' reading it costs.
+PARK_KEY = 2
+PARK_AFTER = 1000
 #: How long the first claim or wait waits for the subscription (then it polls).
 _FIRST_CONNECT_S = 2.0
 #: Fields per job of ``expired.lua``'s reply.
@@ -372,7 +377,17 @@ class RedisBackend:
         reply = self._run(
             "claim",
             queues,
-            (worker, _us(lease_s), limit, prefix, PROMOTE_MAX, SCAN_MAX, UNPARK_MAX),
+            (
+                worker,
+                _us(lease_s),
+                limit,
+                prefix,
+                PROMOTE_MAX,
+                SCAN_MAX,
+                UNPARK_MAX,
+                PARK_AFTER,
+                PARK_KEY,
+            ),
         )
         if not reply:
             return []

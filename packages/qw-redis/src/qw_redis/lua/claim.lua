@@ -1,6 +1,8 @@
 -- ARGV after the header: worker, lease µs, limit, token prefix, promote max,
 -- scan max (candidates looked at once one is taken), unpark max (parked jobs
--- of one group moved back at most, where the limit has room for more).
+-- of one group moved back at most, where the limit has room for more), park
+-- after, park per key (held-back jobs a scan only passes over, in all and of
+-- one key, before it parks the next).
 -- Returns {now, expires, then 14 fields per job}; the 13th is common.lua's
 -- step_info with the workflow's queues (false for a plain job), the 14th
 -- its 'lim' column (false without a limit key).
@@ -33,6 +35,7 @@
 local worker, lease_us = ARGV[A + 1], tonumber(ARGV[A + 2])
 local limit, prefix, promote_max = tonumber(ARGV[A + 3]), ARGV[A + 4], tonumber(ARGV[A + 5])
 local SCAN_MAX, UNPARK_MAX = tonumber(ARGV[A + 6]), tonumber(ARGV[A + 7])
+local PARK_AFTER, PARK_KEY = tonumber(ARGV[A + 8]), tonumber(ARGV[A + 9])
 if redis.call('HGET', K.switch, '*') == '0' then return {} end
 local now = now_us()
 local open = {}
@@ -259,7 +262,7 @@ end
 -- Taken: queue index, member, id. Parked: queue index, member, score, lim_of().
 local pq, pm, pid = {}, {}, {}
 local kq, km, ks, kl = {}, {}, {}, {}
-local examined = 0
+local examined, passed, PASSED = 0, 0, {}
 while #pid < limit do
   local i = next_queue()
   if not i then break end
@@ -271,12 +274,22 @@ while #pid < limit do
   local lim, by_concurrency
   if l then lim, by_concurrency = held(l) end
   if lim then
-    -- Held back: parked, with the time its (queue, key) is looked at again.
-    local t = PARK_NEVER
-    if not by_concurrency then t = rate_room_at(l.key, lim, RATED[l.key] or 0) end
-    want_mark(i, l.key, t)
-    local n = #km + 1
-    kq[n], km[n], ks[n], kl[n] = i, BM[i][pos], BS[i][pos], l
+    -- Held back. Parking a job and moving it back costs about what a few
+    -- claims' reading it again costs, so a few jobs of each key are only
+    -- passed over (a key with a short backlog is never parked, one with a
+    -- long backlog is, beyond its first few), and so are the first held-back
+    -- jobs of a scan in all; the rest are parked, with the time their
+    -- (queue, key) is looked at again.
+    passed = passed + 1
+    local mine = (PASSED[l.key] or 0) + 1
+    PASSED[l.key] = mine
+    if mine > PARK_KEY or passed > PARK_AFTER then
+      local t = PARK_NEVER
+      if not by_concurrency then t = rate_room_at(l.key, lim, RATED[l.key] or 0) end
+      want_mark(i, l.key, t)
+      local n = #km + 1
+      kq[n], km[n], ks[n], kl[n] = i, BM[i][pos], BS[i][pos], l
+    end
   else
     if l then
       EXTRA[l.key] = (EXTRA[l.key] or 0) + 1

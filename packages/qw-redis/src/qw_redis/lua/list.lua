@@ -28,17 +28,26 @@ local found = 0
 local chunk = math.max(limit, 256)
 while found < limit do
   local members = redis.call('ZRANGEBYLEX', index, lo, hi, 'LIMIT', 0, chunk)
-  for _, m in ipairs(members) do
-    local id = cut > 0 and string.sub(m, cut + 1) or m
+  local ids = {}
+  for i, m in ipairs(members) do ids[i] = cut > 0 and string.sub(m, cut + 1) or m end
+  -- The filters' fields first, one HMGET per field for the chunk, then the
+  -- rows of the jobs kept (not one HGET per field per job).
+  if queue ~= '' then prefetch('job', ids) end
+  if not by_status and status ~= '' then prefetch('status', ids) end
+  if key ~= '' then prefetch('lim', ids) end
+  local kept = {}
+  for _, id in ipairs(ids) do
     local l = key ~= '' and lim_of(id)
     if (queue == '' or get('queue', id) == queue)
       and (by_status or status == '' or get('status', id) == status)
       and (key == '' or (l and l.key == key)) then
-      row(id, out)
-      found = found + 1
-      if found >= limit then break end
+      kept[#kept + 1] = id
+      if found + #kept >= limit then break end
     end
   end
+  prefetch_rows(kept)
+  for _, id in ipairs(kept) do row(id, out) end
+  found = found + #kept
   if #members < chunk then break end
   lo = '(' .. members[#members]
 end
