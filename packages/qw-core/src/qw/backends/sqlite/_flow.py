@@ -109,8 +109,10 @@ def claim(
 
 
 def free(conn: sqlite3.Connection, ns: str, keys: Iterable[str]) -> set[str]:
-    """Say, in the caller's write, that ``keys`` may have room (a job of each left ``running``,
-    or a queued one was cancelled); the queues their parked jobs wait in, to wake.
+    """Mark the parked groups of ``keys`` to be looked at again; the queues they wait in.
+
+    Called in the write in which a job of each key left ``running`` or a
+    queued one was cancelled: the key may have room. The queues are to wake.
     """
     queues: set[str] = set()
     unique = sorted(set(keys))
