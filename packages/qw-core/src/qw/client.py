@@ -604,34 +604,7 @@ def _check_lease(lease: object) -> None:
 
 def _insert(job: NewJob, payload: str, workflow: str | None = None) -> Insert:
     run_at = None if job.run_at is None else job.run_at.astimezone(UTC)
-    if workflow is None:
-        if job.parents:
-            raise InvalidWorkflow(f"job {job.id!r} has parents: parents are for workflow steps")
-        if job.limit_key is None:
-            return Insert(
-                job.id,
-                job.queue,
-                payload,
-                job.priority,
-                run_at,
-                job.delay,
-                job.max_attempts,
-                job.dedupe_key,
-            )
-        return Insert(
-            job.id,
-            job.queue,
-            payload,
-            job.priority,
-            run_at,
-            job.delay,
-            job.max_attempts,
-            job.dedupe_key,
-            limit_key=job.limit_key,
-            limit=job.limit,
-            fair=job.fair,
-        )
-    return Insert(
+    plain = (
         job.id,
         job.queue,
         payload,
@@ -640,6 +613,15 @@ def _insert(job: NewJob, payload: str, workflow: str | None = None) -> Insert:
         job.delay,
         job.max_attempts,
         job.dedupe_key,
+    )
+    if workflow is None:
+        if job.parents:
+            raise InvalidWorkflow(f"job {job.id!r} has parents: parents are for workflow steps")
+        if job.limit_key is None:
+            return Insert(*plain)
+        return Insert(*plain, limit_key=job.limit_key, limit=job.limit, fair=job.fair)
+    return Insert(
+        *plain,
         JobStatus.WAITING if job.parents else JobStatus.QUEUED,
         workflow,
         job.parents,
