@@ -74,7 +74,10 @@ COMMON: tuple[str, ...] = (
     "fclock",  # HASH queue -> its fair clock
     "parked",  # ZSET (lex) held-back due jobs out of their ready set (see claim.lua)
     "pkq",  # ZSET (lex) "<key>\n<queue>" where the key has parked jobs
-    "pwake",  # ZSET (lex) "<queue>\n<µs, 16 digits>\n<key>": when to look at them again
+    "kfree",  # ZSET key -> kfseq when it last may have made room for its parked jobs
+    "kfseq",  # INCR: the order of kfree's entries
+    "kcur",  # HASH queue -> the kfseq up to which its claims looked at kfree
+    "pwake",  # ZSET (lex) "<queue>\n<µs, 16 digits>\n<key>": when a rate window makes room
     "pwt",  # HASH "<queue>\n<key>" -> its pwake time (16 digits)
 )
 

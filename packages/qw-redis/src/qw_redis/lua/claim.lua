@@ -19,16 +19,17 @@
 -- held back.
 --
 -- Parking, so that a long run of held-back jobs is not scanned by every
--- claim: the scan moves each job it holds back from its ready set to
--- K.parked (common.lua's parked_member: grouped by queue, key and declared
--- limit), and marks when that (queue, key) must be looked at again
--- (K.pwake): at once, at the time the rate window makes room (the start
--- whose exit makes room, plus per), or never unless woken (concurrency
--- full: common.lua's wake_parked marks it 'at once' when a job of the key
--- stops running or leaves queued otherwise, or its operators' limit
--- changes). A claim first takes the due marks of its queues and moves back
--- to the ready set, per group, as many jobs as the limit has room for now
--- (the first in claim order: no more of the group could be taken, by
+-- claim: the scan moves the jobs it holds back (beyond the first few of
+-- each key) from its ready set to K.parked (common.lua's parked_member:
+-- grouped by queue, key and declared limit), and notes the pair in K.pkq.
+-- When the key may have room again — a job of it stops running or leaves
+-- queued other than by a claim, or its operators' limit changes — the
+-- write that did it logs the key in K.kfree (common.lua's log_freed); a
+-- rate window making room is a timed mark instead (K.pwake: the start
+-- whose exit makes room, plus per). A claim first looks at the keys logged
+-- since its queue's claims last did, and its due marks, and moves back to
+-- the ready set, per group, as many jobs as the limit has room for now (the
+-- first in claim order: no more of the group could be taken, by
 -- plan_claim, than that room); the scan then decides them like any other.
 -- So plan_claim sees, of each key, every job it could take: the rule is
 -- the same, parking only spares the scan the jobs it would hold back.
@@ -137,15 +138,22 @@ local function want_mark(i, k, t)
 end
 
 -- Move back from K.parked the jobs of queue qi and key k the limit has room
--- for, group by group (each declared limit); mark when to look again.
+-- for, group by group (each declared limit); leave a timed mark where a
+-- rate window must make room first. Once per (queue, key) per claim.
+local UNPARKED = {}
 local function unpark(qi, k)
+  local u = UNPARKED[qi]
+  if not u then u = {}; UNPARKED[qi] = u end
+  if u[k] then return end
+  u[k] = true
   local q = QN[qi]
   local base = q .. '\n' .. k .. '\n'
   local lo, hi = '[' .. base, '(' .. q .. '\n' .. k .. '\11'
-  local left = false
+  local had, left = false, false
   while true do
     local first = redis.call('ZRANGEBYLEX', K.parked, lo, hi, 'LIMIT', 0, 1)[1]
     if not first then break end
+    had = true
     local own = string.match(first, '^([^\n]*)\n', #base + 1)
     local group = base .. own .. '\n'
     local ghi = '(' .. base .. own .. '\11'
@@ -155,9 +163,12 @@ local function unpark(qi, k)
     if lim and lim.rate and lim.per_us then
       room = math.min(room, lim.rate - in_window(k, lim.per_us))
     end
-    local moved = 0
+    local moved, more = 0, true
     if room > 0 then
-      local ms = redis.call('ZRANGEBYLEX', K.parked, '[' .. group, ghi, 'LIMIT', 0, room)
+      -- One more than room: whether any stay parked.
+      local ms = redis.call('ZRANGEBYLEX', K.parked, '[' .. group, ghi, 'LIMIT', 0, room + 1)
+      more = #ms > room
+      if more then ms[#ms] = nil end
       local adds = {}
       for _, m in ipairs(ms) do
         adds[#adds + 1] = tonumber(string.sub(m, #group + 1, #group + 10)) - 2147483648
@@ -167,28 +178,43 @@ local function unpark(qi, k)
       chunked('ZADD', ready_key(qi), adds, 1000)
       moved = #ms
     end
-    if room <= 0 or moved == room then
-      if redis.call('ZRANGEBYLEX', K.parked, '[' .. group, ghi, 'LIMIT', 0, 1)[1] then
-        -- Jobs are left: held back once the moved ones have started.
-        left = true
-        local t = now
-        if lim and lim.c and running(k) + moved >= lim.c then
-          t = PARK_NEVER
-        elseif lim and lim.rate and lim.per_us and in_window(k, lim.per_us) + moved >= lim.rate then
-          t = rate_room_at(k, lim, moved)
-        end
-        want_mark(qi, k, t)
+    if more then
+      -- Jobs are left, held back once the moved ones have started: a job
+      -- of the key stopping logs it in K.kfree; a rate window needs a time.
+      left = true
+      if lim and lim.c and running(k) + moved >= lim.c then
+        -- (nothing to mark)
+      elseif lim and lim.rate and lim.per_us and in_window(k, lim.per_us) + moved >= lim.rate then
+        want_mark(qi, k, rate_room_at(k, lim, moved))
+      else
+        want_mark(qi, k, now)  -- moved UNPARK_MAX: more next time
       end
     end
     lo = '[' .. base .. own .. '\11'
   end
-  if not left then redis.call('ZREM', K.pkq, k .. '\n' .. q) end
+  if had and not left then
+    redis.call('ZREM', K.pkq, k .. '\n' .. q)
+    if not redis.call('ZRANGEBYLEX', K.pkq, klo(k), khi(k), 'LIMIT', 0, 1)[1] then
+      redis.call('ZREM', K.kfree, k)
+    end
+  end
 end
 
--- The due marks of the open queues, before the scan, so that the jobs
--- moved back compete in claim order.
+-- Before the scan, so that the jobs moved back compete in claim order: the
+-- keys logged as freed since this queue's claims last looked, and its due
+-- timed marks.
+local logged = redis.call('GET', K.kfseq)
 for _, i in ipairs(open) do
   local q = QN[i]
+  if logged then
+    local cur = redis.call('HGET', K.kcur, q) or '0'
+    if cur ~= logged then
+      redis.call('HSET', K.kcur, q, logged)
+      for _, k in ipairs(redis.call('ZRANGEBYSCORE', K.kfree, '(' .. cur, '+inf')) do
+        unpark(i, k)
+      end
+    end
+  end
   local due = redis.call('ZRANGEBYLEX', K.pwake, '[' .. q .. '\n', '(' .. q .. '\n' .. pad16(now + 1))
   for _, mark in ipairs(due) do
     local k = string.sub(mark, #q + 19)
@@ -284,9 +310,7 @@ while #pid < limit do
     local mine = (PASSED[l.key] or 0) + 1
     PASSED[l.key] = mine
     if mine > PARK_KEY or passed > PARK_AFTER then
-      local t = PARK_NEVER
-      if not by_concurrency then t = rate_room_at(l.key, lim, RATED[l.key] or 0) end
-      want_mark(i, l.key, t)
+      if not by_concurrency then want_mark(i, l.key, rate_room_at(l.key, lim, RATED[l.key] or 0)) end
       local n = #km + 1
       kq[n], km[n], ks[n], kl[n] = i, BM[i][pos], BS[i][pos], l
     end
@@ -399,6 +423,6 @@ for queue, rank in pairs(clocks) do
     redis.call('HSET', K.fclock, queue, fmt(rank))
   end
 end
-for k in pairs(pruned) do look_again(k, {}) end
+log_freed(pruned)
 flush()
 return out

@@ -342,12 +342,15 @@ local function publish(queues)
 end
 
 
--- Parking's marks (K.pwake, K.pwt): when a claim of queue q must look at
--- the parked jobs of key k again, a time in µs (16 digits): 0 = at once,
--- PARK_NEVER = only when woken (a slot freed, the operators' limit changed).
-local PARK_NEVER = 9000000000000000
+-- Parking's wake-ups (see claim.lua). A key that may have made room for
+-- its parked jobs (a job of it stopped running, a queued one left other
+-- than by a claim, its operators' limit changed) is logged in K.kfree with
+-- the next K.kfseq; each queue's claims look at the keys logged since they
+-- last did (K.kcur). A rate window making room is a time instead: K.pwake
+-- "<queue>\n<µs, 16 digits>\n<key>" (K.pwt: each pair's time), due when
+-- the time has come.
 
--- Make (q, k)'s mark t unless it already says a time no later.
+-- Make (q, k)'s timed mark t unless it already says a time no later.
 local function mark_parked(q, k, t)
   local f = q .. '\n' .. k
   local cur = redis.call('HGET', K.pwt, f)
@@ -358,22 +361,22 @@ local function mark_parked(q, k, t)
   redis.call('HSET', K.pwt, f, t16)
 end
 
--- flush()'s part for keys: each key whose running job stopped, whose
--- queued job left otherwise than by a claim, or whose operators' limit
--- changed, may have room for a parked job now: every queue holding parked
--- jobs of it looks at them on its next claim, and is woken for it.
-local function look_again(k, woken)
-  for _, m in ipairs(redis.call('ZRANGEBYLEX', K.pkq, klo(k), khi(k))) do
-    local q = string.sub(m, #k + 2)
-    mark_parked(q, k, 0)
-    woken[#woken + 1] = q
+-- Log the keys (a set) that have parked jobs as freed; return the queues
+-- holding their parked jobs.
+local function log_freed(keys)
+  local woken = {}
+  if redis.call('ZCARD', K.pkq) == 0 then return woken end
+  local n
+  for k in pairs(keys) do
+    local qs = redis.call('ZRANGEBYLEX', K.pkq, klo(k), khi(k))
+    if #qs > 0 then
+      n = n or redis.call('INCR', K.kfseq)
+      redis.call('ZADD', K.kfree, n, k)
+      for _, m in ipairs(qs) do woken[#woken + 1] = string.sub(m, #k + 2) end
+    end
   end
+  return woken
 end
 
-wake_parked = function(keys)
-  -- One call when nothing is parked anywhere (the common case), not one per key.
-  if redis.call('ZCARD', K.pkq) == 0 then return end
-  local woken = {}
-  for k in pairs(keys) do look_again(k, woken) end
-  publish(woken)
-end
+-- flush()'s part for keys: log them, and wake the queues of their parked jobs.
+wake_parked = function(keys) publish(log_freed(keys)) end
