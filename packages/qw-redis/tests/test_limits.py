@@ -316,6 +316,26 @@ def test_a_throttled_run_ahead_is_parked_by_one_claim(url: str, ns: str) -> None
         r.close()
 
 
+def test_a_claim_that_took_a_job_stops_after_scan_max_held_back_ones(
+    url: str, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backend_module, "SCAN_MAX", 50)
+    client = _open_client(url, ns)
+    try:
+        client.set_limit("paused", Limit(concurrency=0))
+        first = client.enqueue([NewJob("q", "first")])
+        client.enqueue([NewJob("q", i, limit_key="paused") for i in range(120)])
+        after = client.enqueue([NewJob("q", f"after{i}") for i in range(3)])
+        # Taken one, then 50 held back looked at: it answers what it has.
+        assert [c.job.id for c in client.claim(["q"], worker="w", limit=10)] == [first[0].id]
+        # Nothing taken yet: it looks as far as it takes (parking on the way).
+        got = client.claim(["q"], worker="w", limit=10)
+        assert [c.job.id for c in got] == [a.id for a in after]
+        assert client.claim(["q"], worker="w", limit=10) == []
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize(
     "exit_", ["complete", "retry", "release", "fail", "abort", "reclaim", "cancel_queued"]
 )

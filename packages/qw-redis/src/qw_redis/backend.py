@@ -73,10 +73,12 @@ PROMOTE_MAX = 1000
 BATCH = 500
 #: Job id -> queue entries remembered from this object's claims.
 _QUEUE_CACHE_MAX = 100_000
-#: Candidates a claim looks at once it has taken one (see lua/claim.lua):
-#: bounds a claim's run time behind a long run of held-back jobs, which it
-#: parks on the way (never answering nothing while one is claimable).
-SCAN_MAX = 20_000
+#: Held-back jobs a claim looks at once it has taken a job (see lua/claim.lua):
+#: it then answers what it has, a prefix of plan_claim's answer, rather than
+#: reading deeper into keys that are full (the next claim goes on); with
+#: nothing taken yet it looks as far as it takes, never answering nothing
+#: while a claimable job lies past the held-back ones.
+SCAN_MAX = 500
 #: Parked jobs of one (queue, key, declared limit) a claim moves back at most
 #: (more only where the limit has room for more; see lua/claim.lua).
 UNPARK_MAX = 1000

@@ -1,5 +1,5 @@
 -- ARGV after the header: worker, lease µs, limit, token prefix, promote max,
--- scan max (candidates looked at once one is taken), unpark max (parked jobs
+-- scan max (held-back jobs looked at once one is taken), unpark max (parked jobs
 -- of one group moved back at most, where the limit has room for more), park
 -- after, park per key (held-back jobs a scan only passes over, in all and of
 -- one key, before it parks the next).
@@ -288,13 +288,13 @@ end
 -- Taken: queue index, member, id. Parked: queue index, member, score, lim_of().
 local pq, pm, pid = {}, {}, {}
 local kq, km, ks, kl = {}, {}, {}, {}
-local examined, passed, PASSED = 0, 0, {}
+-- Held-back jobs looked at: in all, of each key, and before the first take.
+local passed, PASSED, since = 0, {}, nil
 while #pid < limit do
   local i = next_queue()
   if not i then break end
   local pos = POS[i]
   POS[i] = pos + 1
-  examined = examined + 1
   local id = BI[i][pos]
   local l = lim_of(id)
   local lim, by_concurrency
@@ -323,9 +323,13 @@ while #pid < limit do
     local n = #pid + 1
     pq[n], pm[n], pid[n] = i, BM[i][pos], id
   end
-  -- Bounded once something was found: a claim never answers nothing while
-  -- a claimable job lies past a run of held-back ones.
-  if examined >= SCAN_MAX and #pid > 0 then break end
+  -- Bounded once something was taken: the held-back jobs looked at. (So a
+  -- claim takes a prefix of plan_claim's answer, and never answers nothing
+  -- while a claimable job lies past a run of held-back ones.)
+  if #pid > 0 then
+    since = since or passed
+    if passed - since >= SCAN_MAX then break end
+  end
 end
 
 -- Out of the ready sets: the jobs taken, and those parked (into K.parked).
