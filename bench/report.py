@@ -118,7 +118,8 @@ def goals(data: dict[str, Any]) -> list[dict[str, str]]:
         )
     for store, p50_target in WAKE_P50_MS.items():
         qw = systems.get(f"qw-{store}")
-        if qw is None or qw.get("status") != "ran":
+        # A skipped wake-up phase (`--skip wakeup`) has no goal to judge.
+        if qw is None or qw.get("status") != "ran" or qw.get("wakeup") is None:
             continue
         r = _ok(qw.get("wakeup"))
         goal = f"wake-up on {store}: p50 ≤ {p50_target:g} ms, p99 ≤ {WAKE_P99_MS:g} ms"

@@ -216,7 +216,9 @@ class Backend(Protocol):
         write, atomically with respect to every other claim: no claim from
         any thread or process ever makes a key exceed its limit. A job held
         back stays ``queued``, untouched; the claim goes on past it to other
-        keys. Claim order is then ``(priority, fair rank, FIFO)``: a job's
+        keys. Once it has taken a job, a claim may stop reading after a
+        bounded run of held-back ones (answering ``plan_claim`` of what it
+        read); with nothing taken it reads on while any job is due. Claim order is then ``(priority, fair rank, FIFO)``: a job's
         fair rank is 0 unless it is ``fair``, in which case it is fixed at
         insert as ``max(next rank of its (queue, key), the queue's fair
         clock)``, the key's next rank becoming one more; each claim of a
