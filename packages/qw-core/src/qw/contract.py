@@ -218,11 +218,12 @@ class Backend(Protocol):
         back stays ``queued``, untouched; the claim goes on past it to other
         keys. Once it has taken a job, a claim may stop reading after a
         bounded run of held-back ones (answering ``plan_claim`` of what it
-        read); with nothing taken it reads on while any job is due. Claim order is then ``(priority, fair rank, FIFO)``: a job's
-        fair rank is 0 unless it is ``fair``, in which case it is fixed at
-        insert as ``max(next rank of its (queue, key), the queue's fair
-        clock)``, the key's next rank becoming one more; each claim of a
-        fair job moves the queue's fair clock up to its rank (never down).
+        read); with nothing taken it reads on while any job is due. Claim
+        order is then ``(priority, fair rank, FIFO)``: a job's fair rank
+        is 0 unless it is ``fair``, in which case it is fixed at insert as
+        ``max(next rank of its (queue, key), the queue's fair clock)``, the
+        key's next rank becoming one more; each claim of a fair job moves
+        the queue's fair clock up to its rank (never down).
         """
         ...
 
