@@ -9,10 +9,11 @@ import click
 
 from qw.app import App, load_app
 from qw.cli._common import Seconds, echo_text, store_options
+from qw.errors import QwError
 from qw.opening import resolve_namespace, resolve_url
 from qw.validation import MAX_LEASE_S, validate_queues
 
-__all__ = ["app_from_options", "worker"]
+__all__ = ["add_schedules", "app_from_options", "worker"]
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
@@ -33,6 +34,28 @@ def app_from_options(spec: str, url: str | None, namespace: str | None) -> App:
         chosen_ns = resolve_namespace(None)
     app.configure(url=chosen_url, namespace=chosen_ns)
     return app
+
+
+def add_schedules(app: App, entries: tuple[str, ...], tz: str) -> None:
+    """Define ``TASK=SPEC`` schedules (``--periodic``) on ``app``, as ``app.periodic`` would.
+
+    ``SPEC`` is a cron expression (in zone ``tz``) or ``every 30s``; the
+    schedule is named after the task. Anything wrong is a usage error.
+    """
+    for entry in entries:
+        task_name, sep, spec = entry.partition("=")
+        task = app.tasks.get(task_name.strip())
+        if not sep or task is None:
+            raise click.BadParameter(
+                f"{entry!r}: expected TASK=SPEC with TASK one of the app's tasks "
+                f"({', '.join(sorted(app.tasks)) or 'none'})",
+                param_hint="--periodic",
+            )
+        cron = not spec.strip().lower().startswith("every")
+        try:
+            app.periodic(spec.strip(), tz=tz if cron else "UTC", task=task)
+        except QwError as exc:
+            raise click.BadParameter(f"{entry!r}: {exc}", param_hint="--periodic") from None
 
 
 def parse_queues(value: str | None) -> list[str] | None:
@@ -96,6 +119,20 @@ def parse_queues(value: str | None) -> list[str] | None:
     show_default=True,
     help="Enqueue the ticks of the app's periodic schedules (any number of workers may).",
 )
+@click.option(
+    "--periodic",
+    "periodic",
+    multiple=True,
+    metavar="TASK=SPEC",
+    help="Also run TASK on a schedule: a cron SPEC ('*/5 * * * *') or 'every 30s'. Repeatable.",
+)
+@click.option(
+    "--periodic-tz",
+    default="UTC",
+    show_default=True,
+    metavar="ZONE",
+    help="The time zone of the --periodic cron specs (an IANA name).",
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 def worker(
     app_spec: str,
@@ -109,6 +146,8 @@ def worker(
     reclaim_s: float,
     prefetch: int | None,
     scheduler: bool,
+    periodic: tuple[str, ...],
+    periodic_tz: str,
     log_level: str,
 ) -> None:
     """Run the tasks of APP ("package.module:app") until SIGTERM or SIGINT.
@@ -121,6 +160,7 @@ def worker(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = app_from_options(app_spec, url, namespace)
+    add_schedules(app, periodic, periodic_tz)
     runner = app.worker(
         parse_queues(queues),
         concurrency=concurrency,
