@@ -75,6 +75,8 @@ def test_capability_flags() -> None:
         "durable": False,
         "queue_switch": True,
         "atomic_settle": True,
+        "limits": False,
+        "schedules": False,
     }
 
 
