@@ -31,7 +31,6 @@ from qw.model import Enqueued, JSONValue, NewJob
 from qw.opening import open as open_client
 from qw.opening import resolve_url
 from qw.payload import task_payload
-from qw.schedule import Missed, Periodic, every_spec
 from qw.taskflow import KeySource, RateSpec, TaskFlow
 from qw.tasks import Task, TaskCall
 from qw.validation import (
@@ -48,6 +47,7 @@ from qw.validation import (
 
 if TYPE_CHECKING:
     from qw.plugin.manager import QwPluginManager
+    from qw.schedule import Missed, Periodic
     from qw.worker.runtime import Worker
     from qw.workflow import WorkflowBuilder, WorkflowHandle
 
@@ -331,6 +331,9 @@ class App:
         ``"skip"`` runs none of them. Workers run the schedules (see
         ``docs/periodic.md``).
         """
+        # Here, not at module level: the cron parser is not part of `import qw`.
+        from qw.schedule import Periodic, every_spec
+
         if spec is not None and every is None:
             text = spec
         elif every is not None and spec is None:
