@@ -130,12 +130,21 @@ def test_qw_modules_type_check_without_a_circle() -> None:
     assert find_cycle(import_graph(typing=True)) is None
 
 
-def test_import_qw_loads_neither_the_worker_runtime_nor_pluggy() -> None:
+def test_import_qw_loads_neither_the_worker_runtime_nor_pluggy_nor_the_cron_parser() -> None:
     code = "import sys, json, qw; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run(
         [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
     ).stdout
-    packages = ("pluggy", "qw.worker", "qw.plugin", "qw.plugins", "qw.cli", "asyncio")
+    packages = (
+        "pluggy",
+        "qw.worker",
+        "qw.plugin",
+        "qw.plugins",
+        "qw.cli",
+        "asyncio",
+        "qw.schedule",
+        "cronsim",
+    )
     unwanted = [
         m for m in json.loads(out) if any(m == p or m.startswith(p + ".") for p in packages)
     ]
