@@ -9,6 +9,9 @@ to the backend through :class:`qw.Client`, so validation runs as users see it.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,9 +26,20 @@ from qw.contract import Switches
 from qw.model import Event, Job, JobStatus, NewJob, WorkerInfo
 from qw_testkit.gates import MARKER, capability_skip_reason, stand_in_note
 
-__all__ = ["ContractBase", "OpenClient", "Snapshot", "new_namespace", "snapshot"]
+__all__ = [
+    "ContractBase",
+    "OpenClient",
+    "Snapshot",
+    "new_namespace",
+    "race_processes",
+    "snapshot",
+]
 
 OpenClient = Callable[[str], qw.Client]
+
+
+#: How long spawned children may take to import and open the store.
+_CHILDREN_READY_S = 60.0
 
 
 def new_namespace() -> str:
@@ -42,6 +56,50 @@ class Snapshot:
     events: list[Event]
     switches: Switches
     workers: list[WorkerInfo]
+
+
+def race_processes(
+    target: Callable[..., None],
+    args: Callable[[Any, Any], tuple[Any, ...]],
+    *,
+    count: int,
+    timeout: float,
+) -> list[tuple[int, Any]]:
+    """Run ``count`` spawned children ``target(*args(start, results))``, released together.
+
+    ``start`` is a barrier each child waits on (``start.wait(s)``) once it
+    is ready; the parent joins it last, so no child starts racing while
+    another is still importing. Each child puts ``("ok", pid, part)`` or
+    ``("error", pid, traceback)`` on ``results``; returns ``(pid, part)`` in
+    the order they arrived. A child's error, one that never gets ready, or
+    one silent for ``timeout`` seconds fails the test. Every child is
+    joined, and killed if it is still alive 30 s later, whatever happens.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(count + 1), ctx.Queue()
+    procs = [
+        ctx.Process(target=target, args=args(start, results), daemon=True) for _ in range(count)
+    ]
+    for p in procs:
+        p.start()
+    reports: list[tuple[str, int, Any]] = []
+    try:
+        try:
+            start.wait(_CHILDREN_READY_S)
+        except threading.BrokenBarrierError:
+            pass  # a child never got ready: it reports why, or the wait below fails
+        for _ in procs:
+            reports.append(results.get(timeout=timeout))
+    except queue.Empty:
+        pytest.fail(f"only {len(reports)} of {count} child processes reported back")
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+    errors = [r for r in reports if r[0] != "ok"]
+    assert not errors, "\n".join(r[2] for r in errors)
+    return [(pid, part) for _, pid, part in reports]
 
 
 def snapshot(client: qw.Client) -> Snapshot:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import queue as queue_mod
 import random
 import threading
 import time
@@ -13,7 +11,7 @@ import pytest
 
 import qw
 from qw.model import JobStatus, NewJob
-from qw_testkit.base import ContractBase, OpenClient
+from qw_testkit.base import ContractBase, OpenClient, race_processes
 from qw_testkit.children import claim_until_empty
 from qw_testkit.gates import requires
 
@@ -132,38 +130,26 @@ class ConcurrencyTests(ContractBase):
                 "cannot open the store"
             )
         ids = self.enqueue_n(client, "q", JOBS)
-        ctx = multiprocessing.get_context("spawn")
-        start = ctx.Event()
-        results = ctx.Queue()
-        procs = [
-            ctx.Process(
-                target=claim_until_empty,
-                args=(url, client.namespace, "q", start, results, 10, 2 * JOBS, DEADLINE),
-                daemon=True,
-            )
-            for _ in range(PROCESSES)
-        ]
-        for p in procs:
-            p.start()
-        start.set()
-        reports = []
-        try:
-            for _ in procs:
-                reports.append(results.get(timeout=180))
-        except queue_mod.Empty:
-            pytest.fail(f"only {len(reports)} of {PROCESSES} child processes reported back")
-        finally:
-            for p in procs:
-                p.join(30)
-                if p.is_alive():
-                    p.kill()
-        errors = [r for r in reports if r[0] != "ok"]
-        assert not errors, "\n".join(r[2] for r in errors)
-        every = [job_id for _, _, part in reports for job_id in part]
+        reports = race_processes(
+            claim_until_empty,
+            lambda start, results: (
+                url,
+                client.namespace,
+                "q",
+                start,
+                results,
+                10,
+                2 * JOBS,
+                DEADLINE,
+            ),
+            count=PROCESSES,
+            timeout=180,
+        )
+        every = [job_id for _, part in reports for job_id in part]
         twice = [job_id for job_id, n in Counter(every).items() if n > 1]
         assert not twice, f"{len(twice)} jobs were claimed by two processes: {twice[:5]}"
         assert sorted(every) == sorted(ids), "some jobs were never claimed"
-        assert sum(1 for *_, part in reports if part) > 1, "only one process ever won a claim"
+        assert sum(1 for _, part in reports if part) > 1, "only one process ever won a claim"
         assert client.counts() == {"q": {s: JOBS * (s is JobStatus.SUCCEEDED) for s in JobStatus}}
         by_pid = Counter(job.result for job in client.list_jobs(limit=10_000))
-        assert by_pid == Counter({pid: len(part) for _, pid, part in reports if part})
+        assert by_pid == Counter({pid: len(part) for pid, part in reports if part})

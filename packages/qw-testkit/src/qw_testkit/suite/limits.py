@@ -14,7 +14,6 @@ out by hand or come from :mod:`qw_testkit.limit_model`: nothing here asks
 from __future__ import annotations
 
 import multiprocessing
-import queue as queue_mod
 import random
 import threading
 import time
@@ -39,7 +38,14 @@ from hypothesis.stateful import (
 import qw
 from qw.model import Claim, Job, JobStatus, KeyState, Limit, NewJob
 from qw.validation import MAX_BATCH, MAX_CONCURRENCY_LIMIT, MAX_LIST_LIMIT, MAX_SECONDS
-from qw_testkit.base import ContractBase, OpenClient, Snapshot, new_namespace, snapshot
+from qw_testkit.base import (
+    ContractBase,
+    OpenClient,
+    Snapshot,
+    new_namespace,
+    race_processes,
+    snapshot,
+)
 from qw_testkit.children import claim_keyed_until_done, claim_one_and_hang
 from qw_testkit.gates import requires
 from qw_testkit.limit_model import LimitModel, ModelKey, max_overlap, starts_within
@@ -538,37 +544,25 @@ class LimitTests(ContractBase):
     ) -> None:
         url = self.url_or_skip()
         ids = self._race_jobs(client)
-        ctx = multiprocessing.get_context("spawn")
-        start = ctx.Event()
-        results = ctx.Queue()
-        procs = [
-            ctx.Process(
-                target=claim_keyed_until_done,
-                args=(url, client.namespace, "q", len(ids), HOLD, start, results, DEADLINE),
-                daemon=True,
-            )
-            for _ in range(PROCESSES)
-        ]
-        for p in procs:
-            p.start()
-        reports = []
         with _Sampler(open_client(client.namespace)) as sampler:
-            start.set()
-            try:
-                for _ in procs:
-                    reports.append(results.get(timeout=DEADLINE + 90))
-            except queue_mod.Empty:
-                pytest.fail(f"only {len(reports)} of {PROCESSES} child processes reported back")
-            finally:
-                for p in procs:
-                    p.join(30)
-                    if p.is_alive():
-                        p.kill()
-        errors = [r for r in reports if r[0] != "ok"]
-        assert not errors, "\n".join(r[2] for r in errors)
-        check_spans([span for _, _, part in reports for span in part], ids)
+            reports = race_processes(
+                claim_keyed_until_done,
+                lambda start, results: (
+                    url,
+                    client.namespace,
+                    "q",
+                    len(ids),
+                    HOLD,
+                    start,
+                    results,
+                    DEADLINE,
+                ),
+                count=PROCESSES,
+                timeout=DEADLINE + 90,
+            )
+        check_spans([span for _, part in reports for span in part], ids)
         sampler.check()
-        assert sum(1 for *_, part in reports if part) > 1, "only one process ever won a claim"
+        assert sum(1 for _, part in reports if part) > 1, "only one process ever won a claim"
         self._check_drained(client, ids)
 
     @requires("limits")

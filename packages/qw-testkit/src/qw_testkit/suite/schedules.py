@@ -10,8 +10,6 @@ Ticks are whole seconds, UTC.
 
 from __future__ import annotations
 
-import multiprocessing
-import queue as queue_mod
 import random
 import threading
 from collections import Counter
@@ -23,7 +21,7 @@ import pytest
 
 import qw
 from qw.model import Schedule
-from qw_testkit.base import ContractBase, OpenClient, new_namespace, snapshot
+from qw_testkit.base import ContractBase, OpenClient, new_namespace, race_processes, snapshot
 from qw_testkit.children import advance_ticks
 from qw_testkit.gates import requires
 from qw_testkit.suite.limits import Declaring, NoIO
@@ -242,35 +240,14 @@ class ScheduleTests(ContractBase):
     def test_racing_processes_advance_each_tick_exactly_once(self, client: qw.Client) -> None:
         url = self.url_or_skip()
         client.save_schedule(sched())
-        ctx = multiprocessing.get_context("spawn")
-        start = ctx.Event()
-        results = ctx.Queue()
         ticks = [tick(n) for n in range(RACE_TICKS)]
-        procs = [
-            ctx.Process(
-                target=advance_ticks,
-                args=(url, client.namespace, "nightly", ticks, start, results),
-                daemon=True,
-            )
-            for _ in range(PROCESSES)
-        ]
-        for p in procs:
-            p.start()
-        start.set()
-        reports = []
-        try:
-            for _ in procs:
-                reports.append(results.get(timeout=DEADLINE + 60))
-        except queue_mod.Empty:
-            pytest.fail(f"only {len(reports)} of {PROCESSES} child processes reported back")
-        finally:
-            for p in procs:
-                p.join(30)
-                if p.is_alive():
-                    p.kill()
-        errors = [r for r in reports if r[0] != "ok"]
-        assert not errors, "\n".join(r[2] for r in errors)
-        self._check_once(client, [t for _, _, part in reports for t in part], "nightly")
+        reports = race_processes(
+            advance_ticks,
+            lambda start, results: (url, client.namespace, "nightly", ticks, start, results),
+            count=PROCESSES,
+            timeout=DEADLINE + 60,
+        )
+        self._check_once(client, [t for _, part in reports for t in part], "nightly")
 
     # -- bad input, a store without the capability -------------------------------
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing
-import queue as queue_mod
 import random
 import threading
 import time
@@ -49,7 +48,14 @@ from qw.model import (
     WorkflowState,
 )
 from qw.validation import MAX_WORKFLOW_STEPS
-from qw_testkit.base import ContractBase, OpenClient, Snapshot, new_namespace, snapshot
+from qw_testkit.base import (
+    ContractBase,
+    OpenClient,
+    Snapshot,
+    new_namespace,
+    race_processes,
+    snapshot,
+)
 from qw_testkit.children import finish_steps_until_done, finish_steps_until_killed
 from qw_testkit.gates import requires
 from qw_testkit.suite.state_machine import machine_settings
@@ -461,37 +467,16 @@ class WorkflowTests(ContractBase):
         url = self.url_or_skip()
         w = "fanin-mp"
         ids = self._fan(client, w)
-        ctx = multiprocessing.get_context("spawn")
-        start = ctx.Event()
-        results = ctx.Queue()
-        procs = [
-            ctx.Process(
-                target=finish_steps_until_done,
-                args=(url, client.namespace, w, "q", start, results, 8, DEADLINE),
-                daemon=True,
-            )
-            for _ in range(PROCESSES)
-        ]
-        for p in procs:
-            p.start()
-        start.set()
-        reports = []
-        try:
-            for _ in procs:
-                reports.append(results.get(timeout=DEADLINE + 90))
-        except queue_mod.Empty:
-            pytest.fail(f"only {len(reports)} of {PROCESSES} child processes reported back")
-        finally:
-            for p in procs:
-                p.join(30)
-                if p.is_alive():
-                    p.kill()
-        errors = [r for r in reports if r[0] != "ok"]
-        assert not errors, "\n".join(r[2] for r in errors)
-        claimed = [job_id for _, _, part in reports for job_id, _ in part]
-        early = [job_id for _, _, part in reports for job_id, ok in part if not ok]
+        reports = race_processes(
+            finish_steps_until_done,
+            lambda start, results: (url, client.namespace, w, "q", start, results, 8, DEADLINE),
+            count=PROCESSES,
+            timeout=DEADLINE + 90,
+        )
+        claimed = [job_id for _, part in reports for job_id, _ in part]
+        early = [job_id for _, part in reports for job_id, ok in part if not ok]
         assert not early, f"claimable before every parent had succeeded: {early[:5]}"
-        assert sum(1 for *_, part in reports if part) > 1, "only one process ever won a claim"
+        assert sum(1 for _, part in reports if part) > 1, "only one process ever won a claim"
         self._check_fan_done(client, w, ids, claimed)
 
     # -- failure policies ----------------------------------------------------
