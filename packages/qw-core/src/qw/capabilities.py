@@ -37,6 +37,15 @@ class Capabilities:
             with False the client refuses jobs that ask for either.
         schedules: the schedule records periodic jobs need
             (:meth:`~qw.contract.Backend.advance_schedule`).
+        progress: a running job's progress reports are stored on the job
+            and committed with an outbox event
+            (:meth:`~qw.contract.Backend.set_progress`).
+        result_wakeup: :meth:`~qw.contract.Backend.wait_finished` is woken
+            when a job of the namespace ends, rather than left to the
+            client's bounded poll.
+        transactional: jobs can be enqueued, and finished, inside the
+            application's own open transaction on the store
+            (:meth:`~qw.contract.Backend.enqueue_in`).
         max_payload_bytes: the largest payload (as UTF-8 JSON) accepted.
         stand_in: the name of a stand-in for the real store (for example
             ``"mongomock"``), when the backend talks to one; None for a real
@@ -51,6 +60,9 @@ class Capabilities:
     atomic_settle: bool = True
     limits: bool = False
     schedules: bool = False
+    progress: bool = False
+    result_wakeup: bool = False
+    transactional: bool = False
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     stand_in: str | None = None
 

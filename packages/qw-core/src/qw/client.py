@@ -6,6 +6,7 @@ raises a typed error and leaves the store unchanged on every backend alike.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -36,6 +37,7 @@ from qw.model import (
     KeyState,
     Lease,
     Limit,
+    PROGRESS_EVENT,
     NewJob,
     Outcome,
     PurgeResult,
@@ -57,6 +59,7 @@ from qw.validation import (
     check_lease_token,
     check_limit,
     check_limit_key,
+    check_progress,
     check_run_at,
     check_schedule,
     check_schedule_name,
@@ -76,6 +79,11 @@ from qw.validation import (
 )
 
 T = TypeVar("T")
+
+#: The bounded poll of :meth:`Client.wait_finished` on a backend without
+#: ``result_wakeup``: first pause, and the longest one.
+RESULT_POLL_FIRST_S = 0.01
+RESULT_POLL_MAX_S = 0.25
 
 # MAX_BATCH lives in qw.validation with the other bounds; importable here as before.
 __all__ = ["MAX_BATCH", "Client"]
@@ -132,25 +140,43 @@ class Client:
 
     # -- producing ---------------------------------------------------------
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
-        """Enqueue a batch, all or nothing; see :meth:`qw.contract.Backend.enqueue`."""
+    def enqueue(
+        self, jobs: Sequence[NewJob], *, connection: object | None = None
+    ) -> list[Enqueued]:
+        """Enqueue a batch, all or nothing; see :meth:`qw.contract.Backend.enqueue`.
+
+        With ``connection`` (the application's open connection on the store:
+        see :mod:`qw.transaction`), the jobs are written in its current
+        transaction and exist only if it commits (capability ``transactional``).
+        """
         batch = list(jobs) if not isinstance(jobs, NewJob) else jobs
         payloads = validate_new_jobs(batch, limit=self._limit)
         # A bare NewJob was refused above.
-        return self._enqueue_checked(cast("list[NewJob]", batch), payloads)
+        return self._enqueue_checked(cast("list[NewJob]", batch), payloads, connection)
 
-    def _enqueue_checked(self, jobs: list[NewJob], payloads: list[str]) -> list[Enqueued]:
+    def _enqueue_checked(
+        self, jobs: list[NewJob], payloads: list[str], connection: object | None = None
+    ) -> list[Enqueued]:
         """Enqueue a batch that passed :func:`~qw.validation.validate_new_jobs`.
 
         ``payloads`` are the jobs' payloads as that check encoded them: the
         backend writes them as they are, never encoding again.
         """
+        tx = None if connection is None else self._app_connection(connection)
         if not jobs:
             return []
         self._require_limits(jobs)
-        return self._backend.enqueue(
-            [_insert(job, payload) for job, payload in zip(jobs, payloads, strict=True)]
-        )
+        inserts = [_insert(job, payload) for job, payload in zip(jobs, payloads, strict=True)]
+        if tx is not None:
+            return self._backend.enqueue_in(tx, inserts)
+        return self._backend.enqueue(inserts)
+
+    def _app_connection(self, connection: object) -> object:
+        """The driver connection behind the application's ``connection``, if the store can use it."""
+        from qw.transaction import dbapi_connection
+
+        self._require("transactional")
+        return dbapi_connection(connection)
 
     def _require_limits(self, jobs: Sequence[NewJob]) -> None:
         if not self.capabilities.limits and any(j.limit_key is not None for j in jobs):
@@ -166,7 +192,12 @@ class Client:
     # -- workflows -----------------------------------------------------------
 
     def create_workflow(
-        self, workflow_id: str, steps: Sequence[NewJob], *, output: str | None = None
+        self,
+        workflow_id: str,
+        steps: Sequence[NewJob],
+        *,
+        output: str | None = None,
+        connection: object | None = None,
     ) -> Enqueued:
         """Store a workflow and all its steps in one atomic write.
 
@@ -174,12 +205,18 @@ class Client:
         (checked: no cycle, no unknown parent, at most MAX_WORKFLOW_STEPS).
         ``output`` is the step whose result is the workflow's result. When a
         workflow with that id exists, nothing is written and the answer has
-        ``created=False``: a retried request is safe.
+        ``created=False``: a retried request is safe. ``connection`` writes
+        it in the application's transaction, as in :meth:`enqueue`.
         """
         inserts = self._step_inserts(workflow_id, steps, frozenset())
         if output is not None and output not in {step.id for step in inserts}:
             raise InvalidWorkflow(f"output {output!r} is not a step of the workflow")
-        created = self._backend.create_workflow(WorkflowInsert(workflow_id, output), inserts)
+        record = WorkflowInsert(workflow_id, output)
+        if connection is not None:
+            tx = self._app_connection(connection)
+            created = self._backend.create_workflow_in(tx, record, inserts)
+        else:
+            created = self._backend.create_workflow(record, inserts)
         return Enqueued(workflow_id, created=created)
 
     def add_steps(self, lease: Lease, workflow_id: str, steps: Sequence[NewJob]) -> bool:
@@ -337,10 +374,19 @@ class Client:
         ]
 
     def complete(
-        self, lease: Lease, result: JSONValue = None, *, event: EventSpec | None = None
+        self,
+        lease: Lease,
+        result: JSONValue = None,
+        *,
+        event: EventSpec | None = None,
+        connection: object | None = None,
     ) -> JobStatus:
-        """Finish as ``succeeded``; with ``event``, both commit or neither."""
-        return self._finish_one(Complete(lease, result, event))
+        """Finish as ``succeeded``; with ``event``, both commit or neither.
+
+        With ``connection`` the finish joins the application's transaction
+        (see :meth:`finish`): its own writes and the job's end commit together.
+        """
+        return self._finish_one(Complete(lease, result, event), connection)
 
     def fail(
         self,
@@ -349,25 +395,35 @@ class Client:
         *,
         retry_in: float | None = None,
         event: EventSpec | None = None,
+        connection: object | None = None,
     ) -> JobStatus:
         """Record a failed attempt; retried after ``retry_in`` s if attempts remain."""
-        return self._finish_one(Fail(lease, error, retry_in, event))
+        return self._finish_one(Fail(lease, error, retry_in, event), connection)
 
     def release(self, lease: Lease) -> JobStatus:
         """Give the job back without counting the attempt."""
         return self._finish_one(Release(lease))
 
     def abort(
-        self, lease: Lease, error: JSONValue = None, *, event: EventSpec | None = None
+        self,
+        lease: Lease,
+        error: JSONValue = None,
+        *,
+        event: EventSpec | None = None,
+        connection: object | None = None,
     ) -> JobStatus:
         """Finish a running job as ``cancelled``."""
-        return self._finish_one(Abort(lease, error, event))
+        return self._finish_one(Abort(lease, error, event), connection)
 
-    def finish(self, outcomes: Sequence[Outcome]) -> list[JobStatus | None]:
+    def finish(
+        self, outcomes: Sequence[Outcome], *, connection: object | None = None
+    ) -> list[JobStatus | None]:
         """Apply many outcomes (at most MAX_BATCH) in one call; None marks a stale lease.
 
         Each outcome is checked and decided here (:func:`qw.transitions.plan_finish`);
-        the backend only applies the decided transitions.
+        the backend only applies the decided transitions. With ``connection``
+        (capability ``transactional``) they are applied in the application's
+        open transaction, which commits or rolls them back with its own writes.
         """
         outcomes = _batch(outcomes, "outcomes per finish")
         finishes: list[Finish] = []
@@ -381,15 +437,64 @@ class Client:
                     f" {MAX_CALL_BYTES} bytes (MAX_CALL_BYTES)"
                 )
             finishes.append(finish)
+        tx = None if connection is None else self._app_connection(connection)
         if not finishes:
             return []
+        if tx is not None:
+            return self._backend.finish_in(tx, finishes)
         return self._backend.finish(finishes)
 
-    def _finish_one(self, outcome: Outcome) -> JobStatus:
-        status = self.finish([outcome])[0]
+    def _finish_one(self, outcome: Outcome, connection: object | None = None) -> JobStatus:
+        status = self.finish([outcome], connection=connection)[0]
         if status is None:
+            # Raised inside the application's transaction, this rolls its writes back too.
             raise LeaseLost(outcome.lease.job_id)
         return status
+
+    # -- progress and results --------------------------------------------------
+
+    def set_progress(
+        self, lease: Lease, fraction: float | None = None, message: str | None = None
+    ) -> None:
+        """Report how far the job ``lease`` holds has got (capability ``progress``).
+
+        Stored on the job (``Job.progress``) and committed with an outbox
+        event of type ``job.progress``. Raises :class:`~qw.errors.LeaseLost`
+        when the lease is no longer held.
+        """
+        _check_lease(lease)
+        fraction, message = check_progress(fraction, message)
+        data, _ = encode_event(
+            EventSpec(PROGRESS_EVENT, {"fraction": fraction, "message": message}), self._limit
+        )
+        self._require("progress")
+        if not self._backend.set_progress(lease, fraction, message, data):
+            raise LeaseLost(lease.job_id)
+
+    def wait_finished(self, job_id: str, timeout: float) -> Job:
+        """The job once it has ended, else as it is after ``timeout`` seconds.
+
+        Woken by the store where the backend declares ``result_wakeup``;
+        otherwise a bounded poll (10 ms, doubling to 250 ms). Raises
+        :class:`~qw.errors.JobNotFound` for an unknown job.
+        """
+        check_job_id(job_id)
+        if not is_seconds(timeout):
+            raise InvalidInput(f"timeout must be seconds in [0, {MAX_SECONDS}], not {timeout!r}")
+        if self.capabilities.result_wakeup:
+            job = self._backend.wait_finished(job_id, float(timeout))
+            if job is None:
+                raise JobNotFound(job_id)
+            return job
+        deadline = time.monotonic() + timeout
+        pause = RESULT_POLL_FIRST_S
+        while True:
+            job = self.get(job_id)
+            left = deadline - time.monotonic()
+            if job.status.is_terminal or left <= 0:
+                return job
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, RESULT_POLL_MAX_S)
 
     def _plan(self, outcome: Outcome) -> tuple[Finish, int]:
         """Check and decide one outcome; also the UTF-8 bytes of the JSON it carries."""

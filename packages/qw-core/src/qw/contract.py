@@ -458,3 +458,65 @@ class Backend(Protocol):
     def remove_schedule(self, name: str) -> bool:
         """Forget a schedule; say whether it existed."""
         ...
+
+    # -- progress (capability ``progress``) --------------------------------
+
+    def set_progress(
+        self, lease: Lease, fraction: float | None, message: str | None, event_data: str
+    ) -> bool:
+        """Record a running job's progress, fenced like :meth:`finish`; say whether it applied.
+
+        Only while the job is ``running`` under the lease's token and
+        attempt: sets the job's ``progress`` to (``fraction``, ``message``,
+        the store's now) and writes an outbox event of type
+        :data:`qw.model.PROGRESS_EVENT` whose data is ``event_data`` (JSON
+        text, written as it is), both in one atomic write. Otherwise
+        nothing changes and the answer is False. ``progress`` stays on the
+        job after it ends; a retry's first report replaces it.
+        """
+        ...
+
+    # -- results (capability ``result_wakeup``) ----------------------------
+
+    def wait_finished(self, job_id: str, timeout: float) -> Job | None:
+        """The job as soon as its status is terminal, else as it is after ``timeout`` s.
+
+        None if there is no such job. Woken by the store when a job of the
+        namespace ends (a notification, not a poll of the job), and never
+        returns a terminal job later than a bounded poll would: a signal
+        sent between reading the job and waiting is not lost.
+        """
+        ...
+
+    # -- the application's transaction (capability ``transactional``) -----
+
+    def enqueue_in(self, connection: object, jobs: Sequence[Insert]) -> list[Enqueued]:
+        """:meth:`enqueue` inside the application's open transaction on ``connection``.
+
+        ``connection`` is a DB-API connection of the store's driver (what
+        :func:`qw.transaction.dbapi_connection` unwrapped), on the store's
+        database; anything else raises :class:`~qw.errors.InvalidInput`
+        before any I/O. The writes join the connection's current
+        transaction (one it opens when none is open, as the driver does for
+        any statement); the backend never commits nor rolls it back, except
+        to a savepoint of its own when its write fails. So the jobs exist if
+        and only if the application commits. Waiters are woken only once
+        the transaction commits.
+        """
+        ...
+
+    def create_workflow_in(
+        self, connection: object, workflow: WorkflowInsert, steps: Sequence[Insert]
+    ) -> bool:
+        """:meth:`create_workflow` inside the application's transaction, as :meth:`enqueue_in`."""
+        ...
+
+    def finish_in(self, connection: object, finishes: Sequence[Finish]) -> list[JobStatus | None]:
+        """:meth:`finish` inside the application's transaction, as :meth:`enqueue_in`.
+
+        Fenced as :meth:`finish`: a stale lease answers None and writes
+        nothing, and the client then raises so that the application rolls
+        its own writes back with it. A step's children are settled in the
+        same transaction.
+        """
+        ...

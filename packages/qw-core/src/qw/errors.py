@@ -13,6 +13,8 @@ Every error qw raises on purpose is a :class:`QwError`::
     ├── WorkflowNotFound        no workflow with that id in this namespace
     ├── WorkflowFailed          a workflow whose result was asked for ended failed or cancelled
     ├── ResultTimeout           a result did not arrive in the time given
+    ├── JobFailed               a job whose result was asked for ended failed
+    │   └── JobWasCancelled     ... or ended cancelled
     ├── BackendError            the store itself
     │   ├── BackendNotFound     no installed distribution provides that backend name
     │   ├── BackendUnavailable  the backend cannot load, or its store cannot be reached
@@ -39,6 +41,8 @@ __all__ = [
     "InvalidName",
     "InvalidPayload",
     "InvalidWorkflow",
+    "JobFailed",
+    "JobWasCancelled",
     "JobNotFound",
     "LeaseLost",
     "PluginError",
@@ -115,6 +119,25 @@ class WorkflowFailed(QwError):
 
 class ResultTimeout(QwError, TimeoutError):
     """A result was not there within the time given; the work goes on."""
+
+
+class JobFailed(QwError):
+    """The job whose result was asked for ended ``failed``; ``error`` is what it recorded."""
+
+    def __init__(self, job_id: str, status: str, error: object) -> None:
+        self.job_id = job_id
+        self.status = status
+        self.error = error
+        super().__init__(f"job {job_id!r} ended {status}: {_short(error)}")
+
+
+class JobWasCancelled(JobFailed):
+    """The job whose result was asked for ended ``cancelled``."""
+
+
+def _short(value: object, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class BackendError(QwError):

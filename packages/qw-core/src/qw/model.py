@@ -27,6 +27,8 @@ __all__ = [
     "NewJob",
     "Outcome",
     "ParentFailure",
+    "PROGRESS_EVENT",
+    "Progress",
     "PurgeResult",
     "Release",
     "Schedule",
@@ -188,6 +190,25 @@ class Job:
     limit_key: str | None = None
     limit: Limit | None = None
     fair: bool = False
+    #: What the running task last reported (:meth:`qw.Client.set_progress`), or None.
+    progress: Progress | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a job's task says it is: a ``fraction`` in [0, 1] and/or a ``message``.
+
+    ``at`` is when the store recorded it (the store's clock). Kept after the
+    job ends, so that a finished job shows how far it got.
+    """
+
+    fraction: float | None
+    message: str | None
+    at: datetime
+
+
+#: The type of the outbox event every progress report commits with it.
+PROGRESS_EVENT = "job.progress"
 
 
 @dataclass(frozen=True, slots=True)

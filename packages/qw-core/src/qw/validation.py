@@ -128,6 +128,8 @@ MAX_DEDUPE_KEY_CHARS = 512
 MAX_LIMIT_KEY_CHARS = 200
 MAX_CONCURRENCY_LIMIT = 1_000_000
 MAX_WORKER_ID_CHARS = 200
+#: The longest progress message a task may report.
+MAX_PROGRESS_MESSAGE_CHARS = 500
 #: A host name is at most 253 characters; a little room for decoration.
 MAX_HOST_CHARS = 255
 #: Tokens are made by the store; the bound only refuses forged leases.
@@ -498,6 +500,30 @@ def check_limit_key(key: object) -> str:
             f" not {key!r}"
         )
     return str(key)
+
+
+def check_progress(fraction: object, message: object) -> tuple[float | None, str | None]:
+    """``(fraction, message)`` if the fraction is a number in [0, 1] and the message short text.
+
+    At least one of them is given; the fraction comes back as a float.
+    """
+    if fraction is None and message is None:
+        raise InvalidInput("progress needs a fraction, a message, or both")
+    if fraction is not None:
+        if not (isinstance(fraction, int | float) and not isinstance(fraction, bool)):
+            raise InvalidInput(f"a progress fraction is a number in [0, 1], not {fraction!r}")
+        if not 0.0 <= fraction <= 1.0:  # NaN fails this too
+            raise InvalidInput(f"a progress fraction is a number in [0, 1], not {fraction!r}")
+    if message is not None and not (
+        isinstance(message, str)
+        and len(message) <= MAX_PROGRESS_MESSAGE_CHARS
+        and is_utf8(message)
+    ):
+        raise InvalidInput(
+            f"a progress message is text of at most {MAX_PROGRESS_MESSAGE_CHARS} characters,"
+            f" not {message!r:.80}"
+        )
+    return (None if fraction is None else float(fraction)), message
 
 
 def check_limit(limit: object) -> Limit:
