@@ -14,11 +14,12 @@ JSON: never pickle, so any worker that registered ``NAME`` can run it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
@@ -152,6 +153,22 @@ class App:
                 )
             return client
         return open_client(self._url, namespace=self.client.namespace)
+
+    @contextlib.contextmanager
+    def use_client(self, client: Client) -> Iterator[Client]:
+        """Bind ``client`` to the app inside the block (tests: :mod:`qw.testing`), then restore.
+
+        The app's own client, if it had opened one, stays open and is used
+        again after the block; ``client`` is not closed.
+        """
+        with self._lock:
+            saved = self._client, self._owns_client
+            self._client, self._owns_client = client, False
+        try:
+            yield client
+        finally:
+            with self._lock:
+                self._client, self._owns_client = saved
 
     def close(self) -> None:
         """Close the app's client if the app opened it."""

@@ -515,9 +515,7 @@ def check_progress(fraction: object, message: object) -> tuple[float | None, str
         if not 0.0 <= fraction <= 1.0:  # NaN fails this too
             raise InvalidInput(f"a progress fraction is a number in [0, 1], not {fraction!r}")
     if message is not None and not (
-        isinstance(message, str)
-        and len(message) <= MAX_PROGRESS_MESSAGE_CHARS
-        and is_utf8(message)
+        isinstance(message, str) and len(message) <= MAX_PROGRESS_MESSAGE_CHARS and is_utf8(message)
     ):
         raise InvalidInput(
             f"a progress message is text of at most {MAX_PROGRESS_MESSAGE_CHARS} characters,"

@@ -128,6 +128,32 @@ class ContractBase:
         """A URL a child process opens with ``qw.open(url, namespace=...)``; None if none."""
         return None
 
+    def make_async_backend(self, namespace: str) -> Any:
+        """A NEW :class:`qw.aio.AsyncBackend` bound to ``namespace``, on the same store.
+
+        The async suite drives it through :class:`qw.aio.AsyncClient`. The
+        default wraps :meth:`make_backend` in :class:`qw.aio.ThreadedAsyncBackend`;
+        a backend with a native async twin returns that instead (it is
+        called inside the running event loop, so it may create loop-bound
+        objects; a coroutine is awaited).
+        """
+        from qw.aio import ThreadedAsyncBackend
+
+        return ThreadedAsyncBackend(self.make_backend(namespace))
+
+    def app_connection(self) -> contextlib.AbstractContextManager[Any]:
+        """A context giving a NEW application connection on the store, closed at exit.
+
+        For a backend declaring ``transactional``: a DB-API connection of
+        its driver (not autocommit), on the store the backend writes to,
+        as an application would hold one. The transaction suite writes its
+        own table through it with plain SQL (``CREATE TABLE``, ``INSERT``
+        of literals, ``SELECT``), and commits or rolls back. A backend that
+        declares ``transactional`` must implement it; the suite fails,
+        naming this hook, if it does not.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement app_connection(self)")
+
     def interrupt_settle(self, client: qw.Client) -> contextlib.AbstractContextManager[None]:
         """A context inside which ``client``'s backend stops a step's end after the step's write.
 
