@@ -4,6 +4,12 @@ It is the reference for the contract's semantics and a test double for
 applications. Every ``memory://NAME`` URL with the same NAME in one process
 opens the same store (``memory://`` is the store named ``default``), so two
 namespaces can share a store as they would on a server.
+
+Every change a job goes through is one step under the store's lock. A job
+reaching a terminal status (``_write``: finish, cancel, reclaim, workflow
+cancel, settle) notifies its namespace's ``finished`` condition, which is
+built on that same lock: :meth:`MemoryBackend.wait_finished` reads the job
+and waits under the lock, so no end can slip in between the two.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from urllib.parse import urlsplit
 
 from qw.capabilities import Capabilities
 from qw.contract import Finish, Insert, Switches, WorkflowInsert
-from qw.errors import ConfigurationError, DuplicateJob
+from qw.errors import ConfigurationError, DuplicateJob, Unsupported
 from qw.limits import Candidate, effective_limit, fair_rank, key_state, plan_claim
 from qw.model import (
+    PROGRESS_EVENT,
     Claim,
     Enqueued,
     Event,
@@ -31,6 +38,7 @@ from qw.model import (
     KeyState,
     Lease,
     Limit,
+    Progress,
     PurgeResult,
     Schedule,
     WorkerInfo,
@@ -86,7 +94,9 @@ class _Flow:
 
 @dataclass
 class _Space:
-    """One namespace's state."""
+    """One namespace's state; ``finished`` is notified (under the store's lock) when a job ends."""
+
+    finished: threading.Condition
 
     rows: dict[str, _Row] = field(default_factory=dict)
     flows: dict[str, _Flow] = field(default_factory=dict)
@@ -114,7 +124,11 @@ class _Store:
 
     def space(self, namespace: str) -> _Space:
         with self.lock:
-            return self.spaces.setdefault(namespace, _Space())
+            space = self.spaces.get(namespace)
+            if space is None:
+                # On the store's lock: a waiter releases it while it waits.
+                space = self.spaces[namespace] = _Space(threading.Condition(self.lock))
+            return space
 
 
 _stores: dict[str, _Store] = {}
@@ -136,6 +150,8 @@ class MemoryBackend:
         durable=False,
         limits=True,
         schedules=True,
+        progress=True,
+        result_wakeup=True,
     )
 
     def __init__(self, store_name: str = "default", *, namespace: str) -> None:
@@ -406,8 +422,11 @@ class MemoryBackend:
         # A key's slot freed may let its held-back jobs be claimed.
         if t.status is JobStatus.QUEUED or job.limit_key is not None:
             requeued.add(job.queue)
-        if job.workflow is not None and t.status.is_terminal:
-            self._step_ended(self._space.flows[job.workflow], t.status, now)
+        if t.status.is_terminal:
+            if job.workflow is not None:
+                self._step_ended(self._space.flows[job.workflow], t.status, now)
+            # Every path to a terminal status comes through here, under the lock.
+            self._space.finished.notify_all()
 
     def _step_ended(self, flow: _Flow, status: JobStatus, now: datetime) -> None:
         flow.live -= 1
@@ -447,6 +466,49 @@ class MemoryBackend:
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         return self._space.hub.wait(queues, timeout)
+
+    # -- the application's transaction ----------------------------------------
+
+    # Not ``transactional``: an in-process store has no transaction of the
+    # application's to join. The client refuses ``connection=`` before these.
+
+    def enqueue_in(self, connection: object, jobs: Sequence[Insert]) -> list[Enqueued]:
+        raise _no_transaction()
+
+    def create_workflow_in(
+        self, connection: object, workflow: WorkflowInsert, steps: Sequence[Insert]
+    ) -> bool:
+        raise _no_transaction()
+
+    def finish_in(self, connection: object, finishes: Sequence[Finish]) -> list[JobStatus | None]:
+        raise _no_transaction()
+
+    # -- progress and results ------------------------------------------------
+
+    def set_progress(
+        self, lease: Lease, fraction: float | None, message: str | None, event_data: str
+    ) -> bool:
+        with self._store.lock:
+            row = self._held(lease)
+            if row is None:
+                return False
+            now = _now()
+            row.job = replace(row.job, progress=Progress(fraction, message, now))
+            self._emit(row.job.id, PROGRESS_EVENT, event_data, now)
+            return True
+
+    def wait_finished(self, job_id: str, timeout: float) -> Job | None:
+        deadline = time.monotonic() + timeout
+        with self._store.lock:
+            while True:
+                row = self._space.rows.get(job_id)
+                if row is None:
+                    return None
+                left = deadline - time.monotonic()
+                if row.job.status.is_terminal or left <= 0:
+                    return row.job
+                # Releases the store's lock while waiting: no end is missed in between.
+                self._space.finished.wait(left)
 
     def heartbeat(self, worker: WorkerInfo) -> None:
         with self._store.lock:
@@ -704,6 +766,10 @@ class MemoryBackend:
     def remove_schedule(self, name: str) -> bool:
         with self._store.lock:
             return self._space.schedules.pop(name, None) is not None
+
+
+def _no_transaction() -> Unsupported:
+    return Unsupported("backend 'memory' does not declare capability 'transactional'")
 
 
 class _Graph:
