@@ -10,20 +10,20 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TypeVar, cast
 
+from qw import calls
+from qw.calls import RESULT_POLL_FIRST_S, RESULT_POLL_MAX_S, batch, check_lease
 from qw.capabilities import Capabilities
 from qw.contract import Backend, Finish, Insert, Switches, WorkflowInsert
 from qw.errors import (
     InvalidInput,
     InvalidPayload,
-    InvalidWorkflow,
     JobNotFound,
     LeaseLost,
-    Unsupported,
     WorkflowNotFound,
 )
 from qw.model import (
+    PROGRESS_EVENT,
     Abort,
     Claim,
     Complete,
@@ -37,7 +37,6 @@ from qw.model import (
     KeyState,
     Lease,
     Limit,
-    PROGRESS_EVENT,
     NewJob,
     Outcome,
     PurgeResult,
@@ -49,16 +48,12 @@ from qw.model import (
 )
 from qw.transitions import plan_finish
 from qw.validation import (
-    MAX_ATTEMPTS,
     MAX_BATCH,
     MAX_CALL_BYTES,
     MAX_CLAIM_LIMIT,
     MAX_LIST_LIMIT,
     MAX_SECONDS,
     check_job_id,
-    check_lease_token,
-    check_limit,
-    check_limit_key,
     check_progress,
     check_run_at,
     check_schedule,
@@ -71,22 +66,14 @@ from qw.validation import (
     is_seconds,
     validate_event_cursors,
     validate_lease_seconds,
-    validate_new_jobs,
     validate_queue,
     validate_queues,
     validate_workflow_id,
-    validate_workflow_steps,
 )
 
-T = TypeVar("T")
-
-#: The bounded poll of :meth:`Client.wait_finished` on a backend without
-#: ``result_wakeup``: first pause, and the longest one.
-RESULT_POLL_FIRST_S = 0.01
-RESULT_POLL_MAX_S = 0.25
-
-# MAX_BATCH lives in qw.validation with the other bounds; importable here as before.
-__all__ = ["MAX_BATCH", "Client"]
+# MAX_BATCH lives in qw.validation with the other bounds, the result poll's
+# pauses in qw.calls (both clients poll alike); importable here as before.
+__all__ = ["MAX_BATCH", "RESULT_POLL_FIRST_S", "RESULT_POLL_MAX_S", "Client"]
 
 
 class Client:
@@ -149,10 +136,8 @@ class Client:
         see :mod:`qw.transaction`), the jobs are written in its current
         transaction and exist only if it commits (capability ``transactional``).
         """
-        batch = list(jobs) if not isinstance(jobs, NewJob) else jobs
-        payloads = validate_new_jobs(batch, limit=self._limit)
-        # A bare NewJob was refused above.
-        return self._enqueue_checked(cast("list[NewJob]", batch), payloads, connection)
+        checked, payloads = calls.job_batch(jobs, self.capabilities)
+        return self._enqueue_checked(checked, payloads, connection)
 
     def _enqueue_checked(
         self, jobs: list[NewJob], payloads: list[str], connection: object | None = None
@@ -165,25 +150,17 @@ class Client:
         tx = None if connection is None else self._app_connection(connection)
         if not jobs:
             return []
-        self._require_limits(jobs)
-        inserts = [_insert(job, payload) for job, payload in zip(jobs, payloads, strict=True)]
+        inserts = calls.checked_inserts(jobs, payloads, self.capabilities, self._backend.name)
         if tx is not None:
             return self._backend.enqueue_in(tx, inserts)
         return self._backend.enqueue(inserts)
 
     def _app_connection(self, connection: object) -> object:
-        """The driver connection behind the application's ``connection``, if the store can use it."""
+        """The driver connection behind the app's ``connection``, if the store can use it."""
         from qw.transaction import dbapi_connection
 
         self._require("transactional")
         return dbapi_connection(connection)
-
-    def _require_limits(self, jobs: Sequence[NewJob]) -> None:
-        if not self.capabilities.limits and any(j.limit_key is not None for j in jobs):
-            raise Unsupported(
-                f"backend {self._backend.name!r} does not declare capability 'limits': "
-                "jobs with a limit_key cannot be enqueued on it"
-            )
 
     def enqueue_one(self, queue: str, payload: JSONValue = None, **options: object) -> Enqueued:
         """Enqueue one job; ``options`` are :class:`~qw.model.NewJob` fields."""
@@ -209,8 +186,7 @@ class Client:
         it in the application's transaction, as in :meth:`enqueue`.
         """
         inserts = self._step_inserts(workflow_id, steps, frozenset())
-        if output is not None and output not in {step.id for step in inserts}:
-            raise InvalidWorkflow(f"output {output!r} is not a step of the workflow")
+        calls.check_output(output, inserts)
         record = WorkflowInsert(workflow_id, output)
         if connection is not None:
             tx = self._app_connection(connection)
@@ -227,7 +203,7 @@ class Client:
         id exists). Raises :class:`~qw.errors.LeaseLost` when the lease is
         not current, or the workflow was cancelled.
         """
-        _check_lease(lease)
+        check_lease(lease)
         inserts = self._step_inserts(workflow_id, steps, frozenset({lease.job_id}))
         added = self._backend.add_steps(lease, inserts)
         if added is None:
@@ -242,15 +218,9 @@ class Client:
         self, workflow_id: str, steps: Sequence[NewJob], outside: frozenset[str]
     ) -> list[Insert]:
         """The checked steps of one create or add call, as ``Insert``s of ``workflow_id``."""
-        validate_workflow_id(workflow_id)
-        batch = list(steps) if not isinstance(steps, NewJob) else steps
-        payloads = validate_workflow_steps(batch, limit=self._limit, outside=outside)
-        self._require_limits(cast("list[NewJob]", batch))
-        # A bare NewJob was refused above.
-        return [
-            _insert(step, text, workflow_id)
-            for step, text in zip(cast("list[NewJob]", batch), payloads, strict=True)
-        ]
+        return calls.step_inserts(
+            workflow_id, steps, outside, self.capabilities, self._backend.name
+        )
 
     def get_workflow(self, workflow_id: str) -> Workflow:
         """The workflow; raise :class:`~qw.errors.WorkflowNotFound` if there is none."""
@@ -271,16 +241,7 @@ class Client:
         after: str | None = None,
     ) -> list[Workflow]:
         """Workflows by ascending id, optionally of one ``state``."""
-        if state is not None:
-            try:
-                state = WorkflowState(state)
-            except ValueError:
-                raise InvalidInput(f"unknown workflow state {state!r}") from None
-        if not is_int_in(limit, 1, MAX_LIST_LIMIT):
-            raise InvalidInput(f"limit must be an int in [1, {MAX_LIST_LIMIT}], not {limit!r}")
-        if after is not None:
-            validate_workflow_id(after)
-        return self._backend.list_workflows(state=state, limit=limit, after=after)
+        return self._backend.list_workflows(**calls.list_workflows_args(state, limit, after))
 
     def cancel_workflow(self, workflow_id: str) -> Workflow:
         """Cancel every step not yet running; flag the running ones. Returns the workflow."""
@@ -291,12 +252,9 @@ class Client:
 
     def get_many(self, job_ids: Iterable[str]) -> list[Job | None]:
         """The jobs with these ids, in order (None for an unknown id), in calls of MAX_BATCH."""
-        if isinstance(job_ids, str):
-            raise InvalidInput("get_many takes a collection of job ids, not a string")
-        ids = [check_job_id(i) for i in job_ids]
         jobs: list[Job | None] = []
-        for start in range(0, len(ids), MAX_BATCH):
-            jobs.extend(self._backend.get_many(ids[start : start + MAX_BATCH]))
+        for chunk in calls.get_many_ids(job_ids):
+            jobs.extend(self._backend.get_many(chunk))
         return jobs
 
     def steps(self, workflow_id: str) -> list[Job]:
@@ -351,9 +309,9 @@ class Client:
 
     def renew_many(self, leases: Sequence[Lease], lease_s: float = 30.0) -> list[Lease | None]:
         """Extend many leases (at most MAX_BATCH) in one call; None marks a lost one."""
-        leases = _batch(leases, "leases per renew")
+        leases = batch(leases, "leases per renew")
         for lease in leases:
-            _check_lease(lease)
+            check_lease(lease)
         lease_s = validate_lease_seconds(lease_s)
         if not leases:
             return []
@@ -425,7 +383,7 @@ class Client:
         (capability ``transactional``) they are applied in the application's
         open transaction, which commits or rolls them back with its own writes.
         """
-        outcomes = _batch(outcomes, "outcomes per finish")
+        outcomes = batch(outcomes, "outcomes per finish")
         finishes: list[Finish] = []
         total = 0
         for outcome in outcomes:
@@ -462,7 +420,7 @@ class Client:
         event of type ``job.progress``. Raises :class:`~qw.errors.LeaseLost`
         when the lease is no longer held.
         """
-        _check_lease(lease)
+        check_lease(lease)
         fraction, message = check_progress(fraction, message)
         data, _ = encode_event(
             EventSpec(PROGRESS_EVENT, {"fraction": fraction, "message": message}), self._limit
@@ -479,28 +437,26 @@ class Client:
         :class:`~qw.errors.JobNotFound` for an unknown job.
         """
         check_job_id(job_id)
-        if not is_seconds(timeout):
-            raise InvalidInput(f"timeout must be seconds in [0, {MAX_SECONDS}], not {timeout!r}")
+        seconds = calls.check_timeout(timeout)
         if self.capabilities.result_wakeup:
-            job = self._backend.wait_finished(job_id, float(timeout))
+            job = self._backend.wait_finished(job_id, seconds)
             if job is None:
                 raise JobNotFound(job_id)
             return job
-        deadline = time.monotonic() + timeout
-        pause = RESULT_POLL_FIRST_S
-        while True:
+        deadline = time.monotonic() + seconds
+        for pause in calls.poll_pauses():
             job = self.get(job_id)
             left = deadline - time.monotonic()
             if job.status.is_terminal or left <= 0:
                 return job
             time.sleep(min(pause, left))
-            pause = min(pause * 2, RESULT_POLL_MAX_S)
+        raise AssertionError("unreachable: poll_pauses never ends")
 
     def _plan(self, outcome: Outcome) -> tuple[Finish, int]:
         """Check and decide one outcome; also the UTF-8 bytes of the JSON it carries."""
         if not isinstance(outcome, (Complete, Fail, Release, Abort)):
             raise InvalidInput(f"not an outcome: {outcome!r}")
-        _check_lease(outcome.lease)
+        check_lease(outcome.lease)
         if isinstance(outcome, Release):
             return Finish(outcome.lease, plan_finish(outcome)), 0
         retry_in = outcome.retry_in if isinstance(outcome, Fail) else None
@@ -523,9 +479,8 @@ class Client:
 
     def wait(self, queues: Iterable[str], timeout: float) -> bool:
         """Block until work may be available, or ``timeout`` seconds pass."""
-        if not is_seconds(timeout):
-            raise InvalidInput(f"timeout must be seconds in [0, {MAX_SECONDS}], not {timeout!r}")
-        return self._backend.wait(validate_queues(queues), float(timeout))
+        seconds = calls.check_timeout(timeout)
+        return self._backend.wait(validate_queues(queues), seconds)
 
     # -- workers and switches ----------------------------------------------
 
@@ -540,9 +495,7 @@ class Client:
 
     def set_enabled(self, enabled: bool, queue: str | None = None) -> None:
         """The operator switch: the namespace (no ``queue``) or one queue."""
-        if not isinstance(enabled, bool):
-            raise InvalidInput(f"enabled must be a bool, not {enabled!r}")
-        self._backend.set_enabled(enabled, None if queue is None else validate_queue(queue))
+        self._backend.set_enabled(enabled, calls.check_enabled(enabled, queue))
 
     def is_enabled(self, queue: str | None = None) -> bool:
         """Whether the namespace, or ``queue`` within it, may be claimed from."""
@@ -567,12 +520,7 @@ class Client:
 
     def counts(self) -> dict[str, dict[JobStatus, int]]:
         """Jobs per queue and status, every status present (zeros included)."""
-        raw = self._backend.counts()
-        return {
-            queue: {status: by_status.get(status, 0) for status in JobStatus}
-            for queue, by_status in sorted(raw.items())
-            if any(by_status.values())
-        }
+        return calls.full_counts(self._backend.counts())
 
     def list_jobs(
         self,
@@ -585,31 +533,8 @@ class Client:
         key: str | None = None,
     ) -> list[Job]:
         """Jobs by ascending id, optionally of one queue, status, workflow or limit key."""
-        if queue is not None:
-            validate_queue(queue)
-        if workflow is not None:
-            validate_workflow_id(workflow)
-        if key is not None:
-            check_limit_key(key)
-        if status is not None:
-            try:
-                status = JobStatus(status)
-            except ValueError:
-                raise InvalidInput(f"unknown status {status!r}") from None
-        if not is_int_in(limit, 1, MAX_LIST_LIMIT):
-            raise InvalidInput(f"limit must be an int in [1, {MAX_LIST_LIMIT}], not {limit!r}")
-        if after is not None:
-            check_job_id(after)
-        filters: dict[str, str] = {}
-        # Passed only when given, so that a backend written before a filter
-        # existed still serves the calls that do not use it.
-        if workflow is not None:
-            filters["workflow"] = workflow
-        if key is not None:
-            filters["key"] = key
-        return self._backend.list_jobs(
-            queue=queue, status=status, limit=limit, after=after, **filters
-        )
+        args = calls.list_jobs_args(queue, status, limit, after, workflow, key)
+        return self._backend.list_jobs(**args)
 
     def cancel(self, job_id: str) -> JobStatus:
         """Cancel; raise :class:`~qw.errors.JobNotFound` if there is no such job."""
@@ -619,8 +544,7 @@ class Client:
         return status
 
     def fetch_events(self, limit: int = 100) -> list[Event]:
-        if not is_int_in(limit, 1, MAX_LIST_LIMIT):
-            raise InvalidInput(f"limit must be an int in [1, {MAX_LIST_LIMIT}], not {limit!r}")
+        calls.check_list_limit(limit)
         return self._backend.fetch_events(limit)
 
     def ack_events(self, cursors: Iterable[int]) -> int:
@@ -629,20 +553,13 @@ class Client:
 
     def purge(self, older_than: float) -> PurgeResult:
         """Remove terminal jobs and acked events older than ``older_than`` seconds."""
-        if not is_seconds(older_than):
-            raise InvalidInput(
-                f"older_than must be seconds in [0, {MAX_SECONDS}], not {older_than!r}"
-            )
-        return self._backend.purge(float(older_than))
+        return self._backend.purge(calls.check_older_than(older_than))
 
     # -- limits --------------------------------------------------------------
 
     def set_limit(self, key: str, limit: Limit | None) -> None:
         """Set the operators' limit for ``key`` (None removes it), overriding what jobs declare."""
-        check_limit_key(key)
-        if limit is not None:
-            check_limit(limit)
-        self._require("limits")
+        calls.check_set_limit(key, limit, self.capabilities, self._backend.name)
         self._backend.set_limit(key, limit)
 
     def limits(self) -> dict[str, Limit]:
@@ -652,11 +569,7 @@ class Client:
 
     def keys(self, *, limit: int = 100, after: str | None = None) -> list[KeyState]:
         """Limit keys with live jobs or an operators' limit, by key; ``after`` pages."""
-        if not is_int_in(limit, 1, MAX_LIST_LIMIT):
-            raise InvalidInput(f"limit must be an int in [1, {MAX_LIST_LIMIT}], not {limit!r}")
-        if after is not None:
-            check_limit_key(after)
-        self._require("limits")
+        calls.check_keys(limit, after, self.capabilities, self._backend.name)
         return self._backend.keys(limit=limit, after=after)
 
     # -- schedules -------------------------------------------------------------
@@ -686,60 +599,4 @@ class Client:
         return self._backend.remove_schedule(name)
 
     def _require(self, capability: str) -> None:
-        if not getattr(self.capabilities, capability):
-            raise Unsupported(
-                f"backend {self._backend.name!r} does not declare capability {capability!r}"
-            )
-
-
-def _check_lease(lease: object) -> None:
-    if not isinstance(lease, Lease):
-        raise InvalidInput(f"expected a Lease, got {type(lease).__name__}")
-    check_job_id(lease.job_id)
-    check_lease_token(lease.token)
-    # A claim's lease says which attempt it holds; finishes are decided by it.
-    attempt, most = lease.attempt, lease.max_attempts
-    if not (type(attempt) is int and type(most) is int and 0 < attempt <= most <= MAX_ATTEMPTS):
-        raise InvalidInput(
-            f"lease for job {lease.job_id!r} does not carry the attempt a claim handed out "
-            f"(attempt={lease.attempt!r}, max_attempts={lease.max_attempts!r}); "
-            "use the Lease a claim or renew returned"
-        )
-
-
-def _insert(job: NewJob, payload: str, workflow: str | None = None) -> Insert:
-    run_at = None if job.run_at is None else job.run_at.astimezone(UTC)
-    plain = (
-        job.id,
-        job.queue,
-        payload,
-        job.priority,
-        run_at,
-        job.delay,
-        job.max_attempts,
-        job.dedupe_key,
-    )
-    if workflow is None:
-        if job.parents:
-            raise InvalidWorkflow(f"job {job.id!r} has parents: parents are for workflow steps")
-        if job.limit_key is None:
-            return Insert(*plain)
-        return Insert(*plain, limit_key=job.limit_key, limit=job.limit, fair=job.fair)
-    return Insert(
-        *plain,
-        JobStatus.WAITING if job.parents else JobStatus.QUEUED,
-        workflow,
-        job.parents,
-        job.on_parent_failure,
-        job.limit_key,
-        job.limit,
-        job.fair,
-    )
-
-
-def _batch(items: Sequence[T], what: str) -> list[T]:
-    """``items`` as a list, refused if it is longer than MAX_BATCH."""
-    values = list(items)
-    if len(values) > MAX_BATCH:
-        raise InvalidInput(f"at most {MAX_BATCH} {what} call, not {len(values)}")
-    return values
+        calls.require(self.capabilities, self._backend.name, capability)
