@@ -68,6 +68,9 @@ class Plan:
     wf_fanout: int = 10_000
     wf_flows: int = 1_000
     wf_concurrencies: tuple[int, ...] = (1, 2, 4, 16)
+    #: The async enqueue phase: jobs per run, and the producer coroutines of each run.
+    aenqueue_n: int = 20_000
+    aenqueue_producers: tuple[int, ...] = (1, 16, 64)
     systems: tuple[str, ...] = field(default_factory=tuple)
 
     def phase_timeout(self, phase: str, n: int) -> float:
@@ -87,6 +90,9 @@ class Plan:
         if phase == "wf_chain":
             # Sequential steps: a floor of 5 steps/s.
             return 120.0 + n / 5.0
+        if phase == "aenqueue":
+            # A floor of 50 jobs/s.
+            return 120.0 + self.aenqueue_n / 50.0
         if phase in ("wf_fanout", "wf_flows"):
             # n steps (wf_flows: counted twice, for qw's plain drain): a floor of 10 steps/s.
             return 120.0 + n / 10.0
@@ -107,6 +113,8 @@ def quick_plan() -> Plan:
         wf_fanout=1_000,
         wf_flows=100,
         wf_concurrencies=(2, 4),
+        aenqueue_n=2_000,
+        aenqueue_producers=(1, 16),
     )
 
 

@@ -15,15 +15,22 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import limits, phases, workflows
+from bench import aenqueue, limits, phases, workflows
 from bench.config import Plan, Stores
 from bench.drivers import load
-from bench.drivers.base import Unsupported
+from bench.drivers.base import Driver, Unsupported
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     plan_fields = dict(spec["plan"])
-    for key in ("concurrencies", "bulk_sizes", "wake_gap_ms", "wf_concurrencies", "systems"):
+    for key in (
+        "concurrencies",
+        "bulk_sizes",
+        "wake_gap_ms",
+        "wf_concurrencies",
+        "aenqueue_producers",
+        "systems",
+    ):
         plan_fields[key] = tuple(plan_fields[key])
     plan = Plan(**plan_fields)
     stores = Stores.from_env(Path(spec["workdir"]))
@@ -47,9 +54,14 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             "flow_concurrencies": flow_cs,
             "flow_settings": flow_settings,
             "bulk": driver.bulk,
+            "async_enqueue": type(driver).async_producer is not Driver.async_producer,
         }
     if phase == "enqueue":
         return phases.enqueue(driver, plan)
+    if phase == "aenqueue":
+        result = aenqueue.run(driver, int(spec["n"]), int(spec["producers"]))
+        result["settings"] = driver.async_settings(int(spec["producers"]))
+        return result
     if phase == "drain":
         return phases.drain(driver, int(spec["n"]), int(spec["concurrency"]), deadline)
     if phase == "wakeup":

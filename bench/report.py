@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench import limits
+from bench import aenqueue, limits
 
 __all__ = ["best_drain", "best_flows", "failures", "goals", "markdown", "write"]
 
@@ -77,6 +77,7 @@ def failures(entry: dict[str, Any]) -> list[str]:
         if phase and not phase.get("ok"):
             out.append(f"{'fan-out' if name == 'fanout' else name}: {phase.get('error')}")
     out += limits.failures(entry)
+    out += aenqueue.failures(entry)
     return out
 
 
@@ -159,6 +160,7 @@ def goals(data: dict[str, Any]) -> list[dict[str, str]]:
         )
     out += workflow_goals(systems)
     out += limits.goals(systems, STORES)
+    out += aenqueue.goals(systems)
     return out
 
 
@@ -420,6 +422,7 @@ def markdown(data: dict[str, Any]) -> str:
 
     lines += workflow_sections(data, ran)
     lines += limits.sections(data, ran)
+    lines += aenqueue.sections(data, ran)
 
     lines += ["", "## Settings used", ""]
     for d in ids:

@@ -88,7 +88,12 @@ def parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     p.add_argument(
         "--skip",
         default="",
-        help="phases to skip: enqueue,drain,wakeup,backlog,workflows,limits",
+        help="phases to skip: enqueue,aenqueue,drain,wakeup,backlog,workflows,limits",
+    )
+    p.add_argument("--aenqueue-n", type=int, help="jobs per async enqueue run (default 20,000)")
+    p.add_argument(
+        "--aenqueue-producers",
+        help="comma-separated producer coroutines of the async enqueue runs (default 1,16,64)",
     )
     p.add_argument("--wf-chain", type=int, help="steps in the chain (default 1,000; quick 100)")
     p.add_argument(
@@ -132,6 +137,10 @@ def parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     for key in ("wf_chain", "wf_fanout", "wf_flows"):
         if getattr(ns, key):
             changes[key] = getattr(ns, key)
+    if ns.aenqueue_n:
+        changes["aenqueue_n"] = ns.aenqueue_n
+    if ns.aenqueue_producers:
+        changes["aenqueue_producers"] = tuple(int(p) for p in ns.aenqueue_producers.split(","))
     if ns.wf_concurrency:
         changes["wf_concurrencies"] = tuple(int(c) for c in ns.wf_concurrency.split(","))
     systems = tuple(s.strip() for s in ns.systems.split(",")) if ns.systems else tuple(ALL)
@@ -193,6 +202,19 @@ def run_system(
         entry["enqueue"] = run_phase(
             driver, "enqueue", plan, workdir, plan.phase_timeout("enqueue", 0)
         )
+    if "aenqueue" not in skip and details.get("async_enqueue"):
+        entry["aenqueue"] = {}
+        for producers in plan.aenqueue_producers:
+            log(f"{driver}: async enqueue n={plan.aenqueue_n:,}, {producers} producers")
+            entry["aenqueue"][str(producers)] = run_phase(
+                driver,
+                "aenqueue",
+                plan,
+                workdir,
+                plan.phase_timeout("aenqueue", 0),
+                n=plan.aenqueue_n,
+                producers=producers,
+            )
     if "drain" not in skip:
         entry["drain"] = {}
         for c in plan.concurrencies:

@@ -18,10 +18,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from bench import probe
 from bench.config import ROOT, Stores
+
+if TYPE_CHECKING:
+    from bench.aenqueue import AsyncProducer
 
 __all__ = ["Driver", "Unsupported", "Workers", "poll_until", "python_cmd"]
 
@@ -191,6 +194,17 @@ class Driver(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most drivers hold connections
         """Close producer-side connections."""
+
+    async def async_producer(self, producers: int) -> AsyncProducer:
+        """The system's async enqueue on the running loop, sized for ``producers`` coroutines.
+
+        Raises :class:`Unsupported` for a system with no async enqueue API.
+        """
+        raise Unsupported(f"{self.id}: no async enqueue API is measured for it")
+
+    def async_settings(self, producers: int) -> str:
+        """The settings of :meth:`async_producer` for the report."""
+        return ""
 
     # -- the workers --------------------------------------------------------
 

@@ -108,6 +108,18 @@ class PgQueuer(Driver):
     def wait_drained(self, workers: Workers, n: int, deadline: float) -> int:
         return self.wait_exit_and_read_end(workers, n, deadline)
 
+    def async_settings(self, producers: int) -> str:
+        return f"asyncpg pool of {_pool_size(producers)} (AsyncpgPoolDriver), Queries.enqueue"
+
+    async def async_producer(self, producers: int) -> _Producer:
+        import asyncpg
+        from pgqueuer.db import AsyncpgPoolDriver
+        from pgqueuer.queries import Queries
+
+        size = _pool_size(producers)
+        pool = await asyncpg.create_pool(self.dsn, min_size=size, max_size=size)
+        return _Producer(pool, Queries(AsyncpgPoolDriver(pool)))
+
     def succeeded(self) -> int | None:
         import psycopg
 
@@ -121,3 +133,23 @@ class PgQueuer(Driver):
         if left[0]:
             return -int(left[0])  # jobs still in the queue table: never a pass
         return int(logged[0])
+
+
+def _pool_size(producers: int) -> int:
+    # One connection per producer, up to asyncpg's pool default of 10 doubled:
+    # PGQueuer's best here (more connections than cores only add contention).
+    return max(1, min(producers, 20))
+
+
+class _Producer:
+    def __init__(self, pool: Any, queries: Any) -> None:
+        self._pool, self._q = pool, queries
+
+    async def enqueue(self, index: int) -> None:
+        await self._q.enqueue("bench", str(index).encode())
+
+    async def count(self) -> int:
+        return int(await self._pool.fetchval("SELECT count(*) FROM pgqueuer"))
+
+    async def close(self) -> None:
+        await self._pool.close()

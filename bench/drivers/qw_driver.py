@@ -80,6 +80,14 @@ class QwDriver(FlowDriver):
         for start in range(0, len(jobs), batch):
             client.enqueue(jobs[start : start + batch])
 
+    def async_settings(self, producers: int) -> str:
+        return f"qw.aio.open_async (AsyncClient), AsyncClient.enqueue of one job; {self.store_note}"
+
+    async def async_producer(self, producers: int) -> _AsyncProducer:
+        from qw.aio import open_async
+
+        return _AsyncProducer(await open_async(self.url(), namespace=NAMESPACE))
+
     def start(self, concurrency: int, probe_dir: Path, *, drain: int | None) -> Workers:
         log = self.log("worker")
         cmd = python_cmd(
@@ -261,3 +269,21 @@ class QwMongo(QwDriver):
     def cleanup(self) -> None:
         self.reset()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class _AsyncProducer:
+    def __init__(self, client: qw.AsyncClient) -> None:
+        self._client = client
+
+    async def enqueue(self, index: int) -> None:
+        from qw.app import task_payload
+        from qw.model import NewJob
+
+        await self._client.enqueue([NewJob(QUEUE, task_payload(TASK, [index]))])
+
+    async def count(self) -> int:
+        counts = await self._client.counts()
+        return sum(counts.get(QUEUE, {}).values())
+
+    async def close(self) -> None:
+        await self._client.aclose()

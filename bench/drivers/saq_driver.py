@@ -61,6 +61,16 @@ class Saq(RedisPeer):
         for i in indexes:
             self._run(q.enqueue("noop", i=i))
 
+    def async_settings(self, producers: int) -> str:
+        return "one Queue (Queue.from_url, defaults: redis.asyncio pool), Queue.enqueue"
+
+    async def async_producer(self, producers: int) -> _Producer:
+        from bench.apps.saq_app import make_queue
+
+        queue = make_queue()
+        await queue.connect()
+        return _Producer(queue)
+
     def start(self, concurrency: int, probe_dir: Path, *, drain: int | None) -> Workers:
         log = self.log("worker")
         cmd = python_cmd("-m", "bench.apps.saq_app", str(concurrency))
@@ -85,3 +95,17 @@ class Saq(RedisPeer):
                 if raw is not None and json.loads(raw).get("status") == "complete":
                     done += 1
         return done
+
+
+class _Producer:
+    def __init__(self, queue: Any) -> None:
+        self._queue = queue
+
+    async def enqueue(self, index: int) -> None:
+        await self._queue.enqueue("noop", i=index)
+
+    async def count(self) -> int:
+        return int(await self._queue.count("incomplete"))
+
+    async def close(self) -> None:
+        await self._queue.disconnect()
