@@ -31,6 +31,14 @@ A crash between these leaves ``ended_settled`` False, and
 reclaim interval) completes what a crash left undone. Every write of 2-4 is
 a no-op when repeated, so a sweep racing a live settler is harmless.
 
+Progress (:meth:`MongoBackend.set_progress`) is one more fenced
+single-document write: the job's ``progress`` and its ``job.progress``
+outbox entry together, relayed into ``events`` afterwards as a finish's
+event is. Result waits (:meth:`MongoBackend.wait_finished`) are woken by a
+change stream of job ends where the server has change streams (capability
+``result_wakeup`` then); elsewhere the same method polls, and the client
+polls instead of calling it.
+
 Fault injection, for tests only: :meth:`MongoBackend._interrupt_settles`
 makes the next ``n`` step ends stop after step 1, as if the process died
 there; the sweep is never interrupted.
@@ -40,8 +48,10 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Self
 
@@ -59,12 +69,14 @@ from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.read_preferences import ReadPreference
 
 from qw.capabilities import Capabilities
+from qw.client import RESULT_POLL_FIRST_S, RESULT_POLL_MAX_S
 from qw.contract import Finish, Insert, Switches, WorkflowInsert
 from qw.errors import (
     BackendConflict,
     ConfigurationError,
     DuplicateJob,
     SchemaError,
+    Unsupported,
 )
 from qw.limits import key_state
 from qw.model import (
@@ -120,7 +132,9 @@ from qw_mongodb.names import (
 from qw_mongodb.wakeups import (
     SIGNALS_MAX_DOCS,
     SIGNALS_SIZE_BYTES,
+    EndedJobs,
     listen_change_stream,
+    listen_ended,
     listen_tailable,
     signal_document,
 )
@@ -132,7 +146,10 @@ log = logging.getLogger("qw.mongodb")
 #: 2 added workflows (0.2.0); 3 flow control: limit keys, fair ranks, gates,
 #: operators' limits and schedules. An older store is upgraded on open: its
 #: jobs read as jobs without a key, limit or rank (rank 0), and the claim
-#: index is remade with the fair rank in it.
+#: index is remade with the fair rank in it. Progress did not move it: it is
+#: one optional field of a job, with no index, that code of schema 3 leaves
+#: alone and reads past, and a job without it reads ``progress`` None; a bump
+#: would only lock the workers still on schema-3 code out of the store.
 SCHEMA_VERSION = 3
 _UPGRADABLE = (1, 2)
 #: Used unless the application's client sets a write concern of its own.
@@ -145,6 +162,12 @@ ENQUEUE_TRIES = 20
 STAGED_GRACE = timedelta(seconds=60)
 RECLAIM_BATCH = 1000
 LISTEN_READY_S = 5.0
+#: The first result wait opens the change stream of job ends; it waits this
+#: long for it (polling meanwhile if it is not up yet: nothing is lost).
+ENDED_READY_S = 1.0
+#: With the stream of job ends live, a result wait still reads the job this
+#: often: a stream that stalled without failing delays an answer, never loses it.
+ENDED_RECHECK_S = 5.0
 RELAY_BATCH = 100
 #: Step ends (left uncarried by a crash) the sweep carries per reclaim_expired call.
 SETTLE_BATCH = 100
@@ -200,6 +223,12 @@ class MongoBackend:
         self._signals = self._collection(SIGNALS, _LIGHT_WRITE_CONCERN)
         self._clock = ServerClock(self._stamp)
         self.hub = WakeupHub(poll_interval=options.poll_interval)
+        # Result waits: woken by this object's own finishes and cancels, and
+        # by the stream of job ends once the first wait has opened it.
+        self._ended = EndedJobs(poll_interval=RESULT_POLL_MAX_S)
+        self._ended_listener: Listener | None = None
+        self._ended_lock = threading.Lock()
+        self._ended_mode: WakeupMode = "poll"  # the mode _setup chooses
         wc = self.write_concern.document
         self.capabilities = Capabilities(
             thread_safe=True,
@@ -209,6 +238,9 @@ class MongoBackend:
             atomic_settle=False,
             limits=True,
             schedules=True,
+            progress=True,
+            # Set in _setup: true only where the server has change streams.
+            result_wakeup=False,
         )
         # Test hook (see the module docstring): step ends to leave uncarried.
         self._settle_interrupts = 0
@@ -304,6 +336,9 @@ class MongoBackend:
             )
         self._clock.measure()
         mode = self._wakeup_mode()
+        # Job ends reach result waits only through a change stream (see wakeups).
+        self.capabilities = replace(self.capabilities, result_wakeup=mode == "change_stream")
+        self._ended_mode = mode
         if mode == "tailable":
             self._ensure_signals()
         self._signals_on = SIGNALS in self._db.list_collection_names()
@@ -366,6 +401,9 @@ class MongoBackend:
         self._closed = True
         if self._listener is not None:
             self._listener.stop()
+        with self._ended_lock:
+            if self._ended_listener is not None:
+                self._ended_listener.stop()
         if self._owns_client:
             self._client.close()
 
@@ -631,8 +669,10 @@ class MongoBackend:
             self._relay(after)
             if t.status is JobStatus.QUEUED:
                 requeued.add(after["queue"])
-            elif after.get("workflow") is not None and t.status.is_terminal:
-                self._carry(after["workflow"], [(after, t.status)])
+            elif t.status.is_terminal:
+                self._ended.ended([lease.job_id])
+                if after.get("workflow") is not None:
+                    self._carry(after["workflow"], [(after, t.status)])
             answers.append(t.status)
         if requeued:
             self._signal(requeued)
@@ -817,6 +857,85 @@ class MongoBackend:
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         return self.hub.wait(queues, timeout)
 
+    # -- progress and results ------------------------------------------------
+
+    @translated
+    def set_progress(
+        self, lease: Lease, fraction: float | None, message: str | None, event_data: str
+    ) -> bool:
+        now = self._clock.now()
+        # A fresh part per report: the relay copies each report's event once.
+        key = d.progress_event_key(lease.job_id, lease.token, secrets.token_hex(8))
+        after = self._jobs.find_one_and_update(
+            d.fence_filter(lease.job_id, lease.token, lease.attempt),
+            d.progress_update(fraction, message, event_data, now=now, event_key=key),
+            projection={"outbox": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        if after is None:
+            return False
+        self._relay(after)
+        return True
+
+    @translated
+    def wait_finished(self, job_id: str, timeout: float) -> Job | None:
+        """The job once terminal, else as it is after ``timeout`` s; None if unknown.
+
+        Woken by the change stream of job ends where the server has one
+        (``result_wakeup``), and by this object's own finishes and cancels.
+        While no stream is live it reads the job as the client's poll does
+        (10 ms doubling to 250 ms); with one live, every ENDED_RECHECK_S.
+        """
+        deadline = time.monotonic() + timeout
+        self._open_ended_stream()
+        pause = RESULT_POLL_FIRST_S
+        with self._ended.watch(job_id) as ended:
+            while True:
+                # Cleared before the read: an end signalled after it still wakes the wait.
+                ended.clear()
+                doc = self._jobs.find_one({"_id": job_id, **d.VISIBLE})
+                if doc is None:
+                    return None
+                job = d.job_from_document(doc)
+                left = deadline - time.monotonic()
+                if job.status.is_terminal or left <= 0:
+                    return job
+                if self._ended.connected:
+                    ended.wait(min(left, ENDED_RECHECK_S))
+                else:
+                    ended.wait(min(left, pause))
+                    pause = min(pause * 2, RESULT_POLL_MAX_S)
+
+    def _open_ended_stream(self) -> None:
+        """Start the change stream of job ends on the first result wait (change streams only)."""
+        if self._ended_mode != "change_stream":
+            return
+        with self._ended_lock:
+            if self._ended_listener is not None or self._closed:
+                return
+            self._ended_listener = Listener(
+                self._ended,
+                lambda ready, stopping: listen_ended(self._db, self._ended, ready, stopping),
+                name=f"qw-mongodb-ended[{self._namespace}]",
+            )
+            listener = self._ended_listener
+        listener.start(ready_timeout=ENDED_READY_S)
+
+    # -- the application's transaction ------------------------------------------
+    # Not offered (capability ``transactional`` False): the client refuses
+    # ``connection=`` before calling these; a direct call is refused here.
+
+    def enqueue_in(self, connection: object, jobs: Sequence[Insert]) -> list[Enqueued]:
+        raise Unsupported("the mongodb backend does not enqueue in an application's transaction")
+
+    def create_workflow_in(
+        self, connection: object, workflow: WorkflowInsert, steps: Sequence[Insert]
+    ) -> bool:
+        raise Unsupported("the mongodb backend does not write in an application's transaction")
+
+    def finish_in(self, connection: object, finishes: Sequence[Finish]) -> list[JobStatus | None]:
+        raise Unsupported("the mongodb backend does not finish in an application's transaction")
+
     # -- workers and switches ----------------------------------------------
 
     @translated
@@ -934,6 +1053,7 @@ class MongoBackend:
                 )
                 if after is not None:
                     self._relay(after)
+                    self._ended.ended([job_id])
                     if after.get("workflow") is not None:
                         self._carry(after["workflow"], [(after, t.status)])
                     return t.status

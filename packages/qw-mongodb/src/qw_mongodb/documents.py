@@ -12,13 +12,16 @@ A job document::
      created_at, seq, token, finished_by, worker, lease_expires_at,
      cancel_requested, rank, [dedupe_key, dedupe_live], [result], [error],
      [started_at], [finished_at], [batch], [outbox: [{key, type, data, at}]],
-     [limit_key, [limit: {concurrency, rate, per}], [fair]], [voided]}
+     [limit_key, [limit: {concurrency, rate, per}], [fair]], [voided],
+     [progress: {fraction, message, at}]}
 
 ``rank`` is the fair rank (0 unless ``fair``; a document written before
 schema 3 has none, which sorts like 0 before every job inserted after it).
 ``limit`` holds exactly the fields the job declared. ``voided`` lists claim
 tokens under which the job may no longer be claimed (see
-:mod:`qw_mongodb.flow`, the gate sweep).
+:mod:`qw_mongodb.flow`, the gate sweep). ``progress`` is the running task's
+last report (:func:`progress_update`); a job that never reported, or one
+written before progress existed, has none and reads ``progress`` None.
 
 A workflow step has, besides (a plain job has none of these)::
 
@@ -60,7 +63,17 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 
 from qw.contract import Insert, WorkflowInsert
-from qw.model import Job, JobStatus, Limit, ParentFailure, WorkerInfo, Workflow, WorkflowState
+from qw.model import (
+    PROGRESS_EVENT,
+    Job,
+    JobStatus,
+    Limit,
+    ParentFailure,
+    Progress,
+    WorkerInfo,
+    Workflow,
+    WorkflowState,
+)
 from qw.transitions import Ready, Transition
 from qw.validation import decode_json
 from qw_mongodb.clock import as_utc, to_millis
@@ -391,6 +404,40 @@ def fence_filter(job_id: str, token: str, attempt: int) -> Doc:
 
 def renew_update(expires: datetime) -> Doc:
     return {"$set": {"lease_expires_at": expires}}
+
+
+# -- progress ----------------------------------------------------------------
+
+
+def progress_event_key(job_id: str, token: str, report: str) -> str:
+    """A progress report's event key; ``report`` is fresh per report (the relay dedupes on keys)."""
+    return f"{job_id}/{token}/progress/{report}"
+
+
+def progress_update(
+    fraction: float | None, message: str | None, event_data: str, *, now: datetime, event_key: str
+) -> Doc:
+    """The job's new progress and its ``job.progress`` outbox entry: one single-document write.
+
+    Send it with the lease's :func:`fence_filter`, as a finish is sent: a
+    stale lease matches nothing and nothing is written.
+    """
+    return {
+        "$set": {"progress": {"fraction": fraction, "message": message, "at": now}},
+        "$push": {"outbox": outbox_entry(event_key, PROGRESS_EVENT, event_data, now)},
+    }
+
+
+def progress_of(doc: Mapping[str, Any] | None) -> Progress | None:
+    """The progress :func:`progress_update` stored, or None for none."""
+    if doc is None:
+        return None
+    fraction = doc.get("fraction")
+    return Progress(
+        fraction=None if fraction is None else float(fraction),
+        message=doc.get("message"),
+        at=as_utc(doc["at"]),
+    )
 
 
 # -- terminal writes ---------------------------------------------------------
@@ -831,6 +878,8 @@ def job_from_document(doc: Mapping[str, Any]) -> Job:
         worker=doc.get("worker"),
         lease_expires_at=_date(doc.get("lease_expires_at")),
         cancel_requested=bool(doc.get("cancel_requested", False)),
+        # A job that never reported, or written before progress existed: None.
+        progress=progress_of(doc.get("progress")),
     )
     key = doc.get("limit_key")
     if key is not None:
