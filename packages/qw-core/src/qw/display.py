@@ -10,9 +10,20 @@ the cursor, retitle the window or forge a line of output.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["REDACTED", "SECRET_OPTION_WORDS", "escape_json", "escape_text", "redact_url"]
+if TYPE_CHECKING:
+    from qw.model import Progress
+
+__all__ = [
+    "REDACTED",
+    "SECRET_OPTION_WORDS",
+    "escape_json",
+    "escape_text",
+    "progress_text",
+    "redact_url",
+]
 
 #: What a secret is replaced by.
 REDACTED = "***"
@@ -115,3 +126,25 @@ def escape_json(text: str) -> str:
     escapes, so the text is still valid JSON for the same value.
     """
     return _JSON_RE.sub(_escape_json_char, text)
+
+
+def progress_text(progress: Progress | None, *, message_chars: int | None = None) -> str:
+    """A job's progress in words: ``40% resizing``, ``40%``, ``resizing`` or ``-``. NOT escaped.
+
+    The fraction as a whole percentage, rounded down (so ``100%`` only when
+    the task said 1.0); the message cut to ``message_chars`` (ending in
+    ``…``) when given. The message is the task's text: print it through
+    :func:`escape_text` (or a CLI table, which escapes every cell), after
+    cutting, so that no escape sequence is cut in half.
+    """
+    if progress is None:
+        return "-"
+    parts = []
+    if progress.fraction is not None:
+        parts.append(f"{int(progress.fraction * 100)}%")
+    message = progress.message
+    if message is not None:
+        if message_chars is not None and len(message) > message_chars:
+            message = message[: message_chars - 1] + "…"
+        parts.append(message)
+    return " ".join(parts) or "-"

@@ -18,7 +18,7 @@ from qw.cli._common import (
 )
 from qw.cli.limits import limit_dict, limit_text
 from qw.client import Client
-from qw.display import escape_json, escape_text
+from qw.display import escape_json, escape_text, progress_text
 from qw.errors import InvalidInput
 from qw.model import Job, JobStatus, NewJob
 from qw.payload import task_name_of
@@ -30,6 +30,8 @@ RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
 WORKFLOW_FIELDS = ("workflow", "parents", "children", "on_parent_failure", "failed_parents")
 #: ``jobs show`` lists at most this many parents or children on its line.
 SHOW_STEP_IDS = 10
+#: ``jobs list`` cuts a progress message to this many characters in its column.
+LIST_PROGRESS_CHARS = 30
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
@@ -43,6 +45,12 @@ def job_dict(job: Job) -> dict[str, Any]:
     """
     data = {name: getattr(job, name) for name in _JOB_FIELDS}
     data["limit"] = limit_dict(job.limit)
+    progress = job.progress
+    data["progress"] = (
+        None
+        if progress is None
+        else {"fraction": progress.fraction, "message": progress.message, "at": progress.at}
+    )
     return data
 
 
@@ -129,7 +137,17 @@ def list_jobs(
         headers.append("KEY")
         for row, j in zip(rows, found, strict=True):
             row.append("-" if j.limit_key is None else j.limit_key)
+    # PROGRESS only when a task reported some; last, as its message varies in width.
+    reported = [j for j in found if j.progress is not None]
+    if reported:
+        headers.append("PROGRESS")
+        for row, j in zip(rows, found, strict=True):
+            # render_table escapes every cell.
+            row.append(progress_text(j.progress, message_chars=LIST_PROGRESS_CHARS))
     click.echo(render_table(headers, rows))
+    if reported:
+        running = sum(j.status is JobStatus.RUNNING for j in reported)
+        click.echo(f"{len(reported)} of {len(found)} jobs reported progress ({running} running)")
 
 
 @jobs.command()
@@ -154,11 +172,20 @@ def show(job_id: str, url: str | None, namespace: str | None, as_json: bool) -> 
             shown = _step_ids(value)
         elif key == "limit" and job.limit is not None:
             shown = escape_text(limit_text(job.limit))
+        elif key == "progress":
+            shown = _progress_line(job)
         elif isinstance(value, (dict, list, tuple)):
             shown = escape_json(json.dumps(value, ensure_ascii=False))
         else:
             shown = "-" if value is None else escape_text(str(value))
         click.echo(f"{key.ljust(width)}  {shown}")
+
+
+def _progress_line(job: Job) -> str:
+    """``40% resizing (at 2026-…)``: what the task last reported, and when the store took it."""
+    if job.progress is None:
+        return "-"
+    return escape_text(f"{progress_text(job.progress)} (at {job.progress.at})")
 
 
 def _step_ids(ids: tuple[str, ...]) -> str:

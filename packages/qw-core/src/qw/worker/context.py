@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from qw.errors import InvalidWorkflow
 from qw.model import Job, JobStatus, JSONValue, Lease
 from qw.tasks import Task
 
 if TYPE_CHECKING:
+    from qw.client import Client
     from qw.workflow import WorkflowBuilder
 
 __all__ = ["JobCancelled", "JobState", "RunningJob", "current_job", "reset_current", "set_current"]
@@ -48,12 +50,18 @@ class JobState(Protocol):
 
     def elapsed(self) -> float: ...
 
+    @property
+    def completed_in_transaction(self) -> bool: ...
+
+    def mark_completed_in_transaction(self, result: JSONValue) -> None: ...
+
 
 class RunningJob:
-    """A running task's read-only view of its job: what :func:`current_job` returns.
+    """A running task's view of its job: what :func:`current_job` returns.
 
     The worker changes the state behind it (a cancel request, a timeout);
-    the task only reads it.
+    the task reads it, and writes to the store only through this attempt's
+    lease: :meth:`progress`, :meth:`complete`, :meth:`extend`.
     """
 
     __slots__ = ("_extends", "_state")
@@ -137,6 +145,67 @@ class RunningJob:
             _adder=(state.lease, job.id),
             _id_seed=f"{job.id}:{self._extends}",
         )
+
+    def progress(self, fraction: float | None = None, message: str | None = None) -> None:
+        """Report how far the task has got: a ``fraction`` in [0, 1] and/or a short ``message``.
+
+        Stored on the job (``Job.progress``, shown by ``qw jobs show``) with a
+        ``job.progress`` outbox event, fenced by this attempt's lease (see
+        :meth:`qw.Client.set_progress`). Raises :class:`qw.LeaseLost` once the
+        attempt no longer holds the job (reclaimed, timed out and retried,
+        finished): the task should stop, as nothing it writes will count.
+        Raises :class:`qw.Unsupported` on a store without capability ``progress``.
+        It is a store round trip: an async task may ``await`` :meth:`aprogress`.
+        """
+        with self._client() as client:
+            client.set_progress(self._state.lease, fraction, message)
+
+    async def aprogress(self, fraction: float | None = None, message: str | None = None) -> None:
+        """:meth:`progress` from a coroutine, on a thread so that the event loop runs on."""
+        import asyncio
+
+        await asyncio.to_thread(self.progress, fraction, message)
+
+    def complete(self, result: JSONValue = None, *, connection: object) -> None:
+        """Finish the job as ``succeeded`` inside the application's open transaction.
+
+        The task writes its own rows and its job's end in one transaction on
+        ``connection`` (the store's driver connection, or an SQLAlchemy or
+        Django connection on it: :mod:`qw.transaction`; capability
+        ``transactional``), so its side effect happens exactly once. The
+        finish is fenced: a stale lease raises :class:`qw.LeaseLost` inside
+        the transaction, which should then roll the application's writes back.
+
+        The task must commit (or roll back) before it returns; what it
+        returns is then ignored. The worker does not finish the job again:
+        it writes a fenced failure (``CompletionNotCommitted``) with the same
+        lease, which changes nothing when the transaction committed and
+        retries the job (as a failed attempt) when it rolled back. A task
+        that raises after this call is failed the same fenced way.
+        """
+        from qw.worker.outcomes import EVENT_SUCCEEDED, event_spec
+
+        state = self._state
+        with self._client() as client:
+            client.complete(
+                state.lease,
+                result,
+                event=event_spec(state, EVENT_SUCCEEDED),
+                connection=connection,
+            )
+        state.mark_completed_in_transaction(result)
+
+    def _client(self) -> contextlib.AbstractContextManager[Client]:
+        """The app's client in a context; a new one, closed after, if it is not thread-safe."""
+        task = self._state.task
+        if task is None:
+            raise LookupError(f"job {self.id} has no task")
+        client = task.app.client
+        opener = getattr(task.app, "open_client", None)
+        if client.capabilities.thread_safe or opener is None:
+            return contextlib.nullcontext(client)
+        # The task's thread may not share the worker's client.
+        return cast("Client", opener())
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`JobCancelled` if the job was cancelled or timed out."""

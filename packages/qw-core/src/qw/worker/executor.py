@@ -3,6 +3,9 @@
 Both report to a :class:`Host` (the runtime): ``settle`` with the job's
 outcome (ignored if the runtime already settled it: timed out, released,
 lease lost) and ``returned`` once the task's code is no longer running.
+A task that finished its own job in its transaction
+(:meth:`~qw.worker.context.RunningJob.complete`) gets, whatever it returns,
+the fenced :func:`~qw.worker.outcomes.uncommitted` check instead.
 Neither writes a :class:`~qw.worker.slot.JobSlot`'s state but through its
 methods.
 """
@@ -26,6 +29,7 @@ from qw.worker.outcomes import (
     failed,
     released,
     result_outcome,
+    uncommitted,
     worker_error,
 )
 from qw.worker.slot import JobSlot
@@ -147,6 +151,8 @@ class ThreadPool:
             return _outcome_of_exception(rec, exc), False
         finally:
             reset_current(token)
+        if rec.completed_in_transaction:
+            return uncommitted(rec), False
         if rec.deadline is not None and time.monotonic() > rec.deadline:
             # Returned late, before the heartbeat noticed: still a timeout.
             return failed(rec, timeout_error(rec), retryable=True), True
@@ -273,6 +279,8 @@ class AsyncRunner:
             return _stopped(rec), False
         except BaseException as exc:
             return _outcome_of_exception(rec, exc), False
+        if rec.completed_in_transaction:
+            return uncommitted(rec), False
         if rec.cancel_requested:
             return cancelled(rec), False
         return result_outcome(rec, result, self._host.result_limit), False

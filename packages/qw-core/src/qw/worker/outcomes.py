@@ -15,6 +15,7 @@ from qw.errors import InvalidInput
 from qw.model import EventSpec, JSONValue
 from qw.payload import task_name_of
 from qw.validation import encode_json
+from qw.worker.context import JobState
 from qw.worker.slot import JobSlot
 
 __all__ = [
@@ -23,11 +24,13 @@ __all__ = [
     "EVENT_SUCCEEDED",
     "cancelled",
     "error_info",
+    "event_spec",
     "failed",
     "released",
     "result_outcome",
     "storable_text",
     "succeeded",
+    "uncommitted",
     "worker_error",
 ]
 
@@ -39,7 +42,8 @@ _MESSAGE_CHARS = 2000
 _TRACEBACK_CHARS = 4000
 
 
-def _event(rec: JobSlot, type_: str, **extra: JSONValue) -> EventSpec:
+def event_spec(rec: JobState, type_: str, **extra: JSONValue) -> EventSpec:
+    """The outbox event of ``rec``'s attempt ending as ``type_``."""
     data: dict[str, JSONValue] = {
         "task": task_name_of(rec.job.payload),
         "queue": rec.job.queue,
@@ -106,7 +110,7 @@ def result_outcome(rec: JobSlot, result: object, limit: int) -> Outcome:
     never reaches (and fails) a batch of other jobs' writes.
     """
     if result is None or type(result) is bool or type(result) is int:
-        return Complete(rec.lease, result, _event(rec, EVENT_SUCCEEDED))
+        return Complete(rec.lease, result, event_spec(rec, EVENT_SUCCEEDED))
     try:
         encode_json(result, what="the task's return value", limit=limit)  # type: ignore[arg-type]
     except InvalidInput as exc:
@@ -115,11 +119,11 @@ def result_outcome(rec: JobSlot, result: object, limit: int) -> Outcome:
             "message": storable_text(f"the task's return value cannot be stored: {exc}"[:2000]),
         }
         return failed(rec, error, retryable=False)
-    return Complete(rec.lease, result, _event(rec, EVENT_SUCCEEDED))  # type: ignore[arg-type]
+    return Complete(rec.lease, result, event_spec(rec, EVENT_SUCCEEDED))  # type: ignore[arg-type]
 
 
 def succeeded(rec: JobSlot, result: JSONValue) -> Complete:
-    return Complete(rec.lease, result, _event(rec, EVENT_SUCCEEDED))
+    return Complete(rec.lease, result, event_spec(rec, EVENT_SUCCEEDED))
 
 
 def failed(rec: JobSlot, error: dict[str, JSONValue], *, retryable: bool) -> Fail:
@@ -130,12 +134,26 @@ def failed(rec: JobSlot, error: dict[str, JSONValue], *, retryable: bool) -> Fai
         retry_in = backoff.delay(job.attempts) if backoff is not None else 0.0
         return Fail(rec.lease, error, retry_in=retry_in)
     summary = {k: v for k, v in error.items() if k != "traceback"}
-    return Fail(rec.lease, error, retry_in=None, event=_event(rec, EVENT_FAILED, error=summary))
+    return Fail(rec.lease, error, retry_in=None, event=event_spec(rec, EVENT_FAILED, error=summary))
+
+
+def uncommitted(rec: JobSlot) -> Fail:
+    """The fenced check after a task finished its job in its own transaction.
+
+    With the task's lease, so it changes nothing if the task's transaction
+    committed (the job has ended); if it rolled back, the attempt failed and
+    is retried while attempts remain.
+    """
+    error: dict[str, JSONValue] = {
+        "type": "CompletionNotCommitted",
+        "message": "the task completed its job in a transaction that did not commit",
+    }
+    return failed(rec, error, retryable=True)
 
 
 def cancelled(rec: JobSlot, reason: str = "cancelled") -> Abort:
     # "reason" as in the store's own cancel event, so consumers read one shape.
-    return Abort(rec.lease, {"reason": reason}, _event(rec, EVENT_CANCELLED, reason=reason))
+    return Abort(rec.lease, {"reason": reason}, event_spec(rec, EVENT_CANCELLED, reason=reason))
 
 
 def released(rec: JobSlot) -> Release:

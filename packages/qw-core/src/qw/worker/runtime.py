@@ -446,6 +446,16 @@ class Worker:
         stats = self.stats
         if rec.timed_out:
             stats.add("timed_out")
+        if status is None and rec.completed_in_transaction:
+            # The check after the task's own completion was fenced off: its
+            # transaction committed the job's end (the likely case), or the
+            # job was reclaimed since; either way it is not ours to write.
+            stats.add("succeeded")
+            self.plugins.job_finished(
+                rec.job, JobStatus.SUCCEEDED, rec.completed_result, None, rec.elapsed()
+            )
+            self._free(rec)
+            return
         if status is None:
             stats.add("lost")
             log.warning("job %s: lease lost before its outcome was written", rec.id)
@@ -483,7 +493,9 @@ class Worker:
         answers = client.renew_many([rec.lease for rec in held], self.config.lease_s)
         for rec, lease in zip(held, answers, strict=True):
             if lease is None:
-                self._lost(rec)
+                # Ended by the task's own transaction: the check after it returns settles it.
+                if not rec.completed_in_transaction:
+                    self._lost(rec)
                 continue
             if rec.renewed(lease):
                 log.info("job %s: cancel requested", rec.id)

@@ -36,6 +36,7 @@ class JobSlot:
         "_begun",
         "_cancel_requested",
         "_committed",
+        "_completed_in_transaction",
         "_deadline",
         "_lease",
         "_lock",
@@ -46,6 +47,7 @@ class JobSlot:
         "_timed_out",
         "args",
         "async_task",
+        "completed_result",
         "job",
         "kwargs",
         "parents",
@@ -85,6 +87,10 @@ class JobSlot:
         # Still running when the worker stopped: nothing is written for it.
         self._abandoned = False
         self._stop_reason: str | None = None
+        # The task finished the job itself, in its own transaction (RunningJob.complete).
+        self._completed_in_transaction = False
+        #: The result it finished the job with, for the hooks once that is known to have held.
+        self.completed_result: JSONValue = None
         #: The coroutine's task: set and read on the event loop thread only.
         self.async_task: asyncio.Task[None] | None = None
         #: What the task sees through ``qw.current_job()``.
@@ -141,6 +147,11 @@ class JobSlot:
     def stop_reason(self) -> str | None:
         """Why the worker stopped it: ``cancel``, ``shutdown`` or ``lost``; None if it did not."""
         return self._stop_reason
+
+    @property
+    def completed_in_transaction(self) -> bool:
+        """Whether the task finished the job itself, in the application's transaction."""
+        return self._completed_in_transaction
 
     @property
     def is_async(self) -> bool:
@@ -211,6 +222,12 @@ class JobSlot:
                 self._cancel_requested = True
                 return True
             return False
+
+    def mark_completed_in_transaction(self, result: JSONValue) -> None:
+        """The task's ``complete(connection=)`` returned: the worker must not finish the job."""
+        with self._lock:
+            self._completed_in_transaction = True
+            self.completed_result = result
 
     def mark_returned(self) -> bool:
         """The task's code is done with the job; True if that makes the slot finished."""
