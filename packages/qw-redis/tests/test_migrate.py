@@ -216,7 +216,7 @@ def test_a_version_2_namespace_reads_as_jobs_without_limits_and_takes_keyed_jobs
     r.set(p + "seq", 3)
     client = qw.open(url, namespace=namespace)
     try:
-        assert r.get(p + "schema") == "3"
+        assert r.get(p + "schema") == str(SCHEMA_VERSION)
         assert isinstance(client.backend, RedisBackend)
         assert "nothing to do" in client.backend.migrate()
         check_invariants(r, keys, ["q"])

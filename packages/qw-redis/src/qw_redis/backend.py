@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -19,6 +20,7 @@ from qw.contract import Finish, Insert, Switches, WorkflowInsert
 from qw.errors import BackendError, DuplicateJob, InvalidName, SchemaError
 from qw.limits import key_state
 from qw.model import (
+    PROGRESS_EVENT,
     Claim,
     Enqueued,
     Event,
@@ -52,6 +54,8 @@ from qw_redis.codec import (
     from_us,
     job_from_row,
     loads,
+    progress_args,
+    progress_from,
     step_fields,
     to_us,
     worker_from,
@@ -62,6 +66,7 @@ from qw_redis.connect import check_persistence, open_client, subscriber_for
 from qw_redis.errors import translated
 from qw_redis.keys import SCHEMA_VERSION, Keyspace, packed_queue
 from qw_redis.listen import make_listen
+from qw_redis.results import EndedWaiters
 from qw_redis.scripts import FLOWS, NAMES, STANDALONE, source
 from qw_redis.urls import RedisConfig, parse_url
 
@@ -182,6 +187,8 @@ class RedisBackend:
         queue_switch=True,
         limits=True,
         schedules=True,
+        progress=True,
+        result_wakeup=True,
     )
 
     def __init__(self, config: RedisConfig, *, namespace: str) -> None:
@@ -196,6 +203,7 @@ class RedisBackend:
             n: self._client.register_script(source(n, publish)) for n in (*NAMES, *STANDALONE)
         }
         self._hub = WakeupHub(poll_interval=config.poll_interval)
+        self._ended = EndedWaiters()
         self._lock = threading.Lock()
         self._listener: Listener | None = None
         self._closed = False
@@ -411,6 +419,7 @@ class RedisBackend:
                 token,
                 step,
                 lim,
+                prog,
             ) = reply[b : b + CLAIM_WIDTH]
             step_kw = step_fields(step)
             job = Job(
@@ -431,6 +440,7 @@ class RedisBackend:
                 lease_expires_at=expires,
                 **step_kw,
                 **flow_fields(lim),
+                progress=progress_from(prog),
             )
             self._remember(id_, queue)
             if isinstance(step_kw, StepFields):
@@ -580,11 +590,51 @@ class RedisBackend:
                 channel,
                 lambda: subscriber_for(self._config, self._client, channel),
                 sharded=self._config.cluster,
+                ended=self._ended,
+                ended_channel=self._keys.ended_channel,
             )
             listener = Listener(self._hub, listen, name=f"qw-redis-wakeup-{self.namespace}")
             listener.start()
             self._listener = listener
             return listener
+
+    # -- progress and results ------------------------------------------------
+
+    def set_progress(
+        self, lease: Lease, fraction: float | None, message: str | None, event_data: str
+    ) -> bool:
+        """One script: fenced as finish, it writes ``f:prog`` and the outbox event."""
+        args = (
+            lease.job_id,
+            lease.token,
+            lease.attempt,
+            *progress_args(fraction, message),
+            PROGRESS_EVENT,
+            event_data,
+        )
+        return bool(self._run("set_progress", (), args))
+
+    def wait_finished(self, job_id: str, timeout: float) -> Job | None:
+        """Arm, read, wait for an ``ended`` message naming the job, read again.
+
+        Arming before each read means a job that ends between the read and
+        the wait is not missed; while the subscription is down the wait
+        polls every ``poll_interval``.
+        """
+        self._ensure_listener()
+        deadline = time.monotonic() + timeout
+        with self._ended.watch(job_id) as watch:
+            while True:
+                self._ended.arm(watch)
+                job = self.get(job_id)
+                if job is None or job.status.is_terminal:
+                    return job
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return job
+                if not self._ended.live:
+                    left = min(left, self._config.poll_interval)
+                self._ended.wait(watch, left)
 
     # -- workers and switches ------------------------------------------------
 

@@ -13,6 +13,7 @@ from qw.model import (
     JSONValue,
     Limit,
     ParentFailure,
+    Progress,
     WorkerInfo,
     Workflow,
     WorkflowState,
@@ -29,6 +30,8 @@ __all__ = [
     "from_us",
     "job_from_row",
     "loads",
+    "progress_args",
+    "progress_from",
     "step_fields",
     "to_us",
     "worker_from",
@@ -38,10 +41,10 @@ __all__ = [
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
-#: id followed by the 16 columns read.lua returns, the step fields and 'lim'.
-ROW_WIDTH = 19
+#: id followed by the 16 columns read.lua returns, the step fields, 'lim' and 'prog'.
+ROW_WIDTH = 20
 #: Fields per job of claim.lua's reply.
-CLAIM_WIDTH = 14
+CLAIM_WIDTH = 15
 #: workflow id, record, and its steps per status (common.lua's workflow_row).
 WORKFLOW_WIDTH = 2 + len(JobStatus)
 _STATUSES = tuple(JobStatus)
@@ -108,6 +111,31 @@ def flow_fields(value: object) -> dict[str, Any]:
     return {"limit_key": key, "limit": decode_limit(limit), "fair": fair == "1"}
 
 
+def progress_args(fraction: float | None, message: str | None) -> tuple[str, str]:
+    """``fraction`` and ``message`` as lua/set_progress.lua reads them.
+
+    The fraction is the float's repr (no spaces, reads back exactly), ``-``
+    for None; the message comes last with a marker, so that None and ``""``
+    differ and the text may hold anything.
+    """
+    return (
+        "-" if fraction is None else repr(float(fraction)),
+        "n" if message is None else "m" + message,
+    )
+
+
+def progress_from(value: object) -> Progress | None:
+    """The :class:`Progress` of a ``prog`` column (None: the job reported none)."""
+    if value is None:
+        return None
+    at, fraction, message = str(value).split(" ", 2)
+    return Progress(
+        fraction=None if fraction == "-" else float(fraction),
+        message=message[1:] if message.startswith("m") else None,
+        at=from_us(at),
+    )
+
+
 def to_us(when: datetime) -> int:
     """A timezone-aware datetime as integer µs since the epoch (exact)."""
     return (when - EPOCH) // _US
@@ -126,7 +154,7 @@ def loads(text: object) -> JSONValue:
 
 
 def job_from_row(row: Sequence[Any]) -> Job:
-    """A :class:`Job` from ``read.lua``'s row (id + 16 columns, step fields, ``lim``)."""
+    """A :class:`Job` from ``read.lua``'s row (id + 16 columns, step fields, ``lim``, ``prog``)."""
     (
         id_,
         queue,
@@ -147,6 +175,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         cancel,
         step,
         lim,
+        prog,
     ) = row
     return Job(
         id=id_,
@@ -168,6 +197,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         cancel_requested=cancel == "1",
         **step_fields(step),
         **flow_fields(lim),
+        progress=progress_from(prog),
     )
 
 

@@ -37,12 +37,18 @@ __all__ = [
 #: version 3's as it is (a job without ``f:lim`` has no key and rank 0), the
 #: marker only moved so that a qw-redis knowing 2 refuses a namespace whose
 #: ready sets may hold ranked members (see ``lua/common.lua``'s ready_member).
-SCHEMA_VERSION = 3
+#: 4: progress (``f:prog``); version-3 data is version 4's as it is (a job
+#: without ``f:prog`` has reported no progress). The marker moves so that a
+#: qw-redis knowing 3, which neither reads nor purges ``f:prog``, cannot
+#: open the namespace: its purge would leave a job's progress behind, to
+#: show on a later job created with the same id.
+SCHEMA_VERSION = 4
 
 #: Namespace-wide keys every script receives first, in this order.
 COMMON: tuple[str, ...] = (
     "seq",  # INCR: FIFO sequence and event cursors
     "wake",  # pub/sub channel (a channel, not a key; declared so Cluster routes it)
+    "ended",  # pub/sub channel: ids of jobs that became terminal (for wait_finished)
     "running",  # ZSET id -> lease expiry (µs)
     "counts",  # HASH "<queue>:<status>" -> count
     "dedupe",  # HASH dedupe key -> id of the live job holding it
@@ -118,6 +124,7 @@ COLUMNS: tuple[str, ...] = (
     "token",
     "fby",
     "lim",  # flow control: "<fair 0|1> <rank> <limit or -> <key>" (absent: no limit key)
+    "prog",  # progress: "<at µs> <fraction or -> <m<message> or n>" (absent: none reported)
 )
 
 #: Job fields of workflow steps, received after :data:`FLOW_COMMON`; a job
@@ -180,6 +187,8 @@ class Keyspace:
             + [self._columns[c] for c in FLOW_COLUMNS]
         )
         self.channel = self._named["wake"]
+        #: Where the scripts that end jobs publish the ids they ended.
+        self.ended_channel = self._named["ended"]
 
     @property
     def schema_keys(self) -> list[str]:

@@ -1,4 +1,8 @@
-"""The Redis half of wake-ups: subscribe to the namespace's channel, feed the hub.
+"""The Redis half of wake-ups: subscribe to the namespace's channels, feed the hub.
+
+Two channels, one connection: ``wake`` (queues that may have work, for the
+:class:`~qw.wakeup.WakeupHub`) and ``ended`` (jobs that ended, for
+:class:`~qw_redis.results.EndedWaiters`).
 
 :class:`qw.wakeup.Listener` owns reconnecting and degrading to a poll; this
 module only supplies ``listen(ready, stopping)``. A single server uses plain
@@ -20,6 +24,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from qw.wakeup import ListenFn, WakeupHub
+from qw_redis.results import EndedWaiters
 
 __all__ = ["make_listen", "subscriber_options"]
 
@@ -33,43 +38,58 @@ def make_listen(
     connect: Callable[[], redis.Redis],
     *,
     sharded: bool,
+    ended: EndedWaiters | None = None,
+    ended_channel: str = "",
 ) -> ListenFn:
     """A ``listen`` function delivering ``channel``'s messages to ``hub``.
 
-    ``connect`` returns a new client for the node that owns ``channel``.
+    With ``ended``, it subscribes ``ended_channel`` (same slot) too and
+    hands its messages there, and every (re)subscription fires every
+    waiter of ``ended``, as it wakes every waiter of ``hub``. ``connect``
+    returns a new client for the node that owns ``channel``.
     """
+    channels = [channel] if ended is None else [channel, ended_channel]
 
     def listen(ready: Callable[[], None], stopping: threading.Event) -> None:
         client = connect()
         pubsub: Any = client.pubsub()  # type: ignore[no-untyped-call]
         try:
             if sharded:
-                pubsub.ssubscribe(channel)
+                pubsub.ssubscribe(*channels)
             else:
-                pubsub.subscribe(channel)
-            # ready() only once the server confirmed: a message published
-            # before that could otherwise be missed while waiters trust us.
+                pubsub.subscribe(*channels)
+            # ready() only once the server confirmed every channel: a message
+            # published before that could be missed while waiters trust us.
             deadline = time.monotonic() + _SUBSCRIBE_TIMEOUT
-            while True:
+            confirmed = 0
+            while confirmed < len(channels):
                 if stopping.is_set():
                     return
                 message = pubsub.get_message(timeout=_TICK)
                 if message is not None and message["type"] in ("subscribe", "ssubscribe"):
-                    break
+                    confirmed += 1
+                    continue
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"no subscription confirmation for {channel}")
+                    raise TimeoutError(f"no subscription confirmation for {channels}")
             ready()
+            if ended is not None:
+                ended.set_live(True)
             while not stopping.is_set():
                 message = pubsub.get_message(timeout=_TICK)
                 if message is None:
                     continue
                 kind = message["type"]
                 if kind in ("message", "smessage"):
-                    _deliver(hub, message["data"])
+                    if ended is not None and message["channel"] == ended_channel:
+                        ended.deliver(message["data"])
+                    else:
+                        _deliver(hub, message["data"])
                 elif kind in ("unsubscribe", "sunsubscribe"):
                     # The server dropped us (a Cluster slot moved): resubscribe.
                     raise ConnectionError(f"unsubscribed from {channel} by the server")
         finally:
+            if ended is not None:
+                ended.set_live(False)
             try:
                 pubsub.close()
             finally:

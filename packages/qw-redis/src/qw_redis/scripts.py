@@ -36,6 +36,7 @@ WRITES = (
     "cancel_workflow",
     "migrate",
     "set_limit",
+    "set_progress",
 )
 #: Scripts that only read (one round trip, one consistent snapshot).
 READS = (
@@ -71,6 +72,7 @@ FLOWS = frozenset(
         "cancel_workflow",
         "get_workflow",
         "list_workflows",
+        "set_progress",  # no workflow is touched: it needs lua/flows.lua's outbox writer
     }
 )
 _NEEDS_ROW = frozenset({"get", "list"})

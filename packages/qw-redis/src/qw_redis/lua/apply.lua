@@ -9,17 +9,14 @@
 local TW = 9
 -- Queues that got a job back (status queued), published by publish_woken.
 local WOKEN = {}
+-- Jobs that became terminal in this script, published by publish_ended.
+local ENDED = {}
 
 local function release_dedupe(id)
   local key = get('dedupe', id)
   if key and redis.call('HGET', K.dedupe, key) == id then
     redis.call('HDEL', K.dedupe, key)
   end
-end
-
--- An outbox event, written by flush() in the order emitted.
-local function emit(id, etype, data, now)
-  EVENTS[#EVENTS + 1] = {id, etype, data, now}
 end
 
 -- Put a queued job where claim finds it: ready if due, else scheduled (by
@@ -78,6 +75,7 @@ local function apply(id, qi, from, b, now, nosettle)
     -- A step is purged with its workflow, never on its own (wdone, not done).
     if not wf then zadd_later(K.done, now, id) end
     release_dedupe(id)
+    ENDED[#ENDED + 1] = id
   end
   v = ARGV[b + 8]
   if v ~= '' then emit(id, v, ARGV[b + 9], now) end
@@ -93,6 +91,19 @@ local function publish_woken()
   for i = 1, NQ do if WOKEN[i] then queues[#queues + 1] = QN[i] end end
   publish(queues)
   return queues
+end
+
+-- Tell wait_finished's subscribers which jobs ended: one message per script
+-- call however many ended (ids are space-free), none when nothing did; '*'
+-- (re-read every job waited on) past ENDED_MAX ids, so that a workflow's
+-- cancel never sends one huge message.
+local ENDED_MAX = 256
+local function publish_ended()
+  if #ENDED == 0 then return end
+  local text = '*'
+  if #ENDED <= ENDED_MAX then text = table.concat(ENDED, ' ') end
+  redis.call(PUBCMD, K.ended, text)
+  ENDED = {}
 end
 
 -- The queues of workflow w that the header lacks, appended to missing (a

@@ -19,6 +19,7 @@ if status == STATUS.QUEUED or status == STATUS.WAITING then
   end
   apply(id, 1, status, A + 1, now_us())
   flush()
+  publish_ended()
   local out = {ARGV[A + 2]}
   for _, q in ipairs(publish_woken()) do out[#out + 1] = q end
   return out

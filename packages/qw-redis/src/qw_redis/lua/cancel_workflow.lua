@@ -35,6 +35,7 @@ if r.state == WSTATE.RUNNING then
     end
   end
   flush()
+  publish_ended()
 end
 local out = {'O'}
 workflow_row(w, out)

@@ -372,7 +372,8 @@ local nows, exps = fmt(now), fmt(expires)
 local out = {nows, exps}
 local ids = pid
 -- No 'result': only a succeeded (terminal) job has one, never a queued one.
-for _, col in ipairs({'payload', 'prio', 'run_at', 'max', 'att', 'created', 'dedupe', 'error', 'wf'}) do
+for _, col in ipairs({'payload', 'prio', 'run_at', 'max', 'att', 'created', 'dedupe', 'error', 'wf',
+  'prog'}) do
   prefetch(col, ids)
 end
 prefetch_steps(ids)
@@ -421,6 +422,7 @@ for j, id in ipairs(pid) do
   out[#out + 1] = token
   out[#out + 1] = step_info(id, true)
   out[#out + 1] = get('lim', id)
+  out[#out + 1] = get('prog', id)  -- an earlier attempt's, until this one reports
 end
 for queue, rank in pairs(clocks) do
   if rank > tonumber(redis.call('HGET', K.fclock, queue) or '0') then

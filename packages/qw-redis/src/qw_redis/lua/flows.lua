@@ -7,6 +7,11 @@ local WNUM = {}
 -- Outbox events {job id, type, data, at} to write, in order (apply.lua's emit).
 local EVENTS = {}
 
+-- An outbox event, written by flush() in the order emitted.
+local function emit(id, etype, data, now)
+  EVENTS[#EVENTS + 1] = {id, etype, data, now}
+end
+
 -- The part of common.lua's flush() that only these scripts need: the
 -- workflow counts of the steps that moved (wdeltas: "<w>:<status>" -> n),
 -- the outbox events, the workflow counters.

@@ -1,4 +1,4 @@
--- Bring the namespace's keys to layout version ARGV[A + 1] (keys.SCHEMA_VERSION, 3).
+-- Bring the namespace's keys to layout version ARGV[A + 1] (keys.SCHEMA_VERSION, 4).
 -- Header: no queues. KEYS after the common ones: the marker (qw:{ns}:schema),
 -- then version 1's hashes of the fields version 2 packs into f:job, in
 -- keys.LEGACY_COLUMNS order. ARGV after the header: version, batch, HSCAN
@@ -9,7 +9,8 @@
 -- its own hash. Converting a job packs them into f:job (as enqueue.lua
 -- would have written it) and deletes them; every other key of version 1
 -- is version 2's as it is, and a job without step columns is a plain job,
--- as one without a 'lim' column has no limit key (version 3).
+-- as one without a 'lim' column has no limit key (version 3), and one
+-- without a 'prog' column has reported no progress (version 4).
 local SCHEMA = KEYS[NC + 1]
 local OLD = {}
 for i, col in ipairs({'prio', 'max', 'created', 'seq', 'queue', 'dedupe', 'payload'}) do
@@ -17,11 +18,12 @@ for i, col in ipairs({'prio', 'max', 'created', 'seq', 'queue', 'dedupe', 'paylo
 end
 local version, batch, cursor = ARGV[A + 1], tonumber(ARGV[A + 2]), ARGV[A + 3]
 local have = redis.call('GET', SCHEMA)
-if have == '2' and version == '3' then
+if (have == '2' or have == '3') and version == '4' then
   -- Version 2 is version 3 as it is: none of its jobs has a limit key (no
   -- 'lim' column: no limit, fair rank 0, ready members unchanged), and the
-  -- flow-control keys start empty. Only the marker moves, so that a
-  -- qw-redis knowing version 2 refuses the namespace from now on.
+  -- flow-control keys start empty. Version 3 is version 4 as it is: none
+  -- of its jobs has a 'prog' column (no progress reported). Only the
+  -- marker moves, so that an older qw-redis refuses the namespace from now on.
   redis.call('SET', SCHEMA, version)
   return {'V', version}
 end

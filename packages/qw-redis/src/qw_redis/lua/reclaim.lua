@@ -30,6 +30,7 @@ for b = A, #ARGV - 1, W do
   end
 end
 flush()
+publish_ended()
 local out = {n}
 for _, q in ipairs(publish_woken()) do out[#out + 1] = q end
 return out

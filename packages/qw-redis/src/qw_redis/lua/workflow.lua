@@ -97,6 +97,7 @@ local function apply_settled(id, status, parent, now)
   put('error', id, '{"reason":"' .. REASON_PARENT_FAILED .. '","parent":"' .. parent .. '"}')
   put('finished', id, fmt(now))
   release_dedupe(id)
+  ENDED[#ENDED + 1] = id
   emit(id, EV_CANCELLED, '{"queue":"' .. queue .. '","reason":"' .. REASON_PARENT_FAILED
     .. '","parent":"' .. parent .. '"}', now)
   step_ended(w, status, now)
