@@ -515,3 +515,61 @@ def test_jobs_as_0_2_0_stored_them_read_back_unlimited_and_are_claimed(
         assert (state.key, state.queued, state.throttled) == ("k", 1, True)
         assert client.complete(claims[1].lease) is qw.JobStatus.SUCCEEDED
         assert client.get_workflow("wf").state is qw.WorkflowState.SUCCEEDED
+
+
+# -- data written by 0.3.0 ----------------------------------------------------
+
+
+def _file_0_3_0(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file as 0.3.0 left it (schema version 3): 0.2.0's, migrated by the released step."""
+    _file_0_2_0(path, monkeypatch)
+    with monkeypatch.context() as patch:
+        patch.setattr(_schema, "SCHEMA_VERSION", 3)
+        SqliteBackend(path, namespace="a").close()
+    assert _meta(path) == [("schema_version", "3")]
+
+
+def test_a_0_3_0_file_is_migrated_to_the_layout_of_a_fresh_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, fresh = tmp_path / "old.db", tmp_path / "fresh.db"
+    _file_0_3_0(old, monkeypatch)
+    with sqlite3.connect(old) as conn:
+        assert "progress_at" not in [c[1] for c in conn.execute("PRAGMA table_info(qw_jobs)")]
+    SqliteBackend(old, namespace="a").close()
+    SqliteBackend(fresh, namespace="a").close()
+    assert _meta(old) == [("schema_version", str(SCHEMA_VERSION))]
+    assert _layout(old) == _layout(fresh)
+
+
+def test_jobs_as_0_3_0_stored_them_read_back_without_progress_and_take_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "old.db"
+    _file_0_3_0(path, monkeypatch)
+    now = time.time()
+    columns = (
+        "namespace, id, queue, payload, priority, run_at, max_attempts, attempts, status, "
+        "created_at, finished_at, result"
+    )
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            f"INSERT INTO qw_jobs ({columns}) VALUES ({', '.join('?' * 12)})",
+            [  # as 0.3.0's enqueue and complete left them
+                ("a", "waiting", "q", "1", 0, now, 3, 0, "queued", now, None, "null"),
+                ("a", "done", "q", "2", 0, now, 3, 1, "succeeded", now, now, '{"ok": 1}'),
+            ],
+        )
+    with qw.open(f"sqlite:///{path}", namespace="a") as client:
+        assert [(j.id, j.progress) for j in client.list_jobs()] == [
+            ("done", None),
+            ("waiting", None),
+        ]
+        assert client.get("done").result == {"ok": 1}
+        claim = client.claim(["q"], worker="w", limit=1)[0]
+        assert claim.job.progress is None
+        client.set_progress(claim.lease, 0.5, "half")
+        progress = client.get("waiting").progress
+        assert progress is not None
+        assert (progress.fraction, progress.message) == (0.5, "half")
+        assert [e.type for e in client.fetch_events()] == ["job.progress"]

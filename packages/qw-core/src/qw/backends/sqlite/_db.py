@@ -24,6 +24,7 @@ from qw.errors import (
     BackendUnavailable,
     ConfigurationError,
     DuplicateJob,
+    InvalidInput,
     QwError,
     SchemaError,
 )
@@ -51,6 +52,22 @@ _write_locks_guard = threading.Lock()
 def _write_lock(key: str) -> threading.Lock:
     with _write_locks_guard:
         return _write_locks.setdefault(key, threading.Lock())
+
+
+#: The savepoint the application-transaction writes run in.
+_SAVEPOINT = "qw_write_in"
+#: sqlite3.LEGACY_TRANSACTION_CONTROL (Python 3.12+): isolation_level decides.
+_LEGACY = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
+
+
+def _implicit_transactions(conn: sqlite3.Connection) -> bool:
+    """Whether Python begins transactions implicitly on ``conn`` (its legacy mode).
+
+    Then a write must begin one itself, or the app's ``commit()`` has
+    nothing to commit. ``autocommit=False`` (3.12+) keeps a transaction open
+    at all times; ``autocommit=True`` and ``isolation_level=None`` have none.
+    """
+    return conn.isolation_level is not None and getattr(conn, "autocommit", _LEGACY) == _LEGACY
 
 
 def _code(exc: sqlite3.Error) -> int:
@@ -278,6 +295,68 @@ class Database:
                 return result
 
             return self.retry(attempt)
+
+    def write_in(self, conn: object, work: Callable[[sqlite3.Connection, float], T]) -> T:
+        """Run ``work(conn, now)`` in the application's connection, inside its transaction.
+
+        ``conn`` must be a ``sqlite3.Connection`` on this very file (checked
+        before any write: :class:`~qw.errors.InvalidInput` otherwise). The
+        statements run inside a savepoint of qw's own: released on success,
+        rolled back to on failure, so a failed call leaves the application's
+        transaction as it was. The application's transaction is never
+        committed nor rolled back here. When ``conn`` is in Python's legacy
+        implicit-transaction mode and no transaction is open, one is begun
+        (``BEGIN IMMEDIATE``: the write lock is about to be taken anyway) so
+        that the writes wait for the application's ``commit()``; a bare
+        savepoint would be committed by its own release. In autocommit mode
+        (``isolation_level=None`` and no ``BEGIN``) the release commits, as
+        any statement does there. Busy errors are raised, translated, not
+        retried: the transaction is the application's to retry.
+        """
+        self._check_same_file(conn)
+        assert isinstance(conn, sqlite3.Connection)  # checked above
+        begun = False
+        try:
+            if not conn.in_transaction and _implicit_transactions(conn):
+                conn.execute("BEGIN IMMEDIATE")
+                begun = True
+            conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+            try:
+                now = float(conn.execute(f"SELECT {NOW_SQL}").fetchone()[0])
+                result = work(conn, now)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
+                    conn.execute(f"RELEASE {_SAVEPOINT}")
+                    if begun:
+                        # It holds nothing but the savepoint undone: not the app's to keep.
+                        conn.execute("ROLLBACK")
+                raise
+            conn.execute(f"RELEASE {_SAVEPOINT}")
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
+        return result
+
+    def _check_same_file(self, conn: object) -> None:
+        """Refuse (InvalidInput) all but an open ``sqlite3.Connection`` whose main file is ours."""
+        if not isinstance(conn, sqlite3.Connection):
+            raise InvalidInput(
+                "connection= for the sqlite backend is a sqlite3.Connection (or an SQLAlchemy "
+                f"or Django connection over one), not {type(conn).__module__}."
+                f"{type(conn).__qualname__}"
+            )
+        try:
+            rows = conn.execute("PRAGMA database_list").fetchall()
+        except sqlite3.Error as exc:
+            # A closed connection, or one made in another thread.
+            raise InvalidInput(f"connection= cannot be used: {exc}") from exc
+        main = next((str(file or "") for _, name, file in rows if name == "main"), "")
+        if not main or os.path.realpath(main) != self.key:
+            raise InvalidInput(
+                f"connection= is open on {main or 'a temporary or in-memory database'!r}, "
+                f"not on this backend's file {self.path}: qw can only join a transaction "
+                "on the file it stores its jobs in"
+            )
 
     def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work(conn)`` in one read transaction (one consistent snapshot)."""

@@ -14,6 +14,7 @@ from qw.model import (
     JobStatus,
     Limit,
     ParentFailure,
+    Progress,
     Schedule,
     WorkerInfo,
     Workflow,
@@ -43,7 +44,7 @@ JOB_COLUMNS = (
     "id, queue, payload, priority, run_at, max_attempts, attempts, status, created_at, "
     "dedupe_key, result, error, started_at, finished_at, worker, lease_expires_at, "
     "cancel_requested, workflow, on_parent_failure, limit_key, concurrency, rate, rate_per, "
-    "has_limit, fair"
+    "has_limit, fair, progress_fraction, progress_message, progress_at"
 )
 EVENT_COLUMNS = "cursor, job_id, type, data, created_at"
 WORKER_COLUMNS = "id, queues, host, pid, concurrency, started_at, last_seen"
@@ -116,6 +117,7 @@ def job(row: tuple[Any, ...], steps: StepLists | None = None) -> Job:
         limit_key=row[19],
         limit=None if row[19] is None else limit(*row[20:24]),
         fair=bool(row[24]),
+        progress=None if row[27] is None else Progress(row[25], row[26], ts(row[27])),
     )
     if row[17] is None:
         return job

@@ -14,7 +14,7 @@ from qw.errors import SchemaError
 __all__ = ["LIVE_STATUSES", "QW_TABLES", "SCHEMA_VERSION", "ensure_schema"]
 
 #: The layout this code reads and writes; a file with a newer one is refused.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Every table qw creates; any other table in a file means it is not qw's alone.
 QW_TABLES = frozenset(
     {
@@ -290,8 +290,16 @@ CREATE TABLE qw_schedules (
 ) WITHOUT ROWID;
 """
 
+# Version 4: progress reports (0.4.0). progress_at is NULL until a task
+# reports: jobs written before it read back with no progress.
+_DDL_V4 = """
+ALTER TABLE qw_jobs ADD COLUMN progress_fraction REAL;
+ALTER TABLE qw_jobs ADD COLUMN progress_message TEXT;
+ALTER TABLE qw_jobs ADD COLUMN progress_at REAL;
+"""
+
 #: The statements taking a file from version ``n - 1`` to ``n``.
-_MIGRATIONS = {2: _DDL_V2, 3: _DDL_V3}
+_MIGRATIONS = {2: _DDL_V2, 3: _DDL_V3, 4: _DDL_V4}
 
 
 _BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})

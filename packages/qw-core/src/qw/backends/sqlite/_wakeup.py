@@ -2,12 +2,15 @@
 
 Backend objects on the same file and namespace in one process share a
 :class:`~qw.wakeup.WakeupHub`, so an enqueue through one wakes a ``wait`` on
-another at once. Across processes, every transaction that makes work
+another at once, and a :class:`DoneSignal`, so a job ending through one wakes
+a ``wait_finished`` on another. Across processes, every transaction that makes work
 claimable on a queue (enqueue, retry, release, reclaim, switch ON) bumps that
 queue's row in ``qw_wakeups``. A claim records the versions it saw, inside
 its own transaction; ``wait`` polls ``PRAGMA data_version`` (which changes
 whenever another connection commits) and only on a change re-reads the
 versions, so it wakes for new work on its queues and not for other commits.
+``wait_finished`` polls ``data_version`` the same way and re-reads its job on
+a change: a job's end is a commit, and no commit goes unseen.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from qw.backends.sqlite._db import Database
 from qw.errors import BackendUnavailable
 from qw.wakeup import WakeupHub
 
-__all__ = ["ChangeWatch", "bump", "shared_hub"]
+__all__ = ["ChangeWatch", "DoneSignal", "bump", "shared_done", "shared_hub"]
 
 T = TypeVar("T")
 
 _hubs: weakref.WeakValueDictionary[tuple[str, str], WakeupHub] = weakref.WeakValueDictionary()
+_dones: weakref.WeakValueDictionary[tuple[str, str], DoneSignal] = weakref.WeakValueDictionary()
 _hubs_lock = threading.Lock()
 #: The ``qw_wakeups`` row that stands for every queue of the namespace.
 ALL_QUEUES = ""
@@ -43,6 +47,44 @@ def shared_hub(path: str, namespace: str) -> WakeupHub:
             hub = WakeupHub(connected=True)
             _hubs[(path, namespace)] = hub
         return hub
+
+
+class DoneSignal:
+    """A count of the writes that ended jobs in this process; waiters block until it moves.
+
+    A waiter reads :attr:`generation` before reading its job, so an end
+    signalled in between is not lost.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generation = 0
+
+    @property
+    def generation(self) -> int:
+        with self._cond:
+            return self._generation
+
+    def notify(self) -> None:
+        """Some job of the namespace may have ended."""
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> int:
+        """Block until the generation is not ``seen`` or ``timeout`` passes; return it."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._generation != seen, timeout)
+            return self._generation
+
+
+def shared_done(path: str, namespace: str) -> DoneSignal:
+    """The end signal every backend object on (``path``, ``namespace``) in this process shares."""
+    with _hubs_lock:
+        done = _dones.get((path, namespace))
+        if done is None:
+            done = _dones[(path, namespace)] = DoneSignal()
+        return done
 
 
 def bump(conn: sqlite3.Connection, namespace: str, queues: Iterable[str]) -> None:
@@ -93,7 +135,8 @@ class ChangeWatch:
             conn = self._conn
             return self._db.retry(lambda: read(conn))
 
-    def _data_version(self) -> int:
+    def data_version(self) -> int:
+        """The watch connection's ``PRAGMA data_version``: it changes when anyone else commits."""
         return self._query(lambda conn: int(conn.execute("PRAGMA data_version").fetchone()[0]))
 
     def _changed(self, queues: Sequence[str]) -> bool:
@@ -111,7 +154,7 @@ class ChangeWatch:
         deadline = time.monotonic() + timeout
         poll = self._db.options.poll_interval
         # data_version first: a commit after the version check below changes it.
-        seen = self._data_version()
+        seen = self.data_version()
         if self._changed(queues):
             return True
         while True:
@@ -120,7 +163,7 @@ class ChangeWatch:
                 return False
             if hub.wait(queues, min(poll, remaining)):
                 return True
-            version = self._data_version()
+            version = self.data_version()
             if version != seen:
                 seen = version
                 if self._changed(queues):

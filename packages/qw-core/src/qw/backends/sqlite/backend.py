@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -26,12 +27,13 @@ from qw.backends.sqlite import _flow, _rows
 from qw.backends.sqlite._db import NOW_SQL, Database
 from qw.backends.sqlite._schema import LIVE_STATUSES
 from qw.backends.sqlite._url import DEFAULT_POLL_INTERVAL, SqliteOptions, parse_url
-from qw.backends.sqlite._wakeup import ALL_QUEUES, ChangeWatch, bump, shared_hub
+from qw.backends.sqlite._wakeup import ALL_QUEUES, ChangeWatch, bump, shared_done, shared_hub
 from qw.capabilities import Capabilities
 from qw.contract import Finish, Insert, Switches, WorkflowInsert
 from qw.errors import DuplicateJob
 from qw.limits import fair_rank, key_state
 from qw.model import (
+    PROGRESS_EVENT,
     TERMINAL,
     Claim,
     Enqueued,
@@ -495,6 +497,11 @@ _CLAIM_UPDATE = (
 )
 
 
+def _ended(answers: Sequence[JobStatus | None]) -> bool:
+    """Whether a finish may have ended a job (a repeat counts: a spurious wake is harmless)."""
+    return any(a is not None and a.is_terminal for a in answers)
+
+
 def _keyed_token(token: str) -> bool:
     return "k" in token[:2]
 
@@ -510,6 +517,9 @@ class SqliteBackend:
         durable=True,
         limits=True,
         schedules=True,
+        progress=True,
+        result_wakeup=True,
+        transactional=True,
     )
 
     def __init__(
@@ -532,6 +542,7 @@ class SqliteBackend:
         )
         self._db = Database(options)
         self._hub = shared_hub(self._db.key, self._namespace)
+        self._done = shared_done(self._db.key, self._namespace)
         self._watch = ChangeWatch(self._db, self._namespace)
 
     @classmethod
@@ -569,48 +580,67 @@ class SqliteBackend:
     # -- producing ---------------------------------------------------------
 
     def enqueue(self, jobs: Sequence[Insert]) -> list[Enqueued]:
-        ns = self._namespace
-        woken: set[str] = set()
-
-        def work(conn: sqlite3.Connection, now: float) -> list[Enqueued]:
-            _refuse_taken_ids(conn, ns, jobs)
-            answers, insert = plan_enqueue(jobs, _live_keys(conn, ns, jobs))
-            new_jobs = [jobs[i] for i in insert]
-            _insert_jobs(conn, ns, now, new_jobs, steps=False)
-            woken.clear()
-            woken.update(new.queue for new in new_jobs)
-            bump(conn, ns, woken)
-            return answers
-
-        answers = self._db.write(work)
+        answers, woken = self._db.write(functools.partial(self._enqueue, jobs))
         self._hub.notify(woken)
         return answers
 
-    def create_workflow(self, workflow: WorkflowInsert, steps: Sequence[Insert]) -> bool:
+    def enqueue_in(self, connection: object, jobs: Sequence[Insert]) -> list[Enqueued]:
+        # No in-process signal: the app may roll back. Its commit carries the
+        # qw_wakeups bump, which every waiter's data_version poll sees.
+        answers, _ = self._db.write_in(connection, functools.partial(self._enqueue, jobs))
+        return answers
+
+    def _enqueue(
+        self, jobs: Sequence[Insert], conn: sqlite3.Connection, now: float
+    ) -> tuple[list[Enqueued], set[str]]:
+        """The enqueue's writes, in the caller's transaction; the answers and the queues to wake."""
         ns = self._namespace
-        woken: set[str] = set()
+        _refuse_taken_ids(conn, ns, jobs)
+        answers, insert = plan_enqueue(jobs, _live_keys(conn, ns, jobs))
+        new_jobs = [jobs[i] for i in insert]
+        _insert_jobs(conn, ns, now, new_jobs, steps=False)
+        woken = {new.queue for new in new_jobs}
+        bump(conn, ns, woken)
+        return answers, woken
 
-        def work(conn: sqlite3.Connection, now: float) -> bool:
-            woken.clear()
-            exists = conn.execute(
-                "SELECT 1 FROM qw_workflows WHERE namespace = ? AND id = ?", (ns, workflow.id)
-            ).fetchone()
-            if exists is not None:
-                return False
-            conn.execute(
-                "INSERT INTO qw_workflows (namespace, id, created_at, output, live) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (ns, workflow.id, now, workflow.output, len(steps)),
-            )
-            _insert_steps(conn, ns, now, steps)
-            woken.update(s.queue for s in steps if s.status is JobStatus.QUEUED)
-            bump(conn, ns, woken)
-            return True
-
-        created = self._db.write(work)
+    def create_workflow(self, workflow: WorkflowInsert, steps: Sequence[Insert]) -> bool:
+        created, woken = self._db.write(functools.partial(self._create_workflow, workflow, steps))
         if woken:
             self._hub.notify(woken)
         return created
+
+    def create_workflow_in(
+        self, connection: object, workflow: WorkflowInsert, steps: Sequence[Insert]
+    ) -> bool:
+        # Woken by the commit's qw_wakeups bump, as enqueue_in.
+        created, _ = self._db.write_in(
+            connection, functools.partial(self._create_workflow, workflow, steps)
+        )
+        return created
+
+    def _create_workflow(
+        self,
+        workflow: WorkflowInsert,
+        steps: Sequence[Insert],
+        conn: sqlite3.Connection,
+        now: float,
+    ) -> tuple[bool, set[str]]:
+        """The workflow's writes, in the caller's transaction; whether created, queues to wake."""
+        ns = self._namespace
+        exists = conn.execute(
+            "SELECT 1 FROM qw_workflows WHERE namespace = ? AND id = ?", (ns, workflow.id)
+        ).fetchone()
+        if exists is not None:
+            return False, set()
+        conn.execute(
+            "INSERT INTO qw_workflows (namespace, id, created_at, output, live) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (ns, workflow.id, now, workflow.output, len(steps)),
+        )
+        _insert_steps(conn, ns, now, steps)
+        woken = {s.queue for s in steps if s.status is JobStatus.QUEUED}
+        bump(conn, ns, woken)
+        return True, woken
 
     def add_steps(self, lease: Lease, steps: Sequence[Insert]) -> bool | None:
         ns = self._namespace
@@ -711,39 +741,49 @@ class SqliteBackend:
         return self._db.write(work)
 
     def finish(self, finishes: Sequence[Finish]) -> list[JobStatus | None]:
-        ns = self._namespace
-        requeued: set[str] = set()
-
-        def work(conn: sqlite3.Connection, now: float) -> list[JobStatus | None]:
-            requeued.clear()
-            keyed: list[str] = []
-            answers: list[JobStatus | None] = []
-            for finish in finishes:
-                lease, t = finish.lease, finish.transition
-                key = (ns, lease.job_id)
-                held = (lease.token, lease.attempt)
-                if _apply(conn, _IF_HELD, t, now, key, held, requeued):
-                    answers.append(t.status)
-                    if _keyed_token(lease.token):
-                        keyed.append(lease.job_id)
-                    if t.status.is_terminal and lease.token.startswith(STEP_TOKEN_PREFIX):
-                        _step_ended(conn, ns, now, lease.job_id, t.status, requeued)
-                    continue
-                row = conn.execute(
-                    "SELECT status, finished_by FROM qw_jobs WHERE namespace = ? AND id = ?", key
-                ).fetchone()
-                answers.append(None if row is None else repeat_status(t, JobStatus(row[0]), row[1]))
-            if keyed:
-                # Their keys' slots freed: parked jobs of those keys may go.
-                requeued.update(_flow.free_jobs(conn, ns, keyed))
-            if requeued:
-                bump(conn, ns, requeued)
-            return answers
-
-        answers = self._db.write(work)
+        answers, requeued = self._db.write(functools.partial(self._finish, finishes))
         if requeued:
             self._hub.notify(requeued)
+        if _ended(answers):
+            self._done.notify()
         return answers
+
+    def finish_in(self, connection: object, finishes: Sequence[Finish]) -> list[JobStatus | None]:
+        # Nothing is signalled in-process: the app may roll back. Its commit
+        # carries the qw_wakeups bump (requeued work), and every waiter polls
+        # data_version, which any commit changes (ended jobs).
+        answers, _ = self._db.write_in(connection, functools.partial(self._finish, finishes))
+        return answers
+
+    def _finish(
+        self, finishes: Sequence[Finish], conn: sqlite3.Connection, now: float
+    ) -> tuple[list[JobStatus | None], set[str]]:
+        """The finishes' writes, steps settled, in the caller's transaction; queues to wake."""
+        ns = self._namespace
+        requeued: set[str] = set()
+        keyed: list[str] = []
+        answers: list[JobStatus | None] = []
+        for finish in finishes:
+            lease, t = finish.lease, finish.transition
+            key = (ns, lease.job_id)
+            held = (lease.token, lease.attempt)
+            if _apply(conn, _IF_HELD, t, now, key, held, requeued):
+                answers.append(t.status)
+                if _keyed_token(lease.token):
+                    keyed.append(lease.job_id)
+                if t.status.is_terminal and lease.token.startswith(STEP_TOKEN_PREFIX):
+                    _step_ended(conn, ns, now, lease.job_id, t.status, requeued)
+                continue
+            row = conn.execute(
+                "SELECT status, finished_by FROM qw_jobs WHERE namespace = ? AND id = ?", key
+            ).fetchone()
+            answers.append(None if row is None else repeat_status(t, JobStatus(row[0]), row[1]))
+        if keyed:
+            # Their keys' slots freed: parked jobs of those keys may go.
+            requeued.update(_flow.free_jobs(conn, ns, keyed))
+        if requeued:
+            bump(conn, ns, requeued)
+        return answers, requeued
 
     def reclaim_expired(self) -> int:
         ns = self._namespace
@@ -777,10 +817,61 @@ class SqliteBackend:
         count = self._db.write(work)
         if requeued:
             self._hub.notify(requeued)
+        if count:
+            # Some may have failed for good (out of attempts).
+            self._done.notify()
         return count
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         return self._watch.wait(self._hub, queues, timeout)
+
+    # -- progress and results ------------------------------------------------
+
+    def set_progress(
+        self, lease: Lease, fraction: float | None, message: str | None, event_data: str
+    ) -> bool:
+        ns = self._namespace
+
+        def work(conn: sqlite3.Connection, now: float) -> bool:
+            held = conn.execute(
+                "UPDATE qw_jobs SET progress_fraction = ?, progress_message = ?, progress_at = ? "
+                f"WHERE namespace = ? AND id = ? AND {_IF_HELD}",
+                (fraction, message, now, ns, lease.job_id, lease.token, lease.attempt),
+            ).rowcount
+            if held != 1:
+                return False
+            conn.execute(
+                "INSERT INTO qw_events (namespace, job_id, type, data, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (ns, lease.job_id, PROGRESS_EVENT, event_data, now),
+            )
+            return True
+
+        return self._db.write(work)
+
+    def wait_finished(self, job_id: str, timeout: float) -> Job | None:
+        # Both signals are read before the job, so an end committed after the
+        # read moves one of them: in-process ends move the shared generation
+        # at once, any commit (another process's, the app's) data_version
+        # within a poll interval.
+        deadline = time.monotonic() + timeout
+        poll = self._db.options.poll_interval
+        generation = self._done.generation
+        version = self._watch.data_version()
+        job = self.get(job_id)
+        while job is not None and not job.status.is_terminal:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            seen = generation
+            generation = self._done.wait(seen, min(poll, remaining))
+            changed = generation != seen
+            if not changed:
+                latest = self._watch.data_version()
+                changed, version = latest != version, latest
+            if changed:
+                job = self.get(job_id)
+        return job
 
     # -- workers and switches ----------------------------------------------
 
@@ -956,6 +1047,8 @@ class SqliteBackend:
         status = self._db.write(work)
         if requeued:
             self._hub.notify(requeued)
+        if status is not None and status.is_terminal:
+            self._done.notify()
         return status
 
     # -- the outbox --------------------------------------------------------
@@ -1137,6 +1230,8 @@ class SqliteBackend:
         flow = self._db.write(work)
         if woken:
             self._hub.notify(woken)
+        if flow is not None:
+            self._done.notify()
         return flow
 
     def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
