@@ -26,7 +26,9 @@ from qw.errors import (
     InvalidName,
     InvalidPayload,
     InvalidWorkflow,
+    JobFailed,
     JobNotFound,
+    JobWasCancelled,
     LeaseLost,
     PluginError,
     QwError,
@@ -36,6 +38,7 @@ from qw.errors import (
     WorkflowFailed,
     WorkflowNotFound,
 )
+from qw.handles import JobHandle
 from qw.model import (
     Claim,
     Enqueued,
@@ -59,17 +62,21 @@ from qw.tasks import Task
 from qw.workflow import Step, StepList, WorkflowBuilder, WorkflowHandle
 
 if TYPE_CHECKING:
+    from qw.aio import AsyncClient, open_async
     from qw.worker import JobCancelled, Worker, WorkerConfig, current_job
 
 # The worker runtime (and pluggy) load on first use of one of these names:
 # a producer that only enqueues never imports them.
 _WORKER_NAMES = frozenset({"JobCancelled", "Worker", "WorkerConfig", "current_job"})
+# Likewise qw.aio (and asyncio): only programs that use it load it.
+_AIO_NAMES = frozenset({"AsyncClient", "open_async"})
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Abort",
     "App",
+    "AsyncClient",
     "Backoff",
     "JobCancelled",
     "Task",
@@ -97,7 +104,10 @@ __all__ = [
     "InvalidPayload",
     "InvalidWorkflow",
     "Job",
+    "JobFailed",
+    "JobHandle",
     "JobNotFound",
+    "JobWasCancelled",
     "JobStatus",
     "KeyState",
     "Lease",
@@ -126,6 +136,7 @@ __all__ = [
     "WorkflowState",
     "__version__",
     "open",
+    "open_async",
 ]
 
 
@@ -136,8 +147,14 @@ def __getattr__(name: str) -> Any:
         value = getattr(qw.worker, name)
         globals()[name] = value
         return value
+    if name in _AIO_NAMES:
+        import qw.aio
+
+        value = getattr(qw.aio, name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'qw' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_WORKER_NAMES})
+    return sorted({*globals(), *_WORKER_NAMES, *_AIO_NAMES})

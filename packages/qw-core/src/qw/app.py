@@ -19,7 +19,9 @@ import importlib
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
@@ -28,6 +30,7 @@ from qw.backoff import Backoff
 from qw.client import Client
 from qw.display import redact_url
 from qw.errors import ConfigurationError, InvalidInput, InvalidName
+from qw.handles import JobHandle
 from qw.model import Enqueued, JSONValue, NewJob
 from qw.opening import open as open_client
 from qw.opening import resolve_url
@@ -47,6 +50,10 @@ from qw.validation import (
 )
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from qw.aio.client import AsyncClient
+    from qw.aio.handles import AsyncJobHandle
     from qw.plugin.manager import QwPluginManager
     from qw.schedule import Missed, Periodic
     from qw.worker.runtime import Worker
@@ -58,6 +65,16 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_QUEUE = "default"
+
+
+@dataclass
+class _LoopClient:
+    """The app's async client on one event loop, and the lock its opening takes."""
+
+    lock: asyncio.Lock
+    client: AsyncClient | None = None
+    #: The sync client it wraps, for an app given ``client=`` (None: opened from the URL).
+    source: Client | None = None
 
 
 class App:
@@ -83,6 +100,11 @@ class App:
         self._lock = threading.Lock()
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._schedules: dict[str, Periodic] = {}
+        # One async client per running event loop (its objects are the loop's);
+        # an entry goes with its loop.
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __repr__(self) -> str:
         url = None if self._url is None else redact_url(self._url)
@@ -171,11 +193,57 @@ class App:
                 self._client, self._owns_client = saved
 
     def close(self) -> None:
-        """Close the app's client if the app opened it."""
+        """Close the app's client if the app opened it (async clients: :meth:`aclose`)."""
         with self._lock:
             client, self._client = self._client, None if self._owns_client else self._client
         if client is not None and self._owns_client:
             client.close()
+
+    # -- asyncio -----------------------------------------------------------
+
+    async def async_client(self) -> AsyncClient:
+        """The app's :class:`~qw.aio.AsyncClient` for the running event loop.
+
+        Opened on first use in each loop (with :func:`qw.aio.open_async` on
+        the app's URL and namespace), then shared by that loop's tasks;
+        another loop (a second ``asyncio.run``) gets its own. An app given
+        ``client=`` (or inside :meth:`use_client`) gets that client's
+        backend run in threads, which :meth:`aclose` leaves open.
+        """
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            state = self._async.get(loop)
+            if state is None:
+                state = self._async[loop] = _LoopClient(asyncio.Lock())
+            bound = None if self._owns_client else self._client
+        if state.client is not None and state.source is bound:
+            return state.client
+        async with state.lock:
+            if state.client is None or state.source is not bound:
+                stale, state.client = state.client, await self._open_async(bound)
+                state.source = bound
+                if stale is not None:
+                    await stale.aclose()
+            return state.client
+
+    async def _open_async(self, bound: Client | None) -> AsyncClient:
+        from qw.aio import AsyncClient, ThreadedAsyncBackend, open_async
+
+        if bound is None:
+            return await open_async(self._url, namespace=self._namespace)
+        return AsyncClient(ThreadedAsyncBackend(bound.backend, close_backend=False))
+
+    async def aclose(self) -> None:
+        """Close the app's async client of the running event loop, if one was opened."""
+        import asyncio
+
+        with self._lock:
+            state = self._async.pop(asyncio.get_running_loop(), None)
+        if state is not None and state.client is not None:
+            async with state.lock:
+                await state.client.aclose()
 
     # -- tasks -------------------------------------------------------------
 
@@ -396,23 +464,46 @@ class App:
 
     # -- producing and working ---------------------------------------------
 
-    def enqueue_many(self, jobs: Iterable[NewJob]) -> list[Enqueued]:
-        """Enqueue any number of jobs (``task.job(...)`` each); answers in order.
+    def enqueue_many(
+        self, jobs: Iterable[NewJob], *, connection: object | None = None
+    ) -> list[JobHandle]:
+        """Enqueue any number of jobs (``task.job(...)`` each); a handle per job, in order.
 
         Every job is checked before anything is written: one bad job (or a
         repeated id) refuses them all. A batch within one call's bounds
         (MAX_BATCH jobs, MAX_CALL_BYTES of payload) is one call, all or
         nothing. A larger one goes in several calls, each all or nothing:
         if the store fails during a later call (a lost connection, a job id
-        already in the store), the earlier calls stay committed.
+        already in the store), the earlier calls stay committed. With
+        ``connection`` (the application's open connection: see
+        :meth:`qw.Client.enqueue`) every call joins its transaction, so
+        they all commit or roll back with it.
         """
         client = self.client
         answers: list[Enqueued] = []
         for chunk, payloads in split_new_jobs(
             list(jobs), limit=client.capabilities.max_payload_bytes
         ):
-            answers.extend(client._enqueue_checked(chunk, payloads))
-        return answers
+            answers.extend(client._enqueue_checked(chunk, payloads, connection))
+        return [JobHandle(a.id, a.created, owner=self) for a in answers]
+
+    async def aenqueue_many(self, jobs: Iterable[NewJob]) -> list[AsyncJobHandle]:
+        """:meth:`enqueue_many` through the async client; an async handle per job."""
+        from qw.aio.handles import AsyncJobHandle
+
+        client = await self.async_client()
+        answers: list[Enqueued] = []
+        for chunk, payloads in split_new_jobs(
+            list(jobs), limit=client.capabilities.max_payload_bytes
+        ):
+            answers.extend(await client._enqueue_checked(chunk, payloads))
+        return [AsyncJobHandle(a.id, a.created, owner=self) for a in answers]
+
+    def job_handle(self, job_id: str) -> JobHandle:
+        """A handle on a stored job, by id (status, result, cancel); ``created`` is True."""
+        from qw.validation import check_job_id
+
+        return JobHandle(check_job_id(job_id), True, owner=self)
 
     def workflow(self, workflow_id: str | None = None) -> WorkflowBuilder:
         """A new workflow to add steps to; ``enqueue()`` stores it (see :mod:`qw.workflow`).

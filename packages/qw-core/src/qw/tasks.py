@@ -11,13 +11,19 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast
 
 from qw.backoff import Backoff
 from qw.client import Client
-from qw.model import Enqueued, JSONValue, Limit, NewJob
+from qw.errors import InvalidInput
+from qw.handles import JobHandle
+from qw.model import JSONValue, Limit, NewJob
 from qw.payload import task_payload
 from qw.taskflow import TaskFlow
+
+if TYPE_CHECKING:
+    from qw.aio.client import AsyncClient
+    from qw.aio.handles import AsyncJobHandle
 
 __all__ = ["Task", "TaskCall", "TaskOwner"]
 
@@ -30,6 +36,18 @@ class TaskOwner(Protocol):
 
     @property
     def client(self) -> Client: ...
+
+
+class AsyncTaskOwner(TaskOwner, Protocol):
+    """An owner that also has an async client (for ``aenqueue``): :class:`qw.App` is one."""
+
+    async def async_client(self) -> AsyncClient: ...
+
+
+def _async_owner(owner: TaskOwner) -> AsyncTaskOwner:
+    if not callable(getattr(owner, "async_client", None)):
+        raise InvalidInput(f"{owner!r} has no async client: aenqueue needs a qw.App")
+    return cast("AsyncTaskOwner", owner)
 
 
 class TaskCall(Generic[P, R]):
@@ -71,11 +89,32 @@ class TaskCall(Generic[P, R]):
             new["fair"] = opts.get("fair", flow.fair if flow else False)
         return NewJob(**new)
 
-    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Enqueued:
-        """Enqueue one job of this task."""
-        return self._task.app.client.enqueue([self.job(*args, **kwargs)])[0]
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        """Enqueue one job of this task; a handle on it.
+
+        With ``connection=`` among the options, the job is written in the
+        application's open transaction (see :meth:`qw.Client.enqueue`).
+        """
+        owner = self._task.app
+        job = self.job(*args, **kwargs)
+        answer = owner.client.enqueue([job], connection=self._options.get("connection"))[0]
+        return JobHandle(answer.id, answer.created, owner=owner)
 
     delay = enqueue
+
+    async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> AsyncJobHandle:
+        """Enqueue one job of this task through the app's async client; an async handle."""
+        from qw.aio.handles import AsyncJobHandle
+
+        if self._options.get("connection") is not None:
+            raise InvalidInput(
+                "connection= writes in the application's transaction through the sync "
+                "client: use enqueue(), not aenqueue()"
+            )
+        owner = _async_owner(self._task.app)
+        job = self.job(*args, **kwargs)
+        answer = (await (await owner.async_client()).enqueue([job]))[0]
+        return AsyncJobHandle(answer.id, answer.created, owner=owner)
 
 
 class Task(Generic[P, R]):
@@ -136,11 +175,14 @@ class Task(Generic[P, R]):
         limit_key: str | None = None,
         limit: Limit | None = None,
         fair: bool | None = None,
+        connection: object | None = None,
     ) -> TaskCall[P, R]:
         """Per-call options: ``task.options(delay=60, dedupe_key="k").enqueue(...)``.
 
         ``limit_key``, ``limit`` and ``fair`` replace what the task declares
-        for this call.
+        for this call. ``connection`` is the application's open connection
+        on the store: the job is written in its current transaction and
+        exists only if it commits (capability ``transactional``).
         """
         given = {
             "queue": queue,
@@ -153,6 +195,7 @@ class Task(Generic[P, R]):
             "limit_key": limit_key,
             "limit": limit,
             "fair": fair,
+            "connection": connection,
         }
         return TaskCall(self, {k: v for k, v in given.items() if v is not None})
 
@@ -160,8 +203,17 @@ class Task(Generic[P, R]):
         """The :class:`~qw.model.NewJob` for a call with the task's defaults."""
         return TaskCall(self, {}).job(*args, **kwargs)
 
-    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Enqueued:
-        """Enqueue one job running ``task(*args, **kwargs)``; arguments must be JSON."""
-        return self.app.client.enqueue([self.job(*args, **kwargs)])[0]
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle:
+        """Enqueue one job running ``task(*args, **kwargs)``; arguments must be JSON.
+
+        Returns a :class:`~qw.handles.JobHandle` (an :class:`~qw.model.Enqueued`
+        that can wait for the job's result).
+        """
+        answer = self.app.client.enqueue([self.job(*args, **kwargs)])[0]
+        return JobHandle(answer.id, answer.created, owner=self.app)
 
     delay = enqueue
+
+    async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> AsyncJobHandle:
+        """:meth:`enqueue` through the app's async client; an :class:`~qw.aio.AsyncJobHandle`."""
+        return await TaskCall(self, {}).aenqueue(*args, **kwargs)

@@ -28,9 +28,11 @@ import hashlib
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol, overload
+from typing import TYPE_CHECKING, Any, Protocol, cast, overload
 
-from qw.errors import InvalidWorkflow, ResultTimeout, WorkflowFailed
+from qw.calls import poll_pauses
+from qw.errors import InvalidWorkflow, ResultTimeout
+from qw.handles import UNFINISHED, check_wait_timeout, workflow_failure
 from qw.ids import new_job_id
 from qw.model import Enqueued, Job, JobStatus, JSONValue, NewJob, ParentFailure, Workflow
 from qw.model import WorkflowState as State
@@ -39,10 +41,15 @@ from qw.tasks import Task, TaskCall
 from qw.validation import MAX_WORKFLOW_STEPS, validate_workflow_id
 
 if TYPE_CHECKING:
+    from qw.aio.client import AsyncClient
+    from qw.aio.handles import AsyncClientOwner, AsyncWorkflowHandle
     from qw.client import Client
     from qw.model import Lease
 
 __all__ = ["Step", "StepList", "WorkflowBuilder", "WorkflowHandle"]
+
+#: The longest one wait on a step: each slice ends with a read of the workflow.
+WAIT_SLICE_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,26 +191,53 @@ class WorkflowBuilder:
             self.add(task, item, after=fixed, on_parent_failure=on_parent_failure) for item in items
         )
 
-    def enqueue(self, *, output: Step | None = None) -> WorkflowHandle:
+    def enqueue(
+        self, *, output: Step | None = None, connection: object | None = None
+    ) -> WorkflowHandle:
         """Store every step in one atomic call; return a handle on the workflow.
 
         ``output`` is the step whose result :meth:`WorkflowHandle.result`
         returns (default: the last step added). A workflow whose id exists
         is not written again: the handle is on the existing one
-        (:attr:`WorkflowHandle.created` is False).
+        (:attr:`WorkflowHandle.created` is False). ``connection`` writes it
+        in the application's open transaction (see
+        :meth:`qw.Client.create_workflow`).
         """
         if not self._steps:
             raise InvalidWorkflow(f"workflow {self.id!r} has no steps")
         client = self._client()
         if self._adder is not None:
+            if connection is not None:
+                raise InvalidWorkflow("steps a running step adds take no connection=")
             lease, _ = self._adder
             created = client.add_steps(lease, self.id, self._steps)
             self._enqueued = True
             return WorkflowHandle(self._owner, self.id, created=created)
         out = self._own(output) if output is not None else self._steps[-1].id
-        answer: Enqueued = client.create_workflow(self.id, self._steps, output=out)
+        answer: Enqueued = client.create_workflow(
+            self.id, self._steps, output=out, connection=connection
+        )
         self._enqueued = True
         return WorkflowHandle(self._owner, self.id, created=answer.created)
+
+    async def aenqueue(self, *, output: Step | None = None) -> AsyncWorkflowHandle:
+        """:meth:`enqueue` through the app's async client; an async handle on the workflow."""
+        from qw.aio.handles import AsyncWorkflowHandle
+
+        if not self._steps:
+            raise InvalidWorkflow(f"workflow {self.id!r} has no steps")
+        if self._adder is not None:
+            raise InvalidWorkflow(
+                "steps a running step adds are enqueued with enqueue(), not aenqueue()"
+            )
+        if not callable(getattr(self._owner, "async_client", None)):
+            raise InvalidWorkflow(f"{self._owner!r} has no async client: aenqueue needs a qw.App")
+        owner = cast("AsyncClientOwner", self._owner)
+        client: AsyncClient = await owner.async_client()
+        out = self._own(output) if output is not None else self._steps[-1].id
+        answer = await client.create_workflow(self.id, self._steps, output=out)
+        self._enqueued = True
+        return AsyncWorkflowHandle(owner, self.id, created=answer.created)
 
     # -- helpers -----------------------------------------------------------
 
@@ -291,18 +325,32 @@ class WorkflowHandle:
         return self._owner.client.cancel_workflow(self.id)
 
     def wait(self, timeout: float | None = None, *, poll: float = 0.05) -> Workflow:
-        """Block until the workflow ends; :class:`~qw.errors.ResultTimeout` after ``timeout`` s."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = min(poll, 0.01)
+        """Block until the workflow ends; :class:`~qw.errors.ResultTimeout` after ``timeout`` s.
+
+        It waits on one unfinished step at a time with
+        :meth:`qw.Client.wait_finished` (woken by the store where it can),
+        reading the workflow after each. ``poll`` caps the pause taken only
+        when every step has ended but the workflow's end is not yet written.
+        """
+        seconds = check_wait_timeout(timeout)
+        client = self._owner.client
+        deadline = None if seconds is None else time.monotonic() + seconds
+        pauses = poll_pauses()
         while True:
-            workflow = self.status()
+            workflow = client.get_workflow(self.id)
             if workflow.state is not State.RUNNING:
                 return workflow
-            if deadline is not None and time.monotonic() >= deadline:
+            left = WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
                 raise ResultTimeout(f"workflow {self.id!r} still running after {timeout} s")
-            left = poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic()))
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, poll)
+            piece = min(left, WAIT_SLICE_S)
+            step = _unfinished_step(client, self.id)
+            if step is not None:
+                client.wait_finished(step, piece)
+            else:
+                # Every step ended, the workflow's end not yet written (a
+                # store that settles after the step's write): a short pause.
+                time.sleep(min(next(pauses), poll, piece))
 
     def result(self, timeout: float | None = None) -> JSONValue:
         """The output step's result once the workflow succeeded.
@@ -315,12 +363,7 @@ class WorkflowHandle:
         workflow = self.wait(timeout)
         client = self._owner.client
         if workflow.state is not State.SUCCEEDED:
-            errors: dict[str, object] = {
-                job.id: job.error
-                for job in client.steps(self.id)
-                if job.status in (JobStatus.FAILED, JobStatus.CANCELLED)
-            }
-            raise WorkflowFailed(self.id, workflow.state.value, errors)
+            raise workflow_failure(workflow, client.steps(self.id))
         if workflow.output is None:
             return None
         return client.get(workflow.output).result
@@ -332,3 +375,12 @@ class WorkflowHandle:
             for job in self._owner.client.steps(self.id)
             if job.status is JobStatus.SUCCEEDED
         }
+
+
+def _unfinished_step(client: Client, workflow_id: str) -> str | None:
+    """One step of the workflow that has not ended (running first), or None."""
+    for status in UNFINISHED:
+        page = client.list_jobs(workflow=workflow_id, status=status, limit=1)
+        if page:
+            return page[0].id
+    return None
