@@ -287,3 +287,55 @@ def test_import_qw_does_not_load_qw_testing() -> None:
     loaded = json.loads(out)
     assert "qw" in loaded
     assert [m for m in loaded if m.startswith("qw.testing")] == []
+
+
+# -- handles and the async producer ------------------------------------------
+
+
+def test_eager_handles_have_their_result_or_their_error_at_once(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+
+    @app.task(max_attempts=2)
+    def divide(a: int, b: int) -> float:
+        return a / b
+
+    with qw.testing.eager(app):
+        assert divide.enqueue(1, 4).result(timeout=0) == 0.25
+        failing = divide.enqueue(1, 0)
+        with pytest.raises(qw.JobFailed) as caught:
+            failing.result(timeout=0)
+        assert caught.value.status == "failed"
+        assert failing.job().attempts == 2
+        [first, second] = app.enqueue_many([divide.job(6, 3), divide.job(9, 3)])
+        assert (first.result(timeout=0), second.result(timeout=0)) == (2.0, 3.0)
+
+
+def test_eager_runs_what_an_async_producer_enqueues_without_blocking_its_loop(
+    tmp_path: Path,
+) -> None:
+    app = _app(tmp_path)
+    loop_threads: list[int] = []
+    task_threads: list[int] = []
+
+    @app.task
+    def square(x: int) -> int:
+        task_threads.append(threading.get_ident())
+        return x * x
+
+    @app.task
+    def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    async def produce() -> tuple[object, object]:
+        loop_threads.append(threading.get_ident())
+        handle = await square.aenqueue(7)
+        wf = app.workflow()
+        wf.add(total, wf.map(square, [1, 2]))
+        flow = await wf.aenqueue()
+        return await handle, await flow.result(timeout=0)
+
+    with qw.testing.eager(app) as mode:
+        assert asyncio.run(produce()) == (49, 5)
+        assert mode.totals.succeeded == 4
+    # The drain ran on the async client's thread, never on the event loop's.
+    assert loop_threads[0] not in task_threads
