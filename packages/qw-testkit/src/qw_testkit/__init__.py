@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from qw_testkit.base import ContractBase, OpenClient, Snapshot, new_namespace, snapshot
 from qw_testkit.gates import capability_skip_reason, requires, stand_in_note
+from qw_testkit.suite.async_client import AsyncClientTests
 from qw_testkit.suite.bad_input import BadInputTests
 from qw_testkit.suite.claim import ClaimTests
 from qw_testkit.suite.concurrency import ConcurrencyTests
@@ -37,6 +38,7 @@ from qw_testkit.suite.wait import WaitTests
 from qw_testkit.suite.workflows import WorkflowTests
 
 __all__ = [
+    "AsyncClientTests",
     "BackendContractTests",
     "BadInputTests",
     "ClaimTests",
@@ -82,6 +84,7 @@ class BackendContractTests(
     LimitTests,
     ScheduleTests,
     PeriodicTests,
+    AsyncClientTests,
 ):
     """The whole storage contract. Subclass it and implement ``make_backend``.
 
