@@ -2,7 +2,8 @@
 
 ``python3 -m nox`` with no arguments runs what CI runs (``nox.options.sessions``):
 lint, typecheck, the unit tests on 3.11, the storage contract on 3.12 for
-every backend, and the out-of-tree example backend proved with the kit.
+every backend, the out-of-tree example backend proved with the kit, and the
+FastAPI example's API tests.
 ``nox -s "contract-3.12(redis)"`` runs one backend's contract.
 
 Server URLs come from ``QW_TEST_POSTGRES_URL``, ``QW_TEST_REDIS_URL`` and
@@ -42,7 +43,14 @@ nox.options.default_venv_backend = "venv"
 # Editable installs point into the work tree, so a kept venv stays current;
 # each run still re-runs its installs, which are no-ops when nothing changed.
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["lint", "typecheck", "unit-3.11", "contract-3.12", "example-3.11"]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "unit-3.11",
+    "contract-3.12",
+    "example-3.11",
+    "fastapi-3.12",
+]
 
 
 def _put_pyenv_pythons_on_path() -> None:
@@ -173,6 +181,18 @@ def example(session: nox.Session) -> None:
         "import sys, qw.registry as r; sys.exit(0 if 'toyfile' in r.discover() else 'no toyfile')",
     )
     session.run("pytest", str(toy / "tests"), *session.posargs)
+
+
+@nox.session(python=PYTHONS)
+def fastapi(session: nox.Session) -> None:
+    """The FastAPI example (examples/fastapi-app): its API through an ASGI client.
+
+    Against the real PostgreSQL and Redis, with a real worker running the
+    tasks (required where QW_REQUIRE_BACKENDS says).
+    """
+    _install_packages(session, "qw-core", "qw-testkit", "qw-postgres", "qw-redis")
+    session.install("--no-build-isolation", "-e", f"{ROOT / 'examples' / 'fastapi-app'}[test]")
+    session.run("pytest", "examples/fastapi-app/tests", *session.posargs, env=_service_env(session))
 
 
 # -- benchmarks -----------------------------------------------------------
