@@ -68,8 +68,8 @@ from pymongo.errors import (
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.read_preferences import ReadPreference
 
+from qw.calls import RESULT_POLL_MAX_S, poll_pauses
 from qw.capabilities import Capabilities
-from qw.client import RESULT_POLL_FIRST_S, RESULT_POLL_MAX_S
 from qw.contract import Finish, Insert, Switches, WorkflowInsert
 from qw.errors import (
     BackendConflict,
@@ -888,7 +888,7 @@ class MongoBackend:
         """
         deadline = time.monotonic() + timeout
         self._open_ended_stream()
-        pause = RESULT_POLL_FIRST_S
+        pauses = poll_pauses()  # the client's own schedule, while no stream is live
         with self._ended.watch(job_id) as ended:
             while True:
                 # Cleared before the read: an end signalled after it still wakes the wait.
@@ -903,8 +903,7 @@ class MongoBackend:
                 if self._ended.connected:
                     ended.wait(min(left, ENDED_RECHECK_S))
                 else:
-                    ended.wait(min(left, pause))
-                    pause = min(pause * 2, RESULT_POLL_MAX_S)
+                    ended.wait(min(left, next(pauses)))
 
     def _open_ended_stream(self) -> None:
         """Start the change stream of job ends on the first result wait (change streams only)."""
