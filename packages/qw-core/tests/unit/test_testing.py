@@ -339,3 +339,12 @@ def test_eager_runs_what_an_async_producer_enqueues_without_blocking_its_loop(
         assert mode.totals.succeeded == 4
     # The drain ran on the async client's thread, never on the event loop's.
     assert loop_threads[0] not in task_threads
+
+
+def test_the_module_docstring_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import doctest
+
+    monkeypatch.chdir(tmp_path)
+    outcome = doctest.testmod(qw.testing)
+    assert (outcome.attempted, outcome.failed) == (4, 0)
+    assert not (tmp_path / "never-opened.db").exists()
