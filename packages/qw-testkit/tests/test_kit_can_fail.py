@@ -735,3 +735,161 @@ def test_the_periodic_test_passes_on_sqlite_registered_the_same_way(
     result = _periodic_run(pytester, "PlainSqlite")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["periodic plainsqlite: * ticks, * jobs, 8 processes*1 restart*"])
+
+
+# -- the application's transaction: SQLite stores that break it ------------------
+
+#: SQLite as it is, and two ways of not writing in the application's transaction.
+TX_BACKENDS = textwrap.dedent(
+    '''
+    from qw.backends.memory import MemoryBackend
+    from qw.backends.sqlite.backend import SqliteBackend
+
+
+    class PlainSqlite(SqliteBackend):
+        """SQLite as it is."""
+
+
+    class CommitsTheApps(SqliteBackend):
+        """Writes in the application's transaction, then commits it."""
+
+        def enqueue_in(self, connection, jobs):
+            answers = super().enqueue_in(connection, jobs)
+            connection.commit()
+            return answers
+
+        def create_workflow_in(self, connection, workflow, steps):
+            created = super().create_workflow_in(connection, workflow, steps)
+            connection.commit()
+            return created
+
+        def finish_in(self, connection, finishes):
+            answers = super().finish_in(connection, finishes)
+            connection.commit()
+            return answers
+
+
+    class WritesThroughItsOwn(SqliteBackend):
+        """Checks the application's connection, then writes through its own, committed at once."""
+
+        def enqueue_in(self, connection, jobs):
+            self._db._check_same_file(connection)
+            return self.enqueue(jobs)
+
+        def create_workflow_in(self, connection, workflow, steps):
+            self._db._check_same_file(connection)
+            return self.create_workflow(workflow, steps)
+
+        def finish_in(self, connection, finishes):
+            self._db._check_same_file(connection)
+            return self.finish(finishes)
+
+
+    class NotTransactional(MemoryBackend):
+        """The reference store, which does not declare transactional."""
+
+        def __init__(self, path, *, namespace, **options):
+            super().__init__("tx-selftest", namespace=namespace)
+    '''
+)
+
+TX_TEST = textwrap.dedent(
+    """
+    import contextlib
+    import sqlite3
+    from pathlib import Path
+
+    from tx_backends import {cls}
+    from qw_testkit import TransactionTests
+
+    DB = Path(__file__).resolve().with_name("qw.db")
+
+
+    class TestContract(TransactionTests):
+        def make_backend(self, namespace):
+            # A writer blocked by the app's open transaction gives up after 1 s.
+            return {cls}(DB, namespace=namespace, shared=True, busy_timeout_ms=1000)
+    {hook}
+    """
+)
+
+TX_HOOK = """
+    @contextlib.contextmanager
+    def app_connection(self):
+        conn = sqlite3.connect(DB)
+        try:
+            yield conn
+        finally:
+            conn.close()
+"""
+
+#: The kit's transaction tests that need the capability (and the hook).
+TX_TESTS = [
+    "test_jobs_enqueued_in_a_committed_transaction_are_claimable",
+    "test_jobs_enqueued_in_a_rolled_back_transaction_never_exist",
+    "test_jobs_are_invisible_to_another_client_until_the_commit",
+    "test_a_workflow_created_in_the_transaction_exists_only_once_committed",
+    "test_complete_in_the_transaction_commits_with_the_apps_row",
+    "test_complete_in_a_rolled_back_transaction_leaves_the_job_running",
+    "test_a_stale_lease_raises_lease_lost_and_the_apps_row_is_rolled_back",
+    "test_what_is_no_connection_of_the_store_is_refused_before_any_write[object]",
+    "test_what_is_no_connection_of_the_store_is_refused_before_any_write[url]",
+]
+UNSUPPORTED = "test_without_the_capability_connection_is_unsupported"
+
+#: What each broken store must fail: every test whose point it misses.
+TX_CASES = {
+    name: [
+        "test_jobs_enqueued_in_a_rolled_back_transaction_never_exist",
+        "test_jobs_are_invisible_to_another_client_until_the_commit",
+        "test_a_workflow_created_in_the_transaction_exists_only_once_committed",
+        "test_complete_in_the_transaction_commits_with_the_apps_row",
+        "test_complete_in_a_rolled_back_transaction_leaves_the_job_running",
+        "test_a_stale_lease_raises_lease_lost_and_the_apps_row_is_rolled_back",
+    ]
+    for name in ("CommitsTheApps", "WritesThroughItsOwn")
+}
+
+
+def _tx_run(
+    pytester: pytest.Pytester, cls: str, tests: list[str], *, hook: bool = True
+) -> pytest.RunResult:
+    pytester.makepyfile(
+        tx_backends=TX_BACKENDS,
+        test_contract=TX_TEST.format(cls=cls, hook=TX_HOOK if hook else ""),
+    )
+    pytester.syspathinsert()
+    ids = [f"test_contract.py::TestContract::{name}" for name in tests]
+    return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q", "-rs", *ids)
+
+
+@pytest.mark.parametrize("broken", sorted(TX_CASES))
+def test_the_transaction_tests_fail_a_store_that_leaves_the_apps_transaction(
+    pytester: pytest.Pytester, broken: str
+) -> None:
+    tests = TX_CASES[broken]
+    outcomes = _tx_run(pytester, broken, tests).parseoutcomes()
+    assert outcomes.get("failed", 0) + outcomes.get("errors", 0) == len(tests), outcomes
+
+
+def test_the_transaction_tests_pass_on_sqlite(pytester: pytest.Pytester) -> None:
+    result = _tx_run(pytester, "PlainSqlite", [*TX_TESTS, UNSUPPORTED])
+    result.assert_outcomes(passed=len(TX_TESTS), skipped=1)
+    result.stdout.fnmatch_lines(["*'sqlite' declares capability transactional*"])
+
+
+def test_a_transactional_store_without_the_hook_fails_naming_it(
+    pytester: pytest.Pytester,
+) -> None:
+    result = _tx_run(pytester, "PlainSqlite", TX_TESTS[:2], hook=False)
+    # The connection fixture fails: a setup error, which fails the run as a test failure does.
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*declares capability transactional*app_connection(self)*"])
+
+
+def test_a_store_without_the_capability_refuses_connection_and_skips_the_rest(
+    pytester: pytest.Pytester,
+) -> None:
+    result = _tx_run(pytester, "NotTransactional", [*TX_TESTS[:2], UNSUPPORTED], hook=False)
+    result.assert_outcomes(passed=1, skipped=2)
+    result.stdout.fnmatch_lines(["*backend 'memory' does not declare capability transactional*"])

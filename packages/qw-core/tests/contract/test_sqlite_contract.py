@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,8 +24,19 @@ class TestSqliteContract(BackendContractTests):
         cls.db_path = tmp_path_factory.mktemp("sqlite") / "qw.db"
 
     def make_backend(self, namespace: str) -> qw.Backend:
-        return SqliteBackend(self.db_path, namespace=namespace)
+        # shared: the transaction tests keep an application table in the file.
+        return SqliteBackend(self.db_path, namespace=namespace, shared=True)
 
     def backend_url(self) -> str:
-        # Four slashes: an absolute path, whatever the child process's cwd.
-        return f"sqlite:///{self.db_path.resolve()}"
+        # Four slashes: an absolute path, whatever the child process's cwd;
+        # shared, as make_backend.
+        return f"sqlite:///{self.db_path.resolve()}?shared=true"
+
+    @contextlib.contextmanager
+    def app_connection(self) -> Iterator[sqlite3.Connection]:
+        # As an application opens the file: Python's default transaction handling.
+        conn = sqlite3.connect(self.db_path)
+        try:
+            yield conn
+        finally:
+            conn.close()

@@ -30,10 +30,13 @@ from qw_testkit.suite.leases import LeaseTests
 from qw_testkit.suite.limits import LimitTests
 from qw_testkit.suite.outbox import OutboxTests
 from qw_testkit.suite.periodic import PeriodicTests
+from qw_testkit.suite.progress import ProgressTests
+from qw_testkit.suite.results import ResultTests
 from qw_testkit.suite.schedules import ScheduleTests
 from qw_testkit.suite.state_machine import StateMachineTests
 from qw_testkit.suite.switches import SwitchTests
 from qw_testkit.suite.terminals import TerminalTests
+from qw_testkit.suite.transactions import TransactionTests
 from qw_testkit.suite.wait import WaitTests
 from qw_testkit.suite.workflows import WorkflowTests
 
@@ -52,11 +55,14 @@ __all__ = [
     "OpenClient",
     "OutboxTests",
     "PeriodicTests",
+    "ProgressTests",
+    "ResultTests",
     "ScheduleTests",
     "Snapshot",
     "StateMachineTests",
     "SwitchTests",
     "TerminalTests",
+    "TransactionTests",
     "WaitTests",
     "WorkflowTests",
     "capability_skip_reason",
@@ -85,6 +91,9 @@ class BackendContractTests(
     ScheduleTests,
     PeriodicTests,
     AsyncClientTests,
+    TransactionTests,
+    ProgressTests,
+    ResultTests,
 ):
     """The whole storage contract. Subclass it and implement ``make_backend``.
 
