@@ -23,6 +23,8 @@ CHAPTERS = {
     "workflows.md": ["onboarding.py", "cleanup.py"],
     "flow-control.md": ["limits.py", "fair.py"],
     "periodic.md": ["nightly.py"],
+    "asyncio.md": ["shop.py"],
+    "results.md": ["results.py"],
 }
 
 
