@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from typing import ClassVar
 
 import pytest
 
 import qw
+from qw.aio import AsyncBackend
 from qw_redis import RedisBackend
 from qw_testkit import BackendContractTests
 
@@ -30,6 +31,11 @@ class TestRedisContract(BackendContractTests):
         self.namespaces.add(namespace)
         return RedisBackend.from_url(self.url, namespace=namespace)
 
+    def make_async_backend(self, namespace: str) -> Awaitable[AsyncBackend]:
+        # The native twin, so the kit's async suite runs against it.
+        self.namespaces.add(namespace)
+        return RedisBackend.open_async(self.url, namespace=namespace)
+
     def backend_url(self) -> str:
         return self.url
 
@@ -44,6 +50,9 @@ class TestRedisClusterContract(BackendContractTests):
 
     def make_backend(self, namespace: str) -> qw.Backend:
         return RedisBackend.from_url(self.url, namespace=namespace)
+
+    def make_async_backend(self, namespace: str) -> Awaitable[AsyncBackend]:
+        return RedisBackend.open_async(self.url, namespace=namespace)
 
     def backend_url(self) -> str:
         return self.url

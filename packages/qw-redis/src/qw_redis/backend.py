@@ -13,11 +13,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from qw.capabilities import Capabilities
 from qw.contract import Finish, Insert, Switches, WorkflowInsert
-from qw.errors import BackendError, DuplicateJob, InvalidName, SchemaError
+from qw.errors import BackendError, DuplicateJob, InvalidName, SchemaError, Unsupported
 from qw.limits import key_state
 from qw.model import (
     PROGRESS_EVENT,
@@ -66,11 +66,17 @@ from qw_redis.connect import check_persistence, open_client, subscriber_for
 from qw_redis.errors import translated
 from qw_redis.keys import SCHEMA_VERSION, Keyspace, packed_queue
 from qw_redis.listen import make_listen
+from qw_redis.plans import Command, Op, Plan, Script
 from qw_redis.results import EndedWaiters
 from qw_redis.scripts import FLOWS, NAMES, STANDALONE, source
 from qw_redis.urls import RedisConfig, parse_url
 
+if TYPE_CHECKING:
+    from qw_redis.aio import AsyncRedisBackend
+
 __all__ = ["RedisBackend"]
+
+T = TypeVar("T")
 
 #: Due scheduled jobs moved to ready per queue per claim (bounds the script's run time).
 PROMOTE_MAX = 1000
@@ -223,9 +229,25 @@ class RedisBackend:
         Keyspace(namespace)
         return cls(parse_url(url), namespace=namespace)
 
+    @classmethod
+    async def open_async(cls, url: str, *, namespace: str) -> AsyncRedisBackend:
+        """The native async twin on ``url`` (see :mod:`qw_redis.aio`)."""
+        from qw_redis.aio import AsyncRedisBackend
+
+        return await AsyncRedisBackend.open(cls, url, namespace=namespace)
+
     @property
     def namespace(self) -> str:
         return self._keys.namespace
+
+    @property
+    def config(self) -> RedisConfig:
+        """What the URL asked for."""
+        return self._config
+
+    @property
+    def keyspace(self) -> Keyspace:
+        return self._keys
 
     def close(self) -> None:
         with self._lock:
@@ -242,15 +264,38 @@ class RedisBackend:
 
     # -- plumbing ------------------------------------------------------------
 
-    def _run(self, name: str, queues: Sequence[str], args: Sequence[object]) -> Any:
+    def script_call(
+        self, name: str, queues: Sequence[str], args: Sequence[object]
+    ) -> tuple[list[str], list[object]]:
+        """The KEYS and ARGV of script ``name`` with the queue header ``queues``."""
         keys = list(self._keys.flow_common if name in FLOWS else self._keys.common)
         for queue in queues:
             qk = self._queue_keys.get(queue)
             if qk is None:
                 qk = self._queue_keys[queue] = self._keys.queue_keys([queue])
             keys.extend(qk)
+        return keys, [len(queues), *queues, *args]
+
+    def _run(self, name: str, queues: Sequence[str], args: Sequence[object]) -> Any:
+        keys, argv = self.script_call(name, queues, args)
         with translated(name):
-            return self._scripts[name](keys=keys, args=[len(queues), *queues, *args])
+            return self._scripts[name](keys=keys, args=argv)
+
+    def _do(self, op: Op) -> Any:
+        if isinstance(op, Script):
+            return self._run(op.name, op.queues, op.args)
+        with translated(op.context):
+            return getattr(self._client, op.method)(*op.args)
+
+    def _drive(self, plan: Plan[T]) -> T:
+        """Run ``plan`` (see :mod:`qw_redis.plans`) with the blocking client."""
+        reply: Any = None
+        while True:
+            try:
+                op = plan.send(reply)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            reply = self._do(op)
 
     def _remember(self, job_id: str, queue: str) -> None:
         if len(self._queue_of) >= _QUEUE_CACHE_MAX:
@@ -267,6 +312,11 @@ class RedisBackend:
         self._flow_queues_of.pop(job_id, None)
 
     def _queues_of(self, ids: Sequence[str], tokens: Sequence[str] | None = None) -> dict[str, str]:
+        return self._drive(self.queues_of_plan(ids, tokens))
+
+    def queues_of_plan(
+        self, ids: Sequence[str], tokens: Sequence[str] | None = None
+    ) -> Plan[dict[str, str]]:
         """Each job's queue (immutable per id): from its lease token, remembered, else read.
 
         A token made by claim ends ``:<queue>``. A token naming another queue
@@ -282,15 +332,17 @@ class RedisBackend:
                 found[i] = q
         missing = list(dict.fromkeys(i for i in ids if i not in found))
         if missing:
-            with translated("lookup"):
-                packed = self._client.hmget(self._keys.column("job"), missing)
+            packed = yield Command("lookup", "hmget", (self._keys.column("job"), missing))
             found.update(
                 {i: packed_queue(v) for i, v in zip(missing, packed, strict=True) if v is not None}
             )
         return found
 
     def now(self) -> datetime:
-        return from_us(self._run("now", (), ()))
+        return self._drive(self.now_plan())
+
+    def now_plan(self) -> Plan[datetime]:
+        return from_us((yield Script("now", (), ())))
 
     def migrate(self) -> str:
         """Bring this namespace's keys to :data:`~qw_redis.keys.SCHEMA_VERSION`; say what was done.
@@ -329,6 +381,9 @@ class RedisBackend:
     # -- producing -----------------------------------------------------------
 
     def enqueue(self, jobs: Sequence[Insert]) -> list[Enqueued]:
+        return self._drive(self.enqueue_plan(jobs))
+
+    def enqueue_plan(self, jobs: Sequence[Insert]) -> Plan[list[Enqueued]]:
         """Plan with :func:`~qw.transitions.plan_enqueue`, then insert in one script.
 
         Optimistic: the plan assumes the live holders of the batch's dedupe
@@ -363,7 +418,7 @@ class RedisBackend:
             if len(insert) < len(jobs):
                 inserted = set(insert)
                 args += (job.id for i, job in enumerate(jobs) if i not in inserted)
-            reply = self._run("enqueue", queues, args)
+            reply = yield Script("enqueue", queues, args)
             if reply[0] == "D":
                 raise DuplicateJob(f"job id {reply[1]!r} already exists")
             if reply[0] == "K":
@@ -514,6 +569,11 @@ class RedisBackend:
     def _run_declaring(
         self, name: str, queues: Sequence[str], extra: Sequence[str], args: Sequence[object]
     ) -> Any:
+        return self._drive(self.declaring_plan(name, queues, extra, args))
+
+    def declaring_plan(
+        self, name: str, queues: Sequence[str], extra: Sequence[str], args: Sequence[object]
+    ) -> Plan[Any]:
         """Run ``name`` with the header ``queues`` + ``extra``, adding queues it asks for.
 
         Indexes into ``queues`` in ``args`` stay valid: asked-for queues are
@@ -522,7 +582,7 @@ class RedisBackend:
         header = list(queues)
         header += (q for q in dict.fromkeys(extra) if q not in header)
         for _ in range(_QUEUE_TRIES):
-            reply = self._run(name, header, args)
+            reply = yield Script(name, header, args)
             needed = _needs(reply)
             if needed is None:
                 return reply
@@ -636,6 +696,25 @@ class RedisBackend:
                     left = min(left, self._config.poll_interval)
                 self._ended.wait(watch, left)
 
+    # -- the application's transaction ---------------------------------------
+    # Not offered (capability ``transactional`` False): Redis cannot take
+    # part in another store's transaction; the client refuses
+    # ``connection=`` before calling these, and a direct call is refused here.
+
+    def enqueue_in(self, connection: object, jobs: Sequence[Insert]) -> list[Enqueued]:
+        raise Unsupported(
+            "the redis backend cannot enqueue in an application's transaction: "
+            "enqueue after the commit, or from an outbox table"
+        )
+
+    def create_workflow_in(
+        self, connection: object, workflow: WorkflowInsert, steps: Sequence[Insert]
+    ) -> bool:
+        raise Unsupported("the redis backend cannot write in an application's transaction")
+
+    def finish_in(self, connection: object, finishes: Sequence[Finish]) -> list[JobStatus | None]:
+        raise Unsupported("the redis backend cannot finish in an application's transaction")
+
     # -- workers and switches ------------------------------------------------
 
     def heartbeat(self, worker: WorkerInfo) -> None:
@@ -651,16 +730,21 @@ class RedisBackend:
         return sorted(found, key=lambda w: w.id)
 
     def set_enabled(self, enabled: bool, queue: str | None = None) -> None:
+        self._drive(self.set_enabled_plan(enabled, queue))
+
+    def set_enabled_plan(self, enabled: bool, queue: str | None = None) -> Plan[None]:
         if queue is not None:
             self._keys.queue_keys([queue])  # validates the name before it enters a field
         field = "*" if queue is None else "q:" + queue
-        self._run("switch", (), (field, "1" if enabled else "0"))
+        yield Script("switch", (), (field, "1" if enabled else "0"))
         if enabled:
             self._hub.notify_all()
 
     def switches(self) -> Switches:
-        with translated("switches"):
-            raw = self._client.hgetall(self._keys.key("switch"))
+        return self._drive(self.switches_plan())
+
+    def switches_plan(self) -> Plan[Switches]:
+        raw = yield Command("switches", "hgetall", (self._keys.key("switch"),))
         queues = {k[2:]: v == "1" for k, v in raw.items() if k.startswith("q:")}
         return Switches(raw.get("*", "1") == "1", dict(sorted(queues.items())))
 
@@ -670,9 +754,12 @@ class RedisBackend:
         return self.get_many([job_id])[0]
 
     def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        return self._drive(self.get_many_plan(job_ids))
+
+    def get_many_plan(self, job_ids: Sequence[str]) -> Plan[list[Job | None]]:
         if not job_ids:
             return []
-        reply = self._run("get", (), list(job_ids))
+        reply = yield Script("get", (), list(job_ids))
         n = len(job_ids)
         rows = iter(range(n, len(reply), ROW_WIDTH))
         return [
@@ -681,8 +768,10 @@ class RedisBackend:
         ]
 
     def counts(self) -> dict[str, dict[JobStatus, int]]:
-        with translated("counts"):
-            raw = self._client.hgetall(self._keys.key("counts"))
+        return self._drive(self.counts_plan())
+
+    def counts_plan(self) -> Plan[dict[str, dict[JobStatus, int]]]:
+        raw = yield Command("counts", "hgetall", (self._keys.key("counts"),))
         counts: dict[str, dict[JobStatus, int]] = {}
         for field, value in raw.items():
             queue, _, status = field.rpartition(":")
@@ -700,9 +789,25 @@ class RedisBackend:
         workflow: str | None = None,
         key: str | None = None,
     ) -> list[Job]:
+        return self._drive(
+            self.list_jobs_plan(
+                queue=queue, status=status, limit=limit, after=after, workflow=workflow, key=key
+            )
+        )
+
+    def list_jobs_plan(
+        self,
+        *,
+        queue: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        workflow: str | None = None,
+        key: str | None = None,
+    ) -> Plan[list[Job]]:
         if queue is not None:
             self._keys.queue_keys([queue])
-        reply = self._run(
+        reply = yield Script(
             "list",
             (),
             (
@@ -717,13 +822,16 @@ class RedisBackend:
         return [job_from_row(reply[i : i + ROW_WIDTH]) for i in range(0, len(reply), ROW_WIDTH)]
 
     def cancel(self, job_id: str) -> JobStatus | None:
+        return self._drive(self.cancel_plan(job_id))
+
+    def cancel_plan(self, job_id: str) -> Plan[JobStatus | None]:
         for _ in range(3):
-            queue = self._queues_of([job_id]).get(job_id)
+            queue = (yield from self.queues_of_plan([job_id])).get(job_id)
             if queue is None:
                 return None
             transition = plan_cancel_queued(queue=queue)
             extra = self._flow_queues_of.get(job_id, ())
-            reply = self._run_declaring(
+            reply = yield from self.declaring_plan(
                 "cancel", (queue,), extra, (job_id, *_transition_args(transition))
             )
             if reply is None:
@@ -741,7 +849,10 @@ class RedisBackend:
     # -- the outbox ----------------------------------------------------------
 
     def fetch_events(self, limit: int = 100) -> list[Event]:
-        reply = self._run("fetch", (), (limit,))
+        return self._drive(self.fetch_events_plan(limit))
+
+    def fetch_events_plan(self, limit: int = 100) -> Plan[list[Event]]:
+        reply = yield Script("fetch", (), (limit,))
         return [
             Event(
                 int(reply[i]),
@@ -754,10 +865,13 @@ class RedisBackend:
         ]
 
     def ack_events(self, cursors: Sequence[int]) -> int:
+        return self._drive(self.ack_events_plan(cursors))
+
+    def ack_events_plan(self, cursors: Sequence[int]) -> Plan[int]:
         unique = list(dict.fromkeys(int(c) for c in cursors))
         if not unique:
             return 0
-        return int(self._run("ack", (), unique))
+        return int((yield Script("ack", (), unique)))
 
     def purge(self, older_than: float) -> PurgeResult:
         jobs = events = 0
@@ -771,6 +885,11 @@ class RedisBackend:
     # -- workflows -----------------------------------------------------------
 
     def _insert_steps(self, name: str, steps: Sequence[Insert], head: Sequence[object]) -> str:
+        return self._drive(self.insert_steps_plan(name, steps, head))
+
+    def insert_steps_plan(
+        self, name: str, steps: Sequence[Insert], head: Sequence[object]
+    ) -> Plan[str]:
         """Run ``name`` (create_workflow, add_steps) for ``steps``; its answer's letter.
 
         Raises DuplicateJob where the script found a step id that exists, or
@@ -778,7 +897,7 @@ class RedisBackend:
         """
         queues = list(dict.fromkeys(s.queue for s in steps))
         index = {q: i for i, q in enumerate(queues, start=1)}
-        reply = self._run(name, queues, [*head, *_step_args(steps, index)])
+        reply = yield Script(name, queues, [*head, *_step_args(steps, index)])
         if reply[0] == "D":
             raise DuplicateJob(f"job id {reply[1]!r} already exists")
         if reply[0] == "K":
@@ -794,8 +913,11 @@ class RedisBackend:
         return str(reply[0])
 
     def create_workflow(self, workflow: WorkflowInsert, steps: Sequence[Insert]) -> bool:
+        return self._drive(self.create_workflow_plan(workflow, steps))
+
+    def create_workflow_plan(self, workflow: WorkflowInsert, steps: Sequence[Insert]) -> Plan[bool]:
         head = (workflow.id, workflow.output or "")
-        return self._insert_steps("create_workflow", steps, head) == "O"
+        return (yield from self.insert_steps_plan("create_workflow", steps, head)) == "O"
 
     def add_steps(self, lease: Lease, steps: Sequence[Insert]) -> bool | None:
         flows = {s.workflow for s in steps}

@@ -15,7 +15,7 @@ from redis.retry import Retry
 from qw_redis.listen import subscriber_options
 from qw_redis.urls import RedisConfig
 
-__all__ = ["check_persistence", "open_client", "subscriber_for"]
+__all__ = ["check_persistence", "open_client", "subscriber_for", "subscriber_url"]
 
 log = logging.getLogger("qw_redis")
 _warned: set[str] = set()
@@ -37,8 +37,11 @@ def open_client(config: RedisConfig) -> Any:
     return client
 
 
-def subscriber_for(config: RedisConfig, client: Any, channel: str) -> redis.Redis:
-    """A fresh client for the node that owns ``channel`` (the server itself, if single)."""
+def subscriber_url(config: RedisConfig, client: Any, channel: str) -> str:
+    """The URL of the node that owns ``channel`` (the server itself, if single).
+
+    ``client`` is the blocking client, whose Cluster slot map names the node.
+    """
     url = config.driver_url
     if config.cluster:
         node = client.get_node_from_key(channel)
@@ -46,6 +49,12 @@ def subscriber_for(config: RedisConfig, client: Any, channel: str) -> redis.Redi
         userinfo = parts.netloc.rpartition("@")[0]
         netloc = f"{userinfo}@{node.host}:{node.port}" if userinfo else f"{node.host}:{node.port}"
         url = urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def subscriber_for(config: RedisConfig, client: Any, channel: str) -> redis.Redis:
+    """A fresh client for the node that owns ``channel`` (the server itself, if single)."""
+    url = subscriber_url(config, client, channel)
     return redis.Redis.from_url(url, decode_responses=True, **subscriber_options())
 
 
