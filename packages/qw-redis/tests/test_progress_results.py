@@ -205,3 +205,43 @@ def test_wait_finished_answers_at_timeout_and_none_for_an_unknown_job(client: qw
     assert 0.3 <= time.monotonic() - started < 2.0
     assert backend.wait_finished("nope", 0.1) is None
     assert backend._ended._watching == {}  # a wait leaves no flag behind
+
+
+def test_reclaim_to_failed_a_settle_and_a_workflow_cancel_each_publish_once(
+    url: str, client: qw.Client
+) -> None:
+    keys = Keyspace(client.namespace)
+    _, got, stop = _ended_messages(url, keys)
+    try:
+        # Two expired leases on their last attempt: one reclaim call fails both.
+        client.enqueue([NewJob("r", i, id=f"last{i}", max_attempts=1) for i in range(2)])
+        client.claim(["r"], worker="w", lease_s=0.01, limit=2)
+        time.sleep(0.05)
+        assert client.reclaim_expired() == 2
+        # A step that fails cancels its waiting child in the same script: one message.
+        client.create_workflow(
+            "wf",
+            [
+                NewJob("a", 1, id="wf.p", max_attempts=1),
+                NewJob("b", 2, id="wf.c", parents=("wf.p",)),
+            ],
+        )
+        (parent,) = client.claim(["a"], worker="w", limit=1)
+        client.fail(parent.lease, "boom")
+        # A workflow cancel ends its queued and waiting steps in one script.
+        client.create_workflow(
+            "wg",
+            [NewJob("a", 1, id="wg.p"), NewJob("b", 2, id="wg.c", parents=("wg.p",))],
+        )
+        client.cancel_workflow("wg")
+        deadline = time.monotonic() + 5
+        while len(got) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        assert [sorted(m.split(" ")) for m in got] == [
+            ["last0", "last1"],
+            ["wf.c", "wf.p"],
+            ["wg.c", "wg.p"],
+        ]
+    finally:
+        stop.set()
