@@ -81,9 +81,11 @@ class _Recording(qw.Client):
         super().__init__(backend)
         self._note = note
 
-    def enqueue(self, jobs: Sequence[qw.NewJob]) -> list[qw.Enqueued]:
+    def enqueue(
+        self, jobs: Sequence[qw.NewJob], *, connection: object | None = None
+    ) -> list[qw.Enqueued]:
         try:
-            answers = super().enqueue(jobs)
+            answers = super().enqueue(jobs, connection=connection)
         except qw.DuplicateJob:
             for job in jobs:
                 self._note(event="enqueue", id=job.id, created=False)
