@@ -11,6 +11,7 @@ tables in it).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -454,3 +455,43 @@ def test_a_process_killed_before_its_commit_leaves_no_job_and_a_sound_file(
     # The lock died with the process: writers go on.
     client.enqueue([NewJob("q", 1, id="after")])
     assert [c.job.id for c in client.claim(["q"], worker="w", limit=5)] == ["after"]
+
+
+def test_a_transaction_that_read_before_another_commit_cannot_write_and_is_told_so(
+    path: Path, client: qw.Client, app: sqlite3.Connection
+) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN")  # deferred: a read snapshot first
+        assert conn.execute("SELECT count(*) FROM qw_jobs").fetchone() == (0,)
+        client.enqueue([NewJob("q", 1, id="meanwhile")])
+        # SQLite cannot turn the stale snapshot into a write transaction.
+        with pytest.raises(qw.BackendUnavailable, match="roll it back and run it again"):
+            client.enqueue([NewJob("q", 2, id="stale")], connection=conn)
+        assert conn.in_transaction  # still the app's, to roll back
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+    assert _jobs(path) == [("meanwhile", "queued")]
+
+
+_DOCS = Path(__file__).resolve().parents[4] / "docs" / "transactions.md"
+_PROGRAM = re.compile(
+    r"```python\n(# (?P<name>\w+\.py)\n.*?)```\s*```console\n\$ python (?P=name)\n(?P<out>.*?)```",
+    re.S,
+)
+
+
+def test_the_chapters_sqlite_program_prints_what_it_shows(tmp_path: Path) -> None:
+    # As tests/runtime/test_docs_examples.py runs the other chapters' programs.
+    (program,) = _PROGRAM.finditer(_DOCS.read_text())
+    (tmp_path / program["name"]).write_text(program[1])
+    run = subprocess.run(
+        [sys.executable, program["name"]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == program["out"]

@@ -334,6 +334,12 @@ class Database:
                 raise
             conn.execute(f"RELEASE {_SAVEPOINT}")
         except sqlite3.Error as exc:
+            if _is_busy(exc):
+                raise BackendUnavailable(
+                    f"{self.path} is locked by another connection ({exc}), so the "
+                    "application's transaction cannot write now; roll it back and run it "
+                    "again (BEGIN IMMEDIATE takes the write lock up front)"
+                ) from exc
             raise translate(exc, self.path) from exc
         return result
 
