@@ -50,6 +50,7 @@ nox.options.sessions = [
     "contract-3.12",
     "example-3.11",
     "fastapi-3.12",
+    "django-3.12",
 ]
 
 
@@ -193,6 +194,16 @@ def fastapi(session: nox.Session) -> None:
     _install_packages(session, "qw-core", "qw-testkit", "qw-postgres", "qw-redis")
     session.install("--no-build-isolation", "-e", f"{ROOT / 'examples' / 'fastapi-app'}[test]")
     session.run("pytest", "examples/fastapi-app/tests", *session.posargs, env=_service_env(session))
+
+
+@nox.session(python=["3.12", "3.13"])
+def django(session: nox.Session) -> None:
+    """qw-django: a real Django project on SQLite and PostgreSQL, with ``manage.py qw_worker``.
+
+    Django 6 needs Python 3.12+. PostgreSQL is required where QW_REQUIRE_BACKENDS says.
+    """
+    _install_packages(session, "qw-core", "qw-postgres", "qw-django")
+    session.run("pytest", "packages/qw-django/tests", *session.posargs, env=_service_env(session))
 
 
 # -- benchmarks -----------------------------------------------------------
