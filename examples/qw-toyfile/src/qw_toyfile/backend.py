@@ -21,6 +21,14 @@ or None), ``fair`` and ``rank`` fields. The claim sorts due jobs by
 counting running jobs per key from the rows themselves; the operators'
 limits, recent starts and fair ranks are small tables of their own.
 
+Progress: a running job's report is a ``progress`` field of its row
+(``{"fraction", "message", "at"}``), written with its ``job.progress``
+event in the one transaction, so one journal line. The toy declares neither
+``result_wakeup`` nor ``transactional``: it has no push channel between
+processes and no transaction an application could hold, so
+:meth:`qw.Client.wait_finished` polls ``get`` and ``connection=`` is
+refused by the client, before any of this runs.
+
 The store's clock is this machine's clock: the files are only reachable from
 here, so every process reads the same clock.
 """
@@ -49,11 +57,21 @@ from qw import (
     Lease,
     PurgeResult,
     Switches,
+    Unsupported,
     WorkerInfo,
 )
 from qw.contract import Finish, Insert, WorkflowInsert
 from qw.limits import Candidate, effective_limit, fair_rank, key_state, plan_claim
-from qw.model import KeyState, Limit, ParentFailure, Schedule, Workflow, WorkflowState
+from qw.model import (
+    PROGRESS_EVENT,
+    KeyState,
+    Limit,
+    ParentFailure,
+    Progress,
+    Schedule,
+    Workflow,
+    WorkflowState,
+)
 from qw.transitions import (
     Ready,
     Transition,
@@ -114,6 +132,8 @@ def _job(row: State) -> Job:
         worker=row["worker"],
         lease_expires_at=_ts(row["lease_expires_at"]),
         cancel_requested=row["cancel_requested"],
+        # A row that never reported, or written before progress existed: None.
+        progress=_progress(row.get("progress")),
     )
     if row.get("limit_key") is not None:
         job = replace(job, limit_key=row["limit_key"], limit=_own(row), fair=row["fair"])
@@ -127,6 +147,12 @@ def _job(row: State) -> Job:
         on_parent_failure=ParentFailure(row["on_parent_failure"]),
         failed_parents=tuple(row["failed_parents"]),
     )
+
+
+def _progress(stored: State | None) -> Progress | None:
+    if stored is None:
+        return None
+    return Progress(stored["fraction"], stored["message"], _utc(stored["at"]))
 
 
 def _workflows(space: State, flows: Sequence[State]) -> list[Workflow]:
@@ -169,6 +195,7 @@ class ToyFileBackend:
         durable=True,
         limits=True,
         schedules=True,
+        progress=True,
         max_payload_bytes=64 * 1024,
     )
 
@@ -480,6 +507,40 @@ class ToyFileBackend:
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         return self._hub.wait(queues, timeout)
+
+    # -- progress and results ----------------------------------------------
+
+    def set_progress(
+        self, lease: Lease, fraction: float | None, message: str | None, event_data: str
+    ) -> bool:
+        def change(space: State) -> bool:
+            row = space["jobs"].get(lease.job_id)
+            if not _holds(row, lease):
+                return False
+            now = time.time()
+            row["progress"] = {"fraction": fraction, "message": message, "at": now}
+            # The same transaction, so the same journal line: both or neither.
+            self._emit(space, row["id"], PROGRESS_EVENT, event_data, now)
+            return True
+
+        return self._tx(change)
+
+    def wait_finished(self, job_id: str, timeout: float) -> Job | None:
+        # No result_wakeup: the client polls get() and never calls this.
+        raise Unsupported("toyfile has no result wake-ups; qw.Client.wait_finished polls")
+
+    # -- the application's transaction (not offered: no ``transactional``) ---
+
+    def enqueue_in(self, connection: object, jobs: Sequence[Insert]) -> list[Enqueued]:
+        raise Unsupported("toyfile has no transaction an application could share")
+
+    def create_workflow_in(
+        self, connection: object, workflow: WorkflowInsert, steps: Sequence[Insert]
+    ) -> bool:
+        raise Unsupported("toyfile has no transaction an application could share")
+
+    def finish_in(self, connection: object, finishes: Sequence[Finish]) -> list[JobStatus | None]:
+        raise Unsupported("toyfile has no transaction an application could share")
 
     # -- workers and switches ----------------------------------------------
 

@@ -13,7 +13,9 @@ Journals written before workflows, or before flow control, lack the tables
 added since (``workflows``; ``limits``, ``starts``, ``ranks``, ``clocks``,
 ``schedules``) in their lines and snapshot; replay treats them as empty. Their
 job rows carry no workflow or limit fields: plain jobs, without a limit key.
-Nothing needs migrating.
+Progress added no table: a job row that has reported carries a ``progress``
+field, and rows written before it (or never reported) lack it, which reads
+as no progress. Nothing needs migrating.
 """
 
 from __future__ import annotations
