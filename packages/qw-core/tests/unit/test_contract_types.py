@@ -77,6 +77,9 @@ def test_capability_flags() -> None:
         "atomic_settle": True,
         "limits": False,
         "schedules": False,
+        "progress": False,
+        "result_wakeup": False,
+        "transactional": False,
     }
 
 
