@@ -321,3 +321,33 @@ def test_the_change_stream_of_job_ends_wakes_a_wait(store: Store) -> None:
     assert answers[0].result == "streamed"
     other.close()
     waiting.close()
+
+
+def test_a_declared_stream_that_is_down_leaves_waits_to_the_poll(store: Store) -> None:
+    # Change-stream mode declares result_wakeup; where the stream cannot open
+    # (the stand-in, or a standalone server) the wait must still answer
+    # within a poll: the Listener keeps retrying while waits read the job.
+    hello = store.client.admin.command("hello") if URL is not None else {}
+    if "setName" in hello or hello.get("msg") == "isdbgrid":
+        pytest.skip("change streams work on this server: the down-stream path is not reachable")
+    backend = MongoBackend.from_client(
+        store.client, namespace="stream-down", wakeup="change_stream"
+    )
+    store.databases.add(backend.database)
+    waiting = qw.Client(backend)
+    assert waiting.capabilities.result_wakeup
+    other = open_client(store, "stream-down")
+    job_id = other.enqueue_one("q", 1).id
+    claim = claim_one(other)
+    answers: list[qw.Job] = []
+    waiter = threading.Thread(target=lambda: answers.append(waiting.wait_finished(job_id, 30.0)))
+    waiter.start()
+    time.sleep(0.5)
+    assert not backend._ended.connected
+    done = time.monotonic()
+    other.complete(claim.lease, "polled")
+    waiter.join(10)
+    assert time.monotonic() - done < 2, "read again within the client's 250 ms poll"
+    assert answers[0].result == "polled"
+    other.close()
+    waiting.close()

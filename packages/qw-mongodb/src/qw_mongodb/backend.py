@@ -162,9 +162,6 @@ ENQUEUE_TRIES = 20
 STAGED_GRACE = timedelta(seconds=60)
 RECLAIM_BATCH = 1000
 LISTEN_READY_S = 5.0
-#: The first result wait opens the change stream of job ends; it waits this
-#: long for it (polling meanwhile if it is not up yet: nothing is lost).
-ENDED_READY_S = 1.0
 #: With the stream of job ends live, a result wait still reads the job this
 #: often: a stream that stalled without failing delays an answer, never loses it.
 ENDED_RECHECK_S = 5.0
@@ -917,8 +914,9 @@ class MongoBackend:
                 lambda ready, stopping: listen_ended(self._db, self._ended, ready, stopping),
                 name=f"qw-mongodb-ended[{self._namespace}]",
             )
-            listener = self._ended_listener
-        listener.start(ready_timeout=ENDED_READY_S)
+            # Not waited for: the wait polls until the stream is up, and its
+            # coming up wakes every waiter (an end may have slipped past).
+            self._ended_listener.start()
 
     # -- the application's transaction ------------------------------------------
     # Not offered (capability ``transactional`` False): the client refuses
