@@ -893,3 +893,181 @@ def test_a_store_without_the_capability_refuses_connection_and_skips_the_rest(
     result = _tx_run(pytester, "NotTransactional", [*TX_TESTS[:2], UNSUPPORTED], hook=False)
     result.assert_outcomes(passed=1, skipped=2)
     result.stdout.fnmatch_lines(["*backend 'memory' does not declare capability transactional*"])
+
+
+# -- progress and result wake-ups: memory stores that break them ----------------
+
+#: Memory as it is, and stores whose progress or result wake-up is broken.
+PR_BACKENDS = textwrap.dedent(
+    '''
+    import time
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from qw.backends.memory import MemoryBackend
+    from qw.model import PROGRESS_EVENT, Progress
+
+    STORE = "progress-selftest"
+
+
+    class Memory(MemoryBackend):
+        """The reference store."""
+
+
+    class ProgressIgnoresFence(MemoryBackend):
+        """Stores any report for a job it has, held or not: no fence."""
+
+        def set_progress(self, lease, fraction, message, event_data):
+            with self._store.lock:
+                row = self._space.rows.get(lease.job_id)
+                if row is None:
+                    return False
+                now = datetime.now(UTC)
+                row.job = replace(row.job, progress=Progress(fraction, message, now))
+                self._emit(row.job.id, PROGRESS_EVENT, event_data, now)
+                return True
+
+
+    class ProgressWithoutEvent(MemoryBackend):
+        """Stores the report on the job but writes no event for it."""
+
+        def set_progress(self, lease, fraction, message, event_data):
+            with self._store.lock:
+                row = self._held(lease)
+                if row is None:
+                    return False
+                row.job = replace(row.job, progress=Progress(fraction, message, datetime.now(UTC)))
+                return True
+
+
+    class NeverWakes(MemoryBackend):
+        """Answers an ended job at once, and otherwise only at the timeout."""
+
+        def wait_finished(self, job_id, timeout):
+            job = self.get(job_id)
+            if job is None or job.status.is_terminal:
+                return job
+            time.sleep(timeout)
+            return self.get(job_id)
+
+
+    class WakesOnAnyChange(MemoryBackend):
+        """Returns as soon as the job changes (a claim, a retry), terminal or not."""
+
+        def wait_finished(self, job_id, timeout):
+            first = self.get(job_id)
+            deadline = time.monotonic() + timeout
+            while first is not None and not first.status.is_terminal:
+                job = self.get(job_id)
+                if job != first or time.monotonic() >= deadline:
+                    return job
+                time.sleep(0.01)
+            return first
+    '''
+)
+
+PR_TEST = textwrap.dedent(
+    """
+    from pr_backends import STORE, {cls}
+    from qw_testkit import ProgressTests, ResultTests
+
+
+    class TestContract(ProgressTests, ResultTests):
+        # A waiter that is not woken returns after this: late, but not slow to find.
+        result_wait_s = 3.0
+
+        def make_backend(self, namespace):
+            return {cls}(STORE, namespace=namespace)
+    """
+)
+
+STALE = [
+    f"test_a_stale_lease_raises_lease_lost_and_changes_nothing[{how}]"
+    for how in ("finished", "reclaimed", "another_attempt", "forged", "attempt")
+]
+WOKEN = [
+    "test_a_waiter_is_woken_when_another_client_completes_the_job",
+    "test_cancelling_a_queued_job_wakes_the_waiter",
+    "test_a_reclaim_to_failed_wakes_the_waiter",
+    "test_cancelling_a_workflow_wakes_a_waiter_on_its_waiting_step",
+    "test_a_step_cancelled_by_its_parents_failure_wakes_the_waiter",
+]
+
+#: What each broken store must fail: every test whose point it misses.
+PR_CASES = {
+    "ProgressIgnoresFence": [
+        *STALE,
+        "test_progress_is_per_namespace",
+        "test_racing_reports_and_a_finish_keep_one_event_per_applied_report",
+    ],
+    "ProgressWithoutEvent": [
+        "test_a_report_on_a_held_lease_sets_progress_and_writes_one_event",
+        "test_each_report_replaces_the_last_and_has_its_own_event",
+        "test_racing_reports_and_a_finish_keep_one_event_per_applied_report",
+    ],
+    "NeverWakes": [*WOKEN, "test_a_retry_does_not_wake_the_waiter_with_a_live_job"],
+    "WakesOnAnyChange": ["test_a_retry_does_not_wake_the_waiter_with_a_live_job"],
+}
+
+
+def _pr_run(pytester: pytest.Pytester, cls: str, tests: list[str]) -> pytest.RunResult:
+    pytester.makepyfile(pr_backends=PR_BACKENDS, test_contract=PR_TEST.format(cls=cls))
+    pytester.syspathinsert()
+    ids = [f"test_contract.py::TestContract::{name}" for name in tests]
+    return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q", "-rs", *ids)
+
+
+@pytest.mark.parametrize("broken", sorted(PR_CASES))
+def test_the_progress_and_result_tests_fail_a_broken_store(
+    pytester: pytest.Pytester, broken: str
+) -> None:
+    tests = PR_CASES[broken]
+    result = _pr_run(pytester, broken, tests)
+    outcomes = result.parseoutcomes()
+    caught = outcomes.get("failed", 0) + outcomes.get("errors", 0)
+    assert caught == len(tests), result.stdout.str()
+
+
+@pytest.mark.parametrize("broken", sorted(PR_CASES))
+def test_the_same_progress_and_result_tests_pass_on_memory(
+    pytester: pytest.Pytester, broken: str
+) -> None:
+    tests = PR_CASES[broken]
+    _pr_run(pytester, "Memory", tests).assert_outcomes(passed=len(tests))
+
+
+def test_a_store_without_progress_or_result_wakeup_is_skipped_naming_them(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        pr_backends=PR_BACKENDS
+        + textwrap.dedent(
+            '''
+
+            from qw.capabilities import Capabilities
+
+
+            class Undeclared(MemoryBackend):
+                """Memory, declaring neither progress nor result_wakeup."""
+
+                capabilities = Capabilities(progress=False, result_wakeup=False)
+            '''
+        ),
+        test_contract=PR_TEST.format(cls="Undeclared"),
+    )
+    pytester.syspathinsert()
+    tests = [
+        "test_a_report_on_a_held_lease_sets_progress_and_writes_one_event",
+        "test_a_waiter_is_woken_when_another_client_completes_the_job",
+        "test_waiting_for_an_unknown_job_is_job_not_found",
+    ]
+    ids = [f"test_contract.py::TestContract::{name}" for name in tests]
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q", "-rs", *ids)
+    # The unknown-job test needs no capability: the client's poll answers it.
+    result.assert_outcomes(passed=1, skipped=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*backend 'memory' does not declare capability progress*",
+            "*backend 'memory' does not declare capability result_wakeup*",
+        ]
+    )
