@@ -319,7 +319,7 @@ def test_an_0_2_store_is_upgraded_and_its_jobs_read_as_unlimited(
         [(version,)] = _schema_rows(
             pg_url, fresh_schema, "SELECT max(version) FROM {}.schema_version"
         )
-        assert version == schema.LATEST_VERSION == 3
+        assert version == schema.LATEST_VERSION
         for job in client.get_many(["old-1", "w.a", "w.b"]):
             assert job is not None
             assert (job.limit_key, job.limit, job.fair) == (None, None, False)
@@ -338,6 +338,56 @@ def test_an_0_2_store_is_upgraded_and_its_jobs_read_as_unlimited(
         [step] = client.claim(["q"], worker="w", limit=10)[:1]
         assert step.job.id in ("w.b", new[1])
         assert client.keys()[0].key == "k"
+
+
+def test_an_0_3_store_is_upgraded_and_its_jobs_read_without_progress(
+    pg_url: str, fresh_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = with_query(pg_url, f"schema={fresh_schema}")
+    # A schema exactly as qw-postgres 0.3.0 left it: migrations 1 to 3.
+    with monkeypatch.context() as m:
+        m.setattr(schema, "LATEST_VERSION", 3)
+        assert qw_postgres.migrate(url) == 3
+    ident = sql.Identifier(fresh_schema)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        columns = conn.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = 'jobs'",
+            (fresh_schema,),
+        ).fetchall()
+        assert columns
+        assert not any(c.startswith("progress") for (c,) in columns)
+        # Rows as qw-postgres 0.3.0 wrote them: queued, running, succeeded, keyed.
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.jobs (namespace, id, queue, status, priority, run_at,"
+                " max_attempts, payload, result, finished_at, limit_key, has_limit, concurrency)"
+                " VALUES"
+                " ('ns', 'old-1', 'q', 'queued', 0, now(), 3, '1', NULL, NULL, NULL, false, NULL),"
+                " ('ns', 'old-2', 'q', 'succeeded', 0, now(), 3, '2', '\"r\"', now(), NULL,"
+                "  false, NULL),"
+                " ('ns', 'old-3', 'q', 'queued', 0, now(), 3, '3', NULL, NULL, 'k', true, 1)"
+            ).format(ident)
+        )
+    with closing(qw.open(url, namespace="ns")) as client:
+        [(version,)] = _schema_rows(
+            pg_url, fresh_schema, "SELECT max(version) FROM {}.schema_version"
+        )
+        assert version == schema.LATEST_VERSION == 4
+        jobs = client.get_many(["old-1", "old-2", "old-3"])
+        assert [j.progress if j else "missing" for j in jobs] == [None, None, None]
+        assert jobs[1] is not None
+        assert jobs[1].result == "r"
+        assert jobs[2] is not None
+        assert jobs[2].limit == Limit(concurrency=1)
+        # An old job reports progress once claimed, like any other.
+        claims = client.claim(["q"], worker="w", limit=10)
+        assert sorted(c.job.id for c in claims) == ["old-1", "old-3"]
+        assert all(c.job.progress is None for c in claims)
+        client.set_progress(claims[0].lease, 0.5, "half")
+        got = client.get(claims[0].job.id).progress
+        assert got is not None
+        assert (got.fraction, got.message) == (0.5, "half")
 
 
 def _schema_rows(pg_url: str, schema_name: str, query: str) -> list[tuple[Any, ...]]:

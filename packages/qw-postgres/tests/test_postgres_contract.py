@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
 import pytest
 
 import qw
@@ -18,11 +23,13 @@ CONTRACT_SCHEMA = "qw_test"
 
 class TestPostgresContract(BackendContractTests):
     url: str
+    server: str
 
     @pytest.fixture(autouse=True, scope="class")
     @classmethod
     def _server(cls) -> None:
         base = require_server("postgres", server_url("postgres"), _probe)
+        cls.server = base
         cls.url = with_query(base, f"schema={CONTRACT_SCHEMA}&pool_max=10")
 
     def make_backend(self, namespace: str) -> qw.Backend:
@@ -30,3 +37,10 @@ class TestPostgresContract(BackendContractTests):
 
     def backend_url(self) -> str:
         return self.url
+
+    @contextlib.contextmanager
+    def app_connection(self) -> Iterator[Any]:
+        # The server's plain URL (qw's ?schema= is not a libpq option); not
+        # autocommit, as an application's connection usually is not.
+        with psycopg.connect(self.server, autocommit=False) as conn:
+            yield conn

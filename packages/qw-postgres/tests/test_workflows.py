@@ -378,11 +378,11 @@ def test_a_workflow_write_chosen_to_break_a_deadlock_is_run_again(client: qw.Cli
         woken.add("q")
         return "done"
 
-    assert backend._in_workflows("test", write) == "done"
+    assert backend._in_workflows(backend._pooled, "test", write) == "done"
     assert len(tries) == 2
 
     def always(conn: psycopg.Connection[Any], woken: set[str]) -> str:
         raise psycopg.errors.DeadlockDetected("deadlock detected")
 
     with pytest.raises(qw.BackendError, match="deadlock"):
-        backend._in_workflows("test", always)
+        backend._in_workflows(backend._pooled, "test", always)

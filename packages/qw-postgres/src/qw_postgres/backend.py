@@ -28,16 +28,21 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, ClassVar, NamedTuple, Self, TypeVar
+from typing import Any, ClassVar, NamedTuple, Protocol, Self, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.abc import AdaptContext
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import tuple_row
+from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.json import set_json_loads
+from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool
 
 from qw.capabilities import Capabilities
@@ -47,10 +52,12 @@ from qw.errors import (
     BackendError,
     BackendUnavailable,
     DuplicateJob,
+    InvalidInput,
     SchemaError,
 )
 from qw.limits import Candidate, effective_limit, key_state, plan_claim
 from qw.model import (
+    PROGRESS_EVENT,
     Claim,
     Enqueued,
     Event,
@@ -91,6 +98,7 @@ from qw_postgres.batches import (
 from qw_postgres.errors import translate_errors
 from qw_postgres.listening import (
     channel_name,
+    done_channel_name,
     listener_application_name,
     make_listen,
 )
@@ -201,6 +209,207 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     set_json_loads(_json_loads, conn)
 
 
+def _own_loaders(context: AdaptContext) -> None:
+    """The loaders the backend reads with, set on ``context`` whatever its connection has.
+
+    For a cursor of the application's connection, which may load text, JSON
+    or timestamps its own way (Django loads ``jsonb`` as text, and
+    timestamps in its own time zone): set on the cursor only, they change
+    nothing of the application's. Timestamps keep the session's zone (its
+    ``TimeZone`` is the application's to set), still the same instants.
+    """
+    set_json_loads(_json_loads, context)
+    adapters = context.adapters
+    for name in ("text", "varchar", "bpchar", "name"):
+        adapters.register_loader(name, TextLoader)
+    adapters.register_loader("timestamptz", TimestamptzLoader)
+
+
+class _Exec(Protocol):
+    """What a write runs its statements through: a pooled connection, or :class:`_Bound`."""
+
+    def execute(
+        self, query: bytes, params: Mapping[str, Any] | None = None, *, prepare: bool | None = None
+    ) -> psycopg.Cursor[Any]: ...
+
+    def cursor(self) -> psycopg.Cursor[Any]: ...
+
+
+class _Via(Protocol):
+    """How a write gets its connection: the backend's pool, or the application's (bound).
+
+    enqueue, create_workflow and finish are written once against this, so
+    the pooled and the bound calls run the same statements.
+    """
+
+    #: Whether this is the application's connection (its transaction, its session).
+    bound: bool
+
+    def fetch(self, what: str, query: bytes, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run one statement (atomic on its own) and fetch its rows."""
+        ...
+
+    def transaction(self, what: str, *, pipeline: bool = True) -> AbstractContextManager[_Exec]:
+        """A block whose statements commit (pooled) or are kept (bound) together, or not at all."""
+        ...
+
+    def attempt(self, what: str) -> AbstractContextManager[None]:
+        """A block whose failed statement leaves the rest able to go on (bound: a savepoint)."""
+        ...
+
+    def notify(self, queues: Iterable[str]) -> None:
+        """Wake this process's waiters on ``queues`` (bound: left to LISTEN, after commit)."""
+        ...
+
+
+class _Pooled:
+    """The backend's own pool: each statement, or transaction, on an autocommit connection."""
+
+    __slots__ = ("_backend",)
+    bound = False
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self._backend = backend
+
+    def fetch(self, what: str, query: bytes, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        return self._backend._fetch(what, query, params)
+
+    @contextmanager
+    def transaction(self, what: str, *, pipeline: bool = True) -> Iterator[_Exec]:
+        with self._backend._conn(what) as conn:
+            if pipeline:
+                # Pipelined: BEGIN, the first statements and COMMIT ride
+                # with the round trips the write needs for what it reads.
+                with conn.pipeline(), conn.transaction():
+                    yield conn
+            else:
+                with conn.transaction():
+                    yield conn
+
+    def attempt(self, what: str) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def notify(self, queues: Iterable[str]) -> None:
+        self._backend._hub.notify(queues)
+
+
+_SAVEPOINT = "qw_write_{}"
+
+
+class _Bound:
+    """The application's psycopg connection: statements join its current transaction.
+
+    Every statement runs on a cursor of its own (server-side binding, tuple
+    rows, :func:`_own_loaders`), so the connection's cursor_factory,
+    row_factory and loaders neither change what the backend reads nor are
+    changed by it. The transaction is the application's: never committed
+    nor rolled back here. A call's writes are wrapped in a savepoint of
+    their own (:meth:`scope`), so one that fails (a duplicate id) leaves the
+    application's transaction as it was, able to go on; on a connection
+    that is idle the first statement opens the transaction, as any
+    statement of the application's would (psycopg sends BEGIN, with the
+    connection's isolation level). An autocommit connection has no
+    transaction to join: the call's statements get one of their own.
+    """
+
+    __slots__ = ("_conn", "_depth")
+    bound = True
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+        self._depth = 0
+
+    @classmethod
+    def check(cls, connection: object) -> _Bound:
+        """The bound way for ``connection``, or InvalidInput (before any I/O)."""
+        if isinstance(connection, psycopg.AsyncConnection):
+            raise InvalidInput(
+                "postgres: connection= got a psycopg AsyncConnection; the application's "
+                "transaction is written through a sync psycopg.Connection (psycopg.connect)"
+            )
+        if not isinstance(connection, psycopg.Connection):
+            raise InvalidInput(
+                "postgres: connection= needs a psycopg 3 Connection (or an SQLAlchemy "
+                f"Connection/Session or Django connection over one), not {type(connection)!r}"
+            )
+        if connection.closed:
+            raise InvalidInput("postgres: connection= got a closed connection")
+        status = connection.info.transaction_status
+        if status == psycopg.pq.TransactionStatus.INERROR:
+            raise InvalidInput(
+                "postgres: the connection's transaction has already failed; roll it back first"
+            )
+        if status not in (psycopg.pq.TransactionStatus.IDLE, psycopg.pq.TransactionStatus.INTRANS):
+            raise InvalidInput(f"postgres: the connection is busy ({status.name})")
+        return cls(connection)
+
+    def cursor(self) -> psycopg.Cursor[Any]:
+        cur = psycopg.Cursor(self._conn, row_factory=tuple_row)
+        _own_loaders(cur)
+        return cur
+
+    def execute(
+        self, query: bytes, params: Mapping[str, Any] | None = None, *, prepare: bool | None = None
+    ) -> psycopg.Cursor[Any]:
+        # ``prepare`` is ignored: the application's prepare_threshold
+        # stands (None behind a transaction-pooling PgBouncer, say).
+        return self.cursor().execute(query, params)
+
+    def fetch(self, what: str, query: bytes, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        with translate_errors(f"postgres: {what}"):
+            return self.execute(query, params).fetchall()
+
+    @contextmanager
+    def scope(self, what: str) -> Iterator[None]:
+        """One call's writes: a savepoint in the application's transaction (see the class)."""
+        with translate_errors(f"postgres: {what}"):
+            if self._conn.autocommit:
+                with self._conn.transaction():
+                    yield
+            else:
+                with self._savepoint():
+                    yield
+
+    @contextmanager
+    def transaction(self, what: str, *, pipeline: bool = True) -> Iterator[_Exec]:
+        with translate_errors(f"postgres: {what}"), self._savepoint():
+            yield self
+
+    def attempt(self, what: str) -> AbstractContextManager[None]:
+        return self._savepoint()
+
+    def notify(self, queues: Iterable[str]) -> None:
+        # NOTIFY in the statements is delivered at the application's commit;
+        # this process's waiters then get it through LISTEN like any other.
+        return
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        self._depth += 1
+        name = _SAVEPOINT.format(self._depth).encode()
+        try:
+            self.execute(b"SAVEPOINT " + name)
+            try:
+                yield
+            except BaseException:
+                self._roll_back_to(name)
+                raise
+            self.execute(b"RELEASE SAVEPOINT " + name)
+        finally:
+            self._depth -= 1
+
+    def _roll_back_to(self, name: bytes) -> None:
+        if self._conn.closed:
+            return
+        try:
+            self.execute(b"ROLLBACK TO SAVEPOINT " + name)
+            self.execute(b"RELEASE SAVEPOINT " + name)
+        except psycopg.Error:
+            # The connection broke meanwhile: the application's transaction
+            # is lost anyway, and the error it gets is the first one.
+            log.debug("qw_postgres: rolling back to %s failed", name, exc_info=True)
+
+
 class PostgresBackend:
     """A namespace in a PostgreSQL schema; see the module docstring."""
 
@@ -213,6 +422,9 @@ class PostgresBackend:
         queue_switch=True,
         limits=True,
         schedules=True,
+        progress=True,
+        result_wakeup=True,
+        transactional=True,
     )
 
     def __init__(self, settings: Settings, *, namespace: str) -> None:
@@ -221,10 +433,16 @@ class PostgresBackend:
         self._schema = settings.schema
         self._q = _queries(settings.schema)
         self._channel = channel_name(settings.schema, self._namespace)
+        self._done = done_channel_name(settings.schema, self._namespace)
         self._conninfo = _full_conninfo(settings.conninfo)
         self._hub = WakeupHub(poll_interval=settings.poll_interval)
+        # "A job ended": fed by a LISTEN of its own, started by the first
+        # wait_finished (a worker never starts it).
+        self._done_hub = WakeupHub(poll_interval=settings.poll_interval)
         self._lock = threading.Lock()
         self._listener: Listener | None = None
+        self._done_listener: Listener | None = None
+        self._pooled = _Pooled(self)
         self._closed = False
         # Queue lists whose last claim met limit keys: the next claim goes
         # straight to the keyed path instead of trying the plain statement.
@@ -321,9 +539,11 @@ class PostgresBackend:
             if self._closed:
                 return
             self._closed = True
-            listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.stop()
+            listeners = (self._listener, self._done_listener)
+            self._listener = self._done_listener = None
+        for listener in listeners:
+            if listener is not None:
+                listener.stop()
         self._pool.close()
 
     @contextmanager
@@ -333,7 +553,7 @@ class PostgresBackend:
         with translate_errors(f"postgres: {what}"), self._pool.connection() as conn:
             yield conn
 
-    def _fetch(self, what: str, query: bytes, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    def _fetch(self, what: str, query: bytes, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         with self._conn(what) as conn:
             return conn.execute(query, params, prepare=True).fetchall()
 
@@ -349,30 +569,41 @@ class PostgresBackend:
     # -- producing -------------------------------------------------------------
 
     def enqueue(self, jobs: Sequence[Insert]) -> list[Enqueued]:
+        return self._enqueue(self._pooled, jobs)
+
+    def enqueue_in(self, connection: object, jobs: Sequence[Insert]) -> list[Enqueued]:
+        via = _Bound.check(connection)
+        if not jobs:
+            return []
+        with via.scope("enqueue"):
+            return self._enqueue(via, jobs)
+
+    def _enqueue(self, via: _Via, jobs: Sequence[Insert]) -> list[Enqueued]:
         if not jobs:
             return []
         keys = list({j.dedupe_key for j in jobs if j.dedupe_key is not None})
         if not keys:
             # Nothing to look up: every job is inserted, in one statement.
             answers, _ = plan_enqueue(jobs, {})
-            self._insert_jobs(jobs, [])
-            self._hub.notify({j.queue for j in jobs})
+            self._insert_jobs(via, jobs, [])
+            via.notify({j.queue for j in jobs})
             return answers
         for _ in range(ENQUEUE_TRIES):
-            rows = self._fetch("enqueue", self._q.live_keys, {"ns": self._namespace, "keys": keys})
+            rows = via.fetch("enqueue", self._q.live_keys, {"ns": self._namespace, "keys": keys})
             answers, insert = plan_enqueue(jobs, dict(rows))
             chosen = set(insert)
             skipped = [j.id for i, j in enumerate(jobs) if i not in chosen]
             try:
                 # Guarded by jobs_dedupe: a key taken since the look-up fails it.
-                self._insert_jobs([jobs[i] for i in insert], skipped)
+                with via.attempt("enqueue"):
+                    self._insert_jobs(via, [jobs[i] for i in insert], skipped)
             except BackendConflict:
                 continue
-            self._hub.notify({jobs[i].queue for i in insert})
+            via.notify({jobs[i].queue for i in insert})
             return answers
         raise BackendConflict("postgres: the dedupe keys of this batch stayed contended; try again")
 
-    def _insert_jobs(self, jobs: Sequence[Insert], skipped_ids: list[str]) -> None:
+    def _insert_jobs(self, via: _Via, jobs: Sequence[Insert], skipped_ids: list[str]) -> None:
         """Insert ``jobs`` (one JSON document, or a COPY for a large batch), all or nothing.
 
         ``skipped_ids`` are the batch's jobs answered by a dedupe key: an id
@@ -390,7 +621,7 @@ class PostgresBackend:
             with translate_errors("postgres: enqueue"):
                 params["batch"] = enqueue_document(jobs, keyed=keyed)
             query = q.enqueue_fair if fair else q.enqueue_keyed if keyed else q.enqueue
-            rows = self._fetch("enqueue", query, params)
+            rows = via.fetch("enqueue", query, params)
         else:
             staged = (
                 q.enqueue_staged_fair
@@ -399,13 +630,17 @@ class PostgresBackend:
                 if keyed
                 else q.enqueue_staged
             )
-            with self._conn("enqueue") as conn, conn.transaction():
+            with via.transaction("enqueue", pipeline=False) as conn:
                 conn.execute(q.enqueue_stage)
                 with conn.cursor().copy(q.enqueue_copy) as copy:
                     copy.set_types(ENQUEUE_COPY_TYPES)
                     for row in enqueue_rows(jobs):
                         copy.write_row(row)
                 rows = conn.execute(staged, params, prepare=True).fetchall()
+                if via.bound:
+                    # ON COMMIT comes at the application's commit: a second
+                    # bulk enqueue in its transaction must not read these.
+                    conn.execute(q.enqueue_unstage)
         dups = sorted(value for kind, value in rows if kind == "d")
         if dups:
             raise DuplicateJob(f"job id {dups[0]!r} already exists; nothing was enqueued")
@@ -523,23 +758,56 @@ class PostgresBackend:
             answers[ord_ - 1] = Lease(lease.job_id, lease.token, expires, cancel_requested)
         return answers
 
+    def set_progress(
+        self, lease: Lease, fraction: float | None, message: str | None, event_data: str
+    ) -> bool:
+        params = {
+            "ns": self._namespace,
+            "id": lease.job_id,
+            "token": lease.token,
+            "attempt": lease.attempt,
+            "fraction": fraction,
+            "message": message,
+            "type": PROGRESS_EVENT,
+            "data": event_data,
+        }
+        [(n,)] = self._fetch("set_progress", self._q.set_progress, params)
+        return bool(n)
+
     def finish(self, finishes: Sequence[Finish]) -> list[JobStatus | None]:
+        return self._finish(self._pooled, finishes)
+
+    def finish_in(self, connection: object, finishes: Sequence[Finish]) -> list[JobStatus | None]:
+        via = _Bound.check(connection)
+        if not finishes:
+            return []
+        with via.scope("finish"):
+            return self._finish(via, finishes)
+
+    def _finish(self, via: _Via, finishes: Sequence[Finish]) -> list[JobStatus | None]:
         answers: list[JobStatus | None] = []
         for batch in _distinct_job_batches(finishes):
             with translate_errors("postgres: finish"):
                 documents = list(finish_documents(batch))
             for part, document in documents:
-                answers.extend(self._finish_batch(part, document))
+                answers.extend(self._finish_batch(via, part, document))
         return answers
 
-    def _finish_batch(self, finishes: Sequence[Finish], document: str) -> list[JobStatus | None]:
+    def _finish_batch(
+        self, via: _Via, finishes: Sequence[Finish], document: str
+    ) -> list[JobStatus | None]:
         """Apply one document's transitions; answer the rest by :func:`repeat_status`."""
-        params = {"ns": self._namespace, "channel": self._channel, "batch": document}
+        params = {
+            "ns": self._namespace,
+            "channel": self._channel,
+            "done": self._done,
+            "batch": document,
+        }
         answers: list[JobStatus | None] = [None] * len(finishes)
         racing: list[int] = []
         steps: list[int] = []
         workflows: set[str] = set()
-        for kind, ord_, status, finished_by in self._fetch("finish", self._q.finish, params):
+        for kind, ord_, status, finished_by in via.fetch("finish", self._q.finish, params):
             if kind == "u":
                 answers[ord_ - 1] = finishes[ord_ - 1].transition.status
             elif kind == "p":
@@ -553,32 +821,37 @@ class PostgresBackend:
                 steps.append(ord_ - 1)
                 workflows.add(finished_by)
         if steps:
-            ended = self._finish_steps([finishes[i] for i in steps], workflows)
+            ended = self._finish_steps(via, [finishes[i] for i in steps], workflows)
             for index, answer in zip(steps, ended, strict=True):
                 answers[index] = answer
         if racing:
             # Another session moved the job between our snapshot and our
             # update (perhaps the same finish, sent twice): read what won.
             again = {"ns": self._namespace, "ids": [finishes[i].lease.job_id for i in racing]}
-            for ord_, status, finished_by in self._fetch("finish", self._q.finished_by, again):
+            for ord_, status, finished_by in via.fetch("finish", self._q.finished_by, again):
                 index = racing[ord_ - 1]
                 t = finishes[index].transition
                 answers[index] = repeat_status(t, STATUSES[status], finished_by)
         return answers
 
     def _finish_steps(
-        self, finishes: Sequence[Finish], workflows: set[str]
+        self, via: _Via, finishes: Sequence[Finish], workflows: set[str]
     ) -> list[JobStatus | None]:
         """Finishes that end workflow steps, with their settles, in one transaction."""
 
-        def write(conn: psycopg.Connection[Any], woken: set[str]) -> list[JobStatus | None]:
+        def write(conn: _Exec, woken: set[str]) -> list[JobStatus | None]:
             ends = self._step_ends(conn, workflows)
             answers: list[JobStatus | None] = [None] * len(finishes)
             racing: list[int] = []
             applied: list[tuple[int, str, JobStatus, str, int]] = []
             start = 0
             for part, document in finish_documents(finishes):
-                params = {"ns": self._namespace, "channel": self._channel, "batch": document}
+                params = {
+                    "ns": self._namespace,
+                    "channel": self._channel,
+                    "done": self._done,
+                    "batch": document,
+                }
                 rows = conn.execute(self._q.finish_steps, params, prepare=True).fetchall()
                 for kind, ord_, status, other, step_id, kids in rows:
                     index = start + ord_ - 1
@@ -606,7 +879,7 @@ class PostgresBackend:
             woken |= ends.queues
             return answers
 
-        return self._in_workflows("finish", write)
+        return self._in_workflows(via, "finish", write)
 
     def reclaim_expired(self) -> int:
         ns = {"ns": self._namespace}
@@ -631,6 +904,7 @@ class PostgresBackend:
                 params = {
                     "ns": self._namespace,
                     "channel": self._channel,
+                    "done": self._done,
                     "batch": transition_document(plans),
                 }
                 row = conn.execute(self._q.reclaim, params, prepare=True).fetchone()
@@ -642,13 +916,14 @@ class PostgresBackend:
     def _reclaim_steps(self, step_ids: list[str], workflows: set[str]) -> int:
         """Reclaim expired steps whose attempts are used up, settling their children."""
 
-        def write(conn: psycopg.Connection[Any], woken: set[str]) -> int:
+        def write(conn: _Exec, woken: set[str]) -> int:
             ends = self._step_ends(conn, workflows)
             params: dict[str, Any] = {"ns": self._namespace, "ids": step_ids}
             expired = conn.execute(self._q.reclaim_steps_read, params, prepare=True).fetchall()
             if not expired:
                 return 0
             params["channel"] = self._channel
+            params["done"] = self._done
             params["batch"] = transition_document(
                 (job_id, token, attempts, plan_reclaim(attempts=attempts, max_attempts=m, queue=q))
                 for job_id, token, attempts, m, q, _ in expired
@@ -662,11 +937,49 @@ class PostgresBackend:
             woken |= ends.queues
             return len(applied)
 
-        return self._in_workflows("reclaim_expired", write)
+        return self._in_workflows(self._pooled, "reclaim_expired", write)
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         self._ensure_listener()
         return self._hub.wait(queues, timeout)
+
+    def wait_finished(self, job_id: str, timeout: float) -> Job | None:
+        # Armed before each read, under a key of this thread's own: a job
+        # ending between the read and the wait has already woken it, and
+        # no other waiter's arming clears that (each has its own key).
+        self._ensure_done_listener()
+        key = (f"t{threading.get_ident()}",)
+        deadline = time.monotonic() + timeout
+        while True:
+            self._done_hub.arm(key)
+            job = self.get(job_id)
+            if job is None or job.status.is_terminal:
+                return job
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return job
+            # Woken by any job of the namespace ending (or, while the LISTEN
+            # is down, every poll_interval): read again.
+            self._done_hub.wait(key, left)
+
+    def _ensure_done_listener(self) -> None:
+        if self._done_listener is not None:
+            return
+        with self._lock:
+            if self._done_listener is not None or self._closed:
+                return
+            listen = make_listen(
+                self._conninfo,
+                self._done,
+                self._done_hub,
+                application_name=listener_application_name(self._namespace, "results"),
+            )
+            listener = Listener(
+                self._done_hub, listen, name=f"qw-postgres-results:{self._namespace}"
+            )
+            listener.start()
+            self._done_listener = listener
+        listener.wait_ready(LISTEN_START_WAIT_S)
 
     def _ensure_listener(self) -> None:
         if self._listener is not None:
@@ -790,6 +1103,7 @@ class PostgresBackend:
                 apply = {
                     "ns": self._namespace,
                     "channel": self._channel,
+                    "done": self._done,
                     "batch": transition_document([(job_id, None, None, t)]),
                 }
                 [(applied, _)] = self._fetch("cancel", self._q.cancel_queued, apply)
@@ -912,39 +1226,36 @@ class PostgresBackend:
 
     # -- workflows ---------------------------------------------------------------
 
-    def _in_workflows(
-        self, what: str, write: Callable[[psycopg.Connection[Any], set[str]], _T]
-    ) -> _T:
+    def _in_workflows(self, via: _Via, what: str, write: Callable[[_Exec, set[str]], _T]) -> _T:
         """Run ``write`` in one transaction; wake the queues it names once it committed.
 
         ``write`` takes the rows of the workflows it touches first
         (:meth:`_step_ends`). A deadlock PostgreSQL broke by aborting it
-        rolled everything back (its NOTIFYs too), so it is simply run again.
+        rolled everything back (its NOTIFYs too; bound, back to the
+        savepoint), so it is simply run again. Pooled, it is pipelined:
+        BEGIN, the workflows' lock and the first statement go in one round
+        trip, and so do the last statement and COMMIT (a result is waited
+        for only where the write reads it), so the workflow's row is held
+        for as few round trips as can be.
         """
         for attempt in range(1, DEADLOCK_TRIES + 1):
             woken: set[str] = set()
-            with self._conn(what) as conn:
-                try:
-                    # Pipelined: BEGIN, the workflows' lock and the first
-                    # statement go in one round trip, and so do the last
-                    # statement and COMMIT (a result is waited for only
-                    # where the write reads it), so the workflow's row is
-                    # held for as few round trips as can be.
-                    with conn.pipeline(), conn.transaction():
-                        result = write(conn, woken)
-                except pg_errors.DeadlockDetected:
-                    if attempt == DEADLOCK_TRIES:
-                        raise
-                    log.info(
-                        "qw_postgres: %s was chosen to break a deadlock; running it again", what
-                    )
-                    continue
+            try:
+                with via.transaction(what) as conn:
+                    result = write(conn, woken)
+            except BackendError as exc:
+                if not isinstance(exc.__cause__, pg_errors.DeadlockDetected):
+                    raise
+                if attempt == DEADLOCK_TRIES:
+                    raise
+                log.info("qw_postgres: %s was chosen to break a deadlock; running it again", what)
+                continue
             if woken:
-                self._hub.notify(woken)
+                via.notify(woken)
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _step_ends(self, conn: psycopg.Connection[Any], workflows: Iterable[str]) -> _StepEnds:
+    def _step_ends(self, conn: _Exec, workflows: Iterable[str]) -> _StepEnds:
         """Lock ``workflows``' rows (in id order) for a write that ends steps of them.
 
         The rows are read when first needed: the statements sent meanwhile
@@ -952,17 +1263,18 @@ class PostgresBackend:
         """
         params = {"ns": self._namespace, "ids": sorted(set(workflows))}
         locked = conn.execute(self._q.lock_workflows, params, prepare=True)
-        return _StepEnds(conn, self._q, self._namespace, self._channel, locked)
+        return _StepEnds(conn, self._q, self._namespace, self._channel, self._done, locked)
 
     def _cancel_step(self, job_id: str, queue: str, workflow: str) -> bool:
         """Cancel a queued or waiting step; False if it moved meanwhile."""
 
-        def write(conn: psycopg.Connection[Any], woken: set[str]) -> bool:
+        def write(conn: _Exec, woken: set[str]) -> bool:
             ends = self._step_ends(conn, (workflow,))
             t = plan_cancel_queued(queue=queue)
             params = {
                 "ns": self._namespace,
                 "channel": self._channel,
+                "done": self._done,
                 "batch": transition_document([(job_id, None, None, t)]),
             }
             rows = conn.execute(self._q.cancel_step, params, prepare=True).fetchall()
@@ -974,15 +1286,25 @@ class PostgresBackend:
             woken |= ends.queues
             return True
 
-        return self._in_workflows("cancel", write)
+        return self._in_workflows(self._pooled, "cancel", write)
 
-    def _live_keys(self, conn: psycopg.Connection[Any] | None, keys: list[str]) -> dict[str, str]:
+    def _live_keys(self, conn: _Exec, keys: list[str]) -> dict[str, str]:
         params = {"ns": self._namespace, "keys": keys}
-        if conn is None:
-            return dict(self._fetch("enqueue", self._q.live_keys, params))
         return dict(conn.execute(self._q.live_keys, params, prepare=True).fetchall())
 
     def create_workflow(self, workflow: WorkflowInsert, steps: Sequence[Insert]) -> bool:
+        return self._create_workflow(self._pooled, workflow, steps)
+
+    def create_workflow_in(
+        self, connection: object, workflow: WorkflowInsert, steps: Sequence[Insert]
+    ) -> bool:
+        via = _Bound.check(connection)
+        with via.scope("create_workflow"):
+            return self._create_workflow(via, workflow, steps)
+
+    def _create_workflow(
+        self, via: _Via, workflow: WorkflowInsert, steps: Sequence[Insert]
+    ) -> bool:
         with translate_errors("postgres: create_workflow"):
             document = step_document(steps, children_of(steps))
         params: dict[str, Any] = {
@@ -996,10 +1318,14 @@ class PostgresBackend:
         keys = list({s.dedupe_key for s in steps if s.dedupe_key is not None})
         for _ in range(ENQUEUE_TRIES):
             if keys:
-                held = _held_keys(steps, self._live_keys(None, keys))
+                live = via.fetch(
+                    "create_workflow", self._q.live_keys, {"ns": self._namespace, "keys": keys}
+                )
+                held = _held_keys(steps, dict(live))
                 if held:
                     # A retried create finds its own steps holding the keys.
-                    if self.get_workflow(workflow.id) is not None:
+                    known = {"ns": self._namespace, "workflow": workflow.id}
+                    if via.fetch("create_workflow", self._q.get_workflow, known):
                         return False
                     raise DuplicateJob(
                         f"a live job already holds the dedupe key of step(s) {held}; "
@@ -1012,13 +1338,14 @@ class PostgresBackend:
                     if any(s.fair for s in steps)
                     else self._q.create_workflow
                 )
-                [(created, _)] = self._fetch("create_workflow", query, params)
+                with via.attempt("create_workflow"):
+                    [(created, _)] = via.fetch("create_workflow", query, params)
             except BackendConflict:
                 if not keys:
                     raise
                 continue
             if created:
-                self._hub.notify({s.queue for s in steps if s.status is JobStatus.QUEUED})
+                via.notify({s.queue for s in steps if s.status is JobStatus.QUEUED})
             return bool(created)
         raise BackendConflict(
             "postgres: the dedupe keys of this workflow stayed contended; try again"
@@ -1053,7 +1380,7 @@ class PostgresBackend:
             "attempt": lease.attempt,
         }
 
-        def write(conn: psycopg.Connection[Any], woken: set[str]) -> bool | None:
+        def write(conn: _Exec, woken: set[str]) -> bool | None:
             ends = self._step_ends(conn, (workflow,))
             flow = ends.flows.get(workflow)
             if flow is None or flow.cancel_requested:
@@ -1077,7 +1404,7 @@ class PostgresBackend:
 
         for _ in range(ENQUEUE_TRIES):
             try:
-                return self._in_workflows("add_steps", write)
+                return self._in_workflows(self._pooled, "add_steps", write)
             except BackendConflict:
                 if not keys:
                     raise
@@ -1104,7 +1431,7 @@ class PostgresBackend:
         ]
 
     def cancel_workflow(self, workflow_id: str) -> Workflow | None:
-        def write(conn: psycopg.Connection[Any], woken: set[str]) -> Workflow | None:
+        def write(conn: _Exec, woken: set[str]) -> Workflow | None:
             ends = self._step_ends(conn, (workflow_id,))
             flow = ends.flows.get(workflow_id)
             if flow is None:
@@ -1125,7 +1452,7 @@ class PostgresBackend:
             row = conn.execute(self._q.get_workflow, params, prepare=True).fetchone()
             return None if row is None else to_workflow(row)
 
-        return self._in_workflows("cancel_workflow", write)
+        return self._in_workflows(self._pooled, "cancel_workflow", write)
 
     def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
         answers: list[Job | None] = [None] * len(job_ids)
@@ -1492,16 +1819,18 @@ class _StepEnds:
 
     def __init__(
         self,
-        conn: psycopg.Connection[Any],
+        conn: _Exec,
         q: Queries,
         namespace: str,
         channel: str,
+        done: str,
         locked: psycopg.Cursor[Any],
     ) -> None:
         self._conn = conn
         self._q = q
         self._ns = namespace
         self._channel = channel
+        self._done = done
         self._locked: psycopg.Cursor[Any] | None = locked
         self._flows: dict[str, _Flow] = {}
         #: Running steps to flag (cancel_workflow).
@@ -1596,6 +1925,7 @@ class _StepEnds:
         params = {
             "ns": self._ns,
             "channel": self._channel,
+            "done": self._done,
             "batch": transition_document(self._writes),
             "flag": self.flag,
             "flows": flows_document(flows),

@@ -3,6 +3,11 @@
 One channel per (schema, namespace), named from a digest of the two
 validated names so it is always a short, plain identifier; the payload is
 the queue name, or ``*`` for "every queue" (a switch turned ON).
+
+A second channel per namespace, :func:`done_channel_name`, carries "a job of
+the namespace ended" (payload ``*``, one per transaction) to the processes
+waiting for results (``wait_finished``); workers never LISTEN to it, so a
+finish costs them nothing to receive.
 """
 
 from __future__ import annotations
@@ -18,7 +23,13 @@ from psycopg import sql
 
 from qw.wakeup import ListenFn, WakeupHub
 
-__all__ = ["ALL_QUEUES", "channel_name", "listener_application_name", "make_listen"]
+__all__ = [
+    "ALL_QUEUES",
+    "channel_name",
+    "done_channel_name",
+    "listener_application_name",
+    "make_listen",
+]
 
 ALL_QUEUES = "*"
 #: How often the listener checks ``stopping`` while no notification arrives.
@@ -34,9 +45,14 @@ def channel_name(schema: str, namespace: str) -> str:
     return f"qw_{digest}"
 
 
-def listener_application_name(namespace: str) -> str:
+def done_channel_name(schema: str, namespace: str) -> str:
+    """The channel on which every write that ends jobs of ``namespace`` notifies ``*``."""
+    return f"{channel_name(schema, namespace)}_done"
+
+
+def listener_application_name(namespace: str, kind: str = "listener") -> str:
     """The ``application_name`` the listening connection shows in ``pg_stat_activity``."""
-    return f"qw-listener:{namespace}"[:63]
+    return f"qw-{kind}:{namespace}"[:63]
 
 
 def make_listen(

@@ -52,6 +52,10 @@ JOB_FIELDS = (
     "limit_key",
     "limit",
     "fair",
+    # Progress (migration 4; NULL until the running task reports).
+    "progress_fraction",
+    "progress_message",
+    "progress_at",
 )
 #: Where the claim's RETURNING puts the lease token, the fair rank and the FIFO seq.
 CLAIM_TOKEN = len(JOB_FIELDS)
@@ -198,6 +202,9 @@ CREATE TEMP TABLE IF NOT EXISTS qw_enqueue_in (
     limit_key text, concurrency int4, rate int4, rate_per float8, has_limit bool, fair bool
 ) ON COMMIT DELETE ROWS
 """
+# The bound path's own emptying: in the application's transaction, the
+# commit that would empty the table may be far off.
+ENQUEUE_UNSTAGE = "DELETE FROM pg_temp.qw_enqueue_in"
 ENQUEUE_COPY = (
     "COPY pg_temp.qw_enqueue_in (id, queue, priority, run_at, delay, max_attempts,"
     " dedupe_key, payload, ord, limit_key, concurrency, rate, rate_per, has_limit, fair)"
@@ -539,6 +546,10 @@ RETURNING i.ord, j.lease_expires_at, j.cancel_requested
 # finished_by, event_type, event_data] (qw_postgres.batches). A null field
 # leaves the column as it is; every transition takes the job off its lease.
 # The statement decides nothing: ``fence`` says which rows it may touch.
+# When a row it moved is now terminal it sends ONE notification on the
+# namespace's "done" channel (``done``, payload '*', which PostgreSQL folds
+# with every equal one of the transaction): wait_finished wakes on it. A
+# finish of a hundred jobs sends one, as does a finish of one.
 def _apply(fence: str, *, events: bool = True, wake: bool = False) -> str:
     # ``wake``: the fence holds only running jobs, so every row it moves
     # leaves running and frees a slot of its key: the key's parked rows are
@@ -598,7 +609,11 @@ WITH input AS (
     RETURNING i.ord, j.id, j.queue, j.status, j.workflow, cardinality(j.children) AS kids,
               i.ev_type, i.ev_data, j.limit_key
 ){ev}{wk}, woke AS (
-    SELECT count(pg_notify(%(channel)s, q.queue)) AS n
+    SELECT count(pg_notify(%(channel)s, q.queue)) + (
+        SELECT count(pg_notify(%(done)s, '*')) FROM (
+            SELECT 1 FROM upd u WHERE u.status IN {_TERMINAL} LIMIT 1
+        ) d
+    ) AS n
     FROM ({woken}) q
 )"""
 
@@ -651,6 +666,23 @@ UNION ALL SELECT 'r', ord, status, finished_by, NULL, NULL FROM prior WHERE raci
 UNION ALL SELECT 'n', n, NULL, NULL, NULL, NULL FROM woke
 """
 )
+
+# set_progress: fenced as a finish is (token, running, attempt); the job's
+# progress and its outbox event in one statement, so both commit or neither.
+SET_PROGRESS = """
+WITH upd AS (
+    UPDATE {s}.jobs j SET
+        progress_fraction = %(fraction)s::float8, progress_message = %(message)s::text,
+        progress_at = statement_timestamp()
+    WHERE j.namespace = %(ns)s AND j.id = %(id)s AND j.token = %(token)s
+      AND j.status = 'running' AND j.attempts = %(attempt)s
+    RETURNING j.id
+), ev AS (
+    INSERT INTO {s}.events (namespace, job_id, type, data, created_at)
+    SELECT %(ns)s, u.id, %(type)s, %(data)s::json, statement_timestamp() FROM upd u
+)
+SELECT count(*) FROM upd
+"""
 
 # Re-read after a race, by a new statement that sees the winner's commit.
 FINISHED_BY = """
@@ -1184,6 +1216,7 @@ class Queries:
 
     enqueue: bytes
     enqueue_stage: bytes
+    enqueue_unstage: bytes
     enqueue_copy: bytes
     enqueue_staged: bytes
     enqueue_keyed: bytes
@@ -1201,6 +1234,7 @@ class Queries:
     park_drop: bytes
     fair_clock: bytes
     renew: bytes
+    set_progress: bytes
     finish: bytes
     finish_steps: bytes
     finished_by: bytes

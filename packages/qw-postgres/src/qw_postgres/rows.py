@@ -12,6 +12,7 @@ from qw.model import (
     JobStatus,
     Limit,
     ParentFailure,
+    Progress,
     Schedule,
     WorkerInfo,
     Workflow,
@@ -41,9 +42,9 @@ def to_job(row: Sequence[Any]) -> Job:
     """A row in :data:`qw_postgres.queries.JOB_FIELDS` order (extra columns ignored)."""
     # Positional, in Job's field order (the same as JOB_FIELDS), and the
     # status by dict: a claim builds one Job per row, and this is its cost.
-    # A plain job (workflow NULL, no limit key) leaves the step and flow
-    # fields at their defaults.
-    if row[17] is not None or row[22] is not None:
+    # A plain job (workflow NULL, no limit key, no progress) leaves the
+    # step, flow and progress fields at their defaults.
+    if row[17] is not None or row[22] is not None or row[27] is not None:
         return _step(row)
     return Job(
         row[0],
@@ -102,6 +103,7 @@ def _step(row: Sequence[Any]) -> Job:
         row[22],
         to_limit(row[23]),
         row[24],
+        None if row[27] is None else Progress(row[25], row[26], row[27]),
     )
 
 

@@ -347,6 +347,16 @@ MIGRATIONS: list[list[str]] = [
         )
         """,
     ],
+    # 4 (qw 0.4.0): progress. Nullable columns without a default: adding
+    # them rewrites nothing, and a row written before reads as no progress.
+    [
+        """
+        ALTER TABLE {s}.jobs
+            ADD COLUMN progress_fraction float8,
+            ADD COLUMN progress_message  text,
+            ADD COLUMN progress_at       timestamptz
+        """,
+    ],
 ]
 
 LATEST_VERSION = len(MIGRATIONS)
