@@ -163,6 +163,19 @@ def test_worker_reports_and_stops_on_sigterm(store: tuple[str, str], start_worke
     assert " succeeded," in err
 
 
+def test_a_cancelled_task_is_failed(store: tuple[str, str]) -> None:
+    alias, _ = store
+    backend = task_backends[alias]
+    enqueued = tasks.add.using(backend=alias, queue_name="idle").enqueue(1, 2)
+    backend.client.cancel(enqueued.id)
+    result = backend.get_result(enqueued.id)
+    assert result.status == TaskResultStatus.FAILED
+    [error] = result.errors
+    assert error.exception_class is qw.errors.JobWasCancelled
+    with pytest.raises(ValueError, match="Task failed"):
+        result.return_value  # noqa: B018
+
+
 # -- transactions ----------------------------------------------------------------
 
 
@@ -358,8 +371,9 @@ def test_bad_input_is_refused_before_the_store_is_reached() -> None:
         "OPTIONS": {"URL": "postgresql://postgres@127.0.0.1:9/none?connect_timeout=2"},
     }
     with override_settings(TASKS={"default": unreachable}):
-        with pytest.raises(qw.InvalidPayload):
-            tasks.add.enqueue(object(), 1)
+        for bad in (object(), float("inf"), "x" * (2 * 1024 * 1024)):
+            with pytest.raises(qw.InvalidPayload):
+                tasks.add.enqueue(bad, 1)
         with pytest.raises(InvalidTask):
             tasks.add.using(priority=101)
         with pytest.raises(qw.BackendUnavailable):

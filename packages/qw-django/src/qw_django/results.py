@@ -99,6 +99,9 @@ def _task_of(job: Job, backend_alias: str) -> Any:
 def task_errors(job: Job) -> list[Any]:
     """The job's recorded error as Django TaskErrors (qw keeps the last attempt's only)."""
     error = job.error
+    if error is None and job.status is JobStatus.CANCELLED:
+        # Cancelled before it ran: no attempt wrote an error, yet it failed.
+        error = {"reason": "cancelled before it ran"}
     if error is None:
         return []
     info: dict[str, JSONValue] = error if isinstance(error, dict) else {"message": error}
@@ -113,7 +116,8 @@ def task_errors(job: Job) -> list[Any]:
         path = _QW_FAILURE
     text = traceback if isinstance(traceback, str) else ""
     if not text or path != kind:
-        text = f"{text}{kind or 'error'}: {message}\n"
+        label = kind or ("cancelled" if job.status is JobStatus.CANCELLED else "error")
+        text = f"{text}{label}: {message}\n"
     return [TaskError(exception_class_path=path, traceback=text)]
 
 

@@ -24,7 +24,8 @@ DATABASES = {
         "OPTIONS": {"timeout": 20},
     }
 }
-QUEUES = ["default", "prio", "later"]
+# "idle" is a queue no test worker serves.
+QUEUES = ["default", "prio", "later", "idle"]
 TASKS = {
     "default": {
         "BACKEND": "qw_django.QwTaskBackend",
