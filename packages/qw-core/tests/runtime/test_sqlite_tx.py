@@ -495,3 +495,31 @@ def test_the_chapters_sqlite_program_prints_what_it_shows(tmp_path: Path) -> Non
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout == program["out"]
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 12), reason="sqlite3's autocommit attribute is new in Python 3.12"
+)
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_python_3_12s_autocommit_modes(
+    path: Path, client: qw.Client, app: sqlite3.Connection, autocommit: bool
+) -> None:
+    app.commit()
+    conn = sqlite3.connect(path, autocommit=autocommit)  # type: ignore[call-arg,unused-ignore]
+    try:
+        client.enqueue([NewJob("q", 1, id="j1")], connection=conn)
+        if autocommit:
+            # No transaction at all: the savepoint's release committed.
+            assert not conn.in_transaction
+            assert _jobs(path) == [("j1", "queued")]
+            return
+        # A transaction is always open in this mode: qw joined it.
+        assert conn.in_transaction
+        assert _jobs(path) == []
+        conn.rollback()
+        assert _jobs(path) == []
+        client.enqueue([NewJob("q", 1, id="j1")], connection=conn)
+        conn.commit()
+        assert _jobs(path) == [("j1", "queued")]
+    finally:
+        conn.close()
