@@ -91,6 +91,7 @@ STORES = [
     ),
 ]
 ON_COMMIT = {"default": "sqlite_on_commit", "pg": "pg_on_commit"}
+RETRY = {"default": "sqlite_retry", "pg": "pg_retry"}
 
 
 @pytest.fixture(scope="session", autouse=True)

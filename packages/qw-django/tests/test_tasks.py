@@ -7,13 +7,14 @@ connection and transactions.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import ON_COMMIT
+from conftest import ON_COMMIT, RETRY
 from django.db import transaction
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
@@ -105,6 +106,21 @@ def test_async_task_kwargs_and_context(store: tuple[str, str], start_worker: Any
     assert worker.count(":") >= 2  # a running job's qw worker id, host:pid:random
 
 
+def test_aenqueue_and_aget_result(store: tuple[str, str]) -> None:
+    alias, _ = store
+    task = tasks.add.using(backend=alias, queue_name="idle")
+
+    async def produce() -> tuple[Any, Any]:
+        enqueued = await task.aenqueue(4, 5)
+        return enqueued, await task.aget_result(enqueued.id)
+
+    enqueued, read = asyncio.run(produce())
+    assert read.id == enqueued.id
+    assert read.status == TaskResultStatus.READY
+    assert read.args == [4, 5]
+    assert read.task.queue_name == "idle"
+
+
 def test_get_result_of_unknown_ids(store: tuple[str, str]) -> None:
     backend = task_backends[store[0]]
     for result_id in ("0190b5b0-0000-7000-8000-000000000000", "no-such-id", "", "x" * 5000):
@@ -132,6 +148,23 @@ def test_failing_task_is_failed_with_its_error(store: tuple[str, str], start_wor
     bad = finished(alias, tasks.unjsonable.using(backend=alias).enqueue().id)
     assert bad.status == TaskResultStatus.FAILED
     assert bad.errors[0].exception_class is TypeError
+
+
+def test_max_attempts_retries_a_task_that_raises(store: tuple[str, str], start_worker: Any) -> None:
+    alias = RETRY[store[0]]
+    start_worker(*worker_args(alias))
+    # MAX_ATTEMPTS 2: a task failing once succeeds on its retry (after qw's ~1 s backoff)...
+    done = finished(alias, tasks.flaky.using(backend=alias).enqueue(2).id)
+    assert done.status == TaskResultStatus.SUCCESSFUL
+    assert done.return_value == 2
+    assert done.attempts == 2
+    # ...and one failing every time is FAILED after its second attempt, with that error.
+    failed = finished(alias, tasks.flaky.using(backend=alias).enqueue(99).id)
+    assert failed.status == TaskResultStatus.FAILED
+    assert failed.attempts == 2
+    [error] = failed.errors
+    assert error.exception_class is RuntimeError
+    assert "attempt 2 fails" in error.traceback
 
 
 def test_a_job_naming_no_django_task_fails_as_unknown(

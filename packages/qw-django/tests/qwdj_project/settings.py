@@ -37,6 +37,11 @@ TASKS = {
         "QUEUES": QUEUES,
         "OPTIONS": {"DATABASE": "default", "ENQUEUE_ON_COMMIT": True},
     },
+    "sqlite_retry": {
+        "BACKEND": "qw_django.QwTaskBackend",
+        "QUEUES": QUEUES,
+        "OPTIONS": {"DATABASE": "default", "MAX_ATTEMPTS": 2},
+    },
 }
 
 if os.environ.get("QWDJ_PG"):
@@ -47,6 +52,11 @@ if os.environ.get("QWDJ_PG"):
         "QUEUES": QUEUES,
         # A schema of its own, to show STORE_OPTIONS reaching the derived URL.
         "OPTIONS": {"DATABASE": "pg", "STORE_OPTIONS": {"schema": "qw_jobs"}},
+    }
+    TASKS["pg_retry"] = {
+        "BACKEND": "qw_django.QwTaskBackend",
+        "QUEUES": QUEUES,
+        "OPTIONS": {"DATABASE": "pg", "STORE_OPTIONS": {"schema": "qw_jobs"}, "MAX_ATTEMPTS": 2},
     }
     TASKS["pg_on_commit"] = {
         "BACKEND": "qw_django.QwTaskBackend",

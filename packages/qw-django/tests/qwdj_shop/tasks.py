@@ -42,3 +42,11 @@ async def async_add(a, b):
 @task
 def unjsonable():
     return {1, 2}
+
+
+@task(takes_context=True)
+def flaky(context, fail_until):
+    """Raise on the attempts before ``fail_until``, then answer the attempt that succeeded."""
+    if context.attempt < fail_until:
+        raise RuntimeError(f"attempt {context.attempt} fails")
+    return context.attempt
