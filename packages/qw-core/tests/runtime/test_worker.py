@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import events_by_job, read_lines, running, terminal, wait_until
+from conftest import FAST, events_by_job, read_lines, running, terminal, wait_until
 from runtime_app import register
 
 import qw
+from qw.errors import InvalidInput
 from qw.model import Job, JobStatus, WorkerInfo
 from qw.plugin import hookimpl
+from qw.worker import WorkerConfig
 
 S = JobStatus
 
@@ -400,3 +403,124 @@ def test_prefetched_jobs_wait_for_a_slot_and_go_back_untouched_at_stop(
         else:
             assert (job.status, job.attempts) == (S.QUEUED, 0)
     assert len(read_lines(notes, "started")) == 1
+
+
+# -- the public extension points: inline, held_jobs / wait_idle, wait_for_work -------
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_inline_runs_sync_tasks_in_the_worker_thread_and_coroutines_on_the_loop(
+    app: qw.App, inline: bool
+) -> None:
+    @app.task(name="rt.thread_name", queue="rt")
+    def thread_name() -> str:
+        return threading.current_thread().name
+
+    @app.task(name="rt.athread_name", queue="rt")
+    async def athread_name() -> str:
+        return threading.current_thread().name
+
+    answers = app.enqueue_many(
+        [thread_name.job() for _ in range(5)] + [athread_name.job() for _ in range(5)]
+    )
+    with running(app, inline=inline) as worker:
+        jobs = [finished(app, a.id) for a in answers]
+    assert [j.status for j in jobs] == [S.SUCCEEDED] * 10
+    names = [str(j.result) for j in jobs]
+    if inline:
+        assert names[:5] == [f"qw-worker-{worker.id}"] * 5
+    else:
+        assert all(name.startswith("qw-task-") for name in names[:5]), names
+    assert names[5:] == ["qw-async"] * 5
+
+
+def test_inline_a_stop_releases_the_jobs_claimed_with_the_running_one(
+    app: qw.App, notes: Path
+) -> None:
+    record = app.tasks["rt.record"]
+    ids = [a.id for a in app.enqueue_many([record.job(str(notes), 1.0) for _ in range(3)])]
+    with running(app, inline=True, concurrency=1, prefetch=2, grace_s=10) as worker:
+        wait_until(lambda: all(app.client.get(i).status is S.RUNNING for i in ids), what="3 claims")
+        wait_until(lambda: read_lines(notes, "started"), what="the first job to start")
+        assert worker.held_jobs == 3
+        worker.stop(timeout=30)
+    # The one running finished; the two waiting behind it in the claiming
+    # thread were not started once the stop came, but released.
+    (line,) = read_lines(notes, "started")
+    first = line.split()[0]
+    for job_id in ids:
+        job = app.client.get(job_id)
+        if job_id == first:
+            assert (job.status, job.attempts) == (S.SUCCEEDED, 1)
+        else:
+            assert (job.status, job.attempts) == (S.QUEUED, 0)
+    assert worker.stats.released == 2
+
+
+def test_inline_jobs_waiting_behind_the_running_one_keep_their_leases(
+    app: qw.App, notes: Path
+) -> None:
+    record = app.tasks["rt.record"]
+    ids = [a.id for a in app.enqueue_many([record.job(str(notes), 0.5) for _ in range(3)])]
+    # The last one waits about 1 s in the claiming thread: longer than its lease.
+    with running(app, inline=True, concurrency=1, prefetch=2, lease_s=0.6) as worker:
+        jobs = [finished(app, i) for i in ids]
+    assert [(j.status, j.attempts) for j in jobs] == [(S.SUCCEEDED, 1)] * 3
+    assert (worker.stats.claimed, worker.stats.lost) == (3, 0)
+    assert len(read_lines(notes, "started")) == 3
+
+
+def test_held_jobs_lasts_until_the_outcome_is_written_and_wait_idle_waits_for_it(
+    app: qw.App, notes: Path
+) -> None:
+    answer = app.tasks["rt.record"].enqueue(str(notes), 0.5)
+    with running(app) as worker:
+        assert worker.wait_idle(0)  # nothing claimed yet or already done: holds nothing
+        wait_until(lambda: read_lines(notes, "started"), what="the job to start")
+        assert worker.held_jobs == 1
+        assert not worker.wait_idle(0.05)
+        assert worker.wait_idle(15)
+        assert worker.held_jobs == 0
+        # Idle means written, not just returned: the store has the outcome.
+        assert app.client.get(answer.id).status is S.SUCCEEDED
+
+
+class StopWhenEmpty(qw.Worker):
+    """A worker whose idle policy stops it once its queues have nothing queued."""
+
+    waits = 0
+
+    def wait_for_work(self, client: qw.Client) -> None:
+        self.waits += 1
+        counts = client.counts()
+        if not self.held_jobs and not any(
+            counts.get(q, {}).get(S.QUEUED, 0) for q in self.config.queues
+        ):
+            self.request_stop()
+            return
+        super().wait_for_work(client)
+
+
+def test_a_subclass_wait_for_work_decides_when_an_idle_worker_stops(app: qw.App) -> None:
+    add = app.tasks["rt.add"]
+    answers = app.enqueue_many([add.job(i, 1) for i in range(5)])
+    worker = StopWhenEmpty(app, WorkerConfig(queues=("rt",), **FAST), load_plugins=False)
+    # A watchdog, so that a worker that never asks its idle policy fails instead of hanging.
+    watchdog = threading.Timer(30, worker.stop, kwargs={"force": True, "timeout": 0})
+    watchdog.start()
+    try:
+        started = time.monotonic()
+        stats = worker.run(handle_signals=False)
+    finally:
+        watchdog.cancel()
+    assert time.monotonic() - started < 20
+    assert stats.succeeded == 5
+    assert worker.waits >= 1
+    assert [app.client.get(a.id).result for a in answers] == [1, 2, 3, 4, 5]
+
+
+def test_inline_is_off_by_default_and_must_be_a_bool() -> None:
+    assert WorkerConfig().inline is False
+    assert WorkerConfig(inline=True).inline is True
+    with pytest.raises(InvalidInput, match="inline must be a bool"):
+        WorkerConfig(inline="yes")  # type: ignore[arg-type]

@@ -56,6 +56,12 @@ class WorkerConfig:
         scheduler: run a scheduler thread for the app's periodic schedules
             (:meth:`qw.App.periodic`); any number of workers may, each tick
             is enqueued once. False leaves them to other workers.
+        inline: run sync tasks one at a time in the thread that runs the
+            worker (:meth:`~qw.worker.Worker.run`) instead of on
+            ``concurrency`` threads, so a debugger or a test sees them
+            there; no job is claimed while one runs, and one that ignores
+            its timeout holds the worker until it returns. ``async def``
+            tasks still run on the event loop thread.
     """
 
     queues: tuple[str, ...] = ("default",)
@@ -70,6 +76,7 @@ class WorkerConfig:
     prefetch: int | None = None
     tune_gc: bool = True
     scheduler: bool = True
+    inline: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "queues", validate_queues(self.queues))
@@ -100,6 +107,8 @@ class WorkerConfig:
             raise InvalidInput(f"tune_gc must be a bool, not {self.tune_gc!r}")
         if not isinstance(self.scheduler, bool):
             raise InvalidInput(f"scheduler must be a bool, not {self.scheduler!r}")
+        if not isinstance(self.inline, bool):
+            raise InvalidInput(f"inline must be a bool, not {self.inline!r}")
 
     @property
     def renew_s(self) -> float:

@@ -1,4 +1,4 @@
-"""Where tasks run: plain functions on a pool of threads, coroutines on one event loop.
+"""Where tasks run: plain functions on a pool of threads (or inline), coroutines on one loop.
 
 Both report to a :class:`Host` (the runtime): ``settle`` with the job's
 outcome (ignored if the runtime already settled it: timed out, released,
@@ -37,7 +37,7 @@ from qw.worker.slot import JobSlot
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["AsyncRunner", "Host", "ThreadPool", "timeout_error"]
+__all__ = ["AsyncRunner", "Host", "InlineRunner", "SyncRunner", "ThreadPool", "timeout_error"]
 
 log = logging.getLogger("qw.worker")
 
@@ -48,6 +48,9 @@ class Host(Protocol):
     plugins: QwPluginManager
     #: The largest result the store takes, in bytes of JSON.
     result_limit: int
+
+    @property
+    def stop_requested(self) -> bool: ...
 
     def settle(self, rec: JobSlot, outcome: Outcome, *, timed_out: bool = False) -> bool: ...
 
@@ -92,6 +95,53 @@ def _stopped(rec: JobSlot) -> Outcome | None:
     return None  # lease lost: nothing to write
 
 
+def _run_sync(host: Host, rec: JobSlot) -> None:
+    """Run ``rec``'s sync task in this thread and settle it; whatever goes wrong, it is settled."""
+    try:
+        if not rec.begin():  # released (or lost) while it waited
+            return
+        if rec.cancel_requested:  # cancelled while it waited: do not start it
+            host.settle(rec, cancelled(rec))
+            return
+        outcome, timed_out = _attempt_sync(host, rec)
+        host.settle(rec, outcome, timed_out=timed_out)
+    except BaseException as exc:
+        _settle_broken(host, rec, exc)
+    finally:
+        host.returned(rec)
+
+
+def _attempt_sync(host: Host, rec: JobSlot) -> tuple[Outcome, bool]:
+    """Run the task: its outcome, and whether it is its timeout's."""
+    token = set_current(rec.view)
+    try:
+        result = host.plugins.run_job(rec.job, _call(rec))
+    except BaseException as exc:
+        return _outcome_of_exception(rec, exc), False
+    finally:
+        reset_current(token)
+    if rec.completed_in_transaction:
+        return uncommitted(rec), False
+    if rec.deadline is not None and time.monotonic() > rec.deadline:
+        # Returned late, before the heartbeat noticed: still a timeout.
+        return failed(rec, timeout_error(rec), retryable=True), True
+    if rec.cancel_requested:
+        return cancelled(rec), False
+    return result_outcome(rec, result, host.result_limit), False
+
+
+class SyncRunner(Protocol):
+    """Where the worker runs sync tasks: :class:`ThreadPool`, or :class:`InlineRunner`."""
+
+    def submit(self, rec: JobSlot) -> None:
+        """Run ``rec``'s task (now or later); it reports to the host as it ends."""
+        ...
+
+    def stop(self, timeout: float) -> None:
+        """Release the runner's threads, waiting up to ``timeout`` s for them."""
+        ...
+
+
 class ThreadPool:
     """``size`` daemon threads running sync tasks; started on first use.
 
@@ -122,43 +172,9 @@ class ThreadPool:
 
     def _loop(self) -> None:
         host = self._host
+        # _run_sync settles each job whatever goes wrong, so the thread lives on.
         while (rec := self._queue.get()) is not None:
-            # Whatever goes wrong, the job is settled and the thread lives on.
-            try:
-                self._run(rec)
-            except BaseException as exc:
-                _settle_broken(host, rec, exc)
-            finally:
-                host.returned(rec)
-
-    def _run(self, rec: JobSlot) -> None:
-        host = self._host
-        if not rec.begin():  # released (or lost) while it waited
-            return
-        if rec.cancel_requested:  # cancelled while it waited: do not start it
-            host.settle(rec, cancelled(rec))
-            return
-        outcome, timed_out = self._attempt(rec)
-        host.settle(rec, outcome, timed_out=timed_out)
-
-    def _attempt(self, rec: JobSlot) -> tuple[Outcome, bool]:
-        """Run the task: its outcome, and whether it is its timeout's."""
-        host = self._host
-        token = set_current(rec.view)
-        try:
-            result = host.plugins.run_job(rec.job, _call(rec))
-        except BaseException as exc:
-            return _outcome_of_exception(rec, exc), False
-        finally:
-            reset_current(token)
-        if rec.completed_in_transaction:
-            return uncommitted(rec), False
-        if rec.deadline is not None and time.monotonic() > rec.deadline:
-            # Returned late, before the heartbeat noticed: still a timeout.
-            return failed(rec, timeout_error(rec), retryable=True), True
-        if rec.cancel_requested:
-            return cancelled(rec), False
-        return result_outcome(rec, result, host.result_limit), False
+            _run_sync(host, rec)
 
     def stop(self, timeout: float) -> None:
         """Ask idle threads to exit; wait up to ``timeout`` in all for them (busy ones stay)."""
@@ -168,6 +184,23 @@ class ThreadPool:
         until = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(until - time.monotonic(), 0.0))
+
+
+class InlineRunner:
+    """No threads: each sync task runs at once, in the thread that submits it (the claimer's)."""
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+
+    def submit(self, rec: JobSlot) -> None:
+        if self._host.stop_requested:
+            # Claimed in the batch a stop came during: left unstarted, the stop releases it.
+            self._host.returned(rec)
+            return
+        _run_sync(self._host, rec)
+
+    def stop(self, timeout: float) -> None:
+        """Nothing to stop: every task returned before its submit did."""
 
 
 class AsyncRunner:

@@ -1,7 +1,8 @@
 """The worker: claim in batches, run, renew, finish in batches, stop gracefully.
 
 Threads: the caller of :meth:`Worker.run` claims; ``concurrency`` pool
-threads run sync tasks; one event loop thread runs async tasks; one
+threads run sync tasks (or, with ``inline``, the claiming thread does); one
+event loop thread runs async tasks; one
 finisher thread writes outcomes in batches; one heartbeat thread renews
 leases, enforces timeouts, keeps the registry entry fresh and sweeps
 expired leases; one scheduler thread, when the app has periodic schedules,
@@ -33,7 +34,7 @@ from qw.plugin.manager import QwPluginManager
 from qw.schedule import FakeClock, Scheduler
 from qw.validation import DEFAULT_MAX_PAYLOAD_BYTES
 from qw.worker.config import WorkerConfig
-from qw.worker.executor import AsyncRunner, ThreadPool, timeout_error
+from qw.worker.executor import AsyncRunner, InlineRunner, SyncRunner, ThreadPool, timeout_error
 from qw.worker.finisher import Finisher
 from qw.worker.gctuning import tuned_gc
 from qw.worker.heartbeat import Heartbeat
@@ -112,7 +113,9 @@ class Worker:
         self._running = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPool(self, config.concurrency)
+        self._pool: SyncRunner = (
+            InlineRunner(self) if config.inline else ThreadPool(self, config.concurrency)
+        )
         self._async = AsyncRunner(self, config.concurrency)
         self._finisher: Finisher | None = None
         self._adaptive = config.prefetch is None
@@ -139,7 +142,19 @@ class Worker:
 
     @property
     def running_jobs(self) -> int:
+        """Jobs whose task has not returned yet: running, or prefetched to run."""
         return self._active
+
+    @property
+    def held_jobs(self) -> int:
+        """Jobs claimed and not yet done: running, prefetched, or their outcome being written."""
+        with self._cond:
+            return len(self._inflight)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until :attr:`held_jobs` is 0; whether it is."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._inflight, timeout)
 
     # -- control -----------------------------------------------------------
 
@@ -293,20 +308,33 @@ class Worker:
                     # rather than wait for the finishing rate to show it.
                     self._prefetch = min(MAX_PREFETCH, 2 * self._prefetch)
                 parents = self._parents_of(client, claims)
-                coroutines = [
+                started = [
                     rec for claim in claims if (rec := self._dispatch(claim, parents)) is not None
                 ]
+                coroutines = [rec for rec in started if rec.is_async]
                 if coroutines:
                     self._async.submit_many(coroutines)
+                # Inline sync jobs run here, each once the whole claim is held
+                # (its leases renewed, a stop releasing what has not begun).
+                for rec in started:
+                    if not rec.is_async:
+                        self._pool.submit(rec)
                 continue
             try:
-                self._wait_for_work(client)
+                self.wait_for_work(client)
             except Exception as exc:
                 log.warning("wait failed (%r)", exc)
                 time.sleep(min(config.poll_interval, 1.0))
 
-    def _wait_for_work(self, client: Client) -> None:
-        """Sleep on the store's wake-up for up to ``poll_interval``, or until a stop."""
+    def wait_for_work(self, client: Client) -> None:
+        """Sleep on the store's wake-up for up to ``poll_interval``, or until a stop.
+
+        The claim loop calls it (in :meth:`run`'s thread, with ``client``)
+        each time a claim found nothing, and claims again when it returns.
+        The override point for an idle policy: a subclass may call
+        :meth:`request_stop` here instead of waiting. An exception is
+        logged and the loop claims again after ``poll_interval`` (at most 1 s).
+        """
         config = self.config
         until = time.monotonic() + config.poll_interval
         # In slices: a stop request only sets a flag (it may come from a signal).
@@ -364,7 +392,11 @@ class Worker:
         return {job.id: job for job in found if job is not None}
 
     def _dispatch(self, claim: Claim, parents: dict[str, Job]) -> JobSlot | None:
-        """Start a sync job on the pool; return an async one (started in batches)."""
+        """Hold a claimed job; start it on the pool, or return it to start with its batch.
+
+        Returned: async jobs (started together), and with ``inline`` sync ones
+        (run in this thread once every job of the claim is held).
+        """
         job = claim.job
         payload = job.payload
         task = None
@@ -413,7 +445,7 @@ class Worker:
             error = {"type": "qw.ParentsUnread", "message": f"could not read parents {missing}"}
             self.settle(rec, failed(rec, error, retryable=True))
             self.returned(rec)
-        elif task.is_async:
+        elif task.is_async or self.config.inline:
             return rec
         else:
             self._pool.submit(rec)
