@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import subprocess
@@ -277,6 +278,50 @@ def test_run_worker_runs_jobs_on_a_background_thread(tmp_path: Path) -> None:
     assert threads
     assert threads[0] != threading.get_ident()
     assert worker.stop_requested
+
+
+def test_the_drain_worker_reaches_the_worker_through_public_names_only() -> None:
+    import qw.testing._worker as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    # What DrainWorker keeps itself (``self._x = ...``) is its own, not a reach-in.
+    own = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+    }
+    private = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and node.attr not in own
+    }
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.name.startswith("_")
+    }
+    assert (private, imported) == (set(), set())
+    assert own == {"_delayed", "_retries", "idle"}
+
+
+def test_a_drain_runs_sync_tasks_in_the_calling_thread(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    threads: list[int] = []
+
+    @app.task
+    def where() -> None:
+        threads.append(threading.get_ident())
+
+    with qw.testing.memory_store(app):
+        for _ in range(3):
+            where.enqueue()
+        assert qw.testing.drain(app).succeeded == 3
+    assert threads == [threading.get_ident()] * 3
 
 
 def test_import_qw_does_not_load_qw_testing() -> None:

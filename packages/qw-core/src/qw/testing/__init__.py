@@ -55,9 +55,11 @@ DEFAULT_TIMEOUT_S = 30.0
 # Retries inside eager(): at once, unless the test asks for the task's backoff.
 _NO_BACKOFF = Backoff.fixed(0)
 # The worker settings of a drain: one job at a time, claimed one at a time,
-# so that jobs run in the order the store hands them out; no GC tuning (it
-# is process-wide) and no scheduler (periodic ticks would never end a drain).
+# so that jobs run in the order the store hands them out; sync tasks in the
+# draining thread (inline); no GC tuning (it is process-wide) and no
+# scheduler (periodic ticks would never end a drain).
 _DRAIN_OPTIONS: dict[str, Any] = {
+    "inline": True,
     "concurrency": 1,
     "prefetch": 0,
     "poll_interval": 0.05,
