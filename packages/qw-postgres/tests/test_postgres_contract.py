@@ -38,6 +38,10 @@ class TestPostgresContract(BackendContractTests):
     def backend_url(self) -> str:
         return self.url
 
+    async def make_async_backend(self, namespace: str) -> Any:
+        # The native twin (qw_postgres.aio), not the kit's threaded default.
+        return await PostgresBackend.open_async(self.url, namespace=namespace)
+
     @contextlib.contextmanager
     def app_connection(self) -> Iterator[Any]:
         # The server's plain URL (qw's ?schema= is not a libpq option); not

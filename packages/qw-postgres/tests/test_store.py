@@ -174,7 +174,7 @@ def test_rows_map_to_jobs_by_position() -> None:
     # but for Job's last field, progress, read from the last three columns.
     names = tuple(f.name for f in dataclasses.fields(qw.Job))
     assert names[-1] == "progress"
-    assert names[:-1] + ("progress_fraction", "progress_message", "progress_at") == JOB_FIELDS
+    assert (*names[:-1], "progress_fraction", "progress_message", "progress_at") == JOB_FIELDS
 
 
 def test_a_dedupe_key_taken_after_the_look_up_is_planned_again(

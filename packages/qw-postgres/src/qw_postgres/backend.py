@@ -29,11 +29,11 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, ClassVar, NamedTuple, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, Self, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -123,6 +123,9 @@ from qw_postgres.rows import (
 )
 from qw_postgres.schema import LATEST_VERSION, apply_migrations, installed_version
 from qw_postgres.settings import Settings, parse_url
+
+if TYPE_CHECKING:
+    from qw_postgres.aio import AsyncPostgresBackend
 
 __all__ = ["PostgresBackend", "migrate"]
 
@@ -410,6 +413,69 @@ class _Bound:
             log.debug("qw_postgres: rolling back to %s failed", name, exc_info=True)
 
 
+class _Fetch(NamedTuple):
+    """A plan's statement, atomic on its own: its rows (or, ``rowcount``, its rowcount) come back.
+
+    ``attempt``: bound to the application's connection, it runs in a
+    savepoint, so that the plan may go on after it failed (a dedupe race).
+    """
+
+    what: str
+    query: bytes
+    params: Mapping[str, Any]
+    rowcount: bool = False
+    attempt: bool = False
+
+
+class _InsertJobs(NamedTuple):
+    """Insert ``jobs`` all or nothing (:meth:`PostgresBackend._insert_jobs`); None comes back."""
+
+    jobs: Sequence[Insert]
+    skipped: list[str]
+    attempt: bool
+
+
+class _Wake(NamedTuple):
+    """Wake this process's waiters on ``queues`` (None: every queue); None comes back."""
+
+    queues: frozenset[str] | None
+
+
+class _CancelStep(NamedTuple):
+    """Cancel a queued or waiting step (:meth:`PostgresBackend._cancel_step`); a bool comes back."""
+
+    job_id: str
+    queue: str
+    workflow: str
+
+
+_Request = _Fetch | _InsertJobs | _Wake | _CancelStep
+#: An operation written once, as the requests it makes and what it does with
+#: the answers: the sync backend serves them on its pool or the application's
+#: connection, the async twin (qw_postgres.aio) with awaits.
+_Plan = Generator[_Request, Any, _T]
+
+
+def run_plan(plan: _Plan[_T], serve: Callable[[_Request], Any]) -> _T:
+    """Drive ``plan``, answering each request by ``serve``; an error goes back into the plan."""
+    reply: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            request = plan.send(reply) if error is None else plan.throw(error)
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
+        error = None
+        try:
+            reply = serve(request)
+        except Exception as exc:
+            # Into the plan, which handles what it expects (a dedupe race)
+            # and lets the rest through unchanged.
+            error = exc
+            reply = None
+
+
 class PostgresBackend:
     """A namespace in a PostgreSQL schema; see the module docstring."""
 
@@ -465,6 +531,16 @@ class PostgresBackend:
     def from_url(cls, url: str, *, namespace: str) -> Self:
         validate_namespace(namespace)
         return cls(parse_url(url), namespace=namespace)
+
+    @classmethod
+    async def open_async(cls, url: str, *, namespace: str) -> AsyncPostgresBackend:
+        """The native async twin (:mod:`qw_postgres.aio`), for ``qw.aio.open_async``."""
+        validate_namespace(namespace)
+        parse_url(url)
+        # Imported here: qw.aio and the async pool load only for async users.
+        from qw_postgres.aio import AsyncPostgresBackend
+
+        return await AsyncPostgresBackend.open(url, namespace=namespace)
 
     @property
     def namespace(self) -> str:
@@ -557,49 +633,75 @@ class PostgresBackend:
         with self._conn(what) as conn:
             return conn.execute(query, params, prepare=True).fetchall()
 
-    def _count(self, what: str, query: bytes, params: dict[str, Any]) -> int:
+    def _count(self, what: str, query: bytes, params: Mapping[str, Any]) -> int:
         with self._conn(what) as conn:
             return conn.execute(query, params, prepare=True).rowcount
 
+    def _run(self, via: _Via, plan: _Plan[_T]) -> _T:
+        """Run ``plan`` on ``via`` (the pool, or the application's connection)."""
+
+        def serve(request: _Request) -> Any:
+            if isinstance(request, _Fetch):
+                with via.attempt(request.what) if request.attempt else nullcontext():
+                    if request.rowcount:
+                        assert not via.bound
+                        return self._count(request.what, request.query, request.params)
+                    return via.fetch(request.what, request.query, request.params)
+            if isinstance(request, _InsertJobs):
+                with via.attempt("enqueue") if request.attempt else nullcontext():
+                    self._insert_jobs(via, request.jobs, request.skipped)
+                return None
+            if isinstance(request, _Wake):
+                if request.queues is None:
+                    self._hub.notify_all()
+                else:
+                    via.notify(request.queues)
+                return None
+            return self._cancel_step(request.job_id, request.queue, request.workflow)
+
+        return run_plan(plan, serve)
+
     def now(self) -> datetime:
-        row = self._fetch("now", self._q.now, {})[0]
-        value: datetime = row[0]
+        return self._run(self._pooled, self._now_plan())
+
+    def _now_plan(self) -> _Plan[datetime]:
+        rows = yield _Fetch("now", self._q.now, {})
+        value: datetime = rows[0][0]
         return value
 
     # -- producing -------------------------------------------------------------
 
     def enqueue(self, jobs: Sequence[Insert]) -> list[Enqueued]:
-        return self._enqueue(self._pooled, jobs)
+        return self._run(self._pooled, self._enqueue_plan(jobs))
 
     def enqueue_in(self, connection: object, jobs: Sequence[Insert]) -> list[Enqueued]:
         via = _Bound.check(connection)
         if not jobs:
             return []
         with via.scope("enqueue"):
-            return self._enqueue(via, jobs)
+            return self._run(via, self._enqueue_plan(jobs))
 
-    def _enqueue(self, via: _Via, jobs: Sequence[Insert]) -> list[Enqueued]:
+    def _enqueue_plan(self, jobs: Sequence[Insert]) -> _Plan[list[Enqueued]]:
         if not jobs:
             return []
         keys = list({j.dedupe_key for j in jobs if j.dedupe_key is not None})
         if not keys:
             # Nothing to look up: every job is inserted, in one statement.
             answers, _ = plan_enqueue(jobs, {})
-            self._insert_jobs(via, jobs, [])
-            via.notify({j.queue for j in jobs})
+            yield _InsertJobs(jobs, [], attempt=False)
+            yield _Wake(frozenset(j.queue for j in jobs))
             return answers
         for _ in range(ENQUEUE_TRIES):
-            rows = via.fetch("enqueue", self._q.live_keys, {"ns": self._namespace, "keys": keys})
+            rows = yield _Fetch("enqueue", self._q.live_keys, {"ns": self._namespace, "keys": keys})
             answers, insert = plan_enqueue(jobs, dict(rows))
             chosen = set(insert)
             skipped = [j.id for i, j in enumerate(jobs) if i not in chosen]
             try:
                 # Guarded by jobs_dedupe: a key taken since the look-up fails it.
-                with via.attempt("enqueue"):
-                    self._insert_jobs(via, [jobs[i] for i in insert], skipped)
+                yield _InsertJobs([jobs[i] for i in insert], skipped, attempt=True)
             except BackendConflict:
                 continue
-            via.notify({jobs[i].queue for i in insert})
+            yield _Wake(frozenset(jobs[i].queue for i in insert))
             return answers
         raise BackendConflict("postgres: the dedupe keys of this batch stayed contended; try again")
 
@@ -609,20 +711,13 @@ class PostgresBackend:
         ``skipped_ids`` are the batch's jobs answered by a dedupe key: an id
         among them that is already stored refuses the whole batch too.
         """
-        params: dict[str, Any] = {
-            "ns": self._namespace,
-            "channel": self._channel,
-            "skipped_ids": skipped_ids,
-        }
-        keyed = any(j.limit_key is not None for j in jobs)
-        fair = keyed and any(j.fair for j in jobs)
-        q = self._q
         if len(jobs) < COPY_MIN_JOBS:
-            with translate_errors("postgres: enqueue"):
-                params["batch"] = enqueue_document(jobs, keyed=keyed)
-            query = q.enqueue_fair if fair else q.enqueue_keyed if keyed else q.enqueue
-            rows = via.fetch("enqueue", query, params)
+            rows = via.fetch("enqueue", *self.insert_statement(jobs, skipped_ids))
         else:
+            params = self._insert_params(skipped_ids)
+            q = self._q
+            keyed = any(j.limit_key is not None for j in jobs)
+            fair = keyed and any(j.fair for j in jobs)
             staged = (
                 q.enqueue_staged_fair
                 if fair
@@ -641,9 +736,22 @@ class PostgresBackend:
                     # ON COMMIT comes at the application's commit: a second
                     # bulk enqueue in its transaction must not read these.
                     conn.execute(q.enqueue_unstage)
-        dups = sorted(value for kind, value in rows if kind == "d")
-        if dups:
-            raise DuplicateJob(f"job id {dups[0]!r} already exists; nothing was enqueued")
+        refuse_duplicates(rows)
+
+    def _insert_params(self, skipped_ids: list[str]) -> dict[str, Any]:
+        return {"ns": self._namespace, "channel": self._channel, "skipped_ids": skipped_ids}
+
+    def insert_statement(
+        self, jobs: Sequence[Insert], skipped_ids: list[str]
+    ) -> tuple[bytes, dict[str, Any]]:
+        """The statement inserting a batch below COPY_MIN_JOBS (rows for refuse_duplicates)."""
+        params = self._insert_params(skipped_ids)
+        keyed = any(j.limit_key is not None for j in jobs)
+        fair = keyed and any(j.fair for j in jobs)
+        with translate_errors("postgres: enqueue"):
+            params["batch"] = enqueue_document(jobs, keyed=keyed)
+        q = self._q
+        return (q.enqueue_fair if fair else q.enqueue_keyed if keyed else q.enqueue), params
 
     # -- working -----------------------------------------------------------------
 
@@ -1030,18 +1138,24 @@ class PostgresBackend:
         return [to_worker(r) for r in rows]
 
     def set_enabled(self, enabled: bool, queue: str | None = None) -> None:
+        self._run(self._pooled, self._set_enabled_plan(enabled, queue))
+
+    def _set_enabled_plan(self, enabled: bool, queue: str | None) -> _Plan[None]:
         params = {
             "ns": self._namespace,
             "queue": "" if queue is None else queue,
             "enabled": enabled,
             "channel": self._channel,
         }
-        self._fetch("set_enabled", self._q.set_switch, params)
+        yield _Fetch("set_enabled", self._q.set_switch, params)
         if enabled:
-            self._hub.notify_all()
+            yield _Wake(None)
 
     def switches(self) -> Switches:
-        rows = self._fetch("switches", self._q.switches, {"ns": self._namespace})
+        return self._run(self._pooled, self._switches_plan())
+
+    def _switches_plan(self) -> _Plan[Switches]:
+        rows = yield _Fetch("switches", self._q.switches, {"ns": self._namespace})
         by_queue = dict(rows)
         enabled = by_queue.pop("", True)
         return Switches(enabled=enabled, queues=by_queue)
@@ -1049,12 +1163,18 @@ class PostgresBackend:
     # -- inspection and operations -------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
-        rows = self._fetch("get", self._q.get, {"ns": self._namespace, "id": job_id})
+        return self._run(self._pooled, self._get_plan(job_id))
+
+    def _get_plan(self, job_id: str) -> _Plan[Job | None]:
+        rows = yield _Fetch("get", self._q.get, {"ns": self._namespace, "id": job_id})
         return to_job(rows[0]) if rows else None
 
     def counts(self) -> dict[str, dict[JobStatus, int]]:
+        return self._run(self._pooled, self._counts_plan())
+
+    def _counts_plan(self) -> _Plan[dict[str, dict[JobStatus, int]]]:
         counts: dict[str, dict[JobStatus, int]] = {}
-        for queue, status, n in self._fetch("counts", self._q.counts, {"ns": self._namespace}):
+        for queue, status, n in (yield _Fetch("counts", self._q.counts, {"ns": self._namespace})):
             counts.setdefault(queue, {})[JobStatus(status)] = int(n)
         return counts
 
@@ -1068,6 +1188,18 @@ class PostgresBackend:
         workflow: str | None = None,
         key: str | None = None,
     ) -> list[Job]:
+        plan = self._list_jobs_plan(queue, status, limit, after, workflow, key)
+        return self._run(self._pooled, plan)
+
+    def _list_jobs_plan(
+        self,
+        queue: str | None,
+        status: JobStatus | None,
+        limit: int,
+        after: str | None,
+        workflow: str | None,
+        key: str | None,
+    ) -> _Plan[list[Job]]:
         params = {
             "ns": self._namespace,
             "queue": queue,
@@ -1083,12 +1215,15 @@ class PostgresBackend:
             query = self._q.list_key_jobs
         else:
             query = self._q.list_jobs
-        return [to_job(r) for r in self._fetch("list_jobs", query, params)]
+        return [to_job(r) for r in (yield _Fetch("list_jobs", query, params))]
 
     def cancel(self, job_id: str) -> JobStatus | None:
+        return self._run(self._pooled, self._cancel_plan(job_id))
+
+    def _cancel_plan(self, job_id: str) -> _Plan[JobStatus | None]:
         params = {"ns": self._namespace, "id": job_id}
         for _ in range(10):
-            rows = self._fetch("cancel", self._q.cancel, params)
+            rows = yield _Fetch("cancel", self._q.cancel, params)
             if not rows:
                 return None
             kind, status, queue, workflow = rows[0]
@@ -1096,7 +1231,7 @@ class PostgresBackend:
             if kind == "f" or current.is_terminal:
                 return current
             if workflow is not None and current in _QUEUED_OR_WAITING:
-                if self._cancel_step(job_id, queue, workflow):
+                if (yield _CancelStep(job_id, queue, workflow)):
                     return JobStatus.CANCELLED
             elif current is JobStatus.QUEUED:
                 t = plan_cancel_queued(queue=queue)
@@ -1106,7 +1241,7 @@ class PostgresBackend:
                     "done": self._done,
                     "batch": transition_document([(job_id, None, None, t)]),
                 }
-                [(applied, _)] = self._fetch("cancel", self._q.cancel_queued, apply)
+                [(applied, _)] = yield _Fetch("cancel", self._q.cancel_queued, apply)
                 if applied:
                     return t.status
             # The job changed under us (claimed, or finished): look again.
@@ -1185,18 +1320,23 @@ class PostgresBackend:
     # -- the outbox --------------------------------------------------------------
 
     def fetch_events(self, limit: int = 100) -> list[Event]:
-        rows = self._fetch(
-            "fetch_events", self._q.fetch_events, {"ns": self._namespace, "limit": limit}
-        )
+        return self._run(self._pooled, self._fetch_events_plan(limit))
+
+    def _fetch_events_plan(self, limit: int) -> _Plan[list[Event]]:
+        params = {"ns": self._namespace, "limit": limit}
+        rows = yield _Fetch("fetch_events", self._q.fetch_events, params)
         return [to_event(r) for r in rows]
 
     def ack_events(self, cursors: Sequence[int]) -> int:
+        return self._run(self._pooled, self._ack_events_plan(cursors))
+
+    def _ack_events_plan(self, cursors: Sequence[int]) -> _Plan[int]:
         wanted = sorted({c for c in cursors if c in _INT8})
         if not wanted:
             return 0
-        return self._count(
-            "ack_events", self._q.ack_events, {"ns": self._namespace, "cursors": wanted}
-        )
+        params = {"ns": self._namespace, "cursors": wanted}
+        n: int = yield _Fetch("ack_events", self._q.ack_events, params, rowcount=True)
+        return n
 
     def purge(self, older_than: float) -> PurgeResult:
         params = {
@@ -1293,18 +1433,18 @@ class PostgresBackend:
         return dict(conn.execute(self._q.live_keys, params, prepare=True).fetchall())
 
     def create_workflow(self, workflow: WorkflowInsert, steps: Sequence[Insert]) -> bool:
-        return self._create_workflow(self._pooled, workflow, steps)
+        return self._run(self._pooled, self._create_workflow_plan(workflow, steps))
 
     def create_workflow_in(
         self, connection: object, workflow: WorkflowInsert, steps: Sequence[Insert]
     ) -> bool:
         via = _Bound.check(connection)
         with via.scope("create_workflow"):
-            return self._create_workflow(via, workflow, steps)
+            return self._run(via, self._create_workflow_plan(workflow, steps))
 
-    def _create_workflow(
-        self, via: _Via, workflow: WorkflowInsert, steps: Sequence[Insert]
-    ) -> bool:
+    def _create_workflow_plan(
+        self, workflow: WorkflowInsert, steps: Sequence[Insert]
+    ) -> _Plan[bool]:
         with translate_errors("postgres: create_workflow"):
             document = step_document(steps, children_of(steps))
         params: dict[str, Any] = {
@@ -1318,14 +1458,14 @@ class PostgresBackend:
         keys = list({s.dedupe_key for s in steps if s.dedupe_key is not None})
         for _ in range(ENQUEUE_TRIES):
             if keys:
-                live = via.fetch(
+                live = yield _Fetch(
                     "create_workflow", self._q.live_keys, {"ns": self._namespace, "keys": keys}
                 )
                 held = _held_keys(steps, dict(live))
                 if held:
                     # A retried create finds its own steps holding the keys.
                     known = {"ns": self._namespace, "workflow": workflow.id}
-                    if via.fetch("create_workflow", self._q.get_workflow, known):
+                    if (yield _Fetch("create_workflow", self._q.get_workflow, known)):
                         return False
                     raise DuplicateJob(
                         f"a live job already holds the dedupe key of step(s) {held}; "
@@ -1338,14 +1478,13 @@ class PostgresBackend:
                     if any(s.fair for s in steps)
                     else self._q.create_workflow
                 )
-                with via.attempt("create_workflow"):
-                    [(created, _)] = via.fetch("create_workflow", query, params)
+                [(created, _)] = yield _Fetch("create_workflow", query, params, attempt=True)
             except BackendConflict:
                 if not keys:
                     raise
                 continue
             if created:
-                via.notify({s.queue for s in steps if s.status is JobStatus.QUEUED})
+                yield _Wake(frozenset(s.queue for s in steps if s.status is JobStatus.QUEUED))
             return bool(created)
         raise BackendConflict(
             "postgres: the dedupe keys of this workflow stayed contended; try again"
@@ -1455,11 +1594,21 @@ class PostgresBackend:
         return self._in_workflows(self._pooled, "cancel_workflow", write)
 
     def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        return self._run(self._pooled, self._get_many_plan(job_ids))
+
+    def _get_many_plan(self, job_ids: Sequence[str]) -> _Plan[list[Job | None]]:
         answers: list[Job | None] = [None] * len(job_ids)
         params = {"ns": self._namespace, "ids": list(job_ids)}
-        for row in self._fetch("get_many", self._q.get_many, params):
+        for row in (yield _Fetch("get_many", self._q.get_many, params)):
             answers[row[0] - 1] = to_job(row[1:])
         return answers
+
+
+def refuse_duplicates(rows: Sequence[tuple[Any, ...]]) -> None:
+    """Raise DuplicateJob when an enqueue statement's rows name a stored id."""
+    dups = sorted(value for kind, value in rows if kind == "d")
+    if dups:
+        raise DuplicateJob(f"job id {dups[0]!r} already exists; nothing was enqueued")
 
 
 class _Cand(NamedTuple):
