@@ -15,6 +15,7 @@ import qw
 from qw.model import PROGRESS_EVENT, JobStatus, NewJob
 from qw_postgres import PostgresBackend
 from qw_postgres.listening import done_channel_name
+from qw_postgres.queries import Queries
 
 from .conftest import with_query
 
@@ -35,12 +36,17 @@ def client(url: str) -> Iterator[qw.Client]:
 
 
 class DoneChannel:
-    """A LISTEN of its own on the namespace's done channel, to count notifications."""
+    """A LISTEN of its own on the namespace's done channel, to count notifications.
 
-    def __init__(self, pg_url: str, namespace: str) -> None:
+    ``register``: as a results listener does, so that writes notify at all.
+    """
+
+    def __init__(self, pg_url: str, namespace: str, *, register: bool = True) -> None:
         self.conn = psycopg.connect(pg_url, autocommit=True)
         channel = done_channel_name(SCHEMA, namespace)
         self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        if register:
+            self.conn.execute(Queries.for_schema(SCHEMA).results_register, {"ns": namespace})
 
     def count(self, settle_s: float = 0.3) -> int:
         return len(list(self.conn.notifies(timeout=settle_s)))
@@ -81,6 +87,73 @@ def test_one_done_notification_per_finish_call_not_per_job(
     client.create_workflow("w", [NewJob("q", 1, id="w.a"), NewJob("q", 2, id="w.b")])
     client.cancel_workflow("w")
     assert done.count() == 1
+
+
+def test_without_a_results_listener_a_finish_sends_no_notification(
+    pg_url: str, client: qw.Client
+) -> None:
+    # The hot path: nobody waits for results in this namespace, so a finish
+    # takes no NOTIFY (whose commit would queue behind every other one's).
+    silent = DoneChannel(pg_url, client.namespace, register=False)
+    try:
+        client.enqueue([NewJob("q", i) for i in range(5)])
+        for claim in client.claim(["q"], worker="w", limit=5):
+            client.complete(claim.lease)
+        assert silent.count() == 0
+        # Once someone registers (the first wait_finished), every end notifies.
+        with DoneChannelFor(pg_url, client.namespace):
+            [job] = client.enqueue([NewJob("q", 1)])
+            assert client.cancel(job.id) is JobStatus.CANCELLED
+            assert silent.count() == 1
+    finally:
+        silent.close()
+
+
+class DoneChannelFor:
+    """A registered DoneChannel as a context."""
+
+    def __init__(self, pg_url: str, namespace: str) -> None:
+        self._args = (pg_url, namespace)
+
+    def __enter__(self) -> DoneChannel:
+        self.channel = DoneChannel(*self._args)
+        return self.channel
+
+    def __exit__(self, *exc: object) -> None:
+        self.channel.close()
+
+
+def test_a_dead_listeners_registration_is_cleared_by_the_next(
+    pg_url: str, client: qw.Client
+) -> None:
+    rows = "SELECT count(*) FROM {}.result_listeners WHERE namespace = %s"
+    query = sql.SQL(rows).format(sql.Identifier(SCHEMA))
+    first = DoneChannel(pg_url, client.namespace)
+    first.close()  # gone without unregistering, as a killed process would be
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert conn.execute(query, (client.namespace,)).fetchone() == (1,)
+        with DoneChannelFor(pg_url, client.namespace):
+            assert conn.execute(query, (client.namespace,)).fetchone() == (1,)
+            dead = conn.execute(
+                sql.SQL("SELECT pid FROM {}.result_listeners WHERE namespace = %s").format(
+                    sql.Identifier(SCHEMA)
+                ),
+                (client.namespace,),
+            ).fetchall()
+        # A backend's results listener clears that one too, and removes its
+        # own row when it closes.
+        [job] = client.enqueue([NewJob("q", 1)])
+        assert client.wait_finished(job.id, 0.05).status is JobStatus.QUEUED
+        pids = conn.execute(
+            sql.SQL("SELECT pid FROM {}.result_listeners WHERE namespace = %s").format(
+                sql.Identifier(SCHEMA)
+            ),
+            (client.namespace,),
+        ).fetchall()
+        assert len(pids) == 1
+        assert pids != dead
+        client.close()
+        assert conn.execute(query, (client.namespace,)).fetchone() == (0,)
 
 
 def test_wait_finished_returns_when_the_job_ends(client: qw.Client, url: str) -> None:

@@ -50,7 +50,13 @@ from qw_postgres.backend import (
     refuse_duplicates,
 )
 from qw_postgres.errors import translate_errors
-from qw_postgres.listening import PING_EVERY_S, listener_application_name
+from qw_postgres.listening import (
+    PING_EVERY_S,
+    SETTLE_MAX_S,
+    SETTLE_POLL_S,
+    listener_application_name,
+)
+from qw_postgres.queries import Queries
 
 __all__ = ["AsyncPostgresBackend"]
 
@@ -75,11 +81,18 @@ class _DoneSignal:
     wait has already moved it, so none is lost, and waiters share nothing
     they could clear for each other. While the LISTEN is down a wait lasts
     at most ``poll_interval`` (a bounded poll), and each (re)connect moves
-    the generation, since notifications may have been missed.
+    the generation, since notifications may have been missed. The session
+    registers in ``result_listeners`` as the sync results listener does
+    (:func:`qw_postgres.listening.make_results_listen`), so that writes
+    ending jobs notify at all.
     """
 
-    def __init__(self, conninfo: str, channel: str, namespace: str, poll_interval: float) -> None:
+    def __init__(
+        self, conninfo: str, channel: str, namespace: str, poll_interval: float, q: Queries
+    ) -> None:
         self._conninfo = conninfo
+        self._q = q
+        self._ns = {"ns": namespace}
         self._listen = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
         self._app_name = listener_application_name(namespace, "results")
         self._poll = poll_interval
@@ -95,7 +108,7 @@ class _DoneSignal:
             self._task = asyncio.create_task(self._run(), name=f"qw-postgres-{self._app_name}")
         if not self._ready.is_set():
             try:
-                await asyncio.wait_for(self._ready.wait(), LISTEN_START_WAIT_S)
+                await asyncio.wait_for(self._ready.wait(), LISTEN_START_WAIT_S + SETTLE_MAX_S)
             except TimeoutError:
                 pass  # polled until it connects
 
@@ -124,15 +137,23 @@ class _DoneSignal:
                 )
                 async with conn:
                     await conn.execute(self._listen)
-                    self._connected = True
-                    self._ready.set()
-                    self._move()
-                    backoff = _MIN_BACKOFF_S
-                    while True:
-                        async for _ in conn.notifies(timeout=PING_EVERY_S):
-                            self._move()
-                        # Quiet for a while: prove the connection is alive.
-                        await conn.execute("SELECT 1")
+                    try:
+                        await self._register(conn)
+                        self._connected = True
+                        self._ready.set()
+                        self._move()
+                        backoff = _MIN_BACKOFF_S
+                        while True:
+                            async for _ in conn.notifies(timeout=PING_EVERY_S):
+                                self._move()
+                            # Quiet for a while: prove the connection is alive.
+                            await conn.execute("SELECT 1")
+                    finally:
+                        if not conn.closed and not conn.broken:
+                            try:
+                                await conn.execute(self._q.results_unregister, self._ns)
+                            except psycopg.Error:
+                                pass  # the next registration clears a dead session's row
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -141,6 +162,17 @@ class _DoneSignal:
                 log.warning("qw_postgres: results LISTEN lost (%r); polling until it is back", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    async def _register(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        row = await (await conn.execute(self._q.results_register, self._ns)).fetchone()
+        assert row is not None
+        since = {"since": row[0]}
+        deadline = time.monotonic() + SETTLE_MAX_S
+        while time.monotonic() < deadline:
+            done = await (await conn.execute(self._q.results_settled, since)).fetchone()
+            if done is not None and done[0]:
+                return
+            await asyncio.sleep(SETTLE_POLL_S)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -166,7 +198,11 @@ class AsyncPostgresBackend(ThreadedAsyncBackend):
         self._pg = backend
         self._apool = pool
         self._done = _DoneSignal(
-            backend._conninfo, backend._done, backend.namespace, backend._settings.poll_interval
+            backend._conninfo,
+            backend._done,
+            backend.namespace,
+            backend._settings.poll_interval,
+            backend._q,
         )
 
     @classmethod

@@ -97,10 +97,12 @@ from qw_postgres.batches import (
 )
 from qw_postgres.errors import translate_errors
 from qw_postgres.listening import (
+    SETTLE_MAX_S,
     channel_name,
     done_channel_name,
     listener_application_name,
     make_listen,
+    make_results_listen,
 )
 from qw_postgres.queries import (
     CLAIM_RANK,
@@ -1076,10 +1078,14 @@ class PostgresBackend:
         with self._lock:
             if self._done_listener is not None or self._closed:
                 return
-            listen = make_listen(
+            listen = make_results_listen(
                 self._conninfo,
                 self._done,
                 self._done_hub,
+                namespace=self._namespace,
+                register=self._q.results_register,
+                settled=self._q.results_settled,
+                unregister=self._q.results_unregister,
                 application_name=listener_application_name(self._namespace, "results"),
             )
             listener = Listener(
@@ -1087,7 +1093,9 @@ class PostgresBackend:
             )
             listener.start()
             self._done_listener = listener
-        listener.wait_ready(LISTEN_START_WAIT_S)
+        # It is ready once registered and settled (make_results_listen);
+        # not ready in time, waits poll until it is.
+        listener.wait_ready(LISTEN_START_WAIT_S + SETTLE_MAX_S)
 
     def _ensure_listener(self) -> None:
         if self._listener is not None:

@@ -7,7 +7,8 @@ the queue name, or ``*`` for "every queue" (a switch turned ON).
 A second channel per namespace, :func:`done_channel_name`, carries "a job of
 the namespace ended" (payload ``*``, one per transaction) to the processes
 waiting for results (``wait_finished``); workers never LISTEN to it, so a
-finish costs them nothing to receive.
+finish costs them nothing to receive. Writes notify it only while a session
+is registered in ``result_listeners`` (:func:`make_results_listen`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "done_channel_name",
     "listener_application_name",
     "make_listen",
+    "make_results_listen",
 ]
 
 ALL_QUEUES = "*"
@@ -37,6 +39,11 @@ STOP_CHECK_S = 0.25
 #: A query this often proves a quiet connection is still alive (a half-open
 #: TCP connection would otherwise look like a quiet channel forever).
 PING_EVERY_S = 15.0
+#: How long a results listener waits, after registering, for the
+#: transactions that began before it to end (see make_results_listen), and
+#: how often it looks.
+SETTLE_MAX_S = 2.0
+SETTLE_POLL_S = 0.01
 
 
 def channel_name(schema: str, namespace: str) -> str:
@@ -78,19 +85,81 @@ def make_listen(
         with conn:
             conn.execute(listen_stmt)
             ready()
-            last_ping = time.monotonic()
-            while not stopping.is_set():
-                # Each signal goes to the hub the moment it arrives; the
-                # timeout only bounds how long ``stopping`` goes unchecked.
-                for note in conn.notifies(timeout=STOP_CHECK_S):
-                    if note.payload == ALL_QUEUES:
-                        hub.notify_all()
-                    else:
-                        hub.notify((note.payload,))
-                    if stopping.is_set():
-                        break
-                if time.monotonic() - last_ping > PING_EVERY_S:
-                    conn.execute("SELECT 1")
-                    last_ping = time.monotonic()
+            _deliver(conn, hub, stopping)
 
     return listen
+
+
+def make_results_listen(
+    conninfo: str,
+    channel: str,
+    hub: WakeupHub,
+    *,
+    namespace: str,
+    register: bytes,
+    settled: bytes,
+    unregister: bytes,
+    application_name: str,
+) -> ListenFn:
+    """A ``listen`` for the done channel that registers its session while it listens.
+
+    Writes that end jobs notify the done channel only while a session of
+    the namespace is in ``result_listeners`` (queries.RESULTS_REGISTER). A
+    statement that began before the row committed did not see it, so did
+    not notify: the listener says it is ready (and the hub's connect wakes
+    every waiter to read again) only once no transaction that began before
+    is still open, or after SETTLE_MAX_S; until then waiters poll.
+    """
+    listen_stmt = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+    ns = {"ns": namespace}
+
+    def listen(ready: Callable[[], None], stopping: threading.Event) -> None:
+        conn: psycopg.Connection[Any] = psycopg.connect(
+            conninfo,
+            autocommit=True,
+            application_name=application_name,
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+        )
+        with conn:
+            conn.execute(listen_stmt)
+            row = conn.execute(register, ns).fetchone()
+            assert row is not None
+            since = {"since": row[0]}
+            try:
+                deadline = time.monotonic() + SETTLE_MAX_S
+                while not stopping.is_set() and time.monotonic() < deadline:
+                    done = conn.execute(settled, since).fetchone()
+                    if done is not None and done[0]:
+                        break
+                    stopping.wait(SETTLE_POLL_S)
+                ready()
+                _deliver(conn, hub, stopping)
+            finally:
+                if not conn.closed and not conn.broken:
+                    try:
+                        conn.execute(unregister, ns)
+                    except psycopg.Error:
+                        pass  # gone with the session anyway; the next registration clears it
+
+    return listen
+
+
+def _deliver(conn: psycopg.Connection[Any], hub: WakeupHub, stopping: threading.Event) -> None:
+    """Hand each notification to ``hub`` as it arrives, until ``stopping`` (or a failure)."""
+    last_ping = time.monotonic()
+    while not stopping.is_set():
+        # Each signal goes to the hub the moment it arrives; the timeout
+        # only bounds how long ``stopping`` goes unchecked.
+        for note in conn.notifies(timeout=STOP_CHECK_S):
+            if note.payload == ALL_QUEUES:
+                hub.notify_all()
+            else:
+                hub.notify((note.payload,))
+            if stopping.is_set():
+                break
+        if time.monotonic() - last_ping > PING_EVERY_S:
+            conn.execute("SELECT 1")
+            last_ping = time.monotonic()

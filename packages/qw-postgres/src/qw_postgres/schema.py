@@ -357,6 +357,22 @@ MIGRATIONS: list[list[str]] = [
             ADD COLUMN progress_at       timestamptz
         """,
     ],
+    # 5 (qw 0.4.0): result wake-ups. A table of its own; jobs untouched.
+    [
+        # The sessions LISTENing to a namespace's done channel (by their
+        # server pid): a write that ends jobs notifies it only while one is
+        # there, since a NOTIFY serialises its commit with every other
+        # notifying one. A dead session's row costs only notifications;
+        # the next registration of the namespace deletes it.
+        """
+        CREATE TABLE {s}.result_listeners (
+            namespace text COLLATE "C" NOT NULL,
+            pid       integer NOT NULL,
+            since     timestamptz NOT NULL DEFAULT clock_timestamp(),
+            PRIMARY KEY (namespace, pid)
+        )
+        """,
+    ],
 ]
 
 LATEST_VERSION = len(MIGRATIONS)
