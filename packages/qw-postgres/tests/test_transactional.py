@@ -215,6 +215,33 @@ def test_complete_commits_with_the_applications_rows(env: Env) -> None:
     assert env.app_rows() == ["shipped"]
 
 
+def test_a_result_waiter_is_woken_by_the_commit_of_the_finish(env: Env) -> None:
+    [job] = env.client.enqueue([NewJob("q", 1)])
+    [claim] = env.client.claim(["q"], worker="w")
+    # The results listener registered first (a finish that ran before the
+    # registration is only seen by a later poll, see the postgres page).
+    assert env.other.wait_finished(job.id, 0.01).status is JobStatus.RUNNING
+    got: list[tuple[float, JobStatus]] = []
+
+    def waiter() -> None:
+        status = env.other.wait_finished(job.id, 10).status
+        got.append((time.monotonic(), status))
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    with env.connect() as conn:
+        env.client.complete(claim.lease, connection=conn)
+        time.sleep(0.5)
+        assert got == [], "woken before the commit"
+        committed = time.monotonic()
+        conn.commit()
+    thread.join(10)
+    [(at, status)] = got
+    assert status is JobStatus.SUCCEEDED
+    # poll_interval is 5 s: the done NOTIFY, delivered at the commit, woke it.
+    assert committed <= at < committed + 2.0
+
+
 def test_a_stale_lease_raises_and_rolls_the_applications_rows_back(env: Env) -> None:
     env.client.enqueue([NewJob("q", 1, max_attempts=3)])
     [stale] = env.client.claim(["q"], worker="w", lease_s=0.05)
