@@ -126,6 +126,20 @@ def test_bulk_enqueue_sends_one_notification_per_queue(
     assert sorted(payloads) == ["a", "b"]
 
 
+def test_a_single_job_enqueue_sends_its_queue_one_notification(
+    pg_url: str, pair: tuple[qw.Client, qw.Client]
+) -> None:
+    # One job takes a statement of its own (queries.ENQUEUE_ONE): its wake-up too.
+    _, producer = pair
+    channel = channel_name(SCHEMA, producer.namespace)
+    with psycopg.connect(pg_url, autocommit=True) as spy:
+        spy.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+        producer.enqueue([qw.NewJob("a", 1)])
+        producer.enqueue([qw.NewJob("b", 2, limit_key="k")])
+        payloads = [n.payload for n in spy.notifies(timeout=1.0)]
+    assert payloads == ["a", "b"]
+
+
 def test_closing_stops_the_listener(url: str, pg_url: str) -> None:
     namespace = "l" + uuid.uuid4().hex[:12]
     client = qw.Client(PostgresBackend.from_url(url, namespace=namespace))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -198,3 +198,88 @@ def test_a_dedupe_key_taken_after_the_look_up_is_planned_again(
     assert answers[1] == qw.Enqueued(held, created=False)
     assert answers[0].created
     assert client.counts()["q"][qw.JobStatus.QUEUED] == 2
+
+
+def _stored(pg_url: str, namespace: str, job_id: str) -> dict[str, object]:
+    """A job's row as stored, but for what differs between any two jobs."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        cur = conn.execute(
+            f"SELECT * FROM {SCHEMA}.jobs WHERE namespace = %s AND id = %s", (namespace, job_id)
+        )
+        names = [d.name for d in cur.description or ()]
+        row = cur.fetchone()
+    assert row is not None
+    got = dict(zip(names, row, strict=True))
+    # A job due now (or after a delay) is due from its creation.
+    if got["run_at"] != FIXED_RUN_AT:
+        got["run_at"] -= got["created_at"]
+    for varying in ("id", "seq", "created_at", "dedupe_key"):
+        got.pop(varying)
+    return got
+
+
+FIXED_RUN_AT = datetime(2031, 1, 2, 3, 4, 5, 678, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        qw.NewJob("q", {"n": "\u0000\u00e9"}),
+        qw.NewJob("q", [1, 2], priority=-3, max_attempts=7, dedupe_key="d"),
+        qw.NewJob("q", 1, run_at=FIXED_RUN_AT),
+        qw.NewJob("q", 1, delay=2.25),
+        qw.NewJob("q", None, limit_key="k"),
+        qw.NewJob("q", None, limit_key="k", limit=qw.Limit()),
+        qw.NewJob("q", None, limit_key="k", limit=qw.Limit(concurrency=2, rate=3, per=1.5)),
+    ],
+    ids=["plain", "fields", "run_at", "delay", "key", "declared-limit", "limit"],
+)
+def test_a_job_enqueued_alone_is_stored_as_in_a_batch(
+    client: qw.Client, pg_url: str, job: qw.NewJob
+) -> None:
+    # One job rides a statement of plain parameters, a batch the JSON
+    # document: the rows they store must be the same, field for field.
+    alone = dataclasses.replace(job, id="alone", dedupe_key=job.dedupe_key and "d1")
+    batched = dataclasses.replace(job, id="batched", dedupe_key=job.dedupe_key and "d2")
+    client.enqueue([alone])
+    client.enqueue([batched, qw.NewJob("other", 0)])
+    assert _stored(pg_url, client.namespace, "alone") == _stored(
+        pg_url, client.namespace, "batched"
+    )
+
+
+def test_a_job_enqueued_alone_is_refused_as_in_a_batch(client: qw.Client) -> None:
+    client.enqueue_one("q", 1, id="taken")
+    with pytest.raises(qw.DuplicateJob):
+        client.enqueue([qw.NewJob("q", 2, id="taken")])
+    with pytest.raises(qw.InvalidInput):
+        client.enqueue([qw.NewJob("q", 2, id="id\u0000")])
+    with pytest.raises(qw.InvalidInput):
+        client.enqueue([qw.NewJob("q", 2, dedupe_key="a\u0000b")])
+    assert sum(client.counts()["q"].values()) == 1
+    job = client.get("taken")
+    assert job.payload == 1
+
+
+def test_a_job_alone_whose_key_was_taken_after_the_look_up_is_planned_again(
+    client: qw.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As for a batch (above), through the one-job statement: jobs_dedupe
+    # refuses it, the enqueue reads again and answers the holder.
+    held = client.enqueue_one("q", "holder", dedupe_key="k").id
+    real = PostgresBackend._fetch
+    calls: list[bytes] = []
+
+    def fetch(self: PostgresBackend, what: str, query: bytes, params: dict[str, object]) -> object:
+        calls.append(query)
+        if query == self._q.live_keys and calls.count(query) == 1:
+            return []
+        return real(self, what, query, params)
+
+    monkeypatch.setattr(PostgresBackend, "_fetch", fetch)
+    [answer] = client.enqueue([qw.NewJob("q", 2, dedupe_key="k")])
+    assert answer == qw.Enqueued(held, created=False)
+    q = client.backend._q  # type: ignore[attr-defined]
+    # The second plan inserts nothing; the batch statement checks its id is not stored.
+    assert calls == [q.live_keys, q.enqueue_one, q.live_keys, q.enqueue]
+    assert client.counts()["q"][qw.JobStatus.QUEUED] == 1

@@ -91,6 +91,7 @@ from qw_postgres.batches import (
     enqueue_rows,
     finish_documents,
     flows_document,
+    limit_fields,
     renew_document,
     step_document,
     transition_document,
@@ -743,10 +744,34 @@ class PostgresBackend:
     def _insert_params(self, skipped_ids: list[str]) -> dict[str, Any]:
         return {"ns": self._namespace, "channel": self._channel, "skipped_ids": skipped_ids}
 
+    def _one_params(self, job: Insert) -> dict[str, Any]:
+        """ENQUEUE_ONE's parameters (a job without a key has no limit: qw.validation)."""
+        concurrency, rate, rate_per, has_limit = limit_fields(job)
+        return {
+            "ns": self._namespace,
+            "channel": self._channel,
+            "id": job.id,
+            "queue": job.queue,
+            "priority": job.priority,
+            "run_at": job.run_at,
+            "delay": None if job.delay is None else float(job.delay),
+            "max_attempts": job.max_attempts,
+            "payload": job.payload,
+            "dedupe_key": job.dedupe_key,
+            "limit_key": job.limit_key,
+            "concurrency": concurrency,
+            "rate": rate,
+            "rate_per": rate_per,
+            "has_limit": has_limit,
+        }
+
     def insert_statement(
         self, jobs: Sequence[Insert], skipped_ids: list[str]
     ) -> tuple[bytes, dict[str, Any]]:
         """The statement inserting a batch below COPY_MIN_JOBS (rows for refuse_duplicates)."""
+        if len(jobs) == 1 and not skipped_ids and not jobs[0].fair:
+            # One job without a fair rank to take (fair needs the ranks CTE).
+            return self._q.enqueue_one, self._one_params(jobs[0])
         params = self._insert_params(skipped_ids)
         keyed = any(j.limit_key is not None for j in jobs)
         fair = keyed and any(j.fair for j in jobs)
