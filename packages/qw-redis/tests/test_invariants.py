@@ -19,7 +19,7 @@ from redis.cluster import RedisCluster
 import qw
 from qw.contract import Abort, Complete, Fail, Outcome, Release
 from qw.model import EventSpec, JobStatus, NewJob, ParentFailure
-from qw_redis.keys import Keyspace, packed_queue
+from qw_redis.keys import Keyspace, lua_prelude, packed_queue
 from qw_redis.scripts import NAMES, source
 from qw_testkit.base import new_namespace
 
@@ -326,3 +326,24 @@ def test_every_script_that_changes_a_status_flushes_its_index_and_counts() -> No
         body = source(name, "PUBLISH").split("local function flush()", 1)[1]
         if "set_status(" in body.split("\nend\n", 1)[1]:
             assert re.search(r"\bflush\(\)", body.split("\nend\n", 1)[1]), name
+
+
+def test_a_script_reaching_a_key_it_does_not_declare_fails_before_touching_it(
+    redis_url: str,
+) -> None:
+    # Scripts are sent only the keys their code reaches (scripts.key_names);
+    # a name outside those must be a loud script error, never a nil key.
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    keys = Keyspace(new_namespace())
+    names = ("seq", "f:job")
+    body = "redis.call('INCR', K.seq) return redis.call('HGET', F.job, 'x') or 'none'"
+    script = r.register_script(lua_prelude("PUBLISH", keys=names) + body)
+    try:
+        assert script(keys=keys.script_keys(names), args=[0]) == "none"
+        for reach in ("K.ids", "F.status", "ST.queued"):
+            bad = r.register_script(lua_prelude("PUBLISH", keys=names) + f"return {reach}")
+            with pytest.raises(redis.ResponseError, match="does not declare key"):
+                bad(keys=keys.script_keys(names), args=[0])
+    finally:
+        r.delete(*keys.script_keys(names))
+        r.close()

@@ -9,8 +9,18 @@ from redis.crc import key_slot
 
 from qw.errors import ConfigurationError, InvalidName
 from qw.registry import backend_name_for
-from qw_redis.keys import COLUMNS, COMMON, FLOW_COLUMNS, FLOW_COMMON, PACKED, Keyspace, lua_prelude
-from qw_redis.scripts import FLOWS, NAMES, source
+from qw_redis.keys import (
+    COLUMNS,
+    COMMON,
+    FLOW_COLUMNS,
+    FLOW_COMMON,
+    PACKED,
+    SCRIPT_KEYS,
+    Keyspace,
+    lua_prelude,
+    referenced_keys,
+)
+from qw_redis.scripts import FLOWS, NAMES, key_names, source
 from qw_redis.urls import parse_url
 
 
@@ -32,7 +42,7 @@ def test_a_queue_that_could_change_the_key_layout_is_refused(queue: str) -> None
 def test_every_key_of_a_namespace_shares_one_hash_tag_and_slot() -> None:
     keys = Keyspace("acme")
     all_keys = (
-        keys.flow_common
+        keys.script_keys()
         + keys.schema_keys
         + keys.schedule_keys
         + keys.queue_keys(["emails", "a.b-c_d", "Q9"])
@@ -44,22 +54,61 @@ def test_every_key_of_a_namespace_shares_one_hash_tag_and_slot() -> None:
 
 def test_two_namespaces_never_share_a_key() -> None:
     a, b = Keyspace("acme"), Keyspace("acme2")
-    assert not set(a.flow_common + a.queue_keys(["q"])) & set(b.flow_common + b.queue_keys(["q"]))
+    keys_a, keys_b = a.script_keys() + a.queue_keys(["q"]), b.script_keys() + b.queue_keys(["q"])
+    assert not set(keys_a) & set(keys_b)
 
 
 def test_the_lua_prelude_names_keys_in_the_order_python_sends_them() -> None:
     prelude = lua_prelude("PUBLISH")
-    assert "K.seq = KEYS[1]" in prelude
-    assert f"F.{COLUMNS[0]} = KEYS[{len(COMMON) + 1}]" in prelude
-    assert f"local NC = {len(COMMON) + len(COLUMNS)}" in prelude
+    assert "seq = KEYS[1]" in prelude
+    assert f"{COLUMNS[0]} = KEYS[{len(COMMON) + 1}]" in prelude
+    assert f"local NC = {len(SCRIPT_KEYS)}" in prelude
     flows = lua_prelude("PUBLISH", flows=True)
-    assert f"K.{FLOW_COMMON[0]} = KEYS[{len(COMMON) + len(COLUMNS) + 1}]" in flows
+    assert f"{FLOW_COMMON[0]} = KEYS[{len(COMMON) + len(COLUMNS) + 1}]" in flows
     every = len(COMMON) + len(COLUMNS) + len(FLOW_COMMON) + len(FLOW_COLUMNS)
-    assert f"F.{FLOW_COLUMNS[-1]} = KEYS[{every}]" in flows
-    assert f"local NC = {len(Keyspace('acme').flow_common)}" in flows
-    assert "F.wf" not in prelude
+    assert f"{FLOW_COLUMNS[-1]} = KEYS[{every}]" in flows
+    assert f"local NC = {len(Keyspace('acme').script_keys())}" in flows
+    assert "local WS" not in prelude
+    some = lua_prelude("PUBLISH", keys=("ids", "st_queued", "f:job"))
+    assert "local K = setmetatable({ids = KEYS[1]}, UNDECLARED)" in some
+    assert "local ST = setmetatable({queued = KEYS[2]}, UNDECLARED)" in some
+    assert "local F = setmetatable({job = KEYS[3]}, UNDECLARED)" in some
+    assert "local NC = 3" in some
+    with pytest.raises(ValueError, match="nope"):
+        lua_prelude("PUBLISH", keys=("nope",))
     for name in NAMES:
         assert source(name, "SPUBLISH").count("local PUBCMD = 'SPUBLISH'") == 1
+
+
+def test_a_script_declares_the_keys_its_code_reaches_in_layout_order() -> None:
+    assert referenced_keys("redis.call('INCR', K.seq) redis.call('HGET', F.att, id)") == (
+        "seq",
+        "f:att",
+    )
+    # Comments reach nothing; a string holding '--' does not hide the code after it.
+    assert referenced_keys("-- K.ids\nlocal s = '--' redis.call('GET', K.seq)") == ("seq",)
+    # The overlay reaches the columns spelled as literals; a packed field is 'job'.
+    assert referenced_keys("redis.call('HGET', F[col], id) get('queue', id) get('att', id)") == (
+        "f:job",
+        "f:att",
+    )
+    assert set(referenced_keys("for _, k in pairs(F) do end")) == {
+        n for n in SCRIPT_KEYS if n.startswith("f:")
+    }
+    assert referenced_keys("ST['queued'] WS.running") == ("st_queued", "ws_running")
+    assert set(referenced_keys("ST[m.to]")) == {n for n in SCRIPT_KEYS if n.startswith("st_")}
+    with pytest.raises(ValueError, match="nope"):
+        referenced_keys("K.nope")
+    # enqueue sends what it reaches, not the whole layout: no workflow, worker
+    # or outbox key, and of the columns only those an insert writes or checks.
+    enqueue = key_names("enqueue")
+    assert {"seq", "ids", "dedupe", "wake", "counts", "st_queued", "f:job", "f:status"} <= set(
+        enqueue
+    )
+    assert not {"events", "workers", "running", "f:result", "f:wf", "wf_ids"} & set(enqueue)
+    assert len(enqueue) < len(SCRIPT_KEYS) // 2
+    for name in NAMES:
+        assert list(key_names(name)) == sorted(key_names(name), key=SCRIPT_KEYS.index), name
 
 
 def test_scripts_only_reach_keys_through_KEYS() -> None:

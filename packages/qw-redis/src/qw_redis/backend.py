@@ -68,7 +68,7 @@ from qw_redis.keys import SCHEMA_VERSION, Keyspace, packed_queue
 from qw_redis.listen import make_listen
 from qw_redis.plans import Command, Op, Plan, Script
 from qw_redis.results import EndedWaiters
-from qw_redis.scripts import FLOWS, NAMES, STANDALONE, source
+from qw_redis.scripts import NAMES, STANDALONE, key_names, source
 from qw_redis.urls import RedisConfig, parse_url
 
 if TYPE_CHECKING:
@@ -84,6 +84,8 @@ PROMOTE_MAX = 1000
 BATCH = 500
 #: Job id -> queue entries remembered from this object's claims.
 _QUEUE_CACHE_MAX = 100_000
+#: The (script, queues) KEYS lists remembered (a process uses a few queue lists).
+_CALL_KEYS_MAX = 1024
 #: Held-back jobs a claim looks at once it has taken a job (see lua/claim.lua):
 #: it then answers what it has, a prefix of plan_claim's answer, rather than
 #: reading deeper into keys that are full (the next claim goes on); with
@@ -213,7 +215,8 @@ class RedisBackend:
         self._lock = threading.Lock()
         self._listener: Listener | None = None
         self._closed = False
-        self._queue_keys: dict[str, list[str]] = {}
+        #: (script, *queues) -> the call's KEYS (see script_call).
+        self._call_keys: dict[tuple[str, ...], tuple[bytes, ...]] = {}
         self._queue_of: dict[str, str] = {}
         # Workflow steps claimed here -> the queues of their workflow, which
         # a script that may end the step declares (see lua/apply.lua's need_queues).
@@ -266,14 +269,21 @@ class RedisBackend:
 
     def script_call(
         self, name: str, queues: Sequence[str], args: Sequence[object]
-    ) -> tuple[list[str], list[object]]:
-        """The KEYS and ARGV of script ``name`` with the queue header ``queues``."""
-        keys = list(self._keys.flow_common if name in FLOWS else self._keys.common)
-        for queue in queues:
-            qk = self._queue_keys.get(queue)
-            if qk is None:
-                qk = self._queue_keys[queue] = self._keys.queue_keys([queue])
-            keys.extend(qk)
+    ) -> tuple[Sequence[bytes], list[object]]:
+        """The KEYS and ARGV of script ``name`` with the queue header ``queues``.
+
+        KEYS are the script's own (:func:`~qw_redis.scripts.key_names`), then
+        each queue's ready and scheduled sets, built and encoded once per
+        script and queue list: a call packs them as they are.
+        """
+        key = (name, *queues)
+        keys = self._call_keys.get(key)
+        if keys is None:
+            names = self._keys.script_keys(key_names(name)) + self._keys.queue_keys(queues)
+            keys = tuple(k.encode() for k in names)
+            if len(self._call_keys) >= _CALL_KEYS_MAX:
+                self._call_keys.clear()
+            self._call_keys[key] = keys
         return keys, [len(queues), *queues, *args]
 
     def _run(self, name: str, queues: Sequence[str], args: Sequence[object]) -> Any:
@@ -353,7 +363,7 @@ class RedisBackend:
         several processes may run it at once. One written by a newer
         qw-redis raises :class:`~qw.errors.SchemaError`.
         """
-        keys = [*self._keys.common, *self._keys.schema_keys]
+        keys = [*self._keys.script_keys(key_names("migrate")), *self._keys.schema_keys]
         converted = 0
         cursor = "0"
         while True:

@@ -9,6 +9,7 @@ to another slot or collide with another key's shape.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from qw.errors import InvalidName
@@ -25,9 +26,11 @@ __all__ = [
     "PACKED",
     "SCHEDULE_KEYS",
     "SCHEMA_VERSION",
+    "SCRIPT_KEYS",
     "Keyspace",
     "lua_prelude",
     "packed_queue",
+    "referenced_keys",
 ]
 
 #: The layout version of a namespace's keys, kept in ``qw:{ns}:schema``.
@@ -152,6 +155,54 @@ LEGACY_COLUMNS: tuple[str, ...] = PACKED
 #: name -> "<spec>\n<tz>\n<queue>\n<task>" and name -> last tick (µs).
 SCHEDULE_KEYS: tuple[str, ...] = ("sched", "stick")
 
+#: Every key a script's prelude can name, by its name after the prefix
+#: (a column's hash is ``f:<column>``), in the order a script's ``KEYS``
+#: lists those it declares (:func:`referenced_keys`).
+SCRIPT_KEYS: tuple[str, ...] = (
+    *COMMON,
+    *(f"f:{c}" for c in COLUMNS),
+    *FLOW_COMMON,
+    *(f"f:{c}" for c in FLOW_COLUMNS),
+)
+
+# A Lua string literal (kept: it may hold '--') or a comment (dropped).
+_LUA_TOKEN = re.compile(r"""'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"|--[^\n]*""")
+_COLUMN_NAMES = frozenset((*COLUMNS, *FLOW_COLUMNS))
+
+
+def referenced_keys(code: str) -> tuple[str, ...]:
+    """The names (of :data:`SCRIPT_KEYS`) of the keys Lua ``code`` can reach, in that order.
+
+    A script is sent only these, so each call packs and converts as few
+    keys as it needs (on a Cluster too, every key it touches is declared).
+    Read from the code, never listed by hand: ``K.<name>``, ``F.<column>``,
+    ``ST.<status>`` / ``WS.<state>`` (a subscript of ``ST`` or ``WS`` that
+    is not a literal reaches every status or state). ``F[...]`` (common.lua's
+    overlay) reaches a column only by a name the code spells as a literal
+    (``get('status', id)``, ``ipairs({'job', 'lim'})``; a packed field is
+    the ``job`` column), and ``pairs(F)`` (purge) reaches every column. The
+    prelude makes reaching any other name an error (see :func:`lua_prelude`).
+    """
+    code = _LUA_TOKEN.sub(lambda m: "" if m.group().startswith("--") else m.group(), code)
+    found = set(re.findall(r"\bK\.(\w+)", code))
+    found.update(f"f:{c}" for c in re.findall(r"\bF\.(\w+)", code))
+    for table, prefix in (("ST", "st_"), ("WS", "ws_")):
+        found.update(prefix + n for n in re.findall(rf"\b{table}\.(\w+)", code))
+        found.update(prefix + n for n in re.findall(rf"\b{table}\['(\w+)'\]", code))
+        if re.search(rf"\b{table}\[(?!')", code):
+            found.update(n for n in SCRIPT_KEYS if n.startswith(prefix))
+    if re.search(r"\bpairs\(F\)", code):
+        found.update(n for n in SCRIPT_KEYS if n.startswith("f:"))
+    elif re.search(r"\bF\[", code):
+        literals = set(re.findall(r"'(\w+)'", code))
+        found.update(f"f:{c}" for c in literals & _COLUMN_NAMES)
+        if literals & set(PACKED):
+            found.add("f:job")
+    unknown = found - set(SCRIPT_KEYS)
+    if unknown:
+        raise ValueError(f"Lua code names keys that are not in the layout: {sorted(unknown)}")
+    return tuple(n for n in SCRIPT_KEYS if n in found)
+
 
 def packed_queue(value: str) -> str:
     """The queue named in a ``job`` column value."""
@@ -177,18 +228,13 @@ class Keyspace:
         self.prefix = f"qw:{{{self.namespace}}}:"
         self._named = {name: self.prefix + name for name in (*COMMON, *FLOW_COMMON)}
         self._columns = {col: self.prefix + "f:" + col for col in (*COLUMNS, *FLOW_COLUMNS)}
-        #: KEYS of the scripts that touch no workflow, then of those that may.
-        self.common: list[str] = [self._named[n] for n in COMMON] + [
-            self._columns[c] for c in COLUMNS
-        ]
-        self.flow_common: list[str] = (
-            self.common
-            + [self._named[n] for n in FLOW_COMMON]
-            + [self._columns[c] for c in FLOW_COLUMNS]
-        )
         self.channel = self._named["wake"]
         #: Where the scripts that end jobs publish the ids they ended.
         self.ended_channel = self._named["ended"]
+
+    def script_keys(self, names: Sequence[str] = SCRIPT_KEYS) -> list[str]:
+        """The keys named ``names`` (of :data:`SCRIPT_KEYS`; by default all), in that order."""
+        return [self.prefix + name for name in names]
 
     @property
     def schema_keys(self) -> list[str]:
@@ -223,20 +269,25 @@ class Keyspace:
         return keys
 
 
-def lua_prelude(publish_command: str, flows: bool = False) -> str:
-    """Lua that names the common keys (``K.*``, ``F.*``, ``ST.*``) and the job statuses.
+def lua_prelude(
+    publish_command: str, flows: bool = False, keys: Sequence[str] = SCRIPT_KEYS
+) -> str:
+    """Lua that names a script's keys (``K.*``, ``F.*``, ``ST.*``, ``WS.*``) and the job statuses.
 
-    Generated from :data:`COMMON`, :data:`COLUMNS` and :class:`~qw.model.JobStatus`,
-    so the Python and Lua sides cannot disagree on the order of ``KEYS`` or
-    on how a status is spelled: ``STATUS.RUNNING`` is ``'running'``, and
-    ``TERMINAL[s]`` is true for the terminal statuses. Nothing else of the
-    state machine is in Lua: the scripts are handed decided transitions,
+    ``keys`` are names of :data:`SCRIPT_KEYS` (a script's, from
+    :func:`referenced_keys`), declared as ``KEYS[1..NC]`` in that order, so
+    the Python and Lua sides cannot disagree on the order of ``KEYS``; any
+    other name of ``K``, ``F``, ``ST`` or ``WS`` raises a script error
+    instead of reading as nil. Generated from :class:`~qw.model.JobStatus`
+    too, on how a status is spelled: ``STATUS.RUNNING`` is ``'running'``,
+    and ``TERMINAL[s]`` is true for the terminal statuses. Nothing else of
+    the state machine is in Lua: the scripts are handed decided transitions,
     except the settle rule of workflow steps, which must run inside the
     write that ends a step (``lua/workflow.lua``); the words it writes
     (workflow states, their events, the parent-failure policy, the reason
     and event of a settle-cancel) are generated here from :mod:`qw.model`
-    and :mod:`qw.transitions` too. ``flows`` names the workflow keys too
-    (for the scripts of ``scripts.FLOWS``), after the common ones.
+    and :mod:`qw.transitions` too, when ``flows`` (the scripts of
+    ``scripts.FLOWS``).
     """
     statuses = ", ".join(f"{s.name} = '{s.value}'" for s in JobStatus)
     order = ", ".join(f"'{s.value}'" for s in JobStatus)
@@ -244,16 +295,31 @@ def lua_prelude(publish_command: str, flows: bool = False) -> str:
     states = ", ".join(f"{s.name} = '{s.value}'" for s in WorkflowState)
     events = ", ".join(f"{s.value} = '{workflow_event('', s)[0]}'" for s in WorkflowState)
     policies = ", ".join(f"{p.name} = '{p.value}'" for p in ParentFailure)
+    declared: dict[str, list[str]] = {"K": [], "F": [], "ST": [], "WS": []}
+    for i, name in enumerate(keys, start=1):
+        if name.startswith("f:"):
+            declared["F"].append(f"{name[2:]} = KEYS[{i}]")
+        elif name.startswith("st_"):
+            declared["ST"].append(f"{name[3:]} = KEYS[{i}]")
+        elif name.startswith("ws_"):
+            declared["WS"].append(f"{name[3:]} = KEYS[{i}]")
+        elif name in SCRIPT_KEYS:
+            declared["K"].append(f"{name} = KEYS[{i}]")
+        else:
+            raise ValueError(f"{name!r} is not a key of the layout")
     lines = [
-        "local K = {}",
-        "local F = {}",
-        "local ST = {}",
+        "local UNDECLARED = {__index = function(_, name)",
+        "  error('qw-redis: this script does not declare key ' .. tostring(name))",
+        "end}",
+    ]
+    for table in ("K", "F", "ST") + (("WS",) if flows else ()):
+        lines.append(f"local {table} = setmetatable({{{', '.join(declared[table])}}}, UNDECLARED)")
+    lines += [
         f"local STATUS = {{{statuses}}}",
         f"local TERMINAL = {{{terminal}}}",
     ]
     if flows:
         lines += [
-            "local WS = {}",
             f"local STATUSES = {{{order}}}",
             f"local WSTATE = {{{states}}}",
             f"local WF_EVENT = {{{events}}}",
@@ -261,22 +327,8 @@ def lua_prelude(publish_command: str, flows: bool = False) -> str:
             f"local EV_CANCELLED = '{EVENT_CANCELLED}'",
             f"local REASON_PARENT_FAILED = '{REASON_PARENT_FAILED}'",
         ]
-    i = 0
-    for group, is_column in ((COMMON, False), (COLUMNS, True)) + (
-        ((FLOW_COMMON, False), (FLOW_COLUMNS, True)) if flows else ()
-    ):
-        for name in group:
-            i += 1
-            if is_column:
-                lines.append(f"F.{name} = KEYS[{i}]")
-            elif name.startswith("st_"):
-                lines.append(f"ST['{name[3:]}'] = KEYS[{i}]")
-            elif name.startswith("ws_"):
-                lines.append(f"WS['{name[3:]}'] = KEYS[{i}]")
-            else:
-                lines.append(f"K.{name} = KEYS[{i}]")
     fields = ", ".join(f"{name} = {i}" for i, name in enumerate(PACKED, start=1))
     lines.append(f"local PACKED = {{{fields}}}")
-    lines.append(f"local NC = {i}")
+    lines.append(f"local NC = {len(keys)}")
     lines.append(f"local PUBCMD = '{publish_command}'")
     return "\n".join(lines) + "\n"

@@ -1,6 +1,7 @@
 """The Lua scripts, composed once per process and called by SHA.
 
-Each script is the generated prelude (:func:`qw_redis.keys.lua_prelude`),
+Each script is the generated prelude (:func:`qw_redis.keys.lua_prelude`,
+naming only the keys the script's code reaches: :func:`key_names`),
 the shared helpers of ``lua/common.lua``, those of ``lua/apply.lua`` and
 ``lua/workflow.lua`` for the scripts that apply decided transitions (and so
 may end workflow steps), those of ``lua/steps.lua`` for the scripts that
@@ -14,9 +15,9 @@ from __future__ import annotations
 from functools import cache
 from importlib.resources import files
 
-from qw_redis.keys import lua_prelude
+from qw_redis.keys import SCHEDULE_KEYS, lua_prelude, referenced_keys
 
-__all__ = ["FLOWS", "NAMES", "READS", "STANDALONE", "source"]
+__all__ = ["FLOWS", "NAMES", "READS", "STANDALONE", "key_names", "source"]
 
 #: Scripts that change state.
 WRITES = (
@@ -88,15 +89,12 @@ def _text(name: str) -> str:
 
 
 @cache
-def source(name: str, publish_command: str) -> str:
-    """The full Lua source of script ``name`` for a server using ``publish_command``."""
-    if name in STANDALONE:
-        return _text(name)
+def _body(name: str) -> str:
+    """Script ``name`` without its prelude: the shared helpers it uses, then its own code."""
     if name not in NAMES:
         raise KeyError(name)
-    flows = name in FLOWS
-    parts = [lua_prelude(publish_command, flows), _text("common")]
-    if flows:
+    parts = [_text("common")]
+    if name in FLOWS:
         parts.append(_text("flows"))
     if name in _NEEDS_ROW:
         parts.append(_text("read"))
@@ -107,3 +105,24 @@ def source(name: str, publish_command: str) -> str:
         parts.append(_text("steps"))
     parts.append(_text(name))
     return "\n".join(parts)
+
+
+@cache
+def key_names(name: str) -> tuple[str, ...]:
+    """The names of the keys script ``name`` declares, in ``KEYS`` order, before its queues' keys.
+
+    Those its code can reach (:func:`qw_redis.keys.referenced_keys`), so a
+    call sends no key its script never touches; a standalone script's are
+    :data:`~qw_redis.keys.SCHEDULE_KEYS`.
+    """
+    if name in STANDALONE:
+        return SCHEDULE_KEYS
+    return referenced_keys(_body(name))
+
+
+@cache
+def source(name: str, publish_command: str) -> str:
+    """The full Lua source of script ``name`` for a server using ``publish_command``."""
+    if name in STANDALONE:
+        return _text(name)
+    return lua_prelude(publish_command, name in FLOWS, key_names(name)) + _body(name)
