@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 import qw
@@ -14,6 +15,7 @@ from qw.aio import AsyncClient, open_async
 from qw.model import JobStatus, NewJob
 from qw_postgres import PostgresBackend
 from qw_postgres.aio import AsyncPostgresBackend
+from qw_postgres.listening import channel_name
 
 from .conftest import with_query
 
@@ -127,3 +129,94 @@ def test_many_async_waiters_are_woken_by_one_finish_each(url: str, sync: qw.Clie
 
     # poll_interval is 5 s: only the done NOTIFY explains a prompt answer.
     assert asyncio.run(main()) < 3.0
+
+
+def _transactions(pg_url: str, namespace: str) -> dict[str, int]:
+    """How many of a namespace's jobs each writing transaction stored."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        rows = conn.execute(
+            f"SELECT xmin::text, count(*) FROM {SCHEMA}.jobs WHERE namespace = %s GROUP BY 1",
+            (namespace,),
+        ).fetchall()
+    return dict(rows)
+
+
+def test_concurrent_single_enqueues_commit_together_with_one_wake_up_each(
+    url: str, pg_url: str, sync: qw.Client
+) -> None:
+    # A group commit (aio._GroupInsert): callers that come while a write
+    # waits for a connection share its transaction, and its one NOTIFY.
+    channel = channel_name(SCHEMA, sync.namespace)
+    spy = psycopg.connect(pg_url, autocommit=True)
+    spy.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+
+    async def main() -> list[qw.Enqueued]:
+        async with await open_async(url, namespace=sync.namespace) as client:
+            await client.enqueue_one("q", -1)  # alone: a transaction of its own
+            return list(await asyncio.gather(*(client.enqueue_one("q", i) for i in range(300))))
+
+    try:
+        answers = asyncio.run(main())
+        wakes = [n.payload for n in spy.notifies(timeout=1.0)]
+    finally:
+        spy.close()
+    assert all(a.created for a in answers)
+    assert sorted(j.payload for j in sync.list_jobs(limit=400)) == list(range(-1, 300))
+    sizes = _transactions(pg_url, sync.namespace)
+    assert sum(sizes.values()) == 301
+    assert 1 in sizes.values()
+    assert len(sizes) < 100  # 300 calls from one loop at once, 8 connections
+    assert wakes == ["q"] * len(sizes)
+
+
+def test_a_group_refused_for_one_job_gives_each_caller_its_own_answer(
+    url: str, sync: qw.Client
+) -> None:
+    held = sync.enqueue_one("q", "holder", id="taken").id
+
+    async def main() -> list[qw.Enqueued | BaseException]:
+        async with await open_async(url, namespace=sync.namespace) as client:
+            jobs = [NewJob("q", i) for i in range(40)]
+            jobs[10] = NewJob("q", "dup", id=held)
+            jobs[20] = NewJob("q", "nul", id="id\u0000")
+            # Two callers with one free key: one stores it, the other is answered by it.
+            jobs[30] = NewJob("q", "k1", dedupe_key="k")
+            jobs[31] = NewJob("q", "k2", dedupe_key="k")
+            calls = [
+                client.enqueue_one(j.queue, j.payload, id=j.id, dedupe_key=j.dedupe_key)
+                for j in jobs
+            ]
+            return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    answers = asyncio.run(main())
+    assert isinstance(answers[10], qw.DuplicateJob)
+    assert isinstance(answers[20], qw.InvalidInput)
+    keyed = [answers.pop(31), answers.pop(30)]
+    del answers[20], answers[10]
+    assert all(isinstance(a, qw.Enqueued) and a.created for a in answers)
+    assert all(isinstance(a, qw.Enqueued) for a in keyed)
+    [holder] = [a for a in keyed if isinstance(a, qw.Enqueued) and a.created]
+    assert keyed[0].id == keyed[1].id == holder.id  # type: ignore[union-attr]
+    jobs = sync.list_jobs(limit=100)
+    assert len(jobs) == 1 + 36 + 1  # the holder, the plain callers, the key's
+    assert sync.get(held).payload == "holder"
+
+
+def test_a_group_lost_with_the_server_fails_every_caller(url: str, sync: qw.Client) -> None:
+    async def main() -> list[qw.Enqueued | BaseException]:
+        client = await open_async(url, namespace=sync.namespace)
+        backend = client.backend
+        assert isinstance(backend, AsyncPostgresBackend)
+        await backend._apool.close()  # every write now fails to get a connection
+        try:
+            return list(
+                await asyncio.gather(
+                    *(client.enqueue_one("q", i) for i in range(20)), return_exceptions=True
+                )
+            )
+        finally:
+            await client.aclose()
+
+    answers = asyncio.run(main())
+    assert all(isinstance(a, qw.BackendUnavailable) for a in answers), answers
+    assert sync.counts() == {}

@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Self
 
@@ -33,7 +34,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from qw.aio import ThreadedAsyncBackend
 from qw.contract import Insert, Switches, WorkflowInsert
-from qw.errors import BackendUnavailable
+from qw.errors import BackendConflict, BackendUnavailable, InvalidInput
 from qw.model import Enqueued, Event, Job, JobStatus
 from qw_postgres.backend import (
     _T,
@@ -62,6 +63,8 @@ __all__ = ["AsyncPostgresBackend"]
 
 log = logging.getLogger("qw_postgres")
 
+#: The most single-job inserts one group commit writes (_GroupInsert).
+_GROUP_MAX = 500
 #: Growing pause between tries of a lost done LISTEN (as qw.wakeup.Listener's).
 _MIN_BACKOFF_S = 0.05
 _MAX_BACKOFF_S = 2.0
@@ -184,6 +187,101 @@ class _DoneSignal:
                 pass
 
 
+class _GroupInsert:
+    """Single-job inserts of concurrent callers, written as one statement: a group commit.
+
+    Every NOTIFY holds a server-wide lock through its commit's WAL flush, so
+    notifying transactions commit one at a time, each waiting for its own
+    flush: one job per transaction caps a store at about one fsync per job,
+    whatever the pool size. Here a caller's job waits, at most while one
+    writer waits for a pooled connection, with the jobs of the callers that
+    come meanwhile; the writer then inserts them all in one statement (one
+    transaction, one NOTIFY per queue). One caller alone writes at once, by
+    the one-job statement. A write refused by the store for a job's own
+    reason (a stored id, a dedupe key taken since the look-up, a value the
+    store refuses) is written again job by job, so that each caller gets
+    its own answer, as with a call of its own; any other failure (the server
+    lost mid-write, when the batch may have committed) goes to every caller.
+    """
+
+    def __init__(self, twin: AsyncPostgresBackend) -> None:
+        self._twin = twin
+        self._pending: list[tuple[Insert, asyncio.Future[None]]] = []
+        #: Writers waiting for a connection; each takes up to _GROUP_MAX pending jobs then.
+        self._waiting = 0
+        self._writers: set[asyncio.Task[None]] = set()
+
+    async def insert(self, job: Insert) -> None:
+        """Insert ``job``, alone or with concurrent callers' (all or nothing for it)."""
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((job, done))
+        if len(self._pending) > self._waiting * _GROUP_MAX:
+            self._waiting += 1
+            writer = asyncio.create_task(self._write())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
+        await done
+
+    def _take(self) -> list[tuple[Insert, asyncio.Future[None]]]:
+        self._waiting -= 1
+        batch, self._pending = self._pending[:_GROUP_MAX], self._pending[_GROUP_MAX:]
+        return batch
+
+    async def _write(self) -> None:
+        twin = self._twin
+        batch: list[tuple[Insert, asyncio.Future[None]]] | None = None
+        try:
+            async with twin._connection("enqueue") as conn:
+                batch = self._take()
+                if not batch:
+                    return
+                query, params = twin._pg.insert_statement([job for job, _ in batch], [])
+                refuse_duplicates(
+                    await (await conn.execute(query, params, prepare=True)).fetchall()
+                )
+        except (InvalidInput, BackendConflict) as exc:
+            assert batch is not None  # raised by the statement
+            if len(batch) == 1:
+                _settle(batch, exc)
+            else:
+                await asyncio.gather(*(self._alone(job, done) for job, done in batch))
+            return
+        except BaseException as exc:
+            _settle(self._take() if batch is None else batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        _settle(batch, None)
+
+    async def _alone(self, job: Insert, done: asyncio.Future[None]) -> None:
+        try:
+            query, params = self._twin._pg.insert_statement([job], [])
+            refuse_duplicates(await self._twin._fetch("enqueue", query, params))
+        except Exception as exc:
+            _settle([(job, done)], exc)
+        else:
+            _settle([(job, done)], None)
+
+    async def aclose(self) -> None:
+        """Let the writers in flight finish (their callers are awaiting them)."""
+        if self._writers:
+            await asyncio.gather(*self._writers, return_exceptions=True)
+
+
+def _settle(
+    batch: Sequence[tuple[Insert, asyncio.Future[None]]], error: BaseException | None
+) -> None:
+    for _, done in batch:
+        if done.done():
+            continue  # its caller was cancelled; the job may be stored all the same
+        if error is None:
+            done.set_result(None)
+        elif isinstance(error, asyncio.CancelledError):
+            done.cancel()
+        else:
+            done.set_exception(error)
+
+
 class AsyncPostgresBackend(ThreadedAsyncBackend):
     """The native async twin of :class:`PostgresBackend`; see the module docstring."""
 
@@ -204,6 +302,7 @@ class AsyncPostgresBackend(ThreadedAsyncBackend):
             backend._settings.poll_interval,
             backend._q,
         )
+        self._group = _GroupInsert(self)
 
     @classmethod
     async def open(cls, url: str, *, namespace: str) -> Self:
@@ -236,6 +335,7 @@ class AsyncPostgresBackend(ThreadedAsyncBackend):
             return
         try:
             await self._done.stop()
+            await self._group.aclose()
             await self._apool.close()
         finally:
             await super().aclose()
@@ -271,6 +371,9 @@ class AsyncPostgresBackend(ThreadedAsyncBackend):
                     self._pg._insert_jobs, self._pg._pooled, request.jobs, request.skipped
                 )
                 return None
+            if len(request.jobs) == 1 and not request.skipped:
+                await self._group.insert(request.jobs[0])
+                return None
             query, params = self._pg.insert_statement(request.jobs, request.skipped)
             refuse_duplicates(await self._fetch("enqueue", query, params))
             return None
@@ -289,12 +392,18 @@ class AsyncPostgresBackend(ThreadedAsyncBackend):
     async def _fetch(
         self, what: str, query: bytes, params: Mapping[str, Any], rowcount: bool = False
     ) -> Any:
+        async with self._connection(what) as conn:
+            cur = await conn.execute(query, params, prepare=True)
+            return cur.rowcount if rowcount else await cur.fetchall()
+
+    @asynccontextmanager
+    async def _connection(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection; psycopg's errors in the block come out as qw's."""
         if self._closed:
             raise BackendUnavailable(f"postgres: {what} on a closed backend")
         with translate_errors(f"postgres: {what}"):
             async with self._apool.connection() as conn:
-                cur = await conn.execute(query, params, prepare=True)
-                return cur.rowcount if rowcount else await cur.fetchall()
+                yield conn
 
     # -- the native calls --------------------------------------------------
 
