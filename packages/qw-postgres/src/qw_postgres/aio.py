@@ -6,7 +6,8 @@ get_many, list_jobs, counts, cancel, fetch_events, ack_events, switches,
 set_enabled and now are awaited statements, with no thread. They are the
 sync backend's own operations (its ``_Plan`` generators: the same
 statements, the same decisions, the same row parsing), served here with
-awaits instead of blocking calls. ``wait_finished`` arms, reads and waits on
+awaits instead of blocking calls; concurrent single-job enqueues share one
+write (:class:`_GroupInsert`). ``wait_finished`` arms, reads and waits on
 an async LISTEN of the namespace's done channel (one connection per twin,
 opened by the first wait), so a thousand waiters hold no thread.
 
