@@ -80,8 +80,14 @@ class QwDriver(FlowDriver):
         for start in range(0, len(jobs), batch):
             client.enqueue(jobs[start : start + batch])
 
+    #: What the async client does on this store, for the report.
+    async_note = "the thread-pool wrapper (qw.aio.ThreadedAsyncBackend)"
+
     def async_settings(self, producers: int) -> str:
-        return f"qw.aio.open_async (AsyncClient), AsyncClient.enqueue of one job; {self.store_note}"
+        return (
+            "qw.aio.open_async (AsyncClient), AsyncClient.enqueue of one job per call; "
+            f"{self.async_note}; {self.store_note}"
+        )
 
     async def async_producer(self, producers: int) -> _AsyncProducer:
         from qw.aio import open_async
@@ -211,6 +217,10 @@ class QwSqlite(QwDriver):
 class QwPostgres(QwDriver):
     store = "postgres"
     store_note = "URL defaults: pool 1..10 connections, LISTEN/NOTIFY wake-ups"
+    async_note = (
+        "native (psycopg AsyncConnectionPool, pool 1..10); single-job calls that meet a busy "
+        "pool share one commit (each call returns once its own job is committed)"
+    )
 
     def url(self) -> str:
         return self.stores.postgres_db(PG_DB)
@@ -227,6 +237,7 @@ class QwPostgres(QwDriver):
 class QwRedis(QwDriver):
     store = "redis"
     store_note = "URL defaults: Lua scripts, pub/sub wake-ups"
+    async_note = "native (redis.asyncio, at most 64 connections)"
 
     def url(self) -> str:
         return self.stores.redis
