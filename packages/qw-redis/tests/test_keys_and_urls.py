@@ -20,7 +20,7 @@ from qw_redis.keys import (
     lua_prelude,
     referenced_keys,
 )
-from qw_redis.scripts import FLOWS, NAMES, key_names, source
+from qw_redis.scripts import FLOWS, NAMES, key_names, reached, source
 from qw_redis.urls import parse_url
 
 
@@ -77,7 +77,11 @@ def test_the_lua_prelude_names_keys_in_the_order_python_sends_them() -> None:
     with pytest.raises(ValueError, match="nope"):
         lua_prelude("PUBLISH", keys=("nope",))
     for name in NAMES:
-        assert source(name, "SPUBLISH").count("local PUBCMD = 'SPUBLISH'") == 1
+        # Declared once in a script that publishes, not at all in one that never does.
+        code = source(name, "SPUBLISH")
+        assert code.count("local PUBCMD = 'SPUBLISH'") == int("PUBCMD," in code), name
+    assert "local PUBCMD" in source("enqueue", "SPUBLISH")
+    assert "local PUBCMD" not in source("now", "SPUBLISH")
 
 
 def test_a_script_declares_the_keys_its_code_reaches_in_layout_order() -> None:
@@ -226,3 +230,32 @@ def test_the_display_url_hides_secret_options_too() -> None:
     shown = parse_url(f"redis://h:6379/0?ssl_password={PW}").display
     assert PW not in shown
     assert "ssl_password=***" in shown
+
+
+def test_a_script_holds_only_the_shared_definitions_its_code_reaches() -> None:
+    library = (
+        "local N = tonumber(ARGV[1])\n"
+        "for i = 1, N do end\n"
+        "-- about f\n"
+        "local function f(x) return g(x) end\n"
+        "local g\n"
+        "local function unused() return 'f(1)' end\n"  # a string reaches nothing
+        "g = function(x)\n  return x.unused\nend\n"  # nor does a field
+        "local T, U = {}, {}\n"
+    )
+    kept = reached(library, "return f(1) .. #U")
+    assert kept == (
+        "local N = tonumber(ARGV[1])\n"
+        "for i = 1, N do end\n"
+        "-- about f\n"
+        "local function f(x) return g(x) end\n"
+        "local g\n"
+        "g = function(x)\n  return x.unused\nend\n"
+        "local T, U = {}, {}\n"
+        "return f(1) .. #U"
+    )
+    # A script's unreached helpers are not composed in, nor their keys declared.
+    assert "local function flush()" not in source("get", "PUBLISH")
+    assert "local function mark_parked" not in source("enqueue", "PUBLISH")
+    assert "local function mark_parked" in source("claim", "PUBLISH")
+    assert "pwake" not in key_names("enqueue")
