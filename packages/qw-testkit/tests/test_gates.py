@@ -45,6 +45,9 @@ def test_every_boolean_capability_can_be_required() -> None:
         "atomic_settle",
         "limits",
         "schedules",
+        "progress",
+        "result_wakeup",
+        "transactional",
     }
     for flag in booleans:
         requires(flag)
