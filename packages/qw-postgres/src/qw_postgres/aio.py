@@ -37,6 +37,7 @@ from qw.aio import ThreadedAsyncBackend
 from qw.contract import Insert, Switches, WorkflowInsert
 from qw.errors import BackendConflict, BackendUnavailable, InvalidInput
 from qw.model import Enqueued, Event, Job, JobStatus
+from qw.plans import adrive
 from qw_postgres.backend import (
     _T,
     COPY_MIN_JOBS,
@@ -344,21 +345,8 @@ class AsyncPostgresBackend(ThreadedAsyncBackend):
     # -- serving the sync backend's plans with awaits ----------------------
 
     async def _run_plan(self, plan: _Plan[_T]) -> _T:
-        """:func:`qw_postgres.backend.run_plan`, each request awaited."""
-        reply: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                request = plan.send(reply) if error is None else plan.throw(error)
-            except StopIteration as stop:
-                result: _T = stop.value
-                return result
-            error = None
-            try:
-                reply = await self._serve(request)
-            except Exception as exc:
-                error = exc
-                reply = None
+        """Drive ``plan`` (:func:`qw.plans.adrive`), each request awaited."""
+        return await adrive(plan, self._serve)
 
     async def _serve(self, request: _Request) -> Any:
         if isinstance(request, _Fetch):

@@ -72,6 +72,7 @@ from qw.model import (
     Workflow,
     WorkflowState,
 )
+from qw.plans import drive
 from qw.transitions import (
     Ready,
     Transition,
@@ -455,28 +456,8 @@ class _CancelStep(NamedTuple):
 _Request = _Fetch | _InsertJobs | _Wake | _CancelStep
 #: An operation written once, as the requests it makes and what it does with
 #: the answers: the sync backend serves them on its pool or the application's
-#: connection, the async twin (qw_postgres.aio) with awaits.
+#: connection, the async twin (qw_postgres.aio) with awaits (qw.plans drives both).
 _Plan = Generator[_Request, Any, _T]
-
-
-def run_plan(plan: _Plan[_T], serve: Callable[[_Request], Any]) -> _T:
-    """Drive ``plan``, answering each request by ``serve``; an error goes back into the plan."""
-    reply: Any = None
-    error: Exception | None = None
-    while True:
-        try:
-            request = plan.send(reply) if error is None else plan.throw(error)
-        except StopIteration as stop:
-            result: _T = stop.value
-            return result
-        error = None
-        try:
-            reply = serve(request)
-        except Exception as exc:
-            # Into the plan, which handles what it expects (a dedupe race)
-            # and lets the rest through unchanged.
-            error = exc
-            reply = None
 
 
 class PostgresBackend:
@@ -662,7 +643,7 @@ class PostgresBackend:
                 return None
             return self._cancel_step(request.job_id, request.queue, request.workflow)
 
-        return run_plan(plan, serve)
+        return drive(plan, serve)
 
     def now(self) -> datetime:
         return self._run(self._pooled, self._now_plan())

@@ -34,6 +34,7 @@ from redis.backoff import NoBackoff
 from qw.aio import ThreadedAsyncBackend
 from qw.contract import Insert, Switches, WorkflowInsert
 from qw.model import Enqueued, Event, Job, JobStatus
+from qw.plans import adrive
 from qw_redis.backend import RedisBackend
 from qw_redis.connect import subscriber_url
 from qw_redis.errors import translated
@@ -138,13 +139,7 @@ class AsyncRedisBackend(ThreadedAsyncBackend):
 
     async def _drive(self, plan: Plan[T]) -> T:
         """Run ``plan`` (see :mod:`qw_redis.plans`) with the async client."""
-        reply: Any = None
-        while True:
-            try:
-                op = plan.send(reply)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            reply = await self._do(op)
+        return await adrive(plan, self._do)
 
     # -- the native calls ------------------------------------------------------
 

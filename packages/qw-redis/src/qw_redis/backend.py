@@ -35,6 +35,7 @@ from qw.model import (
     Workflow,
     WorkflowState,
 )
+from qw.plans import drive
 from qw.transitions import (
     Transition,
     plan_cancel_queued,
@@ -299,13 +300,7 @@ class RedisBackend:
 
     def _drive(self, plan: Plan[T]) -> T:
         """Run ``plan`` (see :mod:`qw_redis.plans`) with the blocking client."""
-        reply: Any = None
-        while True:
-            try:
-                op = plan.send(reply)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            reply = self._do(op)
+        return drive(plan, self._do)
 
     def _remember(self, job_id: str, queue: str) -> None:
         if len(self._queue_of) >= _QUEUE_CACHE_MAX:
