@@ -2,8 +2,8 @@
 
 ``python3 -m nox`` with no arguments runs what CI runs (``nox.options.sessions``):
 lint, typecheck, the unit tests on 3.11, the storage contract on 3.12 for
-every backend, the out-of-tree example backend proved with the kit, and the
-FastAPI example's API tests.
+every backend, the out-of-tree example backend proved with the kit, the
+FastAPI example's API tests, and qw-django on a real Django project.
 ``nox -s "contract-3.12(redis)"`` runs one backend's contract.
 
 Server URLs come from ``QW_TEST_POSTGRES_URL``, ``QW_TEST_REDIS_URL`` and
