@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from qw.contract import Insert
 from qw.errors import InvalidInput, InvalidWorkflow, Unsupported
 from qw.model import JobStatus, Lease, Limit, NewJob, WorkflowState
+from qw.payload import with_headers
 from qw.validation import (
     MAX_ATTEMPTS,
     MAX_BATCH,
@@ -24,6 +25,7 @@ from qw.validation import (
     check_lease_token,
     check_limit,
     check_limit_key,
+    encode_json_sized,
     is_int_in,
     is_seconds,
     validate_new_jobs,
@@ -34,6 +36,7 @@ from qw.validation import (
 
 if TYPE_CHECKING:
     from qw.capabilities import Capabilities
+    from qw.model import Enqueued
 
 __all__ = [
     "RESULT_POLL_FIRST_S",
@@ -99,6 +102,45 @@ def job_batch(jobs: Sequence[NewJob], capabilities: Capabilities) -> tuple[list[
     return cast("list[NewJob]", batch_), payloads
 
 
+class EnqueueHooks(Protocol):
+    """The enqueue hooks a client calls (:class:`qw.plugin.manager.QwPluginManager` is one)."""
+
+    def implements(self, hook: str) -> bool: ...
+
+    def job_enqueuing(self, jobs: Sequence[NewJob], workflow: str | None) -> dict[str, str]: ...
+
+    def jobs_enqueued(
+        self, jobs: Sequence[NewJob], enqueued: Sequence[Enqueued], workflow: str | None
+    ) -> None: ...
+
+
+def with_plugin_headers(
+    plugins: EnqueueHooks,
+    jobs: Sequence[NewJob],
+    payloads: list[str],
+    workflow: str | None,
+    limit: int,
+) -> list[str]:
+    """``payloads`` of checked ``jobs``, each task payload carrying the plugins' headers.
+
+    Calls ``qw_job_enqueuing`` only when a plugin implements it, and
+    re-encodes only when one gave headers: the common path costs one check.
+    A payload the headers push over ``limit`` is refused like any other.
+    """
+    if not plugins.implements("qw_job_enqueuing"):
+        return payloads
+    headers = plugins.job_enqueuing(jobs, workflow)
+    if not headers:
+        return payloads
+    out = []
+    for job, text in zip(jobs, payloads, strict=True):
+        headed = with_headers(job.payload, headers)
+        out.append(
+            text if headed is job.payload else encode_json_sized(headed, "payload", limit)[0]
+        )
+    return out
+
+
 def checked_inserts(
     jobs: list[NewJob], payloads: list[str], capabilities: Capabilities, backend: str
 ) -> list[Insert]:
@@ -113,16 +155,20 @@ def step_inserts(
     outside: frozenset[str],
     capabilities: Capabilities,
     backend: str,
+    plugins: EnqueueHooks,
 ) -> list[Insert]:
-    """The checked steps of one create or add call, as ``Insert``s of ``workflow_id``."""
+    """The checked steps of one create or add call, as ``Insert``s of ``workflow_id``.
+
+    The plugins' headers (``qw_job_enqueuing``) go into the steps' payloads.
+    """
     validate_workflow_id(workflow_id)
     batch_ = list(steps) if not isinstance(steps, NewJob) else steps
-    payloads = validate_workflow_steps(
-        batch_, limit=capabilities.max_payload_bytes, outside=outside
-    )
+    limit = capabilities.max_payload_bytes
+    payloads = validate_workflow_steps(batch_, limit=limit, outside=outside)
     # A bare NewJob was refused above.
     jobs = cast("list[NewJob]", batch_)
     require_limits(capabilities, backend, jobs)
+    payloads = with_plugin_headers(plugins, jobs, payloads, workflow_id, limit)
     return [insert(step, text, workflow_id) for step, text in zip(jobs, payloads, strict=True)]
 
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from qw import calls
 from qw.calls import RESULT_POLL_FIRST_S, RESULT_POLL_MAX_S, batch, check_lease
@@ -71,6 +72,9 @@ from qw.validation import (
     validate_workflow_id,
 )
 
+if TYPE_CHECKING:
+    from qw.calls import EnqueueHooks
+
 # MAX_BATCH lives in qw.validation with the other bounds, the result poll's
 # pauses in qw.calls (both clients poll alike); importable here as before.
 __all__ = ["MAX_BATCH", "RESULT_POLL_FIRST_S", "RESULT_POLL_MAX_S", "Client"]
@@ -83,8 +87,19 @@ class Client:
     ``thread_safe``. Use it as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, plugins: EnqueueHooks | None = None) -> None:
         self._backend = backend
+        self._plugin_manager = plugins
+
+    @property
+    def plugins(self) -> EnqueueHooks:
+        """The plugins whose enqueue hooks this client calls (default: every installed one)."""
+        if self._plugin_manager is None:
+            # Imported here: pluggy and the plugins load on the first enqueue, not at import.
+            from qw.plugin.manager import installed
+
+            self._plugin_manager = installed()
+        return self._plugin_manager
 
     @property
     def backend(self) -> Backend:
@@ -150,10 +165,15 @@ class Client:
         tx = None if connection is None else self._app_connection(connection)
         if not jobs:
             return []
+        plugins = self.plugins
+        payloads = calls.with_plugin_headers(plugins, jobs, payloads, None, self._limit)
         inserts = calls.checked_inserts(jobs, payloads, self.capabilities, self._backend.name)
         if tx is not None:
-            return self._backend.enqueue_in(tx, inserts)
-        return self._backend.enqueue(inserts)
+            answers = self._backend.enqueue_in(tx, inserts)
+        else:
+            answers = self._backend.enqueue(inserts)
+        plugins.jobs_enqueued(jobs, answers, None)
+        return answers
 
     def _app_connection(self, connection: object) -> object:
         """The driver connection behind the app's ``connection``, if the store can use it."""
@@ -185,14 +205,17 @@ class Client:
         ``created=False``: a retried request is safe. ``connection`` writes
         it in the application's transaction, as in :meth:`enqueue`.
         """
+        tx = None if connection is None else self._app_connection(connection)
         inserts = self._step_inserts(workflow_id, steps, frozenset())
         calls.check_output(output, inserts)
         record = WorkflowInsert(workflow_id, output)
-        if connection is not None:
-            tx = self._app_connection(connection)
+        if tx is not None:
             created = self._backend.create_workflow_in(tx, record, inserts)
         else:
             created = self._backend.create_workflow(record, inserts)
+        self.plugins.jobs_enqueued(
+            steps, [Enqueued(step.id, created) for step in steps], workflow_id
+        )
         return Enqueued(workflow_id, created=created)
 
     def add_steps(self, lease: Lease, workflow_id: str, steps: Sequence[NewJob]) -> bool:
@@ -212,6 +235,7 @@ class Client:
                 f"cannot add steps from job {lease.job_id}: its lease is no longer held, "
                 "or its workflow was cancelled",
             )
+        self.plugins.jobs_enqueued(steps, [Enqueued(step.id, added) for step in steps], workflow_id)
         return added
 
     def _step_inserts(
@@ -219,7 +243,7 @@ class Client:
     ) -> list[Insert]:
         """The checked steps of one create or add call, as ``Insert``s of ``workflow_id``."""
         return calls.step_inserts(
-            workflow_id, steps, outside, self.capabilities, self._backend.name
+            workflow_id, steps, outside, self.capabilities, self._backend.name, self.plugins
         )
 
     def get_workflow(self, workflow_id: str) -> Workflow:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from qw.client import Client
 from qw.errors import ConfigurationError, InvalidName
 from qw.registry import load_backend
 from qw.validation import validate_namespace
+
+if TYPE_CHECKING:
+    from qw.calls import EnqueueHooks
 
 __all__ = ["DEFAULT_NAMESPACE", "DEFAULT_URL", "open", "resolve_namespace", "resolve_url"]
 
@@ -54,15 +58,19 @@ def resolve_namespace(namespace: str | None = None) -> str:
     return validate_namespace(namespace)
 
 
-def open(url: str | None = None, *, namespace: str | None = None) -> Client:
+def open(
+    url: str | None = None, *, namespace: str | None = None, plugins: EnqueueHooks | None = None
+) -> Client:
     """Open ``namespace`` on the store at ``url``.
 
     ``url`` defaults to ``$QW_URL``, then to :data:`DEFAULT_URL`;
     ``namespace`` to ``$QW_NAMESPACE``, then ``"default"``; an empty one is
     an error, not a default. The namespace is checked before the backend is
-    even loaded.
+    even loaded. ``plugins`` are the plugins whose enqueue hooks the client
+    calls; by default every installed ``qw.plugins`` entry point
+    (:func:`qw.plugin.manager.installed`), loaded on the first enqueue.
     """
     ns = resolve_namespace(namespace)
     target = resolve_url(url)
     backend_cls = load_backend(target)
-    return Client(backend_cls.from_url(target, namespace=ns))
+    return Client(backend_cls.from_url(target, namespace=ns), plugins=plugins)

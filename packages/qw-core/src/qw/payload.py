@@ -6,6 +6,10 @@ list of ``[where, ids]`` pairs, ``where`` an index into ``args`` or a key of
 result goes there) or a list of them (the list of their results). The worker
 puts the results in with :func:`resolve_refs` before it calls the task.
 
+A payload may carry ``"headers"`` too: string entries that plugins set at
+enqueue (``qw_job_enqueuing``; trace context, for one) and read back from the
+job with :func:`job_headers`. The task never sees them.
+
 A job enqueued through :class:`qw.App` carries this JSON object; a worker
 reads it back with :func:`decode_task_payload`. Both directions check the
 same shape, so a malformed payload is refused at enqueue and fails its job
@@ -22,13 +26,19 @@ from qw.errors import InvalidPayload
 from qw.model import JSONValue
 
 __all__ = [
+    "HEADERS",
     "Ref",
     "TaskInvocation",
     "decode_task_payload",
+    "job_headers",
     "resolve_refs",
     "task_name_of",
     "task_payload",
+    "with_headers",
 ]
+
+#: The task payload's key for plugin headers.
+HEADERS = "headers"
 
 #: Where a parent's result goes (an args index or a kwargs key), and which
 #: step's result (an id) or steps' results (a list of ids, in order).
@@ -154,6 +164,27 @@ def task_name_of(payload: JSONValue) -> str | None:
     """The task a payload names, or None when it names none (for display and events)."""
     name = payload.get("task") if isinstance(payload, dict) else None
     return name if isinstance(name, str) else None
+
+
+def with_headers(payload: JSONValue, headers: Mapping[str, str]) -> JSONValue:
+    """``payload`` with ``headers`` added to its own, if it is a task payload; else unchanged.
+
+    A new object: the caller's payload is never modified.
+    """
+    if not headers or task_name_of(payload) is None:
+        return payload
+    assert isinstance(payload, dict)
+    own = payload.get(HEADERS)
+    merged = {**own, **headers} if isinstance(own, dict) else dict(headers)
+    return {**payload, HEADERS: merged}
+
+
+def job_headers(payload: JSONValue) -> Mapping[str, str]:
+    """The plugin headers a job's payload carries; empty when it has none (or bad ones)."""
+    headers = payload.get(HEADERS) if isinstance(payload, dict) else None
+    if not isinstance(headers, dict):
+        return {}
+    return {k: v for k, v in headers.items() if isinstance(v, str)}
 
 
 def _kind(value: object) -> str:

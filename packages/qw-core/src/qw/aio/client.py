@@ -28,6 +28,7 @@ from qw.validation import (
 
 if TYPE_CHECKING:
     from qw.aio.contract import AsyncBackend
+    from qw.calls import EnqueueHooks
     from qw.capabilities import Capabilities
     from qw.contract import Switches
     from qw.model import (
@@ -55,8 +56,18 @@ class AsyncClient:
     :meth:`aclose`. Many tasks of one loop may share it.
     """
 
-    def __init__(self, backend: AsyncBackend) -> None:
+    def __init__(self, backend: AsyncBackend, *, plugins: EnqueueHooks | None = None) -> None:
         self._backend = backend
+        self._plugin_manager = plugins
+
+    @property
+    def plugins(self) -> EnqueueHooks:
+        """The plugins whose enqueue hooks this client calls (default: every installed one)."""
+        if self._plugin_manager is None:
+            from qw.plugin.manager import installed
+
+            self._plugin_manager = installed()
+        return self._plugin_manager
 
     @property
     def backend(self) -> AsyncBackend:
@@ -108,8 +119,13 @@ class AsyncClient:
         """Enqueue a batch that passed :func:`~qw.validation.validate_new_jobs`."""
         if not jobs:
             return []
+        plugins = self.plugins
+        limit = self.capabilities.max_payload_bytes
+        payloads = calls.with_plugin_headers(plugins, jobs, payloads, None, limit)
         inserts = calls.checked_inserts(jobs, payloads, self.capabilities, self._backend.name)
-        return await self._backend.enqueue(inserts)
+        answers = await self._backend.enqueue(inserts)
+        plugins.jobs_enqueued(jobs, answers, None)
+        return answers
 
     async def enqueue_one(
         self, queue: str, payload: JSONValue = None, **options: object
@@ -126,10 +142,13 @@ class AsyncClient:
         from qw.model import Enqueued
 
         inserts = calls.step_inserts(
-            workflow_id, steps, frozenset(), self.capabilities, self._backend.name
+            workflow_id, steps, frozenset(), self.capabilities, self._backend.name, self.plugins
         )
         calls.check_output(output, inserts)
         created = await self._backend.create_workflow(WorkflowInsert(workflow_id, output), inserts)
+        self.plugins.jobs_enqueued(
+            steps, [Enqueued(step.id, created) for step in steps], workflow_id
+        )
         return Enqueued(workflow_id, created=created)
 
     async def get_workflow(self, workflow_id: str) -> Workflow:

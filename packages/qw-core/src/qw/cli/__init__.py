@@ -1,7 +1,9 @@
 """The ``qw`` command line.
 
 Each command lives in a module of its own and is registered here: adding one
-is an import and a ``main.add_command(...)`` line. Commands take the shared
+is an import and a ``main.add_command(...)`` line; other distributions add
+theirs through the ``qw.commands`` entry-point group (:mod:`qw.cli.extensions`).
+Commands take the shared
 options from :mod:`qw.cli._common` (``--url``/``QW_URL``,
 ``--namespace``/``QW_NAMESPACE``, ``--json``); a :class:`~qw.errors.QwError`
 they raise becomes a one-line message and a documented exit code.
@@ -12,11 +14,12 @@ from __future__ import annotations
 import click
 
 from qw import __version__
-from qw.cli._common import EXIT_CODES_HELP, QwGroup
+from qw.cli._common import EXIT_CODES_HELP
 from qw.cli.backends import backends
 from qw.cli.demo import demo
 from qw.cli.enqueue import enqueue
 from qw.cli.events import events
+from qw.cli.extensions import ExtensibleGroup
 from qw.cli.jobs import jobs
 from qw.cli.limits import limits
 from qw.cli.migrate import migrate
@@ -31,7 +34,7 @@ __all__ = ["main"]
 
 
 @click.group(
-    cls=QwGroup,
+    cls=ExtensibleGroup,
     epilog=EXIT_CODES_HELP,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
@@ -13,9 +14,10 @@ from qw.errors import PluginError
 from qw.plugin import NAME, hookimpl, spec
 
 if TYPE_CHECKING:
-    from qw.model import Job, JobStatus, JSONValue, WorkerInfo
+    from qw.client import Client
+    from qw.model import Enqueued, Job, JobStatus, JSONValue, NewJob, WorkerInfo
 
-__all__ = ["PLUGIN_GROUP", "QwPluginManager"]
+__all__ = ["PLUGIN_GROUP", "QwPluginManager", "installed"]
 
 PLUGIN_GROUP = "qw.plugins"
 log = logging.getLogger("qw.plugin")
@@ -60,6 +62,10 @@ class QwPluginManager:
             loaded.append(ep.name)
         return loaded
 
+    def implements(self, hook: str) -> bool:
+        """Whether any registered plugin implements ``hook`` (a cheap check for hot paths)."""
+        return bool(getattr(self._pm.hook, hook).get_hookimpls())
+
     def _notify(self, hook: str, **kwargs: Any) -> None:
         for impl in reversed(getattr(self._pm.hook, hook).get_hookimpls()):
             try:
@@ -67,11 +73,32 @@ class QwPluginManager:
             except Exception:
                 log.exception("qw plugin %s failed in %s", impl.plugin_name, hook)
 
-    def worker_started(self, worker: WorkerInfo) -> None:
-        self._notify("qw_worker_started", worker=worker)
+    def job_enqueuing(self, jobs: Sequence[NewJob], workflow: str | None) -> dict[str, str]:
+        """The headers the plugins give ``jobs``; a plugin's non-string entries are dropped."""
+        headers: dict[str, str] = {}
+        self._notify("qw_job_enqueuing", jobs=jobs, workflow=workflow, headers=headers)
+        bad = [k for k, v in headers.items() if not (isinstance(k, str) and isinstance(v, str))]
+        for key in bad:
+            log.warning("qw plugins set header %r to a non-string; dropped", key)
+            del headers[key]
+        return headers
 
-    def worker_stopped(self, worker: WorkerInfo) -> None:
-        self._notify("qw_worker_stopped", worker=worker)
+    def jobs_enqueued(
+        self, jobs: Sequence[NewJob], enqueued: Sequence[Enqueued], workflow: str | None
+    ) -> None:
+        self._notify("qw_jobs_enqueued", jobs=jobs, enqueued=enqueued, workflow=workflow)
+
+    def worker_started(self, worker: WorkerInfo, client: Client) -> None:
+        self._notify("qw_worker_started", worker=worker, client=client)
+
+    def worker_stopped(self, worker: WorkerInfo, client: Client) -> None:
+        self._notify("qw_worker_stopped", worker=worker, client=client)
+
+    def lease_lost(self, job: Job, worker: WorkerInfo) -> None:
+        self._notify("qw_lease_lost", job=job, worker=worker)
+
+    def jobs_reclaimed(self, count: int, worker: WorkerInfo) -> None:
+        self._notify("qw_jobs_reclaimed", count=count, worker=worker)
 
     def job_claimed(self, job: Job, worker: WorkerInfo) -> None:
         self._notify("qw_job_claimed", job=job, worker=worker)
@@ -104,6 +131,26 @@ class QwPluginManager:
         if len(hook.get_hookimpls()) == 1:
             return run()
         return hook(job=job, run=run)  # type: ignore[no-any-return]
+
+
+_installed: QwPluginManager | None = None
+_installed_lock = threading.Lock()
+
+
+def installed() -> QwPluginManager:
+    """The process's manager of every installed ``qw.plugins`` entry point, loaded on first use.
+
+    Clients use it unless given one of their own. Raises
+    :class:`~qw.errors.PluginError` (every call, until fixed) when a plugin
+    fails to load.
+    """
+    global _installed
+    with _installed_lock:
+        if _installed is None:
+            manager = QwPluginManager()
+            manager.load_entry_points()
+            _installed = manager
+        return _installed
 
 
 class _RunJob:

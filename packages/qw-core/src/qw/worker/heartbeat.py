@@ -36,6 +36,8 @@ class Housekept(Protocol):
 
     def renew_leases(self, client: Client) -> None: ...
 
+    def reclaimed(self, count: int) -> None: ...
+
     def expire_timeouts(self, now: float) -> None: ...
 
 
@@ -97,6 +99,7 @@ class Heartbeat:
         count = self._client.reclaim_expired()
         if count:
             log.info("requeued or failed %d jobs whose leases expired", count)
+            self._host.reclaimed(count)
 
     @staticmethod
     def _guard(what: str, fn: object, *args: object) -> None:

@@ -208,7 +208,7 @@ class Worker:
             heartbeat.start()
             if scheduler is not None:
                 scheduler.start(lambda: self._stop_requested)
-            self.plugins.worker_started(self.info)
+            self.plugins.worker_started(self.info, client)
             log.debug("worker %s started on %s", self.id, ",".join(self.config.queues))
             self._running.set()
             with tuned_gc(self.config.tune_gc):
@@ -232,7 +232,7 @@ class Worker:
             until = time.monotonic() + _THREADS_EXIT_S
             self._pool.stop(_THREADS_EXIT_S)
             self._async.stop(max(until - time.monotonic(), 0.0))
-            self.plugins.worker_stopped(self.info)
+            self.plugins.worker_stopped(self.info, client)
             for extra in opened:
                 extra.close()
             log.info("worker %s stopped: %s", self.id, self.stats)
@@ -491,6 +491,7 @@ class Worker:
         if status is None:
             stats.add("lost")
             log.warning("job %s: lease lost before its outcome was written", rec.id)
+            self.plugins.lease_lost(rec.job, self._info)
         elif isinstance(outcome, Complete):
             stats.add("succeeded")
         elif isinstance(outcome, Fail):
@@ -517,6 +518,10 @@ class Worker:
                 self._inflight.pop(rec.id, None)
                 self._cond.notify_all()
 
+    def reclaimed(self, count: int) -> None:
+        """The heartbeat's reclaim sweep requeued or failed ``count`` expired jobs."""
+        self.plugins.jobs_reclaimed(count, self._info)
+
     def renew_leases(self, client: Client) -> None:
         with self._cond:
             held = [rec for rec in self._inflight.values() if not rec.settled]
@@ -542,6 +547,7 @@ class Worker:
         if rec.is_async:
             self._async.cancel(rec, "lost")
         self.stats.add("lost")
+        self.plugins.lease_lost(rec.job, self._info)
         self._free(rec)
 
     def expire_timeouts(self, now: float) -> None:
