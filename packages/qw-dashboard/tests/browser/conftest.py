@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -137,7 +138,9 @@ def start_dashboard(store: Store) -> Iterator[Callable[..., Dashboard]]:
     yield start
     for dash in started:
         code = dash.stop()
-        assert code == 0, f"qw dashboard exited with {code}:\n{dash.output()}"
+        # uvicorn shuts down cleanly on SIGTERM, then re-raises it (exit -15).
+        assert code in (0, -signal.SIGTERM), f"qw dashboard exited with {code}:\n{dash.output()}"
+        assert "Application shutdown complete" in dash.output(), dash.output()
         assert "Traceback" not in dash.output(), dash.output()
 
 
