@@ -146,7 +146,9 @@ class Web:
         if csrf:
             assert self.csrf is not None
             form.setdefault("csrf", self.csrf)
-        kw.setdefault("headers", {}).setdefault("origin", BASE)
+        headers = kw.setdefault("headers", {})
+        if "origin" not in headers and "referer" not in headers:
+            headers["origin"] = BASE
         return await self.http.post(path, data=form, **kw)
 
 
