@@ -103,3 +103,18 @@ def test_empty() -> None:
     placed = layout([], [])
     assert placed.nodes == ()
     assert placed.edges == ()
+
+
+def test_an_edge_spanning_layers_runs_between_the_boxes() -> None:
+    # a → b → c, and a → c directly: the long edge gets a waypoint in b's layer.
+    placed = layout(["a", "b", "c"], [("a", "b"), ("b", "c"), ("a", "c")])
+    b = next(n for n in placed.nodes if n.id == "b")
+    (long_edge,) = [e for e in placed.edges if (e.parent, e.child) == ("a", "c")]
+    lines = [part for part in long_edge.d.split() if part.startswith("L")]
+    assert len(lines) == 1
+    x, y = (int(v) for v in lines[0][1:].split(","))
+    assert x == b.x + b.w
+    assert not b.y <= y <= b.y + b.h
+    # Short edges have no waypoint.
+    (short,) = [e for e in placed.edges if (e.parent, e.child) == ("a", "b")]
+    assert "L" not in short.d
