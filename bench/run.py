@@ -21,7 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench import limits, machine, report
+from bench import limits, machine, plugins, report
 from bench.config import ROOT, Plan, Stores, full_plan, quick_plan
 from bench.drivers import ALL, QW
 
@@ -35,9 +35,20 @@ def log(msg: str) -> None:
 
 
 def run_phase(
-    driver: str, phase: str, plan: Plan, workdir: Path, timeout: float, **args: Any
+    driver: str,
+    phase: str,
+    plan: Plan,
+    workdir: Path,
+    timeout: float,
+    *,
+    module: str = "bench.phase",
+    **args: Any,
 ) -> dict[str, Any]:
-    """Run one phase in its own process group; kill the group at ``timeout``."""
+    """Run one phase in its own process group; kill the group at ``timeout``.
+
+    ``module`` is what runs it (``python -m MODULE phase SPEC`` for any but
+    bench.phase, which takes SPEC alone).
+    """
     spec = {
         "driver": driver,
         "phase": phase,
@@ -49,8 +60,9 @@ def run_phase(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     started = time.monotonic()
+    sub = [] if module == "bench.phase" else ["phase"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.phase", json.dumps(spec)],
+        [sys.executable, "-m", module, *sub, json.dumps(spec)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -88,7 +100,7 @@ def parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     p.add_argument(
         "--skip",
         default="",
-        help="phases to skip: enqueue,aenqueue,drain,wakeup,backlog,workflows,limits",
+        help="phases to skip: enqueue,aenqueue,drain,wakeup,backlog,workflows,limits,plugins",
     )
     p.add_argument("--aenqueue-n", type=int, help="jobs per async enqueue run (default 20,000)")
     p.add_argument(
@@ -118,6 +130,16 @@ def parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         type=int,
         help="throttled jobs queued ahead in the limits claim latency (default 100,000; "
         "quick 10,000)",
+    )
+    p.add_argument(
+        "--plugins-n", type=int, help="jobs per drain of the plugins phase (default 20,000)"
+    )
+    p.add_argument(
+        "--plugins-concurrency",
+        help="comma-separated concurrencies of the plugins drains (default 1,16; quick 4)",
+    )
+    p.add_argument(
+        "--plugins-reps", type=int, help="rounds of every plugins config (default 5; quick 3)"
     )
     p.add_argument("--name", help="results file stem (default: the plan's name)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
@@ -163,12 +185,33 @@ def limits_sizes(plan: Plan, ns: argparse.Namespace) -> limits.Sizes:
     )
 
 
+def plugins_sizes(ns: argparse.Namespace) -> plugins.Sizes:
+    """The plugins phase's sizes from the ``--plugins-*`` options."""
+    cs = getattr(ns, "plugins_concurrency", None)
+    return plugins.Sizes.of(
+        quick=bool(getattr(ns, "quick", False)),
+        n=getattr(ns, "plugins_n", None),
+        concurrencies=tuple(int(c) for c in cs.split(",")) if cs else None,
+        reps=getattr(ns, "plugins_reps", None),
+    )
+
+
+def run_plugins(driver: str, plan: Plan, workdir: Path, sizes: plugins.Sizes) -> dict[str, Any]:
+    """The plugins phase: qw's drain with its plugins off, metrics, tracing, both."""
+
+    def one(driver: str, phase: str, timeout: float, **args: Any) -> dict[str, Any]:
+        return run_phase(driver, phase, plan, workdir, timeout, module="bench.plugins", **args)
+
+    return plugins.run(driver, sizes, one, log)
+
+
 def run_system(
     driver: str,
     plan: Plan,
     workdir: Path,
     skip: set[str],
     sizes: limits.Sizes | None = None,
+    plugin_sizes: plugins.Sizes | None = None,
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": driver}
     info = run_phase(driver, "info", plan, workdir, 60)
@@ -243,6 +286,10 @@ def run_system(
     if driver in QW and "limits" not in skip:
         entry["limits"] = run_limits(
             driver, plan, workdir, sizes or limits.Sizes.of(plan, quick=False)
+        )
+    if driver in plugins.STORES and "plugins" not in skip:
+        entry["plugins"] = run_plugins(
+            driver, plan, workdir, plugin_sizes or plugins.Sizes.of(quick=False)
         )
     cleanup(driver, plan, workdir)
     return entry
@@ -359,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     stores = Stores.from_env(workdir)
     skip = {s.strip() for s in ns.skip.split(",") if s.strip()}
     sizes = limits_sizes(plan, ns)
+    plugin_sizes = plugins_sizes(ns)
     log(
         f"plan {plan.name}: drain n={plan.drain_n:,} at concurrency {plan.concurrencies}; "
         f"backlog {plan.backlog:,}; {plan.wake_samples} wake-up samples; workflows: chain "
@@ -375,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     systems: dict[str, Any] = {}
     for driver in plan.systems:
-        systems[driver] = run_system(driver, plan, workdir, skip, sizes)
+        systems[driver] = run_system(driver, plan, workdir, skip, sizes, plugin_sizes)
     described["load_at_end"] = machine.load()
     data = {
         "plan": asdict(plan),
@@ -386,11 +434,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     if "limits" not in skip:
         data["limits_plan"] = asdict(sizes)
-    data["goals"] = report.goals(data)
+    if "plugins" not in skip:
+        data["plugins_plan"] = asdict(plugin_sizes)
+    found = report.goals(data)
+    # The plugins goals, unless bench/report.py lists them itself.
+    data["goals"] = found + [g for g in plugins.goals(systems) if g not in found]
     paths = report.write(data, out_dir, plan.name)
     for path in paths:
         log(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    failed = [d for d, e in systems.items() if report.failures(e)]
+    failed = [d for d, e in systems.items() if report.failures(e) or plugins.failures(e)]
     if failed:
         log(f"phases failed for: {', '.join(failed)} (see the report)")
     # A peer that fails is a finding for the report; qw failing fails the run.
