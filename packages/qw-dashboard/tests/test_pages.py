@@ -425,3 +425,19 @@ async def test_ids_holding_slashes_and_dots_are_reachable(
         response = await web.post(Urls.job(ns, job_id, "cancel"))
         assert response.status_code == 303, (job_id, response.text[:300])
         assert client.get(job_id).status is JobStatus.CANCELLED, job_id
+
+
+async def test_a_worker_style_error_shows_its_summary_and_traceback_as_lines(
+    web: Web, store: Store, client: qw.Client
+) -> None:
+    client.enqueue_one("emails", task("app.send"), max_attempts=1)
+    trace = 'Traceback (most recent call last):\n  File "app.py", line 3\nValueError: <b>bad</b>\n'
+    job_id = fail_one(
+        client, "emails", {"type": "ValueError", "message": "bad", "traceback": trace}
+    )
+    response = await web.get(Urls.job(store.namespace, job_id))
+    assert "<b>bad</b>" not in response.text
+    doc = Page(response.text)
+    assert doc.by_id("job-error-summary").text == "ValueError: bad"
+    assert doc.find("pre", data_error_field="traceback").text == trace
+    assert "\\n" in doc.by_id("job-error").text  # the JSON itself stays JSON

@@ -14,7 +14,7 @@ from typing import Any
 
 from qw.cli.limits import key_state_name, limit_text
 from qw.client import Client
-from qw.display import escape_json, progress_text
+from qw.display import escape_json, escape_text, progress_text
 from qw.errors import InvalidInput
 from qw.model import Job, JobStatus, WorkflowState
 from qw.payload import task_name_of
@@ -56,6 +56,30 @@ def pretty(value: object) -> str:
     """
     text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
     return escape_json(text)
+
+
+def multiline_fields(value: object) -> list[tuple[str, str]]:
+    """The string fields of a dict holding several lines (a traceback), to show as they read.
+
+    Each line has its control and bidi characters escaped, as ``pretty`` does.
+    """
+    if not isinstance(value, dict):
+        return []
+    return [
+        (str(key), "\n".join(escape_text(line) for line in text.split("\n")))
+        for key, text in value.items()
+        if isinstance(text, str) and "\n" in text.strip()
+    ]
+
+
+def error_summary(error: object) -> str | None:
+    """``Type: message`` for an error shaped like the worker's, else None."""
+    if not isinstance(error, dict):
+        return None
+    kind, message = error.get("type"), error.get("message")
+    if isinstance(kind, str) and isinstance(message, str):
+        return escape_text(f"{kind}: {message}")
+    return None
 
 
 def task_of(job: Job) -> str:
@@ -177,6 +201,8 @@ def job_page(client: Client, job_id: str) -> dict[str, Any]:
         "payload": pretty(job.payload),
         "result": pretty(job.result),
         "error": pretty(job.error),
+        "error_summary": error_summary(job.error),
+        "error_texts": multiline_fields(job.error),
         "progress_text": progress_text(progress),
         "progress_fraction": None if progress is None else progress.fraction,
         "limit_text": limit_text(job.limit) if job.limit is not None else None,
