@@ -11,6 +11,7 @@ import threading
 from importlib.metadata import entry_points
 from typing import Any
 
+import pytest
 from conftest import FAST, Spans, make_app, running, wait_until
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
@@ -370,9 +371,9 @@ def test_an_attempt_that_never_ran_still_has_a_span(
 
 
 def test_an_async_task_stopped_at_shutdown_is_released(
-    sqlite_url: str, plugins: QwPluginManager, spans: Spans
+    url: str, plugins: QwPluginManager, spans: Spans
 ) -> None:
-    app = make_app(sqlite_url, plugins)
+    app = make_app(url, plugins)
     started = threading.Event()
 
     @app.task(name="tr.sleepy", queue="tr")
@@ -393,9 +394,9 @@ def test_an_async_task_stopped_at_shutdown_is_released(
 
 
 def test_a_sync_task_left_running_at_shutdown_is_abandoned(
-    sqlite_url: str, plugins: QwPluginManager, spans: Spans
+    url: str, plugins: QwPluginManager, spans: Spans
 ) -> None:
-    app = make_app(sqlite_url, plugins)
+    app = make_app(url, plugins)
     started, release = threading.Event(), threading.Event()
 
     @app.task(name="tr.stuck", queue="tr")
@@ -472,6 +473,8 @@ def test_the_async_client_enqueue_is_traced_too(
 
 NO_PROVIDER = """
 import json, sys, threading
+import pytest
+
 import qw
 from opentelemetry import trace
 from opentelemetry.trace import ProxyTracerProvider
@@ -572,4 +575,35 @@ def test_a_job_without_trace_context_is_a_root_span_whatever_is_current(
     assert run.parent is None
     assert run.links == ()
     assert attrs(run)["qw.outcome"] == "succeeded"
+    app.client.close()
+
+
+def test_a_sync_task_past_its_timeout_ends_its_span_as_retried_at_once(
+    sqlite_url: str, plugins: QwPluginManager, spans: Spans, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(sqlite_url, plugins)
+    late = threading.Event()
+
+    @app.task(name="tr.late", queue="tr", timeout=0.2, max_attempts=2, backoff=0.01)
+    def slow() -> str:
+        if qw.current_job().attempt == 1:
+            late.wait(30)
+            # Raised after the span ended: nothing is recorded on it, nothing logged.
+            raise RuntimeError("too late to matter")
+        return "second"
+
+    handle = slow.enqueue()
+    try:
+        with running(app, plugins):
+            (first,) = spans.wait_attempts(handle.id, 1)
+            assert attrs(first)["qw.outcome"] == "retried"
+            assert attrs(first)["error.type"] == "qw.Timeout"
+            late.set()
+            assert handle.result(timeout=30) == "second"
+            _, second = spans.wait_attempts(handle.id, 2)
+    finally:
+        late.set()
+    assert first.events == ()
+    assert attrs(second)["qw.outcome"] == "succeeded"
+    assert not [r for r in caplog.records if r.name.startswith("opentelemetry")]
     app.client.close()
