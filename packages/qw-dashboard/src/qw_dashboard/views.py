@@ -172,6 +172,7 @@ def jobs_page(client: Client, f: JobFilter) -> dict[str, Any]:
         "next_after": rows[-1].id if more else None,
         "queues": sorted(client.counts()),
         "statuses": [s.value for s in JobStatus],
+        "now": client.now(),
     }
 
 
@@ -256,6 +257,7 @@ def workflows_page(client: Client, state: str | None, after: str | None) -> dict
         ],
         "next_after": rows[-1].id if more else None,
         "states": [s.value for s in WorkflowState],
+        "now": client.now(),
     }
 
 
