@@ -32,7 +32,6 @@ from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
 from qw.errors import ConfigurationError
 from qw.model import JSONValue
-from qw.payload import task_name_of
 
 __all__ = [
     "MAX_SERIES",
@@ -207,7 +206,10 @@ class Metrics(Collector):
             table: _Table = self._local.table
         except AttributeError:
             table = self._new_table()
-        name = task_name_of(payload)
+        # task_name_of(payload), inline: a call costs a tenth of this method.
+        name = payload.get("task") if payload.__class__ is dict else None
+        if name.__class__ is not str:
+            name = None
         tasks = table.series.get(queue)
         if tasks is not None:
             found = tasks.get(name)
