@@ -327,3 +327,18 @@ async def test_reflected_input_is_escaped(web: Web, store: Store) -> None:
         response = await web.get(path)
         assert response.status_code in (200, 303, 400, 404), (path, response.status_code)
         _no_injected_markup(response.text)
+
+
+async def test_disguising_characters_are_shown_as_escapes(
+    web: Web, store: Store, client: qw.Client
+) -> None:
+    job_id = "invoice-\u202egpj.exe"
+    client.enqueue([NewJob("emails", {"task": "app.send\u200f", "note": "a\u2066b"}, id=job_id)])
+    response = await web.get(Urls.job(store.namespace, job_id))
+    assert response.status_code == 200
+    for char in ("\u202e", "\u200f", "\u2066"):
+        assert char not in response.text
+    doc = Page(response.text)
+    assert doc.by_id("job-id").text == "invoice-\\u202egpj.exe"
+    assert doc.by_id("job-task").text == "app.send\\u200f"
+    assert "a\\u2066b" in doc.by_id("job-payload").text

@@ -103,6 +103,7 @@ class Dashboard:
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
+            finalize=views.inert,
         )
         self.env.globals.update(u=Urls, ago=views.age_text, nav_items=NAV)
         self.env.filters["dt"] = _dt

@@ -7,6 +7,7 @@ knows about HTTP. Store-held text is passed as it is: the templates escape it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +48,25 @@ EVENTS_SHOWN = 200
 STALE_AFTER_S = 60.0
 RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
 LIVE = (JobStatus.WAITING, JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+# Control characters but tab and newline, C1 controls, bidi embeddings,
+# overrides, isolates and marks, the line and paragraph separators, and lone
+# surrogates: text that could disguise what it says on a page.
+_DISGUISING = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def inert(value: object) -> object:
+    """Every value a template prints: disguising characters of a string shown as ``\\uXXXX``.
+
+    Jinja2 escapes HTML after this; this keeps a job id holding a
+    right-to-left override from reading backwards on the page.
+    """
+    if isinstance(value, str) and _DISGUISING.search(value):
+        return _DISGUISING.sub(lambda m: f"\\u{ord(m.group(0)):04x}", value)
+    return value
 
 
 def pretty(value: object) -> str:
