@@ -8,6 +8,7 @@ instead when ``QW_REQUIRE_BACKENDS`` names them). Every test counts into a
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 import time
@@ -135,6 +136,11 @@ GATES: dict[str, threading.Event] = {}
 def register_tasks(app: qw.App) -> None:
     @app.task(name="mx.ok", queue="mx")
     def ok(x: int) -> int:
+        return x
+
+    @app.task(name="mx.aok", queue="mx")
+    async def aok(x: int) -> int:
+        await asyncio.sleep(0)
         return x
 
     @app.task(name="mx.boom", queue="mx", max_attempts=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 
@@ -47,6 +48,23 @@ def test_a_producer_counts_jobs_and_workflow_steps(
     assert _value(registry, "qw_jobs_deduplicated_total", queue="p", task="p.step") == 3
     # Nothing ran in this process.
     assert _value(registry, "qw_jobs_started_total", queue="p", task="p.send") == 0
+
+
+def test_an_async_producer_counts_its_enqueues(
+    url: str, namespace: str, metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    plugins = QwPluginManager()
+    plugins.register(MetricsPlugin(metrics))
+
+    async def main() -> None:
+        async with await qw.open_async(url, namespace=namespace, plugins=plugins) as client:
+            await client.enqueue([qw.NewJob("a", {"task": "a.x"}) for _ in range(3)])
+            await client.enqueue([qw.NewJob("a", {"task": "a.x"}, dedupe_key="d")])
+            await client.enqueue([qw.NewJob("a", {"task": "a.x"}, dedupe_key="d")])
+
+    asyncio.run(main())
+    assert _value(registry, "qw_jobs_enqueued_total", queue="a", task="a.x") == 4
+    assert _value(registry, "qw_jobs_deduplicated_total", queue="a", task="a.x") == 1
 
 
 def test_label_pairs_are_bounded(sqlite_url: str, namespace: str) -> None:

@@ -28,6 +28,7 @@ def test_outcomes_per_queue_and_task(
     ids += [
         first.id,
         tasks["mx.boom"].enqueue().id,
+        tasks["mx.aok"].enqueue(7).id,
         tasks["mx.flaky"].enqueue(str(tmp_path / "marker")).id,
     ]
     with setup.worker():
@@ -52,6 +53,10 @@ def test_outcomes_per_queue_and_task(
     assert value(finished, "mx.flaky", outcome="retried") == 1
     assert value(finished, "mx.flaky", outcome="succeeded") == 1
     assert value(finished, "mx.cooperative", outcome="cancelled") == 1
+    # An async task goes through the same hooks.
+    assert value("qw_jobs_started_total", "mx.aok") == 1
+    assert value(finished, "mx.aok", outcome="succeeded") == 1
+    assert value("qw_job_wait_seconds_count", "mx.aok") == 1
     # One run and one wait observation per attempt.
     assert value("qw_job_run_seconds_count", "mx.ok") == 5
     assert value("qw_job_run_seconds_count", "mx.flaky") == 2

@@ -53,6 +53,8 @@ class MetricsPlugin:
         self._serving_tried = False
         #: The HTTP server the first worker started, if any.
         self.server: MetricsServer | None = None
+        # Bound once: these are read for every job.
+        self._series = self.metrics.series
         self._run_bounds = self.metrics.run_bounds
         self._wait_bounds = self.metrics.wait_bounds
 
@@ -60,7 +62,7 @@ class MetricsPlugin:
 
     @hookimpl
     def qw_jobs_enqueued(self, jobs: Sequence[NewJob], enqueued: Sequence[Enqueued]) -> None:
-        series = self.metrics.series
+        series = self._series
         for job, answer in zip(jobs, enqueued, strict=False):
             s = series(job.queue, job.payload)
             if answer.created:
@@ -129,7 +131,7 @@ class MetricsPlugin:
 
     @hookimpl
     def qw_job_claimed(self, job: Job) -> None:
-        s = self.metrics.series(job.queue, job.payload)
+        s = self._series(job.queue, job.payload)
         s.started += 1
         started = job.started_at
         if started is not None:
@@ -142,7 +144,7 @@ class MetricsPlugin:
 
     @hookimpl
     def qw_job_finished(self, job: Job, status: JobStatus, duration_s: float) -> None:
-        s = self.metrics.series(job.queue, job.payload)
+        s = self._series(job.queue, job.payload)
         if status is _SUCCEEDED:
             s.succeeded += 1
         elif status is _QUEUED:
@@ -156,11 +158,11 @@ class MetricsPlugin:
 
     @hookimpl
     def qw_job_released(self, job: Job) -> None:
-        self.metrics.series(job.queue, job.payload).released += 1
+        self._series(job.queue, job.payload).released += 1
 
     @hookimpl
     def qw_lease_lost(self, job: Job) -> None:
-        self.metrics.series(job.queue, job.payload).lost += 1
+        self._series(job.queue, job.payload).lost += 1
 
     @hookimpl
     def qw_jobs_reclaimed(self, count: int) -> None:
