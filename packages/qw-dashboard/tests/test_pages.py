@@ -441,3 +441,20 @@ async def test_a_worker_style_error_shows_its_summary_and_traceback_as_lines(
     assert doc.by_id("job-error-summary").text == "ValueError: bad"
     assert doc.find("pre", data_error_field="traceback").text == trace
     assert "\\n" in doc.by_id("job-error").text  # the JSON itself stays JSON
+
+
+async def test_a_refreshed_prefix_search_stays_a_listing(
+    web: Web, store: Store, client: qw.Client
+) -> None:
+    ns = store.namespace
+    doc = await web.page(Urls.jobs(ns, q="late"))
+    live = doc.find(data_live=True).attrs["data-live"]
+    # The job with exactly that id appears after the page was rendered.
+    client.enqueue_one("emails", task("app.send"), id="late")
+    client.enqueue_one("emails", task("app.send"), id="late-2")
+    response = await web.get(live)
+    assert response.status_code == 200
+    fragment = Page(response.text)
+    assert [tr.attrs["data-job-id"] for tr in fragment.find_all("tr", data_job_id=True)] == [
+        "late-2"
+    ]

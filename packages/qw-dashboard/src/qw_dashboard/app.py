@@ -320,8 +320,9 @@ async def jobs_list_page(request: Request) -> Response:
         q=(p.get("q") or "").strip() or None,
         after=p.get("after") or None,
     )
-    ctx = await dash.run(ns, lambda c: views.jobs_page(c, f))
-    if ctx["found"] is not None and request.query_params.get("fragment") != "1":
+    fragment = request.query_params.get("fragment") == "1"
+    ctx = await dash.run(ns, lambda c: views.jobs_page(c, f, exact=not fragment))
+    if ctx["found"] is not None:
         return RedirectResponse(Urls.job(ns, ctx["found"].id), status_code=303)
     return render(request, "jobs.html", ctx | {"f": f}, page="jobs", ns=ns)
 

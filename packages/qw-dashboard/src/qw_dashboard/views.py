@@ -163,13 +163,14 @@ class JobFilter:
     after: str | None = None
 
 
-def jobs_page(client: Client, f: JobFilter) -> dict[str, Any]:
+def jobs_page(client: Client, f: JobFilter, *, exact: bool = True) -> dict[str, Any]:
     """A page of jobs by id; with ``q``, the job of that id, else those whose ids start with it."""
     status = _check_choice(f.status, [s.value for s in JobStatus], "status")
     found: Job | None = None
     prefix_of: str | None = None
     if f.q:
-        found = client.find(f.q)
+        # A live refresh of a prefix listing stays a listing (exact=False).
+        found = client.find(f.q) if exact else None
         if found is not None:
             return {"found": found}
         prefix_of = f.q

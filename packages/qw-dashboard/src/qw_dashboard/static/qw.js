@@ -15,7 +15,8 @@
         headers: { "X-Requested-With": "qw-live" },
         cache: "no-store",
       }).then(function (response) {
-        if (!response.ok) {
+        // A redirect (to /login, say) is not this region's markup.
+        if (!response.ok || response.redirected) {
           throw new Error("HTTP " + response.status);
         }
         return response.text();
