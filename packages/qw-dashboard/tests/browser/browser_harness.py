@@ -345,23 +345,35 @@ def css_all(driver: WebDriver | WebElement, selector: str) -> list[WebElement]:
     return driver.find_elements("css selector", selector)
 
 
+#: Reads every match of a selector in one script run, so a live refresh
+#: (which replaces elements) cannot land between finding and reading them.
+_READ_ALL = """
+const [selector, names] = arguments;
+return Array.from(document.querySelectorAll(selector)).map((e) => {
+  const row = {text: (e.innerText ?? e.textContent ?? "").trim()};
+  for (const name of names) row[name] = e.getAttribute(name);
+  return row;
+});
+"""
+
+
+def read_all(driver: WebDriver, selector: str, *attributes: str) -> list[dict[str, str | None]]:
+    """``{"text": ..., attribute: value, ...}`` for every element matching ``selector``."""
+    rows: list[dict[str, str | None]] = driver.execute_script(_READ_ALL, selector, list(attributes))
+    return rows
+
+
 def text_of(driver: WebDriver, selector: str) -> str | None:
     """The trimmed text of the first element matching ``selector`` (None when absent)."""
-    found = css_all(driver, selector)
-    return found[0].text.strip() if found else None
-
-
-def queue_row(driver: WebDriver, queue: str) -> WebElement:
-    """The overview's row for ``queue`` (queue names cannot hold a quote)."""
-    return css(driver, f'table#queues tr[data-queue="{queue}"]')
+    found = read_all(driver, selector)
+    return found[0]["text"] if found else None
 
 
 def queue_count(driver: WebDriver, queue: str, status: str) -> int | None:
     """The overview's count of ``status`` jobs on ``queue`` (None while the row is absent)."""
-    rows = css_all(driver, f'table#queues tr[data-queue="{queue}"]')
-    if not rows:
-        return None
-    return int(css(rows[0], f'td[data-count="{status}"]').text.strip())
+    # Queue names cannot hold a quote (qw.validation.QUEUE_PATTERN).
+    found = text_of(driver, f'table#queues tr[data-queue="{queue}"] td[data-count="{status}"]')
+    return None if found is None else int(found)
 
 
 def flash(driver: WebDriver) -> str:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urljoin
 
 import pytest
 from browser_harness import (
@@ -29,6 +30,7 @@ from browser_harness import (
     flash,
     mark,
     queue_count,
+    read_all,
     same_document,
     text_of,
     wait_for,
@@ -225,21 +227,15 @@ def test_a_workflow_opened_from_the_list_draws_every_step_and_edge_and_updates_l
         assert text_of(driver, f'{row} td[data-field="state"]') == "running"
         submit_and_wait(driver, f"{row} a", "workflow")
 
-        drawn = {
-            g.get_attribute("data-step-id"): g.get_attribute("data-status")
-            for g in css_all(driver, "svg#dag g.step")
-        }
+        nodes = read_all(driver, "svg#dag g.step", "data-step-id", "data-status")
+        drawn = {g["data-step-id"]: g["data-status"] for g in nodes}
         assert drawn == {step.id: step.status.value for step in steps}
         assert drawn[top.id] == "queued"
         assert set(drawn.values()) == {"queued", "waiting"}
-        lines = {
-            (p.get_attribute("data-from"), p.get_attribute("data-to"))
-            for p in css_all(driver, "svg#dag path.edge")
-        }
+        paths = read_all(driver, "svg#dag path.edge", "data-from", "data-to")
+        lines = {(p["data-from"], p["data-to"]) for p in paths}
         assert lines == edges
-        labels = {
-            g.get_attribute("data-step-id"): g.text for g in css_all(driver, "svg#dag g.step")
-        }
+        labels = {g["data-step-id"]: g["text"] for g in nodes}
         assert all(labels.values()), labels
         assert len(css_all(driver, "table#steps tr[data-step-id], table#steps tbody tr")) >= 7
 
@@ -247,7 +243,7 @@ def test_a_workflow_opened_from_the_list_draws_every_step_and_edge_and_updates_l
         store.client.set_enabled(True, QUEUE)
 
         def all_succeeded(d: WebDriver) -> bool:
-            statuses = [g.get_attribute("data-status") for g in css_all(d, "svg#dag g.step")]
+            statuses = [g["data-status"] for g in read_all(d, "svg#dag g.step", "data-status")]
             return len(statuses) == 7 and set(statuses) == {"succeeded"}
 
         wait_page(driver, all_succeeded, timeout=30)
@@ -312,9 +308,9 @@ def test_store_text_with_markup_renders_literally_on_every_page(
     # The jobs list, then the search box: an exact id opens that job.
     driver.get(dashboard.page("jobs"))
     wait_page(driver, loaded(driver, "jobs"))
-    rows = css_all(driver, "table#jobs tr[data-job-id]")
-    assert [r.get_attribute("data-job-id") for r in rows] == [XSS_JOB_ID]
-    assert XSS_JOB_ID in rows[0].text
+    rows = read_all(driver, "table#jobs tr[data-job-id]", "data-job-id")
+    assert [r["data-job-id"] for r in rows] == [XSS_JOB_ID]
+    assert XSS_JOB_ID in (rows[0]["text"] or "")
     assert "&lt;img src=x" in driver.page_source
     assert_inert(driver)
     box = css(driver, 'form#job-filter input[name="q"]')
@@ -338,20 +334,21 @@ def test_store_text_with_markup_renders_literally_on_every_page(
 
     driver.get(dashboard.page("events"))
     wait_page(driver, loaded(driver, "events"))
-    assert any(XSS_JOB_ID in row.text for row in css_all(driver, "table#events tr[data-cursor]"))
+    events = read_all(driver, "table#events tr[data-cursor]")
+    assert any(XSS_JOB_ID in (row["text"] or "") for row in events)
     assert_inert(driver)
 
     driver.get(dashboard.page("workers"))
     wait_page(driver, loaded(driver, "workers"))
-    found = [r.get_attribute("data-worker-id") for r in css_all(driver, "tr[data-worker-id]")]
-    assert found == [XSS_WORKER]
-    assert XSS_WORKER in css(driver, "tr[data-worker-id]").text
+    workers = read_all(driver, "table#workers tr[data-worker-id]", "data-worker-id")
+    assert [r["data-worker-id"] for r in workers] == [XSS_WORKER]
+    assert XSS_WORKER in (workers[0]["text"] or "")
     assert_inert(driver)
 
     if caps.limits:
         driver.get(dashboard.page("limits"))
         wait_page(driver, loaded(driver, "limits"))
-        keys = [r.get_attribute("data-key") for r in css_all(driver, "table#keys tr[data-key]")]
+        keys = [r["data-key"] for r in read_all(driver, "table#keys tr[data-key]", "data-key")]
         assert XSS_KEY in keys
         assert_inert(driver)
 
@@ -443,10 +440,12 @@ def test_a_form_posted_from_another_site_cannot_pause_a_loopback_dashboard(
     driver.get(dashboard.page())
     wait_page(driver, loaded(driver, "overview"))
     form = f'tr[data-queue="{QUEUE}"] form:has(button[data-action="pause"])'
-    action = css(driver, form).get_attribute("action")
+    (found,) = read_all(driver, form, "action")
+    assert found["action"]
+    action = urljoin(dashboard.page(), found["action"])
     # Even with the page's own CSRF token copied in, the foreign Origin is refused.
-    csrf = css(driver, f'{form} input[name="csrf"]').get_attribute("value")
-    assert action
+    (field,) = read_all(driver, f'{form} input[name="csrf"]', "value")
+    csrf = field["value"]
     assert csrf
     for fields in ("", f'<input type="hidden" name="csrf" value="{csrf}">'):
         evil = (
