@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 import qw
 from qw.model import EventSpec, JobStatus, Limit, NewJob, WorkerInfo
+from qw_dashboard import create_app
 from qw_dashboard.urls import Urls, seg
 
-from .conftest import Page, Store, Web
+from .conftest import Page, Store, Web, web_for
 
 pytestmark = pytest.mark.anyio
 
@@ -458,3 +461,33 @@ async def test_a_refreshed_prefix_search_stays_a_listing(
     assert [tr.attrs["data-job-id"] for tr in fragment.find_all("tr", data_job_id=True)] == [
         "late-2"
     ]
+
+
+async def test_what_the_store_cannot_do_is_not_offered(sqlite_store: Store) -> None:
+    """A store without retry, limits or per-queue switches: no button, a 'not supported' page."""
+
+    def opener(url: str, namespace: str) -> qw.Client:
+        client = qw.open(url, namespace=namespace)
+        # The real SQLite store, declaring less than it can: what the pages read.
+        client.backend.capabilities = dataclasses.replace(  # type: ignore[misc]
+            client.capabilities, retry=False, limits=False, queue_switch=False
+        )
+        return client
+
+    with sqlite_store.open() as client:
+        client.enqueue_one("emails", task("app.send"), max_attempts=1)
+        failed = fail_one(client, "emails", "boom")
+    app = create_app(sqlite_store.url, namespaces=["shop"], opener=opener)
+    async for web in web_for(app):
+        doc = await web.page(Urls.job("shop", failed))
+        assert doc.by_id("job-status").text.strip() == "failed"
+        assert not doc.find_all("button", data_action="retry")
+        doc = await web.page(Urls.ns("shop", "limits"))
+        assert "not supported" in doc.by_id("limits-unsupported").text
+        assert not doc.find_all("table", id="keys")
+        doc = await web.page(Urls.ns("shop"))
+        row = doc.find("tr", data_queue="emails")
+        assert not row.find_all("button", data_action="pause")
+        assert row.find("td", data_switch=True).text.strip() == "ON"
+        # The namespace's switch still works.
+        assert doc.find_all("button", data_action="pause-all")
