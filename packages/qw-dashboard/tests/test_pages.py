@@ -491,3 +491,30 @@ async def test_what_the_store_cannot_do_is_not_offered(sqlite_store: Store) -> N
         assert row.find("td", data_switch=True).text.strip() == "ON"
         # The namespace's switch still works.
         assert doc.find_all("button", data_action="pause-all")
+
+
+async def test_an_action_the_store_refuses_comes_back_as_an_error_flash(
+    web: Web, store: Store, client: qw.Client
+) -> None:
+    ns = store.namespace
+    await web.page(Urls.ns(ns))
+    response = await web.post(Urls.queue_action(ns, "not a queue name", "pause"))
+    assert response.status_code == 303
+    doc = await web.page(response.headers["location"])
+    flash = doc.by_id("flash")
+    assert "error" in flash.attrs["class"].split()
+    assert flash.text.startswith("InvalidName: ")
+    assert "Traceback" not in doc.html
+
+
+async def test_clients_open_on_first_use_and_close_at_shutdown(sqlite_store: Store) -> None:
+    app = create_app(sqlite_store.url, namespaces=["shop", "billing"])
+    dash = app.state.dashboard
+    async for web in web_for(app):
+        assert dash.opened == ()
+        await web.page(Urls.ns("billing"))
+        assert dash.opened == ("billing",)
+        await web.page(Urls.ns("billing", "jobs"))
+        await web.page(Urls.ns("shop"))
+        assert set(dash.opened) == {"shop", "billing"}
+    assert dash.opened == ()

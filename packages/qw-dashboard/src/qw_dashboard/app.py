@@ -130,6 +130,12 @@ class Dashboard:
 
         return await run_in_threadpool(call)
 
+    @property
+    def opened(self) -> tuple[str, ...]:
+        """The namespaces whose clients are open now."""
+        with self._lock:
+            return tuple(self._clients)
+
     def close(self) -> None:
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
