@@ -191,7 +191,8 @@ def jobs_page(client: Client, f: JobFilter, *, exact: bool = True) -> dict[str, 
         "not_found": prefix_of,
         "jobs": [_job_row(j) for j in rows],
         "next_after": rows[-1].id if more else None,
-        "queues": sorted(client.counts()),
+        # The filter's choices; a live refresh (exact=False) renders no filter form.
+        "queues": sorted(client.counts()) if exact else [],
         "statuses": [s.value for s in JobStatus],
         "now": client.now(),
     }
