@@ -327,7 +327,7 @@ async def jobs_list_page(request: Request) -> Response:
         after=p.get("after") or None,
     )
     fragment = request.query_params.get("fragment") == "1"
-    ctx = await dash.run(ns, lambda c: views.jobs_page(c, f, exact=not fragment))
+    ctx = await dash.run(ns, lambda c: views.jobs_page(c, f, full=not fragment))
     if ctx["found"] is not None:
         return RedirectResponse(Urls.job(ns, ctx["found"].id), status_code=303)
     return render(request, "jobs.html", ctx | {"f": f}, page="jobs", ns=ns)

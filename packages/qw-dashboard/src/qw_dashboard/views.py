@@ -163,14 +163,17 @@ class JobFilter:
     after: str | None = None
 
 
-def jobs_page(client: Client, f: JobFilter, *, exact: bool = True) -> dict[str, Any]:
-    """A page of jobs by id; with ``q``, the job of that id, else those whose ids start with it."""
+def jobs_page(client: Client, f: JobFilter, *, full: bool = True) -> dict[str, Any]:
+    """A page of jobs by id; with ``q``, the job of that id, else those whose ids start with it.
+
+    ``full=False`` is a live refresh of the list alone: it looks up no exact
+    id (a prefix listing stays a listing) and lists no queues for the filter.
+    """
     status = _check_choice(f.status, [s.value for s in JobStatus], "status")
     found: Job | None = None
     prefix_of: str | None = None
     if f.q:
-        # A live refresh of a prefix listing stays a listing (exact=False).
-        found = client.find(f.q) if exact else None
+        found = client.find(f.q) if full else None
         if found is not None:
             return {"found": found}
         prefix_of = f.q
@@ -191,8 +194,7 @@ def jobs_page(client: Client, f: JobFilter, *, exact: bool = True) -> dict[str, 
         "not_found": prefix_of,
         "jobs": [_job_row(j) for j in rows],
         "next_after": rows[-1].id if more else None,
-        # The filter's choices; a live refresh (exact=False) renders no filter form.
-        "queues": sorted(client.counts()) if exact else [],
+        "queues": sorted(client.counts()) if full else [],
         "statuses": [s.value for s in JobStatus],
         "now": client.now(),
     }
