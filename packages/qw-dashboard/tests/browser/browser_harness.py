@@ -29,6 +29,7 @@ import e2e_app
 import qw
 
 if TYPE_CHECKING:
+    from selenium.webdriver.common.alert import Alert
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.remote.webelement import WebElement
 
@@ -311,6 +312,15 @@ def wait_page(driver: WebDriver, condition: Callable[[WebDriver], T], timeout: f
         driver, timeout, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException]
     )
     return wait.until(condition)
+
+
+def wait_alert(driver: WebDriver, timeout: float = 10) -> Alert:
+    """The dialog (alert/confirm) the page opened."""
+    from selenium.webdriver.support.expected_conditions import alert_is_present
+
+    found = wait_page(driver, alert_is_present(), timeout)
+    assert found is not False
+    return found
 
 
 def ticks(driver: WebDriver) -> int:

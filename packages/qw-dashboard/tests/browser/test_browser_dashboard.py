@@ -33,6 +33,7 @@ from browser_harness import (
     read_all,
     same_document,
     text_of,
+    wait_alert,
     wait_for,
     wait_page,
     wait_ticks,
@@ -468,3 +469,55 @@ def test_a_form_posted_from_another_site_cannot_pause_a_loopback_dashboard(
     wait_page(driver, loaded(driver, "overview"))
     submit_and_wait(driver, f'tr[data-queue="{QUEUE}"] button[data-action="pause"]', "overview")
     assert not store.client.is_enabled(QUEUE)
+
+
+# -- 6. the jobs list's filters, and cancel behind its confirm() ---------------
+
+
+def test_the_jobs_filters_narrow_the_list_and_cancel_asks_before_it_cancels(
+    store: Store, dashboard: Dashboard, driver: WebDriver
+) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    app, tasks = store.app()
+    try:
+        # Due in an hour: nothing runs them, and no worker is started.
+        later = [tasks.work.options(delay=3600).enqueue(ms=0) for _ in range(3)]
+        elsewhere = [tasks.work.options(queue=OTHER, delay=3600).enqueue(ms=0) for _ in range(2)]
+        store.client.cancel(elsewhere[0].id)
+
+        driver.get(dashboard.page("jobs"))
+        wait_page(driver, loaded(driver, "jobs"))
+        assert len(read_all(driver, "table#jobs tr[data-job-id]")) == 5
+        Select(css(driver, 'form#job-filter select[name="queue"]')).select_by_value(OTHER)
+        Select(css(driver, 'form#job-filter select[name="status"]')).select_by_value("queued")
+        before = mark(driver)
+        css(driver, 'form#job-filter select[name="queue"]').submit()
+        wait_page(driver, lambda d: not same_document(d, before) and loaded(d, "jobs")(d))
+        rows = read_all(driver, "table#jobs tr[data-job-id]", "data-job-id")
+        assert [r["data-job-id"] for r in rows] == [elsewhere[1].id]
+        assert text_of(driver, 'td[data-field="queue"]') == OTHER
+        assert text_of(driver, 'td[data-field="status"]') == "queued"
+
+        # The id links to the job page; its cancel asks first.
+        target = later[1].id
+        driver.get(dashboard.page("jobs?queue=" + QUEUE))
+        wait_page(driver, loaded(driver, "jobs"))
+        submit_and_wait(driver, f'tr[data-job-id="{target}"] td a', "job")
+        assert text_of(driver, "#job-id") == target
+        page = mark(driver)
+        click(driver, 'button[data-action="cancel"]')
+        dialog = wait_alert(driver)
+        assert "Cancel" in dialog.text
+        dialog.dismiss()
+        assert same_document(driver, page)
+        assert store.client.get(target).status == JobStatus.QUEUED
+        click(driver, 'button[data-action="cancel"]')
+        wait_alert(driver).accept()
+        wait_page(driver, lambda d: not same_document(d, page) and loaded(d, "job")(d))
+        assert text_of(driver, "#job-status") == "cancelled"
+        assert store.client.get(target).status == JobStatus.CANCELLED
+        assert store.client.get(later[0].id).status == JobStatus.QUEUED
+        assert not css_all(driver, 'button[data-action="cancel"]')
+    finally:
+        app.close()
