@@ -27,6 +27,7 @@ from qw.transitions import (
     plan_cancel_queued,
     plan_finish,
     plan_reclaim,
+    plan_retry,
     workflow_event,
 )
 from qw.validation import encode_json
@@ -220,7 +221,12 @@ def test_reclaim_of_the_last_attempt_fails_with_the_expired_event() -> None:
 
 
 def test_cancel_of_a_queued_job_writes_its_event_in_the_same_update() -> None:
-    assert d.cancel_queued("j", "q") == {"_id": "j", "status": "queued", "queue": "q"}
+    assert d.cancel_queued("j", "q") == {
+        "_id": "j",
+        "status": "queued",
+        "queue": "q",
+        "retries": None,
+    }
     t = plan_cancel_queued(queue="q")
     update = d.transition_update(t, now=NOW, event_key=d.cancel_event_key("j"))
     assert update["$set"]["status"] == "cancelled"
@@ -462,3 +468,21 @@ def test_workflow_indexes_leave_plain_jobs_out() -> None:
     assert by_name["unsettled_ends"]["partialFilterExpression"] == {"ended_settled": False}
     names = {ix.document["name"] for ix in d.workflow_indexes()}
     assert names == {"state_id", "finished_at", "outbox_pending", "unfinished_cancels"}
+
+
+def test_a_retry_is_one_update_with_its_event_and_a_key_per_retry() -> None:
+    doc = {"_id": "j", "status": "failed", "attempts": 1, "max_attempts": 1, "dedupe_key": "k"}
+    t = plan_retry(JobStatus.FAILED, 1, 1, None, job_id="j", queue="q")
+    assert t is not None
+    assert d.retry_filter(doc) == {"_id": "j", "status": "failed", "attempts": 1, "retries": None}
+    update = d.retry_update(t, doc, now=NOW)
+    fields = update["$set"]
+    assert (fields["status"], fields["max_attempts"], fields["retries"]) == ("queued", 2, 1)
+    assert fields["dedupe_live"] == "k", "a retried job holds its dedupe key again"
+    assert fields["result"] == "null"
+    assert update["$unset"] == {"started_at": "", "finished_at": ""}
+    assert update["$push"]["outbox"]["key"] == "j/retried/1"
+    again = d.retry_update(t, {**doc, "retries": 1}, now=NOW)
+    assert again["$push"]["outbox"]["key"] == "j/retried/2"
+    # A cancel after a retry has a key of its own: the relay would drop a repeat.
+    assert d.cancel_event_key("j", 1) != d.cancel_event_key("j")

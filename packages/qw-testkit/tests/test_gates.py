@@ -47,6 +47,7 @@ def test_every_boolean_capability_can_be_required() -> None:
         "schedules",
         "progress",
         "result_wakeup",
+        "retry",
         "transactional",
     }
     for flag in booleans:

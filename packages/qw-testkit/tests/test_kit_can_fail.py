@@ -426,6 +426,93 @@ BACKENDS = textwrap.dedent(
         capabilities = replace(MemoryBackend.capabilities, limits=False, schedules=False)
 
 
+    # -- retry: each defect is one wrong turn in an otherwise right retry --
+
+
+    class RetryDoesNotRequeue(MemoryBackend):
+        """Answers a retry of a failed or cancelled job with queued, and writes nothing."""
+
+        def retry(self, job_id):
+            job = self.get(job_id)
+            if job is not None and job.workflow is None and job.status in (
+                qw.JobStatus.FAILED,
+                qw.JobStatus.CANCELLED,
+            ):
+                return qw.JobStatus.QUEUED
+            return super().retry(job_id)
+
+
+    class RetryResetsAttempts(MemoryBackend):
+        """Starts a retried job's attempts from zero, as if it were new."""
+
+        def retry(self, job_id):
+            status = super().retry(job_id)
+            with self._store.lock:
+                row = self._space.rows.get(job_id)
+                if row is not None and row.job.status is qw.JobStatus.QUEUED:
+                    row.job = replace(row.job, attempts=0)
+            return status
+
+
+    class RetriesSteps(MemoryBackend):
+        """Decides a retry as if no job were a workflow step: a failed step runs again."""
+
+        def retry(self, job_id):
+            wrap = lambda real: lambda s, a, m, w, **kw: real(s, a, m, None, **kw)
+            with swapped("plan_retry", wrap):
+                return super().retry(job_id)
+
+
+    class RetryIgnoresHolder(MemoryBackend):
+        """Never looks for a live holder of the retried job's dedupe key."""
+
+        def retry(self, job_id):
+            wrap = lambda real: lambda *args, holder=None, **kw: real(*args, **kw)
+            with swapped("plan_retry", wrap):
+                return super().retry(job_id)
+
+
+    class RetryWithoutEvent(MemoryBackend):
+        """Requeues the job but writes no job.retried event."""
+
+        def _emit(self, job_id, type_, data, now):
+            if type_ != "job.retried":
+                super()._emit(job_id, type_, data, now)
+
+
+    class RetryWakesNobody(MemoryBackend):
+        """Requeues the job without waking the workers waiting on its queue."""
+
+        def retry(self, job_id):
+            hub = self._space.hub
+            hub.notify = lambda queues: None
+            try:
+                return super().retry(job_id)
+            finally:
+                del hub.notify
+
+
+    class RetryNotAtomic(MemoryBackend):
+        """Reads the job, decides, then writes in a second step: racing retries all apply."""
+
+        def retry(self, job_id):
+            job = self.get(job_id)
+            if job is None:
+                return None
+            t = memory_module.plan_retry(
+                job.status, job.attempts, job.max_attempts, job.workflow,
+                job_id=job_id, queue=job.queue,
+            )
+            if t is None:
+                return job.status
+            time.sleep(0.01)
+            requeued = set()
+            with self._store.lock:
+                self._write(self._space.rows[job_id], t, datetime.now(UTC), requeued)
+            self._space.hub.notify(requeued)
+            return t.status
+
+
     class StandIn(MemoryBackend):
         capabilities = Capabilities(thread_safe=False, stand_in="fakestore")
 
@@ -572,6 +659,25 @@ CASES = {
         "test_racing_threads_advance_each_tick_exactly_once",
     ],
     "SaveResetsTick": ["test_save_keeps_the_stored_tick"],
+    "RetryDoesNotRequeue": [
+        "test_retry_queues_a_failed_job_again_and_it_runs_to_success",
+        "test_retry_queues_a_cancelled_job_again",
+        "test_retry_gives_a_job_out_of_attempts_exactly_one_more",
+        "test_retry_wakes_an_idle_worker",
+    ],
+    "RetryResetsAttempts": [
+        "test_retry_queues_a_failed_job_again_and_it_runs_to_success",
+        "test_retry_gives_a_job_out_of_attempts_exactly_one_more",
+    ],
+    "RetriesSteps": ["test_retry_refuses_a_workflow_step_and_leaves_it_as_it_is"],
+    "RetryIgnoresHolder": ["test_retry_refuses_a_dedupe_key_another_live_job_holds"],
+    "RetryWithoutEvent": [
+        "test_retry_commits_its_event_with_it",
+        "test_racing_retry_calls_requeue_the_job_once",
+        "test_async_client_retry_answers_as_the_sync_one",
+    ],
+    "RetryWakesNobody": ["test_retry_wakes_an_idle_worker"],
+    "RetryNotAtomic": ["test_racing_retry_calls_requeue_the_job_once"],
 }
 
 

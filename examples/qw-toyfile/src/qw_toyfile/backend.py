@@ -78,6 +78,7 @@ from qw.transitions import (
     plan_cancel_queued,
     plan_enqueue,
     plan_reclaim,
+    plan_retry,
     plan_workflow_end,
     repeat_status,
     settle,
@@ -196,6 +197,7 @@ class ToyFileBackend:
         limits=True,
         schedules=True,
         progress=True,
+        retry=True,
         max_payload_bytes=64 * 1024,
     )
 
@@ -269,6 +271,10 @@ class ToyFileBackend:
             row["error"] = decode_json(t.error)
         if t.finished:
             row["finished_at"] = now
+        if t.max_attempts is not None:
+            row["max_attempts"] = t.max_attempts
+        if t.reopened:
+            row.update(started_at=None, finished_at=None)
         row.update(
             status=t.status.value, finished_by=t.finished_by,
             worker=None, lease_expires_at=None, cancel_requested=False, token=None,
@@ -648,6 +654,37 @@ class ToyFileBackend:
             elif row["status"] == "running":
                 row["cancel_requested"] = True
             return JobStatus(row["status"])
+
+        status = self._tx(change)
+        self._hub.notify(woken)
+        return status
+
+    def retry(self, job_id: str) -> JobStatus | None:
+        woken: set[str] = set()
+
+        def change(space: State) -> JobStatus | None:
+            row = space["jobs"].get(job_id)
+            if row is None:
+                return None
+            key = row["dedupe_key"]
+            holder = next(
+                (
+                    r["id"]
+                    for r in space["jobs"].values()
+                    if key is not None
+                    and r["dedupe_key"] == key
+                    and r["id"] != job_id
+                    and JobStatus(r["status"]).is_live
+                ),
+                None,
+            )
+            t = plan_retry(
+                JobStatus(row["status"]), row["attempts"], row["max_attempts"],
+                row.get("workflow"), job_id=job_id, queue=row["queue"], holder=holder,
+            )  # fmt: skip
+            if t is None:
+                return JobStatus(row["status"])
+            return self._apply(space, row, t, time.time(), woken)
 
         status = self._tx(change)
         self._hub.notify(woken)

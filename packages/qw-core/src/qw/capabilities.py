@@ -43,6 +43,9 @@ class Capabilities:
         result_wakeup: :meth:`~qw.contract.Backend.wait_finished` is woken
             when a job of the namespace ends, rather than left to the
             client's bounded poll.
+        retry: a ``failed`` or ``cancelled`` job can be put back in its
+            queue (:meth:`~qw.contract.Backend.retry`); with False the
+            client refuses the call before any I/O.
         transactional: jobs can be enqueued, and finished, inside the
             application's own open transaction on the store
             (:meth:`~qw.contract.Backend.enqueue_in`).
@@ -62,6 +65,7 @@ class Capabilities:
     schedules: bool = False
     progress: bool = False
     result_wakeup: bool = False
+    retry: bool = False
     transactional: bool = False
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     stand_in: str | None = None

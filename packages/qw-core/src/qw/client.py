@@ -567,6 +567,24 @@ class Client:
             raise JobNotFound(job_id)
         return status
 
+    def retry(self, job_id: str) -> JobStatus:
+        """Put a ``failed`` or ``cancelled`` job back in its queue, due now (capability ``retry``).
+
+        Its attempts are kept and ``max_attempts`` raised to ``attempts + 1``
+        if it had none left; answers ``queued``. A job in any other status
+        is left alone and its status answered. Raises
+        :class:`~qw.errors.JobNotFound`, :class:`~qw.errors.NotRetryable`
+        for a workflow step, :class:`~qw.errors.DuplicateJob` when another
+        live job holds its dedupe key, and :class:`~qw.errors.Unsupported`
+        (before any I/O) on a store without the capability.
+        """
+        job_id = check_job_id(job_id)
+        self._require("retry")
+        status = self._backend.retry(job_id)
+        if status is None:
+            raise JobNotFound(job_id)
+        return status
+
     def fetch_events(self, limit: int = 100) -> list[Event]:
         calls.check_list_limit(limit)
         return self._backend.fetch_events(limit)

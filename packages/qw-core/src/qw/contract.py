@@ -334,6 +334,27 @@ class Backend(Protocol):
         """
         ...
 
+    def retry(self, job_id: str) -> JobStatus | None:
+        """Put a failed or cancelled job back in its queue; return its status after the call.
+
+        None if the job is unknown. Capability ``retry``. The store reads the
+        job's status, attempts, ``max_attempts``, workflow and the live
+        holder of its dedupe key, and applies
+        :func:`qw.transitions.plan_retry`'s answer by compare-and-set on
+        what it read (its status and attempts), reading again when the job
+        moved meanwhile: so of any number of racing retries of one job,
+        exactly one requeues it and writes its ``job.retried`` event; the
+        others answer ``queued`` (or whatever the job is by then). The
+        transition and its event commit in one atomic write, as a finish's
+        do, which also makes the job hold its dedupe key again; it wakes
+        the waiters on the job's queue as :meth:`enqueue` does. A status
+        ``plan_retry`` answers None for is left as it is and answered. A
+        workflow step raises :class:`~qw.errors.NotRetryable`, and a key
+        another live job holds :class:`~qw.errors.DuplicateJob`; neither
+        writes anything.
+        """
+        ...
+
     # -- the outbox --------------------------------------------------------
 
     def fetch_events(self, limit: int = 100) -> list[Event]:

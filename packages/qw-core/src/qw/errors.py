@@ -7,7 +7,8 @@ Every error qw raises on purpose is a :class:`QwError`::
     │   ├── InvalidName         a namespace or queue name outside its pattern
     │   ├── InvalidPayload      not JSON, or over the size limit
     │   ├── DuplicateJob        a job id that is already in the store (or twice in one batch)
-    │   └── InvalidWorkflow     a cycle, an unknown parent, too many steps, a bad workflow id
+    │   ├── InvalidWorkflow     a cycle, an unknown parent, too many steps, a bad workflow id
+    │   └── NotRetryable        a retry of a workflow step (its workflow settled around its end)
     ├── LeaseLost               a token that is not (or no longer) the job's current lease
     ├── JobNotFound             no job with that id in this namespace
     ├── WorkflowNotFound        no workflow with that id in this namespace
@@ -45,6 +46,7 @@ __all__ = [
     "JobWasCancelled",
     "JobNotFound",
     "LeaseLost",
+    "NotRetryable",
     "PluginError",
     "QwError",
     "ResultTimeout",
@@ -77,6 +79,15 @@ class DuplicateJob(InvalidInput):
 
 class InvalidWorkflow(InvalidInput):
     """A workflow the store would refuse: a cycle, an unknown parent, too many steps."""
+
+
+class NotRetryable(InvalidInput):
+    """A retry the store refuses: the job is a workflow step.
+
+    A step's end has already been carried through its workflow (its
+    children were cancelled or ran, the workflow may have ended), so the
+    step cannot be run again on its own; nothing was written.
+    """
 
 
 class LeaseLost(QwError):

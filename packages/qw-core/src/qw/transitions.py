@@ -18,6 +18,8 @@ Who decides what:
 - **reclaim** — :func:`plan_reclaim`, for a running job whose lease expired.
 - **cancel** — :func:`plan_cancel_queued` for a queued job; a running job is
   only flagged (``cancel_requested``), a terminal one is left alone.
+- **retry** — :func:`plan_retry`: a ``failed`` or ``cancelled`` plain job
+  back to ``queued``, given what the store read under its compare-and-set.
 - **enqueue** — :func:`plan_enqueue`: which new jobs to insert, given the
   dedupe keys that live jobs hold.
 - **workflows** — :func:`plan_settled` for a ``waiting`` step whose last
@@ -34,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
+from qw.errors import DuplicateJob, NotRetryable
 from qw.model import (
     Complete,
     Enqueued,
@@ -48,6 +51,7 @@ from qw.model import (
 __all__ = [
     "EVENT_CANCELLED",
     "EVENT_FAILED",
+    "EVENT_RETRIED",
     "EVENT_SUCCEEDED",
     "EVENT_TYPES",
     "EVENT_WORKFLOW_CANCELLED",
@@ -58,6 +62,7 @@ __all__ = [
     "REASON_CANCELLED",
     "REASON_LEASE_EXPIRED",
     "REASON_PARENT_FAILED",
+    "RETRYABLE",
     "Ready",
     "StepGraph",
     "Transition",
@@ -66,6 +71,7 @@ __all__ = [
     "plan_enqueue",
     "plan_finish",
     "plan_reclaim",
+    "plan_retry",
     "plan_settled",
     "plan_workflow_end",
     "repeat_status",
@@ -82,6 +88,9 @@ EVENT_FAILED = "job.failed"
 #: was cancelled (data ``{"queue", "reason": "cancelled"}``).
 EVENT_CANCELLED = "job.cancelled"
 EVENT_TYPES = (EVENT_SUCCEEDED, EVENT_FAILED, EVENT_CANCELLED)
+#: A failed or cancelled job was put back in its queue by an operator
+#: (:func:`plan_retry`; data ``{"queue"}``).
+EVENT_RETRIED = "job.retried"
 #: A workflow's last step ended; one of these per workflow, ever. Its
 #: ``job_id`` is the workflow's id, its data ``{"workflow", "state"}``.
 EVENT_WORKFLOW_SUCCEEDED = "workflow.succeeded"
@@ -116,6 +125,9 @@ class Transition(NamedTuple):
             the store's own transitions, which no finish can repeat).
         event_type: the outbox event to write in the same commit, if any.
         event_data: that event's data.
+        max_attempts: the new ``max_attempts`` (None keeps it).
+        reopened: ``started_at`` and ``finished_at`` become null: the job is
+            live again (a retry).
     """
 
     status: JobStatus
@@ -127,6 +139,8 @@ class Transition(NamedTuple):
     finished_by: str | None = None
     event_type: str | None = None
     event_data: str | None = None
+    max_attempts: int | None = None
+    reopened: bool = False
 
 
 def attempts_remain(attempts: int, max_attempts: int) -> bool:
@@ -216,6 +230,60 @@ def plan_cancel_queued(*, queue: str) -> Transition:
         finished=True,
         event_type=EVENT_CANCELLED,
         event_data=f'{{"queue":"{queue}","reason":"{REASON_CANCELLED}"}}',
+    )
+
+
+#: The statuses :func:`plan_retry` puts back in the queue.
+RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+def plan_retry(
+    status: JobStatus,
+    attempts: int,
+    max_attempts: int,
+    workflow: str | None,
+    *,
+    job_id: str,
+    queue: str,
+    holder: str | None = None,
+) -> Transition | None:
+    """The transition that retries a job, or None when its ``status`` makes a retry a no-op.
+
+    The arguments are the job as the store read it under the compare-and-set
+    that applies the answer; ``holder`` is the id of another live job that
+    now holds the job's dedupe key (None: no key, or nobody holds it).
+
+    A workflow step (``workflow`` not None) raises
+    :class:`~qw.errors.NotRetryable`, whatever its status. A ``failed`` or
+    ``cancelled`` job whose key ``holder`` holds raises
+    :class:`~qw.errors.DuplicateJob` naming the holder. Any status but those
+    two is None. Otherwise the job is ``queued``, due now; its attempts are
+    kept and ``max_attempts`` becomes ``attempts + 1`` if that is more, so
+    it gets one attempt at least; ``result`` is cleared, ``error`` and
+    ``progress`` stay until the next attempt ends or reports;
+    ``started_at``, ``finished_at`` and ``finished_by`` are cleared; and an
+    :data:`EVENT_RETRIED` event is written with it.
+    """
+    if workflow is not None:
+        raise NotRetryable(
+            f"job {job_id!r} is a step of workflow {workflow!r}: the workflow has settled "
+            "around the step's end (its children were cancelled or ran, the workflow may "
+            "have ended), so the step cannot run again on its own"
+        )
+    if status not in RETRYABLE:
+        return None
+    if holder is not None:
+        raise DuplicateJob(
+            f"job {job_id!r} cannot be retried: live job {holder!r} now holds its dedupe key"
+        )
+    return Transition(
+        JobStatus.QUEUED,
+        run_in=0.0,
+        result="null",
+        event_type=EVENT_RETRIED,
+        event_data=f'{{"queue":"{queue}"}}',
+        max_attempts=max(max_attempts, attempts + 1),
+        reopened=True,
     )
 
 

@@ -91,13 +91,25 @@ def test_jobs_list_show_cancel_retry(env: dict[str, str], client: qw.Client) -> 
     assert shown["error"]["type"] == "builtins.KeyError"
     qw_cli(env, "jobs", "show", "no-such-job", code=4)
 
-    qw_cli(env, "jobs", "retry", waiting, code=2)  # queued: nothing to retry
-    retried = json.loads(qw_cli(env, "jobs", "retry", failing, "--json").output)
-    new_id = retried[0]["retry"]
+    left = qw_cli(env, "jobs", "retry", waiting).output  # queued: nothing to retry
+    assert left == f"{waiting} queued (not failed or cancelled: left as it is)\n"
+    qw_cli(env, "jobs", "retry", waiting, "--as-new", code=2)
+    copied = json.loads(qw_cli(env, "jobs", "retry", failing, "--as-new", "--json").output)
+    new_id = copied[0]["retry"]
     new = client.get(new_id)
     assert (new.status, new.payload) == (S.QUEUED, client.get(failing).payload)
-    again = json.loads(qw_cli(env, "jobs", "retry", "--all-failed", "--json").output)
-    assert again == [{"job": failing, "retry": new_id}], "a live retry is not made twice"
+    again = json.loads(qw_cli(env, "jobs", "retry", "--all-failed", "--as-new", "--json").output)
+    assert again == [{"job": failing, "retry": new_id}], "a live copy is not made twice"
+    client.cancel(new_id)
+    # In place: the same job, queued again, its attempt counted.
+    before = client.get(failing)
+    retried = json.loads(qw_cli(env, "jobs", "retry", failing, "--json").output)
+    assert retried == [{"job": failing, "status": "queued"}]
+    after = client.get(failing)
+    assert (after.status, after.attempts) == (S.QUEUED, before.attempts)
+    assert after.max_attempts == max(before.max_attempts, before.attempts + 1)
+    assert qw_cli(env, "jobs", "retry", "--all-failed").stderr == "no failed jobs\n"
+    new_id = failing
 
     cancelled = json.loads(qw_cli(env, "jobs", "cancel", waiting, new_id, "--json").output)
     assert [c["status"] for c in cancelled] == ["cancelled", "cancelled"]

@@ -296,13 +296,30 @@ def test_a_retried_job_keeps_its_key_and_limit(url: str, ns: str, client: qw.Cli
     client.fail(claim.lease, {"type": "Boom"}, retry_in=None)
     client.enqueue([job("user:3", Limit(1))])
     (busy,) = client.claim(["q"], worker="w")
-    new_id = qw_cli(url, ns, "jobs", "retry", first.id).output.split(" -> ")[1].strip()
+    new_id = qw_cli(url, ns, "jobs", "retry", first.id, "--as-new").output.split(" -> ")[1].strip()
     retried = client.get(new_id)
     assert (retried.limit_key, retried.limit, retried.fair) == ("user:3", Limit(1), True)
     # Held to the key's limit like the first run: the key's slot is taken.
     assert client.claim(["q"], worker="w") == []
     client.complete(busy.lease, None)
     assert [c.job.id for c in client.claim(["q"], worker="w")] == [new_id]
+
+
+def test_a_job_retried_in_place_is_held_to_its_keys_limit(
+    url: str, ns: str, client: qw.Client
+) -> None:
+    (first,) = client.enqueue([NewJob("q", 1, limit_key="user:4", limit=Limit(1), fair=True)])
+    (claim,) = client.claim(["q"], worker="w")
+    client.fail(claim.lease, {"type": "Boom"}, retry_in=None)
+    client.enqueue([job("user:4", Limit(1))])
+    (busy,) = client.claim(["q"], worker="w")
+    assert qw_cli(url, ns, "jobs", "retry", first.id).output == f"{first.id} queued\n"
+    retried = client.get(first.id)
+    assert (retried.limit_key, retried.limit, retried.fair) == ("user:4", Limit(1), True)
+    # The key's one slot is taken: the retried job waits for it.
+    assert client.claim(["q"], worker="w") == []
+    client.complete(busy.lease, None)
+    assert [c.job.id for c in client.claim(["q"], worker="w")] == [first.id]
 
 
 def test_jobs_list_without_keys_keeps_its_columns(url: str, ns: str, client: qw.Client) -> None:

@@ -407,10 +407,12 @@ def test_jobs_retry_leaves_workflow_steps_alone(url: str, client: qw.Client) -> 
     drain(client, fail=("r.1",))
     plain = client.enqueue_one("q", {"task": "t"}, max_attempts=1).id
     drain(client, fail=(plain,))
-    refused = qw_cli(url, "jobs", "retry", "r.1", code=EXIT_USAGE)
-    assert "step of workflow r" in refused.stderr
+    for how in ([], ["--as-new"]):
+        refused = qw_cli(url, "jobs", "retry", "r.1", *how, code=EXIT_USAGE)
+        assert "step of workflow" in refused.stderr
+    assert client.get("r.1").status is qw.JobStatus.FAILED
     again = qw_cli(url, "jobs", "retry", "--all-failed")
-    assert again.stdout.startswith(f"{plain} -> ")
+    assert again.stdout == f"{plain} queued\n"
     assert "skipped 1 failed workflow step(s)" in again.stderr
 
 

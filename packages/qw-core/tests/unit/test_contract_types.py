@@ -79,6 +79,7 @@ def test_capability_flags() -> None:
         "schedules": False,
         "progress": False,
         "result_wakeup": False,
+        "retry": False,
         "transactional": False,
     }
 

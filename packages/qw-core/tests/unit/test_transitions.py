@@ -14,12 +14,14 @@ from qw.model import Abort, Complete, EventSpec, Fail, JobStatus, Lease, Release
 from qw.transitions import (
     EVENT_CANCELLED,
     EVENT_FAILED,
+    EVENT_RETRIED,
     LEASE_EXPIRED_ERROR,
     Transition,
     plan_cancel_queued,
     plan_enqueue,
     plan_finish,
     plan_reclaim,
+    plan_retry,
     repeat_status,
 )
 
@@ -125,3 +127,71 @@ def test_the_client_stamps_each_lease_with_its_attempt_and_refuses_one_without()
             client.complete(bare)
         assert client.get(claim.job.id).status is JobStatus.RUNNING
         assert client.complete(renewed) is JobStatus.SUCCEEDED
+
+
+# -- retry ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [JobStatus.FAILED, JobStatus.CANCELLED])
+def test_a_retry_queues_the_job_now_with_its_history_and_its_event(status: JobStatus) -> None:
+    t = plan_retry(status, 2, 3, None, job_id="j", queue="mail")
+    assert t == Transition(
+        JobStatus.QUEUED,
+        run_in=0.0,
+        result="null",
+        event_type=EVENT_RETRIED,
+        event_data='{"queue":"mail"}',
+        max_attempts=3,
+        reopened=True,
+    )
+    # Attempts, error and progress stay as they are; the job comes off every lease field.
+    assert (t.attempts, t.error, t.finished, t.finished_by) == (None, None, False, None)
+    assert json.loads(t.event_data or "") == {"queue": "mail"}
+
+
+@pytest.mark.parametrize(("attempts", "max_attempts", "after"), [(3, 3, 4), (5, 3, 6), (1, 9, 9)])
+def test_a_retry_leaves_at_least_one_attempt(attempts: int, max_attempts: int, after: int) -> None:
+    t = plan_retry(JobStatus.FAILED, attempts, max_attempts, None, job_id="j", queue="q")
+    assert t is not None
+    assert t.max_attempts == after
+
+
+@pytest.mark.parametrize(
+    "status", [JobStatus.WAITING, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED]
+)
+def test_a_retry_of_any_other_status_is_a_no_op(status: JobStatus) -> None:
+    assert plan_retry(status, 1, 1, None, job_id="j", queue="q") is None
+    # Even with a holder of the key: nothing would be written, so nothing conflicts.
+    assert plan_retry(status, 1, 1, None, job_id="j", queue="q", holder="other") is None
+
+
+@pytest.mark.parametrize("status", list(JobStatus))
+def test_a_workflow_step_is_never_retried(status: JobStatus) -> None:
+    with pytest.raises(qw.errors.NotRetryable, match="step of workflow 'wf'") as caught:
+        plan_retry(status, 1, 1, "wf", job_id="wf.a", queue="q")
+    assert isinstance(caught.value, qw.InvalidInput)
+
+
+def test_a_dedupe_key_held_by_another_live_job_refuses_the_retry() -> None:
+    with pytest.raises(qw.DuplicateJob, match="'holder-1'"):
+        plan_retry(JobStatus.FAILED, 1, 1, None, job_id="j", queue="q", holder="holder-1")
+
+
+def test_the_client_refuses_a_retry_before_any_io_without_the_capability() -> None:
+    from qw.backends.memory import MemoryBackend
+
+    class NoRetry(MemoryBackend):
+        capabilities = replace(MemoryBackend.capabilities, retry=False)
+        calls = 0
+
+        def retry(self, job_id: str) -> JobStatus | None:
+            NoRetry.calls += 1
+            return super().retry(job_id)
+
+    client = qw.Client(NoRetry("no-retry", namespace="n"))
+    job_id = client.enqueue_one("q", 1).id
+    with pytest.raises(qw.Unsupported, match="'retry'"):
+        client.retry(job_id)
+    with pytest.raises(qw.InvalidInput):
+        client.retry("")
+    assert NoRetry.calls == 0

@@ -100,6 +100,7 @@ from qw.transitions import (
     plan_cancel_queued,
     plan_enqueue,
     plan_reclaim,
+    plan_retry,
     plan_workflow_end,
     repeat_status,
     settle,
@@ -236,6 +237,7 @@ class MongoBackend:
             limits=True,
             schedules=True,
             progress=True,
+            retry=True,
             # Set in _setup: true only where the server has change streams.
             result_wakeup=False,
         )
@@ -1034,16 +1036,19 @@ class MongoBackend:
     def cancel(self, job_id: str) -> JobStatus | None:
         # Each step is a compare-and-set; a job that moved meanwhile is looked at again.
         for _ in range(10):
-            doc = self._jobs.find_one({"_id": job_id, **d.VISIBLE}, {"status": 1, "queue": 1})
+            doc = self._jobs.find_one(
+                {"_id": job_id, **d.VISIBLE}, {"status": 1, "queue": 1, "retries": 1}
+            )
             if doc is None:
                 return None
             if doc["status"] in (d.QUEUED, d.WAITING):
                 t = plan_cancel_queued(queue=doc["queue"])
+                retries = doc.get("retries")
                 update = d.transition_update(
-                    t, now=self._clock.now(), event_key=d.cancel_event_key(job_id)
+                    t, now=self._clock.now(), event_key=d.cancel_event_key(job_id, retries)
                 )
                 after = self._jobs.find_one_and_update(
-                    d.cancel_queued(job_id, doc["queue"], doc["status"]),
+                    d.cancel_queued(job_id, doc["queue"], doc["status"], retries),
                     update,
                     projection=d.ENDED_PROJECTION,
                     return_document=ReturnDocument.AFTER,
@@ -1060,6 +1065,47 @@ class MongoBackend:
             else:
                 return JobStatus(doc["status"])
         raise BackendConflict(f"job {job_id!r} kept changing while being cancelled")
+
+    @translated
+    def retry(self, job_id: str) -> JobStatus | None:
+        # One compare-and-set on what was read; a job that moved is read again.
+        for _ in range(10):
+            doc = self._jobs.find_one({"_id": job_id, **d.VISIBLE}, d.RETRY_PROJECTION)
+            if doc is None:
+                return None
+            status, key = JobStatus(doc["status"]), doc.get("dedupe_key")
+            holder = None
+            if key is not None:
+                found = self._jobs.find_one(
+                    {"dedupe_live": key, "status": {"$in": d.LIVE}, "_id": {"$ne": job_id}},
+                    {"_id": 1},
+                )
+                holder = None if found is None else found["_id"]
+            t = plan_retry(
+                status,
+                doc["attempts"],
+                doc["max_attempts"],
+                doc.get("workflow"),
+                job_id=job_id,
+                queue=doc["queue"],
+                holder=holder,
+            )
+            if t is None:
+                return status
+            try:
+                after = self._jobs.find_one_and_update(
+                    d.retry_filter(doc),
+                    d.retry_update(t, doc, now=self._clock.now()),
+                    projection={"outbox": 1},
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                continue  # a producer took the dedupe key since the read: read again
+            if after is not None:
+                self._relay(after)
+                self._signal([doc["queue"]])
+                return t.status
+        raise BackendConflict(f"job {job_id!r} kept changing while being retried")
 
     # -- the outbox --------------------------------------------------------
 

@@ -452,9 +452,15 @@ def expired_event_key(job_id: str, token: str) -> str:
     return f"{job_id}/{token}/expired"
 
 
-def cancel_event_key(job_id: str) -> str:
-    # A job is cancelled from ``queued`` at most once: cancelled is terminal.
-    return f"{job_id}/cancelled"
+def cancel_event_key(job_id: str, retries: int | None = None) -> str:
+    # A job is cancelled from ``queued`` at most once per retry (``retries``
+    # as read by the cancel's compare-and-set; None or 0 before any retry).
+    return f"{job_id}/cancelled" + (f"/{retries}" if retries else "")
+
+
+def retry_event_key(job_id: str, retries: int) -> str:
+    """The key of the event of the job's ``retries``-th retry (one retry applies per count)."""
+    return f"{job_id}/retried/{retries}"
 
 
 def outbox_entry(key: str, type_: str, data: str | None, now: datetime) -> Doc:
@@ -533,13 +539,56 @@ def batch_committed_filter(batch: str) -> Doc:
 # -- cancel ------------------------------------------------------------------
 
 
-def cancel_queued(job_id: str, queue: str, status: str = QUEUED) -> Doc:
+def cancel_queued(job_id: str, queue: str, status: str = QUEUED, retries: int | None = None) -> Doc:
     """Compare-and-set for cancelling a queued or waiting job: still so, on its event's queue.
 
     The update is :func:`transition_update` of
-    :func:`qw.transitions.plan_cancel_queued`, under :func:`cancel_event_key`.
+    :func:`qw.transitions.plan_cancel_queued`, under :func:`cancel_event_key`
+    of ``retries``, which the filter holds too (None matches a job never retried).
     """
-    return {"_id": job_id, "status": status, "queue": queue}
+    return {"_id": job_id, "status": status, "queue": queue, "retries": retries}
+
+
+#: What :meth:`MongoBackend.retry` reads to decide with :func:`qw.transitions.plan_retry`.
+RETRY_PROJECTION: Doc = {
+    "status": 1,
+    "attempts": 1,
+    "max_attempts": 1,
+    "queue": 1,
+    "workflow": 1,
+    "dedupe_key": 1,
+    "retries": 1,
+}
+
+
+def retry_filter(doc: Mapping[str, Any]) -> Doc:
+    """Compare-and-set on what the retry read: status, attempts and retry count."""
+    return {
+        "_id": doc["_id"],
+        "status": doc["status"],
+        "attempts": doc["attempts"],
+        "retries": doc.get("retries"),
+    }
+
+
+def retry_update(t: Transition, doc: Mapping[str, Any], *, now: datetime) -> Doc:
+    """Every field of ``t`` (:func:`qw.transitions.plan_retry`'s), and its outbox entry.
+
+    The job is live again, so it holds its dedupe key again (``dedupe_live``,
+    which the unique index refuses if a producer took the key since the
+    read); ``retries`` counts it, and keys its event.
+    """
+    retries = (doc.get("retries") or 0) + 1
+    update = transition_update(t, now=now, event_key=retry_event_key(doc["_id"], retries))
+    fields = update["$set"]
+    fields["retries"] = retries
+    if t.max_attempts is not None:
+        fields["max_attempts"] = t.max_attempts
+    if doc.get("dedupe_key") is not None:
+        fields["dedupe_live"] = doc["dedupe_key"]
+    if t.reopened:
+        update["$unset"] = {"started_at": "", "finished_at": ""}
+    return update
 
 
 def cancel_running(job_id: str) -> tuple[Doc, Doc]:

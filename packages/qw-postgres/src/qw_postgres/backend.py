@@ -79,6 +79,7 @@ from qw.transitions import (
     plan_cancel_queued,
     plan_enqueue,
     plan_reclaim,
+    plan_retry,
     plan_workflow_end,
     repeat_status,
     settle,
@@ -474,6 +475,7 @@ class PostgresBackend:
         schedules=True,
         progress=True,
         result_wakeup=True,
+        retry=True,
         transactional=True,
     )
 
@@ -1260,6 +1262,50 @@ class PostgresBackend:
                     return t.status
             # The job changed under us (claimed, or finished): look again.
         raise BackendError(f"postgres: cancel of {job_id!r} kept racing other writers")
+
+    def retry(self, job_id: str) -> JobStatus | None:
+        return self._run(self._pooled, self._retry_plan(job_id))
+
+    def _retry_plan(self, job_id: str) -> _Plan[JobStatus | None]:
+        params = {"ns": self._namespace, "id": job_id}
+        for _ in range(10):
+            rows = yield _Fetch("retry", self._q.retry_read, params)
+            if not rows:
+                return None
+            status, attempts, max_attempts, queue, workflow, holder = rows[0]
+            current = STATUSES[status]
+            t = plan_retry(
+                current,
+                attempts,
+                max_attempts,
+                workflow,
+                job_id=job_id,
+                queue=queue,
+                holder=holder,
+            )
+            if t is None:
+                return current
+            apply = {
+                **params,
+                "channel": self._channel,
+                "to": t.status.value,
+                "run_in": t.run_in,
+                "result": t.result,
+                "max_attempts": t.max_attempts,
+                "status": status,
+                "attempts": attempts,
+                "ev_type": t.event_type,
+                "ev_data": t.event_data,
+            }
+            try:
+                [(applied, _)] = yield _Fetch("retry", self._q.retry, apply)
+            except BackendConflict:
+                continue  # a producer took the dedupe key since the read: read again
+            if applied:
+                yield _Wake(frozenset((queue,)))
+                return t.status
+            # Retried (or purged) by someone else meanwhile: look again.
+        raise BackendError(f"postgres: retry of {job_id!r} kept racing other writers")
 
     # -- limits ------------------------------------------------------------------
 

@@ -803,6 +803,44 @@ SELECT (SELECT count(*) FROM upd), (SELECT n FROM woke)
 """
 )
 
+# What qw.transitions.plan_retry decides from: the job, and the live job
+# (another one) that holds its dedupe key now, through jobs_dedupe.
+RETRY_READ = f"""
+SELECT j.status, j.attempts, j.max_attempts, j.queue, j.workflow,
+       (SELECT h.id FROM {{s}}.jobs h
+        WHERE h.namespace = j.namespace AND h.dedupe_key = j.dedupe_key
+          AND h.status IN {_LIVE} AND h.id <> j.id
+        LIMIT 1)
+FROM {{s}}.jobs j WHERE j.namespace = %(ns)s AND j.id = %(id)s
+"""
+
+# plan_retry's transition, by compare-and-set on the (status, attempts) read,
+# with its event and its queue's NOTIFY in the same statement. The job
+# leaves the terminal statuses, so it takes its dedupe key back: a key taken
+# since the read fails the statement on jobs_dedupe (the caller reads again).
+# ``parked`` is only ever true for a queued job; cleared all the same.
+RETRY = """
+WITH upd AS (
+    UPDATE {s}.jobs j SET
+        status = %(to)s,
+        run_at = statement_timestamp() + %(run_in)s * interval '1 second',
+        result = %(result)s::json,
+        max_attempts = %(max_attempts)s,
+        started_at = NULL, finished_at = NULL, finished_by = NULL,
+        worker = NULL, lease_expires_at = NULL, cancel_requested = false, token = NULL,
+        parked = false
+    WHERE j.namespace = %(ns)s AND j.id = %(id)s
+      AND j.status = %(status)s AND j.attempts = %(attempts)s
+    RETURNING j.id, j.queue
+), ev AS (
+    INSERT INTO {s}.events (namespace, job_id, type, data, created_at)
+    SELECT %(ns)s, u.id, %(ev_type)s, %(ev_data)s::json, statement_timestamp() FROM upd u
+), woke AS (
+    SELECT count(pg_notify(%(channel)s, u.queue)) AS n FROM upd u
+)
+SELECT (SELECT count(*) FROM upd), (SELECT n FROM woke)
+"""
+
 # A queued or waiting step, inside the transaction holding its workflow's row.
 CANCEL_STEP = _apply("j.status IN ('waiting', 'queued')") + _STEPS_APPLIED
 
@@ -1305,6 +1343,8 @@ class Queries:
     cancel: bytes
     cancel_queued: bytes
     cancel_step: bytes
+    retry_read: bytes
+    retry: bytes
     get: bytes
     get_many: bytes
     list_jobs: bytes

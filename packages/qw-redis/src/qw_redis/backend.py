@@ -41,6 +41,7 @@ from qw.transitions import (
     plan_cancel_queued,
     plan_enqueue,
     plan_reclaim,
+    plan_retry,
     repeat_status,
 )
 from qw.wakeup import Listener, WakeupHub
@@ -198,6 +199,7 @@ class RedisBackend:
         schedules=True,
         progress=True,
         result_wakeup=True,
+        retry=True,
     )
 
     def __init__(self, config: RedisConfig, *, namespace: str) -> None:
@@ -850,6 +852,40 @@ class RedisBackend:
                 return JobStatus(reply[0])
             return JobStatus(reply)
         raise BackendError(f"job {job_id!r} keeps changing queue; cancel gave up")
+
+    def retry(self, job_id: str) -> JobStatus | None:
+        return self._drive(self.retry_plan(job_id))
+
+    def retry_plan(self, job_id: str) -> Plan[JobStatus | None]:
+        """Read the job, decide with :func:`~qw.transitions.plan_retry`, apply by compare-and-set.
+
+        ``lua/retry.lua`` applies the transition only while the job has the
+        status and attempts read here, and only if no other live job holds
+        its dedupe key (it answers the holder, and the decision is made
+        again with it); a job that moved is read again.
+        """
+        for _ in range(_QUEUE_TRIES):
+            (job,) = yield from self.get_many_plan([job_id])
+            if job is None:
+                return None
+            read = (job.status, job.attempts, job.max_attempts, job.workflow)
+            t = plan_retry(*read, job_id=job_id, queue=job.queue)
+            if t is None:
+                return job.status
+            reply = yield Script(
+                "retry",
+                (job.queue,),
+                (job_id, job.status.value, job.attempts, t.max_attempts, *_transition_args(t)),
+            )
+            if not reply:
+                return None  # purged since the read
+            if reply[0] == "D":
+                plan_retry(*read, job_id=job_id, queue=job.queue, holder=reply[1])
+            if reply[0] in ("C", "D"):
+                continue
+            self._hub.notify(reply[1:])
+            return JobStatus(reply[0])
+        raise BackendError(f"job {job_id!r} kept changing while being retried")
 
     # -- the outbox ----------------------------------------------------------
 

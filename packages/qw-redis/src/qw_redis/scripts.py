@@ -41,6 +41,7 @@ WRITES = (
     "migrate",
     "set_limit",
     "set_progress",
+    "retry",
 )
 #: Scripts that only read (one round trip, one consistent snapshot).
 READS = (
@@ -77,12 +78,13 @@ FLOWS = frozenset(
         "get_workflow",
         "list_workflows",
         "set_progress",  # no workflow is touched: it needs lua/flows.lua's outbox writer
+        "retry",  # a plain job only (a step is refused before): the outbox writer too
     }
 )
 _NEEDS_ROW = frozenset({"get", "list"})
 #: Scripts that apply decided transitions (``lua/apply.lua``), and so may end
 #: workflow steps (``lua/workflow.lua``: the settle rule and workflow accounting).
-_APPLIES = frozenset({"finish", "reclaim", "cancel", "cancel_workflow"})
+_APPLIES = frozenset({"finish", "reclaim", "cancel", "cancel_workflow", "retry"})
 #: Scripts that insert workflow steps (``lua/steps.lua``).
 _INSERTS_STEPS = frozenset({"create_workflow", "add_steps"})
 

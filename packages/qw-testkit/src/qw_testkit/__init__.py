@@ -32,6 +32,7 @@ from qw_testkit.suite.outbox import OutboxTests
 from qw_testkit.suite.periodic import PeriodicTests
 from qw_testkit.suite.progress import ProgressTests
 from qw_testkit.suite.results import ResultTests
+from qw_testkit.suite.retry import RetryTests
 from qw_testkit.suite.schedules import ScheduleTests
 from qw_testkit.suite.state_machine import StateMachineTests
 from qw_testkit.suite.switches import SwitchTests
@@ -57,6 +58,7 @@ __all__ = [
     "PeriodicTests",
     "ProgressTests",
     "ResultTests",
+    "RetryTests",
     "ScheduleTests",
     "Snapshot",
     "StateMachineTests",
@@ -94,6 +96,7 @@ class BackendContractTests(
     TransactionTests,
     ProgressTests,
     ResultTests,
+    RetryTests,
 ):
     """The whole storage contract. Subclass it and implement ``make_backend``.
 

@@ -238,6 +238,15 @@ class AsyncClient:
             raise JobNotFound(job_id)
         return status
 
+    async def retry(self, job_id: str) -> JobStatus:
+        """As :meth:`qw.Client.retry` (capability ``retry``; refused before any I/O without it)."""
+        job_id = check_job_id(job_id)
+        calls.require(self.capabilities, self._backend.name, "retry")
+        status = await self._backend.retry(job_id)
+        if status is None:
+            raise JobNotFound(job_id)
+        return status
+
     async def fetch_events(self, limit: int = 100) -> list[Event]:
         calls.check_list_limit(limit)
         return await self._backend.fetch_events(limit)

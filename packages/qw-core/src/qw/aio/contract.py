@@ -101,6 +101,10 @@ class AsyncBackend(Protocol):
         """As the sync method of the same name."""
         ...
 
+    async def retry(self, job_id: str) -> JobStatus | None:
+        """As the sync method of the same name (capability ``retry``)."""
+        ...
+
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
         """As the sync method of the same name."""
         ...

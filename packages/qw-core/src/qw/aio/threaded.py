@@ -160,6 +160,9 @@ class ThreadedAsyncBackend:
     async def cancel(self, job_id: str) -> JobStatus | None:
         return await self.run(self._backend.cancel, job_id)
 
+    async def retry(self, job_id: str) -> JobStatus | None:
+        return await self.run(self._backend.retry, job_id)
+
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
         return await self.run(self._backend.get_workflow, workflow_id)
 

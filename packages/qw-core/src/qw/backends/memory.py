@@ -52,6 +52,7 @@ from qw.transitions import (
     plan_cancel_queued,
     plan_enqueue,
     plan_reclaim,
+    plan_retry,
     plan_workflow_end,
     repeat_status,
     settle,
@@ -152,6 +153,7 @@ class MemoryBackend:
         schedules=True,
         progress=True,
         result_wakeup=True,
+        retry=True,
     )
 
     def __init__(self, store_name: str = "default", *, namespace: str) -> None:
@@ -410,7 +412,9 @@ class MemoryBackend:
             run_at=job.run_at if t.run_in is None else now + timedelta(seconds=t.run_in),
             result=job.result if t.result is None else decode_json(t.result),
             error=job.error if t.error is None else decode_json(t.error),
-            finished_at=now if t.finished else job.finished_at,
+            finished_at=now if t.finished else None if t.reopened else job.finished_at,
+            started_at=None if t.reopened else job.started_at,
+            max_attempts=job.max_attempts if t.max_attempts is None else t.max_attempts,
             worker=None,
             lease_expires_at=None,
             cancel_requested=False,
@@ -591,6 +595,39 @@ class MemoryBackend:
         if requeued:
             self._space.hub.notify(requeued)
         return status
+
+    def retry(self, job_id: str) -> JobStatus | None:
+        requeued: set[str] = set()
+        with self._store.lock:
+            row = self._space.rows.get(job_id)
+            if row is None:
+                return None
+            job = row.job
+            holder = next(
+                (
+                    r.job.id
+                    for r in self._space.rows.values()
+                    if job.dedupe_key is not None
+                    and r.job.dedupe_key == job.dedupe_key
+                    and r.job.status.is_live
+                    and r.job.id != job.id
+                ),
+                None,
+            )
+            t = plan_retry(
+                job.status,
+                job.attempts,
+                job.max_attempts,
+                job.workflow,
+                job_id=job.id,
+                queue=job.queue,
+                holder=holder,
+            )
+            if t is None:
+                return job.status
+            self._write(row, t, _now(), requeued)
+        self._space.hub.notify(requeued)
+        return t.status
 
     def fetch_events(self, limit: int = 100) -> list[Event]:
         with self._store.lock:

@@ -201,43 +201,64 @@ def _step_ids(ids: tuple[str, ...]) -> str:
 @click.argument("job_ids", nargs=-1, metavar="[JOB_ID]...")
 @click.option("--all-failed", is_flag=True, help="Retry every failed job (of --queue).")
 @click.option("--queue", "-q", metavar="QUEUE", help="With --all-failed: only this queue.")
+@click.option(
+    "--as-new",
+    is_flag=True,
+    help="Enqueue each as a new job with the same payload instead (any store).",
+)
 @store_options
 @json_option
 def retry(
     job_ids: tuple[str, ...],
     all_failed: bool,
     queue: str | None,
+    as_new: bool,
     url: str | None,
     namespace: str | None,
     as_json: bool,
 ) -> None:
-    """Enqueue failed or cancelled jobs again, as new jobs with the same payload.
+    """Put failed or cancelled jobs back in their queue, to run again.
 
-    The old job stays as it was (the record of what happened); each line
-    printed is "OLD_ID -> NEW_ID". Workflow steps are not retried alone.
+    Each job is queued again in place (its id, attempts and history kept,
+    one more attempt granted if it had none left); a job that is neither
+    failed nor cancelled is left as it is. Prints "JOB_ID STATUS" per job.
+    With --as-new the old job stays as it was and each line is
+    "OLD_ID -> NEW_ID". Workflow steps are not retried alone.
     """
     if bool(job_ids) == all_failed:
         raise InvalidInput("give JOB_IDs or --all-failed (not both)")
-    pairs: list[tuple[str, str]] = []
-    steps = 0
     with open_client(url, namespace) as client:
+        steps = 0
         if all_failed:
             failed = _all(client, queue, JobStatus.FAILED)
             targets = [job for job in failed if job.workflow is None]
             steps = len(failed) - len(targets)
         else:
             targets = [client.get(job_id) for job_id in job_ids]
-        for job in targets:
-            pairs.append((job.id, retry_job(client, job)))
-    if as_json:
+        if as_new:
+            pairs = [(job.id, retry_job(client, job)) for job in targets]
+        else:
+            results = [(job, client.retry(job.id)) for job in targets]
+    if steps and not as_json:
+        click.echo(f"skipped {steps} failed workflow step(s): not retried alone", err=True)
+    elif all_failed and not targets and not as_json:
+        click.echo("no failed jobs", err=True)
+    if as_new and as_json:
         echo_json([{"job": old, "retry": new} for old, new in pairs])
-    else:
+    elif as_new:
         for old, new in pairs:
             echo_text(f"{old} -> {new}")
-        if steps:
-            click.echo(f"skipped {steps} failed workflow step(s): not retried alone", err=True)
-        elif all_failed and not pairs:
-            click.echo("no failed jobs", err=True)
+    elif as_json:
+        echo_json([{"job": job.id, "status": status.value} for job, status in results])
+    else:
+        _print_retried(results)
+
+
+def _print_retried(results: list[tuple[Job, JobStatus]]) -> None:
+    for job, status in results:
+        # What the job was when read: a retry of any other status changed nothing.
+        note = "" if job.status in RETRYABLE else " (not failed or cancelled: left as it is)"
+        echo_text(f"{job.id} {status.value}{note}")
 
 
 def _all(client: Client, queue: str | None, status: JobStatus) -> list[Job]:

@@ -56,6 +56,7 @@ from qw.transitions import (
     plan_cancel_queued,
     plan_enqueue,
     plan_reclaim,
+    plan_retry,
     plan_workflow_end,
     repeat_status,
     settle,
@@ -75,6 +76,7 @@ _IF_HELD = "status = 'running' AND token = ? AND attempts = ?"
 _IF_EXPIRED = "status = 'running' AND token = ? AND lease_expires_at <= ?"
 _IF_QUEUED = "status = 'queued'"
 _IF_WAITING = "status = 'waiting'"
+_IF_RETRYABLE = "status = ? AND attempts = ?"
 #: What a job's status must be for cancel (and cancel_workflow) to apply
 #: plan_cancel_queued, by the status it read.
 _CANCEL_GUARDS = {JobStatus.QUEUED: _IF_QUEUED, JobStatus.WAITING: _IF_WAITING}
@@ -106,6 +108,8 @@ def _apply_statement(
     error: bool,
     finished: bool,
     returning: bool,
+    max_attempts: bool = False,
+    reopened: bool = False,
 ) -> str:
     """The UPDATE applying a transition with these fields set, under ``guard``.
 
@@ -122,9 +126,12 @@ def _apply_statement(
         (result, "result"),
         (error, "error"),
         (finished, "finished_at"),
+        (max_attempts, "max_attempts"),
     ):
         if on:
             sets.append(f"{column} = ?")
+    if reopened:
+        sets.append("started_at = NULL, finished_at = NULL")
     sets.append("finished_by = ?")
     sets.append("worker = NULL, lease_expires_at = NULL, cancel_requested = 0, token = NULL")
     return f"UPDATE qw_jobs SET {', '.join(sets)} WHERE namespace = ? AND id = ? AND {guard}" + (
@@ -164,6 +171,8 @@ def _apply(
         t.error is not None,
         t.finished,
         requeues,
+        t.max_attempts is not None,
+        t.reopened,
     )
     params: list[Any] = [t.status.value]
     if t.attempts is not None:
@@ -176,6 +185,8 @@ def _apply(
         params.append(t.error)
     if t.finished:
         params.append(now)
+    if t.max_attempts is not None:
+        params.append(t.max_attempts)
     cursor = conn.execute(statement, (*params, t.finished_by, *key, *values))
     if requeues:
         rows = cursor.fetchall()
@@ -519,6 +530,7 @@ class SqliteBackend:
         schedules=True,
         progress=True,
         result_wakeup=True,
+        retry=True,
         transactional=True,
     )
 
@@ -1049,6 +1061,48 @@ class SqliteBackend:
             self._hub.notify(requeued)
         if status is not None and status.is_terminal:
             self._done.notify()
+        return status
+
+    def retry(self, job_id: str) -> JobStatus | None:
+        ns = self._namespace
+        woken: set[str] = set()
+
+        def work(conn: sqlite3.Connection, now: float) -> JobStatus | None:
+            woken.clear()
+            row = conn.execute(
+                "SELECT status, attempts, max_attempts, queue, workflow, dedupe_key FROM qw_jobs "
+                "WHERE namespace = ? AND id = ?",
+                (ns, job_id),
+            ).fetchone()
+            if row is None:
+                return None
+            status, attempts, max_attempts, queue, workflow, key = row
+            holder = None
+            if key is not None:
+                found = conn.execute(
+                    "SELECT id FROM qw_jobs WHERE namespace = ? AND dedupe_key = ? "
+                    f"AND status IN {LIVE_STATUSES} AND id <> ?",
+                    (ns, key, job_id),
+                ).fetchone()
+                holder = None if found is None else found[0]
+            t = plan_retry(
+                JobStatus(status),
+                attempts,
+                max_attempts,
+                workflow,
+                job_id=job_id,
+                queue=queue,
+                holder=holder,
+            )
+            if t is None:
+                return JobStatus(status)
+            # BEGIN IMMEDIATE holds the write lock since the read: the guard always holds.
+            _apply(conn, _IF_RETRYABLE, t, now, (ns, job_id), (status, attempts), woken)
+            bump(conn, ns, woken)
+            return t.status
+
+        status = self._db.write(work)
+        self._hub.notify(woken)
         return status
 
     # -- the outbox --------------------------------------------------------
