@@ -3,7 +3,8 @@
 ``python3 -m nox`` with no arguments runs what CI runs (``nox.options.sessions``):
 lint, typecheck, the unit tests on 3.11, the storage contract on 3.12 for
 every backend, the out-of-tree example backend proved with the kit, the
-FastAPI example's API tests, and qw-django on a real Django project.
+FastAPI example's API tests, qw-django on a real Django project, the metrics
+and tracing plugins, and the dashboard (with its tests in headless Chromium).
 ``nox -s "contract-3.12(redis)"`` runs one backend's contract.
 
 Server URLs come from ``QW_TEST_POSTGRES_URL``, ``QW_TEST_REDIS_URL`` and
@@ -33,6 +34,7 @@ SERVICE_ENV = (
     "QW_TEST_REDIS_URL",
     "QW_TEST_MONGODB_URL",
     "QW_REQUIRE_BACKENDS",
+    "QW_REQUIRE_BROWSER",
 )
 # Pinned so that lint and typecheck verdicts do not change under our feet.
 RUFF = "ruff==0.17.6"
@@ -51,6 +53,8 @@ nox.options.sessions = [
     "example-3.11",
     "fastapi-3.12",
     "django-3.12",
+    "observability-3.11",
+    "dashboard-3.11",
 ]
 
 
@@ -204,6 +208,37 @@ def django(session: nox.Session) -> None:
     """
     _install_packages(session, "qw-core", "qw-postgres", "qw-django")
     session.run("pytest", "packages/qw-django/tests", *session.posargs, env=_service_env(session))
+
+
+@nox.session(python=PYTHONS)
+def observability(session: nox.Session) -> None:
+    """qw-metrics (Prometheus) and qw-tracing (OpenTelemetry): real workers on real stores."""
+    _install_packages(
+        session, "qw-core", "qw-testkit", "qw-postgres", "qw-redis", "qw-metrics", "qw-tracing"
+    )
+    env = _service_env(session)
+    # One pytest run per package: each has a conftest of its own.
+    for package in ("qw-metrics", "qw-tracing"):
+        session.run("pytest", f"packages/{package}/tests", *session.posargs, env=env)
+
+
+@nox.session(python=PYTHONS)
+def dashboard(session: nox.Session) -> None:
+    """qw-dashboard: its pages over ASGI, then end to end in Debian's headless Chromium.
+
+    The browser tests use /usr/bin/chromium and /usr/bin/chromedriver (Debian's
+    chromium and chromium-driver; nothing is downloaded) and skip, saying so,
+    when they are missing, unless QW_REQUIRE_BROWSER=1 (CI) makes that a failure.
+    """
+    _install_packages(session, "qw-core", "qw-testkit", "qw-postgres", "qw-redis", "qw-dashboard")
+    session.install("selenium>=4.20")
+    env = _service_env(session)
+    for name in ("QW_CHROMIUM", "QW_CHROMEDRIVER"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    # Selenium Manager must never download a browser or a driver.
+    env["SE_OFFLINE"] = "true"
+    session.run("pytest", "packages/qw-dashboard/tests", *session.posargs, env=env)
 
 
 # -- benchmarks -----------------------------------------------------------
