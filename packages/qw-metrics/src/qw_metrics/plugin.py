@@ -9,6 +9,7 @@ enqueues). One :class:`~qw_metrics.hooks.MetricsPlugin` per process.
 from __future__ import annotations
 
 from qw_metrics.hooks import MetricsPlugin
+from qw_metrics.server import MetricsServer
 
 __all__ = ["PLUGIN", "server"]
 
@@ -26,6 +27,6 @@ qw_lease_lost = PLUGIN.qw_lease_lost
 qw_jobs_reclaimed = PLUGIN.qw_jobs_reclaimed
 
 
-def server() -> object | None:
-    """The HTTP server this process's first worker started (a MetricsServer), or None."""
+def server() -> MetricsServer | None:
+    """The HTTP server this process's first worker started, or None."""
     return PLUGIN.server
