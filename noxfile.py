@@ -244,7 +244,7 @@ def dashboard(session: nox.Session) -> None:
 # -- benchmarks -----------------------------------------------------------
 # The `bench` and `bench-quick` sessions (bench/ harness) go here.
 
-BENCH_PACKAGES = ["qw-core", "qw-postgres", "qw-redis"]
+BENCH_PACKAGES = ["qw-core", "qw-postgres", "qw-redis", "qw-metrics", "qw-tracing"]
 
 
 def _bench(session: nox.Session, *args: str) -> None:

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench import aenqueue, limits
+from bench import aenqueue, limits, plugins
 
 __all__ = ["best_drain", "best_flows", "failures", "goals", "markdown", "write"]
 
@@ -78,6 +78,7 @@ def failures(entry: dict[str, Any]) -> list[str]:
             out.append(f"{'fan-out' if name == 'fanout' else name}: {phase.get('error')}")
     out += limits.failures(entry)
     out += aenqueue.failures(entry)
+    out += plugins.failures(entry)
     return out
 
 
@@ -161,6 +162,7 @@ def goals(data: dict[str, Any]) -> list[dict[str, str]]:
     out += workflow_goals(systems)
     out += limits.goals(systems, STORES)
     out += aenqueue.goals(systems)
+    out += plugins.goals(systems)
     return out
 
 
@@ -423,6 +425,7 @@ def markdown(data: dict[str, Any]) -> str:
     lines += workflow_sections(data, ran)
     lines += limits.sections(data, ran)
     lines += aenqueue.sections(data, ran)
+    lines += plugins.sections(data, ran)
 
     lines += ["", "## Settings used", ""]
     for d in ids:

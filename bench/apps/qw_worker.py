@@ -23,9 +23,9 @@ from typing import Any
 import qw
 from bench import probe
 from bench.limits import LIMIT
+from bench.qwplugins import baseline
 from qw.model import Job, JobStatus, JSONValue
 from qw.plugin import hookimpl
-from qw.plugin.manager import QwPluginManager
 
 TASK = "bench.noop"
 STEP = "bench.wf.step"
@@ -121,7 +121,8 @@ class DrainStop:
 
 def main(argv: list[str]) -> int:
     url, namespace, concurrency, drain = argv[0], argv[1], int(argv[2]), int(argv[3])
-    app = qw.App(url, namespace=namespace)
+    client = qw.open(url, namespace=namespace, plugins=baseline())
+    app = qw.App(client=client)
 
     @app.task(name=TASK, queue=QUEUE, max_attempts=3)
     def noop(index: int) -> None:
@@ -129,16 +130,19 @@ def main(argv: list[str]) -> int:
 
     register(app)
     register_limits(app)
-    plugins = QwPluginManager()
+    plugins = baseline()
     ref: list[qw.Worker] = []
     stopper = DrainStop(ref, drain)
     plugins.register(stopper, name="bench.drain")
     worker = qw.Worker(
-        app, qw.WorkerConfig(queues=(QUEUE,), concurrency=concurrency), plugins=plugins
+        app,
+        qw.WorkerConfig(queues=(QUEUE,), concurrency=concurrency),
+        plugins=plugins,
+        load_plugins=False,
     )
     ref.append(worker)
     stats = worker.run()
-    app.close()
+    client.close()
     print(f"qw worker stats: {stats}", flush=True)
     if drain > 0:
         if stopper.end_ns is None:

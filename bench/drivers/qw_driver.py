@@ -60,7 +60,9 @@ class QwDriver(FlowDriver):
         import qw
 
         if self._client_obj is None:
-            self._client_obj = qw.open(self.url(), namespace=NAMESPACE)
+            from bench.qwplugins import baseline
+
+            self._client_obj = qw.open(self.url(), namespace=NAMESPACE, plugins=baseline())
         return self._client_obj
 
     def close(self) -> None:
@@ -68,7 +70,8 @@ class QwDriver(FlowDriver):
             self._client_obj.close()
             self._client_obj = None
         if self._app_obj is not None:
-            self._app_obj[0].close()
+            # The app was given its client (see _flow_app), so it does not close it.
+            self._app_obj[0].client.close()
             self._app_obj = None
 
     def enqueue(self, indexes: range, batch: int) -> None:
@@ -90,9 +93,11 @@ class QwDriver(FlowDriver):
         )
 
     async def async_producer(self, producers: int) -> _AsyncProducer:
+        from bench.qwplugins import baseline
         from qw.aio import open_async
 
-        return _AsyncProducer(await open_async(self.url(), namespace=NAMESPACE))
+        client = await open_async(self.url(), namespace=NAMESPACE, plugins=baseline())
+        return _AsyncProducer(client)
 
     def start(self, concurrency: int, probe_dir: Path, *, drain: int | None) -> Workers:
         log = self.log("worker")
@@ -127,8 +132,9 @@ class QwDriver(FlowDriver):
         if self._app_obj is None:
             import qw
             from bench.apps.qw_worker import register
+            from bench.qwplugins import baseline
 
-            app = qw.App(self.url(), namespace=NAMESPACE)
+            app = qw.App(client=qw.open(self.url(), namespace=NAMESPACE, plugins=baseline()))
             step, join = register(app)
             self._app_obj = (app, step, join)
         return self._app_obj
