@@ -21,10 +21,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import qw
-from qw.errors import BackendNotFound, BackendUnavailable
 from qw.plugin.manager import QwPluginManager
-from qw.registry import load_backend
 from qw_metrics import Metrics, MetricsPlugin, Settings
+from qw_testkit.servers import store_url as kit_store_url
 
 BACKENDS = ["sqlite", "postgres", "redis"]
 #: Short leases and polls, so a test does not sit waiting.
@@ -41,19 +40,8 @@ QUIET = Settings(port=None, counts_s=None)
 
 
 def store_url(name: str, tmp_path: Path) -> str:
-    """A URL for backend ``name``, or a loud skip when it is not here."""
-    if name == "sqlite":
-        return f"sqlite:///{tmp_path / 'metrics.db'}"
-    from qw_testkit.servers import require_server, required_backends, server_url
-
-    try:
-        load_backend(name)
-    except (BackendNotFound, BackendUnavailable) as exc:
-        reason = f"{name} backend not installed: {exc}"
-        if {name, "all"} & required_backends():
-            pytest.fail(f"{reason}, and QW_REQUIRE_BACKENDS requires {name}", pytrace=False)
-        pytest.skip(f"SKIPPED LOUDLY: {reason}")
-    return require_server(name, server_url(name), lambda u: qw.open(u, namespace="probe").close())
+    """A URL for backend ``name``, or a loud skip (a failure under QW_REQUIRE_BACKENDS)."""
+    return kit_store_url(name, tmp_path)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -23,9 +23,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import qw
 import qw_tracing.plugin
-from qw.errors import BackendNotFound, BackendUnavailable
 from qw.plugin.manager import QwPluginManager
-from qw.registry import load_backend
+from qw_testkit.servers import store_url as kit_store_url
 
 EXPORTER = InMemorySpanExporter()
 _provider = TracerProvider()
@@ -45,24 +44,9 @@ FAST: dict[str, Any] = {
 BACKENDS = ["sqlite", "postgres", "redis"]
 
 
-def _probe(url: str) -> None:
-    qw.open(url, namespace="probe").close()
-
-
 def store_url(name: str, tmp_path: Path) -> str:
     """A URL for backend ``name``, or a loud skip (a failure under QW_REQUIRE_BACKENDS)."""
-    if name == "sqlite":
-        return f"sqlite:///{tmp_path / 'tracing.db'}"
-    from qw_testkit.servers import require_server, required_backends, server_url
-
-    try:
-        load_backend(name)
-    except (BackendNotFound, BackendUnavailable) as exc:
-        reason = f"{name} backend not installed: {exc}"
-        if {name, "all"} & required_backends():
-            pytest.fail(f"{reason}, and QW_REQUIRE_BACKENDS requires {name}", pytrace=False)
-        pytest.skip(f"SKIPPED LOUDLY: {reason}")
-    return require_server(name, server_url(name), _probe)
+    return kit_store_url(name, tmp_path)
 
 
 @pytest.fixture(params=BACKENDS)

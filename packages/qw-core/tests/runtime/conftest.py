@@ -20,8 +20,6 @@ from typing import Any
 import pytest
 
 import qw
-from qw.errors import BackendNotFound, BackendUnavailable
-from qw.registry import load_backend
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -42,26 +40,13 @@ FAST = {
 }
 
 
-def _probe(url: str) -> None:
-    qw.open(url, namespace="probe").close()
-
-
 def store_url(name: str, tmp_path: Path) -> str:
     """A URL for backend ``name``, or a loud skip when it is not here."""
     if name == "memory":
         return "memory://runtime"
-    if name == "sqlite":
-        return f"sqlite:///{tmp_path / 'runtime.db'}"
-    from qw_testkit.servers import require_server, required_backends, server_url
+    from qw_testkit.servers import store_url as kit_store_url
 
-    try:
-        load_backend(name)
-    except (BackendNotFound, BackendUnavailable) as exc:
-        reason = f"{name} backend not installed: {exc}"
-        if {name, "all"} & required_backends():
-            pytest.fail(f"{reason}, and QW_REQUIRE_BACKENDS requires {name}", pytrace=False)
-        pytest.skip(f"SKIPPED LOUDLY: {reason}")
-    return require_server(name, server_url(name), _probe)
+    return kit_store_url(name, tmp_path)
 
 
 @pytest.fixture

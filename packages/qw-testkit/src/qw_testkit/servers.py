@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-__all__ = ["forget_probes", "require_server", "required_backends", "server_url"]
+__all__ = ["forget_probes", "require_server", "required_backends", "server_url", "store_url"]
 
 DEFAULT_URLS = {
     "postgres": "postgresql://postgres@127.0.0.1:5432/test",
@@ -79,3 +80,31 @@ def require_server(backend: str, url: str | None, probe: Callable[[str], object]
     if required:
         pytest.fail(f"{reason}, and QW_REQUIRE_BACKENDS requires {backend}", pytrace=False)
     pytest.skip(f"SKIPPED LOUDLY: {reason}")
+
+
+def store_url(backend: str, directory: Path) -> str:
+    """A URL a test can open a client on for ``backend``, or a loud skip.
+
+    ``memory`` and ``sqlite`` (a file in ``directory``) always answer. A
+    server backend must be installed and its server reachable (probed with
+    ``qw.open``); either missing is a skip, or a failure where
+    ``QW_REQUIRE_BACKENDS`` names it.
+    """
+    import qw
+    from qw.errors import BackendNotFound, BackendUnavailable
+    from qw.registry import load_backend
+
+    if backend == "memory":
+        return f"memory://{directory.name}"
+    if backend == "sqlite":
+        return f"sqlite:///{directory / 'store.db'}"
+    try:
+        load_backend(backend)
+    except (BackendNotFound, BackendUnavailable) as exc:
+        reason = f"{backend} backend not installed: {exc}"
+        if {backend, "all"} & required_backends():
+            pytest.fail(f"{reason}, and QW_REQUIRE_BACKENDS requires {backend}", pytrace=False)
+        pytest.skip(f"SKIPPED LOUDLY: {reason}")
+    return require_server(
+        backend, server_url(backend), lambda url: qw.open(url, namespace="probe").close()
+    )
