@@ -38,8 +38,9 @@ def send_email(to: str, template: str) -> dict[str, str]:
 def resize_image(image_id: int, sizes: list[int], slow_s: float = 0.0) -> dict[str, object]:
     job = qw.current_job()
     for done, size in enumerate(sizes, 1):
-        job.progress(done / (len(sizes) + 1), f"resizing to {size}px")
+        job.progress((done - 1) / len(sizes), f"resizing to {size}px")
         time.sleep(slow_s / len(sizes) if slow_s else 0.03)
+    job.progress(1.0, "done")
     return {"image": image_id, "sizes": sizes}
 
 
