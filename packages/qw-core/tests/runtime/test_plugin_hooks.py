@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -58,11 +58,24 @@ def _app(url: str, namespace: str, *plugins: object) -> qw.App:
 
 
 @pytest.fixture
-def header_app(url: str, namespace: str) -> Iterator[tuple[qw.App, Headers]]:
+def make_app(url: str, namespace: str) -> Iterator[Callable[..., qw.App]]:
+    """``_app`` on the test's store; every client it opened is closed after the test."""
+    apps: list[qw.App] = []
+
+    def make(*plugins: object) -> qw.App:
+        apps.append(_app(url, namespace, *plugins))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        # The apps were given their clients, so they do not close them.
+        app.client.close()
+
+
+@pytest.fixture
+def header_app(make_app: Callable[..., qw.App]) -> tuple[qw.App, Headers]:
     plugin = Headers(traceparent="00-abc-def-01", tenant="t1")
-    app = _app(url, namespace, plugin)
-    yield app, plugin
-    app.client.close()
+    return make_app(plugin), plugin
 
 
 def test_headers_travel_with_the_job_and_the_task_never_sees_them(
@@ -100,17 +113,18 @@ def test_a_dedupe_hit_reaches_the_enqueued_hook_as_not_created(
 
 
 def test_headers_that_push_a_payload_over_the_limit_are_refused_and_nothing_is_written(
-    url: str, namespace: str
+    make_app: Callable[..., qw.App],
 ) -> None:
-    limit = qw.open(url, namespace=namespace).capabilities.max_payload_bytes
-    app = _app(url, namespace, Headers(big="x" * limit))
+    probe = make_app()
+    limit = probe.client.capabilities.max_payload_bytes
+    app = make_app(Headers(big="x" * limit))
     with pytest.raises(qw.InvalidPayload):
         app.tasks["rt.add"].enqueue(1, 2)
     assert app.client.list_jobs() == []
 
 
 def test_a_non_string_header_is_dropped_with_a_warning(
-    url: str, namespace: str, caplog: pytest.LogCaptureFixture
+    make_app: Callable[..., qw.App], caplog: pytest.LogCaptureFixture
 ) -> None:
     class Bad:
         @hookimpl
@@ -118,7 +132,7 @@ def test_a_non_string_header_is_dropped_with_a_warning(
             headers["n"] = 5
             headers["ok"] = "yes"
 
-    app = _app(url, namespace, Bad())
+    app = make_app(Bad())
     answer = app.tasks["rt.add"].enqueue(1, 2)
     assert job_headers(app.client.get(answer.id).payload) == {"ok": "yes"}
     assert "non-string" in caplog.text
