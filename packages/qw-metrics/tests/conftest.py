@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 import qw
 from qw.plugin.manager import QwPluginManager
 from qw_metrics import Metrics, MetricsPlugin, Settings
-from qw_testkit.servers import store_url as kit_store_url
+from qw_testkit.servers import store_url
 
 BACKENDS = ["sqlite", "postgres", "redis"]
 #: Short leases and polls, so a test does not sit waiting.
@@ -37,11 +37,6 @@ FAST: dict[str, Any] = {
 }
 #: No HTTP server and no sampler unless a test asks for them.
 QUIET = Settings(port=None, counts_s=None)
-
-
-def store_url(name: str, tmp_path: Path) -> str:
-    """A URL for backend ``name``, or a loud skip (a failure under QW_REQUIRE_BACKENDS)."""
-    return kit_store_url(name, tmp_path)
 
 
 @pytest.fixture(params=BACKENDS)

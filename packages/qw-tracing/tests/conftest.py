@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import qw
 import qw_tracing.plugin
 from qw.plugin.manager import QwPluginManager
-from qw_testkit.servers import store_url as kit_store_url
+from qw_testkit.servers import store_url
 
 EXPORTER = InMemorySpanExporter()
 _provider = TracerProvider()
@@ -42,11 +42,6 @@ FAST: dict[str, Any] = {
 }
 
 BACKENDS = ["sqlite", "postgres", "redis"]
-
-
-def store_url(name: str, tmp_path: Path) -> str:
-    """A URL for backend ``name``, or a loud skip (a failure under QW_REQUIRE_BACKENDS)."""
-    return kit_store_url(name, tmp_path)
 
 
 @pytest.fixture(params=BACKENDS)
