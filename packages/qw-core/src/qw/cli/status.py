@@ -21,8 +21,9 @@ from qw.client import Client
 from qw.display import escape_text
 from qw.model import JobStatus, KeyState, WorkerInfo
 from qw.validation import MAX_LIST_LIMIT
+from qw.worker.supervisor import Supervised, parse_child_id
 
-__all__ = ["Status", "read_status", "shown_keys", "status"]
+__all__ = ["Status", "read_status", "shown_keys", "status", "supervisor_groups"]
 
 #: A worker not seen for this long is shown as ``stale`` (probably gone).
 DEFAULT_STALE_AFTER = 60.0
@@ -99,12 +100,48 @@ def _worker_state(age: float | None, stale_after: float) -> str:
     return "live" if age is not None and age <= stale_after else "stale"
 
 
+def supervisor_groups(
+    workers: list[WorkerInfo],
+) -> tuple[list[WorkerInfo], dict[tuple[str, str], list[tuple[Supervised, WorkerInfo]]]]:
+    """The workers that run alone, and the children of each (host, supervisor), by index."""
+    alone: list[WorkerInfo] = []
+    groups: dict[tuple[str, str], list[tuple[Supervised, WorkerInfo]]] = {}
+    for w in workers:
+        sup = parse_child_id(w.id)
+        if sup is None:
+            alone.append(w)
+        else:
+            groups.setdefault((w.host, sup.supervisor), []).append((sup, w))
+    for children in groups.values():
+        children.sort(key=lambda pair: (pair[0].index, pair[1].id))
+    return alone, groups
+
+
 def _more_keys(snapshot: Status, shown: int) -> int:
     return 0 if snapshot.keys is None else len(snapshot.keys) - shown
 
 
+def _worker_dict(snapshot: Status, w: WorkerInfo, stale_after: float) -> dict[str, object]:
+    sup = parse_child_id(w.id)
+    return {
+        "id": w.id,
+        "host": w.host,
+        "pid": w.pid,
+        "queues": list(w.queues),
+        "concurrency": w.concurrency,
+        "started_at": w.started_at,
+        "last_seen": w.last_seen,
+        "age_s": snapshot.worker_age(w),
+        "state": _worker_state(snapshot.worker_age(w), stale_after),
+        # Set for a child of `qw worker --processes N`: its supervisor and index.
+        "supervisor": None if sup is None else sup.supervisor,
+        "index": None if sup is None else sup.index,
+    }
+
+
 def _as_dict(snapshot: Status, stale_after: float, most_keys: int) -> dict[str, object]:
     keys = None if snapshot.keys is None else shown_keys(snapshot.keys, most_keys)
+    _, groups = supervisor_groups(snapshot.workers)
     return {
         "url": snapshot.url,
         "backend": snapshot.backend,
@@ -123,19 +160,21 @@ def _as_dict(snapshot: Status, stale_after: float, most_keys: int) -> dict[str, 
         # Keys left out of "keys"; with keys_more_exact false, at least this many.
         "keys_more": _more_keys(snapshot, len(keys or ())),
         "keys_more_exact": snapshot.keys_complete,
-        "workers": [
+        "workers": [_worker_dict(snapshot, w, stale_after) for w in snapshot.workers],
+        # Every worker is also in "workers"; these list the children by supervisor.
+        "supervisors": [
             {
-                "id": w.id,
-                "host": w.host,
-                "pid": w.pid,
-                "queues": list(w.queues),
-                "concurrency": w.concurrency,
-                "started_at": w.started_at,
-                "last_seen": w.last_seen,
-                "age_s": snapshot.worker_age(w),
-                "state": _worker_state(snapshot.worker_age(w), stale_after),
+                "id": sup_id,
+                "host": host,
+                "pid": children[0][0].supervisor_pid,
+                "children": len(children),
+                "live": sum(
+                    _worker_state(snapshot.worker_age(w), stale_after) == "live"
+                    for _, w in children
+                ),
+                "workers": [w.id for _, w in children],
             }
-            for w in snapshot.workers
+            for (host, sup_id), children in groups.items()
         ],
     }
 
@@ -172,26 +211,51 @@ def _render(snapshot: Status, stale_after: float, most_keys: int) -> str:
         lines.append("no jobs")
     lines.append("")
     lines.extend(_render_keys(snapshot, most_keys))
-    if snapshot.workers:
-        rows = []
-        for w in snapshot.workers:
-            age = snapshot.worker_age(w)
-            rows.append(
-                [
-                    w.id,
-                    _worker_state(age, stale_after),
-                    w.host,
-                    w.pid,
-                    ",".join(w.queues),
-                    w.concurrency,
-                    "-" if age is None else f"{age:.0f}s ago",
-                ]
-            )
-        headers = ["WORKER", "STATE", "HOST", "PID", "QUEUES", "CONCURRENCY", "LAST SEEN"]
-        lines.append(render_table(headers, rows))
-    else:
-        lines.append("no workers")
+    lines.extend(_render_workers(snapshot, stale_after))
     return "\n".join(lines)
+
+
+_WORKER_HEADERS = ["WORKER", "STATE", "HOST", "PID", "QUEUES", "CONCURRENCY", "LAST SEEN"]
+
+
+def _worker_row(snapshot: Status, w: WorkerInfo, stale_after: float) -> list[object]:
+    age = snapshot.worker_age(w)
+    return [
+        w.id,
+        _worker_state(age, stale_after),
+        w.host,
+        w.pid,
+        ",".join(w.queues),
+        w.concurrency,
+        "-" if age is None else f"{age:.0f}s ago",
+    ]
+
+
+def _render_workers(snapshot: Status, stale_after: float) -> list[str]:
+    """Workers that run alone in one table, then one table per supervisor of children."""
+    if not snapshot.workers:
+        return ["no workers"]
+    alone, groups = supervisor_groups(snapshot.workers)
+    lines = []
+    if alone:
+        lines.append(
+            render_table(_WORKER_HEADERS, [_worker_row(snapshot, w, stale_after) for w in alone])
+        )
+    for (host, _), children in groups.items():
+        live = sum(
+            _worker_state(snapshot.worker_age(w), stale_after) == "live" for _, w in children
+        )
+        if lines:
+            lines.append("")
+        lines.append(
+            escape_text(
+                f"supervisor pid {children[0][0].supervisor_pid} on {host}: "
+                f"{len(children)} worker processes, {live} live"
+            )
+        )
+        rows = [[f"w{sup.index}", *_worker_row(snapshot, w, stale_after)] for sup, w in children]
+        lines.append(render_table(["CHILD", *_WORKER_HEADERS], rows))
+    return lines
 
 
 @click.command()

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import click
+from click.core import ParameterSource
 
 from qw.app import App, load_app
 from qw.cli._common import Seconds, echo_text, store_options
 from qw.errors import QwError
 from qw.opening import resolve_namespace, resolve_url
 from qw.validation import MAX_LEASE_S, validate_queues
+from qw.worker.supervisor import MAX_PROCESSES, ChildRole, ChildSpec, Supervisor
 
-__all__ = ["add_schedules", "app_from_options", "worker"]
+__all__ = ["add_schedules", "app_from_options", "child_command", "worker"]
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
@@ -56,6 +59,38 @@ def add_schedules(app: App, entries: tuple[str, ...], tz: str) -> None:
             app.periodic(spec.strip(), tz=tz if cron else "UTC", task=task)
         except QwError as exc:
             raise click.BadParameter(f"{entry!r}: {exc}", param_hint="--periodic") from None
+
+
+def child_command(ctx: click.Context) -> list[str]:
+    """The command line of a supervised child: this ``qw worker`` run minus ``--processes``.
+
+    Rebuilt from the parsed options (not from ``sys.argv``, whose spelling
+    varies); options left at their defaults are left out, so that a child
+    reads ``$QW_URL`` and ``$QW_NAMESPACE`` from its environment like its
+    supervisor would have.
+    """
+    args = [sys.executable, "-c", "from qw.cli import main; main(prog_name='qw')", "worker"]
+    assert ctx.command is not None
+    for param in ctx.command.params:
+        name = param.name
+        if name is None or name in ("processes", "child"):
+            continue
+        value = ctx.params[name]
+        if isinstance(param, click.Argument):
+            args.append(str(value))
+            continue
+        if value is None or ctx.get_parameter_source(name) is ParameterSource.DEFAULT:
+            continue
+        assert isinstance(param, click.Option)
+        flag = param.opts[0]
+        if param.is_flag and param.secondary_opts:
+            args.append(flag if value else param.secondary_opts[0])
+        elif param.multiple:
+            for item in value:
+                args += [flag, str(item)]
+        else:
+            args += [flag, str(value)]
+    return args
 
 
 def parse_queues(value: str | None) -> list[str] | None:
@@ -133,8 +168,21 @@ def parse_queues(value: str | None) -> list[str] | None:
     metavar="ZONE",
     help="The time zone of the --periodic cron specs (an IANA name).",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(1, MAX_PROCESSES),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Run N worker processes (each with --concurrency slots) under a supervisor "
+    "that forwards signals and restarts crashed ones.",
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+# Set by the supervisor on the children it starts; see qw.worker.supervisor.
+@click.option("--child", "child", default=None, hidden=True)
+@click.pass_context
 def worker(
+    ctx: click.Context,
     app_spec: str,
     url: str | None,
     namespace: str | None,
@@ -148,17 +196,37 @@ def worker(
     scheduler: bool,
     periodic: tuple[str, ...],
     periodic_tz: str,
+    processes: int,
     log_level: str,
+    child: str | None,
 ) -> None:
     """Run the tasks of APP ("package.module:app") until SIGTERM or SIGINT.
 
     The first signal stops claiming and lets running jobs finish within
     --grace; what is still running then is released (no attempt counted).
     A second signal releases at once.
+
+    With --processes N, a supervisor runs N such workers and passes its
+    signals on to all of them; it restarts one that crashes, and exits
+    non-zero if one did not stop cleanly.
     """
+    role = None
+    if child is not None:
+        try:
+            role = ChildRole(ChildSpec.parse(child))
+        except ValueError:
+            raise click.BadParameter(f"{child!r}", param_hint="--child") from None
+        if processes != 1:
+            raise click.UsageError("--child and --processes exclude each other")
+    tag = f"[{role.tag}] " if role else "[supervisor] " if processes > 1 else ""
     logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=log_level.upper(),
+        format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s",
     )
+    if processes > 1:
+        ctx.exit(Supervisor(child_command(ctx), processes).run())
+    if role is not None:
+        role.start()
     app = app_from_options(app_spec, url, namespace)
     add_schedules(app, periodic, periodic_tz)
     runner = app.worker(
@@ -171,6 +239,8 @@ def worker(
         prefetch=prefetch,
         scheduler=scheduler,
     )
+    if role is not None:
+        role.adopt(runner)
     try:
         stats = runner.run()
     finally:
