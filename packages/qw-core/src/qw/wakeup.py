@@ -16,11 +16,12 @@ waiter, because signals may have been missed while it was down.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 
-__all__ = ["ListenFn", "Listener", "WakeupHub"]
+__all__ = ["ListenFn", "Listener", "StopEvent", "WakeupHub"]
 
 log = logging.getLogger("qw.wakeup")
 
@@ -98,10 +99,45 @@ class WakeupHub:
                     return polled
 
 
+class StopEvent(threading.Event):
+    """An event that is also readable: :meth:`fileno` turns readable once it is set.
+
+    A listener blocked in ``select`` on its connection's socket selects this
+    too, so a stop ends the wait at once instead of after a polling tick
+    (``App.close()`` would otherwise wait out the tick).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._recv, self._send = socket.socketpair()
+        self._recv.setblocking(False)
+        self._send.setblocking(False)
+        self._closed = False
+
+    def fileno(self) -> int:
+        """The descriptor to select for reading; readable from :meth:`set` on."""
+        return self._recv.fileno()
+
+    def set(self) -> None:
+        super().set()
+        try:
+            self._send.send(b"\0")
+        except OSError:
+            pass  # closed, or the buffer already holds a byte: readable either way
+
+    def close(self) -> None:
+        """Release the socket pair (once no thread selects on it any more)."""
+        if not self._closed:
+            self._closed = True
+            self._recv.close()
+            self._send.close()
+
+
 #: ``listen(ready, stopping)``: connect, subscribe, call ``ready()`` once
 #: subscribed, then deliver signals to the hub until the connection fails
-#: (raise) or ``stopping`` is set (return).
-ListenFn = Callable[[Callable[[], None], threading.Event], None]
+#: (raise) or ``stopping`` is set (return). ``stopping`` is a
+#: :class:`StopEvent`: a listener that blocks on a socket selects it too.
+ListenFn = Callable[[Callable[[], None], StopEvent], None]
 
 
 class Listener:
@@ -124,7 +160,7 @@ class Listener:
     ) -> None:
         self._hub = hub
         self._listen = listen
-        self._stopping = threading.Event()
+        self._stopping = StopEvent()
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -160,8 +196,13 @@ class Listener:
         """Ask ``listen`` to return and wait up to ``timeout`` for the thread."""
         self._stopping.set()
         self._hub.set_connected(False)
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
+        if self._thread is threading.current_thread():
+            return
+        if self._thread.is_alive():
             self._thread.join(timeout)
+        if not self._thread.is_alive():
+            # A thread still running past the timeout may yet select it: left open.
+            self._stopping.close()
 
     def _ready(self) -> None:
         self._hub.set_connected(True)

@@ -14,7 +14,7 @@ is registered in ``result_listeners`` (:func:`make_results_listen`).
 from __future__ import annotations
 
 import hashlib
-import threading
+import select
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from qw.wakeup import ListenFn, WakeupHub
+from qw.wakeup import ListenFn, StopEvent, WakeupHub
 
 __all__ = [
     "ALL_QUEUES",
@@ -34,8 +34,6 @@ __all__ = [
 ]
 
 ALL_QUEUES = "*"
-#: How often the listener checks ``stopping`` while no notification arrives.
-STOP_CHECK_S = 0.25
 #: A query this often proves a quiet connection is still alive (a half-open
 #: TCP connection would otherwise look like a quiet channel forever).
 PING_EVERY_S = 15.0
@@ -72,7 +70,7 @@ def make_listen(
     """A ``listen(ready, stopping)`` that feeds ``hub`` from ``channel`` until it fails."""
     listen_stmt = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
 
-    def listen(ready: Callable[[], None], stopping: threading.Event) -> None:
+    def listen(ready: Callable[[], None], stopping: StopEvent) -> None:
         conn: psycopg.Connection[Any] = psycopg.connect(
             conninfo,
             autocommit=True,
@@ -113,7 +111,7 @@ def make_results_listen(
     listen_stmt = sql.SQL("LISTEN {}").format(sql.Identifier(channel))
     ns = {"ns": namespace}
 
-    def listen(ready: Callable[[], None], stopping: threading.Event) -> None:
+    def listen(ready: Callable[[], None], stopping: StopEvent) -> None:
         conn: psycopg.Connection[Any] = psycopg.connect(
             conninfo,
             autocommit=True,
@@ -147,19 +145,29 @@ def make_results_listen(
     return listen
 
 
-def _deliver(conn: psycopg.Connection[Any], hub: WakeupHub, stopping: threading.Event) -> None:
-    """Hand each notification to ``hub`` as it arrives, until ``stopping`` (or a failure)."""
+def _deliver(conn: psycopg.Connection[Any], hub: WakeupHub, stopping: StopEvent) -> None:
+    """Hand each notification to ``hub`` as it arrives, until ``stopping`` (or a failure).
+
+    One ``select`` waits on the connection's socket and on ``stopping``, so
+    a notification is read the moment it lands and a stop ends the wait at
+    once (no polling tick for ``App.close()`` to wait out).
+    """
     last_ping = time.monotonic()
     while not stopping.is_set():
-        # Each signal goes to the hub the moment it arrives; the timeout
-        # only bounds how long ``stopping`` goes unchecked.
-        for note in conn.notifies(timeout=STOP_CHECK_S):
+        # timeout=0 reads what is buffered (notifications that came in
+        # during the ping are kept by psycopg until asked for) and what the
+        # socket holds, without blocking; everything libpq read is parsed
+        # there, so a select that follows misses nothing.
+        for note in conn.notifies(timeout=0):
             if note.payload == ALL_QUEUES:
                 hub.notify_all()
             else:
                 hub.notify((note.payload,))
-            if stopping.is_set():
-                break
-        if time.monotonic() - last_ping > PING_EVERY_S:
+        if stopping.is_set():
+            return
+        wait = PING_EVERY_S - (time.monotonic() - last_ping)
+        if wait <= 0:
             conn.execute("SELECT 1")
             last_ping = time.monotonic()
+            continue
+        select.select([conn.fileno(), stopping.fileno()], [], [], wait)

@@ -14,7 +14,7 @@ hub wakes every waiter when the channel is back.
 
 from __future__ import annotations
 
-import threading
+import select
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,13 +23,15 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from qw.wakeup import ListenFn, WakeupHub
+from qw.wakeup import ListenFn, StopEvent, WakeupHub
 from qw_redis.results import EndedWaiters
 
 __all__ = ["make_listen", "subscriber_options"]
 
 _SUBSCRIBE_TIMEOUT = 10.0
-_TICK = 0.25
+#: The longest a quiet subscriber sleeps between reads: a read runs
+#: redis-py's health check (a PING every ``health_check_interval``).
+_TICK = 1.0
 
 
 def make_listen(
@@ -50,7 +52,7 @@ def make_listen(
     """
     channels = [channel] if ended is None else [channel, ended_channel]
 
-    def listen(ready: Callable[[], None], stopping: threading.Event) -> None:
+    def listen(ready: Callable[[], None], stopping: StopEvent) -> None:
         client = connect()
         pubsub: Any = client.pubsub()  # type: ignore[no-untyped-call]
         try:
@@ -65,7 +67,7 @@ def make_listen(
             while confirmed < len(channels):
                 if stopping.is_set():
                     return
-                message = pubsub.get_message(timeout=_TICK)
+                message = _next_message(pubsub, stopping, _TICK)
                 if message is not None and message["type"] in ("subscribe", "ssubscribe"):
                     confirmed += 1
                     continue
@@ -75,7 +77,7 @@ def make_listen(
             if ended is not None:
                 ended.set_live(True)
             while not stopping.is_set():
-                message = pubsub.get_message(timeout=_TICK)
+                message = _next_message(pubsub, stopping, _TICK)
                 if message is None:
                     continue
                 kind = message["type"]
@@ -96,6 +98,29 @@ def make_listen(
                 client.close()
 
     return listen
+
+
+def _next_message(pubsub: Any, stopping: StopEvent, timeout: float) -> dict[str, Any] | None:
+    """The next message read, or None after at most ``timeout`` (or at once on a stop).
+
+    One ``select`` waits on the subscriber's socket and on ``stopping``, so
+    a message is read the moment it lands and a stop ends the wait at once
+    (no tick for ``App.close()`` to wait out). None also when the read was
+    a health-check reply; callers just ask again.
+    """
+    message: dict[str, Any] | None = pubsub.get_message(timeout=0)
+    if message is not None or stopping.is_set():
+        return message
+    conn = pubsub.connection
+    if conn.can_read(0):
+        return None  # more is buffered behind a swallowed reply: read it next
+    # redis-py has no public accessor for the socket; without one, poll.
+    sock = getattr(conn, "_sock", None)
+    if sock is None:
+        polled: dict[str, Any] | None = pubsub.get_message(timeout=min(timeout, 0.05))
+        return polled
+    select.select([sock, stopping.fileno()], [], [], timeout)
+    return None
 
 
 def _deliver(hub: WakeupHub, data: object) -> None:
