@@ -25,6 +25,7 @@ __all__ = ["FLOWS", "NAMES", "READS", "STANDALONE", "key_names", "reached", "sou
 #: Scripts that change state.
 WRITES = (
     "enqueue",
+    "enqueue_one",
     "claim",
     "renew",
     "finish",

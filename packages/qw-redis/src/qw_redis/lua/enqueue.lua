@@ -7,38 +7,13 @@
 -- Returns {'D', id} for an id that exists, {'K', key, holder, ...} (every
 -- key of the batch a live job holds now) if that is not what the plan
 -- assumed, so nothing was written and Python plans again; else {'O'}.
+-- A lone plain job is enqueue_one.lua's.
 local now = now_us()
 local JW = 11
 local nk = tonumber(ARGV[A + 1])
 local ki = A + 2
 local ni = tonumber(ARGV[ki + 2 * nk])
 local jb = ki + 2 * nk + 1
--- The common call, one job without a dedupe or limit key: the writes the
--- general path below makes for it, called directly instead of through the
--- overlay and flush() (which cost as much Redis CPU as the writes).
-if nk == 0 and ni == 1 and #ARGV == jb + JW - 1 and ARGV[jb + 5] == '' and ARGV[jb + 8] == '' then
-  local id, qi, prio, run_at_s = ARGV[jb], tonumber(ARGV[jb + 1]), ARGV[jb + 3], ARGV[jb + 6]
-  if redis.call('HGET', F.status, id) then return {'D', id} end
-  local queue = QN[qi]
-  local seqs = string.format('%016d', redis.call('INCRBY', K.seq, 1))
-  local run_at
-  if run_at_s ~= '' then run_at = tonumber(run_at_s) else run_at = now + tonumber(ARGV[jb + 7]) end
-  redis.call('HSET', F.job, id, pack_job(prio, ARGV[jb + 4], fmt(now), seqs, queue, false, ARGV[jb + 2]))
-  redis.call('HSET', F.run_at, id, fmt(run_at))
-  redis.call('HSET', F.att, id, '0')
-  redis.call('HSET', F.status, id, STATUS.QUEUED)
-  redis.call('ZADD', ST.queued, 0, id)
-  redis.call('ZADD', K.ids, 0, id)
-  local f = queue .. ':' .. STATUS.QUEUED
-  if redis.call('HINCRBY', K.counts, f, 1) == 0 then redis.call('HDEL', K.counts, f) end
-  if run_at <= now then
-    redis.call('ZADD', ready_key(qi), prio, ready_member_of(0, seqs, id))
-  else
-    redis.call('ZADD', sched_key(qi), run_at, id)
-  end
-  publish({queue})
-  return {'O'}
-end
 local ids = {}
 for j = 0, ni - 1 do ids[#ids + 1] = ARGV[jb + JW * j] end
 for b = jb + JW * ni, #ARGV do ids[#ids + 1] = ARGV[b] end
