@@ -77,6 +77,8 @@ SOAK_SYSTEMS = ("qw-postgres", "qw-redis")
 PARTS = ("backlog", "soak")
 #: The PostgreSQL database of this phase (``qw_bench*``, as the harness may drop).
 PG_DB = "qw_bench_scale"
+#: Another ``qw_bench*`` name for it (the harness refuses any other).
+PG_DB_ENV = "QW_BENCH_SCALE_PG_DB"
 #: Bulk enqueue size: qw's documented bulk path, ``Client.enqueue(list)``.
 BULK = 1000
 #: Free memory / disk kept beyond what a backlog's fill is projected to need.
@@ -130,16 +132,21 @@ class Sizes:
 
 
 class ScalePostgres(QwPostgres):
+    @property
+    def db(self) -> str:
+        # Two invocations at once (one per part) need a database each.
+        return os.environ.get(PG_DB_ENV, PG_DB)
+
     def url(self) -> str:
-        return self.stores.postgres_db(PG_DB)
+        return self.stores.postgres_db(self.db)
 
     def reset(self) -> None:
         self.close()
-        stores.pg_recreate(self.stores, PG_DB)
+        stores.pg_recreate(self.stores, self.db)
 
     def cleanup(self) -> None:
         self.close()
-        stores.pg_drop(self.stores, PG_DB)
+        stores.pg_drop(self.stores, self.db)
 
 
 class ScaleRedis(QwRedis):
