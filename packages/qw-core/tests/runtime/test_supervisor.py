@@ -235,6 +235,32 @@ def test_children_of_a_killed_supervisor_drain_and_exit(
     assert app.client.workers() == []
 
 
+def test_ctrl_c_to_the_terminal_group_drains_once(
+    app: qw.App, notes: Path, tmp_path: Path, process_url: str
+) -> None:
+    # Ctrl-C signals the terminal's whole process group; the children must
+    # not see it directly as well, or the forwarded copy would be a second signal.
+    job_id = app.tasks["rt.record"].enqueue(str(notes), 1.5).id
+    env = {**os.environ, "PYTHONPATH": str(HERE), "QW_METRICS_PORT": "off"}
+    cmd = [
+        sys.executable, "-c", "from qw.cli import main; main(prog_name='qw')",
+        "worker", "runtime_app:app", "--url", process_url, "--namespace", app.namespace,
+        "--queues", "rt", "--processes", "2", "--poll-interval", "0.05",
+    ]  # fmt: skip
+    with (tmp_path / "group.log").open("wb") as log:
+        sup = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)  # fmt: skip
+    try:
+        wait_until(lambda: read_lines(notes, "started"), 30, "the job to start")
+        os.killpg(sup.pid, signal.SIGINT)
+        assert exit_code(sup) == 0, (tmp_path / "group.log").read_text()
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+    assert len(read_lines(notes, "finished")) == 1
+    assert app.client.get(job_id).status is S.SUCCEEDED
+
+
 def test_a_child_that_cannot_start_is_retried_with_backoff_then_given_up(
     tmp_path: Path,
 ) -> None:
