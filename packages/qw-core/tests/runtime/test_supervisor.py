@@ -298,3 +298,54 @@ def test_the_child_option_is_not_for_people(tmp_path: Path) -> None:
     args = ["worker", "nowhere:app", "--child", "nonsense"]
     result = CliRunner().invoke(main, args, env={})
     assert result.exit_code == 2, result.output
+
+
+# A stand-in child: reports ready, then crashes quickly four times, once after
+# a long life, and then runs until SIGTERM (exit 0).
+_CHILD = """
+import os, signal, sys, time
+from qw.worker.supervisor import ChildSpec
+spec = ChildSpec.parse(sys.argv[sys.argv.index("--child") + 1])
+runs = os.path.join(sys.argv[1], "runs")
+with open(runs, "a") as f:
+    f.write("x")
+n = len(open(runs).read())
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+os.write(spec.ready_fd, b"r")
+if n <= 4:
+    sys.exit(3)
+if n == 5:
+    time.sleep(1.6)
+    os.kill(os.getpid(), signal.SIGKILL)
+while True:
+    time.sleep(1)
+"""
+
+_SUPERVISOR = """
+import logging, sys
+from qw.worker.supervisor import Supervisor
+logging.basicConfig(level="INFO", format="%(message)s")
+child = [sys.executable, "-c", sys.argv[1], sys.argv[2]]
+options = dict(restart_first_s=0.2, restart_max_s=0.8, stable_after_s=1.5)
+sys.exit(Supervisor(child, 1, **options).run())
+"""
+
+
+def test_restarts_back_off_doubling_to_a_cap_and_reset_after_a_long_life(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-c", _SUPERVISOR, _CHILD, str(tmp_path)]
+    with (tmp_path / "log").open("wb") as log:
+        sup = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: (tmp_path / "runs").exists() and
+                   len((tmp_path / "runs").read_text()) == 6, 30, "six starts")  # fmt: skip
+        time.sleep(0.3)
+        sup.send_signal(signal.SIGTERM)
+        assert exit_code(sup) == 0, (tmp_path / "log").read_text()
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+    text = (tmp_path / "log").read_text()
+    delays = [line.rsplit(" in ", 1)[1] for line in text.splitlines() if "restarting w0" in line]
+    assert delays == ["0.2 s", "0.4 s", "0.8 s", "0.8 s", "0.2 s"], text
+    assert "exit code 3" in text
+    assert "killed by SIGKILL" in text
