@@ -318,13 +318,22 @@ def backlog(driver: QwDriver, sizes: Sizes, deadline: float) -> dict[str, Any]:
     probe_at = min(n, 100_000)
     every = max(BULK, n // 10 // BULK * BULK)
     checkpoints: list[tuple[int, float]] = []
+    # Claim p50 along the way (each tenth), off the fill's clock; the jobs
+    # those claims take are enqueued again at the end, so that n are queued.
+    by_depth: list[tuple[int, float]] = []
+    taken, paused = 0, 0.0
     t0 = shown = time.perf_counter()
     for start in range(0, n, BULK):
         stop = min(start + BULK, n)
         driver.enqueue(range(start, stop), BULK)
         now = time.perf_counter()
         if stop % every == 0 or stop == n:
-            checkpoints.append((stop, now - t0))
+            checkpoints.append((stop, now - t0 - paused))
+            if stop < n:
+                some = driver.claim_latencies(max(5, k // 10))
+                by_depth.append((stop - taken, percentile(some, 50) * 1e3))
+                taken += len(some)
+                paused += time.perf_counter() - now
         if stop == probe_at:
             grown = store_size(driver)["bytes"] - base["bytes"]
             need = grown / stop * (n - stop)
@@ -340,7 +349,8 @@ def backlog(driver: QwDriver, sizes: Sizes, deadline: float) -> dict[str, Any]:
             print(f"    {driver.id}: {stop:,}/{n:,} enqueued, {stop / (now - t0):,.0f}/s")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{stop:,}/{n:,} enqueued at the deadline")
-    fill_s = time.perf_counter() - t0
+    fill_s = time.perf_counter() - t0 - paused
+    driver.enqueue(range(n, n + taken), BULK)
     full_size = store_size(driver)
     full = driver.claim_latencies(k)
     driver.close()
@@ -364,6 +374,7 @@ def backlog(driver: QwDriver, sizes: Sizes, deadline: float) -> dict[str, Any]:
         "backlog_p50_ms": b50,
         "backlog_p99_ms": percentile(full, 99) * 1e3,
         "ratio_p50": b50 / e50 if e50 > 0 else math.nan,
+        "p50_ms_by_depth": [[0, e50], *by_depth, [n, b50]],
         "size_empty": base,
         "size_full": full_size,
         "bytes_per_million": (full_size["bytes"] - base["bytes"]) / n * 1e6,
@@ -736,6 +747,19 @@ def markdown(data: dict[str, Any]) -> str:
             f"{_s(r['backlog_p99_ms'], 3)} | {_s(r['ratio_p50'])} | "
             f"{_per_million(r)} | {_load(entry)} |"
         )
+    curves = [
+        f"- {system}: " + ", ".join(f"{q:,} queued {ms:.3f}" for q, ms in r["p50_ms_by_depth"])
+        for system, entry in data.get("backlog", {}).items()
+        if (r := _ok(entry)) and "p50_ms_by_depth" in r
+    ]
+    if curves:
+        lines += [
+            "",
+            "Claim p50 (ms) as the backlog fills (a tenth of the claims at each tenth; "
+            "their jobs are enqueued again before the last measurement):",
+            "",
+            *curves,
+        ]
     lines += [
         "",
         "## Soak: the worker's RSS",
@@ -807,9 +831,12 @@ def _load(entry: dict[str, Any]) -> str:
 
 
 def chart(data: dict[str, Any], path: Path) -> bool:
-    """RSS and jobs/s over each soak; False if matplotlib is missing or nothing soaked."""
+    """RSS and jobs/s over each soak, claim p50 by queued jobs; False if nothing to draw."""
     soaked = {s: r for s, e in data.get("soak", {}).items() if (r := _ok(e)) and r["samples"]}
-    if not soaked:
+    filled = {
+        s: r for s, e in data.get("backlog", {}).items() if (r := _ok(e)) and "p50_ms_by_depth" in r
+    }
+    if not soaked and not filled:
         return False
     try:
         import matplotlib  # type: ignore[import-not-found,unused-ignore]
@@ -818,7 +845,7 @@ def chart(data: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return False
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(18, 4.8))
     for system, r in soaked.items():
         ts = [s[0] for s in r["samples"]]
         ax1.plot(
@@ -838,6 +865,15 @@ def chart(data: dict[str, Any], path: Path) -> bool:
     ax2.set_ylabel("jobs/s (10 s windows)")
     ax2.set_title("Soak: throughput")
     ax2.legend(fontsize=8)
+    for system, r in filled.items():
+        points = r["p50_ms_by_depth"]
+        ax3.plot([q / 1e6 for q, _ in points], [p for _, p in points], marker="o", label=system)
+    ax3.set_xlabel("jobs queued, millions")
+    ax3.set_ylabel("claim(limit=1) p50, ms")
+    ax3.set_title("Claim latency as the backlog fills")
+    ax3.set_ylim(bottom=0)
+    if filled:
+        ax3.legend(fontsize=8)
     fig.suptitle(f"qw bench '{data['name']}': {data['machine']['cpu_count']} CPUs", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

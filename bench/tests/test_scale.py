@@ -102,6 +102,7 @@ def _backlog(ratio: float) -> dict[str, Any]:
             "backlog_p50_ms": 0.5 * ratio,
             "backlog_p99_ms": 2.0,
             "ratio_p50": ratio,
+            "p50_ms_by_depth": [[0, 0.5], [10_000_000, 0.5 * ratio]],
             "bytes_per_million": 500 * scale.MB,
         },
         "load_start": [1.0, 1.0, 1.0],
@@ -157,6 +158,7 @@ def test_write_merges_stores_of_other_runs(tmp_path: Path) -> None:
     assert data["runs"] == [{"argv": ["a"]}, {"argv": ["b"]}]
     text = (tmp_path / "s.md").read_text()
     assert "| qw-redis | 10,000,000 |" in text
+    assert "- qw-redis: 0 queued 0.500, 10,000,000 queued 0.550" in text
     assert "| FAIL |" in text
     # Without merge, the file holds this run only.
     scale.write(dict(first), tmp_path, "s", merge=False)
@@ -178,6 +180,11 @@ def test_a_real_backlog_on_sqlite(tmp_path: Path) -> None:
     r = scale.phase(_spec(tmp_path, "backlog", backlog=3000))
     assert r["backlog"] == 3000
     assert [c for c, _ in r["fill_checkpoints"]] == [1000, 2000, 3000]
+    # Five claims at each tenth but the last, each taking a job (queued counts
+    # what was left); the last measurement sees exactly the backlog.
+    depths = [q for q, _ in r["p50_ms_by_depth"]]
+    assert depths == [0, 1000, 1995, 3000]
+    assert all(ms > 0 for _, ms in r["p50_ms_by_depth"])
     assert r["empty_p50_ms"] > 0
     assert r["backlog_p50_ms"] > 0
     assert r["size_full"]["bytes"] > r["size_empty"]["bytes"]
