@@ -889,7 +889,9 @@ def write(data: dict[str, Any], out_dir: Path, stem: str, *, merge: bool) -> lis
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     js, md, png = (out_dir / f"{stem}{ext}" for ext in (".json", ".md", ".png"))
-    with open(out_dir / f".{stem}.lock", "w") as lock:
+    # The lock file lives with the raw files (not committed).
+    (out_dir / "raw").mkdir(exist_ok=True)
+    with open(out_dir / "raw" / f"{stem}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if merge and js.exists():
             old = json.loads(js.read_text())
