@@ -294,6 +294,16 @@ def test_a_bad_process_count_is_a_usage_error_before_any_io(tmp_path: Path, valu
     assert not db.exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "value"), [("--url", ""), ("--namespace", ""), ("--queues", "bad queue!")]
+)
+def test_bad_store_options_fail_in_the_supervisor_at_once(option: str, value: str) -> None:
+    args = ["worker", "nowhere:app", "--processes", "2", option, value]
+    result = CliRunner().invoke(main, args, env={})
+    assert result.exit_code == 2, result.output
+    assert "supervisor" not in result.output
+
+
 def test_the_child_option_is_not_for_people(tmp_path: Path) -> None:
     args = ["worker", "nowhere:app", "--child", "nonsense"]
     result = CliRunner().invoke(main, args, env={})

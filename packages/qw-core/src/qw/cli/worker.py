@@ -224,6 +224,11 @@ def worker(
         format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s",
     )
     if processes > 1:
+        # What can be checked without the app is checked here, once, rather
+        # than by every child failing its start-up until the supervisor gives up.
+        resolve_url(url)
+        resolve_namespace(namespace)
+        parse_queues(queues)
         ctx.exit(Supervisor(child_command(ctx), processes).run())
     if role is not None:
         role.start()

@@ -308,7 +308,7 @@ class Supervisor:
         fds = {slot.ready_fd: slot for slot in self._slots if slot.ready_fd is not None}
         timeout = _POLL_S
         if not self._stopping:
-            due = [s.restart_at for s in self._slots if s.proc is None and s.restart_at]
+            due = [s.restart_at for s in self._slots if s.proc is None and s.restart_at is not None]
             if due:
                 timeout = max(0.0, min(timeout, min(due) - time.monotonic()))
         readable, _, _ = select.select(list(fds), [], [], timeout)
