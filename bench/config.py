@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Plan", "Stores", "quick_plan", "full_plan"]
+__all__ = ["SWEEPS", "Plan", "Setting", "Stores", "basic_sweep", "full_plan", "quick_plan"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +47,47 @@ class Stores:
         return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
 
 
+#: ``--sweep``: ``full`` runs each system's list of settings (processes x
+#: concurrency x its own knobs); ``basic`` runs concurrency 1/4/16 in one process.
+SWEEPS = ("full", "basic")
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One way of running a system's workers in a drain, named by ``label`` (e.g. ``2px8t``).
+
+    ``processes`` worker processes of ``concurrency`` each; ``extra`` holds
+    the system's own knobs (Huey's worker type, PGQueuer's batch size).
+    """
+
+    label: str
+    processes: int = 1
+    concurrency: int = 1
+    extra: dict[str, str | int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Jobs that may run at once across every process."""
+        return self.processes * self.concurrency
+
+    @classmethod
+    def of(cls, data: dict[str, object]) -> Setting:
+        """A setting from its JSON form (``dataclasses.asdict``)."""
+        extra = data.get("extra") or {}
+        assert isinstance(extra, dict)
+        return cls(
+            label=str(data["label"]),
+            processes=int(str(data.get("processes", 1))),
+            concurrency=int(str(data.get("concurrency", 1))),
+            extra=dict(extra),
+        )
+
+
+def basic_sweep(concurrencies: tuple[int, ...]) -> list[Setting]:
+    """One process at each concurrency, labelled by the concurrency (the ``basic`` sweep)."""
+    return [Setting(str(c), 1, c) for c in concurrencies]
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """How much work each phase does; ``quick`` is the smoke-run preset."""
@@ -71,6 +112,12 @@ class Plan:
     #: The async enqueue phase: jobs per run, and the producer coroutines of each run.
     aenqueue_n: int = 20_000
     aenqueue_producers: tuple[int, ...] = (1, 16, 64)
+    #: Drains: each system's settings sweep (``full``) or ``concurrencies`` only (``basic``).
+    sweep: str = "full"
+    #: The bare-store cycle (bench/bare.py): jobs a run, claim batch sizes, client processes.
+    bare_n: int = 100_000
+    bare_batches: tuple[int, ...] = (50, 100, 500)
+    bare_clients: tuple[int, ...] = (1, 2)
     systems: tuple[str, ...] = field(default_factory=tuple)
 
     def phase_timeout(self, phase: str, n: int) -> float:
@@ -83,6 +130,10 @@ class Plan:
             return 120.0 + (self.enqueue_single + 2 * self.enqueue_bulk) / 100.0
         if phase == "drain":
             return 120.0 + 2 * n / 100.0
+        if phase == "bare":
+            # Every batch size and client count, a floor of 1,000 jobs/s each.
+            runs = len(self.bare_batches) * len(self.bare_clients)
+            return 120.0 + runs * (30.0 + self.bare_n / 1000.0)
         if phase == "wakeup":
             return 60.0 + self.wake_samples * (self.wake_gap_ms[1] / 1000.0 + 0.5)
         if phase == "backlog":
@@ -115,6 +166,8 @@ def quick_plan() -> Plan:
         wf_concurrencies=(2, 4),
         aenqueue_n=2_000,
         aenqueue_producers=(1, 16),
+        sweep="basic",
+        bare_n=20_000,
     )
 
 

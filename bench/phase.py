@@ -12,11 +12,12 @@ import json
 import sys
 import time
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bench import aenqueue, limits, phases, workflows
-from bench.config import Plan, Stores
+from bench.config import Plan, Setting, Stores
 from bench.drivers import load
 from bench.drivers.base import Driver, Unsupported
 
@@ -29,6 +30,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "wake_gap_ms",
         "wf_concurrencies",
         "aenqueue_producers",
+        "bare_batches",
+        "bare_clients",
         "systems",
     ):
         plan_fields[key] = tuple(plan_fields[key])
@@ -49,7 +52,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             "unavailable": driver.unavailable(),
             "version": driver.version(),
             "plain_jobs": plain,
-            "settings": {str(c): driver.settings(c) for c in plan.concurrencies} if plain else {},
+            "sweep": [asdict(s) for s in driver.sweep(plan)] if plain else [],
+            "settings": {s.label: driver.describe(s) for s in driver.sweep(plan)} if plain else {},
             "wake_settings": driver.settings(plan.wake_concurrency) if plain else {},
             "flow_concurrencies": flow_cs,
             "flow_settings": flow_settings,
@@ -63,7 +67,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         result["settings"] = driver.async_settings(int(spec["producers"]))
         return result
     if phase == "drain":
-        return phases.drain(driver, int(spec["n"]), int(spec["concurrency"]), deadline)
+        setting = Setting.of(spec["setting"]) if spec.get("setting") else None
+        return phases.drain(driver, int(spec["n"]), int(spec["concurrency"]), deadline, setting)
     if phase == "wakeup":
         return phases.wakeup(driver, plan, deadline)
     if phase == "backlog":

@@ -2,8 +2,9 @@
 
 * enqueue: one call per job, then bulk calls where the system documents them.
 * drain: ``n`` jobs pre-enqueued, then the system's own workers at one
-  concurrency; jobs/s from the first task start (just after the first claim)
-  to the last terminal write, and the check that exactly ``n`` ran, once each.
+  setting (processes x concurrency x the system's knobs); jobs/s from the
+  first task start (just after the first claim) to the last terminal write,
+  and the check that exactly ``n`` ran, once each.
 * wakeup: idle workers; jobs enqueued one at a time at random gaps; latency
   from just before the enqueue call to the task's first line.
 * backlog (qw only): ``claim(limit=1)`` latency on an empty queue, then with
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import probe
-from bench.config import Plan
+from bench.config import Plan, Setting
 from bench.drivers.base import Driver, Unsupported, poll_until
 from bench.stats import percentile
 
@@ -64,17 +65,25 @@ def enqueue(driver: Driver, plan: Plan) -> dict[str, Any]:
     return results
 
 
-def drain(driver: Driver, n: int, concurrency: int, deadline: float) -> dict[str, Any]:
-    """Throughput of the system's own workers over ``n`` pre-enqueued jobs."""
+def drain(
+    driver: Driver, n: int, concurrency: int, deadline: float, setting: Setting | None = None
+) -> dict[str, Any]:
+    """Throughput of the system's own workers over ``n`` pre-enqueued jobs.
+
+    ``setting`` (default: one process at ``concurrency``) says how the workers run.
+    """
+    if setting is None:
+        setting = Setting(str(concurrency), 1, concurrency)
+    label = setting.label if setting.label != str(setting.concurrency) else f"c={concurrency}"
     driver.reset()
     t0 = time.perf_counter()
     driver.prefill(range(n))
     prefill_s = time.perf_counter() - t0
     driver.close()
-    _say(f"{driver.id} c={concurrency}: {n} jobs enqueued in {prefill_s:.1f} s; draining")
+    _say(f"{driver.id} {label}: {n} jobs enqueued in {prefill_s:.1f} s; draining")
     with tempfile.TemporaryDirectory(prefix="qw-bench-probe-") as tmp:
         probe_dir = Path(tmp)
-        workers = driver.start(concurrency, probe_dir, drain=n)
+        workers = driver.start_setting(setting, probe_dir, drain=n)
         try:
             end_ns = driver.wait_drained(workers, n, deadline)
         finally:
@@ -99,7 +108,13 @@ def drain(driver: Driver, n: int, concurrency: int, deadline: float) -> dict[str
         ok = ok and store_count == n
     result = {
         "n": n,
-        "concurrency": concurrency,
+        "concurrency": setting.concurrency,
+        "setting": {
+            "label": setting.label,
+            "processes": setting.processes,
+            "concurrency": setting.concurrency,
+            "extra": setting.extra,
+        },
         "seconds": seconds,
         "jobs_per_s": n / seconds,
         "steady_jobs_per_s": steady,
@@ -113,7 +128,7 @@ def drain(driver: Driver, n: int, concurrency: int, deadline: float) -> dict[str
         "exactly_once": ok,
     }
     _say(
-        f"{driver.id} c={concurrency}: {n / seconds:,.0f} jobs/s; ran={len(records)} "
+        f"{driver.id} {label}: {n / seconds:,.0f} jobs/s; ran={len(records)} "
         f"unique={len(ran)} store={store_count} exactly_once={ok}"
     )
     if not ok:

@@ -21,8 +21,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench import limits, machine, plugins, report
-from bench.config import ROOT, Plan, Stores, full_plan, quick_plan
+from bench import bare, limits, machine, plugins, report
+from bench.config import ROOT, SWEEPS, Plan, Stores, basic_sweep, full_plan, quick_plan
 from bench.drivers import ALL, QW
 
 __all__ = ["main"]
@@ -100,7 +100,20 @@ def parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     p.add_argument(
         "--skip",
         default="",
-        help="phases to skip: enqueue,aenqueue,drain,wakeup,backlog,workflows,limits,plugins",
+        help="phases to skip: enqueue,aenqueue,drain,bare,wakeup,backlog,workflows,limits,plugins",
+    )
+    p.add_argument(
+        "--sweep",
+        choices=SWEEPS,
+        help="drain settings: full (each system's sweep of processes x concurrency; the "
+        "default) or basic (one process at --concurrency; the default of --quick)",
+    )
+    p.add_argument("--bare-n", type=int, help="jobs per bare-store cycle run (default 100,000)")
+    p.add_argument(
+        "--bare-batches", help="comma-separated claim batch sizes of the bare cycle (50,100,500)"
+    )
+    p.add_argument(
+        "--bare-clients", help="comma-separated client processes of the bare cycle (1,2)"
     )
     p.add_argument("--aenqueue-n", type=int, help="jobs per async enqueue run (default 20,000)")
     p.add_argument(
@@ -150,6 +163,14 @@ def parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         changes["drain_n"] = ns.n
     if ns.concurrency:
         changes["concurrencies"] = tuple(int(c) for c in ns.concurrency.split(","))
+    if ns.sweep:
+        changes["sweep"] = ns.sweep
+    if ns.bare_n:
+        changes["bare_n"] = ns.bare_n
+    if ns.bare_batches:
+        changes["bare_batches"] = tuple(int(b) for b in ns.bare_batches.split(","))
+    if ns.bare_clients:
+        changes["bare_clients"] = tuple(int(c) for c in ns.bare_clients.split(","))
     if ns.backlog:
         changes["backlog"] = ns.backlog
     if ns.wake_samples:
@@ -260,17 +281,27 @@ def run_system(
             )
     if "drain" not in skip:
         entry["drain"] = {}
-        for c in plan.concurrencies:
-            log(f"{driver}: drain n={plan.drain_n:,} concurrency={c}")
-            entry["drain"][str(c)] = run_phase(
+        basic = [asdict(s) for s in basic_sweep(plan.concurrencies)]
+        entry["sweep"] = details.get("sweep") or basic
+        for setting in entry["sweep"]:
+            label = setting["label"]
+            log(f"{driver}: drain n={plan.drain_n:,} setting {label}")
+            entry["drain"][label] = run_phase(
                 driver,
                 "drain",
                 plan,
                 workdir,
                 plan.phase_timeout("drain", plan.drain_n),
                 n=plan.drain_n,
-                concurrency=c,
+                concurrency=setting["concurrency"],
+                setting=setting,
             )
+    # The bare cycle is the drains' yardstick: a run that skips the drains skips it too.
+    if driver in bare.STORES and not {"bare", "drain"} & skip:
+        log(f"{driver}: bare-store cycle, n={plan.bare_n:,}")
+        entry["bare"] = run_phase(
+            driver, "bare", plan, workdir, plan.phase_timeout("bare", 0), module="bench.bare"
+        )
     if "wakeup" not in skip:
         log(f"{driver}: wake-up latency, {plan.wake_samples} samples")
         entry["wakeup"] = run_phase(
@@ -415,8 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     skip = {s.strip() for s in ns.skip.split(",") if s.strip()}
     sizes = limits_sizes(plan, ns)
     plugin_sizes = plugins_sizes(ns)
+    drains = "each system's sweep" if plan.sweep == "full" else f"concurrency {plan.concurrencies}"
     log(
-        f"plan {plan.name}: drain n={plan.drain_n:,} at concurrency {plan.concurrencies}; "
+        f"plan {plan.name}: drain n={plan.drain_n:,}, {drains}; "
         f"backlog {plan.backlog:,}; {plan.wake_samples} wake-up samples; workflows: chain "
         f"{plan.wf_chain:,}, fan-out {plan.wf_fanout:,}, {plan.wf_flows:,} x 10 steps at "
         f"concurrency {plan.wf_concurrencies}; limits: drains of {sizes.n:,} over "

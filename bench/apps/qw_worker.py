@@ -4,7 +4,10 @@ The real :class:`qw.Worker` (batched claims, lease renewal, batched terminal
 writes with their outbox events) runs the no-op task. With ``DRAIN`` > 0 a
 plugin counts terminal writes as the worker reports them committed and stops
 the worker after the last one, noting that moment; with 0 it runs until
-SIGTERM (the wake-up phase).
+SIGTERM (the wake-up phase). With ``DRAIN`` < 0 it is one of several
+processes draining one queue: it runs until SIGTERM (the harness sends it
+once the store counts every job succeeded) and notes the moment of its own
+last terminal write, if it made any.
 
 The workflow phases' steps (:func:`register`) run on the same worker; the
 plugin also notes when each step's terminal write committed (``fin``
@@ -104,6 +107,9 @@ class DrainStop:
         self._target = target
         self._done = 0
         self.end_ns: int | None = None
+        #: The last successful terminal write of this process (a shared drain's end is
+        #: the latest of its processes').
+        self.last_ns: int | None = None
 
     @hookimpl
     def qw_job_finished(self, job: Job, status: JobStatus, result: JSONValue) -> None:
@@ -114,6 +120,7 @@ class DrainStop:
                 index = result["index"] if isinstance(result, dict) else result
                 probe.record(int(index), probe.FIN)  # type: ignore[arg-type]
             self._done += 1
+            self.last_ns = time.time_ns()
             if self._done == self._target:
                 self.end_ns = time.time_ns()
                 self._worker[0].request_stop()
@@ -144,7 +151,10 @@ def main(argv: list[str]) -> int:
     stats = worker.run()
     client.close()
     print(f"qw worker stats: {stats}", flush=True)
-    if drain > 0:
+    if drain < 0:
+        if stopper.last_ns is not None:
+            probe.write_end(stopper.last_ns)
+    elif drain > 0:
         if stopper.end_ns is None:
             print("stopped before the drain completed", file=sys.stderr)
             return 1

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from bench import probe
-from bench.config import ROOT, Stores
+from bench.config import ROOT, Plan, Setting, Stores, basic_sweep
 
 if TYPE_CHECKING:
     from bench.aenqueue import AsyncProducer
@@ -163,6 +163,29 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def settings(self, concurrency: int) -> dict[str, str]:
         """The settings used at ``concurrency``, stated in the report."""
+
+    def full_sweep(self) -> list[Setting]:
+        """The settings a ``full`` sweep drains with: the system's documented ways to scale.
+
+        The default is one process at concurrency 1, 4 and 16.
+        """
+        return basic_sweep((1, 4, 16))
+
+    def sweep(self, plan: Plan) -> list[Setting]:
+        """The drain settings of ``plan``: :meth:`full_sweep`, or the plan's concurrencies."""
+        if plan.sweep == "basic":
+            return basic_sweep(plan.concurrencies)
+        return self.full_sweep()
+
+    def describe(self, setting: Setting) -> dict[str, str]:
+        """The settings of a sweep entry for the report (one process: :meth:`settings`)."""
+        return self.settings(setting.concurrency)
+
+    def start_setting(self, setting: Setting, probe_dir: Path, *, drain: int | None) -> Workers:
+        """Start the workers of ``setting``; a driver with multi-process settings overrides it."""
+        if setting.processes != 1 or setting.extra:
+            raise Unsupported(f"{self.id}: no multi-process setting {setting.label}")
+        return self.start(setting.concurrency, probe_dir, drain=drain)
 
     def unavailable(self) -> str | None:
         """Why this system cannot run here (package or server missing), or None."""

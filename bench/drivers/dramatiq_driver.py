@@ -1,4 +1,9 @@
-"""Dramatiq (Redis): its CLI's worker processes and threads."""
+"""Dramatiq (Redis): its CLI's worker processes and threads.
+
+The full sweep: ``--processes`` x ``--threads`` of 1x8 (one process at the
+default thread count), 2x4, 2x8 (the CLI's default on 2 CPUs), 2x16, 4x4
+(2x1 was dropped: one thread a process never came near the others).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import os
 from importlib.metadata import version
 from pathlib import Path
 
+from bench.config import Setting
 from bench.drivers.base import Unsupported, Workers, poll_until, python_cmd, spawn
 from bench.drivers.redis_common import RedisPeer
 
@@ -25,8 +31,20 @@ class Dramatiq(RedisPeer):
     def version(self) -> str:
         return version("dramatiq")
 
+    def full_sweep(self) -> list[Setting]:
+        combos = ((1, 8), (2, 4), (2, 8), (2, 16), (4, 4))
+        return [Setting(f"{p}px{t}t", p, t) for p, t in combos]
+
+    def describe(self, setting: Setting) -> dict[str, str]:
+        return self._settings(setting.processes, setting.concurrency)
+
+    def start_setting(self, setting: Setting, probe_dir: Path, *, drain: int | None) -> Workers:
+        return self._start(setting.processes, setting.concurrency, probe_dir)
+
     def settings(self, concurrency: int) -> dict[str, str]:
-        p, t = split(concurrency)
+        return self._settings(*split(concurrency))
+
+    def _settings(self, p: int, t: int) -> dict[str, str]:
         return {
             "worker": f"dramatiq CLI --processes {p} --threads {t} (defaults are processes=CPUs, "
             "threads=8)",
@@ -47,7 +65,9 @@ class Dramatiq(RedisPeer):
         super().close()
 
     def start(self, concurrency: int, probe_dir: Path, *, drain: int | None) -> Workers:
-        p, t = split(concurrency)
+        return self._start(*split(concurrency), probe_dir)
+
+    def _start(self, p: int, t: int, probe_dir: Path) -> Workers:
         log = self.log("worker")
         cmd = python_cmd(
             "-m",

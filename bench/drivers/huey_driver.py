@@ -1,4 +1,9 @@
-"""Huey on Redis and on SQLite: its consumer with thread workers."""
+"""Huey on Redis and on SQLite: its consumer with thread workers, or with worker processes.
+
+The full sweep runs ``-k thread -w 1/4/16`` (one process) and ``-k process
+-w 2/4/8`` (one consumer forking that many worker processes), the two
+worker types Huey documents besides greenlets (gevent is not installed).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from bench.config import Setting
 from bench.drivers.base import Driver, Unsupported, Workers, poll_until, python_cmd, spawn
 from bench.drivers.redis_common import RedisPeer
 
@@ -21,11 +27,27 @@ class _Huey(Driver):
         return version("huey")
 
     def settings(self, concurrency: int) -> dict[str, str]:
+        return self._settings("thread", concurrency)
+
+    def _settings(self, kind: str, workers: int) -> dict[str, str]:
         opts = " ".join(self.consumer_options)
         return {
-            "worker": f"huey_consumer -w {concurrency} -k thread {opts}".rstrip(),
+            "worker": f"huey_consumer -w {workers} -k {kind} {opts}".rstrip(),
             "task": "sync no-op; returns None, so no result is stored (Huey's default)",
         }
+
+    def full_sweep(self) -> list[Setting]:
+        threads = [Setting(f"threadx{w}", 1, w, {"kind": "thread"}) for w in (1, 4, 16)]
+        procs = [Setting(f"processx{w}", w, 1, {"kind": "process"}) for w in (2, 4, 8)]
+        return threads + procs
+
+    def describe(self, setting: Setting) -> dict[str, str]:
+        kind = str(setting.extra.get("kind", "thread"))
+        return self._settings(kind, setting.total)
+
+    def start_setting(self, setting: Setting, probe_dir: Path, *, drain: int | None) -> Workers:
+        kind = str(setting.extra.get("kind", "thread"))
+        return self._start(kind, setting.total, probe_dir)
 
     def env(self) -> dict[str, str]:
         raise NotImplementedError
@@ -46,15 +68,18 @@ class _Huey(Driver):
             noop(i)
 
     def start(self, concurrency: int, probe_dir: Path, *, drain: int | None) -> Workers:
+        return self._start("thread", concurrency, probe_dir)
+
+    def _start(self, kind: str, workers: int, probe_dir: Path) -> Workers:
         log = self.log("worker")
         cmd = python_cmd(
             "-m",
             "huey.bin.huey_consumer",
             "bench.apps.huey_app.huey",
             "-w",
-            str(concurrency),
+            str(workers),
             "-k",
-            "thread",
+            kind,
             *self.consumer_options,
         )
         proc = spawn(cmd, log, {"QW_BENCH_PROBE_DIR": str(probe_dir), **self.env()})

@@ -1,4 +1,10 @@
-"""PGQueuer (PostgreSQL): asyncpg, QueueManager consumers, batch dequeue."""
+"""PGQueuer (PostgreSQL): asyncpg, QueueManager consumers, batch dequeue.
+
+The full sweep: processes x consumers per process of 1x4, 1x16, 2x4, 2x16,
+4x4, each consumer dequeuing batches of 10 (PGQueuer's default). In drain
+mode each process exits once the queue is empty and its in-flight jobs are
+logged; the drain ends at the last process' end.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import stores
+from bench.config import Setting
 from bench.drivers.base import Driver, Workers, python_cmd, spawn
 
 __all__ = ["PgQueuer"]
@@ -31,11 +38,26 @@ class PgQueuer(Driver):
     def version(self) -> str:
         return version("pgqueuer")
 
+    def full_sweep(self) -> list[Setting]:
+        combos = ((1, 4), (1, 16), (2, 4), (2, 16), (4, 4))
+        return [Setting(f"{p}px{c}", p, c, {"batch": BATCH}) for p, c in combos]
+
+    def describe(self, setting: Setting) -> dict[str, str]:
+        batch = int(setting.extra.get("batch", BATCH))
+        return self._settings(setting.processes, setting.concurrency, batch)
+
+    def start_setting(self, setting: Setting, probe_dir: Path, *, drain: int | None) -> Workers:
+        batch = int(setting.extra.get("batch", BATCH))
+        return self._start(setting.processes, setting.concurrency, batch, probe_dir, drain)
+
     def settings(self, concurrency: int) -> dict[str, str]:
+        return self._settings(1, concurrency, BATCH)
+
+    def _settings(self, processes: int, concurrency: int, batch: int) -> dict[str, str]:
         return {
-            "worker": f"1 process, {concurrency} QueueManager consumer(s), each its own asyncpg "
-            "connection (as PGQueuer's benchmark tool scales --dequeue)",
-            "batch_size": str(BATCH),
+            "worker": f"{processes} process(es), {concurrency} QueueManager consumer(s) each, "
+            "each its own asyncpg connection (as PGQueuer's benchmark tool scales --dequeue)",
+            "batch_size": str(batch),
             "driver": "AsyncpgDriver (PGQueuer's docs: asyncpg ~2x psycopg)",
             "mode": "drain (exits when empty) for drains, continuous for wake-up",
             "task": "async no-op entrypoint",
@@ -93,17 +115,23 @@ class PgQueuer(Driver):
             )
 
     def start(self, concurrency: int, probe_dir: Path, *, drain: int | None) -> Workers:
-        log = self.log("worker")
+        return self._start(1, concurrency, BATCH, probe_dir, drain)
+
+    def _start(
+        self, processes: int, concurrency: int, batch: int, probe_dir: Path, drain: int | None
+    ) -> Workers:
+        logs = [self.log(f"worker{k}") for k in range(processes)]
         cmd = python_cmd(
             "-m",
             "bench.apps.pgqueuer_worker",
             self.dsn,
             str(concurrency),
-            str(BATCH),
+            str(batch),
             str(drain or 0),
         )
-        proc = spawn(cmd, log, {"QW_BENCH_PROBE_DIR": str(probe_dir)})
-        return Workers([proc], [log], probe_dir)
+        env = {"QW_BENCH_PROBE_DIR": str(probe_dir)}
+        procs = [spawn(cmd, log, env) for log in logs]
+        return Workers(procs, logs, probe_dir)
 
     def wait_drained(self, workers: Workers, n: int, deadline: float) -> int:
         return self.wait_exit_and_read_end(workers, n, deadline)

@@ -1,4 +1,9 @@
-"""procrastinate (PostgreSQL): psycopg 3, async worker with concurrency slots."""
+"""procrastinate (PostgreSQL): psycopg 3, async workers with concurrency slots.
+
+The full sweep is short (procrastinate drains below 100 jobs/s here):
+processes x concurrency of 1x4, 1x16, 2x16; each process is one
+``run_worker_async`` that stops once caught up (``wait=False``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import stores
+from bench.config import Setting
 from bench.drivers.base import Driver, Workers, python_cmd, spawn
 
 __all__ = ["Procrastinate"]
@@ -32,9 +38,22 @@ class Procrastinate(Driver):
     def version(self) -> str:
         return version("procrastinate")
 
+    def full_sweep(self) -> list[Setting]:
+        return [Setting(f"{p}px{c}", p, c) for p, c in ((1, 4), (1, 16), (2, 16))]
+
+    def describe(self, setting: Setting) -> dict[str, str]:
+        return self._settings(setting.processes, setting.concurrency)
+
+    def start_setting(self, setting: Setting, probe_dir: Path, *, drain: int | None) -> Workers:
+        return self._start(setting.processes, setting.concurrency, probe_dir, drain)
+
     def settings(self, concurrency: int) -> dict[str, str]:
+        return self._settings(1, concurrency)
+
+    def _settings(self, processes: int, concurrency: int) -> dict[str, str]:
         return {
-            "worker": f"App.run_worker_async, 1 process, concurrency={concurrency} (async slots)",
+            "worker": f"App.run_worker_async, {processes} process(es), concurrency={concurrency} "
+            "(async slots) each",
             "listen_notify": "on (default)",
             "connector": "PsycopgConnector (psycopg 3 pool)",
             "mode": "wait=False for drains (stops once caught up), wait=True for wake-up",
@@ -76,14 +95,16 @@ class Procrastinate(Driver):
             noop.batch_defer(*kwargs)
 
     def start(self, concurrency: int, probe_dir: Path, *, drain: int | None) -> Workers:
-        log = self.log("worker")
+        return self._start(1, concurrency, probe_dir, drain)
+
+    def _start(
+        self, processes: int, concurrency: int, probe_dir: Path, drain: int | None
+    ) -> Workers:
+        logs = [self.log(f"worker{k}") for k in range(processes)]
         cmd = python_cmd("-m", "bench.apps.procrastinate_app", str(concurrency), str(drain or 0))
-        proc = spawn(
-            cmd,
-            log,
-            {"QW_BENCH_PROBE_DIR": str(probe_dir), "QW_BENCH_PROCRASTINATE_DSN": self.dsn},
-        )
-        return Workers([proc], [log], probe_dir)
+        env = {"QW_BENCH_PROBE_DIR": str(probe_dir), "QW_BENCH_PROCRASTINATE_DSN": self.dsn}
+        procs = [spawn(cmd, log, env) for log in logs]
+        return Workers(procs, logs, probe_dir)
 
     def wait_drained(self, workers: Workers, n: int, deadline: float) -> int:
         return self.wait_exit_and_read_end(workers, n, deadline)

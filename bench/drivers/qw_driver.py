@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench import probe, stores
-from bench.drivers.base import QUEUE, Workers, python_cmd, spawn
+from bench.config import Setting
+from bench.drivers.base import QUEUE, Workers, poll_until, python_cmd, spawn, stop, tail
 from bench.workflows import FlowDriver, flow_indexes, poll_probe
 
 if TYPE_CHECKING:
@@ -35,9 +37,21 @@ class QwDriver(FlowDriver):
 
         return qw.__version__
 
+    def full_sweep(self) -> list[Setting]:
+        # Concurrency 1 never wins a drain; 4 processes on 2 CPUs is the top of the range.
+        combos = ((1, 4), (1, 16), (2, 4), (2, 16), (4, 4), (4, 16))
+        return [Setting(f"{p}px{c}", p, c) for p, c in combos]
+
+    def describe(self, setting: Setting) -> dict[str, str]:
+        return self._settings(setting.processes, setting.concurrency)
+
     def settings(self, concurrency: int) -> dict[str, str]:
+        return self._settings(1, concurrency)
+
+    def _settings(self, processes: int, concurrency: int) -> dict[str, str]:
         return {
-            "worker": f"qw.Worker, 1 process, concurrency={concurrency} (thread pool)",
+            "worker": f"qw.Worker, {processes} process(es), concurrency={concurrency} "
+            "(thread pool) each",
             "config": "WorkerConfig defaults: lease_s=30, finish_batch=500, poll_interval=1",
             "task": "sync no-op; each success writes its job.succeeded outbox event",
             "store": self.store_note,
@@ -107,8 +121,41 @@ class QwDriver(FlowDriver):
         proc = spawn(cmd, log, {"QW_BENCH_PROBE_DIR": str(probe_dir)})
         return Workers([proc], [log], probe_dir)
 
+    def start_setting(self, setting: Setting, probe_dir: Path, *, drain: int | None) -> Workers:
+        if setting.processes == 1 or not drain:
+            return self.start(setting.concurrency, probe_dir, drain=drain)
+        # Several processes on one queue: none knows how many jobs it will run, so
+        # each notes its own last terminal write and runs until the harness stops it.
+        logs = [self.log(f"worker{k}") for k in range(setting.processes)]
+        cmd = python_cmd(
+            "-m", "bench.apps.qw_worker", self.url(), NAMESPACE, str(setting.concurrency), "-1"
+        )
+        procs = [spawn(cmd, log, {"QW_BENCH_PROBE_DIR": str(probe_dir)}) for log in logs]
+        return Workers(procs, logs, probe_dir, extra={"shared": True})
+
     def wait_drained(self, workers: Workers, n: int, deadline: float) -> int:
-        return self.wait_exit_and_read_end(workers, n, deadline)
+        if not workers.extra.get("shared"):
+            return self.wait_exit_and_read_end(workers, n, deadline)
+        # Every task started (the probe, cheap), then the store counts every job
+        # succeeded; then the processes stop and say when each wrote its last job.
+        poll_until(
+            lambda: workers.ran() >= n and self.succeeded() == n,
+            deadline,
+            interval=0.02,
+            progress=self.progress(workers, n),
+            workers=workers,
+        )
+        stop(workers.procs)
+        for proc, log in zip(workers.procs, workers.logs, strict=True):
+            # Killed by the SIGTERM itself: the process was still starting (the
+            # others drained the queue first), so it had not claimed anything;
+            # qw.Worker.run handles the signal before its first claim.
+            if proc.returncode not in (0, -signal.SIGTERM):
+                raise RuntimeError(f"worker exited with {proc.returncode}: {tail(log)}")
+        ends = [int(p.read_text()) for p in workers.probe_dir.glob("*.end")]
+        if not ends:
+            raise RuntimeError(f"workers wrote no end time: {tail(workers.logs[0])}")
+        return max(ends)
 
     def succeeded(self) -> int | None:
         from qw.model import JobStatus

@@ -1,4 +1,7 @@
-"""RQ (Redis): a worker pool of SimpleWorkers (no fork per job)."""
+"""RQ (Redis): a worker pool of SimpleWorkers (no fork per job).
+
+RQ scales by processes (``worker-pool -n``); the full sweep runs 1, 2, 4 and 8.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from bench.config import Setting
 from bench.drivers.base import Workers, poll_until, python_cmd, spawn
 from bench.drivers.redis_common import RedisPeer
 
@@ -24,6 +28,15 @@ class Rq(RedisPeer):
 
     def version(self) -> str:
         return version("rq")
+
+    def full_sweep(self) -> list[Setting]:
+        return [Setting(f"{n}p", n, 1) for n in (1, 2, 4, 8)]
+
+    def describe(self, setting: Setting) -> dict[str, str]:
+        return self.settings(setting.processes)
+
+    def start_setting(self, setting: Setting, probe_dir: Path, *, drain: int | None) -> Workers:
+        return self.start(setting.processes, probe_dir, drain=drain)
 
     def settings(self, concurrency: int) -> dict[str, str]:
         return {

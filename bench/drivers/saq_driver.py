@@ -1,4 +1,10 @@
-"""SAQ (Redis): asyncio worker with concurrency slots."""
+"""SAQ (Redis): asyncio workers with concurrency slots, in one or more processes.
+
+SAQ's CLI scales by processes (``saq --workers N`` starts N processes of one
+``saq.Worker`` each); the driver starts N worker processes itself, the same
+thing, so that each writes its own log. Full sweep: processes x concurrency
+of 1x4, 1x16, 2x4, 2x16, 4x16.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from bench.config import Setting
 from bench.drivers.base import Unsupported, Workers, poll_until, python_cmd, spawn
 from bench.drivers.redis_common import RedisPeer
 
@@ -25,9 +32,23 @@ class Saq(RedisPeer):
     def version(self) -> str:
         return version("saq")
 
+    def full_sweep(self) -> list[Setting]:
+        combos = ((1, 4), (1, 16), (2, 4), (2, 16), (4, 16))
+        return [Setting(f"{p}px{c}", p, c) for p, c in combos]
+
+    def describe(self, setting: Setting) -> dict[str, str]:
+        return self._settings(setting.processes, setting.concurrency)
+
+    def start_setting(self, setting: Setting, probe_dir: Path, *, drain: int | None) -> Workers:
+        return self._start(setting.processes, setting.concurrency, probe_dir)
+
     def settings(self, concurrency: int) -> dict[str, str]:
+        return self._settings(1, concurrency)
+
+    def _settings(self, processes: int, concurrency: int) -> dict[str, str]:
         return {
-            "worker": f"saq.Worker, 1 process, concurrency={concurrency} (async slots)",
+            "worker": f"saq.Worker, {processes} process(es) (as `saq --workers {processes}`), "
+            f"concurrency={concurrency} (async slots) each",
             "queue": "RedisQueue via Queue.from_url, defaults",
             "task": "async no-op",
         }
@@ -72,15 +93,25 @@ class Saq(RedisPeer):
         return _Producer(queue)
 
     def start(self, concurrency: int, probe_dir: Path, *, drain: int | None) -> Workers:
-        log = self.log("worker")
+        return self._start(1, concurrency, probe_dir)
+
+    def _start(self, processes: int, concurrency: int, probe_dir: Path) -> Workers:
+        logs = [self.log(f"worker{k}") for k in range(processes)]
         cmd = python_cmd("-m", "bench.apps.saq_app", str(concurrency))
-        proc = spawn(cmd, log, self.worker_env(probe_dir))
-        return Workers([proc], [log], probe_dir)
+        procs = [spawn(cmd, log, self.worker_env(probe_dir)) for log in logs]
+        return Workers(procs, logs, probe_dir)
 
     def wait_drained(self, workers: Workers, n: int, deadline: float) -> int:
         r = self.redis()
+        # The job records' `complete` status can land after the incomplete set
+        # empties (seen on a busy machine: 1,998 of 2,000): the drain ends when
+        # all are written. The scan runs only once the cheap checks pass.
         return poll_until(
-            lambda: r.zcard("saq:bench:incomplete") == 0 and workers.ran() >= n,
+            lambda: (
+                r.zcard("saq:bench:incomplete") == 0
+                and workers.ran() >= n
+                and self.succeeded() == n
+            ),
             deadline,
             progress=self.progress(workers, n),
             workers=workers,

@@ -1,15 +1,16 @@
-"""The harness's own logic: probe files, percentiles, goals, store guards (no servers needed)."""
+"""The harness's own logic: probe files, percentiles, sweeps, goals, store guards (no servers)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import probe, report
-from bench.config import Stores, full_plan, quick_plan
+from bench import bare, probe, report, run
+from bench.config import Setting, Stores, basic_sweep, full_plan, quick_plan
 from bench.stats import percentile
 
 
@@ -68,7 +69,16 @@ def test_plans() -> None:
 
 
 def _drain(rate: float, ok: bool = True) -> dict[str, Any]:
-    return {"ok": True, "result": {"jobs_per_s": rate, "exactly_once": ok}}
+    checks = {"ran": 100, "unique": 100 if ok else 99, "store_succeeded": None}
+    return {"ok": True, "result": {"jobs_per_s": rate, "exactly_once": ok, **checks}}
+
+
+def _bare(rates: dict[str, float]) -> dict[str, Any]:
+    checks = {"exactly_once": True, "finished": 100, "unique": 100, "store_done": 100}
+    runs = {label: {"jobs_per_s": r, **checks} for label, r in rates.items()}
+    result = {"runs": runs}
+    top = bare.best(result)
+    return {"ok": True, "result": {**result, "best": top[1] if top else None}}
 
 
 def _data(qw_rate: float, peer_rate: float, p50: float, p99: float, ratio: float) -> dict[str, Any]:
@@ -76,7 +86,8 @@ def _data(qw_rate: float, peer_rate: float, p50: float, p99: float, ratio: float
         "systems": {
             "qw-redis": {
                 "status": "ran",
-                "drain": {"1": _drain(qw_rate / 2), "4": _drain(qw_rate)},
+                "drain": {"1": _drain(qw_rate / 2), "2px16": _drain(qw_rate)},
+                "bare": _bare({"B=50x1c": qw_rate, "B=500x2c": 1.5 * qw_rate}),
                 "wakeup": {"ok": True, "result": {"p50_ms": p50, "p99_ms": p99}},
                 "backlog": {
                     "ok": True,
@@ -88,31 +99,82 @@ def _data(qw_rate: float, peer_rate: float, p50: float, p99: float, ratio: float
                     },
                 },
             },
-            "rq-redis": {
+            # At-least-once: the 3x goal's peer.
+            "dramatiq-redis": {
                 "status": "ran",
-                "drain": {"1": _drain(peer_rate), "4": _drain(1e9, ok=False)},
+                "drain": {"2px8t": _drain(peer_rate), "4px4t": _drain(1e9, ok=False)},
             },
+            # At-most-once by default: shown beside the goal, not judged.
+            "huey-redis": {"status": "ran", "drain": {"process x4": _drain(2 * peer_rate)}},
         }
     }
 
 
 def test_goals_pass() -> None:
-    verdicts = {
-        g["goal"].split(":")[0]: g["status"] for g in report.goals(_data(250, 100, 1.5, 10, 1.5))
-    }
+    goals = report.goals(_data(350, 100, 1.5, 10, 1.5))
+    verdicts = {g["goal"]: g["status"] for g in goals}
     assert verdicts == {
-        "drain on redis": "PASS",
-        "wake-up on redis": "PASS",
+        "drain on redis: qw ≥ 3x fastest at-least-once peer": "PASS",
+        "drain on redis: qw vs fastest peer of any delivery": "INFO",
+        "drain on redis: qw ≥ 50% of the bare-store cycle": "PASS",
+        "wake-up on redis: p50 ≤ 2 ms, p99 ≤ 20 ms": "PASS",
         "claim latency on redis, 1,000,000 queued ≤ 2x empty (p50)": "PASS",
     }
+    # The best rows: qw's 2px16, dramatiq's 2px8t, the bare cycle's B=500x2c.
+    assert (
+        "qw 350/s (2px16) vs dramatiq-redis 100/s (2px8t, at-least-once): 3.50x"
+        in (goals[0]["value"])
+    )
+    assert "huey-redis 200/s (process x4, at-most-once)" in goals[1]["value"]
+    assert "bare 525/s (B=500x2c): 67%" in goals[2]["value"]
 
 
 def test_goals_fail_and_unverified_drains_do_not_count() -> None:
     # The peer's 1e9 jobs/s drain did not run exactly N once: it must not be its best.
-    goals = report.goals(_data(150, 100, 2.5, 10, 2.5))
-    assert [g["status"] for g in goals] == ["FAIL", "FAIL", "FAIL"]
-    assert "rq-redis 100/s" in goals[0]["value"]
+    goals = report.goals(_data(250, 100, 2.5, 10, 2.5))
+    assert [g["status"] for g in goals] == ["FAIL", "INFO", "PASS", "FAIL", "FAIL"]
+    assert "dramatiq-redis 100/s" in goals[0]["value"]
     assert report.best_drain({"drain": {"1": _drain(5.0, ok=False)}}) is None
+    data = _data(250, 100, 1.0, 10, 1.0)
+    data["systems"]["qw-redis"]["bare"] = _bare({"B=50x1c": 1000.0})
+    bare_goal = [g for g in report.goals(data) if "bare" in g["goal"]]
+    assert [g["status"] for g in bare_goal] == ["FAIL"]
+    assert "25%" in bare_goal[0]["value"]
+
+
+def test_best_drain_is_the_fastest_verified_setting() -> None:
+    entry = {"drain": {"4": _drain(10.0), "2px16": _drain(30.0), "4px16": _drain(99.0, ok=False)}}
+    assert report.best_drain(entry) == (30.0, "2px16")
+    # A bare concurrency (the basic sweep) reads c=C.
+    assert report.best_drain({"drain": {"4": _drain(10.0), "16": _drain(5.0)}}) == (10.0, "c=4")
+    assert report.delivery("dramatiq") == "at-least-once"
+    assert report.delivery("huey") == "at-most-once"
+
+
+def test_drain_table_shows_every_setting_and_marks_the_best() -> None:
+    systems = _data(350, 100, 1.5, 10, 1.5)["systems"]
+    lines = report.drain_sections(systems, list(systems))
+    rows = [line for line in lines if line.startswith("| redis |") or "| redis |" in line]
+    assert any("| qw | redis | **2px16** (best) | **350** |" in r for r in rows)
+    assert any("| qw | redis | c=1 | 175 |" in r for r in rows)
+    assert any("| dramatiq | redis | 4px4t |" in r and "NO" in r for r in rows)
+    assert any("**B=500x2c** (best) | **525**" in line for line in lines)
+
+
+def test_sweeps_and_settings() -> None:
+    sweep = basic_sweep((1, 4))
+    assert [(s.label, s.processes, s.concurrency) for s in sweep] == [("1", 1, 1), ("4", 1, 4)]
+    setting = Setting("2px8t", 2, 8, {"kind": "process"})
+    assert Setting.of(asdict(setting)) == setting
+    assert setting.total == 16
+    plan, _ = run.parse([])
+    assert plan.sweep == "full"
+    plan, _ = run.parse(["--quick"])
+    assert plan.sweep == "basic"
+    plan, _ = run.parse(["--sweep", "basic", "--bare-batches", "10,20", "--bare-clients", "1"])
+    assert (plan.sweep, plan.bare_batches, plan.bare_clients) == ("basic", (10, 20), (1,))
+    with pytest.raises(SystemExit):
+        run.parse(["--sweep", "huge"])
 
 
 def test_failures_are_listed() -> None:
