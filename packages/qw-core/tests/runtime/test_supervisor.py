@@ -219,6 +219,18 @@ def test_a_second_sigterm_stops_every_child_at_once(
     assert read_lines(notes, "finished") == []
 
 
+def test_a_child_stopped_on_its_own_is_not_restarted(app: qw.App, pool: Workers) -> None:
+    sup = pool.spawn("--processes", "2")
+    wait_until(lambda: len(live_children(app, sup)) == 2, 30, "two children")
+    first, second = live_children(app, sup)
+    os.kill(first.pid, signal.SIGTERM)
+    wait_until(lambda: "not restarted" in pool.log_of(sup), 15, "the child to exit")
+    time.sleep(1.0)  # longer than a first restart's delay
+    assert [w.pid for w in live_children(app, sup)] == [second.pid]
+    sup.send_signal(signal.SIGTERM)
+    assert exit_code(sup) == 0, pool.log_of(sup)
+
+
 def test_children_of_a_killed_supervisor_drain_and_exit(
     app: qw.App, pool: Workers, notes: Path
 ) -> None:
