@@ -89,6 +89,34 @@ def test_child_ids_name_their_supervisor() -> None:
     assert parse_child_id("box:4300:ffee00") is None
 
 
+def test_status_groups_children_by_supervisor_and_host() -> None:
+    url = f"memory://sup{os.getpid()}x{time.monotonic_ns()}"
+    with qw.open(url, namespace="grp") as client:
+        client.heartbeat(WorkerInfo("box:10:aa", ("rt",), host="box", pid=10))
+        for index, pid in ((1, 21), (0, 20)):
+            spec = ChildSpec(index, "19.abcdef", 0, 0)
+            client.heartbeat(WorkerInfo(spec.worker_id(f"box:{pid}:bb"), ("rt",), "box", pid))
+        # The same supervisor pid on another host is another supervisor.
+        other = ChildSpec(0, "19.abcdef", 0, 0).worker_id("cat:30:cc")
+        client.heartbeat(WorkerInfo(other, ("rt",), host="cat", pid=30))
+        args = ["status", "--url", url, "--namespace", "grp"]
+        text = CliRunner().invoke(main, args, env={}).output
+        data = json.loads(CliRunner().invoke(main, [*args, "--json"], env={}).output)
+    lines = text.splitlines()
+    box = lines.index("supervisor pid 19 on box: 2 worker processes, 2 live")
+    assert [line.split()[:5] for line in lines[box + 2 : box + 4]] == [
+        ["w0", "box:20:bb/w0@19.abcdef", "live", "box", "20"],
+        ["w1", "box:21:bb/w1@19.abcdef", "live", "box", "21"],
+    ]
+    assert "supervisor pid 19 on cat: 1 worker process, 1 live" in lines
+    assert any(line.startswith("box:10:aa ") for line in lines)
+    groups = {(g["host"], g["pid"]): (g["children"], g["live"]) for g in data["supervisors"]}
+    assert groups == {("box", 19): (2, 2), ("cat", 19): (1, 1)}
+    by_id = {w["id"]: (w["supervisor"], w["index"]) for w in data["workers"]}
+    assert by_id["box:10:aa"] == (None, None)
+    assert by_id[other] == ("19.abcdef", 0)
+
+
 def test_three_processes_drain_every_job_once_and_status_groups_them(
     app: qw.App, pool: Workers, notes: Path, process_url: str
 ) -> None:

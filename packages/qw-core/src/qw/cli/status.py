@@ -250,7 +250,7 @@ def _render_workers(snapshot: Status, stale_after: float) -> list[str]:
         lines.append(
             escape_text(
                 f"supervisor pid {children[0][0].supervisor_pid} on {host}: "
-                f"{len(children)} worker processes, {live} live"
+                f"{len(children)} worker process{'' if len(children) == 1 else 'es'}, {live} live"
             )
         )
         rows = [[f"w{sup.index}", *_worker_row(snapshot, w, stale_after)] for sup, w in children]
