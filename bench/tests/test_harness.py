@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import bare, probe, report, run
+from bench import bare, phases, probe, report, run
 from bench.config import Setting, Stores, basic_sweep, full_plan, quick_plan
+from bench.drivers.qw_driver import QwSqlite
 from bench.stats import percentile
 
 
@@ -182,3 +184,16 @@ def test_failures_are_listed() -> None:
     assert report.failures(entry) == ["drain c=4: timed out after 60 s (killed)"]
     unsupported = {"enqueue": {"ok": False, "unsupported": True, "error": "no bulk"}}
     assert report.failures(unsupported) == []
+
+
+def test_a_multi_process_qw_drain_on_sqlite(tmp_path: Path) -> None:
+    # Two worker processes share one queue: the drain ends at the later one's last
+    # terminal write, and every job ran exactly once across both.
+    driver = QwSqlite(Stores("postgresql://unused", "redis://unused/9", None, tmp_path))
+    setting = Setting("2px4", 2, 4)
+    r = phases.drain(driver, 300, 4, time.monotonic() + 120, setting)
+    assert r["exactly_once"]
+    assert (r["ran"], r["unique"], r["store_succeeded"]) == (300, 300, 300)
+    assert r["setting"]["label"] == "2px4"
+    assert r["jobs_per_s"] > 0
+    driver.cleanup()
