@@ -334,7 +334,8 @@ def backlog(driver: QwDriver, sizes: Sizes, deadline: float) -> dict[str, Any]:
                 by_depth.append((stop - taken, percentile(some, 50) * 1e3))
                 taken += len(some)
                 paused += time.perf_counter() - now
-        if stop == probe_at:
+        # Checked again at each tenth: another run on the machine may be growing too.
+        if stop == probe_at or (stop > probe_at and stop % every == 0 and stop < n):
             grown = store_size(driver)["bytes"] - base["bytes"]
             need = grown / stop * (n - stop)
             room, bound = _free_room(driver)
