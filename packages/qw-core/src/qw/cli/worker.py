@@ -65,9 +65,9 @@ def child_command(ctx: click.Context) -> list[str]:
     """The command line of a supervised child: this ``qw worker`` run minus ``--processes``.
 
     Rebuilt from the parsed options (not from ``sys.argv``, whose spelling
-    varies); options left at their defaults are left out, so that a child
-    reads ``$QW_URL`` and ``$QW_NAMESPACE`` from its environment like its
-    supervisor would have.
+    varies); options left at their defaults are left out (the child applies
+    the same ones, and reads ``$QW_URL`` and ``$QW_NAMESPACE`` from the
+    environment it inherits).
     """
     args = [sys.executable, "-c", "from qw.cli import main; main(prog_name='qw')", "worker"]
     assert ctx.command is not None

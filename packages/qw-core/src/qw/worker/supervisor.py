@@ -336,7 +336,9 @@ class Supervisor:
             what = f"w{slot.index} (pid {pid}) exited after {lived:.1f} s: {describe_exit(code)}"
             if self._stopping:
                 slot.restart_at = None
-                if code != 0:
+                # Killed by the forwarded SIGTERM before its interpreter got as
+                # far as catching it: it had no worker yet, so no jobs either.
+                if code != 0 and not (code == -signal.SIGTERM and not slot.ready):
                     self._failed = True
                     log.error("supervisor %s: %s, not a clean stop", self.id, what)
                 else:
