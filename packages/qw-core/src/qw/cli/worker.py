@@ -223,6 +223,9 @@ def worker(
         level=log_level.upper(),
         format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s",
     )
+    if processes > 1 and os.name != "posix":
+        # The supervisor hands children pipes (pass_fds) and process groups.
+        raise click.UsageError("--processes needs a POSIX system (Linux, macOS)")
     if processes > 1:
         # What can be checked without the app is checked here, once, rather
         # than by every child failing its start-up until the supervisor gives up.
