@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from qw.errors import DuplicateJob, InvalidInput, InvalidName, InvalidPayload, InvalidWorkflow
@@ -140,6 +140,31 @@ MAX_LIST_LIMIT = 10_000
 
 # One encoder for every call: json.dumps with options builds a new one each time.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _encoder_of_checked() -> Callable[[object], str]:
+    """``_ENCODER.encode`` for values :func:`_check_json` passed, built once.
+
+    ``JSONEncoder.encode`` builds its C encoder (and a cycle-marker dict)
+    on every call, half its cost for a small value. A checked value has no
+    cycle (its depth is bounded), so the C encoder is made once, without
+    markers; the output is the same. Without the C accelerator (PyPy),
+    ``_ENCODER.encode`` itself.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _ENCODER.encode
+    basestring = json.encoder.encode_basestring
+    # markers, default, encoder, indent, separators, sort_keys, skipkeys, allow_nan
+    encode = make(None, _ENCODER.default, basestring, None, ":", ",", False, False, False)
+
+    def encode_checked(value: object) -> str:
+        return "".join(encode(value, 0))
+
+    return encode_checked
+
+
+_encode_checked = _encoder_of_checked()
 
 # -- predicates ---------------------------------------------------------------
 
@@ -294,9 +319,12 @@ def encode_json(value: JSONValue, *, what: str = "payload", limit: int | None = 
 
 def encode_json_sized(value: JSONValue, what: str, limit: int | None) -> tuple[str, int]:
     """:func:`encode_json`, and the size of the text in UTF-8 bytes."""
+    if value is None and (limit is None or limit >= 4):
+        # A no-op task's result: the common case, per job.
+        return "null", 4
     _check_json(value, what, 0)
     try:
-        text = _ENCODER.encode(value)
+        text = _encode_checked(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(f"{what} is not JSON: {exc}") from None
     if text.isascii():
@@ -330,10 +358,14 @@ def decode_json(text: str | bytes | None) -> JSONValue:
         raise InvalidPayload(f"stored text is not JSON: {exc}") from None
 
 
+# Exact types that need no check at all (subclasses take the isinstance path).
+_PLAIN = frozenset({type(None), bool, int, str})
+
+
 def _check_json(value: object, what: str, depth: int) -> None:
     # json.dumps accepts tuples and str-coerces int keys; refuse both so that
     # what a consumer reads back is exactly what the producer sent.
-    if value is None or isinstance(value, (bool, int, str)):
+    if type(value) in _PLAIN or isinstance(value, (bool, int, str)):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -341,15 +373,19 @@ def _check_json(value: object, what: str, depth: int) -> None:
         return
     if isinstance(value, (list, dict)) and depth >= MAX_JSON_DEPTH:
         raise InvalidPayload(f"{what} is nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    # Plain scalar items are skipped here, not in a call each: a job's
+    # payload, result and event data are mostly flat, and checked per job.
     if isinstance(value, list):
         for item in value:
-            _check_json(item, what, depth + 1)
+            if type(item) not in _PLAIN:
+                _check_json(item, what, depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidPayload(f"{what} has a non-string key {key!r}")
-            _check_json(item, what, depth + 1)
+            if type(item) not in _PLAIN:
+                _check_json(item, what, depth + 1)
         return
     raise InvalidPayload(f"{what} contains a {type(value).__name__}, which is not JSON")
 

@@ -105,7 +105,10 @@ class Worker:
             started_at=datetime.now(UTC),
         )
         # Re-entrant: JobSlot methods take it, also while the worker holds it across slots.
-        self._cond = threading.Condition(threading.RLock())
+        # They take the lock itself: a Condition's `with` is a Python-level call
+        # around it, and a job takes the lock about seven times.
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._inflight: dict[str, JobSlot] = {}
         # Plain flags: a signal handler sets them, so no lock may be taken there.
         self._stop_requested = False
@@ -419,9 +422,9 @@ class Worker:
             if call is not None and call.refs and not missing:
                 results = {p: j.result for p, j in mine.items() if j.status is JobStatus.SUCCEEDED}
                 args, kwargs = resolve_refs(call, results)
-        rec = JobSlot(job, claim.lease, task, args, kwargs, lock=self._cond)
+        rec = JobSlot(job, claim.lease, task, args, kwargs, lock=self._lock)
         rec.parents = mine
-        with self._cond:
+        with self._lock:
             self._inflight[job.id] = rec
             self._active += 1
         self.stats.add("claimed")

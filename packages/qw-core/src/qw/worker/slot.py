@@ -3,14 +3,14 @@
 A :class:`JobSlot` is shared by the worker's threads (the claimer, a pool
 thread or the event loop, the finisher, the heartbeat). Every field that
 changes after the claim is changed here, by a method that holds the lock
-the worker gave the slot (its single condition: a re-entrant lock, so the
-worker may hold it across several slots). Reading one field needs no lock.
+the worker gave the slot (the re-entrant lock under its single condition,
+so the worker may hold it across several slots). Reading one field needs no lock.
 """
 
 from __future__ import annotations
 
-import threading
 import time
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from qw.model import Job, JSONValue, Lease
@@ -63,7 +63,7 @@ class JobSlot:
         args: list[JSONValue],
         kwargs: dict[str, JSONValue],
         *,
-        lock: threading.Condition,
+        lock: AbstractContextManager[object],
     ) -> None:
         self.job = job
         self.task = task
