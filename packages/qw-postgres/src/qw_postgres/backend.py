@@ -797,7 +797,10 @@ class PostgresBackend:
         for row in rows:
             job = to_job(row)
             assert job.lease_expires_at is not None
-            claims.append(Claim(job, Lease(job.id, row[CLAIM_TOKEN], job.lease_expires_at)))
+            # Stamped with the attempt here, so the Client need not rebuild the lease.
+            expires, token = job.lease_expires_at, row[CLAIM_TOKEN]
+            lease = Lease(job.id, token, expires, False, job.attempts, job.max_attempts)
+            claims.append(Claim(job, lease))
         return claims
 
     def _claim_keyed(self, params: dict[str, Any]) -> tuple[list[tuple[Any, ...]], bool]:
