@@ -16,6 +16,7 @@ waiter, because signals may have been missed while it was down.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 import time
@@ -102,9 +103,9 @@ class WakeupHub:
 class StopEvent(threading.Event):
     """An event that is also readable: :meth:`fileno` turns readable once it is set.
 
-    A listener blocked in ``select`` on its connection's socket selects this
-    too, so a stop ends the wait at once instead of after a polling tick
-    (``App.close()`` would otherwise wait out the tick).
+    A listener waits on its connection's socket and on this together
+    (:meth:`wait_readable`), so a stop ends the wait at once instead of
+    after a polling tick (``App.close()`` would otherwise wait out the tick).
     """
 
     def __init__(self) -> None:
@@ -117,6 +118,20 @@ class StopEvent(threading.Event):
     def fileno(self) -> int:
         """The descriptor to select for reading; readable from :meth:`set` on."""
         return self._recv.fileno()
+
+    def wait_readable(self, fd: int, timeout: float) -> None:
+        """Block until ``fd`` is readable, this event is set, or ``timeout`` s pass.
+
+        ``poll`` where there is one: ``select`` fails on descriptors past
+        FD_SETSIZE (1024), which a busy process reaches.
+        """
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            poller.register(self._recv.fileno(), select.POLLIN)
+            poller.poll(max(timeout, 0.0) * 1000.0)
+        else:
+            select.select([fd, self._recv.fileno()], [], [], max(timeout, 0.0))
 
     def set(self) -> None:
         super().set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import select
+import socket
 import threading
 import time
 
@@ -22,13 +23,37 @@ def test_fileno_turns_readable_when_set() -> None:
         event.set()  # after close: still sets, no error
 
 
+def test_wait_readable_returns_on_data_on_set_and_on_timeout() -> None:
+    event = StopEvent()
+    left, right = socket.socketpair()
+    try:
+        started = time.perf_counter()
+        event.wait_readable(left.fileno(), 0.05)
+        assert time.perf_counter() - started >= 0.04  # nothing happened: the timeout
+        right.send(b"x")
+        started = time.perf_counter()
+        event.wait_readable(left.fileno(), 5.0)
+        assert time.perf_counter() - started < 1.0  # the data
+        left.recv(1)
+        threading.Timer(0.05, event.set).start()
+        started = time.perf_counter()
+        event.wait_readable(left.fileno(), 5.0)
+        assert time.perf_counter() - started < 1.0  # the stop
+    finally:
+        left.close()
+        right.close()
+        event.close()
+
+
 def test_listener_stop_ends_a_listen_blocked_in_select_at_once() -> None:
     hub = WakeupHub()
     entered = threading.Event()
 
     def listen(ready: object, stopping: StopEvent) -> None:
         entered.set()
-        select.select([stopping.fileno()], [], [], 30.0)
+        left, right = socket.socketpair()
+        with left, right:
+            stopping.wait_readable(left.fileno(), 30.0)
 
     listener = Listener(hub, listen, name="test-stop-event")
     listener.start()

@@ -14,7 +14,6 @@ is registered in ``result_listeners`` (:func:`make_results_listen`).
 from __future__ import annotations
 
 import hashlib
-import select
 import time
 from collections.abc import Callable
 from typing import Any
@@ -148,7 +147,7 @@ def make_results_listen(
 def _deliver(conn: psycopg.Connection[Any], hub: WakeupHub, stopping: StopEvent) -> None:
     """Hand each notification to ``hub`` as it arrives, until ``stopping`` (or a failure).
 
-    One ``select`` waits on the connection's socket and on ``stopping``, so
+    One wait (:meth:`StopEvent.wait_readable`) covers the socket and ``stopping``, so
     a notification is read the moment it lands and a stop ends the wait at
     once (no polling tick for ``App.close()`` to wait out).
     """
@@ -157,7 +156,7 @@ def _deliver(conn: psycopg.Connection[Any], hub: WakeupHub, stopping: StopEvent)
         # timeout=0 reads what is buffered (notifications that came in
         # during the ping are kept by psycopg until asked for) and what the
         # socket holds, without blocking; everything libpq read is parsed
-        # there, so a select that follows misses nothing.
+        # there, so the wait that follows misses nothing.
         for note in conn.notifies(timeout=0):
             if note.payload == ALL_QUEUES:
                 hub.notify_all()
@@ -170,4 +169,4 @@ def _deliver(conn: psycopg.Connection[Any], hub: WakeupHub, stopping: StopEvent)
             conn.execute("SELECT 1")
             last_ping = time.monotonic()
             continue
-        select.select([conn.fileno(), stopping.fileno()], [], [], wait)
+        stopping.wait_readable(conn.fileno(), wait)

@@ -14,7 +14,6 @@ hub wakes every waiter when the channel is back.
 
 from __future__ import annotations
 
-import select
 import time
 from collections.abc import Callable
 from typing import Any
@@ -103,7 +102,7 @@ def make_listen(
 def _next_message(pubsub: Any, stopping: StopEvent, timeout: float) -> dict[str, Any] | None:
     """The next message read, or None after at most ``timeout`` (or at once on a stop).
 
-    One ``select`` waits on the subscriber's socket and on ``stopping``, so
+    One wait (:meth:`StopEvent.wait_readable`) covers the socket and ``stopping``, so
     a message is read the moment it lands and a stop ends the wait at once
     (no tick for ``App.close()`` to wait out). None also when the read was
     a health-check reply; callers just ask again.
@@ -119,7 +118,7 @@ def _next_message(pubsub: Any, stopping: StopEvent, timeout: float) -> dict[str,
     if sock is None:
         polled: dict[str, Any] | None = pubsub.get_message(timeout=min(timeout, 0.05))
         return polled
-    select.select([sock, stopping.fileno()], [], [], timeout)
+    stopping.wait_readable(sock.fileno(), timeout)
     return None
 
 
