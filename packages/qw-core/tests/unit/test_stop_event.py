@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import resource
 import select
 import socket
 import threading
 import time
+
+import pytest
 
 from qw.wakeup import Listener, StopEvent, WakeupHub
 
@@ -40,6 +44,25 @@ def test_wait_readable_returns_on_data_on_set_and_on_timeout() -> None:
         event.wait_readable(left.fileno(), 5.0)
         assert time.perf_counter() - started < 1.0  # the stop
     finally:
+        left.close()
+        right.close()
+        event.close()
+
+
+def test_wait_readable_takes_a_descriptor_past_fd_setsize() -> None:
+    # select() refuses fd >= 1024; a process with many connections gets there.
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] <= 1100 or not hasattr(select, "poll"):
+        pytest.skip("needs poll() and more than 1100 descriptors")
+    event = StopEvent()
+    left, right = socket.socketpair()
+    high = os.dup2(left.fileno(), 1090)
+    try:
+        right.send(b"x")
+        started = time.perf_counter()
+        event.wait_readable(high, 5.0)
+        assert time.perf_counter() - started < 1.0
+    finally:
+        os.close(high)
         left.close()
         right.close()
         event.close()
