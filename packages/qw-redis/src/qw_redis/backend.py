@@ -525,7 +525,9 @@ class RedisBackend:
             self._remember(id_, queue)
             if isinstance(step_kw, StepFields):
                 self._remember_flow(id_, step_kw.queues)
-            claims.append(Claim(job, Lease(id_, token, expires)))
+            # Stamped with the attempt here, so the Client need not rebuild the lease.
+            lease = Lease(id_, token, expires, False, job.attempts, job.max_attempts)
+            claims.append(Claim(job, lease))
         return claims
 
     def renew(self, leases: Sequence[Lease], lease_s: float) -> list[Lease | None]:
