@@ -508,8 +508,11 @@ def soak(driver: QwDriver, sizes: Sizes, deadline: float) -> dict[str, Any]:
                 done = count()
                 rss = rss_mb(pid)
                 if rss is not None:
-                    samples.append((time.monotonic() - t0, rss, done))
-                    depths.append(enqueued - done)
+                    at = time.monotonic() - t0
+                    samples.append((at, rss, done))
+                    if sizes.soak_s / 10 <= at <= sizes.soak_s:
+                        # While the producer runs (the drain-out at the end empties the queue).
+                        depths.append(enqueued - done)
                 tick += 1.0
                 halt.wait(max(0.0, tick - time.monotonic()))
 
@@ -558,8 +561,9 @@ def soak(driver: QwDriver, sizes: Sizes, deadline: float) -> dict[str, Any]:
         "soak_s": sizes.soak_s,
         "concurrency": sizes.concurrency,
         "depth": [sizes.depth_low, sizes.depth_high],
-        # The queue's depth at each sample after the first tenth (0: the worker waited).
-        "min_depth": min(depths[int(sizes.soak_s / 10) :], default=None),
+        # The least queued at a sample from the first tenth to the end of the soak
+        # (0: the worker may have waited for the producer).
+        "min_depth": min(depths, default=None),
         "drained_at_s": soak_end,
         "enqueued": enqueued,
         "succeeded": succeeded,
@@ -719,7 +723,10 @@ def markdown(data: dict[str, Any]) -> str:
         f"between {z['depth_low']:,} and {z['depth_high']:,}.",
         "",
         "Each store's part ran in its own process; the load average (1 min) at its start "
-        "and end is in its row: the machine has 2 CPUs, shared.",
+        "and end is in its row: the machine has 2 CPUs, shared. The invocations merged into "
+        "this report (those started together ran at the same time, sharing the machine):",
+        "",
+        *(f"- {r.get('started', '?')}: `{' '.join(r.get('argv', []))}`" for r in data["runs"]),
         "",
         "## Goals",
         "",

@@ -198,6 +198,7 @@ def test_a_real_soak_on_sqlite_then_purge(tmp_path: Path) -> None:
     assert r["exactly_once"]
     assert r["succeeded"] == r["enqueued"] == r["ran"] >= 2000
     assert len(r["samples"]) >= 4
+    assert r["min_depth"] is None or r["min_depth"] >= 0
     assert all(rss > 0 for _, rss, _ in r["samples"])
     size = r["size"]
     assert size["finished"] == r["enqueued"]
