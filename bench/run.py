@@ -11,10 +11,6 @@ is reported failed and the run goes on. Results go to
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
@@ -24,6 +20,7 @@ from typing import Any
 from bench import bare, limits, machine, plugins, report
 from bench.config import ROOT, SWEEPS, Plan, Stores, basic_sweep, full_plan, quick_plan
 from bench.drivers import ALL, QW
+from bench.spawn import run_in_group
 
 __all__ = ["main"]
 
@@ -57,36 +54,8 @@ def run_phase(
         "timeout": timeout,
         **args,
     }
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    started = time.monotonic()
     sub = [] if module == "bench.phase" else ["phase"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, *sub, json.dumps(spec)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return {"ok": False, "error": f"timed out after {timeout:.0f} s (killed)"}
-    finally:
-        # Workers a phase left behind (it crashed) go with its group.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    elapsed = time.monotonic() - started
-    for line in reversed(out.decode(errors="replace").splitlines()):
-        if line.startswith("RESULT "):
-            result: dict[str, Any] = json.loads(line[len("RESULT ") :])
-            result["wall_s"] = round(elapsed, 2)
-            return result
-    return {"ok": False, "error": f"phase exited with {proc.returncode} and no result"}
+    return run_in_group([module, *sub], spec, timeout)
 
 
 def parse(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:

@@ -35,8 +35,6 @@ import json
 import math
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -50,6 +48,7 @@ from typing import Any
 from bench import probe, stores
 from bench.config import ROOT, Stores
 from bench.drivers.qw_driver import QwDriver, QwPostgres, QwRedis, QwSqlite
+from bench.spawn import run_in_group
 from bench.stats import percentile
 
 __all__ = [
@@ -921,11 +920,7 @@ def write(data: dict[str, Any], out_dir: Path, stem: str, *, merge: bool) -> lis
 
 
 def run_part(system: str, part: str, workdir: Path, sizes: Sizes) -> dict[str, Any]:
-    """One part of one store as ``python -m bench.scale phase SPEC``, killed at its deadline.
-
-    As ``bench.run.run_phase`` does (a process group, the last ``RESULT`` line),
-    without importing the orchestrator.
-    """
+    """One part of one store as ``python -m bench.scale phase SPEC``, killed at its deadline."""
     timeout = sizes.timeout(part)
     spec = {
         "driver": system,
@@ -934,34 +929,7 @@ def run_part(system: str, part: str, workdir: Path, sizes: Sizes) -> dict[str, A
         "timeout": timeout,
         "sizes": asdict(sizes),
     }
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.scale", "phase", json.dumps(spec)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return {"ok": False, "error": f"timed out after {timeout:.0f} s (killed)"}
-    finally:
-        # The worker a crashed part left behind goes with its group.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for line in reversed(out.decode(errors="replace").splitlines()):
-        if line.startswith("RESULT "):
-            result: dict[str, Any] = json.loads(line[len("RESULT ") :])
-            result["wall_s"] = round(time.monotonic() - started, 2)
-            return result
-    return {"ok": False, "error": f"exited with {proc.returncode} and no result"}
+    return run_in_group(["bench.scale", "phase"], spec, timeout)
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
