@@ -129,6 +129,21 @@ def test_settings_defaults_and_off() -> None:
     assert Settings.from_env({"QW_METRICS_COUNTS_S": "OFF"}).counts_s is None
 
 
+def test_each_supervised_child_serves_on_its_own_port() -> None:
+    from qw.worker.supervisor import WORKER_INDEX_ENV
+    from qw_metrics import settings
+
+    assert settings.WORKER_INDEX_ENV == WORKER_INDEX_ENV
+    child = {WORKER_INDEX_ENV: "3"}
+    assert Settings.from_env(child).port == 9811
+    assert Settings.from_env({**child, "QW_METRICS_PORT": "9000"}).port == 9003
+    # A free port or none stays so; an index past the last port leaves the port as given.
+    assert Settings.from_env({**child, "QW_METRICS_PORT": "0"}).port == 0
+    assert Settings.from_env({**child, "QW_METRICS_PORT": "off"}).port is None
+    assert Settings.from_env({**child, "QW_METRICS_PORT": "65535"}).port == 65535
+    assert Settings.from_env({WORKER_INDEX_ENV: "x"}).port == 9808
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [

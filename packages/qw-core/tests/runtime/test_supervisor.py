@@ -24,7 +24,7 @@ from conftest import HERE, Workers, events_by_job, read_lines, wait_until
 import qw
 from qw.cli import main
 from qw.model import JobStatus, WorkerInfo
-from qw.worker.supervisor import MAX_STARTUP_FAILURES, ChildSpec, parse_child_id
+from qw.worker.supervisor import MAX_STARTUP_FAILURES, WORKER_INDEX_ENV, ChildSpec, parse_child_id
 
 S = JobStatus
 
@@ -145,6 +145,11 @@ def test_three_processes_drain_every_job_once_and_status_groups_them(
         (f"w{parse_child_id(w.id).index}", "live", w.pid)  # type: ignore[union-attr]
         for w in kids
     )
+    # Each child knows its index (qw-metrics serves child i on its port + i).
+    for w in kids:
+        environ = Path(f"/proc/{w.pid}/environ").read_bytes().split(b"\0")
+        index = parse_child_id(w.id).index  # type: ignore[union-attr]
+        assert f"{WORKER_INDEX_ENV}={index}".encode() in environ
 
     sup.send_signal(signal.SIGTERM)
     assert exit_code(sup) == 0, pool.log_of(sup)

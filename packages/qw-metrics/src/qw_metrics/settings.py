@@ -14,6 +14,10 @@ __all__ = ["DEFAULT_ADDR", "DEFAULT_COUNTS_S", "DEFAULT_PORT", "OFF", "Settings"
 
 log = logging.getLogger("qw_metrics")
 
+#: ``qw.worker.supervisor.WORKER_INDEX_ENV``, spelled out: importing the
+#: supervisor would import the whole worker runtime into every producer.
+WORKER_INDEX_ENV = "QW_WORKER_INDEX"
+
 #: The port a worker serves ``/metrics`` on unless ``QW_METRICS_PORT`` says otherwise.
 DEFAULT_PORT = 9808
 #: The address it binds: every interface, as prometheus_client and exporters do.
@@ -56,6 +60,8 @@ class Settings:
             except ConfigurationError as exc:
                 _bad(exc, strict, "metrics are not served over HTTP")
                 port = None
+        if port:
+            port = _child_port(port, env.get(WORKER_INDEX_ENV, ""))
         given = env.get("QW_METRICS_ADDR")
         if given is not None:
             if given.strip():
@@ -88,6 +94,13 @@ def _port(raw: str) -> int | None:
             f"not {raw!r}"
         )
     return port
+
+
+def _child_port(port: int, index: str) -> int:
+    """``port`` plus the index of a ``qw worker --processes`` child, so each child has its own."""
+    if not index.isdigit() or port + int(index) > 65535:
+        return port
+    return port + int(index)
 
 
 def _period(raw: str) -> float | None:

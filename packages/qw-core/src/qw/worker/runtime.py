@@ -16,6 +16,7 @@ One lock, ``Worker._cond``, guards the worker's bookkeeping and every
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -130,6 +131,11 @@ class Worker:
         self._rate_mark = (time.monotonic(), 0)
         #: The scheduler of the app's periodic schedules, once run() started one.
         self.scheduler: Scheduler | None = None
+
+    def rename(self, worker_id: str) -> None:
+        """Register as ``worker_id`` instead of the generated id; call before :meth:`run`."""
+        self.id = worker_id
+        self._info = dataclasses.replace(self._info, id=worker_id)
 
     def __repr__(self) -> str:
         return f"<qw.Worker {self.id} queues={list(self.config.queues)}>"

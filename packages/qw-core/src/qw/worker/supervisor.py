@@ -27,7 +27,6 @@ stores, so ``qw status`` can group children under their supervisor
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
@@ -50,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_PROCESSES",
     "MAX_STARTUP_FAILURES",
+    "WORKER_INDEX_ENV",
     "ChildRole",
     "ChildSpec",
     "Supervised",
@@ -70,6 +70,9 @@ STABLE_AFTER_S = 60.0
 #: After this many start-up failures in a row of one child (it exited before
 #: its worker was built: an import error, a bad option), the supervisor gives up.
 MAX_STARTUP_FAILURES = 5
+#: Set in each child's environment to its index (0, 1, ...), so that a plugin
+#: with one fixed resource per process (qw-metrics' port) can take its own.
+WORKER_INDEX_ENV = "QW_WORKER_INDEX"
 # How often the supervisor looks at its children and its signal count.
 _POLL_S = 0.1
 
@@ -150,12 +153,7 @@ class ChildRole:
 
     def adopt(self, worker: Worker) -> None:
         """Name ``worker`` after the supervisor, hand it the early signals, and report ready."""
-        name = self.spec.worker_id(worker.id)
-        # Worker has no public way to choose its id; it is read from these two
-        # attributes only after run() starts, so replacing both before is safe
-        # (test_supervisor checks the registry shows the new id).
-        worker.id = name
-        worker._info = dataclasses.replace(worker.info, id=name)
+        worker.rename(self.spec.worker_id(worker.id))
         self._worker = worker
         if self._signals:
             worker.request_stop(force=self._signals > 1)
@@ -289,6 +287,7 @@ class Supervisor:
             proc = subprocess.Popen(
                 [*self.command, "--child", spec.encode()],
                 pass_fds=(ready_w, watch_r),
+                env={**os.environ, WORKER_INDEX_ENV: str(slot.index)},
                 # Its own group: a terminal's Ctrl-C reaches it through the supervisor only.
                 process_group=0,
             )
