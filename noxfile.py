@@ -4,7 +4,8 @@
 lint, typecheck, the unit tests on 3.11, the storage contract on 3.12 for
 every backend, the out-of-tree example backend proved with the kit, the
 FastAPI example's API tests, qw-django on a real Django project, the metrics
-and tracing plugins, and the dashboard (with its tests in headless Chromium).
+and tracing plugins, the dashboard (with its tests in headless Chromium), and
+the benchmark harness's own tests (not the benchmark itself).
 ``nox -s "contract-3.12(redis)"`` runs one backend's contract.
 
 Server URLs come from ``QW_TEST_POSTGRES_URL``, ``QW_TEST_REDIS_URL`` and
@@ -55,6 +56,7 @@ nox.options.sessions = [
     "django-3.12",
     "observability-3.11",
     "dashboard-3.11",
+    "bench-harness",
 ]
 
 
@@ -266,9 +268,22 @@ def _bench(session: nox.Session, *args: str) -> None:
     session.run("python", "-m", "bench.run", *args, *session.posargs, env=env)
 
 
+@nox.session(name="bench-harness", python="3.11")
+def bench_harness(session: nox.Session) -> None:
+    """The harness's own tests: tallies, sweeps, goals, reports, small real qw drains on SQLite.
+
+    No peer is installed: what the tests need of one, they build themselves.
+    """
+    _install_packages(session, *BENCH_PACKAGES)
+    session.install("pytest>=8")
+    session.run("pytest", "bench/tests", *session.posargs, env={"PYTHONPATH": str(ROOT)})
+
+
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """The full benchmark: qw on every store and its peers; results in bench/results/bench.*.
+    """The full benchmark: every system at each setting of its sweep, and the bare-store cycle.
+
+    Results in bench/results/bench.*.
 
     Extra arguments go to bench/run.py, e.g. ``nox -s bench -- --n 1000000``.
     """
