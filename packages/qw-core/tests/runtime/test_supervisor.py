@@ -145,11 +145,16 @@ def test_three_processes_drain_every_job_once_and_status_groups_them(
         (f"w{parse_child_id(w.id).index}", "live", w.pid)  # type: ignore[union-attr]
         for w in kids
     )
-    # Each child knows its index (qw-metrics serves child i on its port + i).
+    # Each child knows its index (qw-metrics serves child i on its port + i), and
+    # gets the store URL in its environment, never on its command line (ps shows it).
     for w in kids:
         environ = Path(f"/proc/{w.pid}/environ").read_bytes().split(b"\0")
         index = parse_child_id(w.id).index  # type: ignore[union-attr]
         assert f"{WORKER_INDEX_ENV}={index}".encode() in environ
+        assert f"QW_URL={process_url}".encode() in environ
+        cmdline = Path(f"/proc/{w.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"--url" not in cmdline
+        assert process_url.encode() not in cmdline
 
     sup.send_signal(signal.SIGTERM)
     assert exit_code(sup) == 0, pool.log_of(sup)

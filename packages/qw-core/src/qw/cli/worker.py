@@ -67,13 +67,15 @@ def child_command(ctx: click.Context) -> list[str]:
     Rebuilt from the parsed options (not from ``sys.argv``, whose spelling
     varies); options left at their defaults are left out (the child applies
     the same ones, and reads ``$QW_URL`` and ``$QW_NAMESPACE`` from the
-    environment it inherits).
+    environment it inherits). ``--url`` is never passed on: a password in it
+    would show in every child's command line (``ps``); the caller hands it
+    over as ``$QW_URL``.
     """
     args = [sys.executable, "-c", "from qw.cli import main; main(prog_name='qw')", "worker"]
     assert ctx.command is not None
     for param in ctx.command.params:
         name = param.name
-        if name is None or name in ("processes", "child"):
+        if name is None or name in ("processes", "child", "url"):
             continue
         value = ctx.params[name]
         if isinstance(param, click.Argument):
@@ -232,6 +234,8 @@ def worker(
         resolve_url(url)
         resolve_namespace(namespace)
         parse_queues(queues)
+        if url is not None:
+            os.environ["QW_URL"] = url  # the children inherit it (see child_command)
         ctx.exit(Supervisor(child_command(ctx), processes).run())
     if role is not None:
         role.start()
