@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from bench.drivers.base import Driver
+from bench.tables import phase_result
 
 __all__ = ["AsyncProducer", "failures", "goals", "run", "sections"]
 
@@ -89,13 +90,6 @@ def run(driver: Driver, n: int, producers: int) -> dict[str, Any]:
     return result
 
 
-def _ok(phase: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if phase and phase.get("ok"):
-        result: dict[str, Any] = phase["result"]
-        return result
-    return None
-
-
 def failures(entry: Mapping[str, Any]) -> list[str]:
     """The failed async enqueue runs of one system (an unsupported system is not a failure)."""
     return [
@@ -113,7 +107,7 @@ def goals(systems: Mapping[str, Any]) -> list[dict[str, str]]:
         theirs = (systems.get(peer) or {}).get("aenqueue") or {}
         for p in sorted(set(ours) | set(theirs), key=int):
             goal = f"async enqueue on {store}, {p} producers: ≥ {GOAL_RATIO:g}x {peer}"
-            a, b = _ok(ours.get(p)), _ok(theirs.get(p))
+            a, b = phase_result(ours.get(p)), phase_result(theirs.get(p))
             if a is None or b is None:
                 which = f"qw-{store}" if a is None else peer
                 err = ((ours if a is None else theirs).get(p) or {}).get("error", "not run")
@@ -153,7 +147,7 @@ def sections(data: Mapping[str, Any], ids: Iterable[str]) -> list[str]:
     ]
     for d in rows:
         for p, phase in sorted(systems[d]["aenqueue"].items(), key=lambda kv: int(kv[0])):
-            r = _ok(phase)
+            r = phase_result(phase)
             if r is None:
                 why = "unsupported" if phase.get("unsupported") else "failed"
                 lines.append(f"| {d} | {p} | - | {why}: {phase.get('error')} | |")

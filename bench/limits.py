@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from bench import probe
 from bench.drivers.base import QUEUE, Driver, Unsupported
 from bench.stats import percentile
+from bench.tables import phase_result
 from bench.workflows import tally
 
 if TYPE_CHECKING:
@@ -555,13 +556,6 @@ def run(driver: Driver, phase: str, spec: Mapping[str, Any], deadline: float) ->
 # -- the report ----------------------------------------------------------------
 
 
-def _ok(phase: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if phase and phase.get("ok"):
-        result: dict[str, Any] = phase["result"]
-        return result
-    return None
-
-
 def _first_line(text: object) -> str:
     lines = str(text or "").strip().splitlines()
     return lines[0][:300] if lines else ""
@@ -611,7 +605,7 @@ def goals(systems: Mapping[str, Any], stores: Iterable[str]) -> list[dict[str, s
         c = _goal_c(drains)
         if c is not None:
             pair = drains[c]
-            free, kept = _ok(pair.get("unlimited")), _ok(pair.get("limited"))
+            free, kept = phase_result(pair.get("unlimited")), phase_result(pair.get("limited"))
             goal = f"{drain_goal} (c={c})"
             if kept is None:
                 err = _first_line((pair.get("limited") or {}).get("error"))
@@ -637,7 +631,7 @@ def goals(systems: Mapping[str, Any], stores: Iterable[str]) -> list[dict[str, s
                 )
         claim = lim.get("claim")
         if claim is not None:
-            r = _ok(claim)
+            r = phase_result(claim)
             if r is None:
                 out.append(
                     {
@@ -699,7 +693,7 @@ def sections(data: Mapping[str, Any], ids: Iterable[str]) -> list[str]:
             skipped.append((store, lim["skipped"]))
             continue
         for c, pair in sorted((lim.get("drains") or {}).items(), key=lambda kv: int(kv[0])):
-            free, kept = _ok(pair.get("unlimited")), _ok(pair.get("limited"))
+            free, kept = phase_result(pair.get("unlimited")), phase_result(pair.get("limited"))
             ratio = f"{kept['jobs_per_s'] / free['jobs_per_s']:.2f}x" if free and kept else "-"
             if kept:
                 most = f"{kept['max_overlap']} / {kept['sampled_max_running']} ({kept['samples']})"
@@ -730,7 +724,7 @@ def sections(data: Mapping[str, Any], ids: Iterable[str]) -> list[str]:
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for store, phase in claims:
-            r = _ok(phase)
+            r = phase_result(phase)
             if r is None:
                 lines.append(f"| {store} | | failed: {_first_line(phase.get('error'))} | | | | | |")
                 continue

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from bench import aenqueue, bare, limits, plugins
+from bench.tables import fmt, phase_result
 
 __all__ = ["AT_LEAST_ONCE", "best_drain", "best_flows", "failures", "goals", "markdown", "write"]
 
@@ -44,13 +44,6 @@ def _split(driver_id: str) -> tuple[str, str]:
     return system, store
 
 
-def _ok(phase: dict[str, Any] | None) -> dict[str, Any] | None:
-    if phase and phase.get("ok"):
-        result: dict[str, Any] = phase["result"]
-        return result
-    return None
-
-
 def _label(label: str) -> str:
     """A drain setting's label for a table (a bare concurrency reads ``c=4``)."""
     return f"c={label}" if label.isdigit() else label
@@ -60,7 +53,7 @@ def best_drain(entry: dict[str, Any]) -> tuple[float, str] | None:
     """The highest verified drain rate of a system, and its setting's label."""
     best: tuple[float, str] | None = None
     for label, phase in (entry.get("drain") or {}).items():
-        r = _ok(phase)
+        r = phase_result(phase)
         if r and r.get("exactly_once") and (best is None or r["jobs_per_s"] > best[0]):
             best = (float(r["jobs_per_s"]), _label(str(label)))
     return best
@@ -91,14 +84,14 @@ def fastest_peer(
 
 def best_bare(entry: dict[str, Any]) -> tuple[float, str] | None:
     """The bare-store cycle of a qw entry (its fastest verified run), or None."""
-    return bare.best(_ok(entry.get("bare")))
+    return bare.best(phase_result(entry.get("bare")))
 
 
 def best_flows(entry: dict[str, Any]) -> tuple[float, int] | None:
     """The highest verified steps/s of the workflows of 10 steps, and its concurrency."""
     best: tuple[float, int] | None = None
     for c, phase in ((entry.get("workflows") or {}).get("flows") or {}).items():
-        r = _ok(phase)
+        r = phase_result(phase)
         if r and r.get("ok") and (best is None or r["steps_per_s"] > best[0]):
             best = (float(r["steps_per_s"]), int(c))
     return best
@@ -132,12 +125,6 @@ def failures(entry: dict[str, Any]) -> list[str]:
     return out
 
 
-def _fmt(x: float | None, digits: int = 0) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:,.{digits}f}"
-
-
 def _verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -151,7 +138,7 @@ def goals(data: dict[str, Any]) -> list[dict[str, str]]:
         # A skipped wake-up phase (`--skip wakeup`) has no goal to judge.
         if qw is None or qw.get("status") != "ran" or qw.get("wakeup") is None:
             continue
-        r = _ok(qw.get("wakeup"))
+        r = phase_result(qw.get("wakeup"))
         goal = f"wake-up on {store}: p50 ≤ {p50_target:g} ms, p99 ≤ {WAKE_P99_MS:g} ms"
         if r is None:
             out.append({"goal": goal, "value": "wake-up phase failed", "status": "FAIL"})
@@ -169,7 +156,7 @@ def goals(data: dict[str, Any]) -> list[dict[str, str]]:
         qw = systems.get(f"qw-{store}")
         if qw is None or qw.get("status") != "ran" or "backlog" not in qw:
             continue
-        r = _ok(qw.get("backlog"))
+        r = phase_result(qw.get("backlog"))
         if r is None:
             out.append(
                 {
@@ -196,7 +183,7 @@ def goals(data: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def _single_enqueue(entry: dict[str, Any]) -> float | None:
-    r = _ok(entry.get("enqueue"))
+    r = phase_result(entry.get("enqueue"))
     single = (r or {}).get("single")
     return float(single["jobs_per_s"]) if single and single["supported"] else None
 
@@ -299,7 +286,7 @@ def workflow_goals(systems: dict[str, Any]) -> list[dict[str, str]]:
             f"workflow step on {store}: ≤ {STEP_OVERHEAD_FACTOR:g}x a plain job's time "
             "(same concurrency)"
         )
-        r = _ok((flows.get("flows") or {}).get(str(mine[1]))) if mine else None
+        r = phase_result((flows.get("flows") or {}).get(str(mine[1]))) if mine else None
         plain = r.get("plain") if r else None
         if mine is None or not plain:
             out.append({"goal": goal, "value": "workflows phase failed", "status": "FAIL"})
@@ -332,8 +319,8 @@ def workflow_goals(systems: dict[str, Any]) -> list[dict[str, str]]:
                     }
                 )
         goal = f"chain step latency on {store}: p50 ≤ {CHAIN_FACTOR:g}x plain wake-up p50"
-        chain = _ok(flows.get("chain"))
-        wake = _ok(qw.get("wakeup"))
+        chain = phase_result(flows.get("chain"))
+        wake = phase_result(qw.get("wakeup"))
         latency = (chain or {}).get("commit_to_start")
         if chain is None or not latency:
             out.append({"goal": goal, "value": "chain phase failed", "status": "FAIL"})
@@ -381,10 +368,10 @@ def drain_sections(systems: dict[str, Any], plain: list[str]) -> list[str]:
         system, store = _split(d)
         b = best_drain(e)
         for label, phase in e["drain"].items():
-            r = _ok(phase)
+            r = phase_result(phase)
             if r:
                 steady = r.get("steady_jobs_per_s")
-                rate = _fmt(r["jobs_per_s"]) + (f" ({_fmt(steady)})" if steady else "")
+                rate = fmt(r["jobs_per_s"]) + (f" ({fmt(steady)})" if steady else "")
                 store_says = r["store_succeeded"]
                 check = (
                     f"{'yes' if r['exactly_once'] else 'NO'} ({r['ran']:,} ran, "
@@ -411,16 +398,16 @@ def drain_sections(systems: dict[str, Any], plain: list[str]) -> list[str]:
         if not qw or qw.get("status") != "ran" or qw.get("drain") is None:
             continue
         mine = best_drain(qw)
-        cells = [f"{_fmt(mine[0])} ({mine[1]})" if mine else "failed"]
+        cells = [f"{fmt(mine[0])} ({mine[1]})" if mine else "failed"]
         for strict in (True, False):
             peer = fastest_peer(systems, store, at_least_once=strict)
             if peer is None:
                 cells += ["none on this store", "-"]
             else:
-                cells.append(f"{peer[2]} {_fmt(peer[0])} ({peer[1]})")
+                cells.append(f"{peer[2]} {fmt(peer[0])} ({peer[1]})")
                 cells.append(f"{mine[0] / peer[0]:.2f}x" if mine else "-")
         cycle = best_bare(qw)
-        cells.append(f"{_fmt(cycle[0])} ({cycle[1]})" if cycle else "-")
+        cells.append(f"{fmt(cycle[0])} ({cycle[1]})" if cycle else "-")
         cells.append(f"{mine[0] / cycle[0]:.0%}" if mine and cycle else "-")
         lines.append(f"| {store} | " + " | ".join(cells) + " |")
 
@@ -441,13 +428,13 @@ def drain_sections(systems: dict[str, Any], plain: list[str]) -> list[str]:
         ]
         for d in bare_rows:
             phase = systems[d]["bare"]
-            r = _ok(phase)
+            r = phase_result(phase)
             store = _split(d)[1]
             if r is None:
                 lines.append(f"| {store} | failed: {str(phase.get('error'))[:120]} | | |")
                 continue
             for label, run in r["runs"].items():
-                rate = _fmt(run["jobs_per_s"])
+                rate = fmt(run["jobs_per_s"])
                 name = label
                 if label == r.get("best"):
                     name, rate = f"**{label}** (best)", f"**{rate}**"
@@ -529,14 +516,14 @@ def markdown(data: dict[str, Any]) -> str:
         phase = systems[d].get("enqueue")
         if phase is None:
             continue  # skipped
-        r = _ok(phase)
+        r = phase_result(phase)
         cells = []
         for mode in ("single", "bulk100", "bulk1000"):
             x = (r or {}).get(mode)
             cells.append(
                 "failed"
                 if r is None
-                else (_fmt(x["jobs_per_s"]) if x and x["supported"] else "no bulk API")
+                else (fmt(x["jobs_per_s"]) if x and x["supported"] else "no bulk API")
             )
         system, store = _split(d)
         lines.append(f"| {system} | {store} | " + " | ".join(cells) + " |")
@@ -548,17 +535,17 @@ def markdown(data: dict[str, Any]) -> str:
     ]
     for d in plain:
         phase = systems[d].get("wakeup")
-        r = _ok(phase)
+        r = phase_result(phase)
         system, store = _split(d)
         if r:
             lines.append(
-                f"| {system} | {store} | {_fmt(r['p50_ms'], 2)} | {_fmt(r['p99_ms'], 2)} | "
-                f"{_fmt(r['max_ms'], 1)} | {r['seen']}/{r['samples']} |"
+                f"| {system} | {store} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | "
+                f"{fmt(r['max_ms'], 1)} | {r['seen']}/{r['samples']} |"
             )
         elif phase:
             lines.append(f"| {system} | {store} | failed | | | |")
 
-    backlog_rows = [d for d in ran if _ok(systems[d].get("backlog"))]
+    backlog_rows = [d for d in ran if phase_result(systems[d].get("backlog"))]
     if backlog_rows:
         lines += ["", "## qw claim latency, `claim(limit=1)`: empty queue vs backlog", ""]
         lines += [
@@ -566,7 +553,7 @@ def markdown(data: dict[str, Any]) -> str:
             "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for d in backlog_rows:
-            r = _ok(systems[d]["backlog"])
+            r = phase_result(systems[d]["backlog"])
             assert r is not None
             lines.append(
                 f"| {_split(d)[1]} | {r['backlog']:,} | "
@@ -643,9 +630,9 @@ SHAPES = {
 def _steps_cell(r: dict[str, Any] | None, phase: dict[str, Any] | None) -> str:
     if r is None:
         return "failed" if phase else "-"
-    cell = _fmt(r["steps_per_s"])
+    cell = fmt(r["steps_per_s"])
     if r.get("plain"):
-        cell += f" (plain {_fmt(r['plain']['jobs_per_s'])})"
+        cell += f" (plain {fmt(r['plain']['jobs_per_s'])})"
     return cell
 
 
@@ -674,7 +661,7 @@ def workflow_sections(data: dict[str, Any], ran: list[str]) -> list[str]:
         cells, checks = [], []
         for c in cs:
             phase = flows.get(c)
-            r = _ok(phase)
+            r = phase_result(phase)
             cells.append(_steps_cell(r, phase))
             if r:
                 checks.append(
@@ -687,7 +674,7 @@ def workflow_sections(data: dict[str, Any], ran: list[str]) -> list[str]:
         lines.append(
             f"| {system} | {store} | "
             + " | ".join(cells)
-            + f" | {_fmt(b[0]) if b else '-'} | {'; '.join(checks) or '-'} |"
+            + f" | {fmt(b[0]) if b else '-'} | {'; '.join(checks) or '-'} |"
         )
 
     lines += [
@@ -703,14 +690,14 @@ def workflow_sections(data: dict[str, Any], ran: list[str]) -> list[str]:
     ]
     for d in rows:
         phase = systems[d]["workflows"].get("fanout")
-        r = _ok(phase)
+        r = phase_result(phase)
         system, store = _split(d)
         if r is None:
             lines.append(f"| {system} | {store} | | failed | | | |")
             continue
         lines.append(
-            f"| {system} | {store} | {r['concurrency']} | {_fmt(r['total_s'], 2)} | "
-            f"{_fmt(r['enqueue_s'], 2)} | {_fmt(r['steps_per_s'])} | "
+            f"| {system} | {store} | {r['concurrency']} | {fmt(r['total_s'], 2)} | "
+            f"{fmt(r['enqueue_s'], 2)} | {fmt(r['steps_per_s'])} | "
             f"{'yes' if r['ok'] else 'NO'} ({r['ran']:,} ran, {r['unique']:,} unique; fan-in "
             f"{r['output']}) |"
         )
@@ -730,19 +717,19 @@ def workflow_sections(data: dict[str, Any], ran: list[str]) -> list[str]:
     ]
     for d in rows:
         phase = systems[d]["workflows"].get("chain")
-        r = _ok(phase)
+        r = phase_result(phase)
         system, store = _split(d)
         if r is None:
             lines.append(f"| {system} | {store} | failed | | | | |")
             continue
         c2s, d2s = r.get("commit_to_start"), r["done_to_start"]
-        wake = _ok(systems[d].get("wakeup"))
+        wake = phase_result(systems[d].get("wakeup"))
         lines.append(
             f"| {system} | {store} | "
-            + (f"{_fmt(c2s['p50_ms'], 2)} / {_fmt(c2s['p99_ms'], 2)}" if c2s else "not measured")
-            + f" | {_fmt(d2s['p50_ms'], 2)} / {_fmt(d2s['p99_ms'], 2)} | "
-            + (_fmt(wake["p50_ms"], 2) if wake else "-")
-            + f" | {_fmt(r['total_s'], 2)} | {'yes' if r['ok'] else 'NO'} ({r['ran']:,} ran) |"
+            + (f"{fmt(c2s['p50_ms'], 2)} / {fmt(c2s['p99_ms'], 2)}" if c2s else "not measured")
+            + f" | {fmt(d2s['p50_ms'], 2)} / {fmt(d2s['p99_ms'], 2)} | "
+            + (fmt(wake["p50_ms"], 2) if wake else "-")
+            + f" | {fmt(r['total_s'], 2)} | {'yes' if r['ok'] else 'NO'} ({r['ran']:,} ran) |"
         )
     systems_here = dict.fromkeys(_split(d)[0] for d in rows)
     lines += ["", "How each system's shapes are written:", ""]
@@ -793,7 +780,7 @@ def chart(data: dict[str, Any], path: Path) -> bool:
         ax1.text(v, y, f" {v:,.0f}", va="center", fontsize=8)
     p50, p99 = [], []
     for d in ids:
-        r = _ok(systems[d].get("wakeup"))
+        r = phase_result(systems[d].get("wakeup"))
         p50.append(r["p50_ms"] if r else 0.0)
         p99.append(r["p99_ms"] if r else 0.0)
     ys = range(len(ids))
@@ -837,7 +824,7 @@ def _flow_chart(data: dict[str, Any], ids: list[str], ax3: Any, ax4: Any) -> Non
         ax3.text(v, y, f" {v:,.0f}", va="center", fontsize=8)
     commit, done = [], []
     for d in ids:
-        r = _ok((systems[d].get("workflows") or {}).get("chain")) or {}
+        r = phase_result((systems[d].get("workflows") or {}).get("chain")) or {}
         c2s, d2s = r.get("commit_to_start"), r.get("done_to_start")
         commit.append(c2s["p50_ms"] if c2s and c2s["p50_ms"] > 0 else 0.0)
         done.append(d2s["p50_ms"] if d2s and d2s["p50_ms"] > 0 else 0.0)

@@ -50,6 +50,7 @@ from bench.config import ROOT, Stores
 from bench.drivers.qw_driver import QwDriver, QwPostgres, QwRedis, QwSqlite
 from bench.spawn import run_in_group
 from bench.stats import percentile
+from bench.tables import fmt, phase_result
 
 __all__ = [
     "GOAL_DRIFT",
@@ -660,18 +661,11 @@ def phase_main(arg: str) -> int:
 # -- goals and the report -------------------------------------------------------
 
 
-def _ok(entry: dict[str, Any] | None) -> dict[str, Any] | None:
-    if entry and entry.get("ok"):
-        result: dict[str, Any] = entry["result"]
-        return result
-    return None
-
-
 def goals(data: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per store and goal: claim p50 within 2x with the backlog, worker RSS flat."""
     rows: list[dict[str, Any]] = []
     for system, entry in data.get("backlog", {}).items():
-        r = _ok(entry)
+        r = phase_result(entry)
         goal = f"claim p50 with the backlog ≤ {GOAL_RATIO:g}x the empty queue's ({system})"
         if r is None:
             rows.append({"goal": goal, "status": "FAIL", "detail": str(entry.get("error"))})
@@ -683,7 +677,7 @@ def goals(data: dict[str, Any]) -> list[dict[str, Any]]:
         )
         rows.append({"goal": goal, "status": "PASS" if ok else "FAIL", "detail": detail})
     for system, entry in data.get("soak", {}).items():
-        r = _ok(entry)
+        r = phase_result(entry)
         goal = (
             f"worker RSS flat: slope < {GOAL_SLOPE_MB_MIN:g} MB/min, last tenth within "
             f"{GOAL_DRIFT:.0%} of the second ({system})"
@@ -701,12 +695,6 @@ def goals(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _mb(value: float | None) -> str:
     return "-" if value is None else f"{value / MB:,.1f}"
-
-
-def _s(value: Any, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:,.{digits}f}"
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -742,22 +730,22 @@ def markdown(data: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for system, entry in data.get("backlog", {}).items():
-        r = _ok(entry)
+        r = phase_result(entry)
         if r is None:
             lines.append(f"| {system} | failed: {entry.get('error')} | | | | | | | |")
             continue
         lines.append(
-            f"| {system} | {r['backlog']:,} | {_s(r['fill_s'], 0)} | "
-            f"{_s(r['fill_jobs_per_s'], 0)} ({_s(r['fill_first_rate'], 0)} / "
-            f"{_s(r['fill_last_rate'], 0)}) | {_s(r['empty_p50_ms'], 3)} / "
-            f"{_s(r['empty_p99_ms'], 3)} | {_s(r['backlog_p50_ms'], 3)} / "
-            f"{_s(r['backlog_p99_ms'], 3)} | {_s(r['ratio_p50'])} | "
+            f"| {system} | {r['backlog']:,} | {fmt(r['fill_s'], 0)} | "
+            f"{fmt(r['fill_jobs_per_s'], 0)} ({fmt(r['fill_first_rate'], 0)} / "
+            f"{fmt(r['fill_last_rate'], 0)}) | {fmt(r['empty_p50_ms'], 3)} / "
+            f"{fmt(r['empty_p99_ms'], 3)} | {fmt(r['backlog_p50_ms'], 3)} / "
+            f"{fmt(r['backlog_p99_ms'], 3)} | {fmt(r['ratio_p50'], 2)} | "
             f"{_per_million(r)} | {_load(entry)} |"
         )
     curves = [
         f"- {system}: " + ", ".join(f"{q:,} queued {ms:.3f}" for q, ms in r["p50_ms_by_depth"])
         for system, entry in data.get("backlog", {}).items()
-        if (r := _ok(entry)) and "p50_ms_by_depth" in r
+        if (r := phase_result(entry)) and "p50_ms_by_depth" in r
     ]
     if curves:
         lines += [
@@ -776,16 +764,16 @@ def markdown(data: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for system, entry in data.get("soak", {}).items():
-        r = _ok(entry)
+        r = phase_result(entry)
         if r is None:
             lines.append(f"| {system} | failed: {entry.get('error')} | | | | | | |")
             continue
         w = [x for x in r["jobs_per_s_by_tenth"] if not math.isnan(x)] or [math.nan]
         lines.append(
-            f"| {system} | {r['soak_s']:g} | {_s(r['jobs_per_s'], 0)} ({_s(w[0], 0)} / "
-            f"{_s(min(w), 0)} / {_s(w[-1], 0)}) | {_s(r['rss_first_mb'], 1)}, "
-            f"{_s(r['rss_second_tenth_mb'], 1)}, {_s(r['rss_last_tenth_mb'], 1)}, "
-            f"{_s(r['rss_max_mb'], 1)} | {r['slope_mb_per_min']:+.3f} | {r['drift']:+.1%} | "
+            f"| {system} | {r['soak_s']:g} | {fmt(r['jobs_per_s'], 0)} ({fmt(w[0], 0)} / "
+            f"{fmt(min(w), 0)} / {fmt(w[-1], 0)}) | {fmt(r['rss_first_mb'], 1)}, "
+            f"{fmt(r['rss_second_tenth_mb'], 1)}, {fmt(r['rss_last_tenth_mb'], 1)}, "
+            f"{fmt(r['rss_max_mb'], 1)} | {r['slope_mb_per_min']:+.3f} | {r['drift']:+.1%} | "
             f"{'yes' if r['exactly_once'] else 'NO'} ({r['ran']:,} ran) | {_load(entry)} |"
         )
     lines += [
@@ -797,7 +785,7 @@ def markdown(data: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for system, entry in data.get("soak", {}).items():
-        r = _ok(entry)
+        r = phase_result(entry)
         if r is None or "size" not in r:
             continue
         z2 = r["size"]
@@ -806,7 +794,7 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append(
             f"| {system} | {z2['finished']:,} | {_mb(z2['empty']['bytes'])} → "
             f"{_mb(z2['full']['bytes'])} | {_per_million(z2)} | "
-            f"{_s(z2['purge_s'], 1)} ({z2['purged_jobs']:,}, {z2['purged_events']:,}) | "
+            f"{fmt(z2['purge_s'], 1)} ({z2['purged_jobs']:,}, {z2['purged_events']:,}) | "
             f"{_mb(z2['after_purge']['bytes'])} | "
             f"{_mb(vac['bytes']) if vac else '-'} | {_mb(full['bytes']) if full else '-'} |"
         )
@@ -839,9 +827,13 @@ def _load(entry: dict[str, Any]) -> str:
 
 def chart(data: dict[str, Any], path: Path) -> bool:
     """RSS and jobs/s over each soak, claim p50 by queued jobs; False if nothing to draw."""
-    soaked = {s: r for s, e in data.get("soak", {}).items() if (r := _ok(e)) and r["samples"]}
+    soaked = {
+        s: r for s, e in data.get("soak", {}).items() if (r := phase_result(e)) and r["samples"]
+    }
     filled = {
-        s: r for s, e in data.get("backlog", {}).items() if (r := _ok(e)) and "p50_ms_by_depth" in r
+        s: r
+        for s, e in data.get("backlog", {}).items()
+        if (r := phase_result(e)) and "p50_ms_by_depth" in r
     }
     if not soaked and not filled:
         return False
