@@ -36,12 +36,13 @@ import json
 import multiprocessing as mp
 import sys
 import time
-import traceback
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from bench import stores
 from bench.config import Plan, Stores
+from bench.spawn import answer
 
 __all__ = ["STORES", "best", "run"]
 
@@ -275,21 +276,12 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     spec = json.loads(argv[1])
-    try:
-        from pathlib import Path
 
-        fields = dict(spec["plan"])
-        for key, value in fields.items():
-            if isinstance(value, list):
-                fields[key] = tuple(value)
-        plan = Plan(**fields)
+    def work() -> dict[str, Any]:
         st = Stores.from_env(Path(spec["workdir"]))
-        out: dict[str, Any] = {"ok": True, "result": run(spec["driver"], plan, st)}
-    except Exception as exc:
-        traceback.print_exc()
-        out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    print("RESULT " + json.dumps(out, default=str), flush=True)
-    return 0
+        return run(spec["driver"], Plan.from_dict(spec["plan"]), st)
+
+    return answer(work)
 
 
 if __name__ == "__main__":

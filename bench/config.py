@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["SWEEPS", "Plan", "Setting", "Stores", "basic_sweep", "full_plan", "quick_plan"]
@@ -119,6 +120,14 @@ class Plan:
     bare_batches: tuple[int, ...] = (50, 100, 500)
     bare_clients: tuple[int, ...] = (1, 2)
     systems: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> Plan:
+        """The plan ``asdict`` made, back from JSON (whose arrays arrive as lists)."""
+        given: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()
+        }
+        return cls(**given)
 
     def phase_timeout(self, phase: str, n: int) -> float:
         """Seconds a phase may take before it is killed and reported failed.

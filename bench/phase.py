@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,22 +19,11 @@ from bench import aenqueue, limits, phases, workflows
 from bench.config import Plan, Setting, Stores
 from bench.drivers import load
 from bench.drivers.base import Driver, Unsupported
+from bench.spawn import answer
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
-    plan_fields = dict(spec["plan"])
-    for key in (
-        "concurrencies",
-        "bulk_sizes",
-        "wake_gap_ms",
-        "wf_concurrencies",
-        "aenqueue_producers",
-        "bare_batches",
-        "bare_clients",
-        "systems",
-    ):
-        plan_fields[key] = tuple(plan_fields[key])
-    plan = Plan(**plan_fields)
+    plan = Plan.from_dict(spec["plan"])
     stores = Stores.from_env(Path(spec["workdir"]))
     driver = load(spec["driver"], stores)
     deadline = time.monotonic() + float(spec["timeout"]) - 10.0
@@ -97,15 +85,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     spec = json.loads(sys.argv[1])
-    try:
-        out: dict[str, Any] = {"ok": True, "result": run(spec)}
-    except Unsupported as exc:
-        out = {"ok": False, "unsupported": True, "error": str(exc)}
-    except Exception as exc:
-        traceback.print_exc()
-        out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    print("RESULT " + json.dumps(out, default=str), flush=True)
-    return 0
+    return answer(lambda: run(spec), unsupported=(Unsupported,))
 
 
 if __name__ == "__main__":

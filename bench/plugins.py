@@ -34,11 +34,12 @@ import os
 import statistics
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench.spawn import answer
 
 __all__ = [
     "CONFIGS",
@@ -444,13 +445,8 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["worker"]:
         return worker(argv[1:])
     if argv[:1] == ["phase"]:
-        try:
-            out: dict[str, Any] = {"ok": True, "result": phase(json.loads(argv[1]))}
-        except Exception as exc:
-            traceback.print_exc()
-            out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        print("RESULT " + json.dumps(out, default=str), flush=True)
-        return 0
+        spec = json.loads(argv[1])
+        return answer(lambda: phase(spec))
     print(__doc__, file=sys.stderr)
     return 2
 

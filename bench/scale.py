@@ -39,7 +39,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -48,7 +47,7 @@ from typing import Any
 from bench import probe, stores
 from bench.config import ROOT, Stores
 from bench.drivers.qw_driver import QwDriver, QwPostgres, QwRedis, QwSqlite
-from bench.spawn import run_in_group
+from bench.spawn import answer, run_in_group
 from bench.stats import percentile
 from bench.tables import fmt, phase_result
 
@@ -649,13 +648,8 @@ def phase(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def phase_main(arg: str) -> int:
-    try:
-        out: dict[str, Any] = {"ok": True, "result": phase(json.loads(arg))}
-    except Exception as exc:
-        traceback.print_exc()
-        out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    print("RESULT " + json.dumps(out, default=str), flush=True)
-    return 0
+    spec = json.loads(arg)
+    return answer(lambda: phase(spec))
 
 
 # -- goals and the report -------------------------------------------------------

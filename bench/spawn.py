@@ -1,4 +1,4 @@
-"""Run one bench part in a child process group and read its ``RESULT`` line."""
+"""Run one bench part in a child process group: the parent's side and the child's."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from typing import Any
 
 from bench.config import ROOT
 
-__all__ = ["run_in_group"]
+__all__ = ["answer", "run_in_group"]
 
 
 def run_in_group(argv: list[str], spec: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -51,3 +53,22 @@ def run_in_group(argv: list[str], spec: dict[str, Any], timeout: float) -> dict[
             result["wall_s"] = round(elapsed, 2)
             return result
     return {"ok": False, "error": f"exited with {proc.returncode} and no result"}
+
+
+def answer(
+    work: Callable[[], dict[str, Any]], *, unsupported: tuple[type[Exception], ...] = ()
+) -> int:
+    """The child's side: print ``RESULT <json>`` of ``work()``, or of the error it raised.
+
+    An ``unsupported`` error is reported as such (the system lacks the
+    feature, not a failure); any other is printed with its traceback.
+    """
+    try:
+        out: dict[str, Any] = {"ok": True, "result": work()}
+    except unsupported as exc:
+        out = {"ok": False, "unsupported": True, "error": str(exc)}
+    except Exception as exc:
+        traceback.print_exc()
+        out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    print("RESULT " + json.dumps(out, default=str), flush=True)
+    return 0
