@@ -27,5 +27,5 @@ if run_at <= now then
 else
   redis.call('ZADD', sched_key(1), run_at, id)
 end
-redis.call(PUBCMD, K.wake, queue)
+publish({queue})
 return {'O'}
