@@ -38,17 +38,28 @@ class WakeupHub:
         self._epoch = 0
         self._armed_at: dict[str, int] = {}
         self._connected = connected
+        # The listeners feeding this hub that are not live: it is connected
+        # only while none is down (a sharded store has a channel per shard).
+        self._down: set[object] = set()
 
     @property
     def connected(self) -> bool:
         """Whether a push channel is live (else ``wait`` polls)."""
         return self._connected
 
-    def set_connected(self, connected: bool) -> None:
-        """Record the listener's state; a (re)connect wakes every waiter."""
+    def set_connected(self, connected: bool, source: object = None) -> None:
+        """Record listener ``source``'s state; a (re)connect wakes every waiter.
+
+        With several listeners the hub is connected while every one that
+        said so still is: a channel down means its signals may be missed.
+        """
         with self._cond:
             was = self._connected
-            self._connected = connected
+            if connected:
+                self._down.discard(source)
+            else:
+                self._down.add(source)
+            self._connected = connected and not self._down
             if connected and not was:
                 self._epoch += 1
             self._cond.notify_all()
@@ -181,6 +192,9 @@ class Listener:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._subscribed = threading.Event()
         self.reconnects = 0
+        # Down until subscribed: a hub fed by other listeners too must poll
+        # for this one's queues meanwhile.
+        hub.set_connected(False, self)
 
     def start(self, ready_timeout: float = 0.0) -> bool:
         """Start the thread; wait up to ``ready_timeout`` s for the channel; True if live.
@@ -210,7 +224,7 @@ class Listener:
     def stop(self, timeout: float = 2.0) -> None:
         """Ask ``listen`` to return and wait up to ``timeout`` for the thread."""
         self._stopping.set()
-        self._hub.set_connected(False)
+        self._hub.set_connected(False, self)
         if self._thread is threading.current_thread():
             return
         if self._thread.is_alive():
@@ -220,7 +234,7 @@ class Listener:
             self._stopping.close()
 
     def _ready(self) -> None:
-        self._hub.set_connected(True)
+        self._hub.set_connected(True, self)
         self._subscribed.set()
 
     def _run(self) -> None:
@@ -230,7 +244,7 @@ class Listener:
             try:
                 self._listen(self._ready, self._stopping)
             except Exception as exc:
-                self._hub.set_connected(False)
+                self._hub.set_connected(False, self)
                 if self._stopping.is_set():
                     return
                 self.reconnects += 1
@@ -245,5 +259,5 @@ class Listener:
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
             else:
-                self._hub.set_connected(False)
+                self._hub.set_connected(False, self)
                 return

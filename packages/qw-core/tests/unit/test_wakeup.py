@@ -160,6 +160,26 @@ def test_disconnecting_turns_a_blocked_waiter_into_a_poller() -> None:
     assert waiter.elapsed < 10
 
 
+def test_a_hub_fed_by_several_listeners_is_connected_only_while_all_are() -> None:
+    hub = WakeupHub(poll_interval=0.1, connected=False)
+    one, two = object(), object()
+    hub.set_connected(False, one)
+    hub.set_connected(False, two)
+    hub.set_connected(True, one)
+    assert not hub.connected, "the second channel is not live yet"
+    hub.set_connected(True, two)
+    assert hub.connected
+    hub.arm(["q"])
+    waiter = Waiter(hub, ["q"], timeout=30)
+    time.sleep(0.1)
+    hub.set_connected(False, two)  # its queues' signals may now be missed: poll
+    assert waiter.join() is True
+    assert waiter.elapsed < 10
+    assert not hub.connected
+    hub.set_connected(True, two)
+    assert hub.connected
+
+
 # -- Listener ------------------------------------------------------------------
 
 

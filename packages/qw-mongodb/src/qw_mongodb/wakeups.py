@@ -211,8 +211,8 @@ class EndedJobs(WakeupHub):
                 for event in self._watchers.get(job_id, ()):
                     event.set()
 
-    def set_connected(self, connected: bool) -> None:
-        super().set_connected(connected)
+    def set_connected(self, connected: bool, source: object = None) -> None:
+        super().set_connected(connected, source)
         with self._watch_lock:
             for events in self._watchers.values():
                 for event in events:
