@@ -49,6 +49,14 @@ class Capabilities:
         transactional: jobs can be enqueued, and finished, inside the
             application's own open transaction on the store
             (:meth:`~qw.contract.Backend.enqueue_in`).
+        cross_queue_atomic: a call that spans queues holds across all of
+            the namespace's queues: a batch or a workflow is one atomic
+            write whatever its queues, a claim over several queues takes
+            them in one priority order, and job ids, dedupe keys and limit
+            keys are unique and counted namespace-wide. False for a store
+            that spreads queues over shards (Redis ``shards=N``): these hold
+            among the queues of one shard, and a batch or workflow spanning
+            shards raises :class:`~qw.errors.CrossShard`.
         max_payload_bytes: the largest payload (as UTF-8 JSON) accepted.
         stand_in: the name of a stand-in for the real store (for example
             ``"mongomock"``), when the backend talks to one; None for a real
@@ -67,6 +75,7 @@ class Capabilities:
     result_wakeup: bool = False
     retry: bool = False
     transactional: bool = False
+    cross_queue_atomic: bool = True
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     stand_in: str | None = None
 

@@ -8,7 +8,8 @@ Every error qw raises on purpose is a :class:`QwError`::
     │   ├── InvalidPayload      not JSON, or over the size limit
     │   ├── DuplicateJob        a job id that is already in the store (or twice in one batch)
     │   ├── InvalidWorkflow     a cycle, an unknown parent, too many steps, a bad workflow id
-    │   └── NotRetryable        a retry of a workflow step (its workflow settled around its end)
+    │   ├── NotRetryable        a retry of a workflow step (its workflow settled around its end)
+    │   └── CrossShard          one atomic call for queues on different shards of a namespace
     ├── LeaseLost               a token that is not (or no longer) the job's current lease
     ├── JobNotFound             no job with that id in this namespace
     ├── WorkflowNotFound        no workflow with that id in this namespace
@@ -37,6 +38,7 @@ __all__ = [
     "BackendNotFound",
     "BackendUnavailable",
     "ConfigurationError",
+    "CrossShard",
     "DuplicateJob",
     "InvalidInput",
     "InvalidName",
@@ -79,6 +81,15 @@ class DuplicateJob(InvalidInput):
 
 class InvalidWorkflow(InvalidInput):
     """A workflow the store would refuse: a cycle, an unknown parent, too many steps."""
+
+
+class CrossShard(InvalidInput):
+    """One atomic call (a batch, a workflow) for queues that live on different shards.
+
+    A sharded namespace (Redis ``shards=N``) commits atomically within one
+    shard only; nothing was written. Enqueue per shard, or place the
+    queues together.
+    """
 
 
 class NotRetryable(InvalidInput):
