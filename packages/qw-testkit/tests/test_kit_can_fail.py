@@ -513,6 +513,31 @@ BACKENDS = textwrap.dedent(
             return t.status
 
 
+    # -- calls over many queues --
+
+    class SplitsBatches(MemoryBackend):
+        """Shards its queues, and commits a spanning batch's first queue before refusing it."""
+
+        capabilities = replace(MemoryBackend.capabilities, cross_queue_atomic=False)
+
+        def enqueue(self, jobs):
+            queues = list(dict.fromkeys(j.queue for j in jobs))
+            if len(queues) > 1:
+                super().enqueue([j for j in jobs if j.queue == queues[0]])
+                raise qw.errors.CrossShard("this batch spans shards")
+            return super().enqueue(jobs)
+
+
+    class DropsOverflow(MemoryBackend):
+        """Claims up to the limit from each queue, then returns only the first ``limit``."""
+
+        def claim(self, queues, *, worker, lease_s, limit):
+            claims = []
+            for queue in queues:
+                claims += super().claim([queue], worker=worker, lease_s=lease_s, limit=limit)
+            return claims[:limit]
+
+
     class StandIn(MemoryBackend):
         capabilities = Capabilities(thread_safe=False, stand_in="fakestore")
 
@@ -560,6 +585,8 @@ def _run(pytester: pytest.Pytester, cls: str, tests: list[str]) -> pytest.RunRes
 #: 1 run in 60 to 100 missed, IgnoresRate, IgnoresOverrides and UnfairRanks
 #: about 1 in 8 to 13), and the deterministic tests named for them always do.
 CASES = {
+    "SplitsBatches": ["test_a_batch_over_many_queues_is_all_or_nothing"],
+    "DropsOverflow": ["test_claims_over_many_queues_take_each_job_once_in_queue_order"],
     "DoubleClaim": [
         "test_a_leased_job_is_not_claimed_again",
         "test_threads_sharing_one_client_claim_each_job_once",

@@ -23,6 +23,7 @@ from qw_testkit.suite.async_client import AsyncClientTests
 from qw_testkit.suite.bad_input import BadInputTests
 from qw_testkit.suite.claim import ClaimTests
 from qw_testkit.suite.concurrency import ConcurrencyTests
+from qw_testkit.suite.cross_queue import CrossQueueTests
 from qw_testkit.suite.enqueue import EnqueueTests
 from qw_testkit.suite.inspection import InspectionTests
 from qw_testkit.suite.isolation import IsolationTests
@@ -47,6 +48,7 @@ __all__ = [
     "BadInputTests",
     "ClaimTests",
     "ConcurrencyTests",
+    "CrossQueueTests",
     "ContractBase",
     "EnqueueTests",
     "InspectionTests",
@@ -87,6 +89,7 @@ class BackendContractTests(
     IsolationTests,
     BadInputTests,
     ConcurrencyTests,
+    CrossQueueTests,
     StateMachineTests,
     WorkflowTests,
     LimitTests,

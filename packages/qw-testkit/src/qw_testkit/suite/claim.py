@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import qw
 from qw.model import JobStatus, NewJob
 from qw_testkit.base import ContractBase
+from qw_testkit.gates import requires
 
 
 class ClaimTests(ContractBase):
@@ -34,6 +35,7 @@ class ClaimTests(ContractBase):
         assert [c.job.id for c in second] == expected[4:]
         assert client.claim(["q"], worker="w", limit=5) == []
 
+    @requires("cross_queue_atomic")
     def test_claim_spans_the_queues_asked_for_only(self, client: qw.Client) -> None:
         a = client.enqueue_one("a", 1, priority=2).id
         b = client.enqueue_one("b", 2, priority=1).id

@@ -9,6 +9,7 @@ import pytest
 import qw
 from qw.model import JobStatus, JSONValue, NewJob
 from qw_testkit.base import ContractBase, snapshot
+from qw_testkit.gates import requires
 from qw_testkit.suite.inspection import finish_as
 
 PAYLOADS: list[JSONValue] = [
@@ -96,6 +97,7 @@ class EnqueueTests(ContractBase):
             client.enqueue(batch)
         assert snapshot(client) == before
 
+    @requires("cross_queue_atomic")
     def test_existing_id_raises_duplicate_and_writes_nothing(self, client: qw.Client) -> None:
         first = NewJob("q", "original")
         client.enqueue([first])
@@ -163,6 +165,7 @@ class EnqueueTests(ContractBase):
         assert answers[2].id == answers[4].id == jobs[0].id
         assert sorted(j.payload for j in client.list_jobs()) == ["a", "b", "d"]  # type: ignore[type-var]
 
+    @requires("cross_queue_atomic")
     def test_dedupe_key_is_not_scoped_by_queue_payload_or_priority(self, client: qw.Client) -> None:
         first = client.enqueue_one("q1", 1, dedupe_key="k")
         assert client.enqueue_one("q2", 2, dedupe_key="k", priority=-5).id == first.id

@@ -11,6 +11,7 @@ import pytest
 import qw
 from qw.model import EventSpec, JobStatus, NewJob, WorkerInfo
 from qw_testkit.base import ContractBase, snapshot
+from qw_testkit.gates import requires
 
 
 class InspectionTests(ContractBase):
@@ -69,6 +70,7 @@ class InspectionTests(ContractBase):
         assert counts == self.tally(client.list_jobs(limit=1000))
         assert c4.job.status is JobStatus.RUNNING
 
+    @requires("cross_queue_atomic")
     def test_counts_never_drift_under_a_mixed_workload(self, client: qw.Client) -> None:
         rnd = random.Random(1234)
         ids: list[str] = []

@@ -577,6 +577,7 @@ class LimitTests(ContractBase):
         assert claim(client, limit=10) == []
         assert statuses(client, ids) == [SUCCEEDED, RUNNING, RUNNING, QUEUED, QUEUED]
 
+    @requires("cross_queue_atomic")
     @requires("limits")
     def test_a_key_counts_its_jobs_in_every_queue(self, client: qw.Client) -> None:
         one = Limit(concurrency=1)
@@ -893,6 +894,7 @@ class LimitTests(ContractBase):
 
     # -- the model ---------------------------------------------------------
 
+    @requires("cross_queue_atomic")
     @requires("limits")
     def test_claims_agree_with_the_limit_model(self, open_client: OpenClient) -> None:
         def factory() -> RuleBasedStateMachine:

@@ -25,6 +25,7 @@ import qw
 from qw.contract import Abort, Complete, Fail, Outcome, Release
 from qw.model import EventSpec, JobStatus, NewJob
 from qw_testkit.base import ContractBase, OpenClient, new_namespace
+from qw_testkit.gates import requires
 from qw_testkit.model import ModelEvent, NamespaceModel
 from qw_testkit.pytest_plugin import PROFILE_ENV
 
@@ -270,6 +271,7 @@ class ContractMachine(RuleBasedStateMachine):
 
 
 class StateMachineTests(ContractBase):
+    @requires("cross_queue_atomic")
     def test_backend_agrees_with_the_model(self, open_client: OpenClient) -> None:
         def factory() -> RuleBasedStateMachine:
             return ContractMachine(open_client)

@@ -994,6 +994,7 @@ class WorkflowTests(ContractBase):
         assert [f.state for f in other.list_workflows()] == [WorkflowState.CANCELLED]
         assert [f.state for f in client.list_workflows()] == [WorkflowState.SUCCEEDED]
 
+    @requires("cross_queue_atomic")
     def test_purge_takes_a_workflow_only_with_all_its_steps(self, client: qw.Client) -> None:
         def run_all() -> None:
             while claims := claim_ids(client):
@@ -1048,6 +1049,7 @@ class WorkflowTests(ContractBase):
         client.set_enabled(True)
         assert ids_of(claim_ids(client)) == [c, plain, b]
 
+    @requires("cross_queue_atomic")
     @requires("queue_switch")
     def test_a_promoted_step_on_a_queue_switched_off_waits_for_on(self, client: qw.Client) -> None:
         w = "qsw"
@@ -1060,6 +1062,7 @@ class WorkflowTests(ContractBase):
         client.set_enabled(True, queue="off")
         assert ids_of(claim_ids(client, ["off"])) == [b]
 
+    @requires("cross_queue_atomic")
     def test_a_waiter_is_woken_when_a_step_is_promoted_on_its_queue(
         self, client: qw.Client, open_client: OpenClient
     ) -> None:
@@ -1118,6 +1121,7 @@ class WorkflowTests(ContractBase):
         assert job_id == f"{w}.r"
         assert at - created < PROMPT
 
+    @requires("cross_queue_atomic")
     @requires("native_wakeup")
     def test_wait_returns_true_when_a_step_is_promoted(
         self, client: qw.Client, open_client: OpenClient
@@ -1145,6 +1149,7 @@ class WorkflowTests(ContractBase):
 
     # -- crashes between a step's write and its children's --------------------------
 
+    @requires("cross_queue_atomic")
     @requires("multi_process")
     def test_a_process_killed_while_finishing_parents_loses_no_promotion(
         self, client: qw.Client
@@ -1265,6 +1270,7 @@ class WorkflowTests(ContractBase):
 
     # -- the model test ------------------------------------------------------------
 
+    @requires("cross_queue_atomic")
     def test_workflows_agree_with_the_model(self, open_client: OpenClient) -> None:
         def factory() -> RuleBasedStateMachine:
             return WorkflowMachine(open_client)
