@@ -209,7 +209,8 @@ def drop_namespaces(url: str, namespaces: set[str]) -> None:
         doomed = [
             key
             for key in client.scan_iter(match="qw:{*", count=1000)
-            if key[4 : key.find("}")] in namespaces
+            # A shard's tag is "<namespace>/<shard>".
+            if key[4 : key.find("}")].split("/")[0] in namespaces
         ]
         for i in range(0, len(doomed), 500):
             client.unlink(*doomed[i : i + 500])

@@ -15,6 +15,11 @@ from qw_testkit import BackendContractTests
 from .servers import drop_namespaces
 
 
+def with_shards(url: str, shards: int) -> str:
+    """``url`` asking for ``shards`` shards."""
+    return f"{url}{'&' if '?' in url else '?'}shards={shards}"
+
+
 class TestRedisContract(BackendContractTests):
     url: str
     namespaces: ClassVar[set[str]] = set()
@@ -56,3 +61,25 @@ class TestRedisClusterContract(BackendContractTests):
 
     def backend_url(self) -> str:
         return self.url
+
+
+class TestRedisShardedContract(TestRedisContract):
+    """The kit on namespaces spread over 3 shards of the single server (``shards=3``)."""
+
+    namespaces: ClassVar[set[str]] = set()
+
+    @pytest.fixture(autouse=True, scope="class")
+    @classmethod
+    def _server(cls, redis_url: str) -> Iterator[None]:
+        cls.url = with_shards(redis_url, 3)
+        yield
+        drop_namespaces(redis_url, cls.namespaces)
+
+
+class TestRedisClusterShardedContract(TestRedisClusterContract):
+    """The kit on namespaces spread over 3 shards of the 3-master loopback Cluster."""
+
+    @pytest.fixture(autouse=True, scope="class")
+    @classmethod
+    def _server(cls, cluster_url: str) -> None:
+        cls.url = with_shards(cluster_url, 3)

@@ -31,7 +31,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from qw.aio import ThreadedAsyncBackend
+from qw.aio import AsyncBackend, ThreadedAsyncBackend
 from qw.contract import Insert, Switches, WorkflowInsert
 from qw.model import Enqueued, Event, Job, JobStatus
 from qw.plans import adrive
@@ -42,6 +42,7 @@ from qw_redis.keys import Keyspace
 from qw_redis.plans import Op, Plan, Script
 from qw_redis.results import AsyncEndedWaiters
 from qw_redis.scripts import NAMES, source
+from qw_redis.sharded import open_namespace
 from qw_redis.urls import RedisConfig, parse_url
 
 __all__ = ["AsyncRedisBackend"]
@@ -90,11 +91,18 @@ class AsyncRedisBackend(ThreadedAsyncBackend):
     @classmethod
     async def open(
         cls, backend_cls: type[RedisBackend], url: str, *, namespace: str
-    ) -> AsyncRedisBackend:
-        """Open the blocking backend (in a thread: it migrates) and the async client."""
+    ) -> AsyncBackend:
+        """Open the blocking backend (in a thread: it migrates) and the async client.
+
+        A sharded namespace gets its router in a :class:`ThreadedAsyncBackend`.
+        """
         Keyspace(namespace)  # a bad name fails before any I/O
         config = parse_url(url)
-        backend = await asyncio.to_thread(backend_cls, config, namespace=namespace)
+        home = await asyncio.to_thread(backend_cls, config, namespace=namespace)
+        opened = await asyncio.to_thread(open_namespace, home)
+        if not isinstance(opened, RedisBackend):
+            return ThreadedAsyncBackend(opened)
+        backend = opened
         try:
             client = _async_client(config)
             with translated("connect"):

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
 
 from qw.capabilities import Capabilities
 from qw.contract import Finish, Insert, Switches, WorkflowInsert
@@ -74,9 +74,9 @@ from qw_redis.scripts import NAMES, STANDALONE, key_names, source
 from qw_redis.urls import RedisConfig, parse_url
 
 if TYPE_CHECKING:
-    from qw_redis.aio import AsyncRedisBackend
+    from qw.aio import AsyncBackend
 
-__all__ = ["RedisBackend"]
+__all__ = ["RedisBackend", "token_queue"]
 
 T = TypeVar("T")
 
@@ -114,6 +114,18 @@ _ENQUEUE_TRIES = 10
 #: queues of the step's workflow that the call did not declare (add_steps
 #: can grow a workflow's queues between two calls).
 _QUEUE_TRIES = 10
+
+
+# Only ever up: clients opened with fewer shards keep placing on what is stored.
+_RAISE_SHARDS = """
+local stored = tonumber(redis.call('GET', KEYS[1]) or '1')
+local asked = tonumber(ARGV[1])
+if asked > stored then
+  redis.call('SET', KEYS[1], asked)
+  return asked
+end
+return stored
+"""
 
 
 def _us(seconds: float) -> int:
@@ -173,7 +185,7 @@ def _step_args(steps: Sequence[Insert], index: dict[str, int]) -> list[object]:
     return args
 
 
-def _token_queue(token: str) -> str | None:
+def token_queue(token: str) -> str | None:
     """The queue a claim token names (``<hex>:<n>:<queue>``), if it is a valid name."""
     parts = token.split(":")
     if len(parts) != 3:
@@ -202,18 +214,36 @@ class RedisBackend:
         retry=True,
     )
 
-    def __init__(self, config: RedisConfig, *, namespace: str) -> None:
+    def __init__(
+        self,
+        config: RedisConfig,
+        *,
+        namespace: str,
+        shard: int = 0,
+        client: Any = None,
+        hub: WakeupHub | None = None,
+    ) -> None:
+        """Open shard ``shard`` of ``namespace`` (0: the plain, one-slot namespace).
+
+        A sharded namespace's router (:mod:`qw_redis.sharded`) opens one per
+        shard, handing each its own ``client`` (which this object then does
+        not close) and one ``hub``, shared, as queue names are unique across
+        shards.
+        """
         # Names are checked before any key is built or any I/O happens.
-        self._keys = Keyspace(namespace)
+        self._keys = Keyspace(namespace, shard)
         self._config = config
-        with translated("connect"):
-            self._client: Any = open_client(config)
-            check_persistence(config, self._client)
+        self._owns_client = client is None
+        if client is None:
+            with translated("connect"):
+                client = open_client(config)
+                check_persistence(config, client)
+        self._client: Any = client
         publish = "SPUBLISH" if config.cluster else "PUBLISH"
         self._scripts = {
             n: self._client.register_script(source(n, publish)) for n in (*NAMES, *STANDALONE)
         }
-        self._hub = WakeupHub(poll_interval=config.poll_interval)
+        self._hub = hub if hub is not None else WakeupHub(poll_interval=config.poll_interval)
         self._ended = EndedWaiters()
         self._lock = threading.Lock()
         self._listener: Listener | None = None
@@ -232,12 +262,60 @@ class RedisBackend:
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str) -> Self:
+        """Open ``namespace``; a sharded one (by the URL or the store) gets its router.
+
+        Whether a namespace is sharded is the store's to say as much as the
+        URL's (``qw:{ns}:shards``), so every client of a sharded namespace
+        routes alike whatever URL it was given.
+        """
         Keyspace(namespace)
-        return cls(parse_url(url), namespace=namespace)
+        from qw_redis.sharded import open_namespace
+
+        # A sharded namespace's router serves the same protocol over one of these per shard.
+        return cast(Self, open_namespace(cls(parse_url(url), namespace=namespace)))
+
+    # -- shards (see qw_redis.sharded; these read and write shard 0's keys) ---
+
+    def open_shard(self, shard: int) -> RedisBackend:
+        """Shard ``shard`` of this namespace, sharing this one's client and wake-up hub."""
+        return type(self)(
+            self._config, namespace=self.namespace, shard=shard, client=self._client, hub=self._hub
+        )
+
+    @property
+    def hub(self) -> WakeupHub:
+        """The hub this backend's claims arm and its listener feeds."""
+        return self._hub
+
+    def stored_shards(self) -> int:
+        """How many shards the namespace's new queues are spread over (1 when never sharded)."""
+        with translated("shards"):
+            raw = self._client.get(self._keys.shards_key)
+        return 1 if raw is None else int(raw)
+
+    def raise_shards(self, shards: int) -> int:
+        """Store ``shards`` unless more are stored already; the count stored after."""
+        with translated("shards"):
+            return int(self._client.eval(_RAISE_SHARDS, 1, self._keys.shards_key, shards))
+
+    def placement(self, queue: str) -> int | None:
+        """The shard holding ``queue``, or None while it has none."""
+        with translated("placement"):
+            raw = self._client.hget(self._keys.placement_key, queue)
+        return None if raw is None else int(raw)
+
+    def place(self, queue: str, shard: int) -> int:
+        """Put ``queue`` on ``shard`` unless it is placed already; the shard holding it."""
+        with translated("placement"):
+            self._client.hsetnx(self._keys.placement_key, queue, shard)
+            return int(self._client.hget(self._keys.placement_key, queue))
 
     @classmethod
-    async def open_async(cls, url: str, *, namespace: str) -> AsyncRedisBackend:
-        """The native async twin on ``url`` (see :mod:`qw_redis.aio`)."""
+    async def open_async(cls, url: str, *, namespace: str) -> AsyncBackend:
+        """The native async twin on ``url`` (see :mod:`qw_redis.aio`).
+
+        A sharded namespace has none: its router runs in threads.
+        """
         from qw_redis.aio import AsyncRedisBackend
 
         return await AsyncRedisBackend.open(cls, url, namespace=namespace)
@@ -263,6 +341,8 @@ class RedisBackend:
             listener, self._listener = self._listener, None
         if listener is not None:
             listener.stop()
+        if not self._owns_client:
+            return
         try:
             self._client.close()
         except Exception:
@@ -334,7 +414,7 @@ class RedisBackend:
         for n, i in enumerate(ids):
             q = self._queue_of.get(i)
             if q is None and tokens is not None:
-                q = _token_queue(tokens[n])
+                q = token_queue(tokens[n])
             if q is not None:
                 found[i] = q
         missing = list(dict.fromkeys(i for i in ids if i not in found))
@@ -461,7 +541,7 @@ class RedisBackend:
     ) -> list[Claim]:
         # A worker claims before it waits: subscribe first, so that arming
         # happens on a live channel and the first wait() is not a poll.
-        self._ensure_listener()
+        self.ensure_listener()
         self._hub.arm(queues)
         prefix = secrets.token_hex(12) + ":"
         reply = self._run(
@@ -654,10 +734,11 @@ class RedisBackend:
                 return total
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
-        self._ensure_listener()
+        self.ensure_listener()
         return self._hub.wait(queues, timeout)
 
-    def _ensure_listener(self) -> None:
+    def ensure_listener(self) -> None:
+        """Subscribe to the shard's wake-ups if not yet (waiting up to 2 s for it)."""
         if self._listener is not None:
             return
         listener = self._start_listener()
@@ -680,7 +761,7 @@ class RedisBackend:
                 ended=self._ended,
                 ended_channel=self._keys.ended_channel,
             )
-            listener = Listener(self._hub, listen, name=f"qw-redis-wakeup-{self.namespace}")
+            listener = Listener(self._hub, listen, name=f"qw-redis-wakeup-{self._keys.tag}")
             listener.start()
             self._listener = listener
             return listener
@@ -708,7 +789,7 @@ class RedisBackend:
         the wait is not missed; while the subscription is down the wait
         polls every ``poll_interval``.
         """
-        self._ensure_listener()
+        self.ensure_listener()
         deadline = time.monotonic() + timeout
         with self._ended.watch(job_id) as watch:
             while True:

@@ -1,7 +1,10 @@
-"""The key layout of one namespace: every key shares the hash tag ``{namespace}``.
+"""The key layout of one namespace: every key of a shard shares its hash tag.
 
 All keys start ``qw:{<namespace>}:``, so a namespace lives in one Cluster
-slot and every script's keys are co-located. Only validated names are ever
+slot and every script's keys are co-located. A sharded namespace (see
+:mod:`qw_redis.sharded`) has that layout once per shard: shard 0 is the
+plain one, shard ``s`` starts ``qw:{<namespace>/<s>}:``, each in its own
+slot. Only validated names are ever
 put into a key: the namespace and queue patterns of :mod:`qw.validation`
 exclude ``{``, ``}``, ``:``, ``*`` and whitespace, so no name can move a key
 to another slot or collide with another key's shape.
@@ -223,9 +226,12 @@ def _check_safe(name: str, what: str) -> str:
 class Keyspace:
     """Key names for one namespace."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, shard: int = 0) -> None:
         self.namespace = _check_safe(validate_namespace(namespace), "namespace")
-        self.prefix = f"qw:{{{self.namespace}}}:"
+        self.shard = shard
+        # '/' is in no namespace name, so no shard's tag is another namespace's.
+        self.tag = self.namespace if shard == 0 else f"{self.namespace}/{shard}"
+        self.prefix = f"qw:{{{self.tag}}}:"
         self._named = {name: self.prefix + name for name in (*COMMON, *FLOW_COMMON)}
         self._columns = {col: self.prefix + "f:" + col for col in (*COLUMNS, *FLOW_COLUMNS)}
         self.channel = self._named["wake"]
@@ -240,6 +246,16 @@ class Keyspace:
     def schema_keys(self) -> list[str]:
         """The keys ``lua/migrate.lua`` gets after the common ones: marker, legacy hashes."""
         return [self.prefix + "schema"] + [self.prefix + "f:" + col for col in LEGACY_COLUMNS]
+
+    @property
+    def shards_key(self) -> str:
+        """Shard 0's string: how many shards new queues are spread over (absent: 1)."""
+        return self.prefix + "shards"
+
+    @property
+    def placement_key(self) -> str:
+        """Shard 0's hash: queue -> the shard holding it, fixed when first used."""
+        return self.prefix + "placement"
 
     @property
     def schedule_keys(self) -> list[str]:

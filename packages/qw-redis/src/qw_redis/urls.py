@@ -8,9 +8,9 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from qw.display import redact_url
 from qw.errors import ConfigurationError
-from qw.urloptions import Option, parse_options
+from qw.urloptions import Option, integer, parse_options
 
-__all__ = ["QW_OPTIONS", "REDIS_OPTIONS", "RedisConfig", "parse_url"]
+__all__ = ["MAX_SHARDS", "QW_OPTIONS", "REDIS_OPTIONS", "SHARDS", "RedisConfig", "parse_url"]
 
 #: Query options passed through to redis-py (its own URL options).
 REDIS_OPTIONS = frozenset(
@@ -50,6 +50,10 @@ class RedisConfig:
     driver_url: str
     poll_interval: float
     display: str
+    #: How many shards (hash tags) new queues are spread over; 1 is one slot
+    #: (see :mod:`qw_redis.sharded`). A namespace already sharded keeps its own
+    #: count when this is lower.
+    shards: int = 1
 
 
 def parse_url(url: str) -> RedisConfig:
@@ -81,7 +85,7 @@ def parse_url(url: str) -> RedisConfig:
         raise ConfigurationError(f"Redis URL {shown!r} names no host")
     parsed = parse_options(
         parts.query,
-        (POLL_INTERVAL,),
+        (POLL_INTERVAL, SHARDS),
         what="Redis",
         pass_through=REDIS_OPTIONS.__contains__,
         repeat_pass_through=False,
@@ -95,7 +99,11 @@ def parse_url(url: str) -> RedisConfig:
         raise ConfigurationError("Redis Cluster has only database 0")
     driver = urlunsplit((driver_scheme, parts.netloc, parts.path, urlencode(options), ""))
     return RedisConfig(
-        cluster=cluster, driver_url=driver, poll_interval=poll_interval, display=shown
+        cluster=cluster,
+        driver_url=driver,
+        poll_interval=poll_interval,
+        display=shown,
+        shards=parsed[SHARDS],
     )
 
 
@@ -111,5 +119,10 @@ def _positive(raw: str) -> float:
 
 #: Any positive number of seconds (not a range: the hub's poll is the only user).
 POLL_INTERVAL = Option("poll_interval", 0.5, _positive, "seconds > 0")
+#: The most shards a namespace can have: event cursors keep the shard in
+#: their low six bits (see :mod:`qw_redis.sharded`).
+MAX_SHARDS = 64
+#: Spread new queues over this many hash tags (so a Cluster's masters).
+SHARDS = integer("shards", 1, 1, MAX_SHARDS)
 #: Options qw reads itself and strips before the URL reaches redis-py.
-QW_OPTIONS = frozenset({POLL_INTERVAL.name})
+QW_OPTIONS = frozenset({POLL_INTERVAL.name, SHARDS.name})
