@@ -240,3 +240,42 @@ def _slot_owners(cluster_url: str) -> dict[int, int]:
         for slot in range(int(start), int(end) + 1):
             owners[slot] = int(master[1])
     return owners
+
+
+def test_one_worker_runs_every_job_of_queues_on_every_shard_once(url: str, namespace: str) -> None:
+    app = qw.App(with_shards(url, 3), namespace)
+    tasks = {}
+    for s, queue in BY_SHARD.items():
+
+        def double(x: int, s: int = s) -> list[int]:
+            return [s, 2 * x]
+
+        tasks[queue] = app.task(double, name=f"double{s}", queue=queue)
+    answers = {
+        queue: app.enqueue_many([task.job(i) for i in range(200)]) for queue, task in tasks.items()
+    }
+    # A workflow on one shard's queues, its steps run by the same worker.
+    flow = app.workflow("sharded")
+    first = flow.add(tasks[BY_SHARD[1]], 1)
+    flow.add(tasks[BY_SHARD[1]], 2, after=[first])
+    flow.enqueue()
+    worker = app.worker(list(BY_SHARD.values()), concurrency=8, poll_interval=0.05)
+    runner = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            counts = app.client.counts()
+            done = sum(counts.get(q, {}).get(JobStatus.SUCCEEDED, 0) for q in BY_SHARD.values())
+            if done == 602:
+                break
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+        runner.join(30)
+    for s, queue in BY_SHARD.items():
+        jobs = app.client.get_many([a.id for a in answers[queue]])
+        assert [j.result if j else None for j in jobs] == [[s, 2 * i] for i in range(200)]
+        assert all(j is not None and j.attempts == 1 for j in jobs), "each ran once"
+    assert app.client.get_workflow("sharded").state is qw.WorkflowState.SUCCEEDED
+    app.close()
