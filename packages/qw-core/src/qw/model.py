@@ -352,7 +352,13 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """An outbox record. ``cursor`` increases within a namespace."""
+    """An outbox record.
+
+    ``cursor`` is unique in the namespace and grows with each event written
+    after it (on a store that shards queues, each event of the same shard:
+    a busy shard's cursors run ahead of a quiet one's). Fetch order is
+    cursor order.
+    """
 
     cursor: int
     job_id: str
