@@ -48,6 +48,7 @@ def test_every_boolean_capability_can_be_required() -> None:
         "progress",
         "result_wakeup",
         "retry",
+        "cross_queue_atomic",
         "transactional",
     }
     for flag in booleans:
