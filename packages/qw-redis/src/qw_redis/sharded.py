@@ -166,7 +166,7 @@ class ShardedRedisBackend:
 
     @property
     def shards(self) -> int:
-        """How many shards new queues are spread over (as stored when this opened)."""
+        """How many shards new queues are spread over (as last read from the store)."""
         return self._count
 
     def _shard(self, s: int) -> RedisBackend:
