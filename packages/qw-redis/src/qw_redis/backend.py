@@ -117,6 +117,8 @@ _QUEUE_TRIES = 10
 
 
 # Only ever up: clients opened with fewer shards keep placing on what is stored.
+# Not one of the layout's scripts (lua/): it reaches the router's key alone,
+# once per open, so it is sent by EVAL as it is.
 _RAISE_SHARDS = """
 local stored = tonumber(redis.call('GET', KEYS[1]) or '1')
 local asked = tonumber(ARGV[1])
@@ -226,9 +228,8 @@ class RedisBackend:
         """Open shard ``shard`` of ``namespace`` (0: the plain, one-slot namespace).
 
         A sharded namespace's router (:mod:`qw_redis.sharded`) opens one per
-        shard, handing each its own ``client`` (which this object then does
-        not close) and one ``hub``, shared, as queue names are unique across
-        shards.
+        shard, handing each shard 0's ``client`` (which only shard 0 closes)
+        and its ``hub``: queue names are unique across shards.
         """
         # Names are checked before any key is built or any I/O happens.
         self._keys = Keyspace(namespace, shard)
