@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,22 +21,6 @@ from qw.errors import InvalidName
 from qw.model import JobStatus, NewJob
 from qw_redis import RedisBackend
 from qw_redis.aio import MAX_CONNECTIONS, AsyncRedisBackend
-from qw_testkit.base import new_namespace
-
-from .servers import drop_namespaces
-
-
-@pytest.fixture(params=["single", "cluster"])
-def url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("redis_url" if request.param == "single" else "cluster_url"))
-
-
-@pytest.fixture
-def namespace(url: str) -> Iterator[str]:
-    ns = new_namespace()
-    yield ns
-    if not url.startswith("redis+cluster://"):
-        drop_namespaces(url, {ns})
 
 
 def _no_threads(backend: AsyncRedisBackend) -> None:

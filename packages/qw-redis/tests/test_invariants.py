@@ -26,11 +26,6 @@ from qw_testkit.base import new_namespace
 from .servers import drop_namespaces
 
 
-@pytest.fixture(params=["single", "cluster"])
-def url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("redis_url" if request.param == "single" else "cluster_url"))
-
-
 def _raw(url: str) -> Any:
     if url.startswith("redis+cluster://"):
         return RedisCluster.from_url(

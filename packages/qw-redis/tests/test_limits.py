@@ -59,11 +59,6 @@ OPERATORS = [
 ]
 
 
-@pytest.fixture(params=["single", "cluster"])
-def url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("redis_url" if request.param == "single" else "cluster_url"))
-
-
 @pytest.fixture
 def eager(monkeypatch: pytest.MonkeyPatch) -> None:
     """Park every held-back job (no pass-over first), so that parking is what is tested."""

@@ -30,11 +30,6 @@ NOW = 1_790_000_000_000_000  # µs, in the past of any test run
 LATER = NOW * 2  # µs, far in the future
 
 
-@pytest.fixture(params=["single", "cluster"])
-def url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("redis_url" if request.param == "single" else "cluster_url"))
-
-
 def _v1_job(r: Any, keys: Keyspace, id_: str, queue: str, seq: int, **fields: object) -> None:
     """One job's fields as 0.1.0's enqueue.lua wrote them, and its status's indexes."""
     p = keys.prefix

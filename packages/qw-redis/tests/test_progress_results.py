@@ -26,11 +26,6 @@ from .test_invariants import _raw, check_invariants
 from .test_migrate import LATER, _v2_job
 
 
-@pytest.fixture(params=["single", "cluster"])
-def url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("redis_url" if request.param == "single" else "cluster_url"))
-
-
 @pytest.fixture
 def client(url: str) -> Iterator[qw.Client]:
     namespace = new_namespace()

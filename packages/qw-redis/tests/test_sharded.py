@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,7 +23,6 @@ from qw_redis.sharded import ShardedRedisBackend, propose_shard
 from qw_redis.urls import MAX_SHARDS
 from qw_testkit.base import new_namespace
 
-from .servers import drop_namespaces
 from .test_contract import with_shards
 from .test_invariants import _raw
 from .test_migrate import write_v1_namespace
@@ -33,19 +31,6 @@ from .test_migrate import write_v1_namespace
 BY_SHARD = {
     s: next(f"q{i}" for i in range(100) if propose_shard(f"q{i}", 3) == s) for s in range(3)
 }
-
-
-@pytest.fixture(params=["single", "cluster"])
-def url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("redis_url" if request.param == "single" else "cluster_url"))
-
-
-@pytest.fixture
-def namespace(url: str) -> Iterator[str]:
-    ns = new_namespace()
-    yield ns
-    if not url.startswith("redis+cluster://"):
-        drop_namespaces(url, {ns})
 
 
 def sharded(client: qw.Client) -> ShardedRedisBackend:
