@@ -81,6 +81,7 @@ def test_capability_flags() -> None:
         "result_wakeup": False,
         "retry": False,
         "transactional": False,
+        "cross_queue_atomic": True,
     }
 
 
