@@ -407,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
 
         args.remove("scale")
         return scale.main(args)
+    # `cluster`: one namespace on a Redis Cluster of its own, see bench/cluster.py.
+    if args[:1] == ["cluster"] or args[:2] == ["--quick", "cluster"]:
+        from bench import cluster
+
+        args.remove("cluster")
+        return cluster.main(args)
     plan, ns = parse(args)
     out_dir: Path = ns.out
     workdir = out_dir / "raw" / plan.name
