@@ -189,6 +189,45 @@ def test_a_workflow_id_on_one_shard_is_taken_on_the_others(url: str, namespace: 
         assert client.find("w.b") is None
 
 
+def test_a_client_opened_before_sharding_places_new_queues_on_shard_0_and_is_refused_others(
+    url: str, namespace: str
+) -> None:
+    r = _raw(url)
+    # Opened while the namespace is plain: it sends every job to shard 0.
+    stale = qw.open(url, namespace=namespace)
+    assert isinstance(stale.backend, RedisBackend)
+    stale.enqueue_one("old", 0)
+    with qw.open(with_shards(url, 3), namespace=namespace) as router:
+        router.enqueue_one(BY_SHARD[2], 1)
+        before = {s: r.hgetall(Keyspace(namespace, s).key("counts")) for s in range(3)}
+        # A queue placed on another shard: each way of inserting is refused,
+        # writing nothing (a lone job, a batch, a workflow).
+        refusals: list[Any] = [
+            lambda: stale.enqueue_one(BY_SHARD[2], 2),
+            lambda: stale.enqueue([NewJob("new0", 3), NewJob(BY_SHARD[2], 4)]),
+            lambda: stale.create_workflow("w", [NewJob(BY_SHARD[2], 5, id="w.a")]),
+        ]
+        for refused in refusals:
+            with pytest.raises(qw.SchemaError, match=rf"queue '{BY_SHARD[2]}' lives on shard 2"):
+                refused()
+        assert {s: r.hgetall(Keyspace(namespace, s).key("counts")) for s in range(3)} == before
+        assert r.hget(Keyspace(namespace).placement_key, "new0") is None
+        assert stale.find("w.a") is None
+        # A queue not placed yet is placed where the stale client put its job,
+        # and routers find it there, whatever its name proposes.
+        fresh = next(q for q in (f"n{i}" for i in range(100)) if propose_shard(q, 3) != 0)
+        job = stale.enqueue_one(fresh, 6).id
+        assert sharded(router).shard_of(fresh) == 0
+        (claim,) = router.claim([fresh], worker="w")
+        assert claim.job.id == job
+        assert router.get(job).queue == fresh
+        # Queues on shard 0 stay open to it.
+        stale.enqueue([NewJob("old", 7), NewJob(fresh, 8)])
+        assert router.counts()["old"][JobStatus.QUEUED] == 2
+    stale.close()
+    r.close()
+
+
 def test_bad_shard_counts_are_refused_before_any_io() -> None:
     for bad in ("0", "65", "two", "-1"):
         with pytest.raises(qw.ConfigurationError, match="shards"):

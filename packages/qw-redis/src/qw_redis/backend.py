@@ -159,6 +159,19 @@ def _needs(reply: Any) -> list[str] | None:
     return None
 
 
+def _refuse_misplaced(reply: Any, namespace: str) -> None:
+    """Raise where an insert on shard 0 found a queue placed on another shard (``{'P', q, s}``).
+
+    Only a client opened before its namespace was sharded sends such a call
+    (a router sends each queue's jobs to its shard): it must open again.
+    """
+    if reply[0] == "P":
+        raise SchemaError(
+            f"namespace {namespace!r} was sharded after this client opened it, and queue"
+            f" {reply[1]!r} lives on shard {reply[2]}: open the client again"
+        )
+
+
 def _flow_args(job: Insert) -> tuple[object, ...]:
     """The flow-control fields of ``job`` as common.lua's insert_lim reads them."""
     if job.limit_key is None:
@@ -511,6 +524,7 @@ class RedisBackend:
                 inserted = set(insert)
                 args += (job.id for i, job in enumerate(jobs) if i not in inserted)
             reply = yield Script("enqueue", queues, args)
+            _refuse_misplaced(reply, self.namespace)
             if reply[0] == "D":
                 raise DuplicateJob(f"job id {reply[1]!r} already exists")
             if reply[0] == "K":
@@ -530,6 +544,7 @@ class RedisBackend:
         run_at = "" if job.run_at is None else to_us(job.run_at)
         args = (job.id, job.payload, job.priority, job.max_attempts, run_at, _us(job.delay or 0))
         reply = yield Script("enqueue_one", (job.queue,), args)
+        _refuse_misplaced(reply, self.namespace)
         if reply[0] == "D":
             raise DuplicateJob(f"job id {reply[1]!r} already exists")
         self._hub.notify((job.queue,))
@@ -1036,11 +1051,13 @@ class RedisBackend:
         """Run ``name`` (create_workflow, add_steps) for ``steps``; its answer's letter.
 
         Raises DuplicateJob where the script found a step id that exists, or
-        a dedupe key held by a live job or by an earlier step of the call.
+        a dedupe key held by a live job or by an earlier step of the call;
+        SchemaError where a queue lives on another shard.
         """
         queues = list(dict.fromkeys(s.queue for s in steps))
         index = {q: i for i, q in enumerate(queues, start=1)}
         reply = yield Script(name, queues, [*head, *_step_args(steps, index)])
+        _refuse_misplaced(reply, self.namespace)
         if reply[0] == "D":
             raise DuplicateJob(f"job id {reply[1]!r} already exists")
         if reply[0] == "K":

@@ -91,6 +91,9 @@ COMMON: tuple[str, ...] = (
     "kcur",  # HASH queue -> the kfseq up to which its claims looked at kfree
     "pwake",  # ZSET (lex) "<queue>\n<µs, 16 digits>\n<key>": when a rate window makes room
     "pwt",  # HASH "<queue>\n<key>" -> its pwake time (16 digits)
+    # A sharded namespace (qw_redis.sharded): on shard 0 only.
+    "shards",  # STRING how many shards new queues are spread over (absent: never sharded)
+    "placement",  # HASH queue -> the shard holding it, fixed when first used
 )
 
 #: Namespace-wide keys of workflows, received after :data:`COLUMNS` by the
@@ -250,12 +253,12 @@ class Keyspace:
     @property
     def shards_key(self) -> str:
         """Shard 0's string: how many shards new queues are spread over (absent: 1)."""
-        return self.prefix + "shards"
+        return self._named["shards"]
 
     @property
     def placement_key(self) -> str:
         """Shard 0's hash: queue -> the shard holding it, fixed when first used."""
-        return self.prefix + "placement"
+        return self._named["placement"]
 
     @property
     def schedule_keys(self) -> list[str]:

@@ -335,6 +335,39 @@ local function flush()
   PUT, CACHE, MOVES, MOVE_ORDER, ZADDS, ZREMS, JOBS = {}, {}, {}, {}, {}, {}, {}
 end
 
+-- A client opened before its namespace was sharded (qw_redis.sharded) sends
+-- every job to shard 0, knowing no placement. So a script inserting jobs on
+-- shard 0 of a sharded namespace (K.shards, which only shard 0 has, says
+-- more than 1) first checks where the queues of its header are placed: one
+-- on another shard refuses the call, {'P', queue, shard}, before anything is
+-- written; those not placed yet are placed here by place_here(), with the
+-- call's writes, where every router then looks for them.
+local PLACING
+local function misplaced()
+  local n = redis.call('GET', K.shards)
+  if not n or n == '1' or NQ == 0 then return nil end
+  PLACING = {}
+  for i = 1, NQ, 500 do
+    local last = math.min(i + 499, NQ)
+    local vals = redis.call('HMGET', K.placement, unpack(QN, i, last))
+    for k = i, last do
+      local s = vals[k - i + 1]
+      if not s then
+        PLACING[#PLACING + 1] = QN[k]
+      elseif s ~= '0' then
+        return {'P', QN[k], s}
+      end
+    end
+  end
+  return nil
+end
+
+local function place_here()
+  if PLACING then
+    for _, q in ipairs(PLACING) do redis.call('HSETNX', K.placement, q, '0') end
+  end
+end
+
 local function publish(queues)
   if #queues > 0 then
     redis.call(PUBCMD, K.wake, table.concat(queues, ','))

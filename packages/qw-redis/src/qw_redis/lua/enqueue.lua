@@ -6,8 +6,10 @@
 -- common.lua's insert_lim); then the ids of the batch's other jobs.
 -- Returns {'D', id} for an id that exists, {'K', key, holder, ...} (every
 -- key of the batch a live job holds now) if that is not what the plan
--- assumed, so nothing was written and Python plans again; else {'O'}.
--- A lone plain job is enqueue_one.lua's.
+-- assumed, so nothing was written and Python plans again; common.lua's
+-- misplaced() refusal; else {'O'}. A lone plain job is enqueue_one.lua's.
+local refused = misplaced()
+if refused then return refused end
 local now = now_us()
 local JW = 11
 local nk = tonumber(ARGV[A + 1])
@@ -45,6 +47,7 @@ if nk > 0 then
     return out
   end
 end
+place_here()
 -- One INCRBY reserves the FIFO positions of the jobs inserted.
 local base = redis.call('INCRBY', K.seq, ni) - ni
 local readies = {}

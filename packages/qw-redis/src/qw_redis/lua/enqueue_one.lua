@@ -6,10 +6,14 @@
 -- which cost more Redis CPU than the writes.
 -- ARGV after the header (one queue): id, payload, priority, max_attempts,
 -- run_at µs ('' = none), delay µs.
--- Returns {'D', id} for an id that exists, else {'O'}.
+-- Returns {'D', id} for an id that exists, common.lua's misplaced() refusal,
+-- else {'O'}.
 local id, prio, run_at_s = ARGV[A + 1], ARGV[A + 3], ARGV[A + 5]
+local refused = misplaced()
+if refused then return refused end
 -- The id check and the first write in one call: nothing else is written yet.
 if redis.call('HSETNX', F.status, id, STATUS.QUEUED) == 0 then return {'D', id} end
+place_here()
 local now = now_us()
 local queue = QN[1]
 local seqs = string.format('%016d', redis.call('INCRBY', K.seq, 1))
