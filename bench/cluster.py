@@ -47,7 +47,7 @@ from bench import probe
 from bench.config import ROOT, Setting, Stores
 from bench.drivers.base import Workers, poll_until, python_cmd, spawn, stop, tail
 from bench.drivers.qw_driver import QwRedis
-from bench.tables import fmt, phase_result
+from bench.tables import fmt, load_span, phase_result
 
 __all__ = [
     "MASTERS",
@@ -394,9 +394,11 @@ def _stored_placement(driver: ClusterRedis) -> dict[str, str]:
     """``qw:{ns}:placement`` as the store has it (empty for a plain namespace)."""
     from redis.cluster import RedisCluster
 
+    from qw_redis.keys import Keyspace
+
     client = RedisCluster(host="127.0.0.1", port=driver.ports[0], decode_responses=True)
     try:
-        raw = client.hgetall(f"qw:{{{driver.namespace}}}:placement")
+        raw = client.hgetall(Keyspace(driver.namespace).placement_key)
         return {str(q): str(shard) for q, shard in sorted(raw.items())}
     finally:
         client.close()
@@ -490,11 +492,6 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
 
-def _load(entry: dict[str, Any]) -> str:
-    a, b = entry.get("load_start"), entry.get("load_end")
-    return f"{a[0]:.2f} → {b[0]:.2f}" if a and b else "-"
-
-
 def markdown(data: dict[str, Any]) -> str:
     """The report: the layout, a table per shard count, the machine, how it was taken."""
     m = data["machine"]
@@ -585,7 +582,8 @@ def markdown(data: dict[str, Any]) -> str:
                 f"{'yes' if s['exactly_once'] else 'NO'} ({fmt(s['ran'])} ran, "
                 f"{fmt(s['store_succeeded'])} succeeded) | {cells} | "
                 f"{' / '.join(fmt(c) for c in s['commands'])} | "
-                f"{pct(s['busiest_core'])} | {fmt(s['machine_busy_cores'], 2)} | {_load(entry)} |"
+                f"{pct(s['busiest_core'])} | {fmt(s['machine_busy_cores'], 2)} | "
+                f"{load_span(entry)} |"
             )
     plugins = ", ".join(data.get("worker_plugins", [])) or "none"
     lines += [

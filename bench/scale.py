@@ -49,7 +49,7 @@ from bench.config import ROOT, Stores
 from bench.drivers.qw_driver import QwDriver, QwPostgres, QwRedis, QwSqlite
 from bench.spawn import answer, run_in_group
 from bench.stats import percentile
-from bench.tables import fmt, phase_result
+from bench.tables import fmt, load_span, phase_result
 
 __all__ = [
     "GOAL_DRIFT",
@@ -734,7 +734,7 @@ def markdown(data: dict[str, Any]) -> str:
             f"{fmt(r['fill_last_rate'], 0)}) | {fmt(r['empty_p50_ms'], 3)} / "
             f"{fmt(r['empty_p99_ms'], 3)} | {fmt(r['backlog_p50_ms'], 3)} / "
             f"{fmt(r['backlog_p99_ms'], 3)} | {fmt(r['ratio_p50'], 2)} | "
-            f"{_per_million(r)} | {_load(entry)} |"
+            f"{_per_million(r)} | {load_span(entry)} |"
         )
     curves = [
         f"- {system}: " + ", ".join(f"{q:,} queued {ms:.3f}" for q, ms in r["p50_ms_by_depth"])
@@ -768,7 +768,7 @@ def markdown(data: dict[str, Any]) -> str:
             f"{fmt(min(w), 0)} / {fmt(w[-1], 0)}) | {fmt(r['rss_first_mb'], 1)}, "
             f"{fmt(r['rss_second_tenth_mb'], 1)}, {fmt(r['rss_last_tenth_mb'], 1)}, "
             f"{fmt(r['rss_max_mb'], 1)} | {r['slope_mb_per_min']:+.3f} | {r['drift']:+.1%} | "
-            f"{'yes' if r['exactly_once'] else 'NO'} ({r['ran']:,} ran) | {_load(entry)} |"
+            f"{'yes' if r['exactly_once'] else 'NO'} ({r['ran']:,} ran) | {load_span(entry)} |"
         )
     lines += [
         "",
@@ -812,11 +812,6 @@ def _per_million(r: dict[str, Any]) -> str:
     if "used_memory_per_million" in r:
         text += f" (used_memory: {_mb(r['used_memory_per_million'])})"
     return text
-
-
-def _load(entry: dict[str, Any]) -> str:
-    a, b = entry.get("load_start"), entry.get("load_end")
-    return f"{a[0]:.2f} → {b[0]:.2f}" if a and b else "-"
 
 
 def chart(data: dict[str, Any], path: Path) -> bool:

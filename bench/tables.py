@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["fmt", "phase_result"]
+__all__ = ["fmt", "load_span", "phase_result"]
 
 
 def phase_result(phase: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -22,3 +22,9 @@ def fmt(x: float | None, digits: int = 0) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     return f"{x:,.{digits}f}"
+
+
+def load_span(entry: Mapping[str, Any]) -> str:
+    """The 1-minute load average at a part's start and end (``load_start``, ``load_end``)."""
+    a, b = entry.get("load_start"), entry.get("load_end")
+    return f"{a[0]:.2f} → {b[0]:.2f}" if a and b else "-"
